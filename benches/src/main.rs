@@ -1,0 +1,2 @@
+//! conduit-bench.
+fn main() {}

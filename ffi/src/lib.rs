@@ -1,0 +1,2 @@
+//! C ABI for conduit.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! The reliable sequencing protocol, sans-IO.
+#![forbid(unsafe_code)]

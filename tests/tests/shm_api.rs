@@ -1,0 +1,193 @@
+//! The `conduit` API over `shm:`: typed messages, the append-only rule, start
+//! order, zero-length messages, claims and bad URIs, through real rings.
+
+use conduit::{Error, Message, Publication, Received, Subscription, ViewError};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+fn watchdog(secs: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("watchdog: test still running after {secs} s: hang");
+        std::process::abort();
+    });
+}
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "conduit-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq, Clone, Copy)]
+struct OrderV1 {
+    id: u64,
+    price: i64,
+}
+impl Message for OrderV1 {
+    const TYPE_ID: u32 = 100;
+}
+
+/// OrderV1 with a field appended.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq, Clone, Copy)]
+struct OrderV2 {
+    id: u64,
+    price: i64,
+    qty: u32,
+    _pad: u32,
+}
+impl Message for OrderV2 {
+    const TYPE_ID: u32 = 100;
+}
+
+fn poll_all(sub: &mut Subscription, want: usize) -> Vec<(u32, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        sub.poll(
+            |m: Received<'_>| got.push((m.type_id(), m.payload().to_vec())),
+            64,
+        )
+        .unwrap();
+    }
+    got
+}
+
+fn connect(uri: &str) -> (Publication, Subscription) {
+    // Subscription first: start order must not matter.
+    let mut sub = Subscription::open(uri).unwrap();
+    assert!(!sub.is_connected());
+    let mut publ = Publication::open(uri).unwrap();
+    while !publ.is_connected() {
+        sub.poll(|_| {}, 1).unwrap();
+        std::thread::yield_now();
+    }
+    (publ, sub)
+}
+
+#[test]
+fn typed_messages_and_append_only_rule() {
+    watchdog(60);
+    let uri = format!("shm:{}", unique("typed"));
+    let (mut publ, mut sub) = connect(&uri);
+    let v2 = OrderV2 {
+        id: 1,
+        price: -5,
+        qty: 7,
+        _pad: 0,
+    };
+    publ.send(&v2).unwrap();
+    let v1 = OrderV1 { id: 2, price: 9 };
+    publ.send(&v1).unwrap();
+    let mut seen = 0;
+    while seen < 2 {
+        sub.poll(
+            |m| {
+                // An old reader accepts the newer, longer payload.
+                let old = m.get::<OrderV1>().unwrap();
+                if seen == 0 {
+                    assert_eq!((old.id, old.price), (1, -5));
+                    assert_eq!(m.get::<OrderV2>().unwrap(), &v2);
+                } else {
+                    assert_eq!(old, &v1);
+                    // A new reader refuses the shorter payload of an old writer.
+                    assert_eq!(
+                        m.get::<OrderV2>().unwrap_err(),
+                        ViewError::TooShort { need: 24, found: 16 }
+                    );
+                }
+                seen += 1;
+            },
+            8,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn zero_length_messages_and_claims() {
+    watchdog(60);
+    let uri = format!("shm:{}", unique("claims"));
+    let (mut publ, mut sub) = connect(&uri);
+    publ.offer(7, &[]).unwrap();
+    let mut c = publ.try_claim(8, 5).unwrap();
+    c.as_mut_slice().copy_from_slice(b"hello");
+    c.commit();
+    publ.try_claim(9, 3).unwrap().abort();
+    drop(publ.try_claim(10, 3).unwrap()); // dropping aborts
+    let mut q = publ.claim::<OrderV1>().unwrap();
+    q.id = 11;
+    q.price = 12;
+    q.commit();
+    let got = poll_all(&mut sub, 3);
+    assert_eq!(got[0], (7, vec![]));
+    assert_eq!(got[1], (8, b"hello".to_vec()));
+    assert_eq!(got[2].0, 100);
+    assert_eq!(got[2].1, OrderV1 { id: 11, price: 12 }.as_bytes());
+    let counters = sub.counters();
+    assert_eq!(counters.received, 3);
+    let mut extra = 0;
+    sub.poll(|_| extra += 1, 64).unwrap();
+    assert_eq!(extra, 0, "aborted claims must publish nothing");
+}
+
+#[test]
+fn offer_before_any_subscriber_is_not_connected() {
+    watchdog(60);
+    let uri = format!("shm:{}", unique("noconn"));
+    let mut publ = Publication::open(&uri).unwrap();
+    assert!(!publ.is_connected());
+    assert!(matches!(publ.offer(1, b"x"), Err(Error::NotConnected)));
+    assert_eq!(Error::NotConnected.code(), conduit::code::NOT_CONNECTED);
+}
+
+#[test]
+fn too_large_is_refused_not_truncated() {
+    watchdog(60);
+    let uri = format!("shm:{}?capacity=64k", unique("large"));
+    let (mut publ, _sub) = connect(&uri);
+    let max = publ.max_message_len();
+    assert!(max >= 64 * 1024 / 8);
+    let big = vec![0u8; max + 1];
+    match publ.offer(1, &big) {
+        Err(Error::MessageTooLarge { len, max: m }) => assert_eq!((len, m), (max + 1, max)),
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    publ.offer(1, &big[..max]).unwrap();
+}
+
+#[test]
+fn bad_uris_and_parameters_get_clear_errors() {
+    for (uri, needle) in [
+        ("shm:", "name"),
+        ("shm:a/b", "name"),
+        ("nope:x", "unknown scheme"),
+        ("shm:x?capacity=1000", "power of two"),
+        ("shm:x?capacity=lots", "not a size"),
+        ("shm:x?max_msg=1g", "half the capacity"),
+        ("shm:x?subscribers=0", "1 to 1024"),
+        ("shm:x?mode=999", "octal"),
+        ("shm:x?mode=400", "owner rw"),
+        ("shm:x?wait=sometimes", "one of"),
+        ("shm:x?colour=blue", "unknown parameter"),
+    ] {
+        for open in [
+            |u: &str| Publication::open(u).map(|_| ()),
+            |u: &str| Subscription::open(u).map(|_| ()),
+        ] {
+            match open(uri) {
+                Err(e @ Error::InvalidUri { .. }) => {
+                    assert_eq!(e.code(), conduit::code::INVALID_ARGUMENT);
+                    let text = e.to_string();
+                    assert!(text.contains(needle), "{uri}: {text}");
+                }
+                other => panic!("{uri}: expected InvalidUri, got {other:?}"),
+            }
+        }
+    }
+}

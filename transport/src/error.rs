@@ -1,0 +1,164 @@
+//! The one error type of conduit, and the stable status codes it maps to.
+
+use std::fmt;
+
+/// Everything that can go wrong on a channel.
+///
+/// [`Error::BackPressured`] and [`Error::NotConnected`] are not failures:
+/// nothing was lost, and the same call may be retried. Every variant maps to
+/// a negative status code ([`Error::code`]) shared with the C ABI.
+#[derive(Debug)]
+pub enum Error {
+    /// The receiver has not made room yet; retry later. Nothing was lost.
+    BackPressured,
+    /// No subscriber (or peer) is attached yet.
+    NotConnected,
+    /// The handle, or the peer's stream, was closed cleanly.
+    Closed,
+    /// A caller passed a value that cannot be used.
+    InvalidArgument(String),
+    /// A channel URI or one of its parameters is malformed.
+    InvalidUri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A message is longer than the channel allows.
+    MessageTooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The channel's maximum.
+        max: usize,
+    },
+    /// The peer's process died or stopped answering within the liveness timeout.
+    PeerGone,
+    /// Shared memory or a peer's stream breaks the layout's invariants.
+    Corrupt(String),
+    /// The operating system refused an operation.
+    Io(std::io::Error),
+    /// The two sides speak no common protocol version.
+    VersionMismatch {
+        /// The versions this side speaks (lowest, highest).
+        local: (u16, u16),
+        /// The versions the peer speaks (lowest, highest).
+        remote: (u16, u16),
+    },
+    /// A wait ran out before its condition was met.
+    TimedOut,
+    /// Stream data between these positions can no longer be recovered.
+    UnrecoverableLoss {
+        /// First lost position.
+        from: u64,
+        /// Position after the last lost byte.
+        to: u64,
+    },
+    /// A bug in conduit: please report it.
+    Internal(String),
+}
+
+/// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
+pub mod code {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// See [`crate::Error::BackPressured`].
+    pub const BACK_PRESSURED: i32 = -1;
+    /// See [`crate::Error::NotConnected`].
+    pub const NOT_CONNECTED: i32 = -2;
+    /// See [`crate::Error::Closed`].
+    pub const CLOSED: i32 = -3;
+    /// See [`crate::Error::InvalidArgument`] and [`crate::Error::InvalidUri`].
+    pub const INVALID_ARGUMENT: i32 = -4;
+    /// See [`crate::Error::MessageTooLarge`].
+    pub const MESSAGE_TOO_LARGE: i32 = -5;
+    /// See [`crate::Error::PeerGone`].
+    pub const PEER_GONE: i32 = -6;
+    /// See [`crate::Error::Corrupt`].
+    pub const CORRUPT: i32 = -7;
+    /// See [`crate::Error::Io`].
+    pub const IO_ERROR: i32 = -8;
+    /// See [`crate::Error::VersionMismatch`].
+    pub const VERSION_MISMATCH: i32 = -9;
+    /// See [`crate::Error::TimedOut`].
+    pub const TIMED_OUT: i32 = -10;
+    /// See [`crate::Error::Internal`].
+    pub const INTERNAL: i32 = -11;
+    /// See [`crate::Error::UnrecoverableLoss`].
+    pub const UNRECOVERABLE_LOSS: i32 = -12;
+}
+
+impl Error {
+    /// The negative status code for this error (see [`code`]).
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::BackPressured => code::BACK_PRESSURED,
+            Error::NotConnected => code::NOT_CONNECTED,
+            Error::Closed => code::CLOSED,
+            Error::InvalidArgument(_) | Error::InvalidUri { .. } => code::INVALID_ARGUMENT,
+            Error::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+            Error::PeerGone => code::PEER_GONE,
+            Error::Corrupt(_) => code::CORRUPT,
+            Error::Io(_) => code::IO_ERROR,
+            Error::VersionMismatch { .. } => code::VERSION_MISMATCH,
+            Error::TimedOut => code::TIMED_OUT,
+            Error::UnrecoverableLoss { .. } => code::UNRECOVERABLE_LOSS,
+            Error::Internal(_) => code::INTERNAL,
+        }
+    }
+
+    /// True for the outcomes after which the same call may simply be retried
+    /// ([`Error::BackPressured`], [`Error::NotConnected`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::BackPressured | Error::NotConnected)
+    }
+
+    pub(crate) fn invalid_uri(uri: &str, reason: impl Into<String>) -> Error {
+        Error::InvalidUri {
+            uri: uri.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BackPressured => f.write_str("back-pressured: the receiver has not made room yet"),
+            Error::NotConnected => f.write_str("not connected: no subscriber is attached"),
+            Error::Closed => f.write_str("closed"),
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::InvalidUri { uri, reason } => write!(f, "invalid channel URI {uri:?}: {reason}"),
+            Error::MessageTooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds the channel's maximum of {max} bytes")
+            }
+            Error::PeerGone => f.write_str("peer gone: its process died or stopped answering"),
+            Error::Corrupt(m) => write!(f, "corrupt channel: {m}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::VersionMismatch { local, remote } => write!(
+                f,
+                "no common protocol version: this side speaks {}..={}, the peer {}..={}",
+                local.0, local.1, remote.0, remote.1
+            ),
+            Error::TimedOut => f.write_str("timed out"),
+            Error::UnrecoverableLoss { from, to } => {
+                write!(f, "unrecoverable loss of stream bytes {from}..{to}")
+            }
+            Error::Internal(m) => write!(f, "internal error (a bug in conduit): {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}

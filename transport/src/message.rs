@@ -1,0 +1,222 @@
+//! Typed zero-copy messages.
+//!
+//! A message is a `#[repr(C)]` struct that zerocopy can view in place, with a
+//! 32-bit type id. Nothing is serialised: the sender writes the struct's bytes
+//! into the ring (or the send buffer), and the receiver reads them where they
+//! lie.
+//!
+//! # Evolving a message: the append-only rule
+//!
+//! Fields are only ever **appended** to a message struct, never removed,
+//! reordered or retyped, and its `TYPE_ID` never changes. Then:
+//!
+//! - a reader built against an older, shorter struct accepts a longer payload
+//!   from a newer writer and sees the prefix it knows;
+//! - a payload *shorter* than the reader's struct (an older writer) is refused
+//!   with [`ViewError::TooShort`], never read as garbage. A reader that wants
+//!   to accept older writers checks [`Received::payload`]'s length itself and
+//!   views the older struct.
+//!
+//! Give appended fields explicit types and explicit padding so the layout is
+//! the same on every platform, and keep the alignment at most 8: payloads are
+//! 8-byte aligned on every channel.
+//!
+//! ```
+//! use conduit::Message;
+//! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//!
+//! #[repr(C)]
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug)]
+//! struct Order {
+//!     id: u64,
+//!     price: i64,
+//!     qty: u32,
+//!     side: u8,
+//!     _pad: [u8; 3],
+//! }
+//!
+//! impl Message for Order {
+//!     const TYPE_ID: u32 = 1;
+//! }
+//! ```
+
+use std::fmt;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// A `#[repr(C)]` struct sent and received in place, with a 32-bit type id.
+pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable {
+    /// The id written beside every message of this type. Never reuse or change it.
+    const TYPE_ID: u32;
+}
+
+/// Why a received payload could not be viewed as a `T`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewError {
+    /// The message carries another type id.
+    WrongType {
+        /// The id the reader asked for.
+        expected: u32,
+        /// The id the message carries.
+        found: u32,
+    },
+    /// The payload is shorter than the reader's struct (an older writer, or a bug).
+    TooShort {
+        /// The reader's struct size.
+        need: usize,
+        /// The payload's length.
+        found: usize,
+    },
+    /// The payload is not aligned for `T` (its alignment exceeds 8).
+    Misaligned,
+}
+
+impl fmt::Display for ViewError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ViewError::WrongType { expected, found } => {
+                write!(f, "message has type id {found}, expected {expected}")
+            }
+            ViewError::TooShort { need, found } => write!(
+                f,
+                "payload of {found} bytes is shorter than the {need}-byte struct"
+            ),
+            ViewError::Misaligned => f.write_str("payload is not aligned for the struct"),
+        }
+    }
+}
+
+impl std::error::Error for ViewError {}
+
+/// A received message, borrowed from ring memory or the receive buffer.
+#[derive(Clone, Copy)]
+pub struct Received<'a> {
+    type_id: u32,
+    payload: &'a [u8],
+}
+
+impl fmt::Debug for Received<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Received")
+            .field("type_id", &self.type_id)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl<'a> Received<'a> {
+    /// Wraps a payload handed out by a transport.
+    pub fn new(type_id: u32, payload: &'a [u8]) -> Self {
+        Received { type_id, payload }
+    }
+
+    /// The message's type id.
+    pub fn type_id(&self) -> u32 {
+        self.type_id
+    }
+
+    /// The raw payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// True if the message carries `T`'s type id.
+    pub fn is<T: Message>(&self) -> bool {
+        self.type_id == T::TYPE_ID
+    }
+
+    /// Views the payload as a `T` in place, with no copy.
+    ///
+    /// # Errors
+    /// [`ViewError::WrongType`] if the type id differs, [`ViewError::TooShort`]
+    /// if the payload is shorter than `T` (a longer one is accepted: see the
+    /// append-only rule in the [module docs](self)), [`ViewError::Misaligned`]
+    /// if `T`'s alignment exceeds the payload's.
+    pub fn get<T: Message>(&self) -> Result<&'a T, ViewError> {
+        if self.type_id != T::TYPE_ID {
+            return Err(ViewError::WrongType {
+                expected: T::TYPE_ID,
+                found: self.type_id,
+            });
+        }
+        let need = size_of::<T>();
+        if self.payload.len() < need {
+            return Err(ViewError::TooShort {
+                need,
+                found: self.payload.len(),
+            });
+        }
+        T::ref_from_prefix(self.payload)
+            .map(|(t, _rest)| t)
+            .map_err(|_| ViewError::Misaligned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq)]
+    struct V1 {
+        id: u64,
+        qty: u32,
+        _pad: u32,
+    }
+    impl Message for V1 {
+        const TYPE_ID: u32 = 42;
+    }
+
+    /// V1 with a field appended: what a newer writer sends.
+    #[repr(C)]
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq)]
+    struct V2 {
+        id: u64,
+        qty: u32,
+        _pad: u32,
+        venue: u64,
+    }
+    impl Message for V2 {
+        const TYPE_ID: u32 = 42;
+    }
+
+    /// An 8-aligned buffer, as every channel hands out.
+    #[repr(C, align(8))]
+    struct Aligned([u8; 64]);
+
+    #[test]
+    fn older_reader_accepts_longer_payload() {
+        let mut buf = Aligned([0; 64]);
+        let v2 = V2 {
+            id: 7,
+            qty: 3,
+            _pad: 0,
+            venue: 9,
+        };
+        buf.0[..24].copy_from_slice(v2.as_bytes());
+        let r = Received::new(42, &buf.0[..24]);
+        let v1 = r.get::<V1>().unwrap();
+        assert_eq!((v1.id, v1.qty), (7, 3));
+        assert_eq!(r.get::<V2>().unwrap(), &v2);
+    }
+
+    #[test]
+    fn shorter_payload_and_wrong_type_are_errors() {
+        let buf = Aligned([0; 64]);
+        let r = Received::new(42, &buf.0[..16]);
+        assert_eq!(
+            r.get::<V2>().unwrap_err(),
+            ViewError::TooShort { need: 24, found: 16 }
+        );
+        let r = Received::new(43, &buf.0[..24]);
+        assert_eq!(
+            r.get::<V1>().unwrap_err(),
+            ViewError::WrongType {
+                expected: 42,
+                found: 43
+            }
+        );
+        assert!(!r.is::<V1>());
+        let r = Received::new(42, &buf.0[1..25]);
+        assert_eq!(r.get::<V1>().unwrap_err(), ViewError::Misaligned);
+    }
+}

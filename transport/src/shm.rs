@@ -1,0 +1,183 @@
+//! `shm:NAME` channels: the shared-memory ring of `conduit-ringbuf` behind the
+//! common channel API.
+//!
+//! URI parameters (all optional):
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `capacity` | ring data bytes, a power of two (publication) | `1m` |
+//! | `max_msg` | largest payload, at most `capacity/2` (publication) | `capacity/8` |
+//! | `subscribers` | subscriber slots (publication) | 64 |
+//! | `mode` | octal file mode of the ring file (publication) | `600` |
+//! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
+//! | `wait` | `spin`, `yield` or `block`: how [`crate::Subscription::poll_timeout`] waits | `spin` |
+//!
+//! A subscription accepts the publication's parameters too (so one URI can
+//! serve both sides) and ignores them: the publisher's ring header is the
+//! truth.
+
+use crate::uri::ChannelUri;
+use crate::{Error, Received};
+use conduit_ringbuf as ring;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub(crate) struct ShmOptions {
+    pub(crate) name: String,
+    pub(crate) config: ring::RingConfig,
+    pub(crate) wait: ring::WaitStrategy,
+}
+
+pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, Error> {
+    let mut config = ring::RingConfig::default();
+    if let Some(cap) = uri.take_size("capacity")? {
+        if !cap.is_power_of_two() || !(4096..=(1 << 30)).contains(&cap) {
+            return Err(uri.invalid(format!(
+                "capacity={cap} must be a power of two from 4k to 1g"
+            )));
+        }
+        config.capacity = cap;
+        config.max_message_len = cap / 8;
+    }
+    if let Some(max) = uri.take_size("max_msg")? {
+        if max > config.capacity / 2 {
+            return Err(uri.invalid(format!(
+                "max_msg={max} exceeds half the capacity ({})",
+                config.capacity / 2
+            )));
+        }
+        config.max_message_len = max;
+    }
+    if let Some(n) = uri.take_u64("subscribers")? {
+        if !(1..=1024).contains(&n) {
+            return Err(uri.invalid(format!("subscribers={n} must be 1 to 1024")));
+        }
+        config.max_subscribers = n as u32;
+    }
+    if let Some(mode) = uri.take_str("mode") {
+        let m = u32::from_str_radix(&mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && *m & 0o600 == 0o600)
+            .ok_or_else(|| {
+                uri.invalid(format!(
+                    "mode={mode:?} must be octal file permissions including owner rw (e.g. 600, 660)"
+                ))
+            })?;
+        config.mode = m;
+    }
+    if let Some(dir) = uri.take_str("dir") {
+        config.dir = Some(PathBuf::from(dir));
+    }
+    let wait = match uri
+        .take_choice("wait", &["spin", "yield", "block"])?
+        .as_deref()
+    {
+        None | Some("spin") => ring::WaitStrategy::Spin,
+        Some("yield") => ring::WaitStrategy::SpinYield,
+        _ => ring::WaitStrategy::Block,
+    };
+    Ok(ShmOptions { name, config, wait })
+}
+
+fn ring_error(e: ring::RingError) -> Error {
+    match e {
+        ring::RingError::Io(io) => Error::Io(io),
+        other => Error::InvalidArgument(other.to_string()),
+    }
+}
+
+pub(crate) fn offer_error(e: ring::OfferError) -> Error {
+    match e {
+        ring::OfferError::BackPressured => Error::BackPressured,
+        ring::OfferError::NotConnected => Error::NotConnected,
+        ring::OfferError::TooLarge { len, max } => Error::MessageTooLarge { len, max },
+        ring::OfferError::Corrupt(m) => Error::Corrupt(m),
+    }
+}
+
+fn poll_error(e: ring::PollError) -> Error {
+    match e {
+        ring::PollError::PublisherClosed => Error::Closed,
+        ring::PollError::PublisherGone => Error::PeerGone,
+        ring::PollError::Corrupt(m) => Error::Corrupt(m),
+    }
+}
+
+/// The publication side of an `shm:` channel.
+pub(crate) struct ShmPublication {
+    pub(crate) ring: ring::Publisher,
+    pub(crate) sent: u64,
+}
+
+impl ShmPublication {
+    pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
+        let ring = ring::Publisher::create(&opts.name, &opts.config).map_err(ring_error)?;
+        Ok(ShmPublication { ring, sent: 0 })
+    }
+
+    #[inline]
+    pub(crate) fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        let pos = self.ring.offer(type_id, payload).map_err(offer_error)?;
+        self.sent += 1;
+        Ok(pos)
+    }
+
+    pub(crate) fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0u32;
+        loop {
+            if self.ring.all_consumed() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::TimedOut);
+            }
+            spins += 1;
+            if spins < 1000 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+/// The subscription side of an `shm:` channel.
+pub(crate) struct ShmSubscription {
+    pub(crate) ring: ring::Subscriber,
+    pub(crate) wait: ring::WaitStrategy,
+    pub(crate) received: u64,
+}
+
+impl ShmSubscription {
+    pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
+        let ring =
+            ring::Subscriber::open(&opts.name, opts.config.dir.as_deref()).map_err(ring_error)?;
+        Ok(ShmSubscription {
+            ring,
+            wait: opts.wait,
+            received: 0,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn poll<F: FnMut(Received<'_>)>(
+        &mut self,
+        mut handler: F,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        let n = self
+            .ring
+            .poll(|type_id, payload| handler(Received::new(type_id, payload)), limit)
+            .map_err(poll_error)?;
+        self.received += n as u64;
+        Ok(n)
+    }
+
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.ring
+            .wait(self.wait, Some(timeout))
+            .map(|_| ())
+            .map_err(poll_error)
+    }
+}

@@ -31,6 +31,7 @@ mod error;
 mod message;
 pub mod proto;
 mod shm;
+pub mod udp;
 pub mod uri;
 
 pub use channel::{Claim, Counters, Publication, Subscription, TypedClaim};

@@ -1,0 +1,589 @@
+//! The datagram driver interface: move batches of datagrams between a UDP
+//! socket and the protocol, and nothing else.
+//!
+//! Two implementations exist:
+//! - [`SocketDriver`](super::driver_socket::SocketDriver): a non-blocking
+//!   socket with `recvmmsg`/`sendmmsg`, UDP GSO (`UDP_SEGMENT`) and GRO
+//!   (`UDP_GRO`) where the kernel has them;
+//! - [`UringDriver`](super::driver_uring::UringDriver): io_uring with a
+//!   multishot `RecvMsgMulti` over a provided-buffer ring and batched
+//!   `SendMsg` submissions (many datagrams per `io_uring_enter`).
+//!
+//! [`open_driver`] picks one: the choice comes from the URI (`driver=`), else
+//! the environment variable `CONDUIT_UDP_DRIVER`, else the default. When the
+//! default would be io_uring and its setup fails (ENOSYS, EPERM from
+//! `kernel.io_uring_disabled` or a seccomp filter, a kernel without
+//! multishot receive), the socket driver is used instead. The driver in use
+//! is logged once per process and kind (one line on stderr) and can be
+//! queried with [`Driver::kind`].
+//!
+//! Received datagrams are handed to a callback as slices that borrow the
+//! driver's own receive buffers (the socket's `recvmmsg` array or the io_uring
+//! buffer ring) for the duration of the call: no copy is made, and the
+//! buffers are reused as soon as the callback returns.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::driver_socket::SocketDriver;
+use super::driver_uring::UringDriver;
+
+/// Name of the environment variable that forces a driver (`socket` or `uring`).
+pub const DRIVER_ENV: &str = "CONDUIT_UDP_DRIVER";
+
+/// Largest number of GSO segments sent in one super-datagram.
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Largest UDP payload the kernel accepts in one (super-)datagram.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Which driver moves the datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring.
+    Uring,
+    /// Plain non-blocking socket system calls.
+    Socket,
+}
+
+impl DriverKind {
+    /// The name used in URIs, counters and logs (`"uring"`, `"socket"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverKind::Uring => "uring",
+            DriverKind::Socket => "socket",
+        }
+    }
+}
+
+/// The requested driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    /// The default for the mode, falling back to the socket driver when
+    /// io_uring is unavailable.
+    #[default]
+    Auto,
+    /// io_uring, or an error when it cannot be set up.
+    Uring,
+    /// The socket driver.
+    Socket,
+}
+
+impl DriverChoice {
+    /// Parses `"auto"`, `"uring"` or `"socket"`.
+    pub fn parse(s: &str) -> Option<DriverChoice> {
+        match s {
+            "auto" => Some(DriverChoice::Auto),
+            "uring" | "io_uring" => Some(DriverChoice::Uring),
+            "socket" => Some(DriverChoice::Socket),
+            _ => None,
+        }
+    }
+}
+
+/// How long a receive call may wait for the first datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once with whatever is already there (busy-poll mode).
+    NoWait,
+    /// Block up to this long for the first datagram (blocking mode).
+    Timeout(Duration),
+}
+
+/// Settings for opening a driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Which driver to use.
+    pub choice: DriverChoice,
+    /// Largest datagram to receive (without GRO), in bytes.
+    pub max_datagram: usize,
+    /// How many datagrams one receive call can take in (the receive ring size).
+    pub rx_batch: usize,
+    /// Ask for UDP GRO on receive (coalesced same-size datagrams).
+    pub gro: bool,
+    /// Use UDP GSO on send when the kernel has it.
+    pub gso: bool,
+    /// Only one thread will ever use the driver (enables io_uring
+    /// `SINGLE_ISSUER`/`DEFER_TASKRUN`).
+    pub single_thread: bool,
+    /// Socket receive buffer to request, in bytes (0: kernel default).
+    pub rcvbuf: usize,
+    /// Socket send buffer to request, in bytes (0: kernel default).
+    pub sndbuf: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            choice: DriverChoice::Auto,
+            max_datagram: 2048,
+            rx_batch: 64,
+            gro: true,
+            gso: true,
+            single_thread: true,
+            rcvbuf: 4 << 20,
+            sndbuf: 4 << 20,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// Bytes of user-space receive buffer the driver will allocate: one slot per
+    /// batch entry, each large enough for a GRO super-datagram when GRO is on.
+    pub fn rx_buffer_bytes(&self) -> usize {
+        self.rx_batch * self.rx_slot_size()
+    }
+
+    /// Size of one receive slot.
+    pub fn rx_slot_size(&self) -> usize {
+        if self.gro {
+            MAX_UDP_PAYLOAD + 29
+        } else {
+            self.max_datagram.clamp(64, MAX_UDP_PAYLOAD)
+        }
+    }
+}
+
+/// One datagram, or several same-size datagrams for one destination sent as
+/// a GSO super-datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmit<'a> {
+    /// Where to send.
+    pub dest: SocketAddr,
+    /// The bytes: `contents.len() / segment_size` full segments, then possibly
+    /// a shorter last one.
+    pub contents: &'a [u8],
+    /// Size of each datagram; `>= contents.len()` for a single datagram.
+    pub segment_size: usize,
+}
+
+impl Transmit<'_> {
+    /// Number of datagrams this transmit puts on the wire.
+    pub fn segments(&self) -> usize {
+        if self.segment_size == 0 || self.contents.len() <= self.segment_size {
+            1
+        } else {
+            self.contents.len().div_ceil(self.segment_size)
+        }
+    }
+}
+
+/// Moves batches of datagrams.
+pub trait Driver {
+    /// The driver kind.
+    fn kind(&self) -> DriverKind;
+
+    /// The bound local address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Largest number of segments in one [`Transmit`] (1 without GSO).
+    fn max_segments(&self) -> usize;
+
+    /// Sends a batch. Returns how many transmits, from the front, went out;
+    /// fewer than `batch.len()` when the socket buffer is full (the rest was
+    /// not sent and may be retried).
+    ///
+    /// # Errors
+    /// A socket error other than "would block" on the first transmit.
+    fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize>;
+
+    /// Receives what is available (waiting as `wait` says for the first
+    /// datagram) and hands each datagram to `f`, with its source. Returns the
+    /// number of datagrams handed out. GRO super-datagrams are split.
+    ///
+    /// # Errors
+    /// A socket or io_uring error (timeouts and interruptions are `Ok(0)`).
+    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, f: F) -> io::Result<usize>;
+}
+
+/// Either driver, chosen at run time.
+pub enum AnyDriver {
+    /// The io_uring driver.
+    Uring(Box<UringDriver>),
+    /// The socket driver.
+    Socket(SocketDriver),
+}
+
+impl std::fmt::Debug for AnyDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AnyDriver").field(&self.kind()).finish()
+    }
+}
+
+impl Driver for AnyDriver {
+    fn kind(&self) -> DriverKind {
+        match self {
+            AnyDriver::Uring(_) => DriverKind::Uring,
+            AnyDriver::Socket(_) => DriverKind::Socket,
+        }
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            AnyDriver::Uring(d) => d.local_addr(),
+            AnyDriver::Socket(d) => d.local_addr(),
+        }
+    }
+    fn max_segments(&self) -> usize {
+        match self {
+            AnyDriver::Uring(d) => d.max_segments(),
+            AnyDriver::Socket(d) => d.max_segments(),
+        }
+    }
+    #[inline]
+    fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
+        match self {
+            AnyDriver::Uring(d) => d.send(batch),
+            AnyDriver::Socket(d) => d.send(batch),
+        }
+    }
+    #[inline]
+    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, f: F) -> io::Result<usize> {
+        match self {
+            AnyDriver::Uring(d) => d.recv(wait, f),
+            AnyDriver::Socket(d) => d.recv(wait, f),
+        }
+    }
+}
+
+/// The driver the environment asks for, if any.
+///
+/// # Errors
+/// `InvalidInput` naming the variable when its value is not `auto`, `uring`
+/// or `socket`.
+pub fn env_choice() -> io::Result<Option<DriverChoice>> {
+    match std::env::var(DRIVER_ENV) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => DriverChoice::parse(&v).map(Some).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{DRIVER_ENV}={v:?}: expected auto, uring or socket"),
+            )
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether an io_uring setup error means "io_uring is not available here"
+/// (fall back) rather than a real failure.
+pub fn is_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP)
+    )
+}
+
+/// The default driver. Measured on loopback (see the module docs of
+/// [`crate::udp`]): the socket driver's spin on `recvmmsg` has the lower
+/// latency and the higher throughput with GSO/GRO, so it is the default for
+/// both the busy-poll and the blocking mode; io_uring is opt-in.
+pub const DEFAULT_DRIVER: DriverKind = DriverKind::Socket;
+
+/// Opens a driver bound to `bind`, choosing the kind as described in the
+/// module docs. The URI's choice wins over the environment's.
+///
+/// # Errors
+/// Socket errors (bind), an invalid environment value, or io_uring errors
+/// when io_uring was forced.
+pub fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver> {
+    let choice = match cfg.choice {
+        DriverChoice::Auto => env_choice()?.unwrap_or(DriverChoice::Auto),
+        c => c,
+    };
+    let (driver, note) = match choice {
+        DriverChoice::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
+        DriverChoice::Uring => (
+            AnyDriver::Uring(Box::new(UringDriver::open(bind, cfg)?)),
+            None,
+        ),
+        DriverChoice::Auto => match DEFAULT_DRIVER {
+            DriverKind::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
+            DriverKind::Uring => match UringDriver::open(bind, cfg) {
+                Ok(d) => (AnyDriver::Uring(Box::new(d)), None),
+                Err(e) if is_unavailable(&e) => (
+                    AnyDriver::Socket(SocketDriver::open(bind, cfg)?),
+                    Some(format!(" (io_uring unavailable: {e})")),
+                ),
+                Err(e) => return Err(e),
+            },
+        },
+    };
+    log_once(driver.kind(), note.as_deref().unwrap_or(""));
+    Ok(driver)
+}
+
+static LOGGED_URING: AtomicBool = AtomicBool::new(false);
+static LOGGED_SOCKET: AtomicBool = AtomicBool::new(false);
+
+/// Prints `conduit: udp driver <kind>` once per process and kind.
+fn log_once(kind: DriverKind, note: &str) {
+    let flag = match kind {
+        DriverKind::Uring => &LOGGED_URING,
+        DriverKind::Socket => &LOGGED_SOCKET,
+    };
+    // Relaxed: the flag only deduplicates a log line, it guards no data.
+    if !flag.swap(true, Ordering::Relaxed) {
+        eprintln!("conduit: udp driver {}{note}", kind.name());
+    }
+}
+
+/// A socket address in the kernel's layout, ready to pass to `sendmsg`.
+#[derive(Clone, Copy)]
+pub(crate) enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    pub(crate) fn new(addr: &SocketAddr) -> RawAddr {
+        match addr {
+            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
+        match self {
+            RawAddr::V4(a) => (a as *const libc::sockaddr_in).cast(),
+            RawAddr::V6(a) => (a as *const libc::sockaddr_in6).cast(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> libc::socklen_t {
+        match self {
+            RawAddr::V4(_) => size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            RawAddr::V6(_) => size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        }
+    }
+}
+
+/// Room for a received socket address (`sockaddr_in6` is the largest we take).
+pub(crate) const NAME_LEN: usize = 32;
+
+/// Decodes a socket address written by the kernel, from its bytes (native
+/// endian family, big endian port and address). `None` for another family or
+/// a truncated name.
+pub(crate) fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
+    if family == libc::AF_INET as u16 {
+        let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+    } else if family == libc::AF_INET6 as u16 {
+        let flow = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+        let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+        let scope = u32::from_ne_bytes(b.get(24..28)?.try_into().ok()?);
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )))
+    } else {
+        None
+    }
+}
+
+/// Size of the control buffer: room for one `UDP_GRO`/`UDP_SEGMENT` message
+/// plus slack for a second one.
+pub(crate) const CMSG_BUF: usize = 64;
+
+/// A control-message buffer aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub(crate) struct CmsgBuf(pub(crate) [u8; CMSG_BUF]);
+
+const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
+
+/// Writes one `SOL_UDP`/`UDP_SEGMENT` control message carrying `seg` into
+/// `buf`; returns the control length to put in `msg_controllen`.
+pub(crate) fn write_udp_segment(buf: &mut CmsgBuf, seg: u16) -> usize {
+    let data_len = size_of::<u16>();
+    let cmsg_len = CMSG_HDR + data_len;
+    let b = &mut buf.0;
+    b[..CMSG_BUF].fill(0);
+    b[..size_of::<usize>()].copy_from_slice(&cmsg_len.to_ne_bytes());
+    let lvl = size_of::<usize>();
+    b[lvl..lvl + 4].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    b[lvl + 4..lvl + 8].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    b[CMSG_HDR..CMSG_HDR + data_len].copy_from_slice(&seg.to_ne_bytes());
+    (cmsg_len + 7) & !7
+}
+
+/// Finds a `SOL_UDP`/`UDP_GRO` control message in received control bytes
+/// and returns its segment size.
+pub(crate) fn find_gro_segment(ctrl: &[u8]) -> Option<usize> {
+    let mut off = 0usize;
+    while off + CMSG_HDR <= ctrl.len() {
+        let len = usize::from_ne_bytes(ctrl[off..off + 8].try_into().ok()?);
+        let level = i32::from_ne_bytes(ctrl[off + 8..off + 12].try_into().ok()?);
+        let ty = i32::from_ne_bytes(ctrl[off + 12..off + 16].try_into().ok()?);
+        if len < CMSG_HDR || off + len > ctrl.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && ty == libc::UDP_GRO && len >= CMSG_HDR + 4 {
+            let v = i32::from_ne_bytes(ctrl[off + CMSG_HDR..off + CMSG_HDR + 4].try_into().ok()?);
+            return usize::try_from(v).ok().filter(|&v| v > 0);
+        }
+        off += (len + 7) & !7;
+    }
+    None
+}
+
+/// Hands `payload` to `f`, split into `seg`-sized datagrams when GRO
+/// coalesced several. Returns the number of datagrams.
+#[inline]
+pub(crate) fn deliver<F: FnMut(SocketAddr, &[u8])>(
+    from: SocketAddr,
+    payload: &[u8],
+    seg: Option<usize>,
+    f: &mut F,
+) -> usize {
+    match seg {
+        Some(s) if s < payload.len() => {
+            let mut n = 0;
+            for chunk in payload.chunks(s) {
+                f(from, chunk);
+                n += 1;
+            }
+            n
+        }
+        _ => {
+            f(from, payload);
+            1
+        }
+    }
+}
+
+/// Sets an integer socket option.
+pub(crate) fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size; the
+    // kernel only reads from the pointer during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Binds a non-blocking UDP socket and applies the buffer sizes and GRO.
+/// Returns the socket and whether GRO is on.
+pub(crate) fn bind_socket(
+    bind: SocketAddr,
+    cfg: &DriverConfig,
+) -> io::Result<(std::net::UdpSocket, bool)> {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind(bind)?;
+    sock.set_nonblocking(true)?;
+    let fd = sock.as_raw_fd();
+    if cfg.rcvbuf > 0 {
+        let v = cfg.rcvbuf.min(i32::MAX as usize) as libc::c_int;
+        // FORCE needs CAP_NET_ADMIN; the plain option is capped by rmem_max.
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v).is_err() {
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v);
+        }
+    }
+    if cfg.sndbuf > 0 {
+        let v = cfg.sndbuf.min(i32::MAX as usize) as libc::c_int;
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v).is_err() {
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v);
+        }
+    }
+    let gro = cfg.gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+    Ok((sock, gro))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_roundtrip_through_bytes() {
+        for a in ["127.0.0.1:4000", "[::1]:5000", "10.9.8.7:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let raw = RawAddr::new(&a);
+            let mut bytes = [0u8; NAME_LEN];
+            match raw {
+                RawAddr::V4(s) => {
+                    bytes[0..2].copy_from_slice(&s.sin_family.to_ne_bytes());
+                    bytes[2..4].copy_from_slice(&s.sin_port.to_ne_bytes());
+                    bytes[4..8].copy_from_slice(&s.sin_addr.s_addr.to_ne_bytes());
+                }
+                RawAddr::V6(s) => {
+                    bytes[0..2].copy_from_slice(&s.sin6_family.to_ne_bytes());
+                    bytes[2..4].copy_from_slice(&s.sin6_port.to_ne_bytes());
+                    bytes[8..24].copy_from_slice(&s.sin6_addr.s6_addr);
+                }
+            }
+            assert_eq!(parse_sockaddr(&bytes), Some(a));
+        }
+        assert_eq!(parse_sockaddr(&[1, 2]), None);
+        assert_eq!(parse_sockaddr(&[0; 32]), None);
+    }
+
+    #[test]
+    fn cmsg_segment_roundtrip() {
+        let mut b = CmsgBuf([0; CMSG_BUF]);
+        let n = write_udp_segment(&mut b, 1400);
+        assert_eq!(n, 24);
+        // A GRO message has the same layout with an i32 payload.
+        let mut g = [0u8; 24];
+        g[..8].copy_from_slice(&20usize.to_ne_bytes());
+        g[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        g[12..16].copy_from_slice(&libc::UDP_GRO.to_ne_bytes());
+        g[16..20].copy_from_slice(&1400i32.to_ne_bytes());
+        assert_eq!(find_gro_segment(&g), Some(1400));
+        assert_eq!(find_gro_segment(&b.0[..n]), None);
+        assert_eq!(find_gro_segment(&[0xff; 40]), None);
+    }
+
+    #[test]
+    fn transmit_segments() {
+        let d: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let t = Transmit {
+            dest: d,
+            contents: &[0; 100],
+            segment_size: 40,
+        };
+        assert_eq!(t.segments(), 3);
+        let t = Transmit {
+            dest: d,
+            contents: &[0; 100],
+            segment_size: 100,
+        };
+        assert_eq!(t.segments(), 1);
+    }
+}

@@ -1,0 +1,381 @@
+//! The socket driver: a non-blocking UDP socket driven with `recvmmsg` and
+//! `sendmmsg`, with UDP GSO on send and GRO on receive where the kernel
+//! supports them.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::driver::{
+    bind_socket, deliver, find_gro_segment, parse_sockaddr, write_udp_segment, CmsgBuf, Driver,
+    DriverConfig, DriverKind, RawAddr, Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
+};
+
+/// Most transmits handed to one `sendmmsg` call.
+const TX_BATCH: usize = 64;
+
+/// A received name, aligned for `sockaddr_in6`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct NameBuf([u8; NAME_LEN]);
+
+/// Non-blocking socket with `recvmmsg`/`sendmmsg`.
+pub struct SocketDriver {
+    sock: UdpSocket,
+    fd: RawFd,
+    gro: bool,
+    gso: bool,
+    slot: usize,
+    rx_data: Box<[u8]>,
+    rx_names: Box<[NameBuf]>,
+    rx_ctrl: Box<[CmsgBuf]>,
+    rx_iov: Box<[libc::iovec]>,
+    rx_hdrs: Box<[libc::mmsghdr]>,
+    tx_names: Vec<RawAddr>,
+    tx_ctrl: Vec<CmsgBuf>,
+    tx_iov: Vec<libc::iovec>,
+    tx_hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside the `iovec`/`mmsghdr` arrays point only
+// into heap allocations owned by this same struct (boxed slices that never
+// move or reallocate), or are rebuilt before each send; moving the struct to
+// another thread moves their owner with them.
+unsafe impl Send for SocketDriver {}
+
+impl SocketDriver {
+    /// Binds a socket and allocates the receive batch.
+    ///
+    /// # Errors
+    /// Bind or socket option errors.
+    pub fn open(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<SocketDriver> {
+        let (sock, gro) = bind_socket(bind, cfg)?;
+        let fd = sock.as_raw_fd();
+        // Probe GSO: setting a zero segment size is accepted by kernels that
+        // know UDP_SEGMENT (and turns nothing on).
+        let gso = cfg.gso
+            && super::driver::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
+        let mut cfg = cfg.clone();
+        cfg.gro = gro;
+        let slot = cfg.rx_slot_size();
+        let n = cfg.rx_batch.clamp(1, 1024);
+        let mut rx_data = vec![0u8; n * slot].into_boxed_slice();
+        let mut rx_names = vec![NameBuf([0; NAME_LEN]); n].into_boxed_slice();
+        let mut rx_ctrl = vec![CmsgBuf([0; CMSG_BUF]); n].into_boxed_slice();
+        let mut rx_iov: Box<[libc::iovec]> = (0..n)
+            .map(|i| libc::iovec {
+                iov_base: rx_data[i * slot..].as_mut_ptr().cast(),
+                iov_len: slot,
+            })
+            .collect();
+        let rx_hdrs: Box<[libc::mmsghdr]> = (0..n)
+            .map(|i| libc::mmsghdr {
+                msg_hdr: libc::msghdr {
+                    msg_name: rx_names[i].0.as_mut_ptr().cast(),
+                    msg_namelen: NAME_LEN as libc::socklen_t,
+                    msg_iov: &mut rx_iov[i],
+                    msg_iovlen: 1,
+                    msg_control: if gro {
+                        rx_ctrl[i].0.as_mut_ptr().cast()
+                    } else {
+                        std::ptr::null_mut()
+                    },
+                    msg_controllen: if gro { CMSG_BUF } else { 0 },
+                    msg_flags: 0,
+                },
+                msg_len: 0,
+            })
+            .collect();
+        Ok(SocketDriver {
+            sock,
+            fd,
+            gro,
+            gso,
+            slot,
+            rx_data,
+            rx_names,
+            rx_ctrl,
+            rx_iov,
+            rx_hdrs,
+            tx_names: Vec::with_capacity(TX_BATCH),
+            tx_ctrl: Vec::with_capacity(TX_BATCH),
+            tx_iov: Vec::with_capacity(TX_BATCH),
+            tx_hdrs: Vec::with_capacity(TX_BATCH),
+        })
+    }
+
+    /// Whether GRO is on.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Waits until the socket is readable or `timeout` passes.
+    fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // Round sub-millisecond waits up so a short timeout still sleeps.
+        let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
+        // SAFETY: `pfd` is a live pollfd and we pass a count of 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(rc > 0)
+    }
+
+    fn send_batch(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
+        let n = batch.len().min(TX_BATCH);
+        self.tx_names.clear();
+        self.tx_ctrl.clear();
+        self.tx_iov.clear();
+        self.tx_hdrs.clear();
+        for t in &batch[..n] {
+            self.tx_names.push(RawAddr::new(&t.dest));
+            self.tx_iov.push(libc::iovec {
+                iov_base: t.contents.as_ptr() as *mut libc::c_void,
+                iov_len: t.contents.len(),
+            });
+            self.tx_ctrl.push(CmsgBuf([0; CMSG_BUF]));
+        }
+        for (i, t) in batch[..n].iter().enumerate() {
+            let ctrl_len = if t.segments() > 1 {
+                write_udp_segment(&mut self.tx_ctrl[i], t.segment_size as u16)
+            } else {
+                0
+            };
+            self.tx_hdrs.push(libc::mmsghdr {
+                msg_hdr: libc::msghdr {
+                    msg_name: self.tx_names[i].as_ptr() as *mut libc::c_void,
+                    msg_namelen: self.tx_names[i].len(),
+                    msg_iov: &mut self.tx_iov[i],
+                    msg_iovlen: 1,
+                    msg_control: if ctrl_len > 0 {
+                        self.tx_ctrl[i].0.as_mut_ptr().cast()
+                    } else {
+                        std::ptr::null_mut()
+                    },
+                    msg_controllen: ctrl_len,
+                    msg_flags: 0,
+                },
+                msg_len: 0,
+            });
+        }
+        // SAFETY: every header points at a live name, iovec and control
+        // buffer in the vectors above (not resized until the call returns)
+        // and at the caller's payload slices, which outlive the call; the
+        // kernel only reads them.
+        let rc = unsafe {
+            libc::sendmmsg(
+                self.fd,
+                self.tx_hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+        Ok(rc as usize)
+    }
+}
+
+impl Driver for SocketDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Socket
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    fn max_segments(&self) -> usize {
+        if self.gso {
+            MAX_GSO_SEGMENTS
+        } else {
+            1
+        }
+    }
+
+    fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
+        if !self.gso && batch.iter().any(|t| t.segments() > 1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "multi-segment transmit without GSO",
+            ));
+        }
+        let mut done = 0;
+        while done < batch.len() {
+            match self.send_batch(&batch[done..]) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if done > 0 => {
+                    // Report what went out; the error repeats on the next call.
+                    let _ = e;
+                    break;
+                }
+                Err(e) => {
+                    // GSO refused by the route's device: stop using it; the
+                    // caller re-sends as single datagrams.
+                    if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL))
+                        && batch[0].segments() > 1
+                    {
+                        self.gso = false;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, mut f: F) -> io::Result<usize> {
+        let mut waited = false;
+        loop {
+            let vlen = self.rx_hdrs.len() as libc::c_uint;
+            // SAFETY: each header points into this driver's own name,
+            // control, iovec and data buffers, sized as the header says; the
+            // kernel writes at most those lengths, and nothing else borrows
+            // the buffers during the call.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.fd,
+                    self.rx_hdrs.as_mut_ptr(),
+                    vlen,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => {}
+                    Some(libc::EINTR) => return Ok(0),
+                    // An ICMP error queued by an earlier send (port
+                    // unreachable): the peer is not there yet; try again.
+                    Some(libc::ECONNREFUSED) => continue,
+                    _ => return Err(e),
+                }
+                match wait {
+                    Wait::Timeout(t) if !waited => {
+                        waited = true;
+                        if self.wait_readable(t)? {
+                            continue;
+                        }
+                        return Ok(0);
+                    }
+                    _ => return Ok(0),
+                }
+            }
+            let got = rc as usize;
+            let mut delivered = 0;
+            for i in 0..got {
+                let h = &mut self.rx_hdrs[i];
+                let len = (h.msg_len as usize).min(self.slot);
+                let namelen = (h.msg_hdr.msg_namelen as usize).min(NAME_LEN);
+                let ctrllen = if self.gro {
+                    h.msg_hdr.msg_controllen.min(CMSG_BUF)
+                } else {
+                    0
+                };
+                let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                // Reset what the kernel overwrote, for the next call.
+                h.msg_hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+                h.msg_hdr.msg_controllen = if self.gro { CMSG_BUF } else { 0 };
+                h.msg_hdr.msg_flags = 0;
+                if truncated {
+                    continue;
+                }
+                let Some(from) = parse_sockaddr(&self.rx_names[i].0[..namelen]) else {
+                    continue;
+                };
+                let seg = if ctrllen > 0 {
+                    find_gro_segment(&self.rx_ctrl[i].0[..ctrllen])
+                } else {
+                    None
+                };
+                let payload = &self.rx_data[i * self.slot..i * self.slot + len];
+                delivered += deliver(from, payload, seg, &mut f);
+            }
+            // The iovecs are never changed by the kernel for recvmmsg, but
+            // keep the binding alive: the headers point at them.
+            let _ = &self.rx_iov;
+            return Ok(delivered);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pair(cfg: &DriverConfig) -> (SocketDriver, SocketDriver) {
+        let a = SocketDriver::open("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+        let b = SocketDriver::open("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn batch_roundtrip_with_and_without_gso() {
+        for gso in [false, true] {
+            let cfg = DriverConfig {
+                gso,
+                gro: gso,
+                ..DriverConfig::default()
+            };
+            let (mut a, mut b) = pair(&cfg);
+            let dest = b.local_addr().unwrap();
+            let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+            let batch: Vec<Transmit<'_>> = if a.max_segments() > 1 {
+                vec![Transmit {
+                    dest,
+                    contents: &data,
+                    segment_size: 100,
+                }]
+            } else {
+                data.chunks(100)
+                    .map(|c| Transmit {
+                        dest,
+                        contents: c,
+                        segment_size: c.len(),
+                    })
+                    .collect()
+            };
+            assert_eq!(a.send(&batch).unwrap(), batch.len());
+            let mut got = Vec::new();
+            let from = a.local_addr().unwrap();
+            while got.len() < 1000 {
+                b.recv(Wait::Timeout(Duration::from_secs(5)), |src, d| {
+                    assert_eq!(src, from);
+                    assert_eq!(d.len(), 100);
+                    got.extend_from_slice(d);
+                })
+                .unwrap();
+            }
+            assert_eq!(got, data);
+        }
+    }
+
+    #[test]
+    fn recv_nowait_is_empty() {
+        let (_, mut b) = pair(&DriverConfig::default());
+        assert_eq!(b.recv(Wait::NoWait, |_, _| panic!()).unwrap(), 0);
+        assert_eq!(
+            b.recv(Wait::Timeout(Duration::from_millis(5)), |_, _| panic!())
+                .unwrap(),
+            0
+        );
+    }
+}

@@ -184,6 +184,13 @@ pub trait Driver {
     /// Largest number of segments in one [`Transmit`] (1 without GSO).
     fn max_segments(&self) -> usize;
 
+    /// Connects the socket to its only peer: sends to `peer` skip the route
+    /// lookup, and datagrams from other sources are dropped by the kernel.
+    ///
+    /// # Errors
+    /// The socket's `connect` error.
+    fn connect(&mut self, peer: SocketAddr) -> io::Result<()>;
+
     /// Sends a batch. Returns how many transmits, from the front, went out;
     /// fewer than `batch.len()` when the socket buffer is full (the rest was
     /// not sent and may be retried).
@@ -232,6 +239,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Uring(d) => d.max_segments(),
             AnyDriver::Socket(d) => d.max_segments(),
+        }
+    }
+    fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
+        match self {
+            AnyDriver::Uring(d) => d.connect(peer),
+            AnyDriver::Socket(d) => d.connect(peer),
         }
     }
     #[inline]

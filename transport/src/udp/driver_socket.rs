@@ -31,6 +31,10 @@ pub struct SocketDriver {
     rx_ctrl: Box<[CmsgBuf]>,
     rx_iov: Box<[libc::iovec]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
+    peer: Option<SocketAddr>,
+    /// Datagrams the last receive call got: 0 or 1 selects the single
+    /// `recvmsg` latency path, more the `recvmmsg` batch path.
+    last_rx: usize,
     tx_names: Vec<RawAddr>,
     tx_ctrl: Vec<CmsgBuf>,
     tx_iov: Vec<libc::iovec>,
@@ -97,6 +101,8 @@ impl SocketDriver {
             rx_ctrl,
             rx_iov,
             rx_hdrs,
+            peer: None,
+            last_rx: 0,
             tx_names: Vec::with_capacity(TX_BATCH),
             tx_ctrl: Vec::with_capacity(TX_BATCH),
             tx_iov: Vec::with_capacity(TX_BATCH),
@@ -151,10 +157,15 @@ impl SocketDriver {
             } else {
                 0
             };
+            let to_peer = self.peer == Some(t.dest);
             self.tx_hdrs.push(libc::mmsghdr {
                 msg_hdr: libc::msghdr {
-                    msg_name: self.tx_names[i].as_ptr() as *mut libc::c_void,
-                    msg_namelen: self.tx_names[i].len(),
+                    msg_name: if to_peer {
+                        std::ptr::null_mut()
+                    } else {
+                        self.tx_names[i].as_ptr() as *mut libc::c_void
+                    },
+                    msg_namelen: if to_peer { 0 } else { self.tx_names[i].len() },
                     msg_iov: &mut self.tx_iov[i],
                     msg_iovlen: 1,
                     msg_control: if ctrl_len > 0 {
@@ -168,22 +179,35 @@ impl SocketDriver {
                 msg_len: 0,
             });
         }
-        // SAFETY: every header points at a live name, iovec and control
-        // buffer in the vectors above (not resized until the call returns)
-        // and at the caller's payload slices, which outlive the call; the
-        // kernel only reads them.
-        let rc = unsafe {
-            libc::sendmmsg(
-                self.fd,
-                self.tx_hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
+        let rc = if n == 1 {
+            // SAFETY: as below, for the single header.
+            let r = unsafe { libc::sendmsg(self.fd, &self.tx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
+            if r < 0 {
+                -1
+            } else {
+                1
+            }
+        } else {
+            // SAFETY: every header points at a live name, iovec and control
+            // buffer in the vectors above (not resized until the call returns)
+            // and at the caller's payload slices, which outlive the call; the
+            // kernel only reads them.
+            unsafe {
+                libc::sendmmsg(
+                    self.fd,
+                    self.tx_hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            }
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => return Ok(0),
+                // A queued ICMP error from an earlier datagram (the peer's
+                // port is closed): this datagram is lost, like on the wire.
+                Some(libc::ECONNREFUSED) => return Ok(1),
                 _ => return Err(e),
             }
         }
@@ -206,6 +230,12 @@ impl Driver for SocketDriver {
         } else {
             1
         }
+    }
+
+    fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
+        self.sock.connect(peer)?;
+        self.peer = Some(peer);
+        Ok(())
     }
 
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
@@ -243,19 +273,38 @@ impl Driver for SocketDriver {
     fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, mut f: F) -> io::Result<usize> {
         let mut waited = false;
         loop {
-            let vlen = self.rx_hdrs.len() as libc::c_uint;
-            // SAFETY: each header points into this driver's own name,
-            // control, iovec and data buffers, sized as the header says; the
-            // kernel writes at most those lengths, and nothing else borrows
-            // the buffers during the call.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    self.fd,
-                    self.rx_hdrs.as_mut_ptr(),
-                    vlen,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
+            let rc = if self.last_rx <= 1 {
+                // Latency path: nothing or a single datagram came last time,
+                // so one `recvmsg` (cheaper than `recvmmsg`) is enough.
+                // SAFETY: the first header points into this driver's own
+                // buffers, as for `recvmmsg` below.
+                let r = unsafe {
+                    libc::recvmsg(self.fd, &mut self.rx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT)
+                };
+                if r >= 0 {
+                    self.rx_hdrs[0].msg_len = r as libc::c_uint;
+                    self.last_rx = 2;
+                    1
+                } else {
+                    -1
+                }
+            } else {
+                let vlen = self.rx_hdrs.len() as libc::c_uint;
+                // SAFETY: each header points into this driver's own name,
+                // control, iovec and data buffers, sized as the header says;
+                // the kernel writes at most those lengths, and nothing else
+                // borrows the buffers during the call.
+                let r = unsafe {
+                    libc::recvmmsg(
+                        self.fd,
+                        self.rx_hdrs.as_mut_ptr(),
+                        vlen,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                self.last_rx = r.max(0) as usize;
+                r
             };
             if rc < 0 {
                 let e = io::Error::last_os_error();

@@ -148,6 +148,7 @@ pub struct UringDriver {
     gso: bool,
     armed: bool,
     enabled: bool,
+    peer: Option<SocketAddr>,
     defer_taskrun: bool,
     /// Receive completions seen while waiting for sends: (result, flags).
     pending: VecDeque<(i32, u32)>,
@@ -213,6 +214,7 @@ impl UringDriver {
             gso,
             armed: false,
             enabled: !defer,
+            peer: None,
             defer_taskrun: defer,
             pending: VecDeque::new(),
             slots,
@@ -390,6 +392,12 @@ impl Driver for UringDriver {
         }
     }
 
+    fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
+        self.sock.connect(peer)?;
+        self.peer = Some(peer);
+        Ok(())
+    }
+
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         self.ensure_enabled()?;
         if !self.gso && batch.iter().any(|t| t.segments() > 1) {
@@ -414,8 +422,13 @@ impl Driver for UringDriver {
             } else {
                 0
             };
-            s.hdr.msg_name = s.name.as_ptr() as *mut libc::c_void;
-            s.hdr.msg_namelen = s.name.len();
+            if self.peer == Some(t.dest) {
+                s.hdr.msg_name = std::ptr::null_mut();
+                s.hdr.msg_namelen = 0;
+            } else {
+                s.hdr.msg_name = s.name.as_ptr() as *mut libc::c_void;
+                s.hdr.msg_namelen = s.name.len();
+            }
             s.hdr.msg_iov = &mut s.iov;
             s.hdr.msg_iovlen = 1;
             s.hdr.msg_control = if ctrl_len > 0 {
@@ -473,6 +486,8 @@ impl Driver for UringDriver {
             let r = results[0];
             match -r {
                 libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => return Ok(0),
+                // Queued ICMP error (peer port closed): that datagram is lost.
+                libc::ECONNREFUSED => return Ok(1),
                 libc::EIO | libc::EINVAL if batch[0].segments() > 1 => {
                     self.gso = false;
                     return Err(io::Error::from_raw_os_error(-r));

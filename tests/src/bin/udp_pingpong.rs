@@ -1,0 +1,174 @@
+//! Loopback ping-pong of 32-byte datagrams: a plain non-blocking `recv`
+//! spin loop against conduit's UDP drivers (busy-poll and blocking), to pick
+//! the default driver per mode.
+//!
+//! Usage: `udp_pingpong [ROUNDS] [MODE...]`, modes: raw, socket-spin,
+//! uring-spin, socket-block, uring-block (default: all, raw repeated first
+//! and last to expose placement drift).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use conduit::udp::{open_driver, Driver, DriverChoice, DriverConfig, Transmit, Wait};
+
+const LEN: usize = 32;
+
+fn percentiles(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q) as usize] as f64 / 1000.0;
+    format!(
+        "p50 {:6.2} us  p90 {:6.2}  p99 {:6.2}  p99.9 {:7.2}  max {:8.2}",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(0.999),
+        p(1.0)
+    )
+}
+
+fn raw(rounds: usize, connected: bool) -> Vec<u64> {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let aa = a.local_addr().unwrap();
+    let bb = b.local_addr().unwrap();
+    if connected {
+        b.connect(aa).unwrap();
+        a.connect(bb).unwrap();
+    }
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..rounds {
+            loop {
+                if let Ok((n, from)) = b.recv_from(&mut buf) {
+                    if connected {
+                        b.send(&buf[..n]).unwrap();
+                    } else {
+                        b.send_to(&buf[..n], from).unwrap();
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    let mut out = Vec::with_capacity(rounds);
+    let msg = [7u8; LEN];
+    let mut buf = [0u8; 64];
+    for _ in 0..rounds {
+        let t = Instant::now();
+        if connected {
+            a.send(&msg).unwrap();
+        } else {
+            a.send_to(&msg, bb).unwrap();
+        }
+        loop {
+            if a.recv_from(&mut buf).is_ok() {
+                break;
+            }
+        }
+        out.push(t.elapsed().as_nanos() as u64);
+    }
+    echo.join().unwrap();
+    out
+}
+
+fn driver(rounds: usize, choice: DriverChoice, wait: Wait, connect: bool) -> Vec<u64> {
+    let cfg = DriverConfig {
+        choice,
+        gro: false,
+        gso: false,
+        rx_batch: 16,
+        ..DriverConfig::default()
+    };
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut a = open_driver(local, &cfg).unwrap();
+    let cfg_b = cfg.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let aa = a.local_addr().unwrap();
+    let echo = thread::spawn(move || {
+        let mut b = open_driver(local, &cfg_b).unwrap();
+        if connect {
+            b.connect(aa).unwrap();
+        }
+        tx.send(b.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..rounds {
+            let mut got = 0;
+            while got == 0 {
+                got = b
+                    .recv(wait, |_, d| buf[..d.len()].copy_from_slice(d))
+                    .unwrap();
+            }
+            let t = [Transmit {
+                dest: aa,
+                contents: &buf[..LEN],
+                segment_size: LEN,
+            }];
+            while b.send(&t).unwrap() == 0 {}
+        }
+    });
+    let bb = rx.recv().unwrap();
+    if connect {
+        a.connect(bb).unwrap();
+    }
+    let msg = [7u8; LEN];
+    let t = [Transmit {
+        dest: bb,
+        contents: &msg,
+        segment_size: LEN,
+    }];
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let s = Instant::now();
+        while a.send(&t).unwrap() == 0 {}
+        let mut got = 0;
+        while got == 0 {
+            got = a.recv(wait, |_, _| {}).unwrap();
+        }
+        out.push(s.elapsed().as_nanos() as u64);
+    }
+    echo.join().unwrap();
+    out
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args
+        .next()
+        .map(|s| s.parse().expect("ROUNDS"))
+        .unwrap_or(50_000);
+    let mut modes: Vec<String> = args.collect();
+    if modes.is_empty() {
+        modes = [
+            "raw",
+            "socket-spin",
+            "raw-unconn",
+            "socket-spin-unconn",
+            "uring-spin",
+            "raw",
+            "socket-block",
+            "uring-block",
+            "raw",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    }
+    let block = Wait::Timeout(Duration::from_millis(100));
+    for m in modes {
+        let v = match m.as_str() {
+            "raw" => raw(rounds, true),
+            "raw-unconn" => raw(rounds, false),
+            "socket-spin" => driver(rounds, DriverChoice::Socket, Wait::NoWait, true),
+            "socket-spin-unconn" => driver(rounds, DriverChoice::Socket, Wait::NoWait, false),
+            "uring-spin" => driver(rounds, DriverChoice::Uring, Wait::NoWait, true),
+            "socket-block" => driver(rounds, DriverChoice::Socket, block, true),
+            "uring-block" => driver(rounds, DriverChoice::Uring, block, true),
+            other => panic!("unknown mode {other}"),
+        };
+        let skip = v.len() / 10;
+        println!("{m:13} {}", percentiles(v[skip..].to_vec()));
+    }
+}

@@ -1,0 +1,41 @@
+//! Events an endpoint reports to its owner through `poll_event`.
+
+/// Something the application should know about a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed (sender), or a sender's session was accepted or resumed
+    /// (receiver).
+    Connected {
+        /// The sender's session id.
+        session_id: u32,
+        /// Negotiated protocol version.
+        version: u16,
+    },
+    /// The peer was not heard from within the liveness timeout.
+    PeerGone,
+    /// The peer speaks no version in common with us. Both ranges are inclusive.
+    VersionMismatch {
+        /// Our range.
+        local: (u16, u16),
+        /// The peer's range.
+        remote: (u16, u16),
+    },
+    /// Stream bytes `[from, to)` can never be delivered: the sender no longer holds them.
+    /// With [`GapPolicy::Fail`](super::GapPolicy::Fail) the stream stops; with
+    /// [`GapPolicy::Skip`](super::GapPolicy::Skip) delivery goes on at `to`.
+    UnrecoverableLoss {
+        /// First lost position.
+        from: u64,
+        /// Position where delivery resumes (or would have).
+        to: u64,
+    },
+    /// A receiver dropped its session for a new one from a restarted sender.
+    SessionReplaced {
+        /// Previous session id.
+        old: u32,
+        /// New session id.
+        new: u32,
+    },
+    /// The peer closed the stream.
+    Closed,
+}

@@ -1,0 +1,341 @@
+//! Wire format: one frame per datagram, every field little-endian, every struct `#[repr(C)]`
+//! with a compile-time size check.
+//!
+//! Every frame starts with a [`Header`] (16 bytes). A data frame continues with the stream
+//! position of its first record, then records: an 8-byte [`RecordHeader`] followed by the
+//! payload padded to 8 bytes. Records never straddle a datagram, and every payload starts at a
+//! multiple of 8 from the start of the datagram, so a `#[repr(C)]` struct with alignment up to 8
+//! can be read in place from an 8-aligned receive buffer.
+
+use core::mem::size_of;
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Kind of a frame, the second byte of every datagram.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(transparent)]
+pub struct FrameKind(pub u8);
+
+impl FrameKind {
+    /// Sender to receiver: open a session (version range, join position).
+    pub const SETUP: FrameKind = FrameKind(1);
+    /// Receiver to sender: accept (chosen version, window) or reject (flag [`FLAG_REJECT`]).
+    pub const SETUP_REPLY: FrameKind = FrameKind(2);
+    /// Sender to receiver: records.
+    pub const DATA: FrameKind = FrameKind(3);
+    /// Sender to receiver: latest position when idle, and the oldest position still held.
+    pub const HEARTBEAT: FrameKind = FrameKind(4);
+    /// Receiver to sender: ranges to retransmit.
+    pub const NAK: FrameKind = FrameKind(5);
+    /// Receiver to sender: position and window (flow control, releases retransmit buffer).
+    pub const STATUS: FrameKind = FrameKind(6);
+    /// Either way: RTT probe, echoed with [`FLAG_REPLY`].
+    pub const RTT: FrameKind = FrameKind(7);
+    /// Either way: the stream is closed.
+    pub const CLOSE: FrameKind = FrameKind(8);
+}
+
+/// Header flag on [`FrameKind::SETUP_REPLY`]: no common version.
+pub const FLAG_REJECT: u16 = 1;
+/// Header flag on [`FrameKind::RTT`]: this is the echo.
+pub const FLAG_REPLY: u16 = 2;
+/// Header flag on [`FrameKind::STATUS`]: the receiver does not know this session; set it up.
+pub const FLAG_NEED_SETUP: u16 = 4;
+
+/// Common header of every frame.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    /// Negotiated protocol version (the sender's highest on setup frames).
+    pub version: u8,
+    /// Frame kind.
+    pub kind: FrameKind,
+    /// Kind-specific flags.
+    pub flags: U16,
+    /// The sender's random session id.
+    pub session_id: U32,
+    /// Stream id.
+    pub stream_id: U32,
+    /// Checksum of the datagram with this field as zero (0 when checksums are off).
+    pub checksum: U32,
+}
+const _: () = assert!(size_of::<Header>() == 16);
+
+/// Data frame header; records follow.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct DataHeader {
+    /// Common header.
+    pub header: Header,
+    /// Stream position of the first record.
+    pub position: U64,
+}
+const _: () = assert!(size_of::<DataHeader>() == 24);
+/// Length of [`DataHeader`].
+pub const DATA_HEADER_LEN: usize = size_of::<DataHeader>();
+
+/// Record flag: first fragment of a message.
+pub const REC_BEGIN: u8 = 0x80;
+/// Record flag: last fragment of a message.
+pub const REC_END: u8 = 0x40;
+/// Record flag: padding to the end of the sender's ring; only the header is sent, `len` bytes
+/// of stream are skipped.
+pub const REC_PAD: u8 = 0x20;
+
+/// Header of one record in the sender's log and in a data frame.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct RecordHeader {
+    /// Payload length (for padding: payload bytes skipped).
+    pub len: U16,
+    /// [`REC_BEGIN`], [`REC_END`], [`REC_PAD`].
+    pub flags: u8,
+    /// Zero.
+    pub reserved: u8,
+    /// Application type id of the message.
+    pub type_id: U32,
+}
+const _: () = assert!(size_of::<RecordHeader>() == 8);
+/// Length of [`RecordHeader`].
+pub const RECORD_HEADER_LEN: usize = size_of::<RecordHeader>();
+
+/// Bytes a record with `len` payload bytes occupies in the log.
+#[inline]
+pub const fn record_size(len: usize) -> usize {
+    RECORD_HEADER_LEN + ((len + 7) & !7)
+}
+
+/// Sender to receiver: open or re-open a session.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Setup {
+    /// Common header.
+    pub header: Header,
+    /// Lowest version the sender speaks.
+    pub min_version: U16,
+    /// Highest version the sender speaks.
+    pub max_version: U16,
+    /// The sender's MTU.
+    pub mtu: U16,
+    /// Zero.
+    pub reserved: U16,
+    /// Largest message the sender will send.
+    pub max_message_len: U32,
+    /// Zero.
+    pub reserved2: U32,
+    /// Position where the receiver starts (the oldest data the sender still holds).
+    pub join_position: U64,
+}
+const _: () = assert!(size_of::<Setup>() == 40);
+
+/// Receiver to sender: accept or reject a setup.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SetupReply {
+    /// Common header (session id of the setup being answered).
+    pub header: Header,
+    /// Chosen version (0 when rejected).
+    pub version: U16,
+    /// Lowest version the receiver speaks.
+    pub min_version: U16,
+    /// Highest version the receiver speaks.
+    pub max_version: U16,
+    /// Zero.
+    pub reserved: U16,
+    /// The receiver's random id (changes when the receiver restarts).
+    pub receiver_id: U32,
+    /// The receiver's window.
+    pub window: U32,
+    /// The receiver's position.
+    pub position: U64,
+}
+const _: () = assert!(size_of::<SetupReply>() == 40);
+
+/// Sender to receiver when idle: where the stream ends and what the sender still holds.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Heartbeat {
+    /// Common header.
+    pub header: Header,
+    /// End of the data sent so far.
+    pub position: U64,
+    /// Oldest position the sender can still retransmit.
+    pub retained_from: U64,
+}
+const _: () = assert!(size_of::<Heartbeat>() == 32);
+
+/// One range of a NAK, `[from, to)`.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct NakRange {
+    /// First missing position.
+    pub from: U64,
+    /// End of the missing range (exclusive).
+    pub to: U64,
+}
+const _: () = assert!(size_of::<NakRange>() == 16);
+
+/// Receiver to sender: missing ranges. `count` [`NakRange`]s follow.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct NakHeader {
+    /// Common header.
+    pub header: Header,
+    /// Number of ranges that follow.
+    pub count: U16,
+    /// Zero.
+    pub reserved: U16,
+    /// Zero.
+    pub reserved2: U32,
+}
+const _: () = assert!(size_of::<NakHeader>() == 24);
+/// Most ranges in one NAK.
+pub const MAX_NAK_RANGES: usize = 32;
+
+/// Receiver to sender: flow control.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Status {
+    /// Common header.
+    pub header: Header,
+    /// Everything before this position has been received.
+    pub position: U64,
+    /// Bytes beyond `position` the receiver accepts.
+    pub window: U32,
+    /// The receiver's random id.
+    pub receiver_id: U32,
+}
+const _: () = assert!(size_of::<Status>() == 32);
+
+/// RTT probe or its echo ([`FLAG_REPLY`]).
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Rtt {
+    /// Common header.
+    pub header: Header,
+    /// The prober's clock in nanoseconds, echoed unchanged.
+    pub timestamp: U64,
+}
+const _: () = assert!(size_of::<Rtt>() == 24);
+
+/// The stream is closed; `position` is the final position for a sender.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Close {
+    /// Common header.
+    pub header: Header,
+    /// Final position.
+    pub position: U64,
+}
+const _: () = assert!(size_of::<Close>() == 24);
+
+/// Builds a header.
+pub fn header(version: u8, kind: FrameKind, flags: u16, session_id: u32, stream_id: u32) -> Header {
+    Header {
+        version,
+        kind,
+        flags: U16::new(flags),
+        session_id: U32::new(session_id),
+        stream_id: U32::new(stream_id),
+        checksum: U32::new(0),
+    }
+}
+
+/// Writes `frame` at the start of `buf`, returning its length, or `None` when `buf` is short.
+pub fn write<T: IntoBytes + Immutable>(buf: &mut [u8], frame: &T) -> Option<usize> {
+    let bytes = frame.as_bytes();
+    buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    Some(bytes.len())
+}
+
+const K0: u64 = 0x9E37_79B9_7F4A_7C15;
+const K1: u64 = 0xC2B2_AE3D_27D4_EB4F;
+
+#[inline]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(K0).rotate_left(29)
+}
+
+/// Checksum of a datagram, its checksum field (bytes 12..16) taken as zero.
+///
+/// Four independent multiply-rotate lanes over 64-bit words: any change confined to one word
+/// is always detected before the final fold; other changes escape with probability ~2^-32.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    let mut lanes = [K1, K1 ^ 1, K1 ^ 2, K1 ^ 3];
+    let n = bytes.len();
+    let mut head = [0u8; 16];
+    let h = n.min(16);
+    head[..h].copy_from_slice(&bytes[..h]);
+    head[12..16].fill(0);
+    lanes[0] = mix(
+        lanes[0],
+        u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])),
+    );
+    lanes[1] = mix(
+        lanes[1],
+        u64::from_le_bytes(head[8..].try_into().unwrap_or([0; 8])),
+    );
+    let rest = bytes.get(16..).unwrap_or(&[]);
+    let mut chunks = rest.chunks_exact(32);
+    for c in &mut chunks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+            *lane = mix(*lane, w);
+        }
+    }
+    let tail = chunks.remainder();
+    let mut words = tail.chunks_exact(8);
+    for (i, c) in (&mut words).enumerate() {
+        lanes[i] = mix(lanes[i], u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+    }
+    let mut last = [0u8; 8];
+    let r = words.remainder();
+    last[..r.len()].copy_from_slice(r);
+    lanes[3] = mix(lanes[3], u64::from_le_bytes(last));
+    let mut h = (n as u64).wrapping_mul(K1);
+    for lane in lanes {
+        h = mix(h, lane);
+    }
+    h ^= h >> 32;
+    h as u32
+}
+
+/// Stores the checksum of `datagram` in its header (or zero when `enabled` is false).
+pub fn seal(datagram: &mut [u8], enabled: bool) {
+    let sum = if enabled { checksum(datagram) } else { 0 };
+    if let Some(field) = datagram.get_mut(12..16) {
+        field.copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_ignores_its_field_and_sees_bit_flips() {
+        let mut d: Vec<u8> = (0..200u32).map(|i| (i * 7) as u8).collect();
+        let c = checksum(&d);
+        d[13] ^= 0xff;
+        assert_eq!(checksum(&d), c);
+        for byte in [0usize, 5, 16, 40, 100, 199] {
+            for bit in 0..8 {
+                let mut e = d.clone();
+                e[byte] ^= 1 << bit;
+                assert_ne!(checksum(&e), c, "flip at {byte}:{bit} not seen");
+            }
+        }
+        assert_ne!(checksum(&d[..199]), c);
+    }
+
+    #[test]
+    fn record_sizes_keep_payloads_aligned() {
+        assert_eq!(record_size(0), 8);
+        assert_eq!(record_size(1), 16);
+        assert_eq!(record_size(32), 40);
+        assert_eq!(DATA_HEADER_LEN % 8, 0);
+    }
+}

@@ -1,0 +1,154 @@
+//! The sender's log: a ring of wire-format records addressed by 64-bit stream positions.
+//!
+//! Records are 8-aligned and never straddle the end of the ring (a padding record fills the
+//! rest instead), so every run of records between two positions is one contiguous slice that
+//! goes on the wire as it is. A bitmap marks where records start, so a position a peer asks
+//! for can be checked to be a record boundary before anything is sent from it.
+
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::frame::{self, RecordHeader, RECORD_HEADER_LEN};
+
+/// Ring of records.
+#[derive(Debug)]
+pub struct Log {
+    words: Vec<u64>,
+    starts: Vec<u64>,
+    mask: usize,
+}
+
+impl Log {
+    /// A log of `capacity` bytes (a power of two, multiple of 8).
+    pub fn new(capacity: usize) -> Log {
+        Log {
+            words: vec![0; capacity / 8],
+            starts: vec![0; capacity.div_ceil(512)],
+            mask: capacity - 1,
+        }
+    }
+
+    /// Capacity in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Offset of `pos` in the ring.
+    #[inline]
+    pub fn offset(&self, pos: u64) -> usize {
+        pos as usize & self.mask
+    }
+
+    /// Bytes from `pos` to the end of the ring.
+    #[inline]
+    pub fn room_before_end(&self, pos: u64) -> usize {
+        self.capacity() - self.offset(pos)
+    }
+
+    /// The ring's bytes.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        self.words.as_bytes()
+    }
+
+    /// `len` bytes of the ring from byte offset `start`, to fill in place.
+    #[inline]
+    pub fn bytes_mut_range(&mut self, start: usize, len: usize) -> &mut [u8] {
+        &mut self.words.as_mut_bytes()[start..start + len]
+    }
+
+    /// Header of the record at `pos` (the caller knows `pos` is in the ring).
+    #[inline]
+    pub fn header(&self, pos: u64) -> RecordHeader {
+        let off = self.offset(pos);
+        match RecordHeader::read_from_prefix(&self.bytes()[off..]) {
+            Ok((h, _)) => h,
+            Err(_) => RecordHeader {
+                len: U16::new(0),
+                flags: frame::REC_PAD,
+                reserved: 0,
+                type_id: U32::new(0),
+            },
+        }
+    }
+
+    /// Writes a record header at `pos` and marks `pos` as a record start; returns the payload
+    /// slice of `len` bytes (the record must fit before the end of the ring).
+    #[inline]
+    pub fn write_record(&mut self, pos: u64, flags: u8, type_id: u32, len: usize) -> &mut [u8] {
+        let off = self.offset(pos);
+        let size = if flags & frame::REC_PAD != 0 {
+            RECORD_HEADER_LEN + len
+        } else {
+            frame::record_size(len)
+        };
+        self.mark(off, size);
+        let h = RecordHeader {
+            len: U16::new(len as u16),
+            flags,
+            reserved: 0,
+            type_id: U32::new(type_id),
+        };
+        let bytes = self.words.as_mut_bytes();
+        bytes[off..off + RECORD_HEADER_LEN].copy_from_slice(h.as_bytes());
+        let start = off + RECORD_HEADER_LEN;
+        if flags & frame::REC_PAD != 0 {
+            &mut bytes[start..start]
+        } else {
+            &mut bytes[start..start + len]
+        }
+    }
+
+    fn mark(&mut self, off: usize, size: usize) {
+        let mut bit = off >> 3;
+        let mut n = size >> 3;
+        while n > 0 {
+            let word = bit >> 6;
+            let at = bit & 63;
+            let take = n.min(64 - at);
+            let m = if take == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << take) - 1) << at
+            };
+            self.starts[word] &= !m;
+            bit += take;
+            n -= take;
+        }
+        let b = off >> 3;
+        self.starts[b >> 6] |= 1 << (b & 63);
+    }
+
+    /// Whether a record starts at `pos` (meaningful for positions the ring still holds).
+    #[inline]
+    pub fn is_record_start(&self, pos: u64) -> bool {
+        if pos & 7 != 0 {
+            return false;
+        }
+        let b = self.offset(pos) >> 3;
+        self.starts[b >> 6] & (1 << (b & 63)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_starts() {
+        let mut log = Log::new(1024);
+        log.write_record(0, frame::REC_BEGIN | frame::REC_END, 7, 5)
+            .copy_from_slice(b"hello");
+        assert!(log.is_record_start(0));
+        assert!(!log.is_record_start(8));
+        let h = log.header(0);
+        assert_eq!(h.len.get(), 5);
+        assert_eq!(h.type_id.get(), 7);
+        log.write_record(0, frame::REC_PAD, 0, 1016);
+        log.write_record(8, 0, 0, 100);
+        assert!(log.is_record_start(8));
+        log.write_record(0, frame::REC_BEGIN, 1, 200);
+        assert!(!log.is_record_start(8));
+    }
+}

@@ -1,0 +1,864 @@
+//! The subscription side: accepts a sender's setup, delivers messages in order exactly once,
+//! buffers out-of-order data within its window, NAKs gaps and reports status.
+//!
+//! In-order unfragmented messages are handed to the delivery callback as slices of the
+//! datagram being handled (no copy). Only out-of-order data (into a ring of `window` bytes)
+//! and fragments (into a reassembly buffer of at most the maximum message length, grown as
+//! fragments arrive) are copied.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::config::{Config, GapPolicy};
+use super::counters::{Counters, DropReason};
+use super::event::Event;
+use super::frame::{self, FrameKind, Header, RecordHeader, RECORD_HEADER_LEN};
+use super::handshake::negotiate;
+use super::nak::{Gaps, Insert};
+use super::rng::Rng;
+use super::rtt::{nanos, RttEstimator};
+use super::{Transmit, MAX_EVENTS};
+
+/// Reassembles fragmented messages and delivers complete ones.
+#[derive(Debug)]
+struct Assembler {
+    buf: Vec<u64>,
+    len: usize,
+    type_id: u32,
+    active: bool,
+    /// Skip fragments until the next message begins (after a skipped gap or an oversize one).
+    skip_partial: bool,
+    max: usize,
+}
+
+impl Assembler {
+    fn reset(&mut self) {
+        self.active = false;
+        self.len = 0;
+    }
+
+    #[inline]
+    fn record<F: FnMut(u32, &[u8])>(
+        &mut self,
+        flags: u8,
+        type_id: u32,
+        payload: &[u8],
+        deliver: &mut F,
+        counters: &mut Counters,
+    ) {
+        if flags & frame::REC_PAD != 0 {
+            return;
+        }
+        let begin = flags & frame::REC_BEGIN != 0;
+        let end = flags & frame::REC_END != 0;
+        if self.skip_partial {
+            if !begin {
+                return;
+            }
+            self.skip_partial = false;
+        }
+        if begin && end {
+            if self.active {
+                self.reset();
+                counters.drop(DropReason::BadLength);
+            }
+            counters.messages += 1;
+            counters.bytes += payload.len() as u64;
+            deliver(type_id, payload);
+            return;
+        }
+        if begin {
+            if self.active {
+                counters.drop(DropReason::BadLength);
+            }
+            self.active = true;
+            self.len = 0;
+            self.type_id = type_id;
+        } else if !self.active {
+            counters.drop(DropReason::BadLength);
+            return;
+        }
+        let total = self.len + payload.len();
+        if total > self.max {
+            counters.drop(DropReason::MessageTooLarge);
+            self.reset();
+            self.skip_partial = !end;
+            return;
+        }
+        let words = total.div_ceil(8);
+        if self.buf.len() < words {
+            let grown = words.max(self.buf.len() * 2).min(self.max.div_ceil(8));
+            self.buf.resize(grown, 0);
+        }
+        self.buf.as_mut_bytes()[self.len..total].copy_from_slice(payload);
+        self.len = total;
+        if end {
+            self.active = false;
+            counters.messages += 1;
+            counters.bytes += total as u64;
+            deliver(self.type_id, &self.buf.as_bytes()[..total]);
+            self.len = 0;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    peer: SocketAddr,
+    session_id: u32,
+    version: u8,
+    /// Everything before it was delivered.
+    position: u64,
+    connected: bool,
+    failed: bool,
+    last_heard: Instant,
+    last_status_pos: u64,
+    status_due: bool,
+    next_status: Instant,
+    next_rtt: Instant,
+    rtt_echo: Option<u64>,
+}
+
+/// Validates the records of a data frame; returns the stream bytes they span.
+fn validate_records(records: &[u8]) -> Result<u64, DropReason> {
+    if records.is_empty() {
+        return Err(DropReason::BadLength);
+    }
+    let n = records.len();
+    let mut off = 0;
+    let mut span = 0u64;
+    while off < n {
+        let (h, _) =
+            RecordHeader::ref_from_prefix(&records[off..]).map_err(|_| DropReason::Truncated)?;
+        let len = usize::from(h.len.get());
+        if h.flags & frame::REC_PAD != 0 {
+            if len % 8 != 0 || off + RECORD_HEADER_LEN != n || h.flags != frame::REC_PAD {
+                return Err(DropReason::BadLength);
+            }
+            span += (RECORD_HEADER_LEN + len) as u64;
+            break;
+        }
+        if h.flags & !(frame::REC_BEGIN | frame::REC_END) != 0 {
+            return Err(DropReason::BadLength);
+        }
+        let size = frame::record_size(len);
+        if off + size > n {
+            return Err(DropReason::BadLength);
+        }
+        off += size;
+        span += size as u64;
+    }
+    Ok(span)
+}
+
+/// The receiving end of one stream: one sender session at a time.
+#[derive(Debug)]
+pub struct Receiver {
+    config: Config,
+    receiver_id: u32,
+    session: Option<Session>,
+    ring: Vec<u64>,
+    mask: usize,
+    scratch: Vec<u64>,
+    asm: Assembler,
+    gaps: Gaps,
+    events: VecDeque<Event>,
+    counters: Counters,
+    epoch: Instant,
+    rtt: RttEstimator,
+    reply: Option<(SocketAddr, frame::SetupReply)>,
+    need_setup: Option<(SocketAddr, u32)>,
+    next_need_setup: Instant,
+    last_rejected: u32,
+    close_to: Option<(SocketAddr, u32, u8)>,
+    nak_ranges: Vec<(u64, u64)>,
+}
+
+impl Receiver {
+    /// A receiver; `seed` drives its id.
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]).
+    pub fn new(config: Config, now: Instant, seed: u64) -> Result<Receiver, String> {
+        config.validate()?;
+        let mut rng = Rng::new(seed ^ 0x7265_6376);
+        let receiver_id = rng.nonzero_u32();
+        Ok(Receiver {
+            receiver_id,
+            session: None,
+            ring: vec![0; config.window / 8],
+            mask: config.window - 1,
+            scratch: vec![0; 65_536 / 8],
+            asm: Assembler {
+                buf: Vec::new(),
+                len: 0,
+                type_id: 0,
+                active: false,
+                skip_partial: false,
+                max: config.max_message_len,
+            },
+            gaps: Gaps::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            epoch: now,
+            rtt: RttEstimator::new(),
+            reply: None,
+            need_setup: None,
+            next_need_setup: now,
+            last_rejected: 0,
+            close_to: None,
+            nak_ranges: Vec::with_capacity(frame::MAX_NAK_RANGES),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether a sender session is live.
+    pub fn is_connected(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.connected && !s.failed)
+    }
+
+    /// Whether the stream failed on unrecoverable loss ([`GapPolicy::Fail`]).
+    pub fn is_failed(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.failed)
+    }
+
+    /// The current sender session id.
+    pub fn session_id(&self) -> Option<u32> {
+        self.session.as_ref().map(|s| s.session_id)
+    }
+
+    /// The current sender's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.session.as_ref().map(|s| s.peer)
+    }
+
+    /// Stream position: everything before it was delivered.
+    pub fn position(&self) -> u64 {
+        self.session.as_ref().map_or(0, |s| s.position)
+    }
+
+    /// This receiver's random id.
+    pub fn receiver_id(&self) -> u32 {
+        self.receiver_id
+    }
+
+    /// Smoothed round-trip time, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt.smoothed()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Bytes currently held beyond the position (out of order), at most the window.
+    pub fn buffered(&self) -> u64 {
+        let p = self.position();
+        self.gaps.high(p) - p
+    }
+
+    /// Next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
+    /// Closes the stream: a close frame goes to the sender, the session ends.
+    pub fn close(&mut self, _now: Instant) {
+        if let Some(s) = self.session.take() {
+            self.close_to = Some((s.peer, s.session_id, s.version));
+        }
+        self.gaps.clear();
+        self.asm.reset();
+    }
+
+    /// When timers next need [`Receiver::handle_timeout`] / [`Receiver::poll_transmit`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let s = self.session.as_ref()?;
+        if !s.connected || s.failed {
+            return None;
+        }
+        let mut t = (s.last_heard + self.config.liveness_timeout)
+            .min(s.next_status)
+            .min(s.next_rtt);
+        if let Some(n) = self.gaps.next_nak() {
+            t = t.min(n);
+        }
+        Some(t)
+    }
+
+    /// Advances timers: liveness of the sender.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if s.connected && !s.failed && now >= s.last_heard + self.config.liveness_timeout {
+            s.connected = false;
+            self.push_event(Event::PeerGone);
+        }
+    }
+
+    /// Handles one datagram; in-order messages are passed to `deliver(type_id, payload)`,
+    /// unfragmented ones as slices of `bytes`. Returns the number of messages delivered.
+    pub fn handle_datagram<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        mut deliver: F,
+    ) -> usize {
+        self.counters.datagrams_received += 1;
+        let before = self.counters.messages;
+        if let Err(reason) = self.handle_inner(now, from, bytes, &mut deliver) {
+            self.counters.drop(reason);
+        }
+        (self.counters.messages - before) as usize
+    }
+
+    fn handle_inner<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        deliver: &mut F,
+    ) -> Result<(), DropReason> {
+        let (h, _) = Header::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let kind = h.kind;
+        match kind {
+            FrameKind::SETUP
+            | FrameKind::DATA
+            | FrameKind::HEARTBEAT
+            | FrameKind::RTT
+            | FrameKind::CLOSE => {}
+            FrameKind::SETUP_REPLY | FrameKind::NAK | FrameKind::STATUS => {
+                return Err(DropReason::Unexpected)
+            }
+            _ => return Err(DropReason::UnknownType),
+        }
+        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+            return Err(DropReason::Checksum);
+        }
+        if h.stream_id.get() != self.config.stream_id {
+            return Err(DropReason::WrongStream);
+        }
+        let sid = h.session_id.get();
+        if kind == FrameKind::SETUP {
+            return self.on_setup(now, from, sid, bytes);
+        }
+        let Some(s) = self.session.as_mut() else {
+            if kind == FrameKind::DATA || kind == FrameKind::HEARTBEAT {
+                self.ask_setup(now, from, sid);
+            }
+            return Err(DropReason::Unexpected);
+        };
+        if sid != s.session_id {
+            return Err(DropReason::WrongSession);
+        }
+        if from != s.peer {
+            return Err(DropReason::WrongSource);
+        }
+        if h.version != s.version {
+            return Err(DropReason::BadVersion);
+        }
+        if s.failed {
+            return Err(DropReason::Unexpected);
+        }
+        s.last_heard = now;
+        if !s.connected {
+            s.connected = true;
+            let e = Event::Connected {
+                session_id: s.session_id,
+                version: u16::from(s.version),
+            };
+            self.push_event(e);
+        }
+        match kind {
+            FrameKind::DATA => self.on_data(now, bytes, deliver),
+            FrameKind::HEARTBEAT => self.on_heartbeat(now, bytes, deliver),
+            FrameKind::RTT => self.on_rtt(now, bytes, h.flags.get()),
+            _ => {
+                self.session = None;
+                self.gaps.clear();
+                self.asm.reset();
+                self.push_event(Event::Closed);
+                Ok(())
+            }
+        }
+    }
+
+    fn ask_setup(&mut self, now: Instant, from: SocketAddr, sid: u32) {
+        if now >= self.next_need_setup {
+            self.need_setup = Some((from, sid));
+            self.next_need_setup = now + self.config.setup_interval;
+        }
+    }
+
+    fn on_setup(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sid: u32,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        let (s, _) = frame::Setup::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let remote = (s.min_version.get(), s.max_version.get());
+        let local = self.config.versions;
+        let Some(version) = negotiate(local, remote) else {
+            let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT, 0);
+            r.header.version = local.1.min(255) as u8;
+            self.reply = Some((from, r));
+            if self.last_rejected != sid {
+                self.last_rejected = sid;
+                self.push_event(Event::VersionMismatch { local, remote });
+            }
+            return Err(DropReason::BadVersion);
+        };
+        let join = s.join_position.get();
+        if join & 7 != 0 {
+            return Err(DropReason::BadLength);
+        }
+        let mut loss = None;
+        match self.session.as_mut() {
+            Some(cur) if cur.session_id == sid => {
+                if from != cur.peer {
+                    return Err(DropReason::WrongSource);
+                }
+                if cur.failed {
+                    return Err(DropReason::Unexpected);
+                }
+                cur.last_heard = now;
+                cur.version = version as u8;
+                if join > cur.position {
+                    loss = Some((cur.position, join));
+                }
+                if !cur.connected {
+                    cur.connected = true;
+                    self.events.push_back(Event::Connected {
+                        session_id: sid,
+                        version,
+                    });
+                }
+            }
+            Some(cur) => {
+                if cur.connected && !cur.failed && from.ip() != cur.peer.ip() {
+                    return Err(DropReason::WrongSource);
+                }
+                let old = cur.session_id;
+                self.push_event(Event::SessionReplaced { old, new: sid });
+                self.start_session(now, from, sid, version, join);
+            }
+            None => self.start_session(now, from, sid, version, join),
+        }
+        if let Some((from_pos, to_pos)) = loss {
+            self.unrecoverable(from_pos, to_pos);
+        }
+        let position = self.position();
+        let r = self.reply_frame(sid, version, 0, position);
+        self.reply = Some((from, r));
+        if let Some(cur) = self.session.as_mut() {
+            cur.status_due = true;
+        }
+        Ok(())
+    }
+
+    fn start_session(&mut self, now: Instant, peer: SocketAddr, sid: u32, version: u16, join: u64) {
+        self.gaps.clear();
+        self.asm.reset();
+        self.asm.skip_partial = false;
+        self.session = Some(Session {
+            peer,
+            session_id: sid,
+            version: version as u8,
+            position: join,
+            connected: true,
+            failed: false,
+            last_heard: now,
+            last_status_pos: join,
+            status_due: true,
+            next_status: now,
+            next_rtt: now,
+            rtt_echo: None,
+        });
+        self.push_event(Event::Connected {
+            session_id: sid,
+            version,
+        });
+    }
+
+    fn reply_frame(&self, sid: u32, version: u16, flags: u16, position: u64) -> frame::SetupReply {
+        frame::SetupReply {
+            header: frame::header(
+                version as u8,
+                FrameKind::SETUP_REPLY,
+                flags,
+                sid,
+                self.config.stream_id,
+            ),
+            version: U16::new(version),
+            min_version: U16::new(self.config.versions.0),
+            max_version: U16::new(self.config.versions.1),
+            reserved: U16::new(0),
+            receiver_id: U32::new(self.receiver_id),
+            window: U32::new(self.config.window as u32),
+            position: U64::new(position),
+        }
+    }
+
+    /// Data in `[from, to)` is gone for good.
+    fn unrecoverable(&mut self, from: u64, to: u64) {
+        self.push_event(Event::UnrecoverableLoss { from, to });
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        match self.config.gap_policy {
+            GapPolicy::Fail => {
+                s.failed = true;
+                self.close_to = Some((s.peer, s.session_id, s.version));
+                self.gaps.clear();
+                self.asm.reset();
+            }
+            GapPolicy::Skip => {
+                s.position = to;
+                s.status_due = true;
+                self.gaps.discard_below(to);
+                self.asm.reset();
+                self.asm.skip_partial = true;
+            }
+        }
+    }
+
+    fn on_heartbeat<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        deliver: &mut F,
+    ) -> Result<(), DropReason> {
+        let (hb, _) =
+            frame::Heartbeat::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let (end, retained) = (hb.position.get(), hb.retained_from.get());
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        if retained > end || end & 7 != 0 || retained & 7 != 0 {
+            return Err(DropReason::BadLength);
+        }
+        if end > s.position + self.config.window as u64 + (self.config.max_message_len as u64) * 2 {
+            return Err(DropReason::OutOfWindow);
+        }
+        self.counters.heartbeats += 1;
+        s.status_due = true;
+        if retained > s.position {
+            let from = s.position;
+            self.unrecoverable(from, retained);
+            if self.config.gap_policy == GapPolicy::Skip {
+                self.drain(deliver);
+            }
+        }
+        let position = self.position();
+        self.gaps
+            .set_tail(position, end, now, self.config.nak_delay);
+        Ok(())
+    }
+
+    fn on_rtt(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
+        let (r, _) = frame::Rtt::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let ts = r.timestamp.get();
+        if flags & frame::FLAG_REPLY != 0 {
+            let at = nanos(now.saturating_duration_since(self.epoch));
+            if ts > at {
+                return Err(DropReason::OutOfWindow);
+            }
+            self.rtt.sample(Duration::from_nanos(at - ts));
+        } else if let Some(s) = self.session.as_mut() {
+            s.rtt_echo = Some(ts);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn on_data<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        deliver: &mut F,
+    ) -> Result<(), DropReason> {
+        let (d, records) =
+            frame::DataHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let p = d.position.get();
+        if p & 7 != 0 {
+            return Err(DropReason::BadLength);
+        }
+        let span = validate_records(records)?;
+        let end = p.checked_add(span).ok_or(DropReason::BadLength)?;
+        let window = self.config.window as u64;
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let position = s.position;
+        if end <= position {
+            return Err(DropReason::Duplicate);
+        }
+        if end > position + window {
+            return Err(DropReason::OutOfWindow);
+        }
+        if p > position {
+            match self.gaps.insert(p, end, now, self.config.nak_delay) {
+                Insert::Duplicate => return Err(DropReason::Duplicate),
+                Insert::Full => return Err(DropReason::OutOfWindow),
+                Insert::New => {}
+            }
+            let off = p as usize & self.mask;
+            let ring = self.ring.as_mut_bytes();
+            let first = records.len().min(ring.len() - off);
+            ring[off..off + first].copy_from_slice(&records[..first]);
+            ring[..records.len() - first].copy_from_slice(&records[first..]);
+            return Ok(());
+        }
+        // In order, possibly overlapping what was already delivered: skip to the position.
+        let mut off = 0;
+        let mut q = p;
+        while q < position {
+            let (h, _) = RecordHeader::ref_from_prefix(&records[off..])
+                .map_err(|_| DropReason::BadLength)?;
+            let len = usize::from(h.len.get());
+            if h.flags & frame::REC_PAD != 0 {
+                q += (RECORD_HEADER_LEN + len) as u64;
+                off += RECORD_HEADER_LEN;
+            } else {
+                let size = frame::record_size(len);
+                q += size as u64;
+                off += size;
+            }
+        }
+        if q != position {
+            return Err(DropReason::BadLength);
+        }
+        let n = records.len();
+        while off < n {
+            let Ok((h, rest)) = RecordHeader::ref_from_prefix(&records[off..]) else {
+                break;
+            };
+            let len = usize::from(h.len.get());
+            if h.flags & frame::REC_PAD != 0 {
+                break;
+            }
+            self.asm.record(
+                h.flags,
+                h.type_id.get(),
+                &rest[..len],
+                deliver,
+                &mut self.counters,
+            );
+            off += frame::record_size(len);
+        }
+        s.position = end;
+        self.gaps.progressed();
+        self.drain(deliver);
+        let position = self.position();
+        self.gaps.set_tail(position, 0, now, self.config.nak_delay);
+        Ok(())
+    }
+
+    /// Delivers what the out-of-order ring holds at the position.
+    fn drain<F: FnMut(u32, &[u8])>(&mut self, deliver: &mut F) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        while let Some((start, end)) = self.gaps.first() {
+            if start > s.position {
+                break;
+            }
+            self.gaps.pop_first();
+            if end <= s.position {
+                continue;
+            }
+            let ring = self.ring.as_bytes();
+            let cap = ring.len();
+            let mut q = s.position;
+            let mut ok = true;
+            while q < end {
+                let off = q as usize & self.mask;
+                let Ok((h, _)) = RecordHeader::read_from_prefix(&ring[off..]) else {
+                    ok = false;
+                    break;
+                };
+                let len = usize::from(h.len.get());
+                if h.flags & frame::REC_PAD != 0 {
+                    if len % 8 != 0 {
+                        ok = false;
+                        break;
+                    }
+                    q += (RECORD_HEADER_LEN + len) as u64;
+                    continue;
+                }
+                let size = frame::record_size(len);
+                if h.flags & !(frame::REC_BEGIN | frame::REC_END) != 0 || q + size as u64 > end {
+                    ok = false;
+                    break;
+                }
+                let start = off + RECORD_HEADER_LEN;
+                let start = if start == cap { 0 } else { start };
+                if start + len <= cap {
+                    self.asm.record(
+                        h.flags,
+                        h.type_id.get(),
+                        &ring[start..start + len],
+                        deliver,
+                        &mut self.counters,
+                    );
+                } else {
+                    let first = cap - start;
+                    let scratch = self.scratch.as_mut_bytes();
+                    scratch[..first].copy_from_slice(&ring[start..]);
+                    scratch[first..len].copy_from_slice(&ring[..len - first]);
+                    self.asm.record(
+                        h.flags,
+                        h.type_id.get(),
+                        &scratch[..len],
+                        deliver,
+                        &mut self.counters,
+                    );
+                }
+                q += size as u64;
+            }
+            s.position = q;
+            if !ok {
+                // Inconsistent buffered data (forged or corrupted): ask for it again.
+                self.counters.drop(DropReason::BadLength);
+                break;
+            }
+        }
+        if s.position - s.last_status_pos >= self.config.window as u64 / 4 {
+            s.status_due = true;
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (at least the MTU long), if any.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let mtu = self.config.mtu.min(buf.len());
+        if mtu < 64 {
+            return None;
+        }
+        let (destination, len) = self.next_datagram(now, &mut buf[..mtu])?;
+        frame::seal(&mut buf[..len], self.config.checksum);
+        self.counters.datagrams_sent += 1;
+        Some(Transmit { destination, len })
+    }
+
+    fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        if let Some((to, r)) = self.reply.take() {
+            return Some((to, frame::write(buf, &r)?));
+        }
+        if let Some((to, sid)) = self.need_setup.take() {
+            let st = frame::Status {
+                header: frame::header(
+                    0,
+                    FrameKind::STATUS,
+                    frame::FLAG_NEED_SETUP,
+                    sid,
+                    self.config.stream_id,
+                ),
+                position: U64::new(0),
+                window: U32::new(self.config.window as u32),
+                receiver_id: U32::new(self.receiver_id),
+            };
+            return Some((to, frame::write(buf, &st)?));
+        }
+        if let Some((to, sid, version)) = self.close_to.take() {
+            let c = frame::Close {
+                header: frame::header(version, FrameKind::CLOSE, 0, sid, self.config.stream_id),
+                position: U64::new(self.position()),
+            };
+            return Some((to, frame::write(buf, &c)?));
+        }
+        let s = self.session.as_mut()?;
+        if !s.connected || s.failed {
+            return None;
+        }
+        let (version, sid, stream) = (s.version, s.session_id, self.config.stream_id);
+        let hdr = move |kind, flags| frame::header(version, kind, flags, sid, stream);
+        if let Some(ts) = s.rtt_echo.take() {
+            let r = frame::Rtt {
+                header: hdr(FrameKind::RTT, frame::FLAG_REPLY),
+                timestamp: U64::new(ts),
+            };
+            return Some((s.peer, frame::write(buf, &r)?));
+        }
+        if self.gaps.next_nak().is_some_and(|t| t <= now) {
+            let base = self
+                .rtt
+                .timeout(Duration::from_millis(1))
+                .max(self.config.nak_delay);
+            let max_ranges =
+                ((buf.len() - size_of::<frame::NakHeader>()) / 16).min(frame::MAX_NAK_RANGES);
+            self.nak_ranges.clear();
+            self.gaps.due(
+                s.position,
+                now,
+                base,
+                self.config.nak_retry_max,
+                &mut self.nak_ranges,
+                max_ranges,
+            );
+            if !self.nak_ranges.is_empty() {
+                let n = frame::NakHeader {
+                    header: hdr(FrameKind::NAK, 0),
+                    count: U16::new(self.nak_ranges.len() as u16),
+                    reserved: U16::new(0),
+                    reserved2: U32::new(0),
+                };
+                let mut len = frame::write(buf, &n)?;
+                for &(from, to) in &self.nak_ranges {
+                    let r = frame::NakRange {
+                        from: U64::new(from),
+                        to: U64::new(to),
+                    };
+                    len += frame::write(&mut buf[len..], &r)?;
+                }
+                self.counters.naks_sent += 1;
+                return Some((s.peer, len));
+            }
+        }
+        let window = self.config.window as u64;
+        if s.status_due || now >= s.next_status || s.position - s.last_status_pos >= window / 4 {
+            s.status_due = false;
+            s.next_status = now + self.config.status_interval;
+            s.last_status_pos = s.position;
+            self.counters.status += 1;
+            let st = frame::Status {
+                header: hdr(FrameKind::STATUS, 0),
+                position: U64::new(s.position),
+                window: U32::new(window as u32),
+                receiver_id: U32::new(self.receiver_id),
+            };
+            return Some((s.peer, frame::write(buf, &st)?));
+        }
+        if now >= s.next_rtt {
+            s.next_rtt = now + self.config.rtt_interval;
+            let ts = nanos(now.saturating_duration_since(self.epoch));
+            let r = frame::Rtt {
+                header: hdr(FrameKind::RTT, 0),
+                timestamp: U64::new(ts),
+            };
+            return Some((s.peer, frame::write(buf, &r)?));
+        }
+        None
+    }
+}

@@ -1,0 +1,60 @@
+//! Round-trip time estimation (smoothed, RFC 6298 style) from RTT probe echoes.
+
+use std::time::Duration;
+
+/// Smoothed RTT and its variation.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl RttEstimator {
+    /// No sample yet.
+    pub fn new() -> RttEstimator {
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+        }
+    }
+
+    /// Adds a sample.
+    pub fn sample(&mut self, rtt: Duration) {
+        let rtt = rtt.min(Duration::from_secs(10));
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// Smoothed RTT, if measured.
+    pub fn smoothed(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// Smoothed RTT plus four deviations, or `default` before any sample.
+    pub fn timeout(&self, default: Duration) -> Duration {
+        match self.srtt {
+            Some(s) => s + 4 * self.rttvar,
+            None => default,
+        }
+    }
+}
+
+impl Default for RttEstimator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Nanoseconds of `d`, saturated to `u64`.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,820 @@
+//! The publication side: offers and claims append records to the log; `poll_transmit` sends
+//! the handshake, new data within the receiver's window, retransmissions, heartbeats and RTT
+//! probes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::FromBytes;
+
+use super::config::Config;
+use super::counters::{Counters, DropReason};
+use super::event::Event;
+use super::flow::Flow;
+use super::frame::{self, FrameKind, Header};
+use super::handshake::negotiate;
+use super::log::Log;
+use super::nak::Retransmits;
+use super::rng::Rng;
+use super::rtt::{nanos, RttEstimator};
+use super::{Transmit, MAX_EVENTS};
+
+/// Why an offer or claim did not go into the log. Nothing offered is ever lost by a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferError {
+    /// The window or the log is full: retry after the receiver has caught up.
+    BackPressured,
+    /// No receiver is connected (handshake pending, or the peer is gone).
+    NotConnected,
+    /// The message exceeds the maximum length (for claims: one record's payload).
+    MessageTooLarge {
+        /// Requested length.
+        len: usize,
+        /// Maximum length.
+        max: usize,
+    },
+    /// The sender was closed.
+    Closed,
+    /// The handshake failed for good (no common version).
+    Failed,
+}
+
+/// Handshake state of a [`Sender`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderState {
+    /// Sending setups, waiting for the receiver's reply.
+    Connecting,
+    /// Streaming.
+    Connected,
+    /// The receiver speaks no common version; nothing more is sent.
+    Failed,
+    /// Closed by the application.
+    Closed,
+}
+
+/// The sending end of one stream towards one receiver address.
+#[derive(Debug)]
+pub struct Sender {
+    config: Config,
+    destination: SocketAddr,
+    session_id: u32,
+    state: SenderState,
+    version: u8,
+    receiver_id: u32,
+    log: Log,
+    max_record: usize,
+    framed_max: u64,
+    tail: u64,
+    sent: u64,
+    flow: Flow,
+    retransmits: Retransmits,
+    events: VecDeque<Event>,
+    counters: Counters,
+    epoch: Instant,
+    rtt: RttEstimator,
+    next_setup: Instant,
+    last_heard: Instant,
+    next_heartbeat: Instant,
+    probe: Duration,
+    heartbeat_now: bool,
+    next_rtt: Instant,
+    rtt_echo: Option<u64>,
+    close_pending: bool,
+}
+
+/// Space claimed in the sender's log: fill [`Claim::as_mut_slice`], then [`Claim::commit`].
+/// Dropping a claim without committing aborts it.
+#[derive(Debug)]
+pub struct Claim<'a> {
+    sender: &'a mut Sender,
+    offset: usize,
+    len: usize,
+}
+
+impl Claim<'_> {
+    /// The payload bytes to fill in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let start = self.offset + frame::RECORD_HEADER_LEN;
+        self.sender.log.bytes_mut_range(start, self.len)
+    }
+
+    /// Length of the claimed payload.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the claim is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes the message; returns the new stream position.
+    pub fn commit(self) -> u64 {
+        let s = self.sender;
+        s.tail += frame::record_size(self.len) as u64;
+        s.counters.messages += 1;
+        s.counters.bytes += self.len as u64;
+        s.tail
+    }
+
+    /// Abandons the claim (same as dropping it).
+    pub fn abort(self) {}
+}
+
+impl Sender {
+    /// A sender streaming to `destination`; `seed` drives its session id.
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]).
+    pub fn new(
+        config: Config,
+        destination: SocketAddr,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Sender, String> {
+        config.validate()?;
+        let mut rng = Rng::new(seed);
+        let session_id = rng.nonzero_u32();
+        let log = Log::new(config.retransmit_buffer);
+        let max_record = config.max_record_payload();
+        let framed_max = config.framed_len(config.max_message_len) as u64;
+        let window = config.window as u64;
+        let probe = config.heartbeat_interval.min(Duration::from_millis(1));
+        Ok(Sender {
+            destination,
+            session_id,
+            state: SenderState::Connecting,
+            version: 0,
+            receiver_id: 0,
+            log,
+            max_record,
+            framed_max,
+            tail: 0,
+            sent: 0,
+            flow: Flow::new(0, window),
+            retransmits: Retransmits::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            epoch: now,
+            rtt: RttEstimator::new(),
+            next_setup: now,
+            last_heard: now,
+            next_heartbeat: now + config.heartbeat_interval,
+            probe,
+            heartbeat_now: false,
+            next_rtt: now,
+            rtt_echo: None,
+            close_pending: false,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The peer address datagrams go to.
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// This sender's random session id.
+    pub fn session_id(&self) -> u32 {
+        self.session_id
+    }
+
+    /// Handshake state.
+    pub fn state(&self) -> SenderState {
+        self.state
+    }
+
+    /// Whether a receiver is connected.
+    pub fn is_connected(&self) -> bool {
+        self.state == SenderState::Connected
+    }
+
+    /// End of everything offered (the stream position the next message starts at).
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Everything before this position was acknowledged by the receiver (or released when it
+    /// went away).
+    pub fn acked_position(&self) -> u64 {
+        self.flow.acked
+    }
+
+    /// Whether the receiver is connected and has acknowledged everything offered.
+    pub fn is_flushed(&self) -> bool {
+        self.state == SenderState::Connected && self.flow.acked == self.tail
+    }
+
+    /// Largest message [`Sender::offer`] takes.
+    pub fn max_message_len(&self) -> usize {
+        self.config.max_message_len
+    }
+
+    /// Largest payload [`Sender::try_claim`] takes (one record, unfragmented).
+    pub fn max_claim_len(&self) -> usize {
+        self.max_record.min(self.config.max_message_len)
+    }
+
+    /// Smoothed round-trip time, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt.smoothed()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn check_open(&mut self) -> Result<(), OfferError> {
+        match self.state {
+            SenderState::Connected => Ok(()),
+            SenderState::Connecting => Err(OfferError::NotConnected),
+            SenderState::Closed => Err(OfferError::Closed),
+            SenderState::Failed => Err(OfferError::Failed),
+        }
+    }
+
+    /// Makes room for a record of `size` bytes at the tail (padding to the end of the ring when
+    /// it would straddle it), or reports back-pressure.
+    #[inline]
+    fn reserve(&mut self, size: usize) -> Result<(), OfferError> {
+        let room = self.log.room_before_end(self.tail);
+        let pad = if room < size { room } else { 0 };
+        if !self.flow.admits(
+            self.tail,
+            (size + pad) as u64,
+            0,
+            self.log.capacity() as u64,
+        ) {
+            self.counters.back_pressured += 1;
+            return Err(OfferError::BackPressured);
+        }
+        if pad > 0 {
+            self.log
+                .write_record(self.tail, frame::REC_PAD, 0, pad - frame::RECORD_HEADER_LEN);
+            self.tail += pad as u64;
+        }
+        Ok(())
+    }
+
+    /// Copies a message into the log; returns the new stream position. Messages longer than
+    /// one record are fragmented.
+    ///
+    /// # Errors
+    /// [`OfferError::BackPressured`] when the window or log is full (retry later),
+    /// [`OfferError::NotConnected`] before the handshake or after the peer went away,
+    /// [`OfferError::MessageTooLarge`], [`OfferError::Closed`], [`OfferError::Failed`].
+    #[inline]
+    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, OfferError> {
+        self.check_open()?;
+        let len = payload.len();
+        if len <= self.max_record {
+            let size = frame::record_size(len);
+            self.reserve(size)?;
+            let pos = self.tail;
+            self.log
+                .write_record(pos, frame::REC_BEGIN | frame::REC_END, type_id, len)
+                .copy_from_slice(payload);
+            self.tail += size as u64;
+        } else {
+            self.offer_fragmented(type_id, payload)?;
+        }
+        self.counters.messages += 1;
+        self.counters.bytes += len as u64;
+        Ok(self.tail)
+    }
+
+    fn offer_fragmented(&mut self, type_id: u32, payload: &[u8]) -> Result<(), OfferError> {
+        let len = payload.len();
+        if len > self.config.max_message_len {
+            return Err(OfferError::MessageTooLarge {
+                len,
+                max: self.config.max_message_len,
+            });
+        }
+        let framed = self.config.framed_len(len) as u64;
+        let slack = (self.max_record + frame::RECORD_HEADER_LEN) as u64;
+        if !self
+            .flow
+            .admits(self.tail, framed, slack, self.log.capacity() as u64)
+        {
+            self.counters.back_pressured += 1;
+            return Err(OfferError::BackPressured);
+        }
+        let mut off = 0;
+        while off < len {
+            let n = self.max_record.min(len - off);
+            let mut flags = 0;
+            if off == 0 {
+                flags |= frame::REC_BEGIN;
+            }
+            if off + n == len {
+                flags |= frame::REC_END;
+            }
+            let size = frame::record_size(n);
+            let room = self.log.room_before_end(self.tail);
+            if room < size {
+                self.log.write_record(
+                    self.tail,
+                    frame::REC_PAD,
+                    0,
+                    room - frame::RECORD_HEADER_LEN,
+                );
+                self.tail += room as u64;
+            }
+            let pos = self.tail;
+            self.log
+                .write_record(pos, flags, type_id, n)
+                .copy_from_slice(&payload[off..off + n]);
+            self.tail += size as u64;
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Claims `len` bytes in the log to fill in place (zero-copy send).
+    ///
+    /// # Errors
+    /// As [`Sender::offer`]; claims are limited to [`Sender::max_claim_len`].
+    #[inline]
+    pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, OfferError> {
+        self.check_open()?;
+        let max = self.max_claim_len();
+        if len > max {
+            return Err(OfferError::MessageTooLarge { len, max });
+        }
+        self.reserve(frame::record_size(len))?;
+        let pos = self.tail;
+        self.log
+            .write_record(pos, frame::REC_BEGIN | frame::REC_END, type_id, len);
+        let offset = self.log.offset(pos);
+        Ok(Claim {
+            sender: self,
+            offset,
+            len,
+        })
+    }
+
+    /// Closes the stream: a close frame is sent, further offers fail with
+    /// [`OfferError::Closed`]. Call after the data is flushed.
+    pub fn close(&mut self, _now: Instant) {
+        if self.state != SenderState::Closed {
+            self.close_pending = self.state == SenderState::Connected;
+            self.state = SenderState::Closed;
+        }
+    }
+
+    /// Next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
+    /// When [`Sender::handle_timeout`] and [`Sender::poll_transmit`] next have work on their
+    /// own (retransmissions and new data are due as soon as possible: call `poll_transmit`
+    /// after every input until it returns `None`).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            SenderState::Connecting => Some(self.next_setup),
+            SenderState::Connected => Some(
+                (self.last_heard + self.config.liveness_timeout)
+                    .min(self.next_heartbeat)
+                    .min(self.next_rtt),
+            ),
+            SenderState::Failed | SenderState::Closed => None,
+        }
+    }
+
+    /// Advances timers: liveness of the receiver.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == SenderState::Connected
+            && now >= self.last_heard + self.config.liveness_timeout
+        {
+            self.disconnect(now);
+            self.push_event(Event::PeerGone);
+        }
+    }
+
+    /// The receiver is gone: release everything it did not acknowledge (a dead receiver never
+    /// blocks the sender; a receiver that comes back learns of the loss) and handshake again.
+    fn disconnect(&mut self, now: Instant) {
+        self.state = SenderState::Connecting;
+        self.flow.acked = self.tail;
+        self.sent = self.tail;
+        self.retransmits.clear();
+        self.next_setup = now;
+        self.rtt_echo = None;
+    }
+
+    /// Handles one datagram from the network.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.counters.datagrams_received += 1;
+        if let Err(reason) = self.handle_inner(now, from, bytes) {
+            self.counters.drop(reason);
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        let (h, _) = Header::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let kind = h.kind;
+        if !matches!(
+            kind,
+            FrameKind::SETUP
+                | FrameKind::SETUP_REPLY
+                | FrameKind::DATA
+                | FrameKind::HEARTBEAT
+                | FrameKind::NAK
+                | FrameKind::STATUS
+                | FrameKind::RTT
+                | FrameKind::CLOSE
+        ) {
+            return Err(DropReason::UnknownType);
+        }
+        if from != self.destination {
+            return Err(DropReason::WrongSource);
+        }
+        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+            return Err(DropReason::Checksum);
+        }
+        if h.stream_id.get() != self.config.stream_id {
+            return Err(DropReason::WrongStream);
+        }
+        if h.session_id.get() != self.session_id {
+            return Err(DropReason::WrongSession);
+        }
+        let flags = h.flags.get();
+        match kind {
+            FrameKind::SETUP_REPLY => self.on_reply(now, bytes, flags),
+            FrameKind::STATUS | FrameKind::NAK | FrameKind::RTT | FrameKind::CLOSE => {
+                if self.state == SenderState::Connecting && kind == FrameKind::STATUS {
+                    // A status from a restarted receiver asking for setup while we already
+                    // handshake, or a late one: nothing to do.
+                    return Ok(());
+                }
+                if self.state != SenderState::Connected {
+                    return Err(DropReason::Unexpected);
+                }
+                if h.version != self.version {
+                    return Err(DropReason::BadVersion);
+                }
+                match kind {
+                    FrameKind::STATUS => self.on_status(now, bytes, flags),
+                    FrameKind::NAK => self.on_nak(now, bytes),
+                    FrameKind::RTT => self.on_rtt(now, bytes, flags),
+                    _ => {
+                        self.disconnect(now);
+                        self.push_event(Event::Closed);
+                        Ok(())
+                    }
+                }
+            }
+            _ => Err(DropReason::Unexpected),
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
+        let (r, _) =
+            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if self.state != SenderState::Connecting {
+            return Err(DropReason::Duplicate);
+        }
+        let remote = (r.min_version.get(), r.max_version.get());
+        if flags & frame::FLAG_REJECT != 0 {
+            self.state = SenderState::Failed;
+            self.push_event(Event::VersionMismatch {
+                local: self.config.versions,
+                remote,
+            });
+            return Ok(());
+        }
+        let version = r.version.get();
+        if negotiate(self.config.versions, remote) != Some(version) {
+            return Err(DropReason::BadVersion);
+        }
+        let position = r.position.get();
+        if position > self.sent {
+            return Err(DropReason::OutOfWindow);
+        }
+        let acked = position.max(self.flow.acked);
+        if acked != self.flow.acked && acked != self.sent && !self.log.is_record_start(acked) {
+            return Err(DropReason::BadLength);
+        }
+        self.flow.acked = acked;
+        self.sent = acked;
+        self.set_window(r.window.get());
+        self.retransmits.clear();
+        self.version = version as u8;
+        self.receiver_id = r.receiver_id.get();
+        self.state = SenderState::Connected;
+        self.last_heard = now;
+        self.next_rtt = now;
+        self.next_heartbeat = now + self.config.heartbeat_interval;
+        self.push_event(Event::Connected {
+            session_id: self.session_id,
+            version,
+        });
+        Ok(())
+    }
+
+    fn set_window(&mut self, window: u32) {
+        let cap = (self.log.capacity() as u64 - self.framed_max) / 2;
+        self.flow.window =
+            u64::from(window).clamp(self.config.mtu as u64, cap.max(self.config.mtu as u64));
+    }
+
+    fn on_status(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
+        let (s, _) = frame::Status::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if flags & frame::FLAG_NEED_SETUP != 0 {
+            // A restarted receiver saw our data: set it up again from what is unacknowledged.
+            self.state = SenderState::Connecting;
+            self.next_setup = now;
+            self.retransmits.clear();
+            return Ok(());
+        }
+        if s.receiver_id.get() != self.receiver_id {
+            return Err(DropReason::WrongSession);
+        }
+        self.counters.status += 1;
+        self.last_heard = now;
+        let p = s.position.get();
+        if p > self.sent {
+            return Err(DropReason::OutOfWindow);
+        }
+        if p < self.flow.acked {
+            return Err(DropReason::Duplicate);
+        }
+        if p > self.flow.acked {
+            if p != self.sent && !self.log.is_record_start(p) {
+                return Err(DropReason::BadLength);
+            }
+            self.flow.acked = p;
+            self.retransmits.release(p);
+        }
+        self.set_window(s.window.get());
+        Ok(())
+    }
+
+    fn on_nak(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        let (n, rest) =
+            frame::NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let count = usize::from(n.count.get());
+        if count == 0 || count > frame::MAX_NAK_RANGES {
+            return Err(DropReason::BadLength);
+        }
+        let (ranges, _) = <[frame::NakRange]>::ref_from_prefix_with_elems(rest, count)
+            .map_err(|_| DropReason::Truncated)?;
+        self.counters.naks_received += 1;
+        self.last_heard = now;
+        for r in ranges {
+            let (mut from, to) = (r.from.get(), r.to.get().min(self.sent));
+            if from >= self.sent {
+                self.counters.drop(DropReason::OutOfWindow);
+                continue;
+            }
+            if from >= to {
+                self.counters.drop(DropReason::BadLength);
+                continue;
+            }
+            if from < self.flow.acked {
+                // Released: tell the receiver what is still held.
+                self.heartbeat_now = true;
+                from = self.flow.acked;
+                if from >= to {
+                    continue;
+                }
+            }
+            if !self.log.is_record_start(from) {
+                self.counters.drop(DropReason::BadLength);
+                continue;
+            }
+            if !self.retransmits.request(from, to, now) {
+                self.counters.drop(DropReason::NakSuppressed);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_rtt(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
+        let (r, _) = frame::Rtt::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        self.last_heard = now;
+        let ts = r.timestamp.get();
+        if flags & frame::FLAG_REPLY != 0 {
+            let sent_at = nanos(now.saturating_duration_since(self.epoch));
+            if ts > sent_at {
+                return Err(DropReason::OutOfWindow);
+            }
+            self.rtt.sample(Duration::from_nanos(sent_at - ts));
+        } else {
+            self.rtt_echo = Some(ts);
+        }
+        Ok(())
+    }
+
+    /// How long repeat NAKs of a just-resent range are ignored.
+    fn linger(&self) -> Duration {
+        match self.rtt.smoothed() {
+            Some(s) => s.clamp(Duration::from_micros(20), Duration::from_millis(10)),
+            None => Duration::from_micros(500),
+        }
+    }
+
+    fn header(&self, kind: FrameKind, flags: u16) -> Header {
+        frame::header(
+            self.version,
+            kind,
+            flags,
+            self.session_id,
+            self.config.stream_id,
+        )
+    }
+
+    /// Writes the next datagram to send into `buf` (at least the MTU long), if any.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let mtu = self.config.mtu.min(buf.len());
+        if mtu < 64 {
+            return None;
+        }
+        let len = self.next_datagram(now, &mut buf[..mtu])?;
+        frame::seal(&mut buf[..len], self.config.checksum);
+        self.counters.datagrams_sent += 1;
+        Some(Transmit {
+            destination: self.destination,
+            len,
+        })
+    }
+
+    fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        match self.state {
+            SenderState::Failed => None,
+            SenderState::Closed => {
+                if self.close_pending {
+                    self.close_pending = false;
+                    let c = frame::Close {
+                        header: self.header(FrameKind::CLOSE, 0),
+                        position: U64::new(self.tail),
+                    };
+                    frame::write(buf, &c)
+                } else {
+                    None
+                }
+            }
+            SenderState::Connecting => {
+                if now < self.next_setup {
+                    return None;
+                }
+                self.next_setup = now + self.config.setup_interval;
+                let (lo, hi) = self.config.versions;
+                let s = frame::Setup {
+                    header: frame::header(
+                        hi.min(255) as u8,
+                        FrameKind::SETUP,
+                        0,
+                        self.session_id,
+                        self.config.stream_id,
+                    ),
+                    min_version: U16::new(lo),
+                    max_version: U16::new(hi),
+                    mtu: U16::new(self.config.mtu as u16),
+                    reserved: U16::new(0),
+                    max_message_len: U32::new(self.config.max_message_len as u32),
+                    reserved2: U32::new(0),
+                    join_position: U64::new(self.flow.acked),
+                };
+                frame::write(buf, &s)
+            }
+            SenderState::Connected => self.connected_datagram(now, buf),
+        }
+    }
+
+    fn connected_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if let Some(ts) = self.rtt_echo.take() {
+            let r = frame::Rtt {
+                header: self.header(FrameKind::RTT, frame::FLAG_REPLY),
+                timestamp: U64::new(ts),
+            };
+            return frame::write(buf, &r);
+        }
+        while let Some((from, to)) = self.retransmits.peek() {
+            let from = from.max(self.flow.acked);
+            let to = to.min(self.sent);
+            if from >= to {
+                self.retransmits.pop();
+                continue;
+            }
+            match self.build_data(buf, from, to, self.sent) {
+                Some((len, next)) => {
+                    let linger = self.linger();
+                    self.retransmits.advance(from, next, now + linger);
+                    self.counters.retransmitted += 1;
+                    return Some(len);
+                }
+                None => self.retransmits.pop(),
+            }
+        }
+        let limit = self.tail.min(self.flow.send_limit());
+        if self.sent < limit {
+            if let Some((len, next)) = self.build_data(buf, self.sent, limit, limit) {
+                self.sent = next;
+                self.probe = self.probe_base();
+                self.next_heartbeat = now + self.probe;
+                return Some(len);
+            }
+        }
+        if self.heartbeat_now || now >= self.next_heartbeat {
+            self.heartbeat_now = false;
+            self.probe = if self.flow.acked < self.sent {
+                (self.probe * 2).min(self.config.heartbeat_interval)
+            } else {
+                self.config.heartbeat_interval
+            };
+            self.next_heartbeat = now + self.probe;
+            self.counters.heartbeats += 1;
+            let h = frame::Heartbeat {
+                header: self.header(FrameKind::HEARTBEAT, 0),
+                position: U64::new(self.sent),
+                retained_from: U64::new(self.flow.acked),
+            };
+            return frame::write(buf, &h);
+        }
+        if now >= self.next_rtt {
+            self.next_rtt = now + self.config.rtt_interval;
+            let ts = nanos(now.saturating_duration_since(self.epoch));
+            let r = frame::Rtt {
+                header: self.header(FrameKind::RTT, 0),
+                timestamp: U64::new(ts),
+            };
+            return frame::write(buf, &r);
+        }
+        None
+    }
+
+    /// Tail-loss probe delay after the last data: a few RTTs, at most the heartbeat interval.
+    fn probe_base(&self) -> Duration {
+        let base = match self.rtt.smoothed() {
+            Some(s) => (s * 2).max(self.config.nak_delay * 4),
+            None => Duration::from_millis(1),
+        };
+        base.min(self.config.heartbeat_interval)
+    }
+
+    /// Builds a data frame with the records from `from` while they start before `soft_end`,
+    /// end by `hard_end` and fit the MTU. Returns its length and the position after it.
+    fn build_data(
+        &self,
+        buf: &mut [u8],
+        from: u64,
+        soft_end: u64,
+        hard_end: u64,
+    ) -> Option<(usize, u64)> {
+        let mtu = buf.len();
+        let mut q = from;
+        let mut out = frame::DATA_HEADER_LEN;
+        while q < soft_end {
+            let h = self.log.header(q);
+            let len = usize::from(h.len.get());
+            if h.flags & frame::REC_PAD != 0 {
+                let end = q + (frame::RECORD_HEADER_LEN + len) as u64;
+                if out + frame::RECORD_HEADER_LEN <= mtu && end <= hard_end {
+                    out += frame::RECORD_HEADER_LEN;
+                    q = end;
+                }
+                break;
+            }
+            let size = frame::record_size(len);
+            if out + size > mtu || q + size as u64 > hard_end {
+                break;
+            }
+            out += size;
+            q += size as u64;
+        }
+        if q == from {
+            return None;
+        }
+        let d = frame::DataHeader {
+            header: self.header(FrameKind::DATA, 0),
+            position: U64::new(from),
+        };
+        frame::write(buf, &d)?;
+        let off = self.log.offset(from);
+        let n = out - frame::DATA_HEADER_LEN;
+        buf[frame::DATA_HEADER_LEN..out].copy_from_slice(&self.log.bytes()[off..off + n]);
+        Some((out, q))
+    }
+}

@@ -98,7 +98,7 @@ fn driver(rounds: usize, choice: DriverChoice, wait: Wait, connect: bool) -> Vec
             let mut got = 0;
             while got == 0 {
                 got = b
-                    .recv(wait, |_, d| buf[..d.len()].copy_from_slice(d))
+                    .recv(wait, 16, |_, d| buf[..d.len()].copy_from_slice(d))
                     .unwrap();
             }
             let t = [Transmit {
@@ -125,7 +125,7 @@ fn driver(rounds: usize, choice: DriverChoice, wait: Wait, connect: bool) -> Vec
         while a.send(&t).unwrap() == 0 {}
         let mut got = 0;
         while got == 0 {
-            got = a.recv(wait, |_, _| {}).unwrap();
+            got = a.recv(wait, 16, |_, _| {}).unwrap();
         }
         out.push(s.elapsed().as_nanos() as u64);
     }

@@ -200,12 +200,18 @@ pub trait Driver {
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize>;
 
     /// Receives what is available (waiting as `wait` says for the first
-    /// datagram) and hands each datagram to `f`, with its source. Returns the
-    /// number of datagrams handed out. GRO super-datagrams are split.
+    /// datagram), up to about `max` datagrams, and hands each datagram to
+    /// `f`, with its source. Returns the number of datagrams handed out. GRO
+    /// super-datagrams are split (and may exceed `max`).
     ///
     /// # Errors
     /// A socket or io_uring error (timeouts and interruptions are `Ok(0)`).
-    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, f: F) -> io::Result<usize>;
+    fn recv<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        wait: Wait,
+        max: usize,
+        f: F,
+    ) -> io::Result<usize>;
 }
 
 /// Either driver, chosen at run time.
@@ -258,10 +264,15 @@ impl Driver for AnyDriver {
         }
     }
     #[inline]
-    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        wait: Wait,
+        max: usize,
+        f: F,
+    ) -> io::Result<usize> {
         match self {
-            AnyDriver::Uring(d) => d.recv(wait, f),
-            AnyDriver::Socket(d) => d.recv(wait, f),
+            AnyDriver::Uring(d) => d.recv(wait, max, f),
+            AnyDriver::Socket(d) => d.recv(wait, max, f),
         }
     }
 }
@@ -312,10 +323,7 @@ pub fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver
     };
     let (driver, note) = match choice {
         DriverChoice::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
-        DriverChoice::Uring => (
-            AnyDriver::Uring(UringDriver::open(bind, cfg)?),
-            None,
-        ),
+        DriverChoice::Uring => (AnyDriver::Uring(UringDriver::open(bind, cfg)?), None),
         DriverChoice::Auto => match DEFAULT_DRIVER {
             DriverKind::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
             DriverKind::Uring => match UringDriver::open(bind, cfg) {

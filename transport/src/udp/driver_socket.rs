@@ -270,10 +270,15 @@ impl Driver for SocketDriver {
         Ok(done)
     }
 
-    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, mut f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        wait: Wait,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<usize> {
         let mut waited = false;
         loop {
-            let rc = if self.last_rx <= 1 {
+            let rc = if self.last_rx <= 1 || max <= 1 {
                 // Latency path: nothing or a single datagram came last time,
                 // so one `recvmsg` (cheaper than `recvmmsg`) is enough.
                 // SAFETY: the first header points into this driver's own
@@ -289,7 +294,7 @@ impl Driver for SocketDriver {
                     -1
                 }
             } else {
-                let vlen = self.rx_hdrs.len() as libc::c_uint;
+                let vlen = self.rx_hdrs.len().min(max) as libc::c_uint;
                 // SAFETY: each header points into this driver's own name,
                 // control, iovec and data buffers, sized as the header says;
                 // the kernel writes at most those lengths, and nothing else
@@ -406,11 +411,15 @@ mod tests {
             let mut got = Vec::new();
             let from = a.local_addr().unwrap();
             while got.len() < 1000 {
-                b.recv(Wait::Timeout(Duration::from_secs(5)), |src, d| {
-                    assert_eq!(src, from);
-                    assert_eq!(d.len(), 100);
-                    got.extend_from_slice(d);
-                })
+                b.recv(
+                    Wait::Timeout(Duration::from_secs(5)),
+                    usize::MAX,
+                    |src, d| {
+                        assert_eq!(src, from);
+                        assert_eq!(d.len(), 100);
+                        got.extend_from_slice(d);
+                    },
+                )
                 .unwrap();
             }
             assert_eq!(got, data);
@@ -420,9 +429,9 @@ mod tests {
     #[test]
     fn recv_nowait_is_empty() {
         let (_, mut b) = pair(&DriverConfig::default());
-        assert_eq!(b.recv(Wait::NoWait, |_, _| panic!()).unwrap(), 0);
+        assert_eq!(b.recv(Wait::NoWait, 64, |_, _| panic!()).unwrap(), 0);
         assert_eq!(
-            b.recv(Wait::Timeout(Duration::from_millis(5)), |_, _| panic!())
+            b.recv(Wait::Timeout(Duration::from_millis(5)), 64, |_, _| panic!())
                 .unwrap(),
             0
         );

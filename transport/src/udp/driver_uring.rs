@@ -351,14 +351,17 @@ impl UringDriver {
     }
 
     /// Drains the completion queue of receive completions (pending first).
-    fn drain<F: FnMut(SocketAddr, &[u8])>(&mut self, f: &mut F) -> usize {
+    fn drain<F: FnMut(SocketAddr, &[u8])>(&mut self, max: usize, f: &mut F) -> usize {
         let mut n = 0;
         let mut recycled = false;
-        while let Some((res, flags)) = self.pending.pop_front() {
+        while n < max {
+            let Some((res, flags)) = self.pending.pop_front() else {
+                break;
+            };
             n += self.on_recv(res, flags, f);
             recycled = true;
         }
-        loop {
+        while n < max {
             let Some(c) = self.ring.completion().next() else {
                 break;
             };
@@ -498,12 +501,17 @@ impl Driver for UringDriver {
         Ok(ok)
     }
 
-    fn recv<F: FnMut(SocketAddr, &[u8])>(&mut self, wait: Wait, mut f: F) -> io::Result<usize> {
+    fn recv<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        wait: Wait,
+        max: usize,
+        mut f: F,
+    ) -> io::Result<usize> {
         self.ensure_enabled()?;
         if !self.armed {
             self.arm()?;
         }
-        let mut n = self.drain(&mut f);
+        let mut n = self.drain(max, &mut f);
         if n > 0 {
             return Ok(n);
         }
@@ -527,7 +535,7 @@ impl Driver for UringDriver {
                 }
             }
         }
-        n += self.drain(&mut f);
+        n += self.drain(max.saturating_sub(n).max(1), &mut f);
         if !self.armed {
             self.arm()?;
         }
@@ -585,11 +593,15 @@ mod tests {
             assert_eq!(a.send(&batch).unwrap(), batch.len());
             let mut got = Vec::new();
             while got.len() < data.len() {
-                b.recv(Wait::Timeout(Duration::from_secs(5)), |src, d| {
-                    assert_eq!(src, from);
-                    assert_eq!(d.len(), 100);
-                    got.extend_from_slice(d);
-                })
+                b.recv(
+                    Wait::Timeout(Duration::from_secs(5)),
+                    usize::MAX,
+                    |src, d| {
+                        assert_eq!(src, from);
+                        assert_eq!(d.len(), 100);
+                        got.extend_from_slice(d);
+                    },
+                )
                 .unwrap();
             }
             assert_eq!(got, data);
@@ -607,7 +619,7 @@ mod tests {
         let (Some(mut a), Some(mut b)) = (open(&cfg), open(&cfg)) else {
             return;
         };
-        b.recv(Wait::NoWait, |_, _| {}).unwrap();
+        b.recv(Wait::NoWait, 64, |_, _| {}).unwrap();
         let dest = b.local_addr().unwrap();
         let msgs: Vec<[u8; 8]> = (0..200u64).map(|i| i.to_le_bytes()).collect();
         let batch: Vec<Transmit<'_>> = msgs
@@ -624,7 +636,7 @@ mod tests {
         }
         let mut next = 0u64;
         while next < 200 {
-            b.recv(Wait::Timeout(Duration::from_secs(5)), |_, d| {
+            b.recv(Wait::Timeout(Duration::from_secs(5)), usize::MAX, |_, d| {
                 assert_eq!(d, next.to_le_bytes());
                 next += 1;
             })

@@ -1,13 +1,73 @@
 //! UDP channels: conduit's reliable protocol ([`crate::proto`]) carried over
 //! UDP by an io_uring driver or a plain socket driver.
 //!
+//! - [`UdpPublication`] (`Publication::open("udp://HOST:PORT?...")`) sends a
+//!   stream to one subscription; [`UdpSubscription`]
+//!   (`Subscription::open("udp://BIND_ADDR:PORT?...")`) receives it.
+//! - Options are listed in [`options`]; every one is validated with an error
+//!   naming it.
+//! - Progress (handshake, heartbeats, status messages, NAK repair, liveness)
+//!   runs inside the application's calls (`offer`, `poll`, `is_connected`,
+//!   `flush`); `progress=thread` adds a background thread for applications
+//!   that go idle. There is no async runtime.
+//!
+//! # Drivers
 //! The I/O layer lives in the `driver*` modules, the only place in this
-//! crate with `unsafe` code.
+//! crate with `unsafe` code: [`driver_socket`] (non-blocking socket,
+//! `recvmmsg`/`sendmmsg`, GSO/GRO) and [`driver_uring`] (io_uring, multishot
+//! receive into a provided-buffer ring, batched sends). The socket driver is
+//! the default in both the busy-poll and the blocking mode: on loopback here
+//! (32-byte ping-pong, p50) a raw non-blocking `recv` spin measured
+//! 5.5–8.3 µs, the socket driver within ~0.3 µs of it, and the io_uring
+//! driver 20–28 µs busy-polling (an `io_uring_enter` per poll to run its
+//! deferred task work, plus a synchronous submit per send); blocking, both
+//! drivers were within 10 % of each other. Force a driver with
+//! `?driver=uring|socket` or `CONDUIT_UDP_DRIVER`; when io_uring is asked for
+//! by `auto` and unavailable (ENOSYS, EPERM, seccomp), the socket driver is
+//! used. The driver in use is logged once (stderr) and shown in
+//! [`Counters::driver`](crate::Counters).
+//!
+//! # Memory per channel
+//! Bounded by the configuration, never by the peer:
+//! - publication: `retransmit` (a power of two at least `window` plus the
+//!   framed `max_msg` plus `mtu`; 2 MiB with defaults), plus send staging of
+//!   `min(64, 1 MiB / mtu)` × `mtu`, plus the receive ring `rx_batch` × slot;
+//! - subscription: `window` (reorder ring), plus 64 KiB scratch, plus
+//!   reassembly up to `max_msg` (grown only by fragmented messages), plus
+//!   the receive ring `rx_batch` × slot, plus one `mtu` for status frames;
+//!
+//! where slot = 64 KiB + 29 bytes with GRO (default `rx_batch` 8), else
+//! `mtu` (default `rx_batch` 32). [`UdpOptions::memory_bound`] computes it.
+//! Kernel socket buffers (`rcvbuf`, `sndbuf`, 4 MiB requested) come on top.
 
 pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
+pub mod options;
+mod publication;
+mod subscription;
 
 pub use driver::{
     open_driver, AnyDriver, Driver, DriverChoice, DriverConfig, DriverKind, Transmit, Wait,
 };
+pub use options::{UdpOptions, WaitMode};
+pub use publication::{UdpClaim, UdpPublication};
+pub use subscription::UdpSubscription;
+
+/// A random seed for session and receiver ids (std's per-process random
+/// hash keys mixed with the time).
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod loopback_tests;

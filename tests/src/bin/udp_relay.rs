@@ -1,0 +1,280 @@
+//! A UDP relay that impairs traffic the way `tc netem` does: delay and
+//! jitter, random loss, burst loss (Gilbert-Elliott), duplication,
+//! reordering and corruption, from a seeded generator.
+//!
+//! The system tests run it in the hub namespace of a test lab when the
+//! kernel has no `sch_netem`. The publisher sends to `--a-side`; the relay
+//! forwards from `--b-side` to `--b-target`; replies to `--b-side` go back to
+//! the last source seen on `--a-side`. Both directions are impaired, with
+//! independent random streams.
+//!
+//! Usage:
+//! `udp_relay A_SIDE B_SIDE B_TARGET SPEC SEED DEADLINE_SECS`, where SPEC is
+//! comma-separated `key=value` (`delay=1ms`, `jitter=200us`, `loss=1`,
+//! `ge=P/R/LOSS_BAD/LOSS_GOOD` in percent, `dup=1`, `reorder=10`,
+//! `reorder_delay=1ms`, `corrupt=1`) or `none`. Prints `ready` once bound and
+//! the per-direction counters on exit.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Spec {
+    delay: Duration,
+    jitter: Duration,
+    loss: f64,
+    ge: Option<(f64, f64, f64, f64)>,
+    dup: f64,
+    reorder: f64,
+    reorder_delay: Duration,
+    corrupt: f64,
+}
+
+fn parse_duration(s: &str) -> Duration {
+    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        panic!("duration {s:?} needs a unit (us, ms, s)")
+    };
+    Duration::from_secs_f64(num.parse::<f64>().expect("duration number") * mul)
+}
+
+fn pct(s: &str) -> f64 {
+    s.trim_end_matches('%').parse::<f64>().expect("percentage") / 100.0
+}
+
+fn parse_spec(s: &str) -> Spec {
+    let mut spec = Spec {
+        reorder_delay: Duration::from_millis(1),
+        ..Spec::default()
+    };
+    if s == "none" || s.is_empty() {
+        return spec;
+    }
+    for kv in s.split(',') {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        match k {
+            "delay" => spec.delay = parse_duration(v),
+            "jitter" => spec.jitter = parse_duration(v),
+            "loss" => spec.loss = pct(v),
+            "ge" => {
+                let p: Vec<f64> = v.split('/').map(pct).collect();
+                assert_eq!(p.len(), 4, "ge=P/R/LOSS_BAD/LOSS_GOOD");
+                spec.ge = Some((p[0], p[1], p[2], p[3]));
+            }
+            "dup" => spec.dup = pct(v),
+            "reorder" => spec.reorder = pct(v),
+            "reorder_delay" => spec.reorder_delay = parse_duration(v),
+            "corrupt" => spec.corrupt = pct(v),
+            other => panic!("unknown impairment {other:?}"),
+        }
+    }
+    spec
+}
+
+/// xorshift64*: small, seeded, good enough for impairments.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+    forwarded: u64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    corrupted: u64,
+}
+
+struct Impairer {
+    spec: Spec,
+    rng: Rng,
+    bad: bool,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    stats: Stats,
+}
+
+impl Impairer {
+    fn admit(&mut self, now: Instant, data: &[u8]) {
+        let s = self.spec;
+        if let Some((p, r, loss_bad, loss_good)) = s.ge {
+            self.bad = if self.bad {
+                !self.rng.chance(r)
+            } else {
+                self.rng.chance(p)
+            };
+            let l = if self.bad { loss_bad } else { loss_good };
+            if self.rng.chance(l) {
+                self.stats.lost += 1;
+                return;
+            }
+        }
+        if self.rng.chance(s.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let copies = if self.rng.chance(s.dup) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut d = data.to_vec();
+            if !d.is_empty() && self.rng.chance(s.corrupt) {
+                let i = (self.rng.next() % d.len() as u64) as usize;
+                d[i] ^= 1 << (self.rng.next() % 8);
+                self.stats.corrupted += 1;
+            }
+            let mut at = now + s.delay;
+            if !s.jitter.is_zero() {
+                at += s.jitter.mul_f64(self.rng.unit());
+            }
+            if self.rng.chance(s.reorder) {
+                at += s.reorder_delay;
+                self.stats.reordered += 1;
+            }
+            self.seq += 1;
+            self.queue.push(Reverse((at, self.seq, d)));
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, _, _))| *t)
+    }
+}
+
+fn direction(
+    name: &'static str,
+    rx: UdpSocket,
+    tx: UdpSocket,
+    dest: Arc<Mutex<Option<SocketAddr>>>,
+    learn: Option<Arc<Mutex<Option<SocketAddr>>>>,
+    spec: Spec,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut imp = Impairer {
+            spec,
+            rng: Rng(seed | 1),
+            bad: false,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            stats: Stats::default(),
+        };
+        let mut buf = vec![0u8; 65_536];
+        // Relaxed: a stop flag only; nothing is published through it.
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let wait = match imp.next_due() {
+                Some(t) if t <= now => Duration::from_micros(1),
+                Some(t) => (t - now).min(Duration::from_millis(50)),
+                None => Duration::from_millis(50),
+            };
+            rx.set_read_timeout(Some(wait)).expect("timeout");
+            if let Ok((n, from)) = rx.recv_from(&mut buf) {
+                if let Some(l) = &learn {
+                    *l.lock().unwrap() = Some(from);
+                }
+                imp.admit(Instant::now(), &buf[..n]);
+                // Drain what else is queued without waiting.
+                rx.set_nonblocking(true).expect("nonblocking");
+                while let Ok((n, from)) = rx.recv_from(&mut buf) {
+                    if let Some(l) = &learn {
+                        *l.lock().unwrap() = Some(from);
+                    }
+                    imp.admit(Instant::now(), &buf[..n]);
+                }
+                rx.set_nonblocking(false).expect("blocking");
+            }
+            let now = Instant::now();
+            let to = *dest.lock().unwrap();
+            while let Some(t) = imp.next_due() {
+                if t > now {
+                    break;
+                }
+                let Reverse((_, _, d)) = imp.queue.pop().expect("peeked");
+                if let Some(to) = to {
+                    if tx.send_to(&d, to).is_ok() {
+                        imp.stats.forwarded += 1;
+                    }
+                }
+            }
+        }
+        eprintln!("udp_relay {name}: {:?}", imp.stats);
+    })
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    if a.len() != 6 {
+        eprintln!("usage: udp_relay A_SIDE B_SIDE B_TARGET SPEC SEED DEADLINE_SECS");
+        std::process::exit(2);
+    }
+    let a_side: SocketAddr = a[0].parse().expect("A_SIDE");
+    let b_side: SocketAddr = a[1].parse().expect("B_SIDE");
+    let b_target: SocketAddr = a[2].parse().expect("B_TARGET");
+    let spec = parse_spec(&a[3]);
+    let seed: u64 = a[4].parse().expect("SEED");
+    let deadline = Duration::from_secs(a[5].parse().expect("DEADLINE_SECS"));
+    let sa = UdpSocket::bind(a_side).expect("bind A side");
+    let sb = UdpSocket::bind(b_side).expect("bind B side");
+    let stop = Arc::new(AtomicBool::new(false));
+    let a_peer = Arc::new(Mutex::new(None));
+    let b_peer = Arc::new(Mutex::new(Some(b_target)));
+    let t1 = direction(
+        "a->b",
+        sa.try_clone().expect("clone"),
+        sb.try_clone().expect("clone"),
+        b_peer,
+        Some(a_peer.clone()),
+        spec,
+        seed,
+        stop.clone(),
+    );
+    let t2 = direction(
+        "b->a",
+        sb,
+        sa,
+        a_peer,
+        None,
+        spec,
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD,
+        stop.clone(),
+    );
+    println!("ready");
+    // The relay lives until its deadline or until the lab kills it.
+    let start = Instant::now();
+    while start.elapsed() < deadline && !t1.is_finished() && !t2.is_finished() {
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Relaxed: see the loads above.
+    stop.store(true, Ordering::Relaxed);
+    let _ = t1.join();
+    let _ = t2.join();
+}

@@ -1,0 +1,168 @@
+//! Loopback tests of UDP channels: both drivers, ordering, limits, options.
+
+use std::time::{Duration, Instant};
+
+use crate::uri::ChannelUri;
+use crate::Error;
+
+use super::{UdpPublication, UdpSubscription};
+
+fn pair(driver: &str, extra: &str) -> (UdpPublication, UdpSubscription) {
+    let sub = UdpSubscription::open(
+        ChannelUri::parse(&format!("udp://127.0.0.1:0?driver={driver}{extra}")).unwrap(),
+    )
+    .unwrap();
+    let port = sub.local_addr().unwrap().port();
+    let publ = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://127.0.0.1:{port}?driver={driver}{extra}")).unwrap(),
+    )
+    .unwrap();
+    (publ, sub)
+}
+
+fn connect(publ: &mut UdpPublication, sub: &mut UdpSubscription) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !publ.is_connected() {
+        sub.poll(|_| {}, 16).unwrap();
+        assert!(Instant::now() < end, "no handshake within 10 s");
+    }
+}
+
+fn stream(driver: &str, extra: &str, count: u64, limit: usize) {
+    let (mut publ, mut sub) = pair(driver, extra);
+    connect(&mut publ, &mut sub);
+    let end = Instant::now() + Duration::from_secs(60);
+    let (mut next_send, mut next_recv) = (0u64, 0u64);
+    while next_recv < count {
+        assert!(Instant::now() < end, "stalled at {next_recv}/{count}");
+        if next_send == count {
+            // Nothing left to offer: keep the publication's progress going.
+            publ.is_connected();
+        }
+        while next_send < count {
+            let mut msg = [0u8; 32];
+            msg[..8].copy_from_slice(&next_send.to_le_bytes());
+            match publ.offer(7, &msg) {
+                Ok(_) => next_send += 1,
+                Err(Error::BackPressured) => break,
+                Err(e) => panic!("offer: {e}"),
+            }
+            if next_send % 64 == 0 {
+                break;
+            }
+        }
+        sub.poll(
+            |m| {
+                assert_eq!(m.type_id(), 7);
+                let seq = u64::from_le_bytes(m.payload()[..8].try_into().unwrap());
+                assert_eq!(seq, next_recv, "out of order or duplicate");
+                next_recv += 1;
+            },
+            limit,
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "poll: {e} at {next_recv}/{count}\npub {:?}\nsub {:?}",
+                publ.counters(),
+                sub.counters()
+            )
+        });
+    }
+    publ.flush(Duration::from_secs(10)).unwrap();
+    let c = sub.counters();
+    assert_eq!(c.received, count);
+    assert_eq!(publ.counters().sent, count);
+    assert_eq!(c.driver, Some(driver));
+}
+
+#[test]
+fn socket_stream_in_order() {
+    stream("socket", "", 200_000, 1000);
+}
+
+#[test]
+fn uring_stream_in_order() {
+    if super::driver_uring::UringDriver::open(
+        "127.0.0.1:0".parse().unwrap(),
+        &super::DriverConfig::default(),
+    )
+    .is_err()
+    {
+        eprintln!("SKIP: io_uring unavailable");
+        return;
+    }
+    stream("uring", "", 200_000, 1000);
+}
+
+#[test]
+fn small_poll_limit_and_linger_batching() {
+    stream("socket", "&linger=20us", 50_000, 3);
+}
+
+#[test]
+fn background_threads_and_no_gso() {
+    stream("socket", "&progress=thread&gso=off&gro=off", 50_000, 100);
+}
+
+#[test]
+fn fragmented_messages() {
+    let (mut publ, mut sub) = pair("socket", "&max_msg=1m");
+    connect(&mut publ, &mut sub);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut sent = 0;
+    let mut got = 0;
+    while got < 5 {
+        assert!(Instant::now() < end, "stalled");
+        if sent < 5 {
+            match publ.offer(9, &big) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured) => {}
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            publ.is_connected();
+        }
+        sub.poll(
+            |m| {
+                assert_eq!(m.payload(), &big[..]);
+                got += 1;
+            },
+            10,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn claim_commits_through_offer() {
+    let (mut publ, mut sub) = pair("socket", "");
+    connect(&mut publ, &mut sub);
+    let mut c = publ.try_claim(5, 4).unwrap();
+    c.as_mut_slice().copy_from_slice(b"abcd");
+    assert!(c.commit() > 0);
+    drop(publ.try_claim(5, 4).unwrap()); // aborted
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(Instant::now() < end);
+        sub.poll(|m| got.push(m.payload().to_vec()), 10).unwrap();
+    }
+    assert_eq!(got, vec![b"abcd".to_vec()]);
+}
+
+#[test]
+fn publisher_sees_subscriber_gone() {
+    let (mut publ, mut sub) = pair("socket", "&liveness=200ms&heartbeat=20ms&status=20ms");
+    connect(&mut publ, &mut sub);
+    drop(sub);
+    let end = Instant::now() + Duration::from_secs(10);
+    while publ.is_connected() {
+        assert!(
+            Instant::now() < end,
+            "still connected 10 s after the subscriber left"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(matches!(publ.offer(1, b"x"), Err(Error::NotConnected)));
+}

@@ -1,0 +1,275 @@
+//! URI options of `udp://` channels, validated into a protocol
+//! [`Config`](crate::proto::Config) and a [`DriverConfig`].
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `driver` | `auto`, `uring` or `socket` (else `CONDUIT_UDP_DRIVER`) | `auto` (socket) |
+//! | `mtu` | largest datagram | 1408 |
+//! | `window` | receiver window, power of two ≥ 4 × mtu | 256k |
+//! | `retransmit` | sender's retransmit buffer, power of two | smallest that fits |
+//! | `max_msg` | largest message, ≤ 16m | 1m |
+//! | `liveness` | peer declared gone after this silence | 1s |
+//! | `heartbeat` | idle heartbeat interval | 50ms |
+//! | `status` | receiver status interval | 50ms |
+//! | `nak_delay` | wait before NAKing a gap | 50us |
+//! | `gap` | `fail` or `skip` on unrecoverable loss | `fail` |
+//! | `stream` | stream id | 1 |
+//! | `linger` | how long offered data may wait to fill a datagram | 0 (send at once) |
+//! | `progress` | `inline`, or `thread` for a background progress thread | `inline` |
+//! | `wait` | `spin` or `block` for `poll_timeout` | `spin` |
+//! | `rx_batch` | datagrams per receive call | 32 (8 with GRO) |
+//! | `gso`, `gro` | `on`/`off` | `on` |
+//! | `rcvbuf`, `sndbuf` | socket buffers | 4m |
+//! | `bind` | local address of a publication | `0.0.0.0:0` |
+//! | `checksum` | `on`/`off` | `on` |
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::proto::{Config, GapPolicy};
+use crate::uri::{ChannelUri, Scheme};
+use crate::Error;
+
+use super::driver::{DriverChoice, DriverConfig};
+
+/// How `poll_timeout` waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Busy-poll the socket.
+    Spin,
+    /// Block in the kernel (poll(2) or io_uring wait) between checks.
+    Block,
+}
+
+/// Everything a UDP channel takes from its URI.
+#[derive(Debug, Clone)]
+pub struct UdpOptions {
+    /// The address in the URI: the destination of a publication, the bind
+    /// address of a subscription.
+    pub addr: SocketAddr,
+    /// Local bind address of a publication.
+    pub bind: Option<SocketAddr>,
+    /// Protocol settings.
+    pub proto: Config,
+    /// Driver settings.
+    pub driver: DriverConfig,
+    /// How long offered data may wait to fill a datagram (0: sent at once).
+    pub linger: Duration,
+    /// Run a background progress thread.
+    pub thread: bool,
+    /// `poll_timeout` wait mode.
+    pub wait: WaitMode,
+}
+
+fn on_off(uri: &mut ChannelUri, key: &str, default: bool) -> Result<bool, Error> {
+    Ok(
+        match uri.take_choice(key, &["on", "off", "true", "false", "1", "0"])? {
+            None => default,
+            Some(v) => matches!(v.as_str(), "on" | "true" | "1"),
+        },
+    )
+}
+
+fn resolve(uri: &ChannelUri, host: &str, port: u16) -> Result<SocketAddr, Error> {
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| uri.invalid(format!("cannot resolve host {host:?}: {e}")))?;
+    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| uri.invalid(format!("host {host:?} has no address")))
+}
+
+impl UdpOptions {
+    /// Takes every UDP option from `uri` (then calls `finish`, so an unknown
+    /// key is an error).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUri`] naming the first bad option.
+    pub fn from_uri(mut uri: ChannelUri) -> Result<UdpOptions, Error> {
+        let Scheme::Udp { host, port } = uri.scheme.clone() else {
+            return Err(uri.invalid("not a udp:// URI"));
+        };
+        let addr = resolve(&uri, &host, port)?;
+        let mut p = Config::default();
+        let mut d = DriverConfig::default();
+        if let Some(v) = uri.take_choice("driver", &["auto", "uring", "io_uring", "socket"])? {
+            d.choice = DriverChoice::parse(&v).unwrap_or_default();
+        }
+        if let Some(v) = uri.take_size("mtu")? {
+            p.mtu = v;
+        }
+        if let Some(v) = uri.take_size("window")? {
+            p.window = v;
+        }
+        if let Some(v) = uri.take_size("max_msg")? {
+            p.max_message_len = v;
+        }
+        let retransmit = uri.take_size("retransmit")?;
+        for (key, slot) in [
+            ("liveness", &mut p.liveness_timeout),
+            ("heartbeat", &mut p.heartbeat_interval),
+            ("status", &mut p.status_interval),
+            ("nak_delay", &mut p.nak_delay),
+        ] {
+            if let Some(v) = uri.take_duration(key)? {
+                *slot = v;
+            }
+        }
+        if let Some(v) = uri.take_choice("gap", &["fail", "skip"])? {
+            p.gap_policy = if v == "skip" {
+                GapPolicy::Skip
+            } else {
+                GapPolicy::Fail
+            };
+        }
+        if let Some(v) = uri.take_u64("stream")? {
+            p.stream_id = u32::try_from(v)
+                .map_err(|_| uri.invalid(format!("stream={v}: must fit in 32 bits")))?;
+        }
+        p.checksum = on_off(&mut uri, "checksum", true)?;
+        let linger = uri.take_duration("linger")?.unwrap_or(Duration::ZERO);
+        if linger > Duration::from_secs(1) {
+            return Err(uri.invalid(format!("linger={linger:?}: at most 1s")));
+        }
+        let thread = uri
+            .take_choice("progress", &["inline", "thread"])?
+            .as_deref()
+            == Some("thread");
+        let wait = match uri.take_choice("wait", &["spin", "block"])?.as_deref() {
+            Some("block") => WaitMode::Block,
+            _ => WaitMode::Spin,
+        };
+        d.gso = on_off(&mut uri, "gso", true)?;
+        d.gro = on_off(&mut uri, "gro", true)?;
+        d.rx_batch = match uri.take_u64("rx_batch")? {
+            Some(v) if (1..=1024).contains(&v) => v as usize,
+            Some(v) => return Err(uri.invalid(format!("rx_batch={v}: expected 1..=1024"))),
+            None if d.gro => 8,
+            None => 32,
+        };
+        for (key, slot) in [("rcvbuf", &mut d.rcvbuf), ("sndbuf", &mut d.sndbuf)] {
+            if let Some(v) = uri.take_size(key)? {
+                if v > 1 << 30 {
+                    return Err(uri.invalid(format!("{key}={v}: at most 1g")));
+                }
+                *slot = v;
+            }
+        }
+        let bind = match uri.take_str("bind") {
+            None => None,
+            Some(b) => Some(
+                b.parse::<SocketAddr>()
+                    .map_err(|e| uri.invalid(format!("bind={b:?}: {e} (expected IP:PORT)")))?,
+            ),
+        };
+        if !(crate::proto::MIN_MTU..=crate::proto::MAX_MTU).contains(&p.mtu) {
+            return Err(uri.invalid(format!(
+                "mtu={}: expected {}..={}",
+                p.mtu,
+                crate::proto::MIN_MTU,
+                crate::proto::MAX_MTU
+            )));
+        }
+        // The retransmit buffer must hold a window, the largest message and a
+        // datagram; by default take the smallest power of two that does.
+        p.retransmit_buffer = match retransmit {
+            Some(r) => r,
+            None => p
+                .window
+                .checked_add(p.framed_len(p.max_message_len.min(16 << 20)))
+                .and_then(|n| n.checked_add(p.mtu))
+                .and_then(usize::checked_next_power_of_two)
+                .unwrap_or(usize::MAX),
+        };
+        p.validate().map_err(|e| uri.invalid(e))?;
+        d.max_datagram = p.mtu;
+        d.single_thread = !thread;
+        uri.finish()?;
+        Ok(UdpOptions {
+            addr,
+            bind,
+            proto: p,
+            driver: d,
+            linger,
+            thread,
+            wait,
+        })
+    }
+
+    /// Bytes of memory the channel allocates in user space, at most: the
+    /// protocol's buffer (`retransmit` for a publication; `window` + 64 KiB
+    /// scratch + up to `max_msg` reassembly for a subscription) plus the
+    /// driver's receive ring (`rx_batch` × slot, slot = 64 KiB with GRO,
+    /// else `mtu`) and send staging (64 × `mtu`, at most 1 MiB).
+    pub fn memory_bound(&self, publication: bool) -> usize {
+        let proto = if publication {
+            self.proto.retransmit_buffer
+        } else {
+            self.proto.window + 65_536 + self.proto.max_message_len
+        };
+        proto + self.driver.rx_buffer_bytes() + tx_staging_bytes(self.proto.mtu)
+    }
+}
+
+/// Size of a publication's send staging area: up to 64 datagrams, at most 1 MiB.
+pub fn tx_staging_bytes(mtu: usize) -> usize {
+    tx_slots(mtu) * mtu
+}
+
+/// Datagrams staged per send batch.
+pub fn tx_slots(mtu: usize) -> usize {
+    (1usize << 20).div_euclid(mtu.max(1)).clamp(1, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(s: &str) -> Result<UdpOptions, Error> {
+        UdpOptions::from_uri(ChannelUri::parse(s)?)
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let o = opts("udp://127.0.0.1:40000").unwrap();
+        assert_eq!(o.addr, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(o.proto.mtu, 1408);
+        assert!(o.proto.retransmit_buffer.is_power_of_two());
+        let o = opts(
+            "udp://127.0.0.1:1?driver=socket&mtu=8k&window=1m&max_msg=4m&liveness=300ms\
+             &heartbeat=20ms&status=20ms&nak_delay=20us&gap=skip&stream=9&linger=20us\
+             &progress=thread&wait=block&gso=off&gro=off&rx_batch=16&rcvbuf=1m&bind=127.0.0.1:0",
+        )
+        .unwrap();
+        assert_eq!(o.driver.choice, DriverChoice::Socket);
+        assert_eq!(o.proto.mtu, 8192);
+        assert_eq!(o.proto.gap_policy, GapPolicy::Skip);
+        assert_eq!(o.proto.stream_id, 9);
+        assert!(o.thread && !o.driver.single_thread);
+        assert_eq!(o.wait, WaitMode::Block);
+        assert_eq!(o.driver.rx_batch, 16);
+        assert!(o.memory_bound(true) >= o.proto.retransmit_buffer);
+    }
+
+    #[test]
+    fn bad_options_name_themselves() {
+        for (uri, word) in [
+            ("udp://127.0.0.1:1?driver=dpdk", "driver"),
+            ("udp://127.0.0.1:1?mtu=10", "mtu"),
+            ("udp://127.0.0.1:1?window=1000", "window"),
+            ("udp://127.0.0.1:1?max_msg=64m", "message"),
+            ("udp://127.0.0.1:1?liveness=1ms", "liveness"),
+            ("udp://127.0.0.1:1?gap=maybe", "gap"),
+            ("udp://127.0.0.1:1?rx_batch=0", "rx_batch"),
+            ("udp://127.0.0.1:1?bind=nowhere", "bind"),
+            ("udp://127.0.0.1:1?colour=blue", "colour"),
+            ("udp://127.0.0.1:1?stream=99999999999", "stream"),
+        ] {
+            let e = opts(uri).unwrap_err().to_string();
+            assert!(e.contains(word), "{uri}: {e}");
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! The sending end of a UDP channel: a protocol [`Sender`] plus a driver.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::proto::{Event, OfferError, Sender, SenderState};
+use crate::uri::ChannelUri;
+use crate::{Counters, Error};
+
+use super::driver::{open_driver, AnyDriver, Driver, Transmit, Wait, MAX_UDP_PAYLOAD};
+use super::options::{tx_slots, UdpOptions};
+use super::seed;
+
+/// Most datagrams sent per progress call, so an offer's work stays bounded.
+const MAX_DATAGRAMS_PER_PROGRESS: usize = 512;
+/// The offer fast path reads the socket at least every this many sends...
+const RECV_EVERY: u32 = 16;
+/// ...and at least this often.
+const RECV_INTERVAL: Duration = Duration::from_micros(50);
+
+/// The protocol sender, its driver and send staging.
+pub(crate) struct PubCore {
+    sender: Sender,
+    driver: AnyDriver,
+    opts: UdpOptions,
+    /// Staging for outgoing datagrams: `slots` × `mtu`.
+    txbuf: Vec<u8>,
+    /// (destination, offset, len) of staged datagrams.
+    staged: Vec<(SocketAddr, usize, usize)>,
+    /// Sticky error from an event (version mismatch).
+    failure: Option<Error>,
+    /// Offers since the last transmit (linger accounting).
+    unsent: usize,
+    last_transmit: Instant,
+    last_recv: Instant,
+    sends_since_recv: u32,
+    send_errors: u64,
+    io_error: Option<std::io::Error>,
+}
+
+impl PubCore {
+    /// Receives, runs timers, sends what is due and handles events.
+    fn progress(&mut self, now: Instant) {
+        self.receive(now);
+        self.progress_send(now);
+    }
+
+    /// Takes in status messages, NAKs and RTT replies.
+    fn receive(&mut self, now: Instant) {
+        let PubCore { sender, driver, .. } = self;
+        let _ = driver.recv(Wait::NoWait, usize::MAX, |from, bytes| {
+            sender.handle_datagram(now, from, bytes);
+        });
+        self.last_recv = now;
+        self.sends_since_recv = 0;
+    }
+
+    /// Progress without reading the socket (the offer fast path): timers,
+    /// transmit, events. The socket is still read every
+    /// [`RECV_EVERY`] offers or [`RECV_INTERVAL`].
+    fn progress_send(&mut self, now: Instant) {
+        self.sends_since_recv += 1;
+        if self.sends_since_recv >= RECV_EVERY
+            || now.duration_since(self.last_recv) >= RECV_INTERVAL
+        {
+            self.receive(now);
+        }
+        let sender = &mut self.sender;
+        if sender.poll_timeout().is_some_and(|t| t <= now) {
+            sender.handle_timeout(now);
+        }
+        self.transmit(now);
+        while let Some(e) = self.sender.poll_event() {
+            if let Event::VersionMismatch { local, remote } = e {
+                self.failure = Some(Error::VersionMismatch { local, remote });
+            }
+        }
+        self.unsent = 0;
+        self.last_transmit = now;
+    }
+
+    /// Drains `poll_transmit` into batches (GSO super-datagrams where
+    /// consecutive datagrams have the same size) and sends them.
+    fn transmit(&mut self, now: Instant) {
+        let mtu = self.opts.proto.mtu;
+        let slots = self.txbuf.len() / mtu;
+        let max_segs = self.driver.max_segments();
+        let mut total = 0;
+        loop {
+            self.staged.clear();
+            let mut off = 0;
+            while self.staged.len() < slots {
+                let Some(t) = self
+                    .sender
+                    .poll_transmit(now, &mut self.txbuf[off..off + mtu])
+                else {
+                    break;
+                };
+                self.staged.push((t.destination, off, t.len));
+                off += t.len;
+            }
+            if self.staged.is_empty() {
+                return;
+            }
+            total += self.staged.len();
+            let mut batch: Vec<Transmit<'_>> = Vec::with_capacity(self.staged.len());
+            let mut i = 0;
+            while i < self.staged.len() {
+                let (dest, start, seg) = self.staged[i];
+                let mut end = start + seg;
+                let mut j = i + 1;
+                if max_segs > 1 {
+                    while j < self.staged.len() && j - i < max_segs {
+                        let (d2, s2, l2) = self.staged[j];
+                        if d2 != dest || s2 != end || l2 > seg || end + l2 - start > MAX_UDP_PAYLOAD
+                        {
+                            break;
+                        }
+                        end += l2;
+                        j += 1;
+                        if l2 < seg {
+                            break;
+                        }
+                    }
+                }
+                batch.push(Transmit {
+                    dest,
+                    contents: &self.txbuf[start..end],
+                    segment_size: seg,
+                });
+                i = j;
+            }
+            let mut sent = 0;
+            while sent < batch.len() {
+                match self.driver.send(&batch[sent..]) {
+                    Ok(0) => break,
+                    Ok(k) => sent += k,
+                    Err(e) => {
+                        // The datagrams are lost like on the wire; the
+                        // protocol repairs them. Keep the error for counters.
+                        self.send_errors += 1;
+                        self.io_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if sent < batch.len() {
+                self.send_errors += (batch.len() - sent) as u64;
+            }
+            if total >= MAX_DATAGRAMS_PER_PROGRESS {
+                return;
+            }
+        }
+    }
+
+    fn map(&self, e: OfferError) -> Error {
+        match e {
+            OfferError::BackPressured => Error::BackPressured,
+            OfferError::NotConnected => Error::NotConnected,
+            OfferError::MessageTooLarge { len, max } => Error::MessageTooLarge { len, max },
+            OfferError::Closed => Error::Closed,
+            OfferError::Failed => match &self.failure {
+                Some(Error::VersionMismatch { local, remote }) => Error::VersionMismatch {
+                    local: *local,
+                    remote: *remote,
+                },
+                _ => Error::PeerGone,
+            },
+        }
+    }
+
+    fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        let r = match self.sender.offer(type_id, payload) {
+            Err(OfferError::BackPressured | OfferError::NotConnected) => {
+                // Make progress (status, handshake), then try once more.
+                self.progress(Instant::now());
+                self.sender.offer(type_id, payload)
+            }
+            r => r,
+        };
+        match r {
+            Ok(pos) => {
+                self.unsent += 1;
+                if self.opts.linger.is_zero() {
+                    self.progress_send(Instant::now());
+                } else {
+                    let now = Instant::now();
+                    if self.unsent >= 64
+                        || now.duration_since(self.last_transmit) >= self.opts.linger
+                    {
+                        self.progress_send(now);
+                    }
+                }
+                Ok(pos)
+            }
+            Err(e) => Err(self.map(e)),
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            self.progress(now);
+            match self.sender.state() {
+                SenderState::Connected => {
+                    if self.sender.is_flushed() {
+                        return Ok(());
+                    }
+                }
+                SenderState::Connecting => return Ok(()),
+                SenderState::Closed => return Err(Error::Closed),
+                SenderState::Failed => return Err(self.map(OfferError::Failed)),
+            }
+            if now >= deadline {
+                return Err(Error::TimedOut);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let c = self.sender.counters();
+        let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
+        by.push(("send_failed", self.send_errors));
+        Counters {
+            sent: c.messages,
+            retransmitted: c.retransmitted,
+            naks_received: c.naks_received,
+            dropped: c.dropped_total(),
+            drops_by_reason: by,
+            driver: Some(self.driver.kind().name()),
+            ..Counters::default()
+        }
+    }
+}
+
+enum Inner {
+    Local(Box<PubCore>),
+    Shared {
+        core: Arc<Mutex<PubCore>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    },
+}
+
+/// The sending end of a `udp://HOST:PORT` channel.
+///
+/// Progress (handshake, heartbeats, status, NAK repair, liveness) happens
+/// inside [`offer`](Self::offer), [`is_connected`](Self::is_connected) and
+/// [`flush`](Self::flush); with `progress=thread` a background thread also
+/// drives it every heartbeat/4 (at least every 1 ms) for idle applications.
+pub struct UdpPublication {
+    inner: Inner,
+    max_message_len: usize,
+    staging: Vec<u8>,
+}
+
+impl std::fmt::Debug for UdpPublication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPublication").finish_non_exhaustive()
+    }
+}
+
+fn lock(m: &Mutex<PubCore>) -> MutexGuard<'_, PubCore> {
+    // A panic while holding the lock leaves the core usable: its state is
+    // only protocol bookkeeping, validated on every use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl UdpPublication {
+    /// Opens a publication from a parsed URI.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUri`] for bad options, [`Error::Io`] for socket or
+    /// io_uring setup failures.
+    pub fn open(uri: ChannelUri) -> Result<UdpPublication, Error> {
+        let opts = UdpOptions::from_uri(uri)?;
+        let bind = opts.bind.unwrap_or_else(|| {
+            if opts.addr.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            }
+        });
+        let mut driver = open_driver(bind, &opts.driver).map_err(Error::Io)?;
+        driver.connect(opts.addr).map_err(Error::Io)?;
+        let now = Instant::now();
+        let sender = Sender::new(opts.proto.clone(), opts.addr, now, seed())
+            .map_err(Error::InvalidArgument)?;
+        let mtu = opts.proto.mtu;
+        let max_message_len = sender.max_message_len();
+        let core = PubCore {
+            sender,
+            driver,
+            txbuf: vec![0u8; tx_slots(mtu) * mtu],
+            staged: Vec::with_capacity(tx_slots(mtu)),
+            failure: None,
+            unsent: 0,
+            last_transmit: now,
+            last_recv: now,
+            sends_since_recv: 0,
+            send_errors: 0,
+            io_error: None,
+            opts,
+        };
+        let inner = if core.opts.thread {
+            let period = (core.opts.proto.heartbeat_interval / 4)
+                .min(Duration::from_millis(1))
+                .max(Duration::from_micros(50));
+            let core = Arc::new(Mutex::new(core));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (c, s) = (core.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("conduit-udp-pub".into())
+                .spawn(move || {
+                    // Relaxed: a stop request carries no data.
+                    while !s.load(Ordering::Relaxed) {
+                        lock(&c).progress(Instant::now());
+                        std::thread::sleep(period);
+                    }
+                })
+                .map_err(Error::Io)?;
+            Inner::Shared {
+                core,
+                stop,
+                thread: Some(thread),
+            }
+        } else {
+            Inner::Local(Box::new(core))
+        };
+        let mut p = UdpPublication {
+            inner,
+            max_message_len,
+            staging: Vec::new(),
+        };
+        // Start the handshake at once.
+        p.with(|c| c.progress(Instant::now()));
+        Ok(p)
+    }
+
+    #[inline]
+    fn with<R>(&mut self, f: impl FnOnce(&mut PubCore) -> R) -> R {
+        match &mut self.inner {
+            Inner::Local(c) => f(c),
+            Inner::Shared { core, .. } => f(&mut lock(core)),
+        }
+    }
+
+    fn with_ref<R>(&self, f: impl FnOnce(&PubCore) -> R) -> R {
+        match &self.inner {
+            Inner::Local(c) => f(c),
+            Inner::Shared { core, .. } => f(&lock(core)),
+        }
+    }
+
+    /// Copies a message into the stream and sends what is due.
+    ///
+    /// # Errors
+    /// [`Error::BackPressured`] (window full: retry), [`Error::NotConnected`]
+    /// (no subscriber yet, or it went away), [`Error::MessageTooLarge`],
+    /// [`Error::Closed`], [`Error::VersionMismatch`].
+    #[inline]
+    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        self.with(|c| c.offer(type_id, payload))
+    }
+
+    /// Reserves `len` bytes for a message; [`UdpClaim::commit`] sends it.
+    /// The bytes are staged in a buffer of the publication and copied into
+    /// the stream on commit.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`]; connection state is checked on commit.
+    pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<UdpClaim<'_>, Error> {
+        if len > self.max_message_len {
+            return Err(Error::MessageTooLarge {
+                len,
+                max: self.max_message_len,
+            });
+        }
+        // Check the state up front, as a claim on shm would.
+        self.with(|c| match c.sender.state() {
+            SenderState::Connected => Ok(()),
+            SenderState::Connecting => {
+                c.progress(Instant::now());
+                if c.sender.is_connected() {
+                    Ok(())
+                } else {
+                    Err(Error::NotConnected)
+                }
+            }
+            SenderState::Closed => Err(Error::Closed),
+            SenderState::Failed => Err(c.map(OfferError::Failed)),
+        })?;
+        let mut staging = std::mem::take(&mut self.staging);
+        staging.clear();
+        staging.resize(len, 0);
+        Ok(UdpClaim {
+            publ: self,
+            type_id,
+            buf: staging,
+        })
+    }
+
+    /// True while the subscriber is live. Drives progress.
+    pub fn is_connected(&mut self) -> bool {
+        self.with(|c| {
+            c.progress(Instant::now());
+            c.sender.is_connected()
+        })
+    }
+
+    /// Drives progress until every offered message is acknowledged, or
+    /// returns at once when no subscriber is connected.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], [`Error::Closed`], [`Error::PeerGone`].
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.with(|c| c.flush(timeout))
+    }
+
+    /// Largest message accepted.
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// Counters: messages sent, retransmissions, NAKs, drops by reason, driver.
+    pub fn counters(&self) -> Counters {
+        self.with_ref(|c| c.counters())
+    }
+
+    /// The local socket address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.with_ref(|c| c.driver.local_addr()).map_err(Error::Io)
+    }
+
+    /// The last send error, if any (sends that fail are repaired like loss).
+    pub fn last_io_error(&self) -> Option<String> {
+        self.with_ref(|c| c.io_error.as_ref().map(|e| e.to_string()))
+    }
+}
+
+impl Drop for UdpPublication {
+    fn drop(&mut self) {
+        if let Inner::Shared { stop, thread, .. } = &mut self.inner {
+            // Relaxed: see the load in the thread.
+            stop.store(true, Ordering::Relaxed);
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.with(|c| {
+            let now = Instant::now();
+            c.sender.close(now);
+            c.transmit(now);
+        });
+    }
+}
+
+/// A message being written in place; [`commit`](Self::commit) sends it,
+/// dropping it aborts.
+pub struct UdpClaim<'a> {
+    publ: &'a mut UdpPublication,
+    type_id: u32,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for UdpClaim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpClaim")
+            .field("len", &self.buf.len())
+            .finish()
+    }
+}
+
+impl UdpClaim<'_> {
+    /// The writable payload.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The payload.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Publishes the message; returns the stream position after it, or 0
+    /// when the stream refused it at commit time (back-pressure or a lost
+    /// connection since the claim; the message is dropped and counted).
+    pub fn commit(mut self) -> u64 {
+        let buf = std::mem::take(&mut self.buf);
+        let ty = self.type_id;
+        let mut pos = 0;
+        for _ in 0..1000 {
+            match self.publ.offer(ty, &buf) {
+                Ok(p) => {
+                    pos = p;
+                    break;
+                }
+                Err(Error::BackPressured) => continue,
+                Err(_) => break,
+            }
+        }
+        self.publ.staging = buf;
+        pos
+    }
+
+    /// Drops the claim without publishing.
+    pub fn abort(self) {}
+}
+
+impl Drop for UdpClaim<'_> {
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            self.publ.staging = std::mem::take(&mut self.buf);
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The receiving end of a UDP channel: a protocol [`Receiver`] plus a driver.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::proto::{Event, GapPolicy, Receiver};
+use crate::uri::ChannelUri;
+use crate::{Counters, Error, Received};
+
+use super::driver::{open_driver, AnyDriver, Driver, Wait};
+use super::options::{UdpOptions, WaitMode};
+use super::seed;
+
+/// Messages that arrived beyond a poll's `limit`, copied for the next poll.
+/// Bounded by one receive batch (`rx_batch` datagrams).
+#[derive(Default)]
+struct Overflow {
+    bytes: Vec<u8>,
+    msgs: VecDeque<(u32, usize, usize)>,
+}
+
+impl Overflow {
+    fn push(&mut self, type_id: u32, payload: &[u8]) {
+        if self.msgs.is_empty() {
+            self.bytes.clear();
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(payload);
+        self.msgs.push_back((type_id, start, payload.len()));
+    }
+}
+
+pub(crate) struct SubCore {
+    receiver: Receiver,
+    driver: AnyDriver,
+    opts: UdpOptions,
+    txbuf: Vec<u8>,
+    overflow: Overflow,
+    /// Errors from events, reported once each by `poll`.
+    errors: VecDeque<Error>,
+    received: u64,
+    send_errors: u64,
+}
+
+impl SubCore {
+    /// Timers, status/NAK transmission and events; no socket read.
+    fn tick(&mut self, now: Instant) {
+        if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
+            self.receiver.handle_timeout(now);
+        }
+        let mtu = self.opts.proto.mtu;
+        while let Some(t) = self.receiver.poll_transmit(now, &mut self.txbuf[..mtu]) {
+            let tx = [super::driver::Transmit {
+                dest: t.destination,
+                contents: &self.txbuf[..t.len],
+                segment_size: t.len,
+            }];
+            if !matches!(self.driver.send(&tx), Ok(1)) {
+                self.send_errors += 1;
+            }
+        }
+        while let Some(e) = self.receiver.poll_event() {
+            let err = match e {
+                Event::PeerGone => Some(Error::PeerGone),
+                Event::Closed => Some(Error::Closed),
+                Event::VersionMismatch { local, remote } => {
+                    Some(Error::VersionMismatch { local, remote })
+                }
+                Event::UnrecoverableLoss { from, to } => {
+                    if self.opts.proto.gap_policy == GapPolicy::Fail {
+                        Some(Error::UnrecoverableLoss { from, to })
+                    } else {
+                        None
+                    }
+                }
+                Event::Connected { .. } | Event::SessionReplaced { .. } => None,
+            };
+            if let Some(err) = err {
+                if self.errors.len() < 16 {
+                    self.errors.push_back(err);
+                }
+            }
+        }
+    }
+
+    fn poll<F: FnMut(Received<'_>)>(
+        &mut self,
+        handler: &mut F,
+        limit: usize,
+        wait: Wait,
+    ) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < limit {
+            let Some((ty, start, len)) = self.overflow.msgs.pop_front() else {
+                break;
+            };
+            handler(Received::new(ty, &self.overflow.bytes[start..start + len]));
+            n += 1;
+        }
+        let now = Instant::now();
+        if n < limit {
+            let SubCore {
+                receiver,
+                driver,
+                overflow,
+                ..
+            } = self;
+            let max = (limit - n).min(1024);
+            let r = driver.recv(wait, max, |from, bytes| {
+                receiver.handle_datagram(now, from, bytes, |ty, p| {
+                    if n < limit {
+                        handler(Received::new(ty, p));
+                        n += 1;
+                    } else {
+                        overflow.push(ty, p);
+                    }
+                });
+            });
+            if let Err(e) = r {
+                self.tick(now);
+                self.received += n as u64;
+                return if n > 0 { Ok(n) } else { Err(Error::Io(e)) };
+            }
+        }
+        // Timestamps after a blocking wait must be fresh for the timers.
+        let now = if matches!(wait, Wait::NoWait) {
+            now
+        } else {
+            Instant::now()
+        };
+        self.tick(now);
+        self.received += n as u64;
+        if n == 0 {
+            if let Some(e) = self.errors.pop_front() {
+                return Err(e);
+            }
+        }
+        Ok(n)
+    }
+
+    fn counters(&self) -> Counters {
+        let c = self.receiver.counters();
+        let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
+        by.push(("send_failed", self.send_errors));
+        Counters {
+            received: self.received,
+            naks_sent: c.naks_sent,
+            dropped: c.dropped_total(),
+            drops_by_reason: by,
+            driver: Some(self.driver.kind().name()),
+            ..Counters::default()
+        }
+    }
+}
+
+enum Inner {
+    Local(Box<SubCore>),
+    Shared {
+        core: Arc<Mutex<SubCore>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    },
+}
+
+fn lock(m: &Mutex<SubCore>) -> MutexGuard<'_, SubCore> {
+    // A panic while holding the lock leaves protocol bookkeeping only,
+    // validated on every use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The receiving end of a `udp://ADDR:PORT` channel (bound to that address).
+///
+/// Messages are delivered in order, exactly once. Unfragmented messages are
+/// handed to the poll handler as slices of the driver's receive buffer (no
+/// copy); fragmented ones from the reassembly buffer. With
+/// `progress=thread`, a background thread keeps status messages, NAKs and
+/// liveness going while the application does not poll (data then waits in
+/// the socket buffer).
+pub struct UdpSubscription {
+    inner: Inner,
+    wait: WaitMode,
+}
+
+impl std::fmt::Debug for UdpSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSubscription").finish_non_exhaustive()
+    }
+}
+
+impl UdpSubscription {
+    /// Binds the URI's address and opens the subscription.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUri`] for bad options, [`Error::Io`] when the address
+    /// cannot be bound or the driver cannot be set up.
+    pub fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
+        let opts = UdpOptions::from_uri(uri)?;
+        let driver = open_driver(opts.addr, &opts.driver).map_err(Error::Io)?;
+        let receiver = Receiver::new(opts.proto.clone(), Instant::now(), seed())
+            .map_err(Error::InvalidArgument)?;
+        let wait = opts.wait;
+        let core = SubCore {
+            receiver,
+            driver,
+            txbuf: vec![0u8; opts.proto.mtu],
+            overflow: Overflow::default(),
+            errors: VecDeque::new(),
+            received: 0,
+            send_errors: 0,
+            opts,
+        };
+        let inner = if core.opts.thread {
+            let period = (core.opts.proto.status_interval / 4)
+                .min(Duration::from_millis(1))
+                .max(Duration::from_micros(50));
+            let core = Arc::new(Mutex::new(core));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (c, s) = (core.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("conduit-udp-sub".into())
+                .spawn(move || {
+                    // Relaxed: a stop request carries no data.
+                    while !s.load(Ordering::Relaxed) {
+                        lock(&c).tick(Instant::now());
+                        std::thread::sleep(period);
+                    }
+                })
+                .map_err(Error::Io)?;
+            Inner::Shared {
+                core,
+                stop,
+                thread: Some(thread),
+            }
+        } else {
+            Inner::Local(Box::new(core))
+        };
+        Ok(UdpSubscription { inner, wait })
+    }
+
+    #[inline]
+    fn with<R>(&mut self, f: impl FnOnce(&mut SubCore) -> R) -> R {
+        match &mut self.inner {
+            Inner::Local(c) => f(c),
+            Inner::Shared { core, .. } => f(&mut lock(core)),
+        }
+    }
+
+    fn with_ref<R>(&self, f: impl FnOnce(&SubCore) -> R) -> R {
+        match &self.inner {
+            Inner::Local(c) => f(c),
+            Inner::Shared { core, .. } => f(&lock(core)),
+        }
+    }
+
+    /// Hands up to `limit` messages to `handler`, in order, without blocking.
+    /// Messages of a received batch beyond `limit` are kept (copied) for the
+    /// next poll.
+    ///
+    /// # Errors
+    /// Once each: [`Error::PeerGone`] (publisher silent past the liveness
+    /// timeout), [`Error::Closed`], [`Error::UnrecoverableLoss`] (gap policy
+    /// `fail`), [`Error::VersionMismatch`]; [`Error::Io`] for socket errors.
+    #[inline]
+    pub fn poll<F: FnMut(Received<'_>)>(
+        &mut self,
+        mut handler: F,
+        limit: usize,
+    ) -> Result<usize, Error> {
+        self.with(|c| c.poll(&mut handler, limit, Wait::NoWait))
+    }
+
+    /// Like [`poll`](Self::poll), waiting up to `timeout` for a first
+    /// message: spinning (`wait=spin`, the default) or blocking in the
+    /// kernel in steps of at most 1 ms (`wait=block`).
+    ///
+    /// # Errors
+    /// As [`poll`](Self::poll).
+    pub fn poll_timeout<F: FnMut(Received<'_>)>(
+        &mut self,
+        mut handler: F,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<usize, Error> {
+        let deadline = Instant::now() + timeout;
+        let block = self.wait == WaitMode::Block;
+        loop {
+            let now = Instant::now();
+            let wait = if block {
+                Wait::Timeout(
+                    deadline
+                        .saturating_duration_since(now)
+                        .min(Duration::from_millis(1)),
+                )
+            } else {
+                Wait::NoWait
+            };
+            let n = self.with(|c| c.poll(&mut handler, limit, wait))?;
+            if n > 0 || Instant::now() >= deadline {
+                return Ok(n);
+            }
+            if !block {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// True while a publisher session is live. Drives progress.
+    pub fn is_connected(&mut self) -> bool {
+        self.with(|c| {
+            c.tick(Instant::now());
+            c.receiver.is_connected()
+        })
+    }
+
+    /// Counters: messages received, NAKs sent, drops by reason, driver.
+    pub fn counters(&self) -> Counters {
+        self.with_ref(|c| c.counters())
+    }
+
+    /// The bound local address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.with_ref(|c| c.driver.local_addr()).map_err(Error::Io)
+    }
+}
+
+impl Drop for UdpSubscription {
+    fn drop(&mut self) {
+        if let Inner::Shared { stop, thread, .. } = &mut self.inner {
+            // Relaxed: see the load in the thread.
+            stop.store(true, Ordering::Relaxed);
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.with(|c| {
+            let now = Instant::now();
+            c.receiver.close(now);
+            c.tick(now);
+        });
+    }
+}

@@ -31,10 +31,12 @@ pub struct Counters {
 
 enum PubInner {
     Shm(ShmPublication),
+    Udp(crate::udp::UdpPublication),
 }
 
 enum SubInner {
     Shm(ShmSubscription),
+    Udp(crate::udp::UdpSubscription),
 }
 
 /// The sending end of a channel.
@@ -81,9 +83,7 @@ impl Publication {
                 parsed.finish()?;
                 PubInner::Shm(ShmPublication::open(opts)?)
             }
-            Scheme::Udp { .. } => {
-                return Err(parsed.invalid("udp:// channels are not available in this build"))
-            }
+            Scheme::Udp { .. } => PubInner::Udp(crate::udp::UdpPublication::open(parsed)?),
         };
         Ok(Publication { inner })
     }
@@ -99,6 +99,7 @@ impl Publication {
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
         match &mut self.inner {
             PubInner::Shm(p) => p.offer(type_id, payload),
+            PubInner::Udp(p) => p.offer(type_id, payload),
         }
     }
 
@@ -130,6 +131,9 @@ impl Publication {
                     inner: ClaimInner::Shm(c),
                 })
             }
+            PubInner::Udp(p) => Ok(Claim {
+                inner: ClaimInner::Udp(p.try_claim(type_id, len)?),
+            }),
         }
     }
 
@@ -160,6 +164,7 @@ impl Publication {
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
             PubInner::Shm(p) => p.ring.is_connected(),
+            PubInner::Udp(p) => p.is_connected(),
         }
     }
 
@@ -173,6 +178,7 @@ impl Publication {
     pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
         match &mut self.inner {
             PubInner::Shm(p) => p.flush(timeout),
+            PubInner::Udp(p) => p.flush(timeout),
         }
     }
 
@@ -180,6 +186,7 @@ impl Publication {
     pub fn max_message_len(&self) -> usize {
         match &self.inner {
             PubInner::Shm(p) => p.ring.max_message_len(),
+            PubInner::Udp(p) => p.max_message_len(),
         }
     }
 
@@ -190,6 +197,7 @@ impl Publication {
                 sent: p.sent,
                 ..Counters::default()
             },
+            PubInner::Udp(p) => p.counters(),
         }
     }
 }
@@ -210,9 +218,7 @@ impl Subscription {
                 parsed.finish()?;
                 SubInner::Shm(ShmSubscription::open(opts)?)
             }
-            Scheme::Udp { .. } => {
-                return Err(parsed.invalid("udp:// channels are not available in this build"))
-            }
+            Scheme::Udp { .. } => SubInner::Udp(crate::udp::UdpSubscription::open(parsed)?),
         };
         Ok(Subscription { inner })
     }
@@ -231,6 +237,7 @@ impl Subscription {
     pub fn poll<F: FnMut(Received<'_>)>(&mut self, handler: F, limit: usize) -> Result<usize, Error> {
         match &mut self.inner {
             SubInner::Shm(s) => s.poll(handler, limit),
+            SubInner::Udp(s) => s.poll(handler, limit),
         }
     }
 
@@ -245,6 +252,9 @@ impl Subscription {
         limit: usize,
         timeout: Duration,
     ) -> Result<usize, Error> {
+        if let SubInner::Udp(s) = &mut self.inner {
+            return s.poll_timeout(handler, limit, timeout);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let n = self.poll(&mut handler, limit)?;
@@ -254,6 +264,7 @@ impl Subscription {
             }
             match &mut self.inner {
                 SubInner::Shm(s) => s.wait(deadline - now)?,
+                SubInner::Udp(_) => {}
             }
         }
     }
@@ -262,6 +273,7 @@ impl Subscription {
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
             SubInner::Shm(s) => s.ring.is_connected(),
+            SubInner::Udp(s) => s.is_connected(),
         }
     }
 
@@ -272,12 +284,14 @@ impl Subscription {
                 received: s.received,
                 ..Counters::default()
             },
+            SubInner::Udp(s) => s.counters(),
         }
     }
 }
 
 enum ClaimInner<'a> {
     Shm(ring::Claim<'a>),
+    Udp(crate::udp::UdpClaim<'a>),
 }
 
 /// Bytes reserved in place for one message: fill, then [`Claim::commit`].
@@ -292,6 +306,7 @@ impl Claim<'_> {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &mut self.inner {
             ClaimInner::Shm(c) => c.as_mut_slice(),
+            ClaimInner::Udp(c) => c.as_mut_slice(),
         }
     }
 
@@ -300,6 +315,7 @@ impl Claim<'_> {
     pub fn commit(self) -> u64 {
         match self.inner {
             ClaimInner::Shm(c) => c.commit(),
+            ClaimInner::Udp(c) => c.commit(),
         }
     }
 
@@ -307,6 +323,7 @@ impl Claim<'_> {
     pub fn abort(self) {
         match self.inner {
             ClaimInner::Shm(c) => c.abort(),
+            ClaimInner::Udp(c) => c.abort(),
         }
     }
 }
@@ -317,6 +334,7 @@ impl std::ops::Deref for Claim<'_> {
         // Read access goes through the same buffer as writes.
         match &self.inner {
             ClaimInner::Shm(c) => c.as_slice(),
+            ClaimInner::Udp(c) => c.as_slice(),
         }
     }
 }

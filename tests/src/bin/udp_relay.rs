@@ -168,16 +168,31 @@ impl Impairer {
     }
 }
 
-fn direction(
+/// One direction of the relay: receive on `rx`, impair, send from `tx`.
+struct Direction {
     name: &'static str,
     rx: UdpSocket,
     tx: UdpSocket,
+    /// Where to forward.
     dest: Arc<Mutex<Option<SocketAddr>>>,
+    /// Where to record the source of what `rx` receives (the A side's peer).
     learn: Option<Arc<Mutex<Option<SocketAddr>>>>,
     spec: Spec,
     seed: u64,
     stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
+}
+
+fn direction(d: Direction) -> thread::JoinHandle<()> {
+    let Direction {
+        name,
+        rx,
+        tx,
+        dest,
+        learn,
+        spec,
+        seed,
+        stop,
+    } = d;
     thread::spawn(move || {
         let mut imp = Impairer {
             spec,
@@ -247,26 +262,26 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let a_peer = Arc::new(Mutex::new(None));
     let b_peer = Arc::new(Mutex::new(Some(b_target)));
-    let t1 = direction(
-        "a->b",
-        sa.try_clone().expect("clone"),
-        sb.try_clone().expect("clone"),
-        b_peer,
-        Some(a_peer.clone()),
+    let t1 = direction(Direction {
+        name: "a->b",
+        rx: sa.try_clone().expect("clone"),
+        tx: sb.try_clone().expect("clone"),
+        dest: b_peer,
+        learn: Some(a_peer.clone()),
         spec,
         seed,
-        stop.clone(),
-    );
-    let t2 = direction(
-        "b->a",
-        sb,
-        sa,
-        a_peer,
-        None,
+        stop: stop.clone(),
+    });
+    let t2 = direction(Direction {
+        name: "b->a",
+        rx: sb,
+        tx: sa,
+        dest: a_peer,
+        learn: None,
         spec,
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD,
-        stop.clone(),
-    );
+        seed: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCD,
+        stop: stop.clone(),
+    });
     println!("ready");
     // The relay lives until its deadline or until the lab kills it.
     let start = Instant::now();

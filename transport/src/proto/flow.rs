@@ -29,9 +29,11 @@ impl Flow {
     /// `slack` is room kept for a padding record. Small appends need window room; a large one
     /// (fragmented message) is admitted once half the window is free, then paced by the window
     /// as it is sent.
+    /// `retained` is the oldest position the log must keep (at most `acked`).
     #[inline]
-    pub fn admits(&self, tail: u64, size: u64, slack: u64, capacity: u64) -> bool {
+    pub fn admits(&self, tail: u64, size: u64, slack: u64, capacity: u64, retained: u64) -> bool {
         let used = tail - self.acked;
-        (used + size <= self.window || used < self.window / 2) && used + size + slack <= capacity
+        (used + size <= self.window || used < self.window / 2)
+            && tail - retained + size + slack <= capacity
     }
 }

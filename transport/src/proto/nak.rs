@@ -181,15 +181,19 @@ impl Gaps {
             if out.len() >= max {
                 return;
             }
-            if r.nak_at <= now && prev < r.start {
-                out.push((prev, r.start));
+            if r.nak_at <= now {
+                if prev < r.start {
+                    out.push((prev, r.start));
+                }
                 r.retry = backoff(r.retry);
                 r.nak_at = now + r.retry;
             }
             prev = r.end;
         }
         if let Some((at, retry)) = self.tail_nak_at {
-            if at <= now && out.len() < max && prev < self.tail_end {
+            if prev >= self.tail_end {
+                self.tail_nak_at = None;
+            } else if at <= now && out.len() < max {
                 out.push((prev, self.tail_end));
                 let retry = backoff(retry);
                 self.tail_nak_at = Some((now + retry, retry));

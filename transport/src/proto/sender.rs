@@ -70,6 +70,9 @@ pub struct Sender {
     sent: u64,
     flow: Flow,
     retransmits: Retransmits,
+    /// `(begin, end)` of fragmented messages not yet fully acknowledged: a receiver that
+    /// joins again starts at the beginning of a message, never in its middle.
+    fragmented: VecDeque<(u64, u64)>,
     events: VecDeque<Event>,
     counters: Counters,
     epoch: Instant,
@@ -155,6 +158,7 @@ impl Sender {
             sent: 0,
             flow: Flow::new(0, window),
             retransmits: Retransmits::new(),
+            fragmented: VecDeque::with_capacity(config.retransmit_buffer / max_record + 2),
             events: VecDeque::new(),
             counters: Counters::default(),
             epoch: now,
@@ -247,12 +251,12 @@ impl Sender {
     fn reserve(&mut self, size: usize) -> Result<(), OfferError> {
         let room = self.log.room_before_end(self.tail);
         let pad = if room < size { room } else { 0 };
-        if !self.flow.admits(
-            self.tail,
-            (size + pad) as u64,
-            0,
-            self.log.capacity() as u64,
-        ) {
+        let retained = self.retained_from();
+        let capacity = self.log.capacity() as u64;
+        if !self
+            .flow
+            .admits(self.tail, (size + pad) as u64, 0, capacity, retained)
+        {
             self.counters.back_pressured += 1;
             return Err(OfferError::BackPressured);
         }
@@ -301,14 +305,17 @@ impl Sender {
         }
         let framed = self.config.framed_len(len) as u64;
         let slack = (self.max_record + frame::RECORD_HEADER_LEN) as u64;
+        let retained = self.retained_from();
+        let capacity = self.log.capacity() as u64;
         if !self
             .flow
-            .admits(self.tail, framed, slack, self.log.capacity() as u64)
+            .admits(self.tail, framed, slack, capacity, retained)
         {
             self.counters.back_pressured += 1;
             return Err(OfferError::BackPressured);
         }
         let mut off = 0;
+        let mut begin = self.tail;
         while off < len {
             let n = self.max_record.min(len - off);
             let mut flags = 0;
@@ -330,13 +337,37 @@ impl Sender {
                 self.tail += room as u64;
             }
             let pos = self.tail;
+            if off == 0 {
+                begin = pos;
+            }
             self.log
                 .write_record(pos, flags, type_id, n)
                 .copy_from_slice(&payload[off..off + n]);
             self.tail += size as u64;
             off += n;
         }
+        if self.fragmented.len() == self.fragmented.capacity() {
+            self.fragmented.pop_front();
+        }
+        self.fragmented.push_back((begin, self.tail));
         Ok(())
+    }
+
+    /// Oldest position kept for a receiver that joins again: the acknowledged position, or
+    /// the beginning of the fragmented message it falls in.
+    fn retained_from(&self) -> u64 {
+        match self.fragmented.front() {
+            Some(&(begin, _)) if begin < self.flow.acked => begin,
+            _ => self.flow.acked,
+        }
+    }
+
+    /// Advances the acknowledged position.
+    fn set_acked(&mut self, acked: u64) {
+        self.flow.acked = acked;
+        while self.fragmented.front().is_some_and(|f| f.1 <= acked) {
+            self.fragmented.pop_front();
+        }
     }
 
     /// Claims `len` bytes in the log to fill in place (zero-copy send).
@@ -411,7 +442,7 @@ impl Sender {
     /// blocks the sender; a receiver that comes back learns of the loss) and handshake again.
     fn disconnect(&mut self, now: Instant) {
         self.state = SenderState::Connecting;
-        self.flow.acked = self.tail;
+        self.set_acked(self.tail);
         self.sent = self.tail;
         self.retransmits.clear();
         self.next_setup = now;
@@ -463,9 +494,11 @@ impl Sender {
         match kind {
             FrameKind::SETUP_REPLY => self.on_reply(now, bytes, flags),
             FrameKind::STATUS | FrameKind::NAK | FrameKind::RTT | FrameKind::CLOSE => {
+                if kind == FrameKind::STATUS && flags & frame::FLAG_NEED_SETUP != 0 {
+                    return self.on_need_setup(now, bytes);
+                }
                 if self.state == SenderState::Connecting && kind == FrameKind::STATUS {
-                    // A status from a restarted receiver asking for setup while we already
-                    // handshake, or a late one: nothing to do.
+                    // A late status while handshaking: nothing to do.
                     return Ok(());
                 }
                 if self.state != SenderState::Connected {
@@ -475,7 +508,7 @@ impl Sender {
                     return Err(DropReason::BadVersion);
                 }
                 match kind {
-                    FrameKind::STATUS => self.on_status(now, bytes, flags),
+                    FrameKind::STATUS => self.on_status(now, bytes),
                     FrameKind::NAK => self.on_nak(now, bytes),
                     FrameKind::RTT => self.on_rtt(now, bytes, flags),
                     _ => {
@@ -512,11 +545,14 @@ impl Sender {
         if position > self.sent {
             return Err(DropReason::OutOfWindow);
         }
-        let acked = position.max(self.flow.acked);
-        if acked != self.flow.acked && acked != self.sent && !self.log.is_record_start(acked) {
+        // A receiver that joins again starts at `retained` (a message boundary); one that
+        // resumes may be further on.
+        let retained = self.retained_from();
+        let acked = position.max(retained);
+        if acked != retained && acked != self.sent && !self.log.is_record_start(acked) {
             return Err(DropReason::BadLength);
         }
-        self.flow.acked = acked;
+        self.set_acked(acked);
         self.sent = acked;
         self.set_window(r.window.get());
         self.retransmits.clear();
@@ -539,15 +575,8 @@ impl Sender {
             u64::from(window).clamp(self.config.mtu as u64, cap.max(self.config.mtu as u64));
     }
 
-    fn on_status(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
+    fn on_status(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
         let (s, _) = frame::Status::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
-        if flags & frame::FLAG_NEED_SETUP != 0 {
-            // A restarted receiver saw our data: set it up again from what is unacknowledged.
-            self.state = SenderState::Connecting;
-            self.next_setup = now;
-            self.retransmits.clear();
-            return Ok(());
-        }
         if s.receiver_id.get() != self.receiver_id {
             return Err(DropReason::WrongSession);
         }
@@ -564,11 +593,27 @@ impl Sender {
             if p != self.sent && !self.log.is_record_start(p) {
                 return Err(DropReason::BadLength);
             }
-            self.flow.acked = p;
+            self.set_acked(p);
             self.retransmits.release(p);
         }
         self.set_window(s.window.get());
         Ok(())
+    }
+
+    /// A receiver that does not know our session (it restarted) saw our data: set it up
+    /// again from what is unacknowledged.
+    fn on_need_setup(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        let (s, _) = frame::Status::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        match self.state {
+            SenderState::Connected if s.receiver_id.get() != self.receiver_id => {
+                self.state = SenderState::Connecting;
+                self.next_setup = now;
+                self.retransmits.clear();
+                Ok(())
+            }
+            SenderState::Connected => Err(DropReason::Duplicate),
+            _ => Ok(()),
+        }
     }
 
     fn on_nak(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
@@ -695,7 +740,7 @@ impl Sender {
                     reserved: U16::new(0),
                     max_message_len: U32::new(self.config.max_message_len as u32),
                     reserved2: U32::new(0),
-                    join_position: U64::new(self.flow.acked),
+                    join_position: U64::new(self.retained_from()),
                 };
                 frame::write(buf, &s)
             }
@@ -749,7 +794,7 @@ impl Sender {
             let h = frame::Heartbeat {
                 header: self.header(FrameKind::HEARTBEAT, 0),
                 position: U64::new(self.sent),
-                retained_from: U64::new(self.flow.acked),
+                retained_from: U64::new(self.retained_from()),
             };
             return frame::write(buf, &h);
         }
@@ -787,6 +832,10 @@ impl Sender {
         let mut q = from;
         let mut out = frame::DATA_HEADER_LEN;
         while q < soft_end {
+            if q != from && self.log.offset(q) == 0 {
+                // The ring wrapped: the next record is not contiguous with this datagram.
+                break;
+            }
             let h = self.log.header(q);
             let len = usize::from(h.len.get());
             if h.flags & frame::REC_PAD != 0 {

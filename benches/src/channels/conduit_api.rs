@@ -1,0 +1,231 @@
+//! conduit through its public API (`Publication` / `Subscription`), for any
+//! URI: the `shm` and `udp*` channels differ only in the URIs they pass here.
+//! Latency uses two channels (ping→pong, pong→ping) between two processes;
+//! messages are written in place with `try_claim` and read in place in
+//! `poll`; both sides busy-spin. The peer process gets both URIs as its
+//! parameter, `A2B|B2A`.
+
+use std::time::{Duration, Instant};
+
+use conduit::{Error, Publication, Subscription};
+
+use super::{ping_with_peer, rx_with_peer, Channel, PeerArgs};
+use crate::error::{BenchError, Result};
+use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
+use crate::report::{LatencyResult, ThroughputResult};
+use crate::throughput::{run_tx, RxEnd, TxEnd};
+
+/// Type id of the benchmark's messages.
+const TYPE_ID: u32 = 0x4245_4e43;
+
+/// How long a side waits for the other to attach, or for a full ring to drain.
+const STALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn err(what: &str, e: Error) -> BenchError {
+    BenchError(format!("{what}: {e}"))
+}
+
+/// Offers `msg` in place (claim, copy, commit); `Ok(false)` when the ring is
+/// full or no subscriber is attached yet.
+fn try_offer(p: &mut Publication, msg: &[u8]) -> Result<bool> {
+    match p.try_claim(TYPE_ID, msg.len()) {
+        Ok(mut claim) => {
+            claim.as_mut_slice().copy_from_slice(msg);
+            claim.commit();
+            Ok(true)
+        }
+        Err(Error::BackPressured | Error::NotConnected) => Ok(false),
+        Err(e) => Err(err("offer", e)),
+    }
+}
+
+/// Offers `msg`, spinning while the ring is full or unattached.
+fn offer_spin(p: &mut Publication, msg: &[u8]) -> Result<()> {
+    let mut spins: u32 = 0;
+    let mut since: Option<Instant> = None;
+    while !try_offer(p, msg)? {
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 && since.get_or_insert_with(Instant::now).elapsed() > STALL_TIMEOUT {
+            return Err(BenchError(format!(
+                "offer: no room or no subscriber for {STALL_TIMEOUT:?}"
+            )));
+        }
+        std::hint::spin_loop();
+    }
+    Ok(())
+}
+
+struct Ping {
+    publication: Publication,
+    subscription: Subscription,
+    size: usize,
+}
+
+impl PingEnd for Ping {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        offer_spin(&mut self.publication, msg)
+    }
+
+    fn try_recv(&mut self) -> Result<Option<u64>> {
+        let size = self.size;
+        let mut got: Option<Result<u64>> = None;
+        self.subscription
+            .poll(|r| got = Some(seq_of(r.payload(), size)), 1)
+            .map_err(|e| err("poll", e))?;
+        got.transpose()
+    }
+}
+
+struct Pong {
+    publication: Publication,
+    subscription: Subscription,
+    size: usize,
+}
+
+impl PongEnd for Pong {
+    fn try_echo(&mut self) -> Result<Option<u64>> {
+        let size = self.size;
+        let publication = &mut self.publication;
+        let mut got: Option<Result<u64>> = None;
+        self.subscription
+            .poll(
+                |r| {
+                    let payload = r.payload();
+                    got = Some(seq_of(payload, size).and_then(|seq| {
+                        offer_spin(publication, payload)?;
+                        Ok(seq)
+                    }));
+                },
+                1,
+            )
+            .map_err(|e| err("poll", e))?;
+        got.transpose()
+    }
+}
+
+/// Runs a latency test over conduit: ping publishes on `a2b` and subscribes
+/// to `b2a`; the pong process does the opposite.
+///
+/// # Errors
+/// A channel cannot be opened, the other side never attaches, or the run failed.
+pub fn latency(
+    channel: Channel,
+    cfg: &LatencyConfig,
+    a2b: &str,
+    b2a: &str,
+) -> Result<LatencyResult> {
+    let publication =
+        Publication::open(a2b).map_err(|e| err(&format!("open publication {a2b}"), e))?;
+    let subscription =
+        Subscription::open(b2a).map_err(|e| err(&format!("open subscription {b2a}"), e))?;
+    let param = format!("{a2b}|{b2a}");
+    ping_with_peer(channel.name(), cfg, &param, move |_| {
+        let mut ping = Ping {
+            publication,
+            subscription,
+            size: cfg.size,
+        };
+        // Wait until pong's subscription is attached to our publication;
+        // meanwhile our polls attach our subscription to pong's publication.
+        let start = Instant::now();
+        while !ping.publication.is_connected() {
+            if ping.try_recv()?.is_some() {
+                return Err(BenchError::msg("pong sent a message before any ping"));
+            }
+            if start.elapsed() > STALL_TIMEOUT {
+                return Err(BenchError(format!(
+                    "pong did not attach within {STALL_TIMEOUT:?}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
+        Ok(ping)
+    })
+}
+
+/// The pong side: `param` is `A2B|B2A`.
+///
+/// # Errors
+/// Bad parameter, a channel cannot be opened, or the run failed.
+pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
+    let (a2b, b2a) = args
+        .param
+        .split_once('|')
+        .ok_or_else(|| BenchError(format!("bad channel pair `{}`", args.param)))?;
+    let subscription =
+        Subscription::open(a2b).map_err(|e| err(&format!("open subscription {a2b}"), e))?;
+    let publication =
+        Publication::open(b2a).map_err(|e| err(&format!("open publication {b2a}"), e))?;
+    let mut pong = Pong {
+        publication,
+        subscription,
+        size: args.size,
+    };
+    ready("");
+    run_pong(&mut pong, args.count)
+}
+
+struct Tx(Publication);
+
+impl TxEnd for Tx {
+    fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
+        try_offer(&mut self.0, msg)
+    }
+}
+
+struct Rx(Subscription);
+
+impl RxEnd for Rx {
+    fn poll<F: FnMut(&[u8]) -> Result<()>>(&mut self, mut on_msg: F) -> Result<usize> {
+        let mut failed: Option<BenchError> = None;
+        let n = self
+            .0
+            .poll(
+                |r| {
+                    if failed.is_none() {
+                        if let Err(e) = on_msg(r.payload()) {
+                            failed = Some(e);
+                        }
+                    }
+                },
+                256,
+            )
+            .map_err(|e| err("poll", e))?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+}
+
+/// Runs a one-way throughput test over conduit: this process subscribes to
+/// `uri`, a sender process publishes on it.
+///
+/// # Errors
+/// The channel cannot be opened, or the run failed.
+pub fn throughput(
+    channel: Channel,
+    size: usize,
+    messages: u64,
+    uri: &str,
+) -> Result<ThroughputResult> {
+    let subscription =
+        Subscription::open(uri).map_err(|e| err(&format!("open subscription {uri}"), e))?;
+    rx_with_peer(channel.name(), size, messages, uri, move |_| {
+        Ok(Rx(subscription))
+    })
+}
+
+/// The sender side of a throughput test: `param` is the channel URI. Waits
+/// until everything sent was consumed before returning.
+///
+/// # Errors
+/// The channel cannot be opened, or the run failed.
+pub fn send(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
+    let publication = Publication::open(&args.param)
+        .map_err(|e| err(&format!("open publication {}", args.param), e))?;
+    let mut tx = Tx(publication);
+    ready("");
+    run_tx(&mut tx, args.size, args.count)?;
+    tx.0.flush(STALL_TIMEOUT).map_err(|e| err("flush", e))
+}

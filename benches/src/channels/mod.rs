@@ -1,0 +1,356 @@
+//! The channels the benchmark knows, and the plumbing that runs a channel's
+//! two sides in two processes (or two threads).
+
+#[cfg(feature = "conduit")]
+pub mod conduit_api;
+pub mod crossbeam;
+pub mod iceoryx2;
+pub mod limit;
+pub mod proto;
+#[cfg(feature = "conduit")]
+pub mod shm;
+#[cfg(feature = "conduit")]
+pub mod udp;
+pub mod udp_raw;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{BenchError, Result};
+use crate::hist::{distribution, Percentiles};
+use crate::latency::{run_ping, LatencyConfig, PingEnd};
+use crate::pin;
+use crate::report::{LatencyResult, ThroughputResult};
+use crate::rss::peak_rss_kib;
+use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
+use crate::throughput::{run_rx, RxEnd};
+
+/// A channel under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// One cache line bounced between two processes: the physical limit.
+    Limit,
+    /// conduit over shared memory.
+    Shm,
+    /// crossbeam-channel between two threads.
+    Crossbeam,
+    /// iceoryx2 publish-subscribe between two processes.
+    Iceoryx2,
+    /// Plain non-blocking UDP sockets on loopback: the kernel limit for UDP.
+    UdpRaw,
+    /// conduit over UDP with its default driver.
+    Udp,
+    /// conduit over UDP, io_uring driver.
+    UdpUring,
+    /// conduit over UDP, plain-socket driver.
+    UdpSocket,
+    /// conduit's protocol core alone, sender to receiver in memory, no loss.
+    Proto,
+    /// conduit's protocol core alone with 1 % random loss.
+    ProtoLoss,
+}
+
+impl Channel {
+    /// Every channel, in the order `compare` runs them.
+    pub const ALL: [Channel; 10] = [
+        Channel::Limit,
+        Channel::Shm,
+        Channel::Crossbeam,
+        Channel::Iceoryx2,
+        Channel::UdpRaw,
+        Channel::Udp,
+        Channel::UdpUring,
+        Channel::UdpSocket,
+        Channel::Proto,
+        Channel::ProtoLoss,
+    ];
+
+    /// The channel's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Limit => "limit",
+            Channel::Shm => "shm",
+            Channel::Crossbeam => "crossbeam",
+            Channel::Iceoryx2 => "iceoryx2",
+            Channel::UdpRaw => "udp-raw",
+            Channel::Udp => "udp",
+            Channel::UdpUring => "udp-uring",
+            Channel::UdpSocket => "udp-socket",
+            Channel::Proto => "proto",
+            Channel::ProtoLoss => "proto-loss",
+        }
+    }
+
+    /// Parses a command-line name.
+    ///
+    /// # Errors
+    /// Unknown name; the message lists the known ones.
+    pub fn parse(s: &str) -> Result<Channel> {
+        Channel::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Channel::ALL.iter().map(|c| c.name()).collect();
+                BenchError(format!(
+                    "unknown channel `{s}` (known: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// Whether the channel has a round-trip (latency) test.
+    pub fn has_latency(self) -> bool {
+        !matches!(self, Channel::Proto | Channel::ProtoLoss)
+    }
+
+    /// Runs the latency test.
+    ///
+    /// # Errors
+    /// The channel has no latency test, is not available, or the run failed.
+    pub fn latency(self, cfg: &LatencyConfig) -> Result<LatencyResult> {
+        if cfg.size < 8 {
+            return Err(BenchError(format!(
+                "--size {} is too small: a message carries an 8-byte sequence number",
+                cfg.size
+            )));
+        }
+        let r = match self {
+            Channel::Limit => limit::latency(cfg),
+            #[cfg(feature = "conduit")]
+            Channel::Shm => shm::latency(cfg),
+            Channel::Crossbeam => crossbeam::latency(cfg),
+            Channel::Iceoryx2 => iceoryx2::latency(cfg),
+            Channel::UdpRaw => udp_raw::latency(cfg),
+            #[cfg(feature = "conduit")]
+            Channel::Udp | Channel::UdpUring | Channel::UdpSocket => udp::latency(self, cfg),
+            #[cfg(not(feature = "conduit"))]
+            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
+                Err(without_conduit())
+            }
+            Channel::Proto | Channel::ProtoLoss => Err(BenchError(format!(
+                "channel `{}` has no latency test (it is in-memory throughput only)",
+                self.name()
+            ))),
+        };
+        r.map_err(|e| e.context(self.name()))
+    }
+
+    /// Runs the one-way throughput test.
+    ///
+    /// # Errors
+    /// The channel has no throughput test, is not available, or the run failed.
+    pub fn throughput(self, size: usize, messages: u64) -> Result<ThroughputResult> {
+        if size < 8 {
+            return Err(BenchError(format!(
+                "--size {size} is too small: a message carries an 8-byte sequence number"
+            )));
+        }
+        let r = match self {
+            #[cfg(feature = "conduit")]
+            Channel::Shm => shm::throughput(size, messages),
+            Channel::Crossbeam => crossbeam::throughput(size, messages),
+            #[cfg(feature = "conduit")]
+            Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
+                udp::throughput(self, size, messages)
+            }
+            #[cfg(not(feature = "conduit"))]
+            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
+                Err(without_conduit())
+            }
+            Channel::Proto => proto::throughput(size, messages, 0.0),
+            Channel::ProtoLoss => proto::throughput(size, messages, 0.01),
+            Channel::Limit | Channel::Iceoryx2 | Channel::UdpRaw => Err(BenchError(format!(
+                "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, proto, proto-loss)",
+                self.name()
+            ))),
+        };
+        r.map_err(|e| e.context(self.name()))
+    }
+}
+
+/// What the parent tells a peer process (the `__pong` / `__send` subcommands).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerArgs {
+    /// Channel to run.
+    pub channel: Channel,
+    /// Payload bytes.
+    pub size: usize,
+    /// Messages to echo (pong) or send (sender).
+    pub count: u64,
+    /// Channel-specific rendezvous: a file path, a channel name, a port.
+    pub param: String,
+    /// CPU to pin to.
+    pub cpu: Option<usize>,
+    /// The parent's pid (the peer dies with it).
+    pub parent: u32,
+}
+
+impl PeerArgs {
+    fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--channel".to_string(),
+            self.channel.name().to_string(),
+            "--size".to_string(),
+            self.size.to_string(),
+            "--count".to_string(),
+            self.count.to_string(),
+            "--param".to_string(),
+            self.param.clone(),
+        ];
+        if let Some(c) = self.cpu {
+            v.push("--cpu".to_string());
+            v.push(c.to_string());
+        }
+        v
+    }
+}
+
+/// The error for a conduit channel in a build without the `conduit` feature.
+#[cfg(not(feature = "conduit"))]
+pub fn without_conduit() -> BenchError {
+    BenchError::msg("not available: conduit-bench was built without the `conduit` feature")
+}
+
+/// A name no other run (or other channel in this run) uses:
+/// `cb-<pid>-<n>-<tag>`.
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("cb-{}-{n}-{tag}", std::process::id())
+}
+
+/// The CPUs ping and pong are pinned to, decided once per run (pinning the
+/// main thread would otherwise hide the second CPU from later runs).
+pub fn cpus() -> Option<(usize, usize)> {
+    static CPUS: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(pin::ping_pong_cpus)
+}
+
+/// How long the parent waits for a peer to finish after the last message.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs ping here against a pong process: spawns `__pong` with `param`, waits
+/// for it to be ready, builds the ping end with `connect` (given the text of
+/// the pong's ready line), and runs the round trips.
+///
+/// # Errors
+/// The peer failed to start or failed, `connect` failed, or the run failed.
+pub fn ping_with_peer<P: PingEnd>(
+    channel: &str,
+    cfg: &LatencyConfig,
+    param: &str,
+    connect: impl FnOnce(&str) -> Result<P>,
+) -> Result<LatencyResult> {
+    let cpus = cpus();
+    let args = PeerArgs {
+        channel: Channel::parse(channel)?,
+        size: cfg.size,
+        count: cfg.total(),
+        param: param.to_string(),
+        cpu: cpus.map(|c| c.1),
+        parent: std::process::id(),
+    };
+    let mut peer = Peer::spawn("__pong", &args.to_args())?;
+    let ready = peer.expect("READY", READY_TIMEOUT)?;
+    let mut ping = connect(&ready)?;
+    pin::pin_optional(cpus.map(|c| c.0))?;
+    let hist = run_ping(&mut ping, cfg, channel)?;
+    let rss_pong = peer.finish(FINISH_TIMEOUT)?;
+    drop(ping);
+    Ok(LatencyResult {
+        channel: channel.to_string(),
+        size: cfg.size,
+        messages: cfg.messages,
+        warmup: cfg.warmup,
+        rate: cfg.rate,
+        pct: Percentiles::of(&hist),
+        dist: distribution(&hist, 5),
+        rss_ping_kib: peak_rss_kib(),
+        rss_pong_kib: Some(rss_pong),
+        cpus,
+        processes: true,
+    })
+}
+
+/// Runs the receiver here against a sender process (`__send`), the mirror of
+/// [`ping_with_peer`] for one-way throughput.
+///
+/// # Errors
+/// The peer failed to start or failed, `connect` failed, or the run failed.
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+pub fn rx_with_peer<R: RxEnd>(
+    channel: &str,
+    size: usize,
+    messages: u64,
+    param: &str,
+    connect: impl FnOnce(&str) -> Result<R>,
+) -> Result<ThroughputResult> {
+    let cpus = cpus();
+    let args = PeerArgs {
+        channel: Channel::parse(channel)?,
+        size,
+        count: messages,
+        param: param.to_string(),
+        cpu: cpus.map(|c| c.1),
+        parent: std::process::id(),
+    };
+    let mut peer = Peer::spawn("__send", &args.to_args())?;
+    let ready = peer.expect("READY", READY_TIMEOUT)?;
+    let mut rx = connect(&ready)?;
+    pin::pin_optional(cpus.map(|c| c.0))?;
+    let (elapsed, timed) = run_rx(&mut rx, size, messages, channel)?;
+    let rss_tx = peer.finish(FINISH_TIMEOUT)?;
+    drop(rx);
+    Ok(ThroughputResult {
+        channel: channel.to_string(),
+        size,
+        messages,
+        timed_messages: timed,
+        elapsed,
+        rss_rx_kib: peak_rss_kib(),
+        rss_tx_kib: Some(rss_tx),
+        processes: true,
+        extra: Vec::new(),
+    })
+}
+
+/// Entry point of a peer process: `role` is `__pong` or `__send`.
+///
+/// # Errors
+/// Setting up or running the peer side failed (the error is also sent to the
+/// parent as an `ERROR` line).
+pub fn peer_main(role: &str, args: &PeerArgs) -> Result<()> {
+    let r = peer_run(role, args);
+    if let Err(e) = &r {
+        announce("ERROR", &e.to_string().replace('\n', " "));
+    }
+    r
+}
+
+fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
+    child_init(args.parent)?;
+    pin::pin_optional(args.cpu)?;
+    let ready = |text: &str| announce("READY", text);
+    match (role, args.channel) {
+        ("__pong", Channel::Limit) => limit::pong(args, ready)?,
+        ("__pong", Channel::Iceoryx2) => iceoryx2::pong(args, ready)?,
+        ("__pong", Channel::UdpRaw) => udp_raw::pong(args, ready)?,
+        #[cfg(feature = "conduit")]
+        ("__pong", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
+            conduit_api::pong(args, ready)?
+        }
+        #[cfg(feature = "conduit")]
+        ("__send", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
+            conduit_api::send(args, ready)?
+        }
+        (role, c) => {
+            return Err(BenchError(format!(
+                "no {role} peer for channel `{}`",
+                c.name()
+            )))
+        }
+    }
+    announce("RSS", &peak_rss_kib().to_string());
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `udp-raw`: two processes ping-ponging datagrams over plain non-blocking UDP
+//! sockets on 127.0.0.1, each spinning on `recv` — the kernel's limit for UDP
+//! on this machine, the baseline for conduit's UDP channels.
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+
+use super::{ping_with_peer, PeerArgs};
+use crate::error::{BenchError, Result};
+use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
+use crate::report::LatencyResult;
+
+/// Largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+
+fn bind() -> Result<UdpSocket> {
+    let s = UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| BenchError(format!("cannot bind a UDP socket on 127.0.0.1: {e}")))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn port_of(s: &UdpSocket) -> Result<u16> {
+    Ok(s.local_addr()?.port())
+}
+
+fn send_spin(s: &UdpSocket, msg: &[u8]) -> Result<()> {
+    loop {
+        match s.send(msg) {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(n) => return Err(BenchError(format!("sent {n} of {} bytes", msg.len()))),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(BenchError(format!("send: {e}"))),
+        }
+    }
+}
+
+fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> Result<Option<usize>> {
+    match s.recv(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(BenchError(format!("recv: {e}"))),
+    }
+}
+
+struct Ping {
+    sock: UdpSocket,
+    buf: Vec<u8>,
+    size: usize,
+}
+
+impl PingEnd for Ping {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        send_spin(&self.sock, msg)
+    }
+
+    fn try_recv(&mut self) -> Result<Option<u64>> {
+        match try_recv(&self.sock, &mut self.buf)? {
+            Some(n) => seq_of(&self.buf[..n], self.size).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Pong {
+    sock: UdpSocket,
+    buf: Vec<u8>,
+    size: usize,
+}
+
+impl PongEnd for Pong {
+    fn try_echo(&mut self) -> Result<Option<u64>> {
+        match try_recv(&self.sock, &mut self.buf)? {
+            Some(n) => {
+                let seq = seq_of(&self.buf[..n], self.size)?;
+                send_spin(&self.sock, &self.buf[..n])?;
+                Ok(Some(seq))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn check_size(size: usize) -> Result<()> {
+    if size > MAX_DATAGRAM {
+        return Err(BenchError(format!(
+            "size {size} exceeds the largest UDP datagram ({MAX_DATAGRAM})"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the `udp-raw` latency test.
+///
+/// # Errors
+/// Sockets cannot be set up, or the run failed (a lost datagram shows up as
+/// the ping side's idle timeout).
+pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
+    check_size(cfg.size)?;
+    let sock = bind()?;
+    let port = port_of(&sock)?;
+    ping_with_peer("udp-raw", cfg, &port.to_string(), move |ready| {
+        let peer_port: u16 = ready
+            .trim()
+            .parse()
+            .map_err(|_| BenchError(format!("pong sent a bad port `{ready}`")))?;
+        sock.connect(("127.0.0.1", peer_port))?;
+        Ok(Ping {
+            sock,
+            buf: vec![0; MAX_DATAGRAM + 1],
+            size: cfg.size,
+        })
+    })
+}
+
+/// The pong side of `udp-raw`: `param` is the ping socket's port.
+///
+/// # Errors
+/// Bad port, socket setup failed, or the run failed.
+pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
+    check_size(args.size)?;
+    let ping_port: u16 = args
+        .param
+        .parse()
+        .map_err(|_| BenchError(format!("bad port `{}`", args.param)))?;
+    let sock = bind()?;
+    sock.connect(("127.0.0.1", ping_port))?;
+    let port = port_of(&sock)?;
+    let mut pong = Pong {
+        sock,
+        buf: vec![0; MAX_DATAGRAM + 1],
+        size: args.size,
+    };
+    ready(&port.to_string());
+    run_pong(&mut pong, args.count)
+}

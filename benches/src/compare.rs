@@ -1,0 +1,420 @@
+//! `compare`: every channel's round trip in one run, each against the `limit`
+//! runs just before and after it (the limit itself moves with vCPU
+//! placement), plus one-way throughput rows.
+
+use crate::channels::{cpus, Channel};
+use crate::error::{BenchError, Result};
+use crate::json::Json;
+use crate::latency::LatencyConfig;
+use crate::plot::{self, Series, PALETTE};
+use crate::report::{fmt_kib, fmt_si, write_json, LatencyResult, ThroughputResult};
+
+/// Channels `compare` runs when `--channels` is not given (`limit` runs
+/// between them anyway).
+pub const DEFAULT_CHANNELS: [Channel; 4] = [
+    Channel::Shm,
+    Channel::Crossbeam,
+    Channel::Iceoryx2,
+    Channel::UdpRaw,
+];
+
+/// Two adjacent `limit` runs whose p50 differ by more than this factor get a
+/// warning: the vCPU placement changed during the run.
+const LIMIT_DISAGREEMENT: f64 = 1.25;
+
+/// Default (measured, warm-up) round trips for a channel.
+pub fn default_latency_messages(c: Channel) -> (u64, u64) {
+    match c {
+        Channel::UdpRaw | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
+            (200_000, 20_000)
+        }
+        _ => (2_000_000, 200_000),
+    }
+}
+
+/// Default message count for a throughput run.
+pub fn default_throughput_messages(c: Channel, size: usize) -> u64 {
+    let udp = matches!(c, Channel::Udp | Channel::UdpUring | Channel::UdpSocket);
+    match size {
+        _ if udp => 2_000_000,
+        0..=256 => 10_000_000,
+        257..=4096 => 2_000_000,
+        _ => 200_000,
+    }
+}
+
+/// The latency config for `c` given the command-line overrides.
+pub fn latency_config(
+    c: Channel,
+    size: usize,
+    messages: Option<u64>,
+    warmup: Option<u64>,
+    rate: Option<f64>,
+) -> LatencyConfig {
+    let (dm, dw) = default_latency_messages(c);
+    let messages = messages.unwrap_or(dm);
+    let warmup = warmup.unwrap_or(if messages == dm { dw } else { messages / 10 });
+    LatencyConfig {
+        size,
+        messages,
+        warmup,
+        rate,
+    }
+}
+
+/// One channel's latency with the limit runs around it.
+struct Row {
+    result: LatencyResult,
+    before: usize,
+    after: usize,
+}
+
+/// Mean of two limit runs' percentile `f`.
+fn baseline(limits: &[LatencyResult], a: usize, b: usize, f: fn(&LatencyResult) -> u64) -> f64 {
+    (f(&limits[a]) as f64 + f(&limits[b]) as f64) / 2.0
+}
+
+fn ratio(v: u64, base: f64) -> f64 {
+    if base > 0.0 {
+        v as f64 / base
+    } else {
+        f64::NAN
+    }
+}
+
+/// Everything `compare` measured.
+pub struct CompareReport {
+    limits: Vec<LatencyResult>,
+    rows: Vec<Row>,
+    throughput: Vec<ThroughputResult>,
+    failures: Vec<(String, String)>,
+    warnings: Vec<String>,
+    size: usize,
+}
+
+/// Runs `compare`.
+///
+/// # Errors
+/// A `limit` run failed (nothing can be compared), an output file cannot be
+/// written, or any channel failed (after everything else was reported).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    size: usize,
+    messages: Option<u64>,
+    warmup: Option<u64>,
+    channels: Option<Vec<Channel>>,
+    no_throughput: bool,
+    json: Option<&str>,
+    plot_path: Option<&str>,
+) -> Result<()> {
+    let list: Vec<Channel> = channels
+        .unwrap_or_else(|| DEFAULT_CHANNELS.to_vec())
+        .into_iter()
+        .filter(|&c| c != Channel::Limit)
+        .collect();
+    let latency_list: Vec<Channel> = list.iter().copied().filter(|c| c.has_latency()).collect();
+    eprintln!(
+        "compare: {size} B round trips; channels: limit, {}; {}",
+        latency_list
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        match cpus() {
+            Some((a, b)) => format!("ping and pong pinned to cpus {a} and {b}"),
+            None => "only one cpu: not pinned".to_string(),
+        }
+    );
+
+    let mut report = CompareReport {
+        limits: Vec::new(),
+        rows: Vec::new(),
+        throughput: Vec::new(),
+        failures: Vec::new(),
+        warnings: Vec::new(),
+        size,
+    };
+    let run_limit = |report: &mut CompareReport| -> Result<usize> {
+        let cfg = latency_config(Channel::Limit, size, messages, warmup, None);
+        let r = Channel::Limit.latency(&cfg)?;
+        eprintln!(
+            "  limit #{}: p50 {} ns, p99 {} ns",
+            report.limits.len() + 1,
+            r.pct.p50,
+            r.pct.p99
+        );
+        report.limits.push(r);
+        Ok(report.limits.len() - 1)
+    };
+
+    let mut last_limit = run_limit(&mut report)?;
+    for &c in &latency_list {
+        let cfg = latency_config(c, size, messages, warmup, None);
+        match c.latency(&cfg) {
+            Ok(r) => {
+                eprintln!("  {}: p50 {} ns, p99 {} ns", c.name(), r.pct.p50, r.pct.p99);
+                let after = run_limit(&mut report)?;
+                report.rows.push(Row {
+                    result: r,
+                    before: last_limit,
+                    after,
+                });
+                last_limit = after;
+            }
+            Err(e) => {
+                eprintln!("  {}: FAILED: {e}", c.name());
+                report.failures.push((c.name().to_string(), e.to_string()));
+            }
+        }
+    }
+    for w in report.limits.windows(2) {
+        let (a, b) = (w[0].pct.p50 as f64, w[1].pct.p50 as f64);
+        if a.max(b) > LIMIT_DISAGREEMENT * a.min(b) {
+            report.warnings.push(format!(
+                "adjacent limit runs disagree: p50 {a} ns vs {b} ns (> {:.0} %): the vCPU placement changed during the run; ratios next to them are less certain",
+                (LIMIT_DISAGREEMENT - 1.0) * 100.0
+            ));
+        }
+    }
+
+    if !no_throughput {
+        let mut jobs: Vec<(Channel, usize)> = Vec::new();
+        if list.contains(&Channel::Shm) {
+            jobs.push((Channel::Shm, 32));
+        }
+        if list.contains(&Channel::Crossbeam) {
+            jobs.push((Channel::Crossbeam, 32));
+        }
+        if list.contains(&Channel::Shm) {
+            jobs.push((Channel::Shm, 1024));
+            jobs.push((Channel::Shm, 65536));
+        }
+        for c in [
+            Channel::Udp,
+            Channel::UdpUring,
+            Channel::UdpSocket,
+            Channel::Proto,
+            Channel::ProtoLoss,
+        ] {
+            if list.contains(&c) {
+                jobs.push((c, 32));
+            }
+        }
+        for (c, s) in jobs {
+            let n = messages.map_or_else(|| default_throughput_messages(c, s), |m| m.max(1));
+            match c.throughput(s, n) {
+                Ok(r) => {
+                    eprintln!(
+                        "  throughput {} {s} B: {} msgs/s",
+                        c.name(),
+                        fmt_si(r.msgs_per_sec())
+                    );
+                    report.throughput.push(r);
+                }
+                Err(e) => {
+                    eprintln!("  throughput {} {s} B: FAILED: {e}", c.name());
+                    report
+                        .failures
+                        .push((format!("{} throughput {s} B", c.name()), e.to_string()));
+                }
+            }
+        }
+    }
+
+    report.print();
+    if let Some(path) = json {
+        write_json(path, &report.to_json())?;
+        eprintln!("wrote {path}");
+    }
+    if let Some(path) = plot_path {
+        std::fs::write(path, report.plot())
+            .map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
+        eprintln!("wrote {path}");
+    }
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError(format!(
+            "{} run(s) failed: {}",
+            report.failures.len(),
+            report
+                .failures
+                .iter()
+                .map(|f| f.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+impl CompareReport {
+    fn print(&self) {
+        println!();
+        println!(
+            "Round trip, {} B, {} — each channel against the mean of the limit runs just before and after it",
+            self.size,
+            match cpus() {
+                Some((a, b)) => format!("ping/pong pinned to cpus {a}/{b}"),
+                None => "unpinned".to_string(),
+            }
+        );
+        println!(
+            "{:<12} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  peak RSS (ping / pong)",
+            "channel", "p50 ns", "×limit", "p99 ns", "×limit", "p99.99 ns", "×limit", "max ns"
+        );
+        let line = |name: &str, r: &LatencyResult, base: Option<(f64, f64, f64)>| {
+            let rt = |v: u64, b: Option<f64>| match b {
+                Some(b) => format!("{:.2}", ratio(v, b)),
+                None => "-".to_string(),
+            };
+            println!(
+                "{:<12} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  {}",
+                name,
+                r.pct.p50,
+                rt(r.pct.p50, base.map(|b| b.0)),
+                r.pct.p99,
+                rt(r.pct.p99, base.map(|b| b.1)),
+                r.pct.p9999,
+                rt(r.pct.p9999, base.map(|b| b.2)),
+                r.pct.max,
+                match r.rss_pong_kib {
+                    Some(p) => format!("{} / {}", fmt_kib(r.rss_ping_kib), fmt_kib(p)),
+                    None => format!("{} (1 process)", fmt_kib(r.rss_ping_kib)),
+                }
+            );
+        };
+        line("limit #1", &self.limits[0], None);
+        for row in &self.rows {
+            line(&row.result.channel, &row.result, Some(self.baselines(row)));
+            line(
+                &format!("limit #{}", row.after + 1),
+                &self.limits[row.after],
+                None,
+            );
+        }
+        if !self.throughput.is_empty() {
+            let crossbeam32 = self
+                .throughput
+                .iter()
+                .find(|t| t.channel == "crossbeam" && t.size == 32)
+                .map(ThroughputResult::msgs_per_sec);
+            println!();
+            println!("One-way throughput");
+            println!(
+                "{:<12} {:>7} {:>12} {:>12} {:>11}  peak RSS (receiver / sender)",
+                "channel", "size", "msgs/s", "B/s", "×crossbeam"
+            );
+            for t in &self.throughput {
+                let vs = match crossbeam32 {
+                    Some(cb) if t.size == 32 && cb > 0.0 => format!("{:.2}", t.msgs_per_sec() / cb),
+                    _ => "-".to_string(),
+                };
+                println!(
+                    "{:<12} {:>7} {:>12} {:>12} {:>11}  {}",
+                    t.channel,
+                    format!("{} B", t.size),
+                    fmt_si(t.msgs_per_sec()),
+                    fmt_si(t.bytes_per_sec()),
+                    vs,
+                    match t.rss_tx_kib {
+                        Some(s) => format!("{} / {}", fmt_kib(t.rss_rx_kib), fmt_kib(s)),
+                        None => format!("{} (1 process)", fmt_kib(t.rss_rx_kib)),
+                    }
+                );
+            }
+        }
+        for w in &self.warnings {
+            println!("WARNING: {w}");
+        }
+        for (what, e) in &self.failures {
+            println!("FAILED: {what}: {e}");
+        }
+    }
+
+    fn baselines(&self, row: &Row) -> (f64, f64, f64) {
+        (
+            baseline(&self.limits, row.before, row.after, |r| r.pct.p50),
+            baseline(&self.limits, row.before, row.after, |r| r.pct.p99),
+            baseline(&self.limits, row.before, row.after, |r| r.pct.p9999),
+        )
+    }
+
+    fn to_json(&self) -> Json {
+        let mut results = Vec::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            results.push(l.to_json().with("role", "baseline").with("run", i + 1));
+        }
+        for row in &self.rows {
+            let (b50, b99, b9999) = self.baselines(row);
+            let p = &row.result.pct;
+            results.push(
+                row.result
+                    .to_json()
+                    .with("role", "channel")
+                    .with(
+                        "baseline_runs",
+                        vec![Json::from(row.before + 1), Json::from(row.after + 1)],
+                    )
+                    .with("baseline_p50_ns", b50)
+                    .with("baseline_p99_ns", b99)
+                    .with("baseline_p9999_ns", b9999)
+                    .with("p50_vs_limit", ratio(p.p50, b50))
+                    .with("p99_vs_limit", ratio(p.p99, b99))
+                    .with("p9999_vs_limit", ratio(p.p9999, b9999)),
+            );
+        }
+        for t in &self.throughput {
+            results.push(t.to_json());
+        }
+        Json::object()
+            .with("results", results)
+            .with(
+                "warnings",
+                self.warnings
+                    .iter()
+                    .map(|w| Json::from(w.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .with(
+                "failures",
+                self.failures
+                    .iter()
+                    .map(|(w, e)| {
+                        Json::object()
+                            .with("what", w.as_str())
+                            .with("error", e.as_str())
+                    })
+                    .collect::<Vec<_>>(),
+            )
+    }
+
+    fn plot(&self) -> String {
+        let mut series = Vec::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            series.push(Series {
+                label: format!("limit ({} runs)", self.limits.len()),
+                color: "#555555".to_string(),
+                faint: true,
+                in_legend: i == 0,
+                points: l.dist.clone(),
+            });
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            series.push(Series {
+                label: row.result.channel.clone(),
+                color: PALETTE[i % PALETTE.len()].to_string(),
+                faint: false,
+                in_legend: true,
+                points: row.result.dist.clone(),
+            });
+        }
+        plot::render(
+            &format!("Round-trip latency by percentile, {} B messages", self.size),
+            &format!(
+                "conduit-bench compare; {} round trips per channel",
+                self.rows.first().map_or(0, |r| r.result.messages)
+            ),
+            &series,
+        )
+    }
+}

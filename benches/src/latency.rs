@@ -1,0 +1,181 @@
+//! The ping-pong round-trip loop shared by every channel.
+//!
+//! Ping writes a payload of `size` bytes whose first 8 bytes are a sequence
+//! number, pong echoes it, ping checks the echoed number and records the
+//! round trip in a histogram. With a fixed `rate`, each round trip is measured
+//! from its *intended* send time, so a stall that delays later sends is
+//! charged to them too (coordinated-omission correction).
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::error::{BenchError, Result};
+use crate::hist::new_histogram;
+use crate::progress::Progress;
+
+/// How long ping waits for one echo before declaring the run dead.
+pub const PING_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long pong waits for the next message before giving up.
+pub const PONG_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a latency run does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyConfig {
+    /// Payload bytes per message (at least 8: the sequence number).
+    pub size: usize,
+    /// Measured round trips.
+    pub messages: u64,
+    /// Round trips before measuring starts (not recorded).
+    pub warmup: u64,
+    /// Fixed send rate in messages per second; `None` sends back to back.
+    pub rate: Option<f64>,
+}
+
+impl LatencyConfig {
+    /// Round trips in total, warm-up included.
+    pub fn total(&self) -> u64 {
+        self.warmup + self.messages
+    }
+}
+
+/// The ping side of a channel.
+pub trait PingEnd {
+    /// Sends `msg` (blocking/spinning until the channel accepts it).
+    ///
+    /// # Errors
+    /// The channel failed.
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+
+    /// Polls once for the echo; returns its sequence number if one arrived.
+    ///
+    /// # Errors
+    /// The channel failed, or the echo has the wrong length.
+    fn try_recv(&mut self) -> Result<Option<u64>>;
+}
+
+/// The pong side of a channel.
+pub trait PongEnd {
+    /// Polls once; if a message arrived, sends it straight back and returns
+    /// its sequence number.
+    ///
+    /// # Errors
+    /// The channel failed, or the message has the wrong length.
+    fn try_echo(&mut self) -> Result<Option<u64>>;
+}
+
+/// Reads the sequence number at the start of a payload, checking its length.
+///
+/// # Errors
+/// The payload is not `size` bytes long.
+pub fn seq_of(payload: &[u8], size: usize) -> Result<u64> {
+    if payload.len() != size || size < 8 {
+        return Err(BenchError(format!(
+            "received {} bytes where {size} were sent",
+            payload.len()
+        )));
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&payload[..8]);
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A payload template: a recognisable byte pattern after the sequence number.
+pub fn payload_template(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// Writes `seq` into the first 8 bytes of `msg`.
+pub fn stamp(msg: &mut [u8], seq: u64) {
+    msg[..8].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Runs the ping side: `cfg.total()` round trips, the last `cfg.messages`
+/// recorded in ns.
+///
+/// # Errors
+/// The channel failed, an echo carried the wrong sequence number, or no echo
+/// came within [`PING_IDLE_TIMEOUT`].
+pub fn run_ping<P: PingEnd>(p: &mut P, cfg: &LatencyConfig, label: &str) -> Result<Histogram<u64>> {
+    let mut hist = new_histogram()?;
+    let mut msg = payload_template(cfg.size);
+    let total = cfg.total();
+    let interval_ns = cfg.rate.map(|r| 1e9 / r);
+    let mut progress = Progress::new(label, total);
+    let start = Instant::now();
+    for seq in 0..total {
+        let t0 = match interval_ns {
+            Some(ns) => {
+                let intended = start + Duration::from_nanos((seq as f64 * ns) as u64);
+                while Instant::now() < intended {
+                    std::hint::spin_loop();
+                }
+                intended
+            }
+            None => Instant::now(),
+        };
+        stamp(&mut msg, seq);
+        p.send(&msg)?;
+        let mut spins: u32 = 0;
+        loop {
+            if let Some(got) = p.try_recv()? {
+                if got != seq {
+                    return Err(BenchError(format!(
+                        "sequence mismatch: sent {seq}, echo carried {got}"
+                    )));
+                }
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 4096 == 0 && t0.elapsed() > PING_IDLE_TIMEOUT {
+                return Err(BenchError(format!(
+                    "no echo for message {seq} within {PING_IDLE_TIMEOUT:?}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
+        let rtt = t0.elapsed();
+        if seq >= cfg.warmup {
+            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
+        }
+        if seq % 65_536 == 0 {
+            progress.update(seq);
+        }
+    }
+    progress.done();
+    Ok(hist)
+}
+
+/// Runs the pong side: echoes `total` messages, checking they arrive in order.
+///
+/// # Errors
+/// The channel failed, a message was out of order, or nothing arrived within
+/// [`PONG_IDLE_TIMEOUT`].
+pub fn run_pong<P: PongEnd>(p: &mut P, total: u64) -> Result<()> {
+    for expected in 0..total {
+        let mut spins: u32 = 0;
+        // Set once this message has been waited for a while: the clock is
+        // only read on the slow path, never per message.
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            if let Some(got) = p.try_echo()? {
+                if got != expected {
+                    return Err(BenchError(format!(
+                        "pong: expected message {expected}, got {got}"
+                    )));
+                }
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 4096 == 0
+                && waiting_since.get_or_insert_with(Instant::now).elapsed() > PONG_IDLE_TIMEOUT
+            {
+                return Err(BenchError(format!(
+                    "pong: no message {expected} within {PONG_IDLE_TIMEOUT:?}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Publisher, subscriber and garbage sprayer processes for the UDP system
+//! tests. Every mode has a deadline after which it exits with status 3, so
+//! no process outlives a failed test for long.
+//!
+//! - `udp_node pub URI COUNT DEADLINE_SECS`: waits for the subscriber, sends
+//!   COUNT 32-byte messages carrying sequence numbers 0.., flushes, prints
+//!   `sent COUNT` and its counters.
+//! - `udp_node pub-forever URI DEADLINE_SECS`: sends sequence-numbered
+//!   messages as long as a subscriber is connected; prints `connected` and
+//!   `disconnected after MS ms of silence` at every change.
+//! - `udp_node sub URI COUNT DEADLINE_SECS [any-start]`: receives until COUNT
+//!   messages arrived, checking each is the successor of the previous one
+//!   (the first is 0 unless `any-start`); prints `ready`, then `received
+//!   COUNT` and its counters; exits 1 on a violation.
+//! - `udp_node spray ADDR[,ADDR...] DEADLINE_SECS`: sends random datagrams
+//!   (random lengths, some with a plausible frame header) to the addresses
+//!   until killed or the deadline; prints `spraying`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+use conduit::{Error, Publication, Subscription};
+
+fn deadline_watch(secs: u64, what: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("udp_node {what}: deadline of {secs}s reached");
+        exit(3);
+    });
+}
+
+fn print_counters(label: &str, c: &conduit::Counters) {
+    let drops: Vec<String> = c
+        .drops_by_reason
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    println!(
+        "counters {label} driver={} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} [{}]",
+        c.driver.unwrap_or("-"),
+        c.sent,
+        c.received,
+        c.retransmitted,
+        c.naks_sent,
+        c.naks_received,
+        c.dropped,
+        drops.join(" ")
+    );
+}
+
+fn msg(seq: u64) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    m[..8].copy_from_slice(&seq.to_le_bytes());
+    m[8..16].copy_from_slice(&(!seq).to_le_bytes());
+    m
+}
+
+fn publisher(uri: &str, count: u64) {
+    let mut p = Publication::open(uri).unwrap_or_else(|e| {
+        eprintln!("open {uri}: {e}");
+        exit(1)
+    });
+    while !p.is_connected() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!("connected");
+    let mut seq = 0u64;
+    while seq < count {
+        match p.offer(1, &msg(seq)) {
+            Ok(_) => seq += 1,
+            Err(Error::BackPressured) => std::thread::yield_now(),
+            Err(Error::NotConnected) => {
+                eprintln!("publisher: lost the subscriber at {seq}");
+                exit(1);
+            }
+            Err(e) => {
+                eprintln!("publisher: offer: {e}");
+                exit(1);
+            }
+        }
+    }
+    if let Err(e) = p.flush(Duration::from_secs(60)) {
+        eprintln!("publisher: flush: {e}");
+        exit(1);
+    }
+    println!("sent {count}");
+    print_counters("pub", &p.counters());
+}
+
+fn publisher_forever(uri: &str) {
+    let mut p = Publication::open(uri).unwrap_or_else(|e| {
+        eprintln!("open {uri}: {e}");
+        exit(1)
+    });
+    let mut seq = 0u64;
+    let mut connected = false;
+    let mut last_ok = Instant::now();
+    loop {
+        let now_connected = p.is_connected();
+        if now_connected != connected {
+            connected = now_connected;
+            if connected {
+                println!("connected");
+            } else {
+                println!(
+                    "disconnected after {} ms of silence",
+                    last_ok.elapsed().as_millis()
+                );
+            }
+        }
+        for _ in 0..64 {
+            match p.offer(1, &msg(seq)) {
+                Ok(_) => {
+                    seq += 1;
+                    last_ok = Instant::now();
+                }
+                Err(Error::BackPressured | Error::NotConnected) => break,
+                Err(e) => {
+                    eprintln!("publisher: offer: {e}");
+                    exit(1);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn subscriber(uri: &str, count: u64, any_start: bool) {
+    let mut s = Subscription::open(uri).unwrap_or_else(|e| {
+        eprintln!("open {uri}: {e}");
+        exit(1)
+    });
+    println!("ready");
+    let mut next: Option<u64> = if any_start { None } else { Some(0) };
+    let mut got = 0u64;
+    let mut bad: Option<String> = None;
+    while got < count {
+        let r = s.poll_timeout(
+            |m| {
+                let p = m.payload();
+                let seq = u64::from_le_bytes(p[..8].try_into().unwrap_or([0; 8]));
+                let check = u64::from_le_bytes(p[8..16].try_into().unwrap_or([0; 8]));
+                if bad.is_none() {
+                    if p.len() != 32 || check != !seq || m.type_id() != 1 {
+                        bad = Some(format!("message {got} is damaged: {p:?}"));
+                    } else if next.is_some_and(|n| n != seq) {
+                        bad = Some(format!(
+                            "expected sequence {} but got {seq} (message {got})",
+                            next.unwrap_or(0)
+                        ));
+                    }
+                }
+                next = Some(seq + 1);
+                got += 1;
+            },
+            4096,
+            Duration::from_millis(10),
+        );
+        if let Some(b) = &bad {
+            eprintln!("subscriber: {b}");
+            print_counters("sub", &s.counters());
+            exit(1);
+        }
+        if let Err(e) = r {
+            eprintln!("subscriber: poll: {e} after {got} messages");
+            print_counters("sub", &s.counters());
+            exit(1);
+        }
+    }
+    println!("received {got}");
+    print_counters("sub", &s.counters());
+}
+
+fn spray(targets: &str) {
+    let targets: Vec<SocketAddr> = targets
+        .split(',')
+        .map(|t| t.parse().expect("ADDR:PORT"))
+        .collect();
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut buf = [0u8; 1500];
+    println!("spraying");
+    let mut n = 0u64;
+    loop {
+        let len = (rnd() % 1500) as usize;
+        for b in buf[..len].iter_mut() {
+            *b = rnd() as u8;
+        }
+        if len >= 4 && rnd() % 2 == 0 {
+            // A plausible start: the protocol's version byte and a small
+            // frame kind, so parsing goes past the first check.
+            buf[0] = 1;
+            buf[1] = (rnd() % 8) as u8;
+        }
+        for t in &targets {
+            let _ = sock.send_to(&buf[..len], t);
+        }
+        n += 1;
+        if n % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> &str {
+        a.get(i).map(|s| s.as_str()).unwrap_or_else(|| {
+            eprintln!("usage: see the module docs of udp_node");
+            exit(2)
+        })
+    };
+    let num = |i: usize| -> u64 { arg(i).parse().expect("number") };
+    match arg(0) {
+        "pub" => {
+            deadline_watch(num(3), "pub");
+            publisher(arg(1), num(2));
+        }
+        "pub-forever" => {
+            deadline_watch(num(2), "pub-forever");
+            publisher_forever(arg(1));
+        }
+        "sub" => {
+            deadline_watch(num(3), "sub");
+            subscriber(arg(1), num(2), a.get(4).is_some_and(|s| s == "any-start"));
+        }
+        "spray" => {
+            deadline_watch(num(2), "spray");
+            spray(arg(1));
+        }
+        other => {
+            eprintln!("unknown mode {other}");
+            exit(2);
+        }
+    }
+}

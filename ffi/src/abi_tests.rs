@@ -1,0 +1,213 @@
+//! Tests of the ABI's checks that need no channel: the panic boundary,
+//! thread-local errors, NULL and malformed arguments.
+
+use crate::boundary::guard;
+use crate::failure::Failure;
+use crate::*;
+use std::ffi::{c_char, CStr};
+
+fn last_error() -> String {
+    // SAFETY: conduit_last_error returns a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(conduit_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn text(p: *const c_char) -> String {
+    assert!(!p.is_null());
+    // SAFETY: the library's static strings are NUL-terminated.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_panic_becomes_internal_with_its_message() {
+    let code = guard(
+        "conduit_test_fn",
+        |code| code,
+        || -> Result<i32, Failure> { panic!("boom {}", 42) },
+    );
+    assert_eq!(code, CONDUIT_INTERNAL);
+    let message = last_error();
+    assert!(
+        message.starts_with("conduit_test_fn: internal error"),
+        "{message}"
+    );
+    assert!(message.contains("panicked: boom 42"), "{message}");
+
+    let ptr = guard(
+        "conduit_test_ptr",
+        |_| std::ptr::null::<u8>(),
+        || panic!("static"),
+    );
+    assert!(ptr.is_null());
+    assert!(last_error()
+        .contains("conduit_test_ptr: internal error (a bug in conduit): panicked: static"));
+}
+
+#[test]
+fn last_error_is_per_thread_and_kept_across_successes() {
+    std::thread::spawn(|| assert_eq!(last_error(), ""))
+        .join()
+        .unwrap();
+    // SAFETY: NULL is a valid argument.
+    assert!(unsafe { conduit_publication_open(std::ptr::null()) }.is_null());
+    assert_eq!(last_error(), "conduit_publication_open: uri is NULL");
+    std::thread::spawn(|| {
+        // SAFETY: NULL is a valid argument.
+        let code = unsafe { conduit_claim_commit(std::ptr::null_mut()) };
+        assert_eq!(code, CONDUIT_INVALID_ARGUMENT);
+        assert_eq!(last_error(), "conduit_claim_commit: claim is NULL");
+    })
+    .join()
+    .unwrap();
+    assert!(!conduit_version().is_null());
+    assert_eq!(last_error(), "conduit_publication_open: uri is NULL");
+}
+
+#[test]
+fn retryable_failures_render_lazily() {
+    crate::last_error::record(
+        "conduit_publication_offer",
+        conduit::Error::BackPressured.into(),
+    );
+    assert!(last_error().starts_with("conduit_publication_offer: back-pressured"));
+    // The rendered string stays put until the next failure.
+    let a = conduit_last_error();
+    assert_eq!(a, conduit_last_error());
+}
+
+#[test]
+fn null_handles_are_invalid_arguments() {
+    let mut claim = conduit_claim::EMPTY;
+    let mut counters = conduit_counters::default();
+    // SAFETY: every pointer is NULL or valid; NULL handles are valid arguments.
+    unsafe {
+        let null_pub = std::ptr::null_mut::<conduit_publication>();
+        let null_sub = std::ptr::null_mut::<conduit_subscription>();
+        assert_eq!(
+            conduit_publication_offer(null_pub, 1, std::ptr::null(), 0),
+            -4
+        );
+        assert_eq!(
+            last_error(),
+            "conduit_publication_offer: publication is NULL"
+        );
+        assert_eq!(
+            conduit_publication_try_claim(null_pub, 1, 0, &mut claim),
+            -4
+        );
+        assert_eq!(conduit_publication_is_connected(null_pub), 0);
+        assert_eq!(conduit_publication_flush(null_pub, 0), -4);
+        assert_eq!(conduit_publication_max_message_len(null_pub), -4);
+        assert_eq!(conduit_publication_counters(null_pub, &mut counters), -4);
+        assert!(conduit_publication_driver(null_pub).is_null());
+        conduit_publication_close(null_pub);
+        extern "C" fn nothing(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
+        assert_eq!(
+            conduit_subscription_poll(null_sub, Some(nothing), std::ptr::null_mut(), 1),
+            -4
+        );
+        assert_eq!(
+            last_error(),
+            "conduit_subscription_poll: subscription is NULL"
+        );
+        assert_eq!(
+            conduit_subscription_poll_timeout(null_sub, None, std::ptr::null_mut(), 1, 0),
+            -4
+        );
+        assert_eq!(conduit_subscription_is_connected(null_sub), 0);
+        assert_eq!(conduit_subscription_counters(null_sub, &mut counters), -4);
+        assert!(conduit_subscription_driver(null_sub).is_null());
+        conduit_subscription_close(null_sub);
+        assert_eq!(conduit_claim_commit(&mut claim), -4);
+        assert!(
+            last_error().contains("claim is not open"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(conduit_claim_abort(&mut claim), -4);
+    }
+}
+
+#[test]
+fn malformed_uris_are_refused_with_a_message() {
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"shm:caf\xc3\0",
+            "not valid UTF-8 (invalid byte at offset 7)",
+        ),
+        (b"nope:x\0", "invalid channel URI"),
+        (b"shm:\0", "invalid channel URI"),
+        (b"shm:a/b\0", "invalid channel URI"),
+        (b"shm:x?capacity=3\0", "capacity"),
+        (b"shm:x?what=1\0", "what"),
+    ];
+    for (uri, needle) in cases {
+        // SAFETY: each case is NUL-terminated.
+        let p = unsafe { conduit_publication_open(uri.as_ptr().cast()) };
+        assert!(p.is_null());
+        assert!(last_error().contains(needle), "{uri:?}: {}", last_error());
+        // SAFETY: as above.
+        let s = unsafe { conduit_subscription_open(uri.as_ptr().cast()) };
+        assert!(s.is_null());
+        assert!(last_error().contains(needle), "{uri:?}: {}", last_error());
+    }
+    // Longer than the limit: refused without scanning past it.
+    let mut long = vec![b'a'; 5000];
+    long[..4].copy_from_slice(b"shm:");
+    // No NUL at all within the first 1025 bytes; the buffer is 5000 bytes.
+    // SAFETY: strnlen reads at most 1025 bytes of the 5000.
+    assert!(unsafe { conduit_publication_open(long.as_ptr().cast()) }.is_null());
+    assert!(last_error().contains("longer than 1024 bytes"));
+}
+
+#[test]
+fn argument_checks() {
+    assert!(crate::args::length("message", usize::MAX).is_err());
+    assert!(crate::args::length("message", isize::MAX as usize).is_ok());
+    // SAFETY: NULL with len 0 is valid; NULL with len 3 is refused unread.
+    unsafe {
+        assert_eq!(
+            crate::args::bytes(std::ptr::null(), 0).unwrap(),
+            &[] as &[u8]
+        );
+        assert!(crate::args::bytes(std::ptr::null(), 3).is_err());
+    }
+    assert!(crate::args::limit(0).is_err());
+    assert!(crate::args::limit(-1).is_err());
+    assert_eq!(crate::args::limit(7).unwrap(), 7);
+    assert!(crate::args::timeout_ms("t", -1).is_err());
+    assert_eq!(
+        crate::args::timeout_ms("t", i64::MAX).unwrap().as_millis(),
+        i64::MAX as u128
+    );
+}
+
+#[test]
+fn static_strings() {
+    assert_eq!(text(conduit_version()), env!("CARGO_PKG_VERSION"));
+    assert_eq!(text(conduit_status_string(0)), "CONDUIT_OK");
+    assert_eq!(
+        text(conduit_status_string(CONDUIT_PEER_GONE)),
+        "CONDUIT_PEER_GONE"
+    );
+    assert_eq!(text(conduit_status_string(-99)), "CONDUIT_UNKNOWN_STATUS");
+    for code in -12..=0 {
+        assert_ne!(text(conduit_status_string(code)), "CONDUIT_UNKNOWN_STATUS");
+    }
+}
+
+#[test]
+fn a_foreign_pointer_is_not_a_handle() {
+    // Any 8 readable bytes without the marker are refused.
+    let junk = [0u64; 4];
+    let p = junk.as_ptr() as *mut conduit_publication;
+    // SAFETY: the first 8 bytes are readable; the marker check refuses them.
+    let code = unsafe { conduit_publication_offer(p, 1, std::ptr::null(), 0) };
+    assert_eq!(code, -4);
+    assert!(last_error().contains("not a live publication handle"));
+    let s = junk.as_ptr() as *mut conduit_subscription;
+    // SAFETY: as above.
+    assert_eq!(unsafe { conduit_subscription_is_connected(s) }, 0);
+    assert!(last_error().contains("not a live subscription handle"));
+}

@@ -1,0 +1,83 @@
+//! Checks of the arguments C callers pass: strings, buffers, counts, times.
+
+use crate::failure::Failure;
+use conduit::uri::MAX_URI_LEN;
+use std::ffi::{c_char, c_int};
+use std::time::Duration;
+
+/// Reads the NUL-terminated URI at `uri` as UTF-8, scanning at most
+/// `MAX_URI_LEN + 1` bytes.
+///
+/// # Safety
+/// `uri` is NULL or points to readable memory that holds a NUL within the
+/// first `MAX_URI_LEN + 1` bytes or is at least that long.
+pub(crate) unsafe fn uri<'a>(uri: *const c_char) -> Result<&'a str, Failure> {
+    if uri.is_null() {
+        return Err(Failure::invalid_static("uri is NULL"));
+    }
+    // SAFETY: the caller guarantees `uri` is readable up to its NUL or for
+    // MAX_URI_LEN + 1 bytes; strnlen reads no further than that bound.
+    let len = unsafe { libc::strnlen(uri, MAX_URI_LEN + 1) };
+    if len > MAX_URI_LEN {
+        return Err(Failure::invalid(format!(
+            "uri is longer than {MAX_URI_LEN} bytes"
+        )));
+    }
+    // SAFETY: strnlen found `len` readable non-NUL bytes at `uri`; they stay
+    // valid for the call (the caller owns them and may not free them
+    // meanwhile).
+    let bytes = unsafe { std::slice::from_raw_parts(uri.cast::<u8>(), len) };
+    std::str::from_utf8(bytes).map_err(|e| {
+        Failure::invalid(format!(
+            "uri is not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// Checks that a `len`-byte buffer can exist at all (`len <= isize::MAX`).
+pub(crate) fn length(what: &str, len: usize) -> Result<usize, Failure> {
+    if len > isize::MAX as usize {
+        return Err(Failure::invalid(format!(
+            "{what} of {len} bytes is impossible (more than the address space; a negative value cast to size_t?)"
+        )));
+    }
+    Ok(len)
+}
+
+/// The `len` bytes at `data` as a slice; NULL is accepted for `len == 0`.
+///
+/// # Safety
+/// When `len > 0`, `data` points to `len` readable bytes that stay valid and
+/// unmodified for the call.
+pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+    let len = length("message", len)?;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if data.is_null() {
+        return Err(Failure::invalid(format!(
+            "data is NULL but len is {len} (NULL is only valid with len 0)"
+        )));
+    }
+    // SAFETY: non-NULL, `len <= isize::MAX` checked above, and the caller
+    // guarantees `len` readable bytes for the call.
+    Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// A poll limit: at least 1.
+pub(crate) fn limit(limit: c_int) -> Result<usize, Failure> {
+    if limit < 1 {
+        return Err(Failure::invalid(format!(
+            "limit is {limit}; it must be at least 1"
+        )));
+    }
+    Ok(limit as usize)
+}
+
+/// A timeout in milliseconds: zero or more.
+pub(crate) fn timeout_ms(what: &str, ms: i64) -> Result<Duration, Failure> {
+    u64::try_from(ms)
+        .map(Duration::from_millis)
+        .map_err(|_| Failure::invalid(format!("{what} is {ms} ms; it must be 0 or more")))
+}

@@ -1,0 +1,472 @@
+//! `conduit_publication`: the sending end of a channel, and its claim slot.
+
+use crate::args;
+use crate::boundary::guard;
+use crate::claim::conduit_claim;
+use crate::counters::{self, conduit_counters};
+use crate::failure::{Detail, Failure};
+use crate::status::{CONDUIT_CLOSE_LINGER_MS, CONDUIT_TIMED_OUT};
+use conduit::{Claim, Publication};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+/// Marks a live publication handle (a best-effort check against passing
+/// another kind of pointer, or a handle already closed).
+const MAGIC: u64 = 0x636f_6e64_7075_626c; // "condpubl"
+
+/// An open publication (opaque). Create with `conduit_publication_open`,
+/// free with `conduit_publication_close`.
+///
+/// Threads: a publication may be used from any thread, but from one thread
+/// at a time (calls on the same publication must not overlap; hand it over
+/// with the usual synchronisation, e.g. a mutex or a thread join).
+pub struct conduit_publication {
+    _opaque: [u8; 0],
+}
+
+/// What a `conduit_publication` pointer points to. `repr(C)` with the marker first, so
+/// that the marker of any handle can be read before trusting its type.
+#[repr(C)]
+pub(crate) struct PublicationHandle {
+    magic: u64,
+    /// The open claim, if any. It mutably borrows `*publication`: while it
+    /// is `Some`, nothing else touches the publication (every other access
+    /// goes through [`conduit_publication::with_publication`], which
+    /// refuses). Its `'static` is a lie confined to this module: the claim
+    /// is dropped before the publication is freed (see `Drop`).
+    claim: UnsafeCell<Option<Claim<'static>>>,
+    /// Generation of the last claim handed out (0: none yet). A
+    /// `conduit_claim` carries its generation, so a stale copy of a
+    /// committed claim is told apart from the open one.
+    generation: Cell<u64>,
+    /// `Box::into_raw` of the publication: its address stays put while a
+    /// claim borrows it, whatever happens to this handle's reference.
+    publication: NonNull<Publication>,
+}
+
+impl PublicationHandle {
+    fn new(publication: Publication) -> Box<PublicationHandle> {
+        Box::new(PublicationHandle {
+            magic: MAGIC,
+            claim: UnsafeCell::new(None),
+            generation: Cell::new(0),
+            publication: NonNull::from(Box::leak(Box::new(publication))),
+        })
+    }
+
+    /// The handle behind a pointer from C.
+    ///
+    /// # Safety
+    /// `p` is NULL or a pointer returned by `conduit_publication_open` and
+    /// not yet closed; no call on it runs on another thread meanwhile.
+    pub(crate) unsafe fn from_ptr<'a>(
+        p: *const conduit_publication,
+    ) -> Result<&'a PublicationHandle, Failure> {
+        if p.is_null() {
+            return Err(Failure::invalid_static("publication is NULL"));
+        }
+        // SAFETY: a live handle of either kind starts with its `u64` marker
+        // (both are `repr(C)`, marker first), so these 8 bytes are readable
+        // and aligned; the caller passes a live handle.
+        let magic = unsafe { p.cast::<u64>().read() };
+        if magic != MAGIC {
+            return Err(Failure::invalid_static(
+                "not a live publication handle (closed already, or another kind of pointer)",
+            ));
+        }
+        // SAFETY: the marker says `p` points to a live `PublicationHandle`. Only shared
+        // references to handles are ever made, so this one aliases nothing
+        // mutable (mutable state sits in cells).
+        let handle = unsafe { &*p.cast::<PublicationHandle>() };
+        Ok(handle)
+    }
+
+    fn claim_is_open(&self) -> bool {
+        // SAFETY: handles are used by one thread at a time (documented
+        // contract), and no reference into the slot outlives the methods
+        // of this type, so this read overlaps no write.
+        unsafe { (*self.claim.get()).is_some() }
+    }
+
+    /// Runs `f` on the publication, unless a claim is open.
+    fn with_publication<R>(&self, f: impl FnOnce(&mut Publication) -> R) -> Result<R, Failure> {
+        if self.claim_is_open() {
+            return Err(Failure::invalid_static(
+                "a claim is open on this publication: commit or abort it first",
+            ));
+        }
+        // SAFETY: no claim is open, so nothing else borrows the publication;
+        // one thread at a time uses the handle, and this `&mut` ends with
+        // `f`.
+        let publication = unsafe { &mut *self.publication.as_ptr() };
+        Ok(f(publication))
+    }
+
+    /// Opens a claim and keeps it in the slot; returns its buffer and
+    /// generation.
+    fn open_claim(&self, type_id: u32, len: usize) -> Result<(*mut u8, usize, u64), Failure> {
+        let claim = self.with_publication(|p| {
+            p.try_claim(type_id, len).map(|claim| {
+                // SAFETY: only the lifetime changes. The claim borrows the
+                // publication behind `self.publication`, which stays at its
+                // address until `Drop` frees it after dropping the claim;
+                // while the claim sits in the slot, `with_publication`
+                // refuses every other access to the publication.
+                unsafe { std::mem::transmute::<Claim<'_>, Claim<'static>>(claim) }
+            })
+        })??;
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        // SAFETY: one thread at a time; no reference into the slot is alive
+        // (`with_publication` returned). The slot was empty (checked by
+        // `with_publication`), so nothing is dropped here.
+        let slot = unsafe { &mut *self.claim.get() };
+        let claim = slot.insert(claim);
+        let buf = claim.as_mut_slice();
+        Ok((buf.as_mut_ptr(), buf.len(), generation))
+    }
+
+    /// Takes the open claim out of the slot if it is the one of `generation`.
+    pub(crate) fn take_claim(&self, generation: u64) -> Result<Claim<'static>, Failure> {
+        // SAFETY: one thread at a time; no other reference into the slot is
+        // alive outside this type's methods.
+        let slot = unsafe { &mut *self.claim.get() };
+        if generation == 0 || generation != self.generation.get() || slot.is_none() {
+            return Err(Failure::invalid_static(
+                "claim is not open: it was already committed or aborted",
+            ));
+        }
+        slot.take()
+            .ok_or(Failure::internal("claim slot emptied meanwhile"))
+    }
+}
+
+impl Drop for PublicationHandle {
+    fn drop(&mut self) {
+        // The claim borrows the publication: release it first.
+        if let Some(claim) = self.claim.get_mut().take() {
+            claim.abort();
+        }
+        // SAFETY: `publication` came from `Box::leak` in `new`, is freed only
+        // here, and no claim borrows it any more.
+        drop(unsafe { Box::from_raw(self.publication.as_ptr()) });
+        // A best-effort marker for a later call with this (dangling) handle.
+        // SAFETY: `self.magic` is a valid, aligned field of a live value.
+        unsafe { std::ptr::write_volatile(&mut self.magic, 0) };
+    }
+}
+
+/// Opens the publication of the channel at `uri`: `"shm:NAME?key=value..."`
+/// for a shared-memory ring on this host, `"udp://HOST:PORT?key=value..."`
+/// for a reliable stream to another host. Parameters are listed in the
+/// README.
+///
+/// Returns the new handle, or NULL on failure with `conduit_last_error()`
+/// set: a NULL, non-UTF-8, over-long (more than 1024 bytes) or malformed URI,
+/// an unknown parameter, a live publisher already owning the name, or an
+/// operating system error.
+///
+/// Threads: any thread. The handle may then be used from any thread, one
+/// thread at a time.
+///
+/// # Safety
+/// `uri` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_open(uri: *const c_char) -> *mut conduit_publication {
+    guard(
+        "conduit_publication_open",
+        |_| std::ptr::null_mut(),
+        || {
+            // SAFETY: the caller passes NULL or a NUL-terminated string.
+            let uri = unsafe { args::uri(uri) }?;
+            let publication = Publication::open(uri)?;
+            Ok(Box::into_raw(PublicationHandle::new(publication)).cast::<conduit_publication>())
+        },
+    )
+}
+
+/// Copies `len` bytes from `data` into a new message with `type_id`.
+/// `len` may be 0 (then `data` may be NULL): the type id alone is the
+/// message.
+///
+/// Returns the stream position after the message (non-negative) on success,
+/// or a negative status: `CONDUIT_BACK_PRESSURED` and `CONDUIT_NOT_CONNECTED`
+/// (retry: nothing was lost), `CONDUIT_MESSAGE_TOO_LARGE`,
+/// `CONDUIT_INVALID_ARGUMENT` (NULL `p`, NULL `data` with `len > 0`, a
+/// claim open on `p`), `CONDUIT_CORRUPT`, `CONDUIT_PEER_GONE`, ...
+///
+/// Drives the publication's I/O and timers.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication; `data` is NULL or points to `len`
+/// readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_offer(
+    p: *mut conduit_publication,
+    type_id: u32,
+    data: *const c_void,
+    len: usize,
+) -> i64 {
+    guard("conduit_publication_offer", i64::from, || {
+        // SAFETY: the caller passes NULL or a live publication.
+        let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+        // SAFETY: the caller guarantees `len` readable bytes at `data`.
+        let payload = unsafe { args::bytes(data.cast::<u8>(), len) }?;
+        let position = handle.with_publication(|p| p.offer(type_id, payload))??;
+        i64::try_from(position).map_err(|_| Failure::internal("stream position exceeds 2^63"))
+    })
+}
+
+/// Reserves `len` bytes in place (ring memory for `shm:`, the send buffer for
+/// `udp:`) for a message with `type_id`, and describes them in `*out`:
+/// write at most `out->len` bytes at `out->data`, then call
+/// `conduit_claim_commit(out)` to publish or `conduit_claim_abort(out)` to
+/// drop them. `len` may be 0.
+///
+/// Rules:
+/// - one claim at a time per publication: while it is open, every other call
+///   on `p` (offer, try_claim, flush, is_connected, counters, ...) fails with
+///   `CONDUIT_INVALID_ARGUMENT`; `conduit_publication_close(p)` aborts it;
+/// - commit or abort exactly once; a second commit or abort (through the
+///   same struct or a copy of it) fails with `CONDUIT_INVALID_ARGUMENT`;
+/// - `out->data` is valid only until the claim is committed or aborted.
+///
+/// Returns 0 on success. On failure returns a status as
+/// `conduit_publication_offer` does and resets `*out` to an empty claim
+/// (which commit and abort reject), except when a claim is already open on
+/// `p`: then `*out` is left as it was.
+///
+/// Drives the publication's I/O and timers.
+///
+/// Threads: the thread currently using `p`; the claim is committed or
+/// aborted by that thread too (or hand `p` and the claim over together).
+///
+/// # Safety
+/// `p` is NULL or a live publication; `out` is NULL or points to a
+/// writable `conduit_claim`.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_try_claim(
+    p: *mut conduit_publication,
+    type_id: u32,
+    len: usize,
+    out: *mut conduit_claim,
+) -> c_int {
+    guard(
+        "conduit_publication_try_claim",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a writable conduit_claim.
+            let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
+            let result = (|| {
+                // SAFETY: the caller passes NULL or a live publication.
+                let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+                let len = args::length("claim", len)?;
+                let (data, len, generation) = handle.open_claim(type_id, len)?;
+                Ok(conduit_claim::open(data, len, p, generation))
+            })();
+            match result {
+                Ok(claim) => {
+                    *out = claim;
+                    Ok(0)
+                }
+                Err(failure) => {
+                    let claim_was_open =
+                    // SAFETY: as above; `from_ptr` checks NULL and the marker.
+                    unsafe { PublicationHandle::from_ptr(p) }.is_ok_and(|h| h.claim_is_open());
+                    if !claim_was_open {
+                        *out = conduit_claim::EMPTY;
+                    }
+                    Err(failure)
+                }
+            }
+        },
+    )
+}
+
+/// 1 while at least one subscriber is attached (shm) or the peer is live
+/// (udp), else 0. Also 0 for a bad call (NULL `p`, a claim open on `p`),
+/// with `conduit_last_error()` set.
+///
+/// Drives the publication's I/O and timers.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_is_connected(p: *const conduit_publication) -> c_int {
+    guard(
+        "conduit_publication_is_connected",
+        |_| 0,
+        || {
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            handle.with_publication(|p| c_int::from(p.is_connected()))
+        },
+    )
+}
+
+/// Waits up to `timeout_ms` milliseconds until every message offered so far
+/// has been consumed (shm) or acknowledged (udp) by the connected
+/// subscribers, driving I/O meanwhile. Returns 0 then (at once when no
+/// subscriber is connected), `CONDUIT_TIMED_OUT` when the time runs out,
+/// `CONDUIT_PEER_GONE` if the peer goes away meanwhile,
+/// `CONDUIT_INVALID_ARGUMENT` for a NULL `p`, a negative timeout or a claim
+/// open on `p`.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_flush(
+    p: *mut conduit_publication,
+    timeout_ms: i64,
+) -> c_int {
+    guard(
+        "conduit_publication_flush",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            let timeout = args::timeout_ms("timeout_ms", timeout_ms)?;
+            handle.with_publication(|p| p.flush(timeout))??;
+            Ok(0)
+        },
+    )
+}
+
+/// Largest payload `p` accepts, in bytes; a negative status for a bad call
+/// (`CONDUIT_INVALID_ARGUMENT`: NULL `p`, a claim open on `p`).
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_max_message_len(p: *const conduit_publication) -> i64 {
+    guard("conduit_publication_max_message_len", i64::from, || {
+        // SAFETY: the caller passes NULL or a live publication.
+        let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+        let max = handle.with_publication(|p| p.max_message_len())?;
+        Ok(i64::try_from(max).unwrap_or(i64::MAX))
+    })
+}
+
+/// Fills `*out` with `p`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
+/// (NULL `p` or `out`, a claim open on `p`).
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication; `out` is NULL or points to a writable
+/// `conduit_counters`.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_counters(
+    p: *const conduit_publication,
+    out: *mut conduit_counters,
+) -> c_int {
+    guard(
+        "conduit_publication_counters",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            // SAFETY: the caller passes NULL or a writable conduit_counters.
+            let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
+            *out = conduit_counters::from(&handle.with_publication(|p| p.counters())?);
+            Ok(0)
+        },
+    )
+}
+
+/// The I/O driver `p` runs on: `"shm"` for shared memory, `"uring"` or
+/// `"socket"` for udp. A static string; NULL for a bad call (NULL `p`, a
+/// claim open on `p`).
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_driver(
+    p: *const conduit_publication,
+) -> *const c_char {
+    guard(
+        "conduit_publication_driver",
+        |_| std::ptr::null(),
+        || {
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            let driver = handle.with_publication(|p| p.counters().driver)?;
+            Ok(counters::driver_name(driver))
+        },
+    )
+}
+
+/// Closes `p` and frees it, after lingering up to `linger_ms` milliseconds
+/// (as `conduit_publication_flush`) so that subscribers receive what was
+/// offered. An open claim is aborted first. If the linger runs out, the
+/// publication is closed all the same and `conduit_last_error()` says so.
+/// NULL is a no-op; a negative `linger_ms` counts as 0.
+///
+/// Threads: the thread currently using `p`; `p` is dangling afterwards.
+///
+/// # Safety
+/// `p` is NULL or a live publication, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_close_linger(
+    p: *mut conduit_publication,
+    linger_ms: i64,
+) {
+    guard(
+        "conduit_publication_close",
+        |_| (),
+        || {
+            if p.is_null() {
+                return Ok(());
+            }
+            // SAFETY: the caller passes a live publication.
+            unsafe { PublicationHandle::from_ptr(p) }?;
+            // SAFETY: `p` came from `Box::into_raw` in `conduit_publication_open`
+            // (the marker matched) and the caller gives it up now.
+            let handle = unsafe { Box::from_raw(p.cast::<PublicationHandle>()) };
+            // SAFETY: one thread at a time; no reference into the slot is alive.
+            if let Some(claim) = unsafe { &mut *handle.claim.get() }.take() {
+                claim.abort();
+            }
+            let linger = Duration::from_millis(linger_ms.max(0) as u64);
+            let flushed = handle.with_publication(|p| p.flush(linger))?;
+            drop(handle);
+            flushed.map_err(|e| match e {
+            conduit::Error::TimedOut => Failure {
+                code: CONDUIT_TIMED_OUT,
+                detail: Detail::Owned(format!(
+                    "closed, but subscribers had not consumed everything offered within the {} ms linger",
+                    linger.as_millis()
+                )),
+            },
+            other => Failure::from(other),
+        })
+        },
+    )
+}
+
+/// Closes `p` as `conduit_publication_close_linger(p, CONDUIT_CLOSE_LINGER_MS)`:
+/// waits at most 100 ms for subscribers to consume (shm) or acknowledge
+/// (udp) what was offered, then frees it. An open claim is aborted first.
+/// NULL is a no-op.
+///
+/// Threads: the thread currently using `p`; `p` is dangling afterwards.
+///
+/// # Safety
+/// `p` is NULL or a live publication, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_close(p: *mut conduit_publication) {
+    // SAFETY: same contract.
+    unsafe { conduit_publication_close_linger(p, i64::from(CONDUIT_CLOSE_LINGER_MS)) }
+}

@@ -1,0 +1,371 @@
+//! `conduit_subscription`: the receiving end of a channel.
+
+use crate::args;
+use crate::boundary::guard;
+use crate::counters::{self, conduit_counters};
+use crate::failure::Failure;
+use conduit::{Received, Subscription};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::time::Duration;
+
+/// Marks a live subscription handle (a best-effort check against passing
+/// another kind of pointer, or a handle already closed).
+const MAGIC: u64 = 0x636f_6e64_7375_6273; // "condsubs"
+
+/// Called by `conduit_subscription_poll` for each message, in order, on the
+/// polling thread. `data` points to `len` bytes valid only during the call
+/// (copy what you keep); for `len == 0` it is a non-NULL pointer that must
+/// not be read. `user` is the pointer given to poll.
+///
+/// The handler may call any function on other handles. On the subscription
+/// being polled, it may only call `conduit_subscription_close` (which then
+/// takes effect when poll returns); other calls on it fail with
+/// `CONDUIT_INVALID_ARGUMENT`. It must return normally (no longjmp, no C++
+/// exception).
+pub type conduit_handler =
+    Option<unsafe extern "C" fn(user: *mut c_void, type_id: u32, data: *const u8, len: usize)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    /// Inside poll: the subscription is borrowed by it.
+    Polling,
+    /// Inside poll, and the handler asked to close: poll frees the handle.
+    CloseRequested,
+}
+
+/// An open subscription (opaque). Create with `conduit_subscription_open`,
+/// free with `conduit_subscription_close`.
+///
+/// Threads: a subscription may be used from any thread, but from one thread
+/// at a time (calls on the same subscription must not overlap).
+pub struct conduit_subscription {
+    _opaque: [u8; 0],
+}
+
+/// What a `conduit_subscription` pointer points to. `repr(C)` with the marker first, so
+/// that the marker of any handle can be read before trusting its type.
+#[repr(C)]
+pub(crate) struct SubscriptionHandle {
+    magic: u64,
+    state: Cell<State>,
+    /// Borrowed mutably only by [`conduit_subscription::with_subscription`],
+    /// which `state` keeps from nesting.
+    subscription: UnsafeCell<Subscription>,
+}
+
+/// Puts a subscription back to `Idle` when its poll ends, even by a panic
+/// (unless the handler asked for it to be closed).
+struct Reentry<'a>(&'a Cell<State>);
+
+impl Drop for Reentry<'_> {
+    fn drop(&mut self) {
+        if self.0.get() == State::Polling {
+            self.0.set(State::Idle);
+        }
+    }
+}
+
+impl SubscriptionHandle {
+    /// The handle behind a pointer from C.
+    ///
+    /// # Safety
+    /// `s` is NULL or a pointer returned by `conduit_subscription_open` and
+    /// not yet closed; no call on it runs on another thread meanwhile.
+    unsafe fn from_ptr<'a>(
+        p: *const conduit_subscription,
+    ) -> Result<&'a SubscriptionHandle, Failure> {
+        if p.is_null() {
+            return Err(Failure::invalid_static("subscription is NULL"));
+        }
+        // SAFETY: a live handle of either kind starts with its `u64` marker
+        // (both are `repr(C)`, marker first), so these 8 bytes are readable
+        // and aligned; the caller passes a live handle.
+        let magic = unsafe { p.cast::<u64>().read() };
+        if magic != MAGIC {
+            return Err(Failure::invalid_static(
+                "not a live subscription handle (closed already, or another kind of pointer)",
+            ));
+        }
+        // SAFETY: the marker says `p` points to a live `SubscriptionHandle`. Only shared
+        // references to handles are ever made, so this one aliases nothing
+        // mutable (mutable state sits in cells).
+        let handle = unsafe { &*p.cast::<SubscriptionHandle>() };
+        Ok(handle)
+    }
+
+    /// Runs `f` on the subscription, unless it is being polled (a call from
+    /// the poll handler).
+    fn with_subscription<R>(&self, f: impl FnOnce(&mut Subscription) -> R) -> Result<R, Failure> {
+        if self.state.get() != State::Idle {
+            return Err(Failure::invalid_static(
+                "called from inside this subscription's poll handler (only close is allowed there)",
+            ));
+        }
+        self.state.set(State::Polling);
+        let _reentry = Reentry(&self.state);
+        // SAFETY: `state` was Idle, so no other `&mut` to the subscription
+        // exists (one thread at a time; a nested call from the handler sees
+        // Polling and stops above). This borrow ends with `f`.
+        let subscription = unsafe { &mut *self.subscription.get() };
+        Ok(f(subscription))
+    }
+}
+
+impl Drop for SubscriptionHandle {
+    fn drop(&mut self) {
+        // SAFETY: `self.magic` is a valid, aligned field of a live value.
+        unsafe { std::ptr::write_volatile(&mut self.magic, 0) };
+    }
+}
+
+/// Opens a subscription to the channel at `uri` (see
+/// `conduit_publication_open`). The publication need not exist yet: polls
+/// return 0 until it appears. Each subscription receives every message, in
+/// order, from the point it joined.
+///
+/// Returns the new handle, or NULL on failure with `conduit_last_error()`
+/// set (a NULL, non-UTF-8, over-long or malformed URI, an unknown parameter,
+/// an existing channel that cannot be opened).
+///
+/// Threads: any thread. The handle may then be used from any thread, one
+/// thread at a time.
+///
+/// # Safety
+/// `uri` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_open(
+    uri: *const c_char,
+) -> *mut conduit_subscription {
+    guard(
+        "conduit_subscription_open",
+        |_| std::ptr::null_mut(),
+        || {
+            // SAFETY: the caller passes NULL or a NUL-terminated string.
+            let uri = unsafe { args::uri(uri) }?;
+            let subscription = Subscription::open(uri)?;
+            Ok(Box::into_raw(Box::new(SubscriptionHandle {
+                magic: MAGIC,
+                state: Cell::new(State::Idle),
+                subscription: UnsafeCell::new(subscription),
+            }))
+            .cast::<conduit_subscription>())
+        },
+    )
+}
+
+/// Polls `s` once: runs `poll` on the subscription, then frees the handle if
+/// the handler closed it.
+///
+/// # Safety
+/// `s` is NULL or a live subscription.
+unsafe fn poll_with(
+    s: *mut conduit_subscription,
+    handler: conduit_handler,
+    user: *mut c_void,
+    limit: c_int,
+    timeout: Option<Duration>,
+) -> Result<c_int, Failure> {
+    // SAFETY: the caller passes NULL or a live subscription.
+    let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+    let handler = handler.ok_or(Failure::invalid_static("handler is NULL"))?;
+    let limit = args::limit(limit)?;
+    let state = &handle.state;
+    let deliver = |m: Received<'_>| {
+        if state.get() == State::CloseRequested {
+            // The handler closed the subscription: it gets no more messages.
+            return;
+        }
+        let payload = m.payload();
+        // SAFETY: a C function pointer given by the caller with the
+        // documented signature; `payload` is valid for this call.
+        unsafe { handler(user, m.type_id(), payload.as_ptr(), payload.len()) }
+    };
+    let result = handle.with_subscription(|sub| match timeout {
+        None => sub.poll(deliver, limit),
+        Some(t) => sub.poll_timeout(deliver, limit, t),
+    });
+    let close_requested = handle.state.get() == State::CloseRequested;
+    if close_requested {
+        // SAFETY: `s` came from `Box::into_raw` in `conduit_subscription_open`;
+        // the handler gave it up with close, and the poll's borrows ended.
+        drop(unsafe { Box::from_raw(s.cast::<SubscriptionHandle>()) });
+    }
+    let n = result??;
+    Ok(c_int::try_from(n).unwrap_or(c_int::MAX))
+}
+
+/// Hands up to `limit` (at least 1) available messages to `handler`, in
+/// order, without waiting. Returns how many were handled (0 if none was
+/// available), or a negative status: `CONDUIT_CLOSED` when the publication
+/// closed cleanly, `CONDUIT_PEER_GONE` once when its process died (after
+/// every message it committed was delivered; later polls wait for a new
+/// publication), `CONDUIT_CORRUPT`, `CONDUIT_UNRECOVERABLE_LOSS` (udp with
+/// `gap=fail`), `CONDUIT_INVALID_ARGUMENT` (NULL `s` or `handler`, `limit <
+/// 1`, a call from this subscription's own handler).
+///
+/// Drives the subscription's I/O and timers.
+///
+/// Threads: the thread currently using `s`; the handler runs on it.
+///
+/// # Safety
+/// `s` is NULL or a live subscription; `handler` follows `conduit_handler`'s
+/// rules; `user` is passed to it untouched.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_poll(
+    s: *mut conduit_subscription,
+    handler: conduit_handler,
+    user: *mut c_void,
+    limit: c_int,
+) -> c_int {
+    guard(
+        "conduit_subscription_poll",
+        |code| code,
+        || {
+            // SAFETY: same contract.
+            unsafe { poll_with(s, handler, user, limit, None) }
+        },
+    )
+}
+
+/// As `conduit_subscription_poll`, but when no message is available waits
+/// up to `timeout_ms` milliseconds for one, with the channel's wait strategy
+/// (`wait=spin|yield|block` in the URI). Returns 0 if none came in time.
+/// A negative `timeout_ms` is `CONDUIT_INVALID_ARGUMENT`.
+///
+/// Threads: the thread currently using `s`; the handler runs on it.
+///
+/// # Safety
+/// As `conduit_subscription_poll`.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_poll_timeout(
+    s: *mut conduit_subscription,
+    handler: conduit_handler,
+    user: *mut c_void,
+    limit: c_int,
+    timeout_ms: i64,
+) -> c_int {
+    guard(
+        "conduit_subscription_poll_timeout",
+        |code| code,
+        || {
+            let timeout = args::timeout_ms("timeout_ms", timeout_ms)?;
+            // SAFETY: same contract.
+            unsafe { poll_with(s, handler, user, limit, Some(timeout)) }
+        },
+    )
+}
+
+/// 1 while attached to a live publication, else 0. Also 0 for a bad call
+/// (NULL `s`, a call from its own poll handler), with `conduit_last_error()`
+/// set.
+///
+/// Drives the subscription's I/O and timers.
+///
+/// Threads: the thread currently using `s`.
+///
+/// # Safety
+/// `s` is NULL or a live subscription.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_is_connected(
+    s: *const conduit_subscription,
+) -> c_int {
+    guard(
+        "conduit_subscription_is_connected",
+        |_| 0,
+        || {
+            // SAFETY: the caller passes NULL or a live subscription.
+            let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+            handle.with_subscription(|s| c_int::from(s.is_connected()))
+        },
+    )
+}
+
+/// Fills `*out` with `s`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
+/// (NULL `s` or `out`, a call from its own poll handler).
+///
+/// Threads: the thread currently using `s`.
+///
+/// # Safety
+/// `s` is NULL or a live subscription; `out` is NULL or points to a writable
+/// `conduit_counters`.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_counters(
+    s: *const conduit_subscription,
+    out: *mut conduit_counters,
+) -> c_int {
+    guard(
+        "conduit_subscription_counters",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a live subscription.
+            let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+            // SAFETY: the caller passes NULL or a writable conduit_counters.
+            let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
+            *out = conduit_counters::from(&handle.with_subscription(|s| s.counters())?);
+            Ok(0)
+        },
+    )
+}
+
+/// The I/O driver `s` runs on: `"shm"`, `"uring"` or `"socket"`. A static
+/// string; NULL for a bad call.
+///
+/// Threads: the thread currently using `s`.
+///
+/// # Safety
+/// `s` is NULL or a live subscription.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_driver(
+    s: *const conduit_subscription,
+) -> *const c_char {
+    guard(
+        "conduit_subscription_driver",
+        |_| std::ptr::null(),
+        || {
+            // SAFETY: the caller passes NULL or a live subscription.
+            let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+            let driver = handle.with_subscription(|s| s.counters().driver)?;
+            Ok(counters::driver_name(driver))
+        },
+    )
+}
+
+/// Closes `s` and frees it. NULL is a no-op. Called from `s`'s own poll
+/// handler, it takes effect when that poll returns: the handler is not
+/// called again, and the rest of the batch is dropped.
+///
+/// Threads: the thread currently using `s`; `s` is dangling afterwards.
+///
+/// # Safety
+/// `s` is NULL or a live subscription, not used again afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_close(s: *mut conduit_subscription) {
+    guard(
+        "conduit_subscription_close",
+        |_| (),
+        || {
+            if s.is_null() {
+                return Ok(());
+            }
+            // SAFETY: the caller passes a live subscription.
+            let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+            match handle.state.get() {
+                State::Idle => {
+                    // SAFETY: `s` came from `Box::into_raw` in
+                    // `conduit_subscription_open` (the marker matched), no poll
+                    // borrows it, and the caller gives it up now.
+                    drop(unsafe { Box::from_raw(s.cast::<SubscriptionHandle>()) });
+                }
+                State::Polling => handle.state.set(State::CloseRequested),
+                State::CloseRequested => {
+                    return Err(Failure::invalid_static(
+                        "subscription is already being closed",
+                    ))
+                }
+            }
+            Ok(())
+        },
+    )
+}

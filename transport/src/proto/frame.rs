@@ -259,45 +259,44 @@ fn mix(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(K0).rotate_left(29)
 }
 
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+}
+
 /// Checksum of a datagram, its checksum field (bytes 12..16) taken as zero.
 ///
-/// Four independent multiply-rotate lanes over 64-bit words: any change confined to one word
-/// is always detected before the final fold; other changes escape with probability ~2^-32.
+/// A 64-bit Fletcher sum in four lanes (a plain sum and a position-weighted sum of the
+/// little-endian words, which vectorises), finished by a multiply-rotate mix: any change
+/// confined to one word is always detected, swapped words are detected by the weighted sum,
+/// other corruptions escape with probability about 2^-32.
 pub fn checksum(bytes: &[u8]) -> u32 {
-    let mut lanes = [K1, K1 ^ 1, K1 ^ 2, K1 ^ 3];
     let n = bytes.len();
     let mut head = [0u8; 16];
     let h = n.min(16);
     head[..h].copy_from_slice(&bytes[..h]);
     head[12..16].fill(0);
-    lanes[0] = mix(
-        lanes[0],
-        u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])),
-    );
-    lanes[1] = mix(
-        lanes[1],
-        u64::from_le_bytes(head[8..].try_into().unwrap_or([0; 8])),
-    );
+    let mut a = [word(&head[..8]), word(&head[8..]), 0, 0];
+    let mut b = a;
     let rest = bytes.get(16..).unwrap_or(&[]);
     let mut chunks = rest.chunks_exact(32);
     for c in &mut chunks {
-        for (i, lane) in lanes.iter_mut().enumerate() {
-            let w = u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-            *lane = mix(*lane, w);
+        for i in 0..4 {
+            a[i] = a[i].wrapping_add(word(&c[i * 8..i * 8 + 8]));
+            b[i] = b[i].wrapping_add(a[i]);
         }
     }
     let tail = chunks.remainder();
-    let mut words = tail.chunks_exact(8);
-    for (i, c) in (&mut words).enumerate() {
-        lanes[i] = mix(lanes[i], u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+    let mut last = [0u8; 32];
+    last[..tail.len()].copy_from_slice(tail);
+    for i in 0..4 {
+        a[i] = a[i].wrapping_add(word(&last[i * 8..i * 8 + 8]));
+        b[i] = b[i].wrapping_add(a[i]);
     }
-    let mut last = [0u8; 8];
-    let r = words.remainder();
-    last[..r.len()].copy_from_slice(r);
-    lanes[3] = mix(lanes[3], u64::from_le_bytes(last));
     let mut h = (n as u64).wrapping_mul(K1);
-    for lane in lanes {
-        h = mix(h, lane);
+    for i in 0..4 {
+        h = mix(h, a[i]);
+        h = mix(h, b[i]);
     }
     h ^= h >> 32;
     h as u32

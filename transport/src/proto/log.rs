@@ -100,7 +100,21 @@ impl Log {
         }
     }
 
+    #[inline]
     fn mark(&mut self, off: usize, size: usize) {
+        let b = off >> 3;
+        let n = size >> 3;
+        let at = b & 63;
+        if at + n < 64 {
+            // Common case: the record's bits lie in one word.
+            let w = &mut self.starts[b >> 6];
+            *w = (*w & !(((1u64 << n) - 1) << at)) | (1 << at);
+            return;
+        }
+        self.mark_slow(off, size);
+    }
+
+    fn mark_slow(&mut self, off: usize, size: usize) {
         let mut bit = off >> 3;
         let mut n = size >> 3;
         while n > 0 {

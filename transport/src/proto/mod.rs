@@ -16,6 +16,31 @@
 //! idle heartbeats expose a lost tail.
 //!
 //! # Driving an endpoint
+//! After every input (a datagram, an offer, a timeout), call `poll_transmit(now, buf)` until it
+//! returns `None`, sending `buf[..len]` to `destination` each time; then wait for a datagram
+//! or until `poll_timeout()`, and call `handle_timeout(now)` when that deadline has passed.
+//! Drain `poll_event()` whenever convenient (the queue is bounded). Each `poll_transmit`
+//! produces at most one datagram, so the work per call is bounded even while a large message
+//! is being sent, and several endpoints sharing a socket interleave fairly.
+//!
+//! # Zero copy
+//! * Send: [`Sender::try_claim`] hands out the payload bytes of a record in the log to fill in
+//!   place; [`Claim::commit`] publishes it. [`Sender::offer`] copies.
+//! * Receive: [`Receiver::handle_datagram`] calls `deliver(type_id, payload)` for each message
+//!   that becomes deliverable, in order. Unfragmented in-order messages are slices of the
+//!   datagram passed in; every payload starts at a multiple of 8 bytes from the datagram start,
+//!   so with an 8-aligned receive buffer a `#[repr(C)]` message struct of alignment up to 8 can
+//!   be viewed in place. Out-of-order data and fragments are copied into bounded buffers.
+//!
+//! # Memory
+//! Sender: `retransmit_buffer * (1 + 1/64)` bytes (log and record-start bitmap), allocated at
+//! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
+//! buffer grown on demand up to `max_message_len`. Nothing else grows with the input.
+//!
+//! # Limits
+//! A receiver serves one sender session at a time. A new session (a restarted sender) replaces
+//! the current one when it comes from the same IP address or when the current one is gone.
+//!
 //! ```
 //! use std::time::Instant;
 //! use conduit::proto::{Config, Receiver, Sender};

@@ -26,9 +26,9 @@ const LIMIT_DISAGREEMENT: f64 = 1.25;
 pub fn default_latency_messages(c: Channel) -> (u64, u64) {
     match c {
         Channel::UdpRaw | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
-            (200_000, 20_000)
+            (100_000, 10_000)
         }
-        _ => (2_000_000, 200_000),
+        _ => (1_000_000, 100_000),
     }
 }
 
@@ -411,8 +411,12 @@ impl CompareReport {
         plot::render(
             &format!("Round-trip latency by percentile, {} B messages", self.size),
             &format!(
-                "conduit-bench compare; {} round trips per channel",
-                self.rows.first().map_or(0, |r| r.result.messages)
+                "conduit-bench compare; round trips per channel: {}; dashed: the limit runs",
+                self.rows
+                    .iter()
+                    .map(|r| format!("{} {}", r.result.channel, r.result.messages))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             &series,
         )

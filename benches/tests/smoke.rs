@@ -74,8 +74,8 @@ fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
     let pat = format!("\"{key}\":");
     let start = json.find(&pat)? + pat.len();
     let rest = &json[start..];
-    let end = if rest.starts_with('"') {
-        1 + rest[1..].find('"')? + 1
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        1 + quoted.find('"')? + 1
     } else {
         rest.find([',', '}']).unwrap_or(rest.len())
     };

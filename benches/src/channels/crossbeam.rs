@@ -10,7 +10,7 @@ use crate::hist::{distribution, Percentiles};
 use crate::latency::{run_ping, run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
-use crate::rss::peak_rss_kib;
+use crate::rss::{peak_rss_kib, reset_peak};
 use crate::throughput::{run_rx, run_tx, RxEnd, TxEnd};
 
 /// Slots in the throughput test's channel.
@@ -106,6 +106,7 @@ pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
 }
 
 fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
+    reset_peak();
     let (tx_ab, rx_ab) = bounded::<[u8; N]>(1);
     let (tx_ba, rx_ba) = bounded::<[u8; N]>(1);
     let cpus = cpus();
@@ -194,6 +195,7 @@ pub fn throughput(size: usize, messages: u64) -> Result<ThroughputResult> {
 }
 
 fn throughput_n<const N: usize>(messages: u64) -> Result<ThroughputResult> {
+    reset_peak();
     let (tx, rx) = bounded::<[u8; N]>(THROUGHPUT_CAPACITY);
     let cpus = cpus();
     let sender = std::thread::Builder::new()

@@ -6,6 +6,7 @@ pub mod conduit_api;
 pub mod crossbeam;
 pub mod iceoryx2;
 pub mod limit;
+#[cfg(feature = "conduit")]
 pub mod proto;
 #[cfg(feature = "conduit")]
 pub mod shm;
@@ -21,7 +22,7 @@ use crate::hist::{distribution, Percentiles};
 use crate::latency::{run_ping, LatencyConfig, PingEnd};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
-use crate::rss::peak_rss_kib;
+use crate::rss::{peak_rss_kib, reset_peak};
 use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
 use crate::throughput::{run_rx, RxEnd};
 
@@ -158,8 +159,12 @@ impl Channel {
             Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
                 Err(without_conduit())
             }
+            #[cfg(feature = "conduit")]
             Channel::Proto => proto::throughput(size, messages, 0.0),
+            #[cfg(feature = "conduit")]
             Channel::ProtoLoss => proto::throughput(size, messages, 0.01),
+            #[cfg(not(feature = "conduit"))]
+            Channel::Proto | Channel::ProtoLoss => Err(without_conduit()),
             Channel::Limit | Channel::Iceoryx2 | Channel::UdpRaw => Err(BenchError(format!(
                 "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, proto, proto-loss)",
                 self.name()
@@ -251,6 +256,7 @@ pub fn ping_with_peer<P: PingEnd>(
         cpu: cpus.map(|c| c.1),
         parent: std::process::id(),
     };
+    reset_peak();
     let mut peer = Peer::spawn("__pong", &args.to_args())?;
     let ready = peer.expect("READY", READY_TIMEOUT)?;
     let mut ping = connect(&ready)?;
@@ -295,6 +301,7 @@ pub fn rx_with_peer<R: RxEnd>(
         cpu: cpus.map(|c| c.1),
         parent: std::process::id(),
     };
+    reset_peak();
     let mut peer = Peer::spawn("__send", &args.to_args())?;
     let ready = peer.expect("READY", READY_TIMEOUT)?;
     let mut rx = connect(&ready)?;

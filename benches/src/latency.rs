@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use crate::error::{BenchError, Result};
 use crate::hist::new_histogram;
 use crate::progress::Progress;
+use crate::spawn::PeerWatch;
 
 /// How long ping waits for one echo before declaring the run dead.
 pub const PING_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -90,13 +91,33 @@ pub fn stamp(msg: &mut [u8], seq: u64) {
     msg[..8].copy_from_slice(&seq.to_le_bytes());
 }
 
+/// Why [`run_ping`] or [`crate::throughput::run_rx`] stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    /// The peer process went away; ask it why.
+    PeerGone,
+    /// Anything else.
+    Failed(BenchError),
+}
+
+impl From<BenchError> for Stop {
+    fn from(e: BenchError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
 /// Runs the ping side: `cfg.total()` round trips, the last `cfg.messages`
 /// recorded in ns.
 ///
 /// # Errors
-/// The channel failed, an echo carried the wrong sequence number, or no echo
-/// came within [`PING_IDLE_TIMEOUT`].
-pub fn run_ping<P: PingEnd>(p: &mut P, cfg: &LatencyConfig, label: &str) -> Result<Histogram<u64>> {
+/// The channel failed, an echo carried the wrong sequence number, no echo
+/// came within [`PING_IDLE_TIMEOUT`], or the peer (per `peer`) went away.
+pub fn run_ping<P: PingEnd>(
+    p: &mut P,
+    cfg: &LatencyConfig,
+    label: &str,
+    peer: &PeerWatch,
+) -> std::result::Result<Histogram<u64>, Stop> {
     let mut hist = new_histogram()?;
     let mut msg = payload_template(cfg.size);
     let total = cfg.total();
@@ -120,17 +141,22 @@ pub fn run_ping<P: PingEnd>(p: &mut P, cfg: &LatencyConfig, label: &str) -> Resu
         loop {
             if let Some(got) = p.try_recv()? {
                 if got != seq {
-                    return Err(BenchError(format!(
+                    return Err(Stop::Failed(BenchError(format!(
                         "sequence mismatch: sent {seq}, echo carried {got}"
-                    )));
+                    ))));
                 }
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 && t0.elapsed() > PING_IDLE_TIMEOUT {
-                return Err(BenchError(format!(
-                    "no echo for message {seq} within {PING_IDLE_TIMEOUT:?}"
-                )));
+            if spins % 4096 == 0 {
+                if peer.gone() {
+                    return Err(Stop::PeerGone);
+                }
+                if t0.elapsed() > PING_IDLE_TIMEOUT {
+                    return Err(Stop::Failed(BenchError(format!(
+                        "no echo for message {seq} within {PING_IDLE_TIMEOUT:?}"
+                    ))));
+                }
             }
             std::hint::spin_loop();
         }

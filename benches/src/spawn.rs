@@ -7,6 +7,8 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -26,6 +28,25 @@ pub struct Peer {
     child: Option<Child>,
     lines: Receiver<String>,
     what: String,
+    gone: Arc<AtomicBool>,
+}
+
+/// Lets a spinning loop notice that the peer process is gone (its stdout
+/// closed) instead of waiting for its idle timeout.
+#[derive(Clone, Default)]
+pub struct PeerWatch(Option<Arc<AtomicBool>>);
+
+impl PeerWatch {
+    /// A watch that never fires (the peer is a thread of this process).
+    pub fn none() -> Self {
+        PeerWatch(None)
+    }
+
+    /// True once the peer process has exited or closed its stdout.
+    pub fn gone(&self) -> bool {
+        // Relaxed: a hint for error reporting only; no data depends on it.
+        self.0.as_ref().is_some_and(|g| g.load(Ordering::Relaxed))
+    }
 }
 
 impl Peer {
@@ -51,6 +72,8 @@ impl Peer {
             .take()
             .ok_or_else(|| BenchError::msg("child stdout was not captured"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let gone = Arc::new(AtomicBool::new(false));
+        let gone_w = Arc::clone(&gone);
         std::thread::Builder::new()
             .name("peer-stdout".into())
             .spawn(move || {
@@ -62,13 +85,37 @@ impl Peer {
                         }
                     }
                 }
+                // Relaxed: see `PeerWatch::gone`.
+                gone_w.store(true, Ordering::Relaxed);
             })
             .map_err(|e| BenchError(format!("cannot start reader thread: {e}")))?;
         Ok(Peer {
             child: Some(child),
             lines: rx,
             what: format!("{role} {}", args.join(" ")),
+            gone,
         })
+    }
+
+    /// A watch that fires when this peer exits.
+    pub fn watch(&self) -> PeerWatch {
+        PeerWatch(Some(Arc::clone(&self.gone)))
+    }
+
+    /// The error to report when the peer vanished mid-run: its own `ERROR`
+    /// line if it sent one, else its exit status.
+    pub fn failure(&mut self) -> BenchError {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Some(msg) = line.strip_prefix("ERROR ") {
+                return BenchError(format!("peer process failed: {msg}"));
+            }
+        }
+        let status = self.wait_exit(Duration::from_secs(5));
+        BenchError(format!(
+            "peer process `{}` exited mid-run ({})",
+            self.what,
+            describe(status)
+        ))
     }
 
     /// Waits up to `timeout` for the line tagged `tag` and returns the rest of

@@ -8,8 +8,9 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{BenchError, Result};
-use crate::latency::{payload_template, seq_of, stamp};
+use crate::latency::{payload_template, seq_of, stamp, Stop};
 use crate::progress::Progress;
+use crate::spawn::PeerWatch;
 
 /// How long either side may make no progress before the run is declared dead.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,13 +65,15 @@ pub fn run_tx<T: TxEnd>(tx: &mut T, size: usize, count: u64) -> Result<()> {
 ///
 /// # Errors
 /// The channel failed, a message was lost, duplicated, reordered or had the
-/// wrong length, or nothing arrived for [`IDLE_TIMEOUT`].
+/// wrong length, nothing arrived for [`IDLE_TIMEOUT`], or the peer (per
+/// `peer`) went away.
 pub fn run_rx<R: RxEnd>(
     rx: &mut R,
     size: usize,
     count: u64,
     label: &str,
-) -> Result<(Duration, u64)> {
+    peer: &PeerWatch,
+) -> std::result::Result<(Duration, u64), Stop> {
     let mut expected: u64 = 0;
     let mut first: Option<(Instant, u64)> = None;
     let mut progress = Progress::new(label, count);
@@ -89,12 +92,15 @@ pub fn run_rx<R: RxEnd>(
         })?;
         if n == 0 {
             idle_polls = idle_polls.wrapping_add(1);
-            if idle_polls % 4096 == 0
-                && waiting_since.get_or_insert_with(Instant::now).elapsed() > IDLE_TIMEOUT
-            {
-                return Err(BenchError(format!(
-                    "receiver: no message {expected} within {IDLE_TIMEOUT:?}"
-                )));
+            if idle_polls % 4096 == 0 {
+                if peer.gone() {
+                    return Err(Stop::PeerGone);
+                }
+                if waiting_since.get_or_insert_with(Instant::now).elapsed() > IDLE_TIMEOUT {
+                    return Err(Stop::Failed(BenchError(format!(
+                        "receiver: no message {expected} within {IDLE_TIMEOUT:?}"
+                    ))));
+                }
             }
             std::hint::spin_loop();
             continue;

@@ -7,10 +7,12 @@ use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use super::cpus;
 use crate::error::{BenchError, Result};
 use crate::hist::{distribution, Percentiles};
+use crate::latency::Stop;
 use crate::latency::{run_ping, run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::rss::{peak_rss_kib, reset_peak};
+use crate::spawn::PeerWatch;
 use crate::throughput::{run_rx, run_tx, RxEnd, TxEnd};
 
 /// Slots in the throughput test's channel.
@@ -127,14 +129,15 @@ fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
         tx: tx_ab,
         rx: rx_ba,
     };
-    let hist = run_ping(&mut ping, cfg, "crossbeam");
+    let hist = run_ping(&mut ping, cfg, "crossbeam", &PeerWatch::none());
     // Hang up first, so a pong still waiting sees the disconnect at once.
     drop(ping);
     let pong_result = pong
         .join()
         .map_err(|_| BenchError::msg("pong thread panicked"))?;
-    let hist = hist?;
+    // A pong failure explains a ping failure (the hang-up), so report it first.
     pong_result?;
+    let hist = hist.map_err(stop_error)?;
     Ok(LatencyResult {
         channel: "crossbeam".to_string(),
         size: cfg.size,
@@ -148,6 +151,13 @@ fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
         cpus,
         processes: false,
     })
+}
+
+fn stop_error(s: Stop) -> BenchError {
+    match s {
+        Stop::Failed(e) => e,
+        Stop::PeerGone => BenchError::msg("the other thread is gone"),
+    }
 }
 
 struct Tx<const N: usize>(Sender<[u8; N]>);
@@ -207,13 +217,13 @@ fn throughput_n<const N: usize>(messages: u64) -> Result<ThroughputResult> {
         .map_err(|e| BenchError(format!("cannot start sender thread: {e}")))?;
     pin::pin_optional(cpus.map(|c| c.0))?;
     let mut rx = Rx::<N>(rx);
-    let r = run_rx(&mut rx, N, messages, "crossbeam");
+    let r = run_rx(&mut rx, N, messages, "crossbeam", &PeerWatch::none());
     drop(rx);
     let sent = sender
         .join()
         .map_err(|_| BenchError::msg("sender thread panicked"))?;
-    let (elapsed, timed) = r?;
     sent?;
+    let (elapsed, timed) = r.map_err(stop_error)?;
     Ok(ThroughputResult {
         channel: "crossbeam".to_string(),
         size: N,

@@ -153,12 +153,15 @@ fn shm_dir() -> PathBuf {
 pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
     let path = shm_dir().join(unique_name("limit"));
     let page = SharedPage::map(&path, true)?;
-    let _unlink = Unlink(path.clone());
+    let unlink = Unlink(path.clone());
     let param = path
         .to_str()
         .ok_or_else(|| BenchError::msg("shared page path is not UTF-8"))?
         .to_string();
     ping_with_peer("limit", cfg, &param, move |_| {
+        // Both sides have the page mapped: the name is no longer needed, and
+        // nothing is left behind even if this process is killed.
+        drop(unlink);
         Ok(Ping {
             page,
             size: cfg.size,

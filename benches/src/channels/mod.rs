@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::error::{BenchError, Result};
 use crate::hist::{distribution, Percentiles};
-use crate::latency::{run_ping, LatencyConfig, PingEnd};
+use crate::latency::{run_ping, LatencyConfig, PingEnd, Stop};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::rss::{peak_rss_kib, reset_peak};
@@ -261,7 +261,11 @@ pub fn ping_with_peer<P: PingEnd>(
     let ready = peer.expect("READY", READY_TIMEOUT)?;
     let mut ping = connect(&ready)?;
     pin::pin_optional(cpus.map(|c| c.0))?;
-    let hist = run_ping(&mut ping, cfg, channel)?;
+    let hist = match run_ping(&mut ping, cfg, channel, &peer.watch()) {
+        Ok(h) => h,
+        Err(Stop::PeerGone) => return Err(peer.failure()),
+        Err(Stop::Failed(e)) => return Err(e),
+    };
     let rss_pong = peer.finish(FINISH_TIMEOUT)?;
     drop(ping);
     Ok(LatencyResult {
@@ -306,7 +310,11 @@ pub fn rx_with_peer<R: RxEnd>(
     let ready = peer.expect("READY", READY_TIMEOUT)?;
     let mut rx = connect(&ready)?;
     pin::pin_optional(cpus.map(|c| c.0))?;
-    let (elapsed, timed) = run_rx(&mut rx, size, messages, channel)?;
+    let (elapsed, timed) = match run_rx(&mut rx, size, messages, channel, &peer.watch()) {
+        Ok(r) => r,
+        Err(Stop::PeerGone) => return Err(peer.failure()),
+        Err(Stop::Failed(e)) => return Err(e),
+    };
     let rss_tx = peer.finish(FINISH_TIMEOUT)?;
     drop(rx);
     Ok(ThroughputResult {

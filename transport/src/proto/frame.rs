@@ -266,37 +266,35 @@ fn word(b: &[u8]) -> u64 {
 
 /// Checksum of a datagram, its checksum field (bytes 12..16) taken as zero.
 ///
-/// A 64-bit Fletcher sum in four lanes (a plain sum and a position-weighted sum of the
-/// little-endian words, which vectorises), finished by a multiply-rotate mix: any change
-/// confined to one word is always detected, swapped words are detected by the weighted sum,
-/// other corruptions escape with probability about 2^-32.
+/// Four independent multiply-rotate lanes over the little-endian 64-bit words. Each step is a
+/// bijection of the lane state, so any change confined to one word is always detected; the
+/// rotation keeps high-bit differences from cancelling; other corruptions escape with
+/// probability about 2^-32 (the final fold to 32 bits).
 pub fn checksum(bytes: &[u8]) -> u32 {
     let n = bytes.len();
     let mut head = [0u8; 16];
     let h = n.min(16);
     head[..h].copy_from_slice(&bytes[..h]);
     head[12..16].fill(0);
-    let mut a = [word(&head[..8]), word(&head[8..]), 0, 0];
-    let mut b = a;
+    let mut lanes = [K1, K1 ^ 1, K1 ^ 2, K1 ^ 3];
+    lanes[0] = mix(lanes[0], word(&head[..8]));
+    lanes[1] = mix(lanes[1], word(&head[8..]));
     let rest = bytes.get(16..).unwrap_or(&[]);
     let mut chunks = rest.chunks_exact(32);
     for c in &mut chunks {
-        for i in 0..4 {
-            a[i] = a[i].wrapping_add(word(&c[i * 8..i * 8 + 8]));
-            b[i] = b[i].wrapping_add(a[i]);
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            *lane = mix(*lane, word(&c[i * 8..i * 8 + 8]));
         }
     }
     let tail = chunks.remainder();
     let mut last = [0u8; 32];
     last[..tail.len()].copy_from_slice(tail);
-    for i in 0..4 {
-        a[i] = a[i].wrapping_add(word(&last[i * 8..i * 8 + 8]));
-        b[i] = b[i].wrapping_add(a[i]);
+    for (i, lane) in lanes.iter_mut().enumerate() {
+        *lane = mix(*lane, word(&last[i * 8..i * 8 + 8]));
     }
     let mut h = (n as u64).wrapping_mul(K1);
-    for i in 0..4 {
-        h = mix(h, a[i]);
-        h = mix(h, b[i]);
+    for lane in lanes {
+        h = mix(h, lane);
     }
     h ^= h >> 32;
     h as u32
@@ -328,6 +326,19 @@ mod tests {
             }
         }
         assert_ne!(checksum(&d[..199]), c);
+        // Two flips of the same bit in words of the same lane must not cancel.
+        for bit in [0u32, 7, 31, 63] {
+            for (i, j) in [(16usize, 48usize), (24, 88), (16, 176)] {
+                let mut e = d.clone();
+                e[i + bit as usize / 8] ^= 1 << (bit % 8);
+                e[j + bit as usize / 8] ^= 1 << (bit % 8);
+                assert_ne!(
+                    checksum(&e),
+                    c,
+                    "double flip of bit {bit} at {i},{j} not seen"
+                );
+            }
+        }
     }
 
     #[test]

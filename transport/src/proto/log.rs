@@ -75,7 +75,7 @@ impl Log {
 
     /// Writes a record header at `pos` and marks `pos` as a record start; returns the payload
     /// slice of `len` bytes (the record must fit before the end of the ring).
-    #[inline]
+    #[inline(always)]
     pub fn write_record(&mut self, pos: u64, flags: u8, type_id: u32, len: usize) -> &mut [u8] {
         let off = self.offset(pos);
         let size = if flags & frame::REC_PAD != 0 {
@@ -100,7 +100,7 @@ impl Log {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn mark(&mut self, off: usize, size: usize) {
         let b = off >> 3;
         let n = size >> 3;

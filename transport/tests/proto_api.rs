@@ -1,0 +1,142 @@
+//! The application-facing behaviour of the protocol endpoints: zero-copy claim and receive,
+//! payload alignment, back-pressure, flush state, close.
+
+mod proto_common;
+
+use std::time::Duration;
+
+use conduit::proto::sim::LinkConfig;
+use conduit::proto::{Config, Event, OfferError};
+use proto_common::{Pair, TX};
+
+fn connected_pair(cfg: Config) -> Pair {
+    let mut p = Pair::new(
+        11,
+        cfg.clone(),
+        cfg,
+        LinkConfig::perfect(Duration::from_micros(20)),
+    );
+    while !p.tx.is_connected() {
+        p.pump().unwrap();
+        assert!(p.advance(None));
+    }
+    p.pump().unwrap();
+    p
+}
+
+#[test]
+fn claim_commit_abort_and_in_place_aligned_delivery() {
+    let mut p = connected_pair(Config::default());
+    let max = p.tx.max_claim_len();
+    assert!(max >= 1024);
+    assert!(matches!(
+        p.tx.try_claim(1, max + 1),
+        Err(OfferError::MessageTooLarge { .. })
+    ));
+    {
+        let mut c = p.tx.try_claim(5, 24).unwrap();
+        assert_eq!(c.len(), 24);
+        c.as_mut_slice().copy_from_slice(&[9u8; 24]);
+        c.abort();
+    }
+    let before = p.tx.position();
+    {
+        let mut c = p.tx.try_claim(6, 16).unwrap();
+        c.as_mut_slice()[..8].copy_from_slice(&42u64.to_le_bytes());
+        c.as_mut_slice()[8..].copy_from_slice(&7u64.to_le_bytes());
+        assert!(c.commit() > before);
+    }
+    p.tx.offer(7, &[1, 2, 3]).unwrap();
+    // Intercept the data datagram and check payload offsets and zero-copy delivery.
+    let mut buf = vec![0u64; 256];
+    let bytes = zerocopy::IntoBytes::as_mut_bytes(buf.as_mut_slice());
+    let mut seen = Vec::new();
+    let now = p.now;
+    while let Some(t) = p.tx.poll_transmit(now, bytes) {
+        let d = &bytes[..t.len];
+        let base = d.as_ptr() as usize;
+        p.rx.handle_datagram(now, TX, d, |ty, payload| {
+            let off = payload.as_ptr() as usize - base;
+            assert!(off < t.len, "payload is not inside the datagram (copied)");
+            assert_eq!(off % 8, 0, "payload not 8-aligned in the datagram");
+            seen.push((ty, payload.to_vec()));
+        });
+    }
+    assert_eq!(seen.len(), 2, "aborted claim must not be sent: {seen:?}");
+    assert_eq!(seen[0].0, 6);
+    assert_eq!(&seen[0].1[..8], &42u64.to_le_bytes());
+    assert_eq!(seen[1], (7, vec![1, 2, 3]));
+}
+
+#[test]
+fn back_pressure_is_a_result_and_flush_state_follows_acks() {
+    let cfg = Config::default();
+    let mut p = connected_pair(cfg.clone());
+    let msg = [0u8; 1000];
+    let mut n = 0;
+    loop {
+        match p.tx.offer(1, &msg) {
+            Ok(_) => n += 1,
+            Err(OfferError::BackPressured) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(n < 1_000_000);
+    }
+    assert!(
+        n as usize * 1000 <= cfg.window + 1008,
+        "window not enforced: {n}"
+    );
+    assert!(!p.tx.is_flushed());
+    let until = p.now + Duration::from_millis(50);
+    while p.now < until {
+        p.pump().unwrap();
+        assert!(p.advance(Some(until)));
+    }
+    assert!(p.tx.is_flushed());
+    assert_eq!(p.tx.acked_position(), p.tx.position());
+    assert_eq!(p.rx.counters().messages, n);
+    assert!(p.tx.offer(1, &msg).is_ok());
+}
+
+#[test]
+fn close_reaches_the_peer() {
+    let mut p = connected_pair(Config::default());
+    p.tx.offer(1, b"last").unwrap();
+    let until = p.now + Duration::from_millis(10);
+    while p.now < until {
+        p.pump().unwrap();
+        assert!(p.advance(Some(until)));
+    }
+    p.tx.close(p.now);
+    assert_eq!(p.tx.offer(1, b"x"), Err(OfferError::Closed));
+    let until = p.now + Duration::from_millis(10);
+    while p.now < until {
+        p.pump().unwrap();
+        p.advance(Some(until));
+    }
+    assert!(p.rx_events.contains(&Event::Closed), "{:?}", p.rx_events);
+    assert!(!p.rx.is_connected());
+
+    // Receiver-initiated close: the sender learns and stops.
+    let mut p = connected_pair(Config::default());
+    p.rx.close(p.now);
+    let until = p.now + Duration::from_millis(10);
+    while p.now < until {
+        p.pump().unwrap();
+        p.advance(Some(until));
+    }
+    assert!(p.tx_events.contains(&Event::Closed), "{:?}", p.tx_events);
+}
+
+#[test]
+fn throughput_hook_delivers_in_order() {
+    let r = conduit::proto::bench::throughput(32, 200_000, 0.0, 1);
+    assert!(r.in_order && r.messages == 200_000, "{r:?}");
+    let r = conduit::proto::bench::throughput(32, 200_000, 0.01, 2);
+    assert!(
+        r.in_order && r.messages == 200_000 && r.retransmits > 0,
+        "{r:?}"
+    );
+    let r = conduit::proto::bench::throughput(3000, 2_000, 0.01, 3);
+    assert!(r.in_order && r.messages == 2_000, "{r:?}");
+}

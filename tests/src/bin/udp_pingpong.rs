@@ -133,6 +133,59 @@ fn driver(rounds: usize, choice: DriverChoice, wait: Wait, connect: bool) -> Vec
     out
 }
 
+/// Ping-pong through conduit's public API: two channels, each side polls
+/// its subscription and offers on its publication.
+fn conduit_api(rounds: usize, driver: &str) -> Vec<u64> {
+    use conduit::{Publication, Subscription};
+    let free_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let o = format!("driver={driver}");
+    let mut sub_a = Subscription::open(&format!("udp://127.0.0.1:{pa}?{o}")).unwrap();
+    let ob = o.clone();
+    let echo = thread::spawn(move || {
+        let mut sub_b = Subscription::open(&format!("udp://127.0.0.1:{pb}?{ob}")).unwrap();
+        let mut pub_b = Publication::open(&format!("udp://127.0.0.1:{pa}?{ob}")).unwrap();
+        let mut done = 0;
+        let mut buf = [0u8; LEN];
+        while done < rounds + 1 {
+            let mut got = 0;
+            while got == 0 {
+                got = sub_b
+                    .poll(|m| buf.copy_from_slice(&m.payload()[..LEN]), 16)
+                    .unwrap();
+            }
+            while pub_b.offer(1, &buf).is_err() {
+                sub_b.poll(|_| {}, 16).unwrap();
+            }
+            done += got;
+        }
+    });
+    let mut pub_a = Publication::open(&format!("udp://127.0.0.1:{pb}?{o}")).unwrap();
+    let msg = [7u8; LEN];
+    // Connect both directions with one warm-up round trip.
+    while pub_a.offer(1, &msg).is_err() {
+        sub_a.poll(|_| {}, 16).unwrap();
+    }
+    while sub_a.poll(|_| {}, 16).unwrap() == 0 {
+        pub_a.is_connected();
+    }
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let s = Instant::now();
+        while pub_a.offer(1, &msg).is_err() {}
+        while sub_a.poll(|_| {}, 16).unwrap() == 0 {}
+        out.push(s.elapsed().as_nanos() as u64);
+    }
+    echo.join().unwrap();
+    out
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args
@@ -166,6 +219,8 @@ fn main() {
             "uring-spin" => driver(rounds, DriverChoice::Uring, Wait::NoWait, true),
             "socket-block" => driver(rounds, DriverChoice::Socket, block, true),
             "uring-block" => driver(rounds, DriverChoice::Uring, block, true),
+            "conduit-socket" => conduit_api(rounds, "socket"),
+            "conduit-uring" => conduit_api(rounds, "uring"),
             other => panic!("unknown mode {other}"),
         };
         let skip = v.len() / 10;

@@ -278,9 +278,37 @@ impl Driver for SocketDriver {
     ) -> io::Result<usize> {
         let mut waited = false;
         loop {
-            let rc = if self.last_rx <= 1 || max <= 1 {
+            let rc = if (self.last_rx <= 1 || max <= 1) && !self.gro {
                 // Latency path: nothing or a single datagram came last time,
-                // so one `recvmsg` (cheaper than `recvmmsg`) is enough.
+                // so one `recvfrom` is enough (cheaper than `recvmsg`, which
+                // copies and checks a msghdr and iovec per call).
+                let len = self.slot;
+                let mut namelen = NAME_LEN as libc::socklen_t;
+                // SAFETY: the first data slot holds `slot` bytes and the first
+                // name buffer NAME_LEN bytes, both owned by this driver; the
+                // kernel writes at most those lengths.
+                let r = unsafe {
+                    libc::recvfrom(
+                        self.fd,
+                        self.rx_data.as_mut_ptr().cast(),
+                        len,
+                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                        self.rx_names[0].0.as_mut_ptr().cast(),
+                        &mut namelen,
+                    )
+                };
+                if r >= 0 {
+                    let h = &mut self.rx_hdrs[0];
+                    h.msg_len = r.min(u32::MAX as isize) as libc::c_uint;
+                    h.msg_hdr.msg_namelen = namelen;
+                    h.msg_hdr.msg_flags = if r as usize > len { libc::MSG_TRUNC } else { 0 };
+                    self.last_rx = 2;
+                    1
+                } else {
+                    -1
+                }
+            } else if self.last_rx <= 1 || max <= 1 {
+                // As above, with GRO: `recvmsg` to get the segment size.
                 // SAFETY: the first header points into this driver's own
                 // buffers, as for `recvmmsg` below.
                 let r = unsafe {

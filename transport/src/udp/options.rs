@@ -18,7 +18,8 @@
 //! | `progress` | `inline`, or `thread` for a background progress thread | `inline` |
 //! | `wait` | `spin` or `block` for `poll_timeout` | `spin` |
 //! | `rx_batch` | datagrams per receive call | 32 (8 with GRO) |
-//! | `gso`, `gro` | `on`/`off` | `on` |
+//! | `gso` | `on`/`off`: UDP GSO for batched sends | `on` |
+//! | `gro` | `on`/`off`: UDP GRO (coalesced receive; off keeps the cheapest receive path) | `off` |
 //! | `rcvbuf`, `sndbuf` | socket buffers | 4m |
 //! | `bind` | local address of a publication | `0.0.0.0:0` |
 //! | `checksum` | `on`/`off` | `on` |
@@ -143,7 +144,9 @@ impl UdpOptions {
             _ => WaitMode::Spin,
         };
         d.gso = on_off(&mut uri, "gso", true)?;
-        d.gro = on_off(&mut uri, "gro", true)?;
+        // GRO off by default: receiving then takes the cheaper `recvfrom`
+        // latency path; `gro=on` helps a receiver of batched streams.
+        d.gro = on_off(&mut uri, "gro", false)?;
         d.rx_batch = match uri.take_u64("rx_batch")? {
             Some(v) if (1..=1024).contains(&v) => v as usize,
             Some(v) => return Err(uri.invalid(format!("rx_batch={v}: expected 1..=1024"))),

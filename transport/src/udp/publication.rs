@@ -62,17 +62,20 @@ impl PubCore {
     /// transmit, events. The socket is still read every
     /// [`RECV_EVERY`] offers or [`RECV_INTERVAL`].
     fn progress_send(&mut self, now: Instant) {
+        let sender = &mut self.sender;
+        if sender.poll_timeout().is_some_and(|t| t <= now) {
+            sender.handle_timeout(now);
+        }
+        // Send first (the latency path), then read the socket if it is time.
+        self.transmit(now);
         self.sends_since_recv += 1;
         if self.sends_since_recv >= RECV_EVERY
             || now.duration_since(self.last_recv) >= RECV_INTERVAL
         {
             self.receive(now);
+            // Answer what came in (retransmissions for NAKs, RTT replies).
+            self.transmit(now);
         }
-        let sender = &mut self.sender;
-        if sender.poll_timeout().is_some_and(|t| t <= now) {
-            sender.handle_timeout(now);
-        }
-        self.transmit(now);
         while let Some(e) = self.sender.poll_event() {
             if let Event::VersionMismatch { local, remote } = e {
                 self.failure = Some(Error::VersionMismatch { local, remote });

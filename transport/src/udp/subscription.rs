@@ -15,6 +15,10 @@ use super::driver::{open_driver, AnyDriver, Driver, Wait};
 use super::options::{UdpOptions, WaitMode};
 use super::seed;
 
+/// Empty busy polls between two timer checks (status, NAK, liveness): at
+/// a few hundred ns per empty poll, timers are still checked every ~10 µs.
+const IDLE_POLLS_PER_TICK: u32 = 32;
+
 /// Messages that arrived beyond a poll's `limit`, copied for the next poll.
 /// Bounded by one receive batch (`rx_batch` datagrams).
 #[derive(Default)]
@@ -44,6 +48,7 @@ pub(crate) struct SubCore {
     errors: VecDeque<Error>,
     received: u64,
     send_errors: u64,
+    idle_polls: u32,
 }
 
 impl SubCore {
@@ -101,7 +106,10 @@ impl SubCore {
             handler(Received::new(ty, &self.overflow.bytes[start..start + len]));
             n += 1;
         }
-        let now = Instant::now();
+        // The clock is read only when a datagram arrived or the timers are
+        // due for a check: an empty busy poll costs one system call.
+        let mut now: Option<Instant> = None;
+        let before = n;
         if n < limit {
             let SubCore {
                 receiver,
@@ -111,7 +119,8 @@ impl SubCore {
             } = self;
             let max = (limit - n).min(1024);
             let r = driver.recv(wait, max, |from, bytes| {
-                receiver.handle_datagram(now, from, bytes, |ty, p| {
+                let t = *now.get_or_insert_with(Instant::now);
+                receiver.handle_datagram(t, from, bytes, |ty, p| {
                     if n < limit {
                         handler(Received::new(ty, p));
                         n += 1;
@@ -121,19 +130,26 @@ impl SubCore {
                 });
             });
             if let Err(e) = r {
-                self.tick(now);
+                self.tick(Instant::now());
                 self.received += n as u64;
                 return if n > 0 { Ok(n) } else { Err(Error::Io(e)) };
             }
         }
-        // Timestamps after a blocking wait must be fresh for the timers.
-        let now = if matches!(wait, Wait::NoWait) {
-            now
-        } else {
-            Instant::now()
+        self.received += n as u64;
+        let idle = n == before && now.is_none() && matches!(wait, Wait::NoWait);
+        if idle {
+            self.idle_polls += 1;
+            if self.idle_polls < IDLE_POLLS_PER_TICK {
+                return Ok(n);
+            }
+        }
+        self.idle_polls = 0;
+        // After a blocking wait the time must be read afresh.
+        let now = match (now, wait) {
+            (Some(t), Wait::NoWait) => t,
+            _ => Instant::now(),
         };
         self.tick(now);
-        self.received += n as u64;
         if n == 0 {
             if let Some(e) = self.errors.pop_front() {
                 return Err(e);
@@ -211,6 +227,7 @@ impl UdpSubscription {
             errors: VecDeque::new(),
             received: 0,
             send_errors: 0,
+            idle_polls: 0,
             opts,
         };
         let inner = if core.opts.thread {

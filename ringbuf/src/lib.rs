@@ -1,19 +1,147 @@
 //! Lock-free shared-memory rings: one publisher, many subscribers, each in
 //! any process on the host.
 //!
-//! API CONTRACT (agreed with `transport/`): the signatures below are what the
-//! rest of the workspace codes against. Bodies are to be filled in.
+//! A ring is a file (under `$CONDUIT_SHM_DIR` or `/dev/shm`, or
+//! [`RingConfig::dir`]) that every party maps. The [`Publisher`] appends
+//! variable-length records (a 32-bit type id and 0 to `max_message_len` bytes,
+//! payload 16-byte aligned); every [`Subscriber`] receives every record in
+//! order from the point it joined. Nothing is overwritten: a full ring
+//! back-pressures the publisher. The data path makes no system call.
+//!
+//! The byte layout and the commit protocol are described in [`layout`]. The
+//! rest of the protocol:
+//!
+//! ## Positions and back-pressure
+//!
+//! Positions are 64-bit byte counters that never wrap in practice. The
+//! publisher keeps its tail locally and caches `limit = min(subscriber
+//! positions) + capacity`; it rescans the subscriber slots only when a record
+//! would pass `limit` (or a membership request is pending). A subscriber
+//! publishes its position (Release; the publisher's rescan Acquires it) once
+//! per poll batch, after its handler has seen the records.
+//!
+//! ## Joining
+//!
+//! A subscriber takes a free slot by taking its lock byte (see [`liveness`]
+//! below), sets the slot to JOINING (Release), and adds a membership request to
+//! the signal block's `attention` word (Release). The publisher loads
+//! `attention` on every offer; when a request is pending it first takes the
+//! requests away (Acquire RMW, so every JOINING store made before is visible),
+//! then scans the slots and, for each JOINING one, writes its own current tail
+//! as the slot's position and release-stores ACTIVE. The publisher alone picks
+//! the start position, at a moment when it is not writing, so a joining
+//! subscriber can never start behind data that a limit computed without it
+//! has allowed to be overwritten. A subscriber receives everything committed
+//! after its activation, which happens at the publisher's next `offer`,
+//! `try_claim`, `is_connected`, `subscriber_count` or `all_consumed`.
+//! A subscriber that leaves sets its slot FREE and posts a request too, so the
+//! publisher notices at once.
+//!
+//! ## Liveness and reclaim bound
+//!
+//! Ownership is held by OFD locks on bytes past the end of the file, which the
+//! kernel drops when a process dies. The publisher reclaims the slot of a dead
+//! subscriber:
+//! * when that subscriber holds it back: on a back-pressured offer the
+//!   publisher checks the locks of all non-free slots at most once per
+//!   [`BACKPRESSURE_REAP_INTERVAL`] (1 ms), the first time immediately; so a
+//!   dead subscriber blocks the publisher for at most ~1 ms of retries;
+//! * otherwise periodically: every 1024 offers it reads the clock, and every
+//!   [`REAP_INTERVAL`] (100 ms) it checks all slots; `is_connected`,
+//!   `subscriber_count` and `all_consumed` check at most every 1 ms.
+//!
+//! A subscriber that finds no data checks the publisher's lock at most every
+//! [`PUBLISHER_CHECK_INTERVAL`] (10 ms; a blocked waiter wakes for it at least
+//! every 20 ms). When the lock is gone it first delivers every committed record,
+//! then reports [`PollError::PublisherGone`] once; a clean close reports
+//! [`PollError::PublisherClosed`] once. After either, later polls look for a
+//! new ring file under the same name (at most every millisecond) and attach to
+//! it: a restarted publisher is picked up.
+//!
+//! A stale file left by a dead publisher is replaced by the next publisher:
+//! under an exclusive `flock` of the directory it checks that nobody holds the
+//! old file's publisher lock, builds the new ring in a temporary file (already
+//! holding its lock), and renames it over the old name, so a visible ring file
+//! is always complete. A subscriber may open before the publisher exists:
+//! `Subscriber::open` succeeds and polls return `Ok(0)` until a publisher
+//! appears.
+//!
+//! ## Waiting
+//!
+//! [`WaitStrategy::Block`] spins briefly, then sleeps on the futex word of the
+//! signal block. A sleeper (1) reads the futex word, (2) increments the
+//! waiter count in `attention` (SeqCst), (3) runs a full barrier, (4)
+//! re-checks for data and (5) `FUTEX_WAIT`s on the value of (1). The publisher
+//! (a) release-stores the commit word, (b) runs a full barrier, (c) loads
+//! `attention`, and only if a waiter is counted bumps the futex word and calls
+//! `FUTEX_WAKE`. Steps (3) and (b) make (2)→(4) and (a)→(c) a Dekker pair:
+//! either the sleeper sees the record at (4), or the publisher sees the waiter
+//! at (c), whose futex bump makes (5) return at once; no wake-up is lost.
+//! The publisher's barrier (b) is free: its process registers for
+//! `membarrier(GLOBAL_EXPEDITED)` and the sleeper's step (3) is that system
+//! call, which forces the barrier onto the publisher's CPU; where the kernel
+//! lacks it the publisher uses a SeqCst fence (recorded in the publisher
+//! block's `fence_mode`). An idle blocking subscriber wakes every 20 ms to
+//! check the publisher's liveness and otherwise uses no CPU.
+//!
+//! ## Untrusted peers
+//!
+//! Every value read from shared memory is checked before use: commit words
+//! must equal the expected position + 1 (or 0), lengths must be at most the
+//! maximum and fit before the end of the data area, padding must be sane,
+//! slot states must be known and positions must lie in `[tail - capacity,
+//! tail]`; header fields are copied at attach time and re-compared
+//! periodically. A violation is [`OfferError::Corrupt`] or
+//! [`PollError::Corrupt`] with a message; every loop is bounded. (A peer can
+//! still change a payload while the handler reads it; payloads are bytes, so
+//! that only yields wrong data, never a violation here.)
+//!
+//! ## Model checking
+//!
+//! A loom model of the commit, back-pressure, join and wake-up protocol
+//! lives in `src/loom_model.rs`; run it with
+//! `RUSTFLAGS="--cfg loom" cargo test -p conduit-ringbuf --release loom`.
 #![deny(missing_docs)]
+
+mod error;
+mod futex;
+pub mod layout;
+mod liveness;
+mod mapping;
+mod publisher;
+mod subscriber;
+mod wait;
+
+#[cfg(all(test, loom))]
+mod loom_model;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+pub use error::{OfferError, PollError, RingError};
+pub use publisher::{Claim, Publisher};
+pub use subscriber::Subscriber;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How often a back-pressured publisher checks whether the subscribers
+/// holding it back are alive.
+pub const BACKPRESSURE_REAP_INTERVAL: Duration = Duration::from_millis(1);
+/// How often a publisher that is not back-pressured checks subscriber liveness.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a subscriber that sees no data checks the publisher's liveness.
+pub const PUBLISHER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Longest ring name.
+pub const MAX_NAME_LEN: usize = 200;
 
 /// Configuration of a ring created by a publisher.
 #[derive(Debug, Clone)]
 pub struct RingConfig {
     /// Data capacity in bytes; a power of two.
     pub capacity: usize,
-    /// Largest payload in bytes; at least `capacity / 8` is allowed, at most `capacity / 2`.
+    /// Largest payload in bytes; at most `capacity / 2 - 16` (see
+    /// [`layout::max_message_limit`]); `capacity / 8` is a good default.
     pub max_message_len: usize,
     /// Most subscribers attached at once (slots in the header).
     pub max_subscribers: u32,
@@ -47,129 +175,35 @@ pub enum WaitStrategy {
     Block,
 }
 
-/// Errors opening or creating a ring.
-#[derive(Debug)]
-pub enum RingError {
-    /// placeholder
-    Io(std::io::Error),
-}
-
-/// Why an offer or claim did not go through. None of these lose data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OfferError {
-    /// The slowest subscriber has not made room yet; try again.
-    BackPressured,
-    /// No subscriber is attached.
-    NotConnected,
-    /// The payload exceeds the ring's maximum message length.
-    TooLarge {
-        /// Requested length.
-        len: usize,
-        /// The ring's maximum.
-        max: usize,
-    },
-    /// Shared memory holds values this process never wrote.
-    Corrupt(String),
-}
-
-/// Outcome of a poll other than messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PollError {
-    /// The publisher closed the ring cleanly; all its messages were delivered.
-    PublisherClosed,
-    /// The publisher's process died; all committed messages were delivered.
-    PublisherGone,
-    /// Shared memory holds values that break the layout's invariants.
-    Corrupt(String),
-}
-
-/// The single writer of a ring.
-pub struct Publisher {}
-
-/// A claimed, writable record in ring memory: fill it, then `commit` (dropping aborts).
-pub struct Claim<'a> {
-    _p: &'a mut Publisher,
-}
-
-impl Publisher {
-    /// Creates the ring file `name` (or reuses a stale one left by a dead publisher).
-    pub fn create(name: &str, config: &RingConfig) -> Result<Publisher, RingError> {
-        let _ = (name, config);
-        unimplemented!()
-    }
-    /// Copies `data` into a new record with `type_id`; returns the position after it.
-    pub fn offer(&mut self, type_id: u32, data: &[u8]) -> Result<u64, OfferError> {
-        let _ = (type_id, data);
-        unimplemented!()
-    }
-    /// Reserves a record of `len` bytes to be written in place.
-    pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, OfferError> {
-        let _ = (type_id, len);
-        unimplemented!()
-    }
-    /// True while at least one live subscriber is attached (reaps dead ones).
-    pub fn is_connected(&mut self) -> bool {
-        unimplemented!()
-    }
-    /// Live subscribers attached.
-    pub fn subscriber_count(&mut self) -> usize {
-        unimplemented!()
-    }
-    /// True when every attached subscriber has consumed everything committed.
-    pub fn all_consumed(&mut self) -> bool {
-        unimplemented!()
-    }
-    /// Position (bytes) after the last committed record.
-    pub fn position(&self) -> u64 {
-        unimplemented!()
-    }
-    /// Largest payload this ring accepts.
-    pub fn max_message_len(&self) -> usize {
-        unimplemented!()
-    }
-    /// Path of the ring file.
-    pub fn path(&self) -> &Path {
-        unimplemented!()
+/// The directory ring files live in: `dir`, else `$CONDUIT_SHM_DIR`, else `/dev/shm`.
+pub fn ring_dir(dir: Option<&Path>) -> PathBuf {
+    match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::var_os("CONDUIT_SHM_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/shm")),
     }
 }
 
-impl Claim<'_> {
-    /// The writable payload, `len` bytes, 8-byte aligned.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        unimplemented!()
+/// Checks that `name` can be a ring file name.
+///
+/// # Errors
+/// [`RingError::InvalidName`] for an empty name, one longer than
+/// [`MAX_NAME_LEN`], one containing `/` or NUL, `.`/`..`, or one starting with `.`.
+pub fn validate_name(name: &str) -> Result<(), RingError> {
+    let bad = |why: &str| Err(RingError::InvalidName(format!("{name:?}: {why}")));
+    if name.is_empty() {
+        return bad("empty");
     }
-    /// Publishes the record; returns the position after it.
-    pub fn commit(self) -> u64 {
-        unimplemented!()
+    if name.len() > MAX_NAME_LEN {
+        return bad(&format!("longer than {MAX_NAME_LEN} bytes"));
     }
-    /// Releases the claim without publishing anything.
-    pub fn abort(self) {}
-}
-
-/// One reader of a ring.
-pub struct Subscriber {}
-
-impl Subscriber {
-    /// Opens a subscriber to ring `name`; if no publisher exists yet it
-    /// attaches when one appears (polls return 0 until then).
-    pub fn open(name: &str, dir: Option<&Path>) -> Result<Subscriber, RingError> {
-        let _ = (name, dir);
-        unimplemented!()
+    if name.contains('/') || name.contains('\0') {
+        return bad("contains '/' or NUL");
     }
-    /// Hands up to `limit` records to `handler(type_id, payload)`; payloads are
-    /// 8-byte aligned and borrowed from ring memory.
-    pub fn poll<F: FnMut(u32, &[u8])>(&mut self, handler: F, limit: usize) -> Result<usize, PollError> {
-        let _ = (handler, limit);
-        unimplemented!()
+    if name.starts_with('.') {
+        return bad("starts with '.' (reserved for temporary files)");
     }
-    /// Waits with `strategy` until data may be available or `timeout` passes.
-    /// Returns true if data is available.
-    pub fn wait(&mut self, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<bool, PollError> {
-        let _ = (strategy, timeout);
-        unimplemented!()
-    }
-    /// True while attached to a live publisher.
-    pub fn is_connected(&mut self) -> bool {
-        unimplemented!()
-    }
+    Ok(())
 }

@@ -1,0 +1,401 @@
+//! Byte layout of a ring file, and validation of its header.
+//!
+//! All offsets are from the start of the file; every multi-byte field is
+//! little-endian (the atomics are native-endian, and rings only ever cross
+//! processes of one host).
+//!
+//! ```text
+//! offset            size              what
+//! 0                 128               Header (immutable after creation, see [`Header`])
+//! 128               128               publisher block: closed u32, fence_mode u32, tail u64
+//! 256               128               signal block: attention u64, futex u32
+//! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
+//!                                     generation u64 (S = max_subscribers)
+//! data_offset       capacity          records (data_offset = 384 + 128 × S rounded up to 4096)
+//! ```
+//!
+//! Every mutable shared word sits in its own 128-byte block, so the publisher's
+//! hot words, the waiters' words and each subscriber's position never share a
+//! cache line (nor an adjacent-line prefetch pair).
+//!
+//! ## Records
+//!
+//! A record starts at a position that is a multiple of [`RECORD_ALIGN`] (32)
+//! and is laid out as
+//!
+//! ```text
+//! +0   commit  u64   position of the record + 1, release-stored LAST
+//! +8   len     u32   payload length, or PADDING_LEN for a padding record
+//! +12  type_id u32   the application's type id
+//! +16  payload       len bytes, 16-byte aligned in memory
+//! ```
+//!
+//! and occupies `align_up(16 + len, 32)` bytes. A record never wraps: when one
+//! does not fit before the end of the data area, the publisher first writes a
+//! padding record that runs to the end, and the real record starts the next lap
+//! at offset 0.
+//!
+//! ## Commit protocol
+//!
+//! The publisher writes `len`, `type_id` and the payload, then stores 0 into the
+//! commit word of the *next* record (zeroing ahead), then release-stores
+//! `commit = position + 1`. A subscriber waiting at position `p` acquire-loads
+//! the commit word at `p & mask`: `p + 1` means a complete record, 0 means not
+//! yet written. Because the word after every record is zeroed before that
+//! record is committed (and the data area starts zeroed), the word a reader
+//! looks at can never hold bytes left by an earlier lap: any other value is a
+//! corrupt (or overwritten) ring. The new record, its header and (for small
+//! payloads) its payload sit in one cache line, so a reader sees a new record
+//! by touching one line.
+//!
+//! Space: the publisher writes `[tail, end + 8)` only while
+//! `end + 8 <= min(subscriber position) + capacity`, so the zeroed word never
+//! touches a record a subscriber has yet to read.
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Magic bytes at offset 0 of every ring file.
+pub const MAGIC: [u8; 8] = *b"CNDTRING";
+/// Version of this layout; a file with another version is refused.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Size of [`Header`].
+pub const HEADER_LEN: usize = 128;
+/// Size of every shared block (publisher, signal, each subscriber slot).
+pub const BLOCK_LEN: usize = 128;
+/// Offset of the publisher block.
+pub const PUBLISHER_BLOCK: usize = 128;
+/// Offset of the signal block (waiters, membership requests, futex word).
+pub const SIGNAL_BLOCK: usize = 256;
+/// Offset of subscriber slot 0.
+pub const SLOTS_OFFSET: usize = 384;
+/// Size of a record header.
+pub const RECORD_HEADER_LEN: usize = 16;
+/// Alignment of records (and so of positions).
+pub const RECORD_ALIGN: usize = 32;
+/// `len` value that marks a padding record running to the end of the data area.
+pub const PADDING_LEN: u32 = u32::MAX;
+/// Smallest data capacity.
+pub const MIN_CAPACITY: usize = 256;
+/// Largest data capacity (64 GiB).
+pub const MAX_CAPACITY: usize = 1 << 36;
+/// Most subscriber slots a ring may have.
+pub const MAX_SUBSCRIBERS: u32 = 1024;
+/// Alignment of the data area in the file.
+pub const DATA_ALIGN: usize = 4096;
+
+/// Slot state: unused.
+pub const SLOT_FREE: u32 = 0;
+/// Slot state: a subscriber owns the slot and waits for the publisher to
+/// assign its start position.
+pub const SLOT_JOINING: u32 = 1;
+/// Slot state: the subscriber reads from its position; it holds the publisher back.
+pub const SLOT_ACTIVE: u32 = 2;
+
+/// `fence_mode`: the publisher fences after each commit; sleepers need nothing more.
+pub const FENCE_PUBLISHER: u32 = 0;
+/// `fence_mode`: the publisher's process is registered for
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`; a sleeper issues it.
+pub const FENCE_MEMBARRIER: u32 = 1;
+
+/// One sleeping waiter in the signal block's `attention` word (low 32 bits).
+pub const ATTENTION_WAITER: u64 = 1;
+/// One membership request (join or leave) in `attention` (high 32 bits).
+pub const ATTENTION_MEMBERSHIP: u64 = 1 << 32;
+
+/// The immutable header at offset 0.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, Clone)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`LAYOUT_VERSION`].
+    pub layout_version: U32,
+    /// [`HEADER_LEN`].
+    pub header_len: U32,
+    /// Data capacity in bytes, a power of two.
+    pub capacity: U64,
+    /// Largest payload in bytes.
+    pub max_message_len: U64,
+    /// Number of subscriber slots.
+    pub max_subscribers: U32,
+    /// Pid of the process that created the file.
+    pub creator_pid: U32,
+    /// Offset of the data area.
+    pub data_offset: U64,
+    /// Total length of the file.
+    pub file_len: U64,
+    /// Reserved flags, 0.
+    pub flags: U64,
+    /// Unique per created file (creation time and pid): tells a new ring
+    /// from an old one even when the file system reuses the inode number.
+    pub incarnation: U64,
+    /// Reserved, zero.
+    pub reserved: [u8; 56],
+}
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
+
+/// Geometry of a ring, computed from a validated header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Data capacity in bytes (power of two).
+    pub capacity: u64,
+    /// Largest payload.
+    pub max_message_len: u64,
+    /// Subscriber slots.
+    pub max_subscribers: u32,
+    /// Offset of the data area.
+    pub data_offset: u64,
+    /// Length of the file.
+    pub file_len: u64,
+}
+
+/// Rounds `v` up to a multiple of `a` (a power of two).
+#[inline]
+pub const fn align_up(v: u64, a: u64) -> u64 {
+    (v + a - 1) & !(a - 1)
+}
+
+/// Bytes a record with a payload of `len` bytes occupies.
+#[inline]
+pub const fn record_len(len: u64) -> u64 {
+    align_up(RECORD_HEADER_LEN as u64 + len, RECORD_ALIGN as u64)
+}
+
+/// Largest `max_message_len` for a capacity: `capacity / 2 - 16`, so that a
+/// largest record plus the padding before it always fits in an empty ring.
+pub const fn max_message_limit(capacity: u64) -> u64 {
+    capacity / 2 - RECORD_HEADER_LEN as u64
+}
+
+/// Offset of the data area for `max_subscribers` slots.
+pub const fn data_offset(max_subscribers: u32) -> u64 {
+    align_up(
+        (SLOTS_OFFSET + BLOCK_LEN * max_subscribers as usize) as u64,
+        DATA_ALIGN as u64,
+    )
+}
+
+/// Offset of subscriber slot `i`.
+pub const fn slot_offset(i: u32) -> usize {
+    SLOTS_OFFSET + BLOCK_LEN * i as usize
+}
+
+impl Geometry {
+    /// Geometry of a new ring; checks the configuration.
+    pub fn new(
+        capacity: usize,
+        max_message_len: usize,
+        max_subscribers: u32,
+    ) -> Result<Geometry, String> {
+        if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(format!(
+                "capacity {capacity} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"
+            ));
+        }
+        if max_message_len > max_message_limit(capacity as u64) as usize {
+            return Err(format!(
+                "max_message_len {max_message_len} exceeds half the capacity less the record header ({})",
+                max_message_limit(capacity as u64)
+            ));
+        }
+        if !(1..=MAX_SUBSCRIBERS).contains(&max_subscribers) {
+            return Err(format!(
+                "max_subscribers {max_subscribers} must be 1 to {MAX_SUBSCRIBERS}"
+            ));
+        }
+        let data_offset = data_offset(max_subscribers);
+        Ok(Geometry {
+            capacity: capacity as u64,
+            max_message_len: max_message_len as u64,
+            max_subscribers,
+            data_offset,
+            file_len: data_offset + capacity as u64,
+        })
+    }
+
+    /// The header describing this geometry.
+    pub fn header(&self, creator_pid: u32, incarnation: u64) -> Header {
+        Header {
+            magic: MAGIC,
+            layout_version: U32::new(LAYOUT_VERSION),
+            header_len: U32::new(HEADER_LEN as u32),
+            capacity: U64::new(self.capacity),
+            max_message_len: U64::new(self.max_message_len),
+            max_subscribers: U32::new(self.max_subscribers),
+            creator_pid: U32::new(creator_pid),
+            data_offset: U64::new(self.data_offset),
+            file_len: U64::new(self.file_len),
+            flags: U64::new(0),
+            incarnation: U64::new(incarnation),
+            reserved: [0; 56],
+        }
+    }
+}
+
+/// What is wrong with a ring file's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Shorter than a header, or shorter than the header says.
+    Truncated {
+        /// Bytes present.
+        len: u64,
+        /// Bytes needed.
+        expected: u64,
+    },
+    /// Wrong magic.
+    NotARing,
+    /// Another layout version.
+    Version {
+        /// Version in the file.
+        found: u32,
+    },
+    /// The capacity does not match the file's size or its other fields.
+    CapacityMismatch {
+        /// Capacity in the header.
+        header: u64,
+        /// Capacity implied by the file.
+        file: u64,
+    },
+    /// Any other field out of range.
+    Invalid(String),
+}
+
+/// Validates the header at the start of `bytes` against a file of `file_len` bytes.
+pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), HeaderError> {
+    let Ok((h, _)) = Header::ref_from_prefix(bytes) else {
+        if bytes.len() >= MAGIC.len() && bytes[..MAGIC.len()] != MAGIC {
+            return Err(HeaderError::NotARing);
+        }
+        return Err(HeaderError::Truncated {
+            len: file_len,
+            expected: HEADER_LEN as u64,
+        });
+    };
+    if h.magic != MAGIC {
+        return Err(HeaderError::NotARing);
+    }
+    if h.layout_version.get() != LAYOUT_VERSION {
+        return Err(HeaderError::Version {
+            found: h.layout_version.get(),
+        });
+    }
+    if h.header_len.get() as usize != HEADER_LEN {
+        return Err(HeaderError::Invalid(format!(
+            "header length {} where {HEADER_LEN} was expected",
+            h.header_len.get()
+        )));
+    }
+    let subs = h.max_subscribers.get();
+    if !(1..=MAX_SUBSCRIBERS).contains(&subs) {
+        return Err(HeaderError::Invalid(format!(
+            "max_subscribers {subs} outside 1..={MAX_SUBSCRIBERS}"
+        )));
+    }
+    let expected_data = data_offset(subs);
+    if h.data_offset.get() != expected_data {
+        return Err(HeaderError::Invalid(format!(
+            "data offset {} where {expected_data} was expected for {subs} subscribers",
+            h.data_offset.get()
+        )));
+    }
+    let cap = h.capacity.get();
+    let file_cap = h.file_len.get().wrapping_sub(expected_data);
+    if !cap.is_power_of_two()
+        || !(MIN_CAPACITY as u64..=MAX_CAPACITY as u64).contains(&cap)
+        || h.file_len.get() < expected_data
+        || file_cap != cap
+    {
+        return Err(HeaderError::CapacityMismatch {
+            header: cap,
+            file: file_cap,
+        });
+    }
+    let max = h.max_message_len.get();
+    if max > max_message_limit(cap) {
+        return Err(HeaderError::Invalid(format!(
+            "max message length {max} exceeds {} for capacity {cap}",
+            max_message_limit(cap)
+        )));
+    }
+    if file_len < h.file_len.get() {
+        return Err(HeaderError::Truncated {
+            len: file_len,
+            expected: h.file_len.get(),
+        });
+    }
+    let g = Geometry {
+        capacity: cap,
+        max_message_len: max,
+        max_subscribers: subs,
+        data_offset: expected_data,
+        file_len: h.file_len.get(),
+    };
+    Ok((h.clone(), g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_errors() {
+        let g = Geometry::new(1 << 16, 1 << 13, 8).unwrap();
+        assert_eq!(max_message_limit(1 << 16), (1 << 15) - 16);
+        let h = g.header(42, 7);
+        let bytes = h.as_bytes().to_vec();
+        let (h2, g2) = validate(&bytes, g.file_len).unwrap();
+        assert_eq!(g2, g);
+        assert_eq!(h2.creator_pid.get(), 42);
+        assert_eq!(
+            validate(&bytes[..10], 10).unwrap_err(),
+            HeaderError::Truncated {
+                len: 10,
+                expected: 128
+            }
+        );
+        assert_eq!(
+            validate(&bytes, g.file_len - 1).unwrap_err(),
+            HeaderError::Truncated {
+                len: g.file_len - 1,
+                expected: g.file_len
+            }
+        );
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert_eq!(
+            validate(&bad, g.file_len).unwrap_err(),
+            HeaderError::NotARing
+        );
+        let mut bad = bytes.clone();
+        bad[8] = 9;
+        assert_eq!(
+            validate(&bad, g.file_len).unwrap_err(),
+            HeaderError::Version { found: 9 }
+        );
+        let mut bad = h.clone();
+        bad.capacity = U64::new(1 << 17);
+        assert!(matches!(
+            validate(bad.as_bytes(), g.file_len).unwrap_err(),
+            HeaderError::CapacityMismatch { .. }
+        ));
+        let mut bad = h.clone();
+        bad.max_message_len = U64::new(1 << 16);
+        assert!(matches!(
+            validate(bad.as_bytes(), g.file_len).unwrap_err(),
+            HeaderError::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn config_limits() {
+        assert!(Geometry::new(1000, 10, 1).is_err());
+        assert!(Geometry::new(1 << 10, 1 << 9, 1).is_err());
+        assert!(Geometry::new(1 << 10, (1 << 9) - 16, 1).is_ok());
+        assert!(Geometry::new(1 << 10, 1 << 9, 0).is_err());
+        assert!(Geometry::new(1 << 10, 0, 1).is_ok());
+        assert_eq!(record_len(0), 32);
+        assert_eq!(record_len(16), 32);
+        assert_eq!(record_len(17), 64);
+    }
+}

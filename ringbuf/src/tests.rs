@@ -1,0 +1,518 @@
+//! Unit tests of the ring in one process: edge cases of the record layout,
+//! back-pressure, membership, liveness and hostile shared memory.
+
+use crate::layout::{self, RECORD_HEADER_LEN};
+use crate::{OfferError, PollError, Publisher, RingConfig, RingError, Subscriber, WaitStrategy};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "conduit-ring-unit-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &TempDir, capacity: usize) -> RingConfig {
+    RingConfig {
+        capacity,
+        max_message_len: capacity / 2 - 16,
+        max_subscribers: 8,
+        dir: Some(dir.0.clone()),
+        mode: 0o600,
+    }
+}
+
+/// Polls until the publisher has activated the subscriber (the publisher
+/// activates on `is_connected`).
+fn connect(p: &mut Publisher, s: &mut Subscriber) {
+    for _ in 0..1000 {
+        let (a, b) = (p.is_connected(), s.is_connected());
+        if a && b {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("subscriber did not connect");
+}
+
+fn drain(s: &mut Subscriber) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let n = s
+            .poll(|t, b| out.push((t, b.to_vec())), usize::MAX)
+            .unwrap();
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (i * 31 + k * 7) as u8).collect()
+}
+
+#[test]
+fn not_connected_until_a_subscriber_joins() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("nc", &config(&d, 4096)).unwrap();
+    assert_eq!(p.offer(1, b"x"), Err(OfferError::NotConnected));
+    let mut s = Subscriber::open("nc", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    assert!(p.offer(1, b"hello").is_ok());
+    assert_eq!(drain(&mut s), vec![(1, b"hello".to_vec())]);
+}
+
+#[test]
+fn every_length_wraps_with_padding() {
+    let d = TempDir::new();
+    let cap = 4096;
+    let mut p = Publisher::create("lens", &config(&d, cap)).unwrap();
+    let mut s = Subscriber::open("lens", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let max = p.max_message_len();
+    for round in 0..3 {
+        for len in 0..=max {
+            let data = payload(len + round, len);
+            loop {
+                match p.offer(len as u32, &data) {
+                    Ok(_) => break,
+                    Err(OfferError::BackPressured) => {
+                        drain(&mut s);
+                    }
+                    Err(e) => panic!("offer: {e}"),
+                }
+            }
+            let got = drain(&mut s);
+            assert_eq!(got.len(), 1, "len {len}");
+            assert_eq!(got[0].0, len as u32);
+            assert_eq!(got[0].1, data);
+        }
+    }
+    assert_eq!(
+        p.offer(0, &vec![0; max + 1]),
+        Err(OfferError::TooLarge { len: max + 1, max })
+    );
+}
+
+#[test]
+fn payloads_are_aligned_and_zero_copy_claims_work() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("claim", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("claim", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    for i in 0..200usize {
+        let mut c = p.try_claim(7, 24).unwrap();
+        let buf = c.as_mut_slice();
+        assert_eq!(buf.as_ptr() as usize % 16, 0);
+        buf.copy_from_slice(&payload(i, 24));
+        if i % 3 == 0 {
+            c.abort();
+        } else {
+            c.commit();
+        }
+        let got = drain(&mut s);
+        if i % 3 == 0 {
+            assert!(got.is_empty());
+        } else {
+            assert_eq!(got, vec![(7, payload(i, 24))]);
+        }
+    }
+    let mut seen = 0;
+    p.offer(1, &[1; 40]).unwrap();
+    s.poll(
+        |_, b| {
+            assert_eq!(b.as_ptr() as usize % 16, 0);
+            seen += 1;
+        },
+        10,
+    )
+    .unwrap();
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn full_ring_back_pressures_until_the_slowest_reads() {
+    let d = TempDir::new();
+    let cap = 4096;
+    let mut p = Publisher::create("full", &config(&d, cap)).unwrap();
+    let mut fast = Subscriber::open("full", Some(&d.0)).unwrap();
+    let mut slow = Subscriber::open("full", Some(&d.0)).unwrap();
+    connect(&mut p, &mut fast);
+    connect(&mut p, &mut slow);
+    assert_eq!(p.subscriber_count(), 2);
+    let mut sent = 0u32;
+    loop {
+        match p.offer(sent, &sent.to_le_bytes()) {
+            Ok(_) => sent += 1,
+            Err(OfferError::BackPressured) => break,
+            Err(e) => panic!("{e}"),
+        }
+        drain(&mut fast);
+    }
+    // 32-byte records, minus the word zeroed ahead.
+    assert_eq!(sent as usize, cap / 32 - 1);
+    assert!(!p.all_consumed());
+    // Reading a few makes room for as many.
+    let n = slow.poll(|_, _| {}, 5).unwrap();
+    assert_eq!(n, 5);
+    for _ in 0..5 {
+        p.offer(sent, &sent.to_le_bytes()).unwrap();
+        sent += 1;
+    }
+    assert_eq!(p.offer(0, b""), Err(OfferError::BackPressured));
+    let got: Vec<u32> = drain(&mut slow).iter().map(|(t, _)| *t).collect();
+    assert_eq!(got, (5..sent).collect::<Vec<_>>());
+    drain(&mut fast);
+    assert!(p.all_consumed());
+}
+
+#[test]
+fn subscribers_join_and_leave() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("churn", &config(&d, 8192)).unwrap();
+    let mut subs: Vec<(Subscriber, u32)> = Vec::new();
+    let mut next = 0u32;
+    for round in 0..50u32 {
+        if subs.len() < 8 && round % 3 != 2 {
+            let s = Subscriber::open("churn", Some(&d.0)).unwrap();
+            subs.push((s, u32::MAX));
+        } else if !subs.is_empty() {
+            subs.remove((round as usize * 7) % subs.len());
+        }
+        // Activation happens at the publisher's next offer.
+        for _ in 0..20 {
+            match p.offer(next, &next.to_le_bytes()) {
+                Ok(_) => next += 1,
+                Err(OfferError::NotConnected) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for (s, last) in &mut subs {
+            let mut seen = Vec::new();
+            s.poll(
+                |t, b| {
+                    assert_eq!(b, t.to_le_bytes());
+                    seen.push(t);
+                },
+                usize::MAX,
+            )
+            .unwrap();
+            for t in seen {
+                assert!(*last == u32::MAX || t == *last + 1, "gap: {last} then {t}");
+                *last = t;
+            }
+        }
+        assert_eq!(p.subscriber_count(), subs.len());
+    }
+}
+
+#[test]
+fn slot_limit_is_an_error() {
+    let d = TempDir::new();
+    let mut c = config(&d, 4096);
+    c.max_subscribers = 2;
+    let _p = Publisher::create("slots", &c).unwrap();
+    let _a = Subscriber::open("slots", Some(&d.0)).unwrap();
+    let _b = Subscriber::open("slots", Some(&d.0)).unwrap();
+    let e = Subscriber::open("slots", Some(&d.0))
+        .err()
+        .expect("third subscriber");
+    assert!(matches!(e, RingError::NoFreeSlot { max: 2, .. }), "{e}");
+    assert!(e.to_string().contains("subscriber slots"), "{e}");
+}
+
+#[test]
+fn names_and_configs_are_checked() {
+    let d = TempDir::new();
+    for bad in ["", "a/b", "..", ".hidden", &"x".repeat(300)] {
+        let e = Publisher::create(bad, &config(&d, 4096)).err().unwrap();
+        assert!(matches!(e, RingError::InvalidName(_)), "{bad:?}: {e}");
+        assert!(Subscriber::open(bad, Some(&d.0)).is_err());
+    }
+    let mut c = config(&d, 4096);
+    c.capacity = 5000;
+    assert!(matches!(
+        Publisher::create("cfg", &c),
+        Err(RingError::InvalidConfig(_))
+    ));
+    let mut c = config(&d, 4096);
+    c.max_message_len = 2048 - 15;
+    assert!(matches!(
+        Publisher::create("cfg", &c),
+        Err(RingError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn live_publisher_refuses_a_second_and_clean_close_is_reported() {
+    let d = TempDir::new();
+    let p = Publisher::create("dup", &config(&d, 4096)).unwrap();
+    let e = Publisher::create("dup", &config(&d, 4096)).err().unwrap();
+    assert!(matches!(e, RingError::PublisherAlive { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("pid {}", std::process::id())),
+        "{e}"
+    );
+    let mut s = Subscriber::open("dup", Some(&d.0)).unwrap();
+    let mut p = p;
+    connect(&mut p, &mut s);
+    p.offer(3, b"last").unwrap();
+    drop(p);
+    assert!(!d.0.join("dup").exists(), "clean close removes the file");
+    let mut got = Vec::new();
+    let r = s.poll(|t, b| got.push((t, b.to_vec())), 10);
+    assert_eq!(r, Ok(1));
+    assert_eq!(s.poll(|_, _| {}, 10), Err(PollError::PublisherClosed));
+    assert_eq!(s.poll(|_, _| {}, 10), Ok(0));
+    // A new publisher under the name is picked up.
+    let mut p2 = Publisher::create("dup", &config(&d, 4096)).unwrap();
+    let mut ok = false;
+    for _ in 0..2000 {
+        s.poll(|_, _| {}, 10).unwrap();
+        if p2.is_connected() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(ok, "restarted publisher not picked up");
+    p2.offer(9, b"again").unwrap();
+    let mut got = Vec::new();
+    s.wait(WaitStrategy::Spin, Some(Duration::from_secs(5)))
+        .unwrap();
+    s.poll(|t, b| got.push((t, b.to_vec())), 10).unwrap();
+    assert_eq!(got, vec![(9, b"again".to_vec())]);
+}
+
+#[test]
+fn subscriber_before_publisher() {
+    let d = TempDir::new();
+    let mut s = Subscriber::open("early", Some(&d.0)).unwrap();
+    assert!(!s.is_connected());
+    assert_eq!(s.poll(|_, _| {}, 10), Ok(0));
+    let mut p = Publisher::create("early", &config(&d, 4096)).unwrap();
+    connect(&mut p, &mut s);
+    p.offer(1, b"a").unwrap();
+    assert_eq!(drain(&mut s).len(), 1);
+}
+
+#[test]
+fn foreign_file_is_refused() {
+    let d = TempDir::new();
+    std::fs::write(d.0.join("foreign"), b"hello, this is not a ring at all").unwrap();
+    let e = Publisher::create("foreign", &config(&d, 4096))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not a conduit ring file"), "{e}");
+    let e = Subscriber::open("foreign", Some(&d.0)).err().unwrap();
+    assert!(e.to_string().contains("not a conduit ring file"), "{e}");
+    assert_eq!(
+        std::fs::read(d.0.join("foreign")).unwrap(),
+        b"hello, this is not a ring at all"
+    );
+}
+
+#[test]
+fn blocking_wait_is_woken() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("block", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("block", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let t = std::thread::spawn(move || {
+        let mut got = 0u32;
+        while got < 1000 {
+            s.wait(WaitStrategy::Block, Some(Duration::from_secs(10)))
+                .unwrap();
+            got += s.poll(|_, _| {}, usize::MAX).unwrap() as u32;
+        }
+        got
+    });
+    for i in 0..1000u32 {
+        while p.offer(i, &[0; 8]).is_err() {
+            std::thread::yield_now();
+        }
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert_eq!(t.join().unwrap(), 1000);
+}
+
+/// A second mapping of a ring file, for scribbling.
+struct Scribbler {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Scribbler {
+    fn new(path: &std::path::Path) -> Scribbler {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh shared mapping of the whole file.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Scribbler { ptr: p.cast(), len }
+    }
+
+    fn write_u64(&self, off: usize, v: u64) {
+        assert!(off + 8 <= self.len && off % 8 == 0);
+        // SAFETY: in bounds and aligned (asserted); atomics make the race with
+        // the ring's own atomics defined.
+        unsafe {
+            (*self.ptr.add(off).cast::<std::sync::atomic::AtomicU64>()).store(v, Ordering::SeqCst)
+        }
+    }
+
+    fn write_u32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.len && off % 4 == 0);
+        // SAFETY: in bounds and aligned (asserted).
+        unsafe { (*self.ptr.add(off).cast::<AtomicU32>()).store(v, Ordering::SeqCst) }
+    }
+}
+
+impl Drop for Scribbler {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn corrupt_case(name: &str, scribble: impl Fn(&Scribbler, usize), expect: &str) {
+    let d = TempDir::new();
+    let mut p = Publisher::create(name, &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open(name, Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    p.offer(1, &[5; 40]).unwrap();
+    let data = layout::data_offset(8) as usize;
+    let w = Scribbler::new(p.path());
+    scribble(&w, data);
+    let r = s.poll(|_, _| {}, 10);
+    match r {
+        Err(PollError::Corrupt(m)) => assert!(m.contains(expect), "{name}: {m}"),
+        other => panic!("{name}: expected Corrupt containing {expect:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_record_words_are_corrupt() {
+    corrupt_case(
+        "bogus-len",
+        |w, data| w.write_u32(data + 8, 100_000),
+        "length 100000",
+    );
+    corrupt_case(
+        "len-past-end",
+        |w, data| {
+            // Move the record near the end by forging a commit word there.
+            w.write_u64(data, 1);
+            w.write_u32(data + 8, 2047);
+        },
+        "length 2047",
+    );
+    corrupt_case("bad-commit", |w, data| w.write_u64(data, 77), "commit word");
+    corrupt_case(
+        "lapped",
+        |w, data| w.write_u64(data, 4096 + 1),
+        "overwritten",
+    );
+}
+
+#[test]
+fn hostile_slot_and_header_are_corrupt() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("slot", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("slot", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let w = Scribbler::new(p.path());
+    // Position past the tail in our slot (slot 0).
+    w.write_u64(layout::slot_offset(0) + 8, 1 << 40);
+    // The publisher only rescans when it needs room or a request is pending.
+    w.write_u64(layout::SIGNAL_BLOCK, layout::ATTENTION_MEMBERSHIP);
+    match p.offer(1, b"x") {
+        Err(OfferError::Corrupt(m)) => assert!(m.contains("position"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    w.write_u64(layout::slot_offset(0) + 8, 0);
+    w.write_u32(layout::slot_offset(1), 9);
+    w.write_u64(layout::SIGNAL_BLOCK, layout::ATTENTION_MEMBERSHIP);
+    match p.offer(1, b"x") {
+        Err(OfferError::Corrupt(m)) => assert!(m.contains("state 9"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A garbled header is noticed by the subscriber's periodic check.
+    w.write_u64(0, 0xdead_beef);
+    let mut res = Ok(0);
+    for _ in 0..100_000 {
+        res = s.poll(|_, _| {}, 10);
+        if res.is_err() {
+            break;
+        }
+        if res == Ok(0) {
+            std::thread::sleep(Duration::from_micros(10));
+        }
+    }
+    match res {
+        Err(PollError::Corrupt(m)) => assert!(m.contains("header"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // And refused on open, with what is wrong.
+    let e = Subscriber::open("slot", Some(&d.0)).err().unwrap();
+    assert!(e.to_string().contains("not a conduit ring file"), "{e}");
+    let _ = RECORD_HEADER_LEN;
+}
+
+#[test]
+fn version_and_truncation_are_named_on_open() {
+    let d = TempDir::new();
+    let p = Publisher::create("ver", &config(&d, 4096)).unwrap();
+    let w = Scribbler::new(p.path());
+    w.write_u32(8, 7);
+    let e = Subscriber::open("ver", Some(&d.0)).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("layout version 7 where 1 was expected"),
+        "{e}"
+    );
+    w.write_u32(8, 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p.path())
+        .unwrap();
+    f.set_len(1000).unwrap();
+    drop(w);
+    let e = Subscriber::open("ver", Some(&d.0)).err().unwrap();
+    assert!(e.to_string().contains("truncated: 1000 bytes"), "{e}");
+    drop(p);
+}

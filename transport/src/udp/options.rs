@@ -14,8 +14,8 @@
 //! | `nak_delay` | wait before NAKing a gap | 50us |
 //! | `gap` | `fail` or `skip` on unrecoverable loss | `fail` |
 //! | `stream` | stream id | 1 |
-//! | `linger` | how long offered data may wait to fill a datagram | 0 (send at once) |
-//! | `progress` | `inline`, or `thread` for a background progress thread | `inline` |
+//! | `linger` | how long offered data may wait to fill datagrams (batching; implies `progress=thread`) | 0 (send at once) |
+//! | `progress` | `inline`, or `thread` for a background progress thread | `inline` (`thread` with `linger`) |
 //! | `wait` | `spin` or `block` for `poll_timeout` | `spin` |
 //! | `rx_batch` | datagrams per receive call | 32 (8 with GRO) |
 //! | `gso` | `on`/`off`: UDP GSO for batched sends | `on` |
@@ -56,8 +56,12 @@ pub struct UdpOptions {
     pub driver: DriverConfig,
     /// How long offered data may wait to fill a datagram (0: sent at once).
     pub linger: Duration,
-    /// Run a background progress thread.
+    /// Run a background progress thread (publication: also implied by
+    /// `linger`).
     pub thread: bool,
+    /// `progress=thread` was given explicitly (subscriptions start their
+    /// thread only then).
+    pub thread_requested: bool,
     /// `poll_timeout` wait mode.
     pub wait: WaitMode,
 }
@@ -135,10 +139,15 @@ impl UdpOptions {
         if linger > Duration::from_secs(1) {
             return Err(uri.invalid(format!("linger={linger:?}: at most 1s")));
         }
-        let thread = uri
-            .take_choice("progress", &["inline", "thread"])?
-            .as_deref()
-            == Some("thread");
+        // Data lingering for a batch needs someone to send it when the
+        // application stops offering: `linger` implies the background thread
+        // unless `progress=inline` says the application calls often enough.
+        let progress = uri.take_choice("progress", &["inline", "thread"])?;
+        let thread_requested = progress.as_deref() == Some("thread");
+        let thread = match progress.as_deref() {
+            Some(p) => p == "thread",
+            None => !linger.is_zero(),
+        };
         let wait = match uri.take_choice("wait", &["spin", "block"])?.as_deref() {
             Some("block") => WaitMode::Block,
             _ => WaitMode::Spin,
@@ -198,6 +207,7 @@ impl UdpOptions {
             driver: d,
             linger,
             thread,
+            thread_requested,
             wait,
         })
     }

@@ -32,8 +32,10 @@ pub(crate) struct PubCore {
     staged: Vec<(SocketAddr, usize, usize)>,
     /// Sticky error from an event (version mismatch).
     failure: Option<Error>,
-    /// Offers since the last transmit (linger accounting).
+    /// Bytes offered since the last transmit (linger accounting).
     unsent: usize,
+    /// With `linger`: send once this many bytes are waiting.
+    batch_bytes: usize,
     last_transmit: Instant,
     last_recv: Instant,
     sends_since_recv: u32,
@@ -186,12 +188,12 @@ impl PubCore {
         };
         match r {
             Ok(pos) => {
-                self.unsent += 1;
+                self.unsent += payload.len() + 8;
                 if self.opts.linger.is_zero() {
                     self.progress_send(Instant::now());
                 } else {
                     let now = Instant::now();
-                    if self.unsent >= 64
+                    if self.unsent >= self.batch_bytes
                         || now.duration_since(self.last_transmit) >= self.opts.linger
                     {
                         self.progress_send(now);
@@ -303,6 +305,10 @@ impl UdpPublication {
             staged: Vec::with_capacity(tx_slots(mtu)),
             failure: None,
             unsent: 0,
+            // A GSO batch's worth, within a quarter of the window.
+            batch_bytes: (tx_slots(mtu) * mtu)
+                .min(opts.proto.window / 4)
+                .min(super::driver::MAX_UDP_PAYLOAD),
             last_transmit: now,
             last_recv: now,
             sends_since_recv: 0,
@@ -311,9 +317,13 @@ impl UdpPublication {
             opts,
         };
         let inner = if core.opts.thread {
-            let period = (core.opts.proto.heartbeat_interval / 4)
-                .min(Duration::from_millis(1))
-                .max(Duration::from_micros(50));
+            // Often enough for heartbeats, and for the tail of a lingering
+            // batch to leave within about `linger`.
+            let mut period = (core.opts.proto.heartbeat_interval / 4).min(Duration::from_millis(1));
+            if !core.opts.linger.is_zero() {
+                period = period.min(core.opts.linger);
+            }
+            let period = period.max(Duration::from_micros(20));
             let core = Arc::new(Mutex::new(core));
             let stop = Arc::new(AtomicBool::new(false));
             let (c, s) = (core.clone(), stop.clone());
@@ -322,7 +332,15 @@ impl UdpPublication {
                 .spawn(move || {
                     // Relaxed: a stop request carries no data.
                     while !s.load(Ordering::Relaxed) {
-                        lock(&c).progress(Instant::now());
+                        {
+                            let mut core = lock(&c);
+                            let now = Instant::now();
+                            // While the application is offering, leave the
+                            // batching to it; step in when it went quiet.
+                            if now.duration_since(core.last_transmit) >= period {
+                                core.progress(now);
+                            }
+                        }
                         std::thread::sleep(period);
                     }
                 })

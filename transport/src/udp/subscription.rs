@@ -230,7 +230,7 @@ impl UdpSubscription {
             idle_polls: 0,
             opts,
         };
-        let inner = if core.opts.thread {
+        let inner = if core.opts.thread_requested {
             let period = (core.opts.proto.status_interval / 4)
                 .min(Duration::from_millis(1))
                 .max(Duration::from_micros(50));

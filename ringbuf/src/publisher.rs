@@ -415,6 +415,17 @@ impl Claim<'_> {
         unsafe { std::slice::from_raw_parts_mut(p, self.len) }
     }
 
+    /// The payload as written so far, `len` bytes, 16-byte aligned.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        let p = self.p.data.payload_ptr(self.start);
+        // SAFETY: as in `as_mut_slice`: [p, p + len) lies in the live mapping,
+        // beyond every subscriber's unread data and not yet committed; the
+        // claim borrows the publisher mutably and `&self` excludes a
+        // concurrent `&mut` slice from this claim.
+        unsafe { std::slice::from_raw_parts(p, self.len) }
+    }
+
     /// The record's type id.
     pub fn type_id(&self) -> u32 {
         self.type_id

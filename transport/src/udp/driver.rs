@@ -67,16 +67,19 @@ pub enum DriverChoice {
     Auto,
     /// io_uring, or an error when it cannot be set up.
     Uring,
+    /// io_uring when it can be set up, else the socket driver.
+    PreferUring,
     /// The socket driver.
     Socket,
 }
 
 impl DriverChoice {
-    /// Parses `"auto"`, `"uring"` or `"socket"`.
+    /// Parses `"auto"`, `"uring"`, `"prefer-uring"` or `"socket"`.
     pub fn parse(s: &str) -> Option<DriverChoice> {
         match s {
             "auto" => Some(DriverChoice::Auto),
             "uring" | "io_uring" => Some(DriverChoice::Uring),
+            "prefer-uring" => Some(DriverChoice::PreferUring),
             "socket" => Some(DriverChoice::Socket),
             _ => None,
         }
@@ -283,15 +286,18 @@ impl Driver for AnyDriver {
 /// `InvalidInput` naming the variable when its value is not `auto`, `uring`
 /// or `socket`.
 pub fn env_choice() -> io::Result<Option<DriverChoice>> {
-    match std::env::var(DRIVER_ENV) {
-        Ok(v) if v.is_empty() => Ok(None),
-        Ok(v) => DriverChoice::parse(&v).map(Some).ok_or_else(|| {
+    parse_env_choice(std::env::var(DRIVER_ENV).ok().as_deref())
+}
+
+fn parse_env_choice(v: Option<&str>) -> io::Result<Option<DriverChoice>> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(v) => DriverChoice::parse(v).map(Some).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{DRIVER_ENV}={v:?}: expected auto, uring or socket"),
+                format!("{DRIVER_ENV}={v:?}: expected auto, uring, prefer-uring or socket"),
             )
         }),
-        Err(_) => Ok(None),
     }
 }
 
@@ -321,20 +327,24 @@ pub fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver
         DriverChoice::Auto => env_choice()?.unwrap_or(DriverChoice::Auto),
         c => c,
     };
+    let choice = match (choice, DEFAULT_DRIVER) {
+        (DriverChoice::Auto, DriverKind::Socket) => DriverChoice::Socket,
+        (DriverChoice::Auto, DriverKind::Uring) => DriverChoice::PreferUring,
+        (c, _) => c,
+    };
     let (driver, note) = match choice {
-        DriverChoice::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
         DriverChoice::Uring => (AnyDriver::Uring(UringDriver::open(bind, cfg)?), None),
-        DriverChoice::Auto => match DEFAULT_DRIVER {
-            DriverKind::Socket => (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None),
-            DriverKind::Uring => match UringDriver::open(bind, cfg) {
-                Ok(d) => (AnyDriver::Uring(d), None),
-                Err(e) if is_unavailable(&e) => (
-                    AnyDriver::Socket(SocketDriver::open(bind, cfg)?),
-                    Some(format!(" (io_uring unavailable: {e})")),
-                ),
-                Err(e) => return Err(e),
-            },
+        DriverChoice::PreferUring => match UringDriver::open(bind, cfg) {
+            Ok(d) => (AnyDriver::Uring(d), None),
+            Err(e) if is_unavailable(&e) => (
+                AnyDriver::Socket(SocketDriver::open(bind, cfg)?),
+                Some(format!(" (io_uring unavailable: {e})")),
+            ),
+            Err(e) => return Err(e),
         },
+        DriverChoice::Socket | DriverChoice::Auto => {
+            (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None)
+        }
     };
     log_once(driver.kind(), note.as_deref().unwrap_or(""));
     Ok(driver)
@@ -592,6 +602,22 @@ mod tests {
         assert_eq!(find_gro_segment(&g), Some(1400));
         assert_eq!(find_gro_segment(&b.0[..n]), None);
         assert_eq!(find_gro_segment(&[0xff; 40]), None);
+    }
+
+    #[test]
+    fn environment_choice_is_validated() {
+        assert_eq!(parse_env_choice(None).unwrap(), None);
+        assert_eq!(parse_env_choice(Some("")).unwrap(), None);
+        assert_eq!(
+            parse_env_choice(Some("uring")).unwrap(),
+            Some(DriverChoice::Uring)
+        );
+        assert_eq!(
+            parse_env_choice(Some("prefer-uring")).unwrap(),
+            Some(DriverChoice::PreferUring)
+        );
+        let e = parse_env_choice(Some("dpdk")).unwrap_err().to_string();
+        assert!(e.contains(DRIVER_ENV) && e.contains("dpdk"), "{e}");
     }
 
     #[test]

@@ -22,9 +22,10 @@
 //! driver 20–28 µs busy-polling (an `io_uring_enter` per poll to run its
 //! deferred task work, plus a synchronous submit per send); blocking, both
 //! drivers were within 10 % of each other. Force a driver with
-//! `?driver=uring|socket` or `CONDUIT_UDP_DRIVER`; when io_uring is asked for
-//! by `auto` and unavailable (ENOSYS, EPERM, seccomp), the socket driver is
-//! used. The driver in use is logged once (stderr) and shown in
+//! `?driver=uring|socket` or `CONDUIT_UDP_DRIVER`; `prefer-uring` takes
+//! io_uring where it can be set up and falls back to the socket driver where
+//! it cannot (ENOSYS, EPERM from `kernel.io_uring_disabled` or a seccomp
+//! filter, EINVAL from an old kernel). The driver in use is logged once (stderr) and shown in
 //! [`Counters::driver`](crate::Counters).
 //!
 //! # Memory per channel
@@ -69,5 +70,7 @@ fn seed() -> u64 {
     h.finish()
 }
 
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod driver_fallback_tests;
 #[cfg(test)]
 mod loopback_tests;

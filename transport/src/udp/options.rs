@@ -3,7 +3,7 @@
 //!
 //! | key | meaning | default |
 //! |---|---|---|
-//! | `driver` | `auto`, `uring` or `socket` (else `CONDUIT_UDP_DRIVER`) | `auto` (socket) |
+//! | `driver` | `auto`, `uring`, `prefer-uring` (io_uring, else socket) or `socket` (else `CONDUIT_UDP_DRIVER`) | `auto` (socket) |
 //! | `mtu` | largest datagram | 1408 |
 //! | `window` | receiver window, power of two ≥ 4 × mtu | 256k |
 //! | `retransmit` | sender's retransmit buffer, power of two | smallest that fits |
@@ -100,7 +100,10 @@ impl UdpOptions {
         let addr = resolve(&uri, &host, port)?;
         let mut p = Config::default();
         let mut d = DriverConfig::default();
-        if let Some(v) = uri.take_choice("driver", &["auto", "uring", "io_uring", "socket"])? {
+        if let Some(v) = uri.take_choice(
+            "driver",
+            &["auto", "uring", "io_uring", "prefer-uring", "socket"],
+        )? {
             d.choice = DriverChoice::parse(&v).unwrap_or_default();
         }
         if let Some(v) = uri.take_size("mtu")? {

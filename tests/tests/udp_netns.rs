@@ -180,6 +180,69 @@ fn everything(driver: &str) {
     );
 }
 
+/// Throughput through the hub with and without 1 % loss (both directions),
+/// for the report: `cargo test --test udp_netns -- --ignored --nocapture`.
+fn throughput_report(driver: &str) {
+    let mut rates = Vec::new();
+    for (name, loss) in [
+        ("lossless", 0.0),
+        ("1% loss", 1.0),
+        ("lossless", 0.0),
+        ("1% loss", 1.0),
+    ] {
+        let _g = serial();
+        let Some(lab) = lab_or_skip(2) else { return };
+        let imp = Impair {
+            loss,
+            ..Impair::default()
+        };
+        let (dest, _relay) = lab
+            .impaired_path(0, 1, PORT, &imp, 11, Duration::from_secs(NODE_DEADLINE))
+            .unwrap();
+        let o = format!("{}&gro=on&window=1m", opts(driver));
+        let sub_uri = format!("udp://{}:{PORT}?{o}&wait=block", lab.addr(1));
+        let n = MESSAGES.to_string();
+        let dl = NODE_DEADLINE.to_string();
+        let mut sub = lab
+            .spawn(Some(1), node(), &["sub", &sub_uri, &n, &dl])
+            .unwrap();
+        sub.expect_line("ready", Duration::from_secs(30)).unwrap();
+        let pub_uri = format!("udp://{dest}?{o}");
+        let mut publ = lab
+            .spawn(Some(0), node(), &["pub", &pub_uri, &n, &dl])
+            .unwrap();
+        let rate = sub.expect_line("rate", WAIT).unwrap();
+        let r = counter(&rate, "msgs_per_s");
+        eprintln!("{driver} {name}: {r} msgs/s");
+        rates.push((name, r));
+        assert!(sub.wait(Duration::from_secs(10)).unwrap().success());
+        assert!(publ.wait(WAIT).unwrap().success());
+    }
+    let avg = |n: &str| {
+        let v: Vec<u64> = rates.iter().filter(|r| r.0 == n).map(|r| r.1).collect();
+        v.iter().sum::<u64>() / v.len().max(1) as u64
+    };
+    let (a, b) = (avg("lossless"), avg("1% loss"));
+    println!(
+        "THROUGHPUT {driver}: lossless {a} msgs/s, 1% loss {b} msgs/s, ratio {:.2}",
+        b as f64 / a.max(1) as f64
+    );
+}
+
+#[test]
+#[ignore = "measurement for the report, not a check"]
+fn throughput_report_socket() {
+    throughput_report("socket");
+}
+
+#[test]
+#[ignore = "measurement for the report, not a check"]
+fn throughput_report_uring() {
+    if uring_available() {
+        throughput_report("uring");
+    }
+}
+
 /// Kill the subscriber: the publisher reports not-connected (liveness);
 /// start a new one: the publisher reconnects and delivery resumes in order.
 fn subscriber_killed_and_restarted(driver: &str) {

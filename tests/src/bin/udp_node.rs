@@ -135,6 +135,7 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
     println!("ready");
     let mut next: Option<u64> = if any_start { None } else { Some(0) };
     let mut got = 0u64;
+    let mut first: Option<Instant> = None;
     let mut bad: Option<String> = None;
     while got < count {
         let r = s.poll_timeout(
@@ -158,6 +159,9 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
             4096,
             Duration::from_millis(10),
         );
+        if first.is_none() && got > 0 {
+            first = Some(Instant::now());
+        }
         if let Some(b) = &bad {
             eprintln!("subscriber: {b}");
             print_counters("sub", &s.counters());
@@ -170,6 +174,11 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
         }
     }
     println!("received {got}");
+    let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    println!(
+        "rate msgs_per_s={:.0} secs={secs:.3}",
+        got as f64 / secs.max(1e-9)
+    );
     print_counters("sub", &s.counters());
 }
 

@@ -29,11 +29,14 @@ pub struct Counters {
     pub driver: Option<&'static str>,
 }
 
+// One per handle, never moved on a hot path: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum PubInner {
     Shm(ShmPublication),
     Udp(crate::udp::UdpPublication),
 }
 
+#[allow(clippy::large_enum_variant)]
 enum SubInner {
     Shm(ShmSubscription),
     Udp(crate::udp::UdpSubscription),

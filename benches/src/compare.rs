@@ -11,12 +11,23 @@ use crate::report::{fmt_kib, fmt_si, write_json, LatencyResult, ThroughputResult
 
 /// Channels `compare` runs when `--channels` is not given (`limit` runs
 /// between them anyway).
-pub const DEFAULT_CHANNELS: [Channel; 4] = [
+#[cfg(feature = "conduit")]
+pub const DEFAULT_CHANNELS: &[Channel] = &[
     Channel::Shm,
     Channel::Crossbeam,
     Channel::Iceoryx2,
     Channel::UdpRaw,
+    Channel::Udp,
+    Channel::UdpUring,
+    Channel::UdpSocket,
+    Channel::Proto,
+    Channel::ProtoLoss,
 ];
+
+/// Channels `compare` runs when `--channels` is not given, in a build
+/// without conduit.
+#[cfg(not(feature = "conduit"))]
+pub const DEFAULT_CHANNELS: &[Channel] = &[Channel::Crossbeam, Channel::Iceoryx2, Channel::UdpRaw];
 
 /// Two adjacent `limit` runs whose p50 differ by more than this factor get a
 /// warning: the vCPU placement changed during the run.
@@ -36,7 +47,7 @@ pub fn default_latency_messages(c: Channel) -> (u64, u64) {
 pub fn default_throughput_messages(c: Channel, size: usize) -> u64 {
     let udp = matches!(c, Channel::Udp | Channel::UdpUring | Channel::UdpSocket);
     match size {
-        _ if udp => 2_000_000,
+        _ if udp => 1_000_000,
         0..=256 => 10_000_000,
         257..=4096 => 2_000_000,
         _ => 200_000,
@@ -293,24 +304,19 @@ impl CompareReport {
             );
         }
         if !self.throughput.is_empty() {
-            let crossbeam32 = self
-                .throughput
-                .iter()
-                .find(|t| t.channel == "crossbeam" && t.size == 32)
-                .map(ThroughputResult::msgs_per_sec);
             println!();
             println!("One-way throughput");
             println!(
-                "{:<12} {:>7} {:>12} {:>12} {:>11}  peak RSS (receiver / sender)",
-                "channel", "size", "msgs/s", "B/s", "×crossbeam"
+                "{:<12} {:>7} {:>12} {:>12}  {:<18} peak RSS (receiver / sender)",
+                "channel", "size", "msgs/s", "B/s", "vs"
             );
             for t in &self.throughput {
-                let vs = match crossbeam32 {
-                    Some(cb) if t.size == 32 && cb > 0.0 => format!("{:.2}", t.msgs_per_sec() / cb),
-                    _ => "-".to_string(),
-                };
+                let vs = self
+                    .reference_for(t)
+                    .map(|(name, rate)| format!("{:.2}× {name}", t.msgs_per_sec() / rate))
+                    .unwrap_or_default();
                 println!(
-                    "{:<12} {:>7} {:>12} {:>12} {:>11}  {}",
+                    "{:<12} {:>7} {:>12} {:>12}  {:<18} {}",
                     t.channel,
                     format!("{} B", t.size),
                     fmt_si(t.msgs_per_sec()),
@@ -329,6 +335,21 @@ impl CompareReport {
         for (what, e) in &self.failures {
             println!("FAILED: {what}: {e}");
         }
+    }
+
+    /// The row a throughput row is judged against: 32 B shm against 32 B
+    /// crossbeam, lossy protocol against lossless protocol.
+    fn reference_for(&self, t: &ThroughputResult) -> Option<(&'static str, f64)> {
+        let (name, size) = match (t.channel.as_str(), t.size) {
+            ("shm", 32) => ("crossbeam", 32),
+            ("proto-loss", s) => ("proto", s),
+            _ => return None,
+        };
+        self.throughput
+            .iter()
+            .find(|r| r.channel == name && r.size == size)
+            .map(|r| (name, r.msgs_per_sec()))
+            .filter(|&(_, rate)| rate > 0.0)
     }
 
     fn baselines(&self, row: &Row) -> (f64, f64, f64) {
@@ -364,7 +385,13 @@ impl CompareReport {
             );
         }
         for t in &self.throughput {
-            results.push(t.to_json());
+            let mut j = t.to_json();
+            if let Some((name, rate)) = self.reference_for(t) {
+                j = j
+                    .with("reference", name)
+                    .with("vs_reference", t.msgs_per_sec() / rate);
+            }
+            results.push(j);
         }
         Json::object()
             .with("results", results)

@@ -173,7 +173,14 @@ impl ThroughputResult {
         println!("  {:>14} msgs/s", fmt_si(self.msgs_per_sec()));
         println!("  {:>14} B/s", fmt_si(self.bytes_per_sec()));
         for (k, v) in &self.extra {
-            println!("  {k}: {}", fmt_si(*v));
+            println!(
+                "  {k}: {}",
+                if v.abs() >= 1000.0 {
+                    fmt_si(*v)
+                } else {
+                    format!("{v}")
+                }
+            );
         }
         println!(
             "  peak RSS: {}",

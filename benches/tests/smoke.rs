@@ -216,6 +216,19 @@ fn throughput_shm() {
     throughput_run("shm", 4096);
 }
 
+#[cfg(feature = "conduit")]
+#[test]
+fn latency_udp() {
+    latency_run("udp", &[]);
+}
+
+#[cfg(feature = "conduit")]
+#[test]
+fn throughput_proto() {
+    throughput_run("proto", 32);
+    throughput_run("proto-loss", 32);
+}
+
 #[test]
 fn compare_writes_table_json_and_plot() {
     let json_path = tmp("compare.json");

@@ -33,7 +33,7 @@ pub fn throughput(size: usize, messages: u64, loss: f64) -> Result<ThroughputRes
         rss_tx_kib: None,
         processes: false,
         extra: vec![
-            ("loss".to_string(), loss),
+            ("loss_percent".to_string(), loss * 100.0),
             ("datagrams_per_sec".to_string(), r.datagrams as f64 / secs),
             ("retransmits".to_string(), r.retransmits as f64),
         ],

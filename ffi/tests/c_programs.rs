@@ -1,0 +1,269 @@
+//! Builds the C examples and the C test program against libconduit with
+//! `cc -std=c11 -Wall -Wextra -Wpedantic -Werror` and runs them: the test
+//! program (also under AddressSanitizer + UBSan), and a C ping-pong.
+//!
+//! Every child process runs under a watchdog that kills it and fails the test
+//! with its output when it hangs. Nothing here asserts a run time.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+fn ffi_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding this build's libconduit.{a,so}: the test binary's
+/// own `deps/` directory (cargo builds the library's every crate type there).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe
+        .parent()
+        .expect("test binary has a directory")
+        .to_path_buf();
+    for name in ["libconduit.a", "libconduit.so"] {
+        assert!(
+            deps.join(name).exists(),
+            "{name} not found in {} (cargo builds it with the conduit-ffi tests)",
+            deps.display()
+        );
+    }
+    deps
+}
+
+/// A fresh scratch directory under the target dir.
+fn scratch(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "conduit-c-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+const STRICT: &[&str] = &[
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Werror",
+    "-O2",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Static,
+    Shared,
+}
+
+/// Compiles `source` (relative to ffi/) into `out_dir`; returns the
+/// executable, or the compiler's output on failure.
+fn compile(source: &str, out_dir: &Path, link: Link, extra: &[&str]) -> Result<PathBuf, String> {
+    let lib = lib_dir();
+    let stem = Path::new(source)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let exe = out_dir.join(stem);
+    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cmd.args(STRICT)
+        .args(extra)
+        .arg("-I")
+        .arg(ffi_dir().join("include"))
+        .arg(ffi_dir().join(source))
+        .arg("-o")
+        .arg(&exe);
+    match link {
+        Link::Static => {
+            cmd.arg(lib.join("libconduit.a"));
+        }
+        Link::Shared => {
+            cmd.arg("-L")
+                .arg(&lib)
+                .arg("-lconduit")
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+    }
+    cmd.args(["-lpthread", "-ldl", "-lm"]);
+    let out = run(cmd, "cc");
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(format!(
+            "compiling {source} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Waits for `child` under the watchdog; kills it and panics on a hang.
+fn wait(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => return child.wait_with_output().expect("wait_with_output"),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut stdout = String::new();
+                let mut stderr = String::new();
+                if let Some(mut s) = child.stdout.take() {
+                    let _ = s.read_to_string(&mut stdout);
+                }
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut stderr);
+                }
+                panic!("watchdog: {what} still running after {WATCHDOG:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn spawn(mut cmd: Command, what: &str) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
+fn run(cmd: Command, what: &str) -> Output {
+    wait(spawn(cmd, what), what)
+}
+
+fn expect_success(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn examples_and_test_program_compile_strictly() {
+    let dir = scratch("compile");
+    for source in [
+        "examples/ping.c",
+        "examples/pong.c",
+        "tests/c/test_conduit.c",
+        "tests/c/interop.c",
+    ] {
+        for link in [Link::Static, Link::Shared] {
+            compile(source, &dir, link, &[]).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    // The header also compiles as C++ (extern "C" guards).
+    let cpp = dir.join("header.cpp");
+    std::fs::write(&cpp, "#include \"conduit.h\"\nint main() { conduit_claim c = CONDUIT_CLAIM_INIT; return c.len == 0 ? 0 : 1; }\n").unwrap();
+    if Command::new("c++")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mut cmd = Command::new("c++");
+        cmd.args(["-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+            .arg(ffi_dir().join("include"))
+            .arg(&cpp);
+        expect_success(&run(cmd, "c++"), "compiling conduit.h as C++");
+    }
+}
+
+fn run_test_program(exe: &Path, env: &[(&str, &str)]) -> String {
+    let rings = scratch("rings");
+    let mut cmd = Command::new(exe);
+    cmd.arg(&rings).envs(env.iter().copied());
+    let out = run(cmd, "test_conduit");
+    let stdout = expect_success(&out, "test_conduit");
+    assert!(
+        stdout.contains(" passed, 0 failed"),
+        "unexpected summary: {stdout}"
+    );
+    stdout
+}
+
+#[test]
+fn c_test_program_passes() {
+    let dir = scratch("test-static");
+    let exe = compile("tests/c/test_conduit.c", &dir, Link::Static, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{}", run_test_program(&exe, &[]));
+    let dir = scratch("test-shared");
+    let exe = compile("tests/c/test_conduit.c", &dir, Link::Shared, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("{}", run_test_program(&exe, &[]));
+}
+
+#[test]
+fn c_test_program_passes_under_address_and_undefined_sanitizers() {
+    let dir = scratch("asan");
+    let flags = [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+        "-g",
+    ];
+    let exe = match compile("tests/c/test_conduit.c", &dir, Link::Shared, &flags) {
+        Ok(exe) => exe,
+        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
+            panic!("the sanitizer build must work in CI (is libasan/libubsan installed?): {e}")
+        }
+        Err(e) => {
+            println!("SKIPPED: cannot build with -fsanitize=address,undefined here (CI=true makes this a failure): {e}");
+            return;
+        }
+    };
+    // Leak checking is off: the Rust runtime keeps a few allocations for the
+    // life of the process (thread-local error slots, std's buffers).
+    let stdout = run_test_program(
+        &exe,
+        &[
+            ("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"),
+            ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+        ],
+    );
+    println!("{stdout}");
+}
+
+fn ping_pong(pong_args: &[&str]) {
+    let dir = scratch("pingpong");
+    let ping =
+        compile("examples/ping.c", &dir, Link::Shared, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let pong =
+        compile("examples/pong.c", &dir, Link::Static, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let rings = scratch("pingpong-rings");
+    let ping_uri = format!("shm:ping?dir={}&capacity=64k", rings.display());
+    let pong_uri = format!("shm:pong?dir={}&capacity=64k", rings.display());
+    let mut cmd = Command::new(&pong);
+    cmd.args([&ping_uri, &pong_uri]).args(pong_args);
+    let pong_child = spawn(cmd, "pong");
+    let mut cmd = Command::new(&ping);
+    cmd.args([&ping_uri, &pong_uri, "20000", "1000", "32"]);
+    let ping_out = run(cmd, "ping");
+    let pong_out = wait(pong_child, "pong");
+    let stdout = expect_success(&ping_out, "ping");
+    expect_success(&pong_out, "pong");
+    assert!(stdout.contains("20000 round trips"), "{stdout}");
+    assert!(stdout.contains("rtt_ns p50="), "{stdout}");
+    println!("{stdout}");
+}
+
+/// One test for both variants: each runs two busy-polling processes, and
+/// two pairs at once on a small machine would only slow each other down.
+#[test]
+fn c_ping_pong_over_shm() {
+    ping_pong(&[]);
+    ping_pong(&["claim"]);
+}

@@ -66,6 +66,10 @@ impl Assembler {
                 self.reset();
                 counters.drop(DropReason::BadLength);
             }
+            if payload.len() > self.max {
+                counters.drop(DropReason::MessageTooLarge);
+                return;
+            }
             counters.messages += 1;
             counters.bytes += payload.len() as u64;
             deliver(type_id, payload);
@@ -663,6 +667,7 @@ impl Receiver {
             }
             let payload = &rest[..len];
             if h.flags == frame::REC_BEGIN | frame::REC_END
+                && len <= self.asm.max
                 && !self.asm.active
                 && !self.asm.skip_partial
             {

@@ -279,7 +279,7 @@ impl Sender {
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, OfferError> {
         self.check_open()?;
         let len = payload.len();
-        if len <= self.max_record {
+        if len <= self.max_record && len <= self.config.max_message_len {
             let size = frame::record_size(len);
             self.reserve(size)?;
             let pos = self.tail;

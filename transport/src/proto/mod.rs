@@ -103,3 +103,35 @@ pub struct Transmit {
     /// Its length at the start of the buffer.
     pub len: usize,
 }
+
+/// `addr` with an IPv4-mapped IPv6 address turned into plain IPv4 (dual-stack sockets report
+/// IPv4 peers that way).
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// Whether two addresses name the same endpoint (IPv4-mapped IPv6 equals IPv4).
+#[inline]
+pub(crate) fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a == b || canonical(a) == canonical(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_are_the_same_endpoint() {
+        let v4: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        let v6: SocketAddr = "[::ffff:127.0.0.1]:5".parse().unwrap();
+        assert!(same_addr(v4, v6));
+        assert!(!same_addr(v4, "[::ffff:127.0.0.1]:6".parse().unwrap()));
+        assert!(!same_addr(v4, "[::1]:5".parse().unwrap()));
+    }
+}

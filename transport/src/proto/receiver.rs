@@ -21,7 +21,7 @@ use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{Transmit, MAX_EVENTS};
+use super::{canonical, same_addr, Transmit, MAX_EVENTS};
 
 /// Reassembles fragmented messages and delivers complete ones.
 #[derive(Debug)]
@@ -375,7 +375,7 @@ impl Receiver {
         if sid != s.session_id {
             return Err(DropReason::WrongSession);
         }
-        if from != s.peer {
+        if !same_addr(from, s.peer) {
             return Err(DropReason::WrongSource);
         }
         if h.version != s.version {
@@ -441,7 +441,7 @@ impl Receiver {
         let mut loss = None;
         match self.session.as_mut() {
             Some(cur) if cur.session_id == sid => {
-                if from != cur.peer {
+                if !same_addr(from, cur.peer) {
                     return Err(DropReason::WrongSource);
                 }
                 if cur.failed {
@@ -461,7 +461,8 @@ impl Receiver {
                 }
             }
             Some(cur) => {
-                if cur.connected && !cur.failed && from.ip() != cur.peer.ip() {
+                if cur.connected && !cur.failed && canonical(from).ip() != canonical(cur.peer).ip()
+                {
                     return Err(DropReason::WrongSource);
                 }
                 let old = cur.session_id;

@@ -19,7 +19,7 @@ use super::log::Log;
 use super::nak::Retransmits;
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{Transmit, MAX_EVENTS};
+use super::{same_addr, Transmit, MAX_EVENTS};
 
 /// Why an offer or claim did not go into the log. Nothing offered is ever lost by a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -478,7 +478,7 @@ impl Sender {
         ) {
             return Err(DropReason::UnknownType);
         }
-        if from != self.destination {
+        if !same_addr(from, self.destination) {
             return Err(DropReason::WrongSource);
         }
         if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {

@@ -519,7 +519,15 @@ impl Driver for UringDriver {
             Wait::NoWait => {
                 // One enter runs the deferred (or pending) task work that
                 // posts receive completions, and submits a re-armed receive.
-                self.kick()?;
+                // Without deferred task work the kernel runs it on its own
+                // (signalled task work) or flags it (`IORING_SQ_TASKRUN`):
+                // enter only then, so an empty busy poll costs no syscall.
+                let need = self.defer_taskrun
+                    || !self.ring.submission().is_empty()
+                    || self.ring.submission().taskrun();
+                if need {
+                    self.kick()?;
+                }
             }
             Wait::Timeout(t) => {
                 let ts = Timespec::from(t.min(Duration::from_secs(3600)));

@@ -2,20 +2,21 @@
 //! socket and the protocol, and nothing else.
 //!
 //! Two implementations exist:
-//! - [`SocketDriver`](super::driver_socket::SocketDriver): a non-blocking
+//! - [`super::driver_socket::SocketDriver`]: a non-blocking
 //!   socket with `recvmmsg`/`sendmmsg`, UDP GSO (`UDP_SEGMENT`) and GRO
 //!   (`UDP_GRO`) where the kernel has them;
-//! - [`UringDriver`](super::driver_uring::UringDriver): io_uring with a
+//! - [`super::driver_uring::UringDriver`]: io_uring with a
 //!   multishot `RecvMsgMulti` over a provided-buffer ring and batched
 //!   `SendMsg` submissions (many datagrams per `io_uring_enter`).
 //!
 //! [`open_driver`] picks one: the choice comes from the URI (`driver=`), else
-//! the environment variable `CONDUIT_UDP_DRIVER`, else the default. When the
-//! default would be io_uring and its setup fails (ENOSYS, EPERM from
-//! `kernel.io_uring_disabled` or a seccomp filter, a kernel without
-//! multishot receive), the socket driver is used instead. The driver in use
-//! is logged once per process and kind (one line on stderr) and can be
-//! queried with [`Driver::kind`].
+//! the environment variable `CONDUIT_UDP_DRIVER`, else [`DEFAULT_DRIVER`].
+//! `prefer-uring` (and `auto`, were the default io_uring) uses io_uring when
+//! its setup succeeds and the socket driver when it fails as unavailable
+//! (ENOSYS, EPERM from `kernel.io_uring_disabled` or a seccomp filter,
+//! EINVAL from a kernel without these features); `uring` forced fails
+//! instead. The driver in use is logged once per process and kind (one line
+//! on stderr) and can be queried with [`Driver::kind`].
 //!
 //! Received datagrams are handed to a callback as slices that borrow the
 //! driver's own receive buffers (the socket's `recvmmsg` array or the io_uring

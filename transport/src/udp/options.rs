@@ -1,5 +1,5 @@
 //! URI options of `udp://` channels, validated into a protocol
-//! [`Config`](crate::proto::Config) and a [`DriverConfig`].
+//! [`crate::proto::Config`] and a [`DriverConfig`].
 //!
 //! | key | meaning | default |
 //! |---|---|---|

@@ -71,6 +71,13 @@ fn deliver(lab: &Lab, driver: &str, dest: std::net::SocketAddr) -> String {
     assert!(pub_status.expect("publisher").success());
     let counters = counters.expect("subscriber counters");
     assert_eq!(counter(&counters, "received"), MESSAGES);
+    // Memory is bounded by the configuration (window, buffers), not by the
+    // traffic: a few MiB over the process's baseline.
+    let rss = counter(&counters, "peak_rss_kib");
+    assert!(
+        rss < 64 << 10,
+        "subscriber peak RSS {rss} KiB after {MESSAGES} messages"
+    );
     assert_eq!(
         counters.split_whitespace().nth(2),
         Some(&*format!("driver={driver}"))

@@ -30,6 +30,18 @@ fn deadline_watch(secs: u64, what: &'static str) {
     });
 }
 
+/// Peak resident set size of this process, KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 fn print_counters(label: &str, c: &conduit::Counters) {
     let drops: Vec<String> = c
         .drops_by_reason
@@ -38,7 +50,7 @@ fn print_counters(label: &str, c: &conduit::Counters) {
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
     println!(
-        "counters {label} driver={} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} [{}]",
+        "counters {label} driver={} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} peak_rss_kib={} [{}]",
         c.driver.unwrap_or("-"),
         c.sent,
         c.received,
@@ -46,6 +58,7 @@ fn print_counters(label: &str, c: &conduit::Counters) {
         c.naks_sent,
         c.naks_received,
         c.dropped,
+        peak_rss_kib(),
         drops.join(" ")
     );
 }

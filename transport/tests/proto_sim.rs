@@ -230,6 +230,10 @@ fn one_mib_message_through_five_percent_loss() {
             assert!(pair.steps < MAX_STEPS, "seed {seed}: no end");
         }
         assert!(pair.tx.counters().retransmitted > 0);
+        assert!(
+            pair.max_nak_ranges > 1,
+            "seed {seed}: gaps were never NAKed together"
+        );
         assert!(pair.net.stats.lost > 0);
     }
 }

@@ -238,6 +238,8 @@ pub struct Pair {
     pub tx_events: Vec<Event>,
     pub rx_events: Vec<Event>,
     pub steps: u64,
+    /// Most ranges seen in one NAK (several gaps repaired at once).
+    pub max_nak_ranges: u16,
     buf: Vec<u8>,
 }
 
@@ -260,6 +262,7 @@ impl Pair {
             tx_events: Vec::new(),
             rx_events: Vec::new(),
             steps: 0,
+            max_nak_ranges: 0,
             buf: vec![0; 70_000],
         }
     }
@@ -281,6 +284,10 @@ impl Pair {
         while let Some(t) = self.rx.poll_transmit(self.now, &mut self.buf) {
             if t.len > self.rx_config.mtu {
                 return Err(format!("receiver emitted {} bytes over mtu", t.len));
+            }
+            if self.buf[1] == conduit::proto::frame::FrameKind::NAK.0 && t.len >= 18 {
+                let n = u16::from_le_bytes([self.buf[16], self.buf[17]]);
+                self.max_nak_ranges = self.max_nak_ranges.max(n);
             }
             self.net
                 .send(self.now, RX, t.destination, &self.buf[..t.len]);

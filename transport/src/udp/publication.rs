@@ -20,6 +20,8 @@ const MAX_DATAGRAMS_PER_PROGRESS: usize = 512;
 const RECV_EVERY: u32 = 16;
 /// ...and at least this often.
 const RECV_INTERVAL: Duration = Duration::from_micros(50);
+/// With `linger` and a background thread, offers read the clock this seldom.
+const CLOCK_EVERY: u32 = 16;
 
 /// The protocol sender, its driver and send staging.
 pub(crate) struct PubCore {
@@ -36,6 +38,7 @@ pub(crate) struct PubCore {
     unsent: usize,
     /// With `linger`: send once this many bytes are waiting.
     batch_bytes: usize,
+    offers_since_clock: u32,
     last_transmit: Instant,
     last_recv: Instant,
     sends_since_recv: u32,
@@ -191,12 +194,18 @@ impl PubCore {
                 self.unsent += payload.len() + 8;
                 if self.opts.linger.is_zero() {
                     self.progress_send(Instant::now());
+                } else if self.unsent >= self.batch_bytes {
+                    self.progress_send(Instant::now());
                 } else {
-                    let now = Instant::now();
-                    if self.unsent >= self.batch_bytes
-                        || now.duration_since(self.last_transmit) >= self.opts.linger
-                    {
-                        self.progress_send(now);
+                    // Batching: read the clock only every few offers (a
+                    // background thread, when present, sends what lingers).
+                    self.offers_since_clock += 1;
+                    if self.offers_since_clock >= CLOCK_EVERY || !self.opts.thread {
+                        self.offers_since_clock = 0;
+                        let now = Instant::now();
+                        if now.duration_since(self.last_transmit) >= self.opts.linger {
+                            self.progress_send(now);
+                        }
                     }
                 }
                 Ok(pos)
@@ -305,6 +314,7 @@ impl UdpPublication {
             staged: Vec::with_capacity(tx_slots(mtu)),
             failure: None,
             unsent: 0,
+            offers_since_clock: 0,
             // A GSO batch's worth, within a quarter of the window.
             batch_bytes: (tx_slots(mtu) * mtu)
                 .min(opts.proto.window / 4)

@@ -192,9 +192,7 @@ impl PubCore {
         match r {
             Ok(pos) => {
                 self.unsent += payload.len() + 8;
-                if self.opts.linger.is_zero() {
-                    self.progress_send(Instant::now());
-                } else if self.unsent >= self.batch_bytes {
+                if self.opts.linger.is_zero() || self.unsent >= self.batch_bytes {
                     self.progress_send(Instant::now());
                 } else {
                     // Batching: read the clock only every few offers (a

@@ -85,6 +85,17 @@ fn baseline(limits: &[LatencyResult], a: usize, b: usize, f: fn(&LatencyResult) 
     (f(&limits[a]) as f64 + f(&limits[b]) as f64) / 2.0
 }
 
+/// `1M`, `100k`, `1500`.
+fn short_count(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn ratio(v: u64, base: f64) -> f64 {
     if base > 0.0 {
         v as f64 / base
@@ -428,7 +439,11 @@ impl CompareReport {
         }
         for (i, row) in self.rows.iter().enumerate() {
             series.push(Series {
-                label: row.result.channel.clone(),
+                label: format!(
+                    "{} ({})",
+                    row.result.channel,
+                    short_count(row.result.messages)
+                ),
                 color: PALETTE[i % PALETTE.len()].to_string(),
                 faint: false,
                 in_legend: true,
@@ -437,14 +452,7 @@ impl CompareReport {
         }
         plot::render(
             &format!("Round-trip latency by percentile, {} B messages", self.size),
-            &format!(
-                "conduit-bench compare; round trips per channel: {}; dashed: the limit runs",
-                self.rows
-                    .iter()
-                    .map(|r| format!("{} {}", r.result.channel, r.result.messages))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            "conduit-bench compare; dashed: the limit runs; (n): round trips measured",
             &series,
         )
     }

@@ -66,7 +66,7 @@ fn reseal(b: &mut [u8], on: bool) {
 
 #[test]
 fn decoder_survives_random_bytes() {
-    watchdog("decoder_survives_random_bytes", 300);
+    let _watchdog = watchdog("decoder_survives_random_bytes", 300);
     let mut rng = Rng::new(1);
     let now = Instant::now();
     for checksum in [false, true] {
@@ -120,7 +120,7 @@ fn decoder_survives_random_bytes() {
 /// endpoints mid-stream from the right source (and re-sealed, so they pass the checksum).
 #[test]
 fn live_endpoints_survive_mutated_datagrams() {
-    watchdog("live_endpoints_survive_mutated_datagrams", 300);
+    let _watchdog = watchdog("live_endpoints_survive_mutated_datagrams", 300);
     for seed in 0..iters(300_000) / 10_000 {
         let mut rng = Rng::new(seed + 100);
         for checksum in [true, false] {

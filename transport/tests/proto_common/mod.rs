@@ -26,13 +26,19 @@ pub fn seeds(default: u64) -> u64 {
 }
 
 /// Aborts the process with a message if the test runs longer than `secs` (a hang guard, not
-/// a performance assertion).
-pub fn watchdog(name: &'static str, secs: u64) {
+/// a performance assertion). Disarmed when the returned guard is dropped.
+#[must_use = "the watchdog is disarmed when the guard is dropped"]
+pub fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: {name} still running after {secs} s; aborting");
-        std::process::abort();
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(Duration::from_secs(secs))
+        {
+            eprintln!("watchdog: {name} still running after {secs} s; aborting");
+            std::process::abort();
+        }
     });
+    tx
 }
 
 /// Runs `f(seed)` for seeds `0..n` on two threads; panics naming every failing seed.

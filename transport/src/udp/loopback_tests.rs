@@ -166,3 +166,46 @@ fn publisher_sees_subscriber_gone() {
     }
     assert!(matches!(publ.offer(1, b"x"), Err(Error::NotConnected)));
 }
+
+#[test]
+fn claims_under_back_pressure_lose_nothing() {
+    let (mut publ, mut sub) = pair("socket", "&window=64k");
+    connect(&mut publ, &mut sub);
+    let count = 100_000u64;
+    let end = Instant::now() + Duration::from_secs(60);
+    let (mut sent, mut next) = (0u64, 0u64);
+    while next < count {
+        assert!(Instant::now() < end, "stalled at {next}");
+        for _ in 0..200 {
+            if sent == count {
+                publ.is_connected();
+                break;
+            }
+            match publ.try_claim(3, 32) {
+                Ok(mut c) => {
+                    c.as_mut_slice()[..8].copy_from_slice(&sent.to_le_bytes());
+                    assert!(c.commit() > 0, "a reserved claim was refused");
+                    sent += 1;
+                }
+                Err(Error::BackPressured) => break,
+                Err(e) => panic!("claim: {e}"),
+            }
+        }
+        sub.poll(
+            |m| {
+                let seq = u64::from_le_bytes(m.payload()[..8].try_into().unwrap());
+                assert_eq!(seq, next);
+                next += 1;
+            },
+            50,
+        )
+        .unwrap();
+    }
+    let lost = publ
+        .counters()
+        .drops_by_reason
+        .iter()
+        .find(|(r, _)| *r == "claim_lost")
+        .map(|(_, n)| *n);
+    assert_eq!(lost, Some(0));
+}

@@ -43,6 +43,8 @@ pub(crate) struct PubCore {
     last_recv: Instant,
     sends_since_recv: u32,
     send_errors: u64,
+    /// Committed claims the stream refused (connection lost in between).
+    claims_lost: u64,
     io_error: Option<std::io::Error>,
 }
 
@@ -238,6 +240,7 @@ impl PubCore {
         let c = self.sender.counters();
         let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
         by.push(("send_failed", self.send_errors));
+        by.push(("claim_lost", self.claims_lost));
         Counters {
             sent: c.messages,
             retransmitted: c.retransmitted,
@@ -321,6 +324,7 @@ impl UdpPublication {
             last_recv: now,
             sends_since_recv: 0,
             send_errors: 0,
+            claims_lost: 0,
             io_error: None,
             opts,
         };
@@ -402,7 +406,8 @@ impl UdpPublication {
     /// the stream on commit.
     ///
     /// # Errors
-    /// [`Error::MessageTooLarge`]; connection state is checked on commit.
+    /// As [`offer`](Self::offer): [`Error::BackPressured`],
+    /// [`Error::NotConnected`], [`Error::MessageTooLarge`], ...
     pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<UdpClaim<'_>, Error> {
         if len > self.max_message_len {
             return Err(Error::MessageTooLarge {
@@ -410,19 +415,31 @@ impl UdpPublication {
                 max: self.max_message_len,
             });
         }
-        // Check the state up front, as a claim on shm would.
-        self.with(|c| match c.sender.state() {
-            SenderState::Connected => Ok(()),
-            SenderState::Connecting => {
-                c.progress(Instant::now());
-                if c.sender.is_connected() {
-                    Ok(())
+        // Reserve up front, as a claim on shm does: a claim that fits one
+        // record is checked against the window now (the protocol's own claim,
+        // aborted at once), so the commit's offer cannot be refused for
+        // back-pressure; larger ones are checked for the connection only.
+        self.with(|c| {
+            let check = |c: &mut PubCore| -> Result<(), OfferError> {
+                if len <= c.sender.max_claim_len() {
+                    c.sender.try_claim(type_id, len).map(drop)
                 } else {
-                    Err(Error::NotConnected)
+                    match c.sender.state() {
+                        SenderState::Connected => Ok(()),
+                        SenderState::Connecting => Err(OfferError::NotConnected),
+                        SenderState::Closed => Err(OfferError::Closed),
+                        SenderState::Failed => Err(OfferError::Failed),
+                    }
                 }
+            };
+            match check(c) {
+                Err(OfferError::BackPressured | OfferError::NotConnected) => {
+                    c.progress(Instant::now());
+                    check(c)
+                }
+                r => r,
             }
-            SenderState::Closed => Err(Error::Closed),
-            SenderState::Failed => Err(c.map(OfferError::Failed)),
+            .map_err(|e| c.map(e))
         })?;
         let mut staging = std::mem::take(&mut self.staging);
         staging.clear();
@@ -519,23 +536,31 @@ impl UdpClaim<'_> {
         &self.buf
     }
 
-    /// Publishes the message; returns the stream position after it, or 0
-    /// when the stream refused it at commit time (back-pressure or a lost
-    /// connection since the claim; the message is dropped and counted).
+    /// Publishes the message; returns the stream position after it. Room was
+    /// reserved by the claim; only a connection lost since the claim makes
+    /// the stream refuse it, then 0 is returned and the loss is counted
+    /// (`claim_lost`).
     pub fn commit(mut self) -> u64 {
         let buf = std::mem::take(&mut self.buf);
         let ty = self.type_id;
-        let mut pos = 0;
-        for _ in 0..1000 {
-            match self.publ.offer(ty, &buf) {
-                Ok(p) => {
-                    pos = p;
-                    break;
+        let pos = self.publ.with(|c| {
+            // Room was reserved by `try_claim` for claims of one record; a
+            // larger claim waits for the window, at most one liveness
+            // timeout (the peer is gone by then).
+            let deadline = Instant::now() + c.opts.proto.liveness_timeout;
+            loop {
+                match c.offer(ty, &buf) {
+                    Ok(p) => return p,
+                    Err(Error::BackPressured) if Instant::now() < deadline => {
+                        std::hint::spin_loop()
+                    }
+                    Err(_) => {
+                        c.claims_lost += 1;
+                        return 0;
+                    }
                 }
-                Err(Error::BackPressured) => continue,
-                Err(_) => break,
             }
-        }
+        });
         self.publ.staging = buf;
         pos
     }

@@ -156,13 +156,53 @@ impl Peer {
         }
     }
 
-    /// Collects the child's final report (its peak RSS in KiB) and waits for it
-    /// to exit cleanly.
+    /// Collects the child's final report (its peak RSS in KiB) and waits for
+    /// it to exit cleanly, calling `drive` while waiting: a receiver keeps
+    /// polling its channel so that the other side's final flush (which may
+    /// wait for acknowledgements) completes.
     ///
     /// # Errors
     /// The child failed, exited non-zero, or did not finish within `timeout`.
-    pub fn finish(mut self, timeout: Duration) -> Result<u64> {
-        let rss = self.expect("RSS", timeout)?;
+    /// (An error from `drive` only stops the driving: the peer closing its
+    /// end is how a clean finish looks from here.)
+    pub fn finish(
+        mut self,
+        timeout: Duration,
+        mut drive: impl FnMut() -> Result<()>,
+    ) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut driving = true;
+        let rss = loop {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    let (t, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                    if t == "RSS" {
+                        break rest.to_string();
+                    }
+                    if t == "ERROR" {
+                        return Err(BenchError(format!("peer process failed: {rest}")));
+                    }
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    if Instant::now() > deadline {
+                        self.kill();
+                        return Err(BenchError(format!(
+                            "peer process `{}` did not finish within {timeout:?}; killed it",
+                            self.what
+                        )));
+                    }
+                    // The peer closing its end shows up here as an error
+                    // once it is done: stop driving then, and keep waiting.
+                    if driving && drive().is_err() {
+                        driving = false;
+                    }
+                    std::thread::yield_now();
+                }
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(self.failure());
+                }
+            }
+        };
         let rss_kib = rss.trim().parse::<u64>().unwrap_or(0);
         match self.wait_exit(timeout) {
             Some(s) if s.success() => Ok(rss_kib),

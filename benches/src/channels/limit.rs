@@ -109,6 +109,9 @@ impl PingEnd for Ping {
         // Acquire: pairs with pong's Release store in `try_echo`.
         let v = self.page.word().load(Ordering::Acquire);
         if v == self.expect {
+            // Consumed: the word keeps its value, so forget the expectation
+            // (pong never stores u64::MAX).
+            self.expect = u64::MAX;
             Ok(Some((v - 2) / 2))
         } else {
             Ok(None)

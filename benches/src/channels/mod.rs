@@ -266,7 +266,9 @@ pub fn ping_with_peer<P: PingEnd>(
         Err(Stop::PeerGone) => return Err(peer.failure()),
         Err(Stop::Failed(e)) => return Err(e),
     };
-    let rss_pong = peer.finish(FINISH_TIMEOUT)?;
+    // Keep our end polled while pong winds down: a reliable transport may
+    // wait for our acknowledgements before its process exits.
+    let rss_pong = peer.finish(FINISH_TIMEOUT, || ping.try_recv().map(|_| ()))?;
     drop(ping);
     Ok(LatencyResult {
         channel: channel.to_string(),
@@ -315,7 +317,9 @@ pub fn rx_with_peer<R: RxEnd>(
         Err(Stop::PeerGone) => return Err(peer.failure()),
         Err(Stop::Failed(e)) => return Err(e),
     };
-    let rss_tx = peer.finish(FINISH_TIMEOUT)?;
+    // Keep receiving while the sender flushes: a reliable transport waits
+    // for our acknowledgements before the sender's flush returns.
+    let rss_tx = peer.finish(FINISH_TIMEOUT, || rx.poll(|_| Ok(())).map(|_| ()))?;
     drop(rx);
     Ok(ThroughputResult {
         channel: channel.to_string(),

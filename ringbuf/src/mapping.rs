@@ -221,6 +221,12 @@ impl DataArea {
         self.base.wrapping_add(off)
     }
 
+    /// Pointer to the byte at `pos`.
+    #[inline(always)]
+    pub(crate) fn at(self, pos: u64) -> *mut u8 {
+        self.base.wrapping_add((pos & self.mask) as usize)
+    }
+
     /// Offset of `pos` in the area.
     #[inline(always)]
     pub(crate) fn offset(self, pos: u64) -> u64 {

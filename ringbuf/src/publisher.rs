@@ -17,6 +17,11 @@ use std::sync::atomic::{compiler_fence, fence, AtomicU64, Ordering};
 use std::time::Instant;
 use zerocopy::IntoBytes;
 
+/// Bytes zeroed ahead of the tail in one go.
+const ZERO_AHEAD: u64 = 1024;
+/// Zeroing ahead starts again when fewer bytes than this are zeroed.
+const ZERO_LOW_WATER: u64 = 512;
+
 /// How often `is_connected` and friends check subscriber liveness.
 const QUERY_REAP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -37,6 +42,8 @@ pub struct Publisher {
     tail: u64,
     /// `min(active subscriber positions) + capacity` at the last scan.
     limit: u64,
+    /// Every byte in `[tail, zeroed)` is known to be zero (zeroed ahead).
+    zeroed: u64,
     /// Active subscribers at the last scan.
     active: u32,
     /// The publisher must fence after each commit (no membarrier).
@@ -128,6 +135,8 @@ impl Publisher {
             geometry,
             tail: 0,
             limit: geometry.capacity,
+            // The file starts zeroed.
+            zeroed: geometry.capacity,
             active: 0,
             offers: 0,
             last_reap: Instant::now(),
@@ -368,6 +377,27 @@ impl Publisher {
         self.capacity as usize
     }
 
+    /// Zeroes the data ahead of the tail, up to [`ZERO_AHEAD`] bytes but never
+    /// past `limit` (data a subscriber may still read). Runs after a commit,
+    /// so these stores never delay the visibility of a record.
+    #[cold]
+    #[inline(never)]
+    fn zero_ahead(&mut self) {
+        let target = (self.tail + ZERO_AHEAD).min(self.limit);
+        let mut from = self.zeroed.max(self.tail);
+        while from < target {
+            let off = self.data.offset(from);
+            let n = (target - from).min(self.capacity - off);
+            // SAFETY: [off, off + n) lies inside the data area (n ≤ capacity -
+            // off); positions [from, target) are past the tail (uncommitted, no
+            // reader looks at them) and below `limit`, so no subscriber still
+            // needs the bytes there; the mapping lives as long as `self`.
+            unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
+            from += n;
+        }
+        self.zeroed = self.zeroed.max(target);
+    }
+
     #[cold]
     fn wake(&self) {
         let signal = self.map.signal();
@@ -443,9 +473,13 @@ impl Claim<'_> {
             let (len_w, type_w) = d.len_type(self.start);
             len_w.store(self.len as u32, Ordering::Relaxed);
             type_w.store(self.type_id, Ordering::Relaxed);
-            // Zero ahead: the next record's commit word must not show an old
-            // lap's bytes to a reader that follows this record.
-            d.commit(end).store(0, Ordering::Relaxed);
+            // The next record's commit word must not show an old lap's bytes
+            // to a reader that follows this record: it is zeroed before this
+            // commit, normally by an earlier `zero_ahead`.
+            if p.zeroed < end + 8 {
+                d.commit(end).store(0, Ordering::Relaxed);
+                p.zeroed = end + 8;
+            }
             // Release partner: the subscriber's Acquire load of the commit word.
             d.commit(self.start)
                 .store(self.start + 1, Ordering::Release);
@@ -459,6 +493,9 @@ impl Claim<'_> {
             }
         }
         p.tail = end;
+        if p.zeroed - end < ZERO_LOW_WATER {
+            p.zero_ahead();
+        }
         // Wake-up protocol step (b): a full barrier between the commit store
         // and the load of `attention` (see the crate docs). With membarrier,
         // the sleeper's system call provides it; the compiler must still not

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Empty polls between checks for a close, a dead publisher or corruption.
+const IDLE_CHECK_EVERY: u32 = 32;
+
 /// How often a detached subscriber looks for a (new) ring file.
 pub(crate) const ATTACH_INTERVAL: Duration = Duration::from_millis(1);
 
@@ -427,14 +430,19 @@ impl Subscriber {
             // its scan; the handler's reads above happen before it.
             c.slot().position.store(pos, Ordering::Release);
             c.pos = pos;
-            c.empty = 0;
             return Ok(n);
+        }
+        c.empty = c.empty.wrapping_add(1);
+        if c.empty % IDLE_CHECK_EVERY != 0 && c.pending.is_none() {
+            return Ok(0);
         }
         self.idle_active()
     }
 
-    /// The empty path of an active subscriber: clean close, liveness, corruption.
+    /// The empty path of an active subscriber, every [`IDLE_CHECK_EVERY`]
+    /// empty polls: clean close, liveness (rate-limited), corruption.
     #[cold]
+    #[inline(never)]
     fn idle_active(&mut self) -> Result<usize, PollError> {
         let Some(c) = self.conn.as_mut() else {
             return Ok(0);
@@ -445,10 +453,7 @@ impl Subscriber {
             c.pending = Some(PollError::PublisherClosed);
         }
         if c.pending.is_none() {
-            c.empty = c.empty.wrapping_add(1);
-            if c.empty % 64 == 0 {
-                c.maybe_health_check(Instant::now());
-            }
+            c.maybe_health_check(Instant::now());
         }
         match c.pending.clone() {
             None => Ok(0),

@@ -1,0 +1,187 @@
+//! Helper process for the ring's cross-process tests.
+//!
+//! ```text
+//! ring_peer publish NAME DIR COUNT [block]   # COUNT = 0: publish until killed
+//! ring_peer subscribe NAME DIR COUNT [block] # verify COUNT messages, then exit 0
+//! ring_peer hold NAME DIR                    # attach, print "held", never read
+//! ```
+//!
+//! Message `seq` carries `seq` and a checksum of its length and filler bytes;
+//! lengths cycle through 16..=64 bytes. Every mode has a watchdog.
+
+use conduit_ringbuf::{OfferError, Publisher, RingConfig, Subscriber, WaitStrategy};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The checksum a message `seq` of `len` bytes carries.
+fn check(seq: u64, len: usize) -> u64 {
+    (seq ^ ((len as u64) << 56))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+}
+
+fn message_len(seq: u64) -> usize {
+    16 + (seq % 7) as usize * 8
+}
+
+fn fill(seq: u64, buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    let sum = check(seq, buf.len());
+    buf[8..16].copy_from_slice(&sum.to_le_bytes());
+    for (k, b) in buf[16..].iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_add(k as u8);
+    }
+}
+
+/// Checks one message; returns its sequence number.
+fn verify(payload: &[u8]) -> Result<u64, String> {
+    if payload.len() < 16 {
+        return Err(format!("message of {} bytes", payload.len()));
+    }
+    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+    let sum = u64::from_le_bytes(payload[8..16].try_into().unwrap_or_default());
+    if payload.len() != message_len(seq) || sum != check(seq, payload.len()) {
+        return Err(format!(
+            "message {seq}: bad length {} or checksum",
+            payload.len()
+        ));
+    }
+    for (k, b) in payload[16..].iter().enumerate() {
+        if *b != (seq as u8).wrapping_add(k as u8) {
+            return Err(format!("message {seq}: bad filler byte {k}"));
+        }
+    }
+    Ok(seq)
+}
+
+fn watchdog(secs: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("ring_peer: watchdog fired after {secs} s");
+        std::process::exit(124);
+    });
+}
+
+fn config(dir: PathBuf) -> RingConfig {
+    RingConfig {
+        capacity: 1 << 18,
+        max_message_len: 1 << 12,
+        max_subscribers: 8,
+        dir: Some(dir),
+        mode: 0o600,
+    }
+}
+
+fn publish(name: &str, dir: PathBuf, count: u64) -> Result<(), String> {
+    let mut p = Publisher::create(name, &config(dir)).map_err(|e| e.to_string())?;
+    println!("created");
+    let _ = std::io::stdout().flush();
+    while !p.is_connected() {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let mut seq = 0u64;
+    let mut spins = 0u32;
+    while count == 0 || seq < count {
+        let len = message_len(seq);
+        let mut claim = match p.try_claim(1, len) {
+            Ok(c) => c,
+            Err(OfferError::BackPressured) => {
+                spins += 1;
+                if spins % 1024 == 0 {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("claim {seq}: {e}")),
+        };
+        fill(seq, claim.as_mut_slice());
+        claim.commit();
+        seq += 1;
+    }
+    while !p.all_consumed() {
+        if !p.is_connected() {
+            return Err("subscriber left before consuming everything".into());
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    println!("done {seq}");
+    Ok(())
+}
+
+/// Receives `count` messages in order; returns the count.
+pub fn subscribe(
+    name: &str,
+    dir: PathBuf,
+    count: u64,
+    strategy: WaitStrategy,
+) -> Result<u64, String> {
+    let mut s = Subscriber::open(name, Some(&dir)).map_err(|e| e.to_string())?;
+    let mut next = 0u64;
+    let mut err = None;
+    while next < count {
+        let r = s.poll(
+            |t, b| {
+                if err.is_some() {
+                    return;
+                }
+                match verify(b) {
+                    Ok(seq) if seq == next && t == 1 => next += 1,
+                    Ok(seq) => err = Some(format!("expected message {next}, got {seq} (type {t})")),
+                    Err(e) => err = Some(e),
+                }
+            },
+            256,
+        );
+        if let Some(e) = err.take() {
+            return Err(e);
+        }
+        match r {
+            Ok(0) => {
+                s.wait(strategy, Some(Duration::from_millis(100)))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("poll after {next} messages: {e}")),
+        }
+    }
+    Ok(next)
+}
+
+fn hold(name: &str, dir: PathBuf) -> Result<(), String> {
+    let mut s = Subscriber::open(name, Some(&dir)).map_err(|e| e.to_string())?;
+    while !s.is_connected() {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    println!("held");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: ring_peer publish|subscribe|hold NAME DIR [COUNT] [block]");
+        std::process::exit(2);
+    }
+    watchdog(120);
+    let (name, dir) = (&args[2], PathBuf::from(&args[3]));
+    let count: u64 = args.get(4).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let strategy = if args.get(5).map(String::as_str) == Some("block") {
+        WaitStrategy::Block
+    } else {
+        WaitStrategy::Spin
+    };
+    let r = match args[1].as_str() {
+        "publish" => publish(name, dir, count),
+        "subscribe" => subscribe(name, dir, count, strategy).map(|n| println!("ok {n}")),
+        "hold" => hold(name, dir),
+        other => Err(format!("unknown mode {other}")),
+    };
+    if let Err(e) = r {
+        eprintln!("ring_peer {}: {e}", args[1]);
+        std::process::exit(1);
+    }
+}

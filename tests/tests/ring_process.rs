@@ -1,0 +1,276 @@
+//! The ring across processes: a long checked run, `kill -9` of either side,
+//! reuse of a stale file and pick-up of a restarted publisher. Helper
+//! processes are `ring_peer` (src/bin/ring_peer.rs).
+
+use conduit_ringbuf::{OfferError, PollError, Publisher, RingConfig, Subscriber, WaitStrategy};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const PEER: &str = env!("CARGO_BIN_EXE_ring_peer");
+
+fn watchdog(secs: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("watchdog: test still running after {secs} s: hang");
+        std::process::abort();
+    });
+}
+
+/// A scratch directory for ring files (on tmpfs when there is one), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let p = base.join(format!(
+            "conduit-ring-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Scratch(p)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(args: &[&str]) -> Peer {
+        let mut child = Command::new(PEER)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ring_peer");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    fn expect_line(&self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("ring_peer printed no {prefix:?}: {e}"),
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(r, 0, "kill -9");
+        let _ = self.child.wait();
+    }
+
+    fn wait_success(mut self) {
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "ring_peer failed: {status}");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Scratch, capacity: usize) -> RingConfig {
+    RingConfig {
+        capacity,
+        max_message_len: 1 << 10,
+        max_subscribers: 8,
+        dir: Some(dir.0.clone()),
+        mode: 0o600,
+    }
+}
+
+/// The sequence number of a `ring_peer` message, checked like the peer does.
+fn verify(payload: &[u8]) -> u64 {
+    assert!(payload.len() >= 16, "short message");
+    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let sum = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+    let len = payload.len();
+    assert_eq!(len, 16 + (seq % 7) as usize * 8, "length of message {seq}");
+    let want = (seq ^ ((len as u64) << 56))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29);
+    assert_eq!(sum, want, "checksum of message {seq}");
+    for (k, b) in payload[16..].iter().enumerate() {
+        assert_eq!(
+            *b,
+            (seq as u8).wrapping_add(k as u8),
+            "message {seq} byte {k}"
+        );
+    }
+    seq
+}
+
+#[test]
+fn ten_million_checked_messages_between_processes() {
+    watchdog(240);
+    let dir = Scratch::new("10m");
+    // Subscriber first: start order does not matter.
+    let sub = Peer::spawn(&["subscribe", "bulk", dir.arg(), "10000000"]);
+    let publ = Peer::spawn(&["publish", "bulk", dir.arg(), "10000000"]);
+    sub.expect_line("ok 10000000");
+    publ.expect_line("done 10000000");
+    sub.wait_success();
+    publ.wait_success();
+}
+
+#[test]
+fn blocking_subscriber_across_processes() {
+    watchdog(240);
+    let dir = Scratch::new("block");
+    let publ = Peer::spawn(&["publish", "blk", dir.arg(), "300000"]);
+    publ.expect_line("created");
+    let sub = Peer::spawn(&["subscribe", "blk", dir.arg(), "300000", "block"]);
+    sub.expect_line("ok 300000");
+    sub.wait_success();
+    publ.wait_success();
+}
+
+#[test]
+fn killed_subscriber_stops_holding_the_publisher_back() {
+    watchdog(120);
+    let dir = Scratch::new("killsub");
+    let mut p = Publisher::create("ks", &config(&dir, 4096)).unwrap();
+    let mut live = Subscriber::open("ks", Some(&dir.0)).unwrap();
+    let mut holder = Peer::spawn(&["hold", "ks", dir.arg()]);
+    // The holder connects once the publisher has activated it.
+    let (tx, rx) = mpsc::channel();
+    let lines = std::mem::replace(&mut holder.lines, rx);
+    std::thread::spawn(move || {
+        for l in lines.iter() {
+            let _ = tx.send(l);
+        }
+    });
+    loop {
+        p.is_connected();
+        live.is_connected();
+        match holder.lines.try_recv() {
+            Ok(l) if l == "held" => break,
+            Ok(_) | Err(mpsc::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("holder: {e}"),
+        }
+    }
+    assert_eq!(p.subscriber_count(), 2);
+    // Fill the ring: the holder never reads.
+    let mut sent = 0u32;
+    let mut received = 0;
+    loop {
+        match p.offer(1, &sent.to_le_bytes()) {
+            Ok(_) => sent += 1,
+            Err(OfferError::BackPressured) => break,
+            Err(e) => panic!("{e}"),
+        }
+        received += live.poll(|_, _| {}, usize::MAX).unwrap();
+    }
+    assert!(sent > 10);
+    holder.kill9();
+    // Within the documented bound the dead holder's slot is reclaimed; the
+    // watchdog turns a failure into an abort, no time is asserted.
+    while sent < 10_000 {
+        match p.offer(1, &sent.to_le_bytes()) {
+            Ok(_) => sent += 1,
+            Err(OfferError::BackPressured) => std::hint::spin_loop(),
+            Err(e) => panic!("{e}"),
+        }
+        received += live.poll(|_, _| {}, usize::MAX).unwrap();
+    }
+    assert_eq!(p.subscriber_count(), 1);
+    while received < sent as usize {
+        received += live.poll(|_, _| {}, usize::MAX).unwrap();
+    }
+    drop(live);
+    while p.is_connected() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.offer(1, b"x"), Err(OfferError::NotConnected));
+}
+
+#[test]
+fn killed_publisher_is_reported_stale_file_reused_and_restart_picked_up() {
+    watchdog(120);
+    let dir = Scratch::new("killpub");
+    let mut s = Subscriber::open("kp", Some(&dir.0)).unwrap();
+    let mut publ = Peer::spawn(&["publish", "kp", dir.arg(), "0"]);
+    publ.expect_line("created");
+    let mut next = 0u64;
+    let poll = |s: &mut Subscriber, next: &mut u64| {
+        s.poll(
+            |_, b| {
+                assert_eq!(verify(b), *next, "gap or reorder");
+                *next += 1;
+            },
+            1024,
+        )
+    };
+    while next < 100_000 {
+        poll(&mut s, &mut next).unwrap();
+    }
+    publ.kill9();
+    // Everything committed is delivered, then the death is reported.
+    let gone = loop {
+        match poll(&mut s, &mut next) {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(gone, PollError::PublisherGone);
+    let path = dir.0.join("kp");
+    assert!(path.exists(), "a killed publisher leaves its file behind");
+    // The next publisher reuses the name.
+    let mut p2 = Publisher::create("kp", &config(&dir, 1 << 16)).expect("reuse a stale file");
+    // The subscriber attaches to it on its own.
+    while !(p2.is_connected() && s.is_connected()) {
+        assert_eq!(s.poll(|_, _| panic!("stale data"), 10), Ok(0));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    p2.offer(5, b"after restart").unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        s.wait(WaitStrategy::Block, Some(Duration::from_secs(1)))
+            .unwrap();
+        s.poll(|t, b| got.push((t, b.to_vec())), 10).unwrap();
+    }
+    assert_eq!(got, vec![(5, b"after restart".to_vec())]);
+    // A live publisher is refused, naming its pid.
+    let e = Publisher::create("kp", &config(&dir, 1 << 16))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("a live publisher (pid"), "{e}");
+}

@@ -307,7 +307,11 @@ impl CompareReport {
         };
         line("limit #1", &self.limits[0], None);
         for row in &self.rows {
-            line(&row.result.channel, &row.result, Some(self.baselines(row)));
+            let name = match row.result.driver {
+                Some(d) if row.result.channel == "udp" => format!("udp [{d}]"),
+                _ => row.result.channel.clone(),
+            };
+            line(&name, &row.result, Some(self.baselines(row)));
             line(
                 &format!("limit #{}", row.after + 1),
                 &self.limits[row.after],

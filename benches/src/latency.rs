@@ -53,6 +53,11 @@ pub trait PingEnd {
     /// # Errors
     /// The channel failed, or the echo has the wrong length.
     fn try_recv(&mut self) -> Result<Option<u64>>;
+
+    /// The I/O driver the channel used, if it has a choice (conduit UDP).
+    fn driver(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The pong side of a channel.

@@ -30,6 +30,8 @@ pub struct LatencyResult {
     pub cpus: Option<(usize, usize)>,
     /// Whether ping and pong were separate processes.
     pub processes: bool,
+    /// The I/O driver used (conduit UDP), if any.
+    pub driver: Option<&'static str>,
 }
 
 impl LatencyResult {
@@ -55,6 +57,7 @@ impl LatencyResult {
             .with("rss_pong_kib", self.rss_pong_kib)
             .with("ping_cpu", self.cpus.map(|c| c.0))
             .with("pong_cpu", self.cpus.map(|c| c.1))
+            .with("driver", self.driver)
     }
 
     /// Prints the percentiles, one line per figure.
@@ -93,6 +96,9 @@ impl LatencyResult {
             "  peak RSS: {}",
             rss_text(self.rss_ping_kib, self.rss_pong_kib, "ping", "pong")
         );
+        if let Some(d) = self.driver {
+            println!("  driver: {d}");
+        }
     }
 }
 
@@ -117,6 +123,8 @@ pub struct ThroughputResult {
     pub processes: bool,
     /// Extra figures a channel reports (name, value), e.g. datagrams/s.
     pub extra: Vec<(String, f64)>,
+    /// The I/O driver used (conduit UDP), if any.
+    pub driver: Option<&'static str>,
 }
 
 impl ThroughputResult {
@@ -150,7 +158,8 @@ impl ThroughputResult {
             .with("msgs_per_sec", self.msgs_per_sec())
             .with("bytes_per_sec", self.bytes_per_sec())
             .with("rss_receiver_kib", self.rss_rx_kib)
-            .with("rss_sender_kib", self.rss_tx_kib);
+            .with("rss_sender_kib", self.rss_tx_kib)
+            .with("driver", self.driver);
         for (k, v) in &self.extra {
             j = j.with(k, *v);
         }
@@ -186,6 +195,9 @@ impl ThroughputResult {
             "  peak RSS: {}",
             rss_text(self.rss_rx_kib, self.rss_tx_kib, "receiver", "sender")
         );
+        if let Some(d) = self.driver {
+            println!("  driver: {d}");
+        }
     }
 }
 

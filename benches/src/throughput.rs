@@ -32,6 +32,11 @@ pub trait RxEnd {
     /// # Errors
     /// The channel failed, or `on_msg` did.
     fn poll<F: FnMut(&[u8]) -> Result<()>>(&mut self, on_msg: F) -> Result<usize>;
+
+    /// The I/O driver the channel used, if it has a choice (conduit UDP).
+    fn driver(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Sends `count` messages of `size` bytes.

@@ -74,6 +74,10 @@ impl PingEnd for Ping {
             .map_err(|e| err("poll", e))?;
         got.transpose()
     }
+
+    fn driver(&self) -> Option<&'static str> {
+        self.subscription.counters().driver
+    }
 }
 
 struct Pong {
@@ -195,6 +199,10 @@ impl RxEnd for Rx {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    fn driver(&self) -> Option<&'static str> {
+        self.0.counters().driver
     }
 }
 

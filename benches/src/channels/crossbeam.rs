@@ -150,6 +150,7 @@ fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
         rss_pong_kib: None,
         cpus,
         processes: false,
+        driver: None,
     })
 }
 
@@ -234,5 +235,6 @@ fn throughput_n<const N: usize>(messages: u64) -> Result<ThroughputResult> {
         rss_tx_kib: None,
         processes: false,
         extra: Vec::new(),
+        driver: None,
     })
 }

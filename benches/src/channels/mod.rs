@@ -269,6 +269,7 @@ pub fn ping_with_peer<P: PingEnd>(
     // Keep our end polled while pong winds down: a reliable transport may
     // wait for our acknowledgements before its process exits.
     let rss_pong = peer.finish(FINISH_TIMEOUT, || ping.try_recv().map(|_| ()))?;
+    let driver = ping.driver();
     drop(ping);
     Ok(LatencyResult {
         channel: channel.to_string(),
@@ -282,6 +283,7 @@ pub fn ping_with_peer<P: PingEnd>(
         rss_pong_kib: Some(rss_pong),
         cpus,
         processes: true,
+        driver,
     })
 }
 
@@ -320,6 +322,7 @@ pub fn rx_with_peer<R: RxEnd>(
     // Keep receiving while the sender flushes: a reliable transport waits
     // for our acknowledgements before the sender's flush returns.
     let rss_tx = peer.finish(FINISH_TIMEOUT, || rx.poll(|_| Ok(())).map(|_| ()))?;
+    let driver = rx.driver();
     drop(rx);
     Ok(ThroughputResult {
         channel: channel.to_string(),
@@ -331,6 +334,7 @@ pub fn rx_with_peer<R: RxEnd>(
         rss_tx_kib: Some(rss_tx),
         processes: true,
         extra: Vec::new(),
+        driver,
     })
 }
 

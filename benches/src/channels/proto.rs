@@ -32,6 +32,7 @@ pub fn throughput(size: usize, messages: u64, loss: f64) -> Result<ThroughputRes
         rss_rx_kib: peak_rss_kib(),
         rss_tx_kib: None,
         processes: false,
+        driver: None,
         extra: vec![
             ("loss_percent".to_string(), loss * 100.0),
             ("datagrams_per_sec".to_string(), r.datagrams as f64 / secs),

@@ -118,7 +118,9 @@ int main(int argc, char **argv) {
         uint64_t t0 = now_ns();
         if (offer_retry(pub, TYPE_PING, buf, size) != 0) return 1;
         for (unsigned spins = 1; !echo.got; spins++) {
-            int n = conduit_subscription_poll(sub, on_echo, &echo, 16);
+            /* One message per poll: looking for a second one would touch the
+             * next record's cache line, which pong is about to write. */
+            int n = conduit_subscription_poll(sub, on_echo, &echo, 1);
             if (n < 0) return fail("poll", n);
             if (n == 0 && spins % 4096 == 0 && now_ns() - t0 > STALL_NS) {
                 fprintf(stderr, "ping: no echo of %llu for 30 s\n", (unsigned long long)seq);

@@ -36,6 +36,7 @@ pub(crate) unsafe fn uri<'a>(uri: *const c_char) -> Result<&'a str, Failure> {
 }
 
 /// Checks that a `len`-byte buffer can exist at all (`len <= isize::MAX`).
+#[inline(always)]
 pub(crate) fn length(what: &str, len: usize) -> Result<usize, Failure> {
     if len > isize::MAX as usize {
         return Err(Failure::invalid(format!(
@@ -50,6 +51,7 @@ pub(crate) fn length(what: &str, len: usize) -> Result<usize, Failure> {
 /// # Safety
 /// When `len > 0`, `data` points to `len` readable bytes that stay valid and
 /// unmodified for the call.
+#[inline(always)]
 pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure> {
     let len = length("message", len)?;
     if len == 0 {
@@ -66,6 +68,7 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
 }
 
 /// A poll limit: at least 1.
+#[inline(always)]
 pub(crate) fn limit(limit: c_int) -> Result<usize, Failure> {
     if limit < 1 {
         return Err(Failure::invalid(format!(

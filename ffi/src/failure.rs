@@ -46,6 +46,8 @@ impl Failure {
 }
 
 impl From<conduit::Error> for Failure {
+    #[cold]
+    #[inline(never)]
     fn from(e: conduit::Error) -> Failure {
         let code = e.code();
         let detail = match e {

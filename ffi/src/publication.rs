@@ -61,6 +61,7 @@ impl PublicationHandle {
     /// # Safety
     /// `p` is NULL or a pointer returned by `conduit_publication_open` and
     /// not yet closed; no call on it runs on another thread meanwhile.
+    #[inline(always)]
     pub(crate) unsafe fn from_ptr<'a>(
         p: *const conduit_publication,
     ) -> Result<&'a PublicationHandle, Failure> {
@@ -83,6 +84,7 @@ impl PublicationHandle {
         Ok(handle)
     }
 
+    #[inline(always)]
     fn claim_is_open(&self) -> bool {
         // SAFETY: handles are used by one thread at a time (documented
         // contract), and no reference into the slot outlives the methods
@@ -91,7 +93,11 @@ impl PublicationHandle {
     }
 
     /// Runs `f` on the publication, unless a claim is open.
-    fn with_publication<R>(&self, f: impl FnOnce(&mut Publication) -> R) -> Result<R, Failure> {
+    #[inline(always)]
+    fn with_publication<R>(
+        &self,
+        f: impl FnOnce(&mut Publication) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
         if self.claim_is_open() {
             return Err(Failure::invalid_static(
                 "a claim is open on this publication: commit or abort it first",
@@ -101,22 +107,24 @@ impl PublicationHandle {
         // one thread at a time uses the handle, and this `&mut` ends with
         // `f`.
         let publication = unsafe { &mut *self.publication.as_ptr() };
-        Ok(f(publication))
+        f(publication)
     }
 
     /// Opens a claim and keeps it in the slot; returns its buffer and
     /// generation.
     fn open_claim(&self, type_id: u32, len: usize) -> Result<(*mut u8, usize, u64), Failure> {
         let claim = self.with_publication(|p| {
-            p.try_claim(type_id, len).map(|claim| {
-                // SAFETY: only the lifetime changes. The claim borrows the
-                // publication behind `self.publication`, which stays at its
-                // address until `Drop` frees it after dropping the claim;
-                // while the claim sits in the slot, `with_publication`
-                // refuses every other access to the publication.
-                unsafe { std::mem::transmute::<Claim<'_>, Claim<'static>>(claim) }
-            })
-        })??;
+            p.try_claim(type_id, len)
+                .map(|claim| {
+                    // SAFETY: only the lifetime changes. The claim borrows the
+                    // publication behind `self.publication`, which stays at its
+                    // address until `Drop` frees it after dropping the claim;
+                    // while the claim sits in the slot, `with_publication`
+                    // refuses every other access to the publication.
+                    unsafe { std::mem::transmute::<Claim<'_>, Claim<'static>>(claim) }
+                })
+                .map_err(Failure::from)
+        })?;
         let generation = self.generation.get() + 1;
         self.generation.set(generation);
         // SAFETY: one thread at a time; no reference into the slot is alive
@@ -216,8 +224,10 @@ pub unsafe extern "C" fn conduit_publication_offer(
         let handle = unsafe { PublicationHandle::from_ptr(p) }?;
         // SAFETY: the caller guarantees `len` readable bytes at `data`.
         let payload = unsafe { args::bytes(data.cast::<u8>(), len) }?;
-        let position = handle.with_publication(|p| p.offer(type_id, payload))??;
-        i64::try_from(position).map_err(|_| Failure::internal("stream position exceeds 2^63"))
+        let position =
+            handle.with_publication(|p| p.offer(type_id, payload).map_err(Failure::from))?;
+        // Positions count bytes: 2^63 of them is out of reach.
+        Ok(i64::try_from(position).unwrap_or(i64::MAX))
     })
 }
 
@@ -305,7 +315,7 @@ pub unsafe extern "C" fn conduit_publication_is_connected(p: *const conduit_publ
         || {
             // SAFETY: the caller passes NULL or a live publication.
             let handle = unsafe { PublicationHandle::from_ptr(p) }?;
-            handle.with_publication(|p| c_int::from(p.is_connected()))
+            handle.with_publication(|p| Ok(c_int::from(p.is_connected())))
         },
     )
 }
@@ -334,7 +344,7 @@ pub unsafe extern "C" fn conduit_publication_flush(
             // SAFETY: the caller passes NULL or a live publication.
             let handle = unsafe { PublicationHandle::from_ptr(p) }?;
             let timeout = args::timeout_ms("timeout_ms", timeout_ms)?;
-            handle.with_publication(|p| p.flush(timeout))??;
+            handle.with_publication(|p| p.flush(timeout).map_err(Failure::from))?;
             Ok(0)
         },
     )
@@ -352,7 +362,7 @@ pub unsafe extern "C" fn conduit_publication_max_message_len(p: *const conduit_p
     guard("conduit_publication_max_message_len", i64::from, || {
         // SAFETY: the caller passes NULL or a live publication.
         let handle = unsafe { PublicationHandle::from_ptr(p) }?;
-        let max = handle.with_publication(|p| p.max_message_len())?;
+        let max = handle.with_publication(|p| Ok(p.max_message_len()))?;
         Ok(i64::try_from(max).unwrap_or(i64::MAX))
     })
 }
@@ -378,7 +388,7 @@ pub unsafe extern "C" fn conduit_publication_counters(
             let handle = unsafe { PublicationHandle::from_ptr(p) }?;
             // SAFETY: the caller passes NULL or a writable conduit_counters.
             let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
-            *out = conduit_counters::from(&handle.with_publication(|p| p.counters())?);
+            *out = conduit_counters::from(&handle.with_publication(|p| Ok(p.counters()))?);
             Ok(0)
         },
     )
@@ -402,7 +412,7 @@ pub unsafe extern "C" fn conduit_publication_driver(
         || {
             // SAFETY: the caller passes NULL or a live publication.
             let handle = unsafe { PublicationHandle::from_ptr(p) }?;
-            let driver = handle.with_publication(|p| p.counters().driver)?;
+            let driver = handle.with_publication(|p| Ok(p.counters().driver))?;
             Ok(counters::driver_name(driver))
         },
     )
@@ -440,7 +450,7 @@ pub unsafe extern "C" fn conduit_publication_close_linger(
                 claim.abort();
             }
             let linger = Duration::from_millis(linger_ms.max(0) as u64);
-            let flushed = handle.with_publication(|p| p.flush(linger))?;
+            let flushed = handle.with_publication(|p| Ok(p.flush(linger)))?;
             drop(handle);
             flushed.map_err(|e| match e {
             conduit::Error::TimedOut => Failure {

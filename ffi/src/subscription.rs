@@ -73,6 +73,7 @@ impl SubscriptionHandle {
     /// # Safety
     /// `s` is NULL or a pointer returned by `conduit_subscription_open` and
     /// not yet closed; no call on it runs on another thread meanwhile.
+    #[inline(always)]
     unsafe fn from_ptr<'a>(
         p: *const conduit_subscription,
     ) -> Result<&'a SubscriptionHandle, Failure> {
@@ -97,7 +98,11 @@ impl SubscriptionHandle {
 
     /// Runs `f` on the subscription, unless it is being polled (a call from
     /// the poll handler).
-    fn with_subscription<R>(&self, f: impl FnOnce(&mut Subscription) -> R) -> Result<R, Failure> {
+    #[inline(always)]
+    fn with_subscription<R>(
+        &self,
+        f: impl FnOnce(&mut Subscription) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
         if self.state.get() != State::Idle {
             return Err(Failure::invalid_static(
                 "called from inside this subscription's poll handler (only close is allowed there)",
@@ -109,7 +114,7 @@ impl SubscriptionHandle {
         // exists (one thread at a time; a nested call from the handler sees
         // Polling and stops above). This borrow ends with `f`.
         let subscription = unsafe { &mut *self.subscription.get() };
-        Ok(f(subscription))
+        f(subscription)
     }
 }
 
@@ -160,6 +165,7 @@ pub unsafe extern "C" fn conduit_subscription_open(
 ///
 /// # Safety
 /// `s` is NULL or a live subscription.
+#[inline(always)]
 unsafe fn poll_with(
     s: *mut conduit_subscription,
     handler: conduit_handler,
@@ -182,9 +188,12 @@ unsafe fn poll_with(
         // documented signature; `payload` is valid for this call.
         unsafe { handler(user, m.type_id(), payload.as_ptr(), payload.len()) }
     };
-    let result = handle.with_subscription(|sub| match timeout {
-        None => sub.poll(deliver, limit),
-        Some(t) => sub.poll_timeout(deliver, limit, t),
+    let result = handle.with_subscription(|sub| {
+        match timeout {
+            None => sub.poll(deliver, limit),
+            Some(t) => sub.poll_timeout(deliver, limit, t),
+        }
+        .map_err(Failure::from)
     });
     let close_requested = handle.state.get() == State::CloseRequested;
     if close_requested {
@@ -192,7 +201,7 @@ unsafe fn poll_with(
         // the handler gave it up with close, and the poll's borrows ended.
         drop(unsafe { Box::from_raw(s.cast::<SubscriptionHandle>()) });
     }
-    let n = result??;
+    let n = result?;
     Ok(c_int::try_from(n).unwrap_or(c_int::MAX))
 }
 
@@ -277,7 +286,7 @@ pub unsafe extern "C" fn conduit_subscription_is_connected(
         || {
             // SAFETY: the caller passes NULL or a live subscription.
             let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
-            handle.with_subscription(|s| c_int::from(s.is_connected()))
+            handle.with_subscription(|s| Ok(c_int::from(s.is_connected())))
         },
     )
 }
@@ -303,7 +312,7 @@ pub unsafe extern "C" fn conduit_subscription_counters(
             let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
             // SAFETY: the caller passes NULL or a writable conduit_counters.
             let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
-            *out = conduit_counters::from(&handle.with_subscription(|s| s.counters())?);
+            *out = conduit_counters::from(&handle.with_subscription(|s| Ok(s.counters()))?);
             Ok(0)
         },
     )
@@ -326,7 +335,7 @@ pub unsafe extern "C" fn conduit_subscription_driver(
         || {
             // SAFETY: the caller passes NULL or a live subscription.
             let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
-            let driver = handle.with_subscription(|s| s.counters().driver)?;
+            let driver = handle.with_subscription(|s| Ok(s.counters().driver))?;
             Ok(counters::driver_name(driver))
         },
     )

@@ -150,3 +150,39 @@ fn c_ping_against_rust_pong() {
     assert!(stdout.contains("rtt_ns p50="), "{stdout}");
     println!("{stdout}");
 }
+
+/// Two distinct free UDP ports on loopback (bound together, then released).
+fn free_udp_ports() -> (u16, u16) {
+    let bind = || std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    let (a, b) = (bind(), bind());
+    let port = |s: &std::net::UdpSocket| s.local_addr().expect("local_addr").port();
+    (port(&a), port(&b))
+}
+
+/// The same C programs over `udp://` on loopback: the ABI passes any URI
+/// through to the transport.
+#[test]
+fn c_ping_pong_over_udp() {
+    let _serial = serial();
+    let dir = scratch("udp-ping-pong");
+    let ping = compile("examples/ping.c", &dir, Link::Shared);
+    let pong = compile("examples/pong.c", &dir, Link::Static);
+    let (ping_port, pong_port) = free_udp_ports();
+    let ping_uri = format!("udp://127.0.0.1:{ping_port}");
+    let pong_uri = format!("udp://127.0.0.1:{pong_port}");
+    let mut cmd = Command::new(&pong);
+    cmd.args([&ping_uri, &pong_uri]);
+    let pong_child = spawn(cmd, "pong");
+    let mut cmd = Command::new(&ping);
+    cmd.args([&ping_uri, &pong_uri, "2000", "200", "32"]);
+    let ping_out = wait(spawn(cmd, "ping"), "ping");
+    let pong_out = wait(pong_child, "pong");
+    println!(
+        "pong stderr:\n{}",
+        String::from_utf8_lossy(&pong_out.stderr)
+    );
+    let stdout = expect_success(&ping_out, "ping");
+    expect_success(&pong_out, "pong");
+    assert!(stdout.contains("2000 round trips"), "{stdout}");
+    println!("{stdout}");
+}

@@ -103,10 +103,12 @@ pub fn compile(source: &str, out_dir: &Path, link: Link) -> PathBuf {
             cmd.arg(lib.join("libconduit.a"));
         }
         Link::Shared => {
+            // DT_RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets,
+            // which may list another build's libconduit.so first.
             cmd.arg("-L")
                 .arg(&lib)
                 .arg("-lconduit")
-                .arg(format!("-Wl,-rpath,{}", lib.display()));
+                .arg(format!("-Wl,-rpath,{},--disable-new-dtags", lib.display()));
         }
     }
     cmd.args(["-lpthread", "-ldl", "-lm"]);

@@ -151,6 +151,9 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
     let mut first: Option<Instant> = None;
     let mut bad: Option<String> = None;
     while got < count {
+        // Never past `count`: a publisher that keeps sending must not push
+        // the total beyond what was asked for.
+        let limit = (count - got).min(4096) as usize;
         let r = s.poll_timeout(
             |m| {
                 let p = m.payload();
@@ -169,7 +172,7 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
                 next = Some(seq + 1);
                 got += 1;
             },
-            4096,
+            limit,
             Duration::from_millis(10),
         );
         if first.is_none() && got > 0 {

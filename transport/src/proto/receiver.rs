@@ -364,7 +364,10 @@ impl Receiver {
         }
         let sid = h.session_id.get();
         if kind == FrameKind::SETUP {
-            return self.on_setup(now, from, sid, bytes);
+            let r = self.on_setup(now, from, sid, bytes);
+            // A skipped gap may leave buffered data deliverable at the new position.
+            self.drain(deliver);
+            return r;
         }
         let Some(s) = self.session.as_mut() else {
             if kind == FrameKind::DATA || kind == FrameKind::HEARTBEAT {

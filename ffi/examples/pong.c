@@ -9,6 +9,13 @@
 #include "conduit.h"
 
 #include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+/* Tells the core this is a spin-wait (as Rust's std::hint::spin_loop). */
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -95,6 +102,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "pong: poll (%s): %s\n", conduit_status_string(n), conduit_last_error());
             return 1;
         }
+        if (n == 0) CPU_RELAX();
         if (n > 0) {
             spins = 0;
         } else if (spins == 1) {

@@ -26,6 +26,9 @@ const MAGIC: u64 = 0x636f_6e64_7375_6273; // "condsubs"
 pub type conduit_handler =
     Option<unsafe extern "C" fn(user: *mut c_void, type_id: u32, data: *const u8, len: usize)>;
 
+const REENTRY: &str =
+    "called from inside this subscription's poll handler (only close is allowed there)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Idle,
@@ -104,9 +107,7 @@ impl SubscriptionHandle {
         f: impl FnOnce(&mut Subscription) -> Result<R, Failure>,
     ) -> Result<R, Failure> {
         if self.state.get() != State::Idle {
-            return Err(Failure::invalid_static(
-                "called from inside this subscription's poll handler (only close is allowed there)",
-            ));
+            return Err(Failure::invalid_static(REENTRY));
         }
         self.state.set(State::Polling);
         let _reentry = Reentry(&self.state);
@@ -160,18 +161,70 @@ pub unsafe extern "C" fn conduit_subscription_open(
     )
 }
 
-/// Polls `s` once: runs `poll` on the subscription, then frees the handle if
-/// the handler closed it.
+/// Polls `s` once without waiting: the hot path, kept flat so that the
+/// ring's poll inlines into the exported function.
 ///
 /// # Safety
 /// `s` is NULL or a live subscription.
 #[inline(always)]
-unsafe fn poll_with(
+unsafe fn poll_now(
     s: *mut conduit_subscription,
     handler: conduit_handler,
     user: *mut c_void,
     limit: c_int,
-    timeout: Option<Duration>,
+) -> Result<c_int, Failure> {
+    // SAFETY: the caller passes NULL or a live subscription.
+    let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+    let Some(handler) = handler else {
+        return Err(Failure::invalid_static("handler is NULL"));
+    };
+    let limit = args::limit(limit)?;
+    if handle.state.get() != State::Idle {
+        return Err(Failure::invalid_static(REENTRY));
+    }
+    handle.state.set(State::Polling);
+    let reentry = Reentry(&handle.state);
+    // SAFETY: `state` was Idle, so no other `&mut` to the subscription exists
+    // (one thread at a time; a nested call from the handler sees Polling and
+    // stops above). This borrow ends with the poll.
+    let subscription = unsafe { &mut *handle.subscription.get() };
+    let state = &handle.state;
+    let result = subscription.poll(
+        |m: Received<'_>| {
+            if state.get() == State::CloseRequested {
+                // The handler closed the subscription: no more messages.
+                return;
+            }
+            let payload = m.payload();
+            // SAFETY: a C function pointer given by the caller with the
+            // documented signature; `payload` is valid for this call.
+            unsafe { handler(user, m.type_id(), payload.as_ptr(), payload.len()) }
+        },
+        limit,
+    );
+    drop(reentry);
+    if handle.state.get() == State::CloseRequested {
+        // SAFETY: `s` came from `Box::into_raw` in `conduit_subscription_open`;
+        // the handler gave it up with close, and the poll's borrows ended.
+        drop(unsafe { Box::from_raw(s.cast::<SubscriptionHandle>()) });
+    }
+    match result {
+        Ok(n) => Ok(c_int::try_from(n).unwrap_or(c_int::MAX)),
+        Err(e) => Err(Failure::from(e)),
+    }
+}
+
+/// Polls `s` waiting up to `timeout`, then frees the handle if the handler
+/// closed it.
+///
+/// # Safety
+/// `s` is NULL or a live subscription.
+unsafe fn poll_wait(
+    s: *mut conduit_subscription,
+    handler: conduit_handler,
+    user: *mut c_void,
+    limit: c_int,
+    timeout: Duration,
 ) -> Result<c_int, Failure> {
     // SAFETY: the caller passes NULL or a live subscription.
     let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
@@ -189,14 +242,10 @@ unsafe fn poll_with(
         unsafe { handler(user, m.type_id(), payload.as_ptr(), payload.len()) }
     };
     let result = handle.with_subscription(|sub| {
-        match timeout {
-            None => sub.poll(deliver, limit),
-            Some(t) => sub.poll_timeout(deliver, limit, t),
-        }
-        .map_err(Failure::from)
+        sub.poll_timeout(deliver, limit, timeout)
+            .map_err(Failure::from)
     });
-    let close_requested = handle.state.get() == State::CloseRequested;
-    if close_requested {
+    if handle.state.get() == State::CloseRequested {
         // SAFETY: `s` came from `Box::into_raw` in `conduit_subscription_open`;
         // the handler gave it up with close, and the poll's borrows ended.
         drop(unsafe { Box::from_raw(s.cast::<SubscriptionHandle>()) });
@@ -233,7 +282,7 @@ pub unsafe extern "C" fn conduit_subscription_poll(
         |code| code,
         || {
             // SAFETY: same contract.
-            unsafe { poll_with(s, handler, user, limit, None) }
+            unsafe { poll_now(s, handler, user, limit) }
         },
     )
 }
@@ -261,7 +310,7 @@ pub unsafe extern "C" fn conduit_subscription_poll_timeout(
         || {
             let timeout = args::timeout_ms("timeout_ms", timeout_ms)?;
             // SAFETY: same contract.
-            unsafe { poll_with(s, handler, user, limit, Some(timeout)) }
+            unsafe { poll_wait(s, handler, user, limit, timeout) }
         },
     )
 }

@@ -37,20 +37,29 @@
 //!
 //! ## Commit protocol
 //!
-//! The publisher writes `len`, `type_id` and the payload, then stores 0 into the
-//! commit word of the *next* record (zeroing ahead), then release-stores
-//! `commit = position + 1`. A subscriber waiting at position `p` acquire-loads
-//! the commit word at `p & mask`: `p + 1` means a complete record, 0 means not
-//! yet written. Because the word after every record is zeroed before that
-//! record is committed (and the data area starts zeroed), the word a reader
-//! looks at can never hold bytes left by an earlier lap: any other value is a
-//! corrupt (or overwritten) ring. The new record, its header and (for small
-//! payloads) its payload sit in one cache line, so a reader sees a new record
-//! by touching one line.
+//! The publisher writes `len`, `type_id` and the payload, then
+//! release-stores `commit = position + 1`. A subscriber waiting at position
+//! `p` acquire-loads the commit word at `p & mask`: `p + 1` means a complete
+//! record (the load makes header and payload visible), 0 means not yet
+//! written.
 //!
-//! Space: the publisher writes `[tail, end + 8)` only while
-//! `end + 8 <= min(subscriber position) + capacity`, so the zeroed word never
-//! touches a record a subscriber has yet to read.
+//! Zeroing ahead: the publisher keeps the bytes from its tail up to a mark
+//! `zeroed` at zero. After a commit, when fewer than 512 bytes ahead are
+//! zeroed, it zeroes up to 1 KiB more (never past its `limit`, so never a byte
+//! a subscriber may still read); if a record would end past the mark anyway,
+//! it zeroes the next commit word itself before the commit. So the commit word
+//! after every record is zero before that record is committed (and the file
+//! starts zeroed): the word a reader looks at can never hold bytes of an
+//! earlier lap. Any value other than `p + 1` or 0 is corrupt; one that reads
+//! `p + 1 + k·capacity` says the record was overwritten (the subscriber was
+//! lapped). Zeroing in batches after a commit keeps the ownership transfers of
+//! those lines off the path that makes a record visible. A record's header and
+//! (for small payloads) its payload sit in one cache line, so a reader sees a
+//! new record by touching one line.
+//!
+//! Space: the publisher writes (and zeroes) `[tail, end)` only while
+//! `end + 8 <= min(subscriber position) + capacity`, so it never touches a
+//! record a subscriber has yet to read.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};

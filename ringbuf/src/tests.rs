@@ -422,12 +422,22 @@ impl Drop for Scribbler {
 }
 
 fn corrupt_case(name: &str, scribble: impl Fn(&Scribbler, usize), expect: &str) {
+    corrupt_case_at(name, 0, scribble, expect)
+}
+
+/// Moves the subscriber to `skip` 32-byte records from the start, offers one
+/// record there, scribbles, and expects a corrupt-ring error.
+fn corrupt_case_at(name: &str, skip: usize, scribble: impl Fn(&Scribbler, usize), expect: &str) {
     let d = TempDir::new();
     let mut p = Publisher::create(name, &config(&d, 4096)).unwrap();
     let mut s = Subscriber::open(name, Some(&d.0)).unwrap();
     connect(&mut p, &mut s);
+    for _ in 0..skip {
+        p.offer(0, &[0; 8]).unwrap();
+    }
+    assert_eq!(drain(&mut s).len(), skip);
     p.offer(1, &[5; 40]).unwrap();
-    let data = layout::data_offset(8) as usize;
+    let data = layout::data_offset(8) as usize + skip * 32;
     let w = Scribbler::new(p.path());
     scribble(&w, data);
     let r = s.poll(|_, _| {}, 10);
@@ -444,14 +454,18 @@ fn hostile_record_words_are_corrupt() {
         |w, data| w.write_u32(data + 8, 100_000),
         "length 100000",
     );
-    corrupt_case(
+    // Within the maximum, but running past the end of the data area.
+    corrupt_case_at(
         "len-past-end",
-        |w, data| {
-            // Move the record near the end by forging a commit word there.
-            w.write_u64(data, 1);
-            w.write_u32(data + 8, 2047);
-        },
-        "length 2047",
+        100,
+        |w, data| w.write_u32(data + 8, 2000),
+        "length 2000",
+    );
+    // A padding record at the start of the ring.
+    corrupt_case(
+        "bad-padding",
+        |w, data| w.write_u32(data + 8, u32::MAX),
+        "padding record at the start",
     );
     corrupt_case("bad-commit", |w, data| w.write_u64(data, 77), "commit word");
     corrupt_case(

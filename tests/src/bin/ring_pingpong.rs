@@ -20,6 +20,7 @@ const CMD_RING: u64 = 2;
 const CMD_EXIT: u64 = 3;
 const STOP: u64 = u64::MAX - 1;
 const END: u32 = u32::MAX;
+const PARENT_LIMIT: usize = usize::MAX;
 
 /// A shared page: the bounced line at 0, the command at 128, the ack at 256.
 struct Page {
@@ -201,7 +202,7 @@ fn main() {
             let mut got = 0;
             while got == 0 {
                 got = pongs
-                    .poll(|_, b| assert_eq!(b.len(), 32), usize::MAX)
+                    .poll(|_, b| assert_eq!(b.len(), 32), PARENT_LIMIT)
                     .expect("poll pong");
             }
             lat.push(t.elapsed().as_nanos() as u64);

@@ -84,6 +84,9 @@ pub const RECORD_HEADER_LEN: usize = 16;
 pub const RECORD_ALIGN: usize = 32;
 /// `len` value that marks a padding record running to the end of the data area.
 pub const PADDING_LEN: u32 = u32::MAX;
+/// Largest position a subscriber accepts as its start (2^62 bytes: centuries
+/// at memory speed), so position arithmetic can never overflow.
+pub const MAX_POSITION: u64 = 1 << 62;
 /// Smallest data capacity.
 pub const MIN_CAPACITY: usize = 256;
 /// Largest data capacity (64 GiB).

@@ -162,9 +162,9 @@ impl Conn {
             SLOT_JOINING => Ok(false),
             SLOT_ACTIVE => {
                 let pos = slot.position.load(Ordering::Relaxed);
-                if pos % RECORD_ALIGN as u64 != 0 {
+                if pos % RECORD_ALIGN as u64 != 0 || pos > layout::MAX_POSITION {
                     return Err(PollError::Corrupt(format!(
-                        "start position {pos} assigned to slot {} is misaligned",
+                        "start position {pos} assigned to slot {} is misaligned or beyond 2^62",
                         self.slot
                     )));
                 }

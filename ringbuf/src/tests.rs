@@ -542,3 +542,47 @@ fn version_and_truncation_are_named_on_open() {
     assert!(e.to_string().contains("truncated: 1000 bytes"), "{e}");
     drop(p);
 }
+
+#[test]
+fn random_scribbles_never_panic_or_hang() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("fuzz", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("fuzz", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let w = Scribbler::new(p.path());
+    let words = w.len / 8;
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut outcomes = [0usize; 3];
+    for round in 0..20_000u64 {
+        if round % 4 == 0 {
+            let off = (next() as usize % words) * 8;
+            let v = match next() % 4 {
+                0 => next(),
+                1 => next() % 64,
+                2 => p.position() + (next() % 8) * 32 + 1,
+                _ => u64::from(u32::MAX) << (next() % 2 * 32),
+            };
+            w.write_u64(off, v);
+        }
+        let _ = p.offer(1, &[7; 24]);
+        match s.poll(|_, b| assert!(b.len() <= 2048), usize::MAX) {
+            Ok(_) => outcomes[0] += 1,
+            Err(PollError::Corrupt(_)) => outcomes[1] += 1,
+            Err(_) => outcomes[2] += 1,
+        }
+        let _ = s.wait(WaitStrategy::Spin, Some(Duration::from_micros(1)));
+        let _ = p.is_connected();
+        let _ = s.is_connected();
+        let _ = p.all_consumed();
+    }
+    assert!(
+        outcomes[1] > 0,
+        "scribbles were never noticed: {outcomes:?}"
+    );
+}

@@ -33,7 +33,7 @@ pub(crate) struct PublicationHandle {
     magic: u64,
     /// The open claim, if any. It mutably borrows `*publication`: while it
     /// is `Some`, nothing else touches the publication (every other access
-    /// goes through [`conduit_publication::with_publication`], which
+    /// goes through `with_publication`, which
     /// refuses). Its `'static` is a lie confined to this module: the claim
     /// is dropped before the publication is freed (see `Drop`).
     claim: UnsafeCell<Option<Claim<'static>>>,

@@ -53,7 +53,7 @@ pub struct conduit_subscription {
 pub(crate) struct SubscriptionHandle {
     magic: u64,
     state: Cell<State>,
-    /// Borrowed mutably only by [`conduit_subscription::with_subscription`],
+    /// Borrowed mutably only by `with_subscription` and `poll_now`,
     /// which `state` keeps from nesting.
     subscription: UnsafeCell<Subscription>,
 }

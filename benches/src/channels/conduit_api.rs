@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::{Error, Publication, Subscription};
+use conduit::{Error, Publication, Received, Subscription};
 
 use super::{ping_with_peer, rx_with_peer, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
@@ -23,6 +23,18 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn err(what: &str, e: Error) -> BenchError {
     BenchError(format!("{what}: {e}"))
+}
+
+/// Checks a received message carries the benchmark's type id.
+fn check_type(r: &Received<'_>) -> Result<()> {
+    if r.type_id() == TYPE_ID {
+        Ok(())
+    } else {
+        Err(BenchError(format!(
+            "received type id {:#x} where {TYPE_ID:#x} was sent",
+            r.type_id()
+        )))
+    }
 }
 
 /// Offers `msg` in place (claim, copy, commit); `Ok(false)` when the ring is
@@ -70,7 +82,10 @@ impl PingEnd for Ping {
         let size = self.size;
         let mut got: Option<Result<u64>> = None;
         self.subscription
-            .poll(|r| got = Some(seq_of(r.payload(), size)), 1)
+            .poll(
+                |r| got = Some(check_type(&r).and_then(|()| seq_of(r.payload(), size))),
+                1,
+            )
             .map_err(|e| err("poll", e))?;
         got.transpose()
     }
@@ -95,10 +110,14 @@ impl PongEnd for Pong {
             .poll(
                 |r| {
                     let payload = r.payload();
-                    got = Some(seq_of(payload, size).and_then(|seq| {
-                        offer_spin(publication, payload)?;
-                        Ok(seq)
-                    }));
+                    got = Some(
+                        check_type(&r)
+                            .and_then(|()| seq_of(payload, size))
+                            .and_then(|seq| {
+                                offer_spin(publication, payload)?;
+                                Ok(seq)
+                            }),
+                    );
                 },
                 1,
             )
@@ -187,7 +206,7 @@ impl RxEnd for Rx {
             .poll(
                 |r| {
                     if failed.is_none() {
-                        if let Err(e) = on_msg(r.payload()) {
+                        if let Err(e) = check_type(&r).and_then(|()| on_msg(r.payload())) {
                             failed = Some(e);
                         }
                     }

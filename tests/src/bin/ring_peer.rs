@@ -4,6 +4,7 @@
 //! ring_peer publish NAME DIR COUNT [block]   # COUNT = 0: publish until killed
 //! ring_peer subscribe NAME DIR COUNT [block] # verify COUNT messages, then exit 0
 //! ring_peer hold NAME DIR                    # attach, print "held", never read
+//! ring_peer idle NAME DIR                    # create a publisher, never send
 //! ```
 //!
 //! Message `seq` carries `seq` and a checksum of its length and filler bytes;
@@ -160,6 +161,16 @@ fn hold(name: &str, dir: PathBuf) -> Result<(), String> {
     }
 }
 
+fn idle(name: &str, dir: PathBuf) -> Result<(), String> {
+    let mut p = Publisher::create(name, &config(dir)).map_err(|e| e.to_string())?;
+    println!("created");
+    let _ = std::io::stdout().flush();
+    loop {
+        p.is_connected();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -178,6 +189,7 @@ fn main() {
         "publish" => publish(name, dir, count),
         "subscribe" => subscribe(name, dir, count, strategy).map(|n| println!("ok {n}")),
         "hold" => hold(name, dir),
+        "idle" => idle(name, dir),
         other => Err(format!("unknown mode {other}")),
     };
     if let Err(e) = r {

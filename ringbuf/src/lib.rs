@@ -22,7 +22,7 @@
 //!
 //! ## Joining
 //!
-//! A subscriber takes a free slot by taking its lock byte (see [`liveness`]
+//! A subscriber takes a free slot by taking its lock byte (see "Liveness"
 //! below), sets the slot to JOINING (Release), and adds a membership request to
 //! the signal block's `attention` word (Release). The publisher loads
 //! `attention` on every offer; when a request is pending it first takes the

@@ -98,7 +98,10 @@ fn typed_messages_and_append_only_rule() {
                     // A new reader refuses the shorter payload of an old writer.
                     assert_eq!(
                         m.get::<OrderV2>().unwrap_err(),
-                        ViewError::TooShort { need: 24, found: 16 }
+                        ViewError::TooShort {
+                            need: 24,
+                            found: 16
+                        }
                     );
                 }
                 seen += 1;

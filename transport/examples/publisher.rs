@@ -34,7 +34,11 @@ impl Message for Quote {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let uri = args.next().unwrap_or_else(|| "shm:quotes".to_owned());
-    let count: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let count: u64 = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let mut publication = Publication::open(&uri)?;
     eprintln!("publishing {count} quotes on {uri}; waiting for a subscriber...");
     while !publication.is_connected() {

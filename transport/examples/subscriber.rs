@@ -27,7 +27,9 @@ impl Message for Quote {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let uri = std::env::args().nth(1).unwrap_or_else(|| "shm:quotes".to_owned());
+    let uri = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "shm:quotes".to_owned());
     let mut subscription = Subscription::open(&uri)?;
     eprintln!("subscribed to {uri}; Ctrl-C to stop");
     let mut expected: Option<u64> = None;

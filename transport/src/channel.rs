@@ -237,7 +237,11 @@ impl Subscription {
     /// [`Error::Corrupt`] when the channel breaks its invariants,
     /// [`Error::UnrecoverableLoss`] (udp, gap policy `fail`).
     #[inline]
-    pub fn poll<F: FnMut(Received<'_>)>(&mut self, handler: F, limit: usize) -> Result<usize, Error> {
+    pub fn poll<F: FnMut(Received<'_>)>(
+        &mut self,
+        handler: F,
+        limit: usize,
+    ) -> Result<usize, Error> {
         match &mut self.inner {
             SubInner::Shm(s) => s.poll(handler, limit),
             SubInner::Udp(s) => s.poll(handler, limit),
@@ -391,7 +395,9 @@ impl<T: Message> std::ops::DerefMut for TypedClaim<'_, T> {
 const _: fn() = || {
     fn assert_bounds<T: Message + FromZeros + FromBytes + KnownLayout>() {}
     #[repr(C)]
-    #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+    #[derive(
+        zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable,
+    )]
     struct Probe {
         _a: u64,
     }

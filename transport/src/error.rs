@@ -123,13 +123,18 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BackPressured => f.write_str("back-pressured: the receiver has not made room yet"),
+            Error::BackPressured => {
+                f.write_str("back-pressured: the receiver has not made room yet")
+            }
             Error::NotConnected => f.write_str("not connected: no subscriber is attached"),
             Error::Closed => f.write_str("closed"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::InvalidUri { uri, reason } => write!(f, "invalid channel URI {uri:?}: {reason}"),
             Error::MessageTooLarge { len, max } => {
-                write!(f, "message of {len} bytes exceeds the channel's maximum of {max} bytes")
+                write!(
+                    f,
+                    "message of {len} bytes exceeds the channel's maximum of {max} bytes"
+                )
             }
             Error::PeerGone => f.write_str("peer gone: its process died or stopped answering"),
             Error::Corrupt(m) => write!(f, "corrupt channel: {m}"),

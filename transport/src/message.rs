@@ -205,7 +205,10 @@ mod tests {
         let r = Received::new(42, &buf.0[..16]);
         assert_eq!(
             r.get::<V2>().unwrap_err(),
-            ViewError::TooShort { need: 24, found: 16 }
+            ViewError::TooShort {
+                need: 24,
+                found: 16
+            }
         );
         let r = Received::new(43, &buf.0[..24]);
         assert_eq!(

@@ -6,7 +6,7 @@
 //! | key | meaning | default |
 //! |---|---|---|
 //! | `capacity` | ring data bytes, a power of two (publication) | `1m` |
-//! | `max_msg` | largest payload, at most `capacity/2` (publication) | `capacity/8` |
+//! | `max_msg` | largest payload, at most `capacity/2 - 16` (publication) | `capacity/8` |
 //! | `subscribers` | subscriber slots (publication) | 64 |
 //! | `mode` | octal file mode of the ring file (publication) | `600` |
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
@@ -40,10 +40,11 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         config.max_message_len = cap / 8;
     }
     if let Some(max) = uri.take_size("max_msg")? {
-        if max > config.capacity / 2 {
+        let limit = ring::layout::max_message_limit(config.capacity as u64) as usize;
+        if max > limit {
             return Err(uri.invalid(format!(
-                "max_msg={max} exceeds half the capacity ({})",
-                config.capacity / 2
+                "max_msg={max} exceeds the limit for capacity {} (half the capacity less a record header: {limit})",
+                config.capacity
             )));
         }
         config.max_message_len = max;
@@ -168,7 +169,10 @@ impl ShmSubscription {
     ) -> Result<usize, Error> {
         let n = self
             .ring
-            .poll(|type_id, payload| handler(Received::new(type_id, payload)), limit)
+            .poll(
+                |type_id, payload| handler(Received::new(type_id, payload)),
+                limit,
+            )
             .map_err(poll_error)?;
         self.received += n as u64;
         Ok(n)

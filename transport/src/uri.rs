@@ -192,7 +192,10 @@ impl ChannelUri {
         if allowed.contains(&v.as_str()) {
             Ok(Some(v))
         } else {
-            Err(self.error(format!("{key}={v:?}: expected one of {}", allowed.join(", "))))
+            Err(self.error(format!(
+                "{key}={v:?}: expected one of {}",
+                allowed.join(", ")
+            )))
         }
     }
 
@@ -267,7 +270,9 @@ mod tests {
         );
         assert_eq!(u.take_size("capacity").unwrap(), Some(65536));
         assert_eq!(
-            u.take_choice("wait", &["spin", "block"]).unwrap().as_deref(),
+            u.take_choice("wait", &["spin", "block"])
+                .unwrap()
+                .as_deref(),
             Some("block")
         );
         u.finish().unwrap();
@@ -325,8 +330,16 @@ mod tests {
         let long = format!("shm:{}", "a".repeat(2000));
         assert!(err(&long).contains("longer than"));
         let mut u = ChannelUri::parse("shm:a?capacity=12q&t=5").unwrap();
-        assert!(u.take_size("capacity").unwrap_err().to_string().contains("not a size"));
-        assert!(u.take_duration("t").unwrap_err().to_string().contains("unit"));
+        assert!(u
+            .take_size("capacity")
+            .unwrap_err()
+            .to_string()
+            .contains("not a size"));
+        assert!(u
+            .take_duration("t")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
         let mut u = ChannelUri::parse("shm:a?capacity=99999999999999999999g").unwrap();
         assert!(u.take_size("capacity").is_err());
     }

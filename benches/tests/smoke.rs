@@ -65,8 +65,15 @@ fn ok(args: &[&str]) -> String {
     stdout
 }
 
+/// A file name unique to this call: tests run in parallel and several use the
+/// same channel.
 fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("conduit-bench-smoke-{}-{name}", std::process::id()))
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "conduit-bench-smoke-{}-{n}-{name}",
+        std::process::id()
+    ))
 }
 
 /// The raw text of `"key":value` in a flat JSON object (value up to `,`/`}`).

@@ -1,9 +1,10 @@
 //! conduit through its public API (`Publication` / `Subscription`), for any
 //! URI: the `shm` and `udp*` channels differ only in the URIs they pass here.
 //! Latency uses two channels (ping→pong, pong→ping) between two processes;
-//! messages are written in place with `try_claim` and read in place in
-//! `poll`; both sides busy-spin. The peer process gets both URIs as its
-//! parameter, `A2B|B2A`.
+//! messages are sent with `offer` (pong echoes the received bytes straight
+//! from ring memory) and read in place in `poll`; both sides busy-spin. The
+//! throughput sender writes in place with `try_claim`. The peer process gets
+//! both URIs as its parameter, `A2B|B2A`.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use conduit::{Error, Publication, Received, Subscription};
 
 use super::{ping_with_peer, rx_with_peer, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
+use crate::latency::{run_pong, LatencyConfig, PingEnd, PongEnd};
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::throughput::{run_tx, RxEnd, TxEnd};
 
@@ -27,14 +28,63 @@ fn err(what: &str, e: Error) -> BenchError {
 
 /// Checks a received message carries the benchmark's type id.
 fn check_type(r: &Received<'_>) -> Result<()> {
-    if r.type_id() == TYPE_ID {
+    check_type_id(r.type_id())
+}
+
+/// Checks a received type id is the benchmark's.
+fn check_type_id(type_id: u32) -> Result<()> {
+    if type_id == TYPE_ID {
         Ok(())
     } else {
         Err(BenchError(format!(
-            "received type id {:#x} where {TYPE_ID:#x} was sent",
-            r.type_id()
+            "received type id {type_id:#x} where {TYPE_ID:#x} was sent"
         )))
     }
+}
+
+/// What the latency loop keeps of a received message, as plain values (the
+/// poll handler stays small; errors are built after `poll` returns).
+#[derive(Clone, Copy)]
+struct Seen {
+    type_id: u32,
+    len: usize,
+    /// The first 8 payload bytes as a little-endian number (0 if shorter).
+    seq: u64,
+}
+
+impl Seen {
+    fn of(r: &Received<'_>) -> Seen {
+        let payload = r.payload();
+        let seq = payload
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_le_bytes(*b));
+        Seen {
+            type_id: r.type_id(),
+            len: payload.len(),
+            seq,
+        }
+    }
+
+    /// True if the message has the benchmark's type id and `size` bytes.
+    fn is_valid(&self, size: usize) -> bool {
+        self.type_id == TYPE_ID && self.len == size && size >= 8
+    }
+}
+
+/// Checks what was seen (type id, then length, as `crate::latency::seq_of`
+/// does); returns its sequence number.
+fn check_seen(seen: Option<Seen>, size: usize) -> Result<Option<u64>> {
+    let Some(s) = seen else {
+        return Ok(None);
+    };
+    check_type_id(s.type_id)?;
+    if s.len != size || size < 8 {
+        return Err(BenchError(format!(
+            "received {} bytes where {size} were sent",
+            s.len
+        )));
+    }
+    Ok(Some(s.seq))
 }
 
 /// Offers `msg` in place (claim, copy, commit); `Ok(false)` when the ring is
@@ -51,11 +101,16 @@ fn try_offer(p: &mut Publication, msg: &[u8]) -> Result<bool> {
     }
 }
 
-/// Offers `msg`, spinning while the ring is full or unattached.
+/// Offers a copy of `msg`, spinning while the ring is full or unattached.
 fn offer_spin(p: &mut Publication, msg: &[u8]) -> Result<()> {
     let mut spins: u32 = 0;
     let mut since: Option<Instant> = None;
-    while !try_offer(p, msg)? {
+    loop {
+        match p.offer(TYPE_ID, msg) {
+            Ok(_) => break,
+            Err(Error::BackPressured | Error::NotConnected) => {}
+            Err(e) => return Err(err("offer", e)),
+        }
         spins = spins.wrapping_add(1);
         if spins % 4096 == 0 && since.get_or_insert_with(Instant::now).elapsed() > STALL_TIMEOUT {
             return Err(BenchError(format!(
@@ -80,14 +135,11 @@ impl PingEnd for Ping {
 
     fn try_recv(&mut self) -> Result<Option<u64>> {
         let size = self.size;
-        let mut got: Option<Result<u64>> = None;
+        let mut seen: Option<Seen> = None;
         self.subscription
-            .poll(
-                |r| got = Some(check_type(&r).and_then(|()| seq_of(r.payload(), size))),
-                1,
-            )
+            .poll(|r| seen = Some(Seen::of(&r)), 1)
             .map_err(|e| err("poll", e))?;
-        got.transpose()
+        check_seen(seen, size)
     }
 
     fn driver(&self) -> Option<&'static str> {
@@ -105,24 +157,27 @@ impl PongEnd for Pong {
     fn try_echo(&mut self) -> Result<Option<u64>> {
         let size = self.size;
         let publication = &mut self.publication;
-        let mut got: Option<Result<u64>> = None;
+        let mut seen: Option<Seen> = None;
+        let mut failed: Option<BenchError> = None;
         self.subscription
             .poll(
                 |r| {
-                    let payload = r.payload();
-                    got = Some(
-                        check_type(&r)
-                            .and_then(|()| seq_of(payload, size))
-                            .and_then(|seq| {
-                                offer_spin(publication, payload)?;
-                                Ok(seq)
-                            }),
-                    );
+                    let s = Seen::of(&r);
+                    // Echo only a message that passes the checks.
+                    if s.is_valid(size) {
+                        if let Err(e) = offer_spin(publication, r.payload()) {
+                            failed = Some(e);
+                        }
+                    }
+                    seen = Some(s);
                 },
                 1,
             )
             .map_err(|e| err("poll", e))?;
-        got.transpose()
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        check_seen(seen, size)
     }
 }
 

@@ -58,6 +58,7 @@ pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
 pub mod options;
+mod progress;
 mod publication;
 mod subscription;
 

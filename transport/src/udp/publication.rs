@@ -1,9 +1,6 @@
 //! The sending end of a UDP channel: a protocol [`Sender`] plus a driver.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::proto::{Event, OfferError, Sender, SenderState};
@@ -12,6 +9,7 @@ use crate::{Counters, Error};
 
 use super::driver::{open_driver, AnyDriver, Driver, Transmit, Wait, MAX_UDP_PAYLOAD};
 use super::options::{tx_slots, UdpOptions};
+use super::progress::Progress;
 use super::seed;
 
 /// Most datagrams sent per progress call, so an offer's work stays bounded.
@@ -253,15 +251,6 @@ impl PubCore {
     }
 }
 
-enum Inner {
-    Local(Box<PubCore>),
-    Shared {
-        core: Arc<Mutex<PubCore>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<JoinHandle<()>>,
-    },
-}
-
 /// The sending end of a `udp://HOST:PORT` channel.
 ///
 /// Progress (handshake, heartbeats, status, NAK repair, liveness) happens
@@ -269,7 +258,7 @@ enum Inner {
 /// [`flush`](Self::flush); with `progress=thread` a background thread also
 /// drives it every heartbeat/4 (at least every 1 ms) for idle applications.
 pub struct UdpPublication {
-    inner: Inner,
+    inner: Progress<PubCore>,
     max_message_len: usize,
     staging: Vec<u8>,
 }
@@ -278,12 +267,6 @@ impl std::fmt::Debug for UdpPublication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpPublication").finish_non_exhaustive()
     }
-}
-
-fn lock(m: &Mutex<PubCore>) -> MutexGuard<'_, PubCore> {
-    // A panic while holding the lock leaves the core usable: its state is
-    // only protocol bookkeeping, validated on every use.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl UdpPublication {
@@ -336,34 +319,21 @@ impl UdpPublication {
                 period = period.min(core.opts.linger);
             }
             let period = period.max(Duration::from_micros(20));
-            let core = Arc::new(Mutex::new(core));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (c, s) = (core.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name("conduit-udp-pub".into())
-                .spawn(move || {
-                    // Relaxed: a stop request carries no data.
-                    while !s.load(Ordering::Relaxed) {
-                        {
-                            let mut core = lock(&c);
-                            let now = Instant::now();
-                            // While the application is offering, leave the
-                            // batching to it; step in when it went quiet.
-                            if now.duration_since(core.last_transmit) >= period {
-                                core.progress(now);
-                            }
-                        }
-                        std::thread::sleep(period);
-                    }
-                })
-                .map_err(Error::Io)?;
-            Inner::Shared {
+            Progress::with_thread(
                 core,
-                stop,
-                thread: Some(thread),
-            }
+                "conduit-udp-pub",
+                period,
+                move |core: &mut PubCore| {
+                    let now = Instant::now();
+                    // While the application is offering, leave the batching to
+                    // it; step in when it went quiet.
+                    if now.duration_since(core.last_transmit) >= period {
+                        core.progress(now);
+                    }
+                },
+            )?
         } else {
-            Inner::Local(Box::new(core))
+            Progress::local(core)
         };
         let mut p = UdpPublication {
             inner,
@@ -377,17 +347,11 @@ impl UdpPublication {
 
     #[inline]
     fn with<R>(&mut self, f: impl FnOnce(&mut PubCore) -> R) -> R {
-        match &mut self.inner {
-            Inner::Local(c) => f(c),
-            Inner::Shared { core, .. } => f(&mut lock(core)),
-        }
+        self.inner.with(f)
     }
 
     fn with_ref<R>(&self, f: impl FnOnce(&PubCore) -> R) -> R {
-        match &self.inner {
-            Inner::Local(c) => f(c),
-            Inner::Shared { core, .. } => f(&lock(core)),
-        }
+        self.inner.with_ref(f)
     }
 
     /// Copies a message into the stream and sends what is due.
@@ -494,13 +458,7 @@ impl UdpPublication {
 
 impl Drop for UdpPublication {
     fn drop(&mut self) {
-        if let Inner::Shared { stop, thread, .. } = &mut self.inner {
-            // Relaxed: see the load in the thread.
-            stop.store(true, Ordering::Relaxed);
-            if let Some(t) = thread.take() {
-                let _ = t.join();
-            }
-        }
+        self.inner.stop_thread();
         self.with(|c| {
             let now = Instant::now();
             c.sender.close(now);

@@ -2,9 +2,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::proto::{Event, GapPolicy, Receiver};
@@ -13,6 +10,7 @@ use crate::{Counters, Error, Received};
 
 use super::driver::{open_driver, AnyDriver, Driver, Wait};
 use super::options::{UdpOptions, WaitMode};
+use super::progress::Progress;
 use super::seed;
 
 /// Empty busy polls between two timer checks (status, NAK, liveness): at
@@ -173,21 +171,6 @@ impl SubCore {
     }
 }
 
-enum Inner {
-    Local(Box<SubCore>),
-    Shared {
-        core: Arc<Mutex<SubCore>>,
-        stop: Arc<AtomicBool>,
-        thread: Option<JoinHandle<()>>,
-    },
-}
-
-fn lock(m: &Mutex<SubCore>) -> MutexGuard<'_, SubCore> {
-    // A panic while holding the lock leaves protocol bookkeeping only,
-    // validated on every use.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The receiving end of a `udp://ADDR:PORT` channel (bound to that address).
 ///
 /// Messages are delivered in order, exactly once. Unfragmented messages are
@@ -197,7 +180,7 @@ fn lock(m: &Mutex<SubCore>) -> MutexGuard<'_, SubCore> {
 /// liveness going while the application does not poll (data then waits in
 /// the socket buffer).
 pub struct UdpSubscription {
-    inner: Inner,
+    inner: Progress<SubCore>,
     wait: WaitMode,
 }
 
@@ -234,43 +217,22 @@ impl UdpSubscription {
             let period = (core.opts.proto.status_interval / 4)
                 .min(Duration::from_millis(1))
                 .max(Duration::from_micros(50));
-            let core = Arc::new(Mutex::new(core));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (c, s) = (core.clone(), stop.clone());
-            let thread = std::thread::Builder::new()
-                .name("conduit-udp-sub".into())
-                .spawn(move || {
-                    // Relaxed: a stop request carries no data.
-                    while !s.load(Ordering::Relaxed) {
-                        lock(&c).tick(Instant::now());
-                        std::thread::sleep(period);
-                    }
-                })
-                .map_err(Error::Io)?;
-            Inner::Shared {
-                core,
-                stop,
-                thread: Some(thread),
-            }
+            Progress::with_thread(core, "conduit-udp-sub", period, |core: &mut SubCore| {
+                core.tick(Instant::now())
+            })?
         } else {
-            Inner::Local(Box::new(core))
+            Progress::local(core)
         };
         Ok(UdpSubscription { inner, wait })
     }
 
     #[inline]
     fn with<R>(&mut self, f: impl FnOnce(&mut SubCore) -> R) -> R {
-        match &mut self.inner {
-            Inner::Local(c) => f(c),
-            Inner::Shared { core, .. } => f(&mut lock(core)),
-        }
+        self.inner.with(f)
     }
 
     fn with_ref<R>(&self, f: impl FnOnce(&SubCore) -> R) -> R {
-        match &self.inner {
-            Inner::Local(c) => f(c),
-            Inner::Shared { core, .. } => f(&lock(core)),
-        }
+        self.inner.with_ref(f)
     }
 
     /// Hands up to `limit` messages to `handler`, in order, without blocking.
@@ -349,13 +311,7 @@ impl UdpSubscription {
 
 impl Drop for UdpSubscription {
     fn drop(&mut self) {
-        if let Inner::Shared { stop, thread, .. } = &mut self.inner {
-            // Relaxed: see the load in the thread.
-            stop.store(true, Ordering::Relaxed);
-            if let Some(t) = thread.take() {
-                let _ = t.join();
-            }
-        }
+        self.inner.stop_thread();
         self.with(|c| {
             let now = Instant::now();
             c.receiver.close(now);

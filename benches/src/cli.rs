@@ -19,6 +19,10 @@ USAGE:
 
 CHANNELS:
   limit       one cache line bounced between two processes (the physical limit)
+  limit-2line two cache lines, one written by each process: the floor for any
+              design with a separate channel per direction
+  limit-ring  a fresh line per message each way, as a 1 MiB ring moves through
+              memory: the hardware cost of a ring, with no software in it
   shm         conduit over shared memory, two processes
   crossbeam   crossbeam-channel, two threads
   iceoryx2    iceoryx2 publish-subscribe, two processes

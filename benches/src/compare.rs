@@ -13,6 +13,8 @@ use crate::report::{fmt_kib, fmt_si, write_json, LatencyResult, ThroughputResult
 /// between them anyway).
 #[cfg(feature = "conduit")]
 pub const DEFAULT_CHANNELS: &[Channel] = &[
+    Channel::Limit2Line,
+    Channel::LimitRing,
     Channel::Shm,
     Channel::Crossbeam,
     Channel::Iceoryx2,
@@ -27,7 +29,13 @@ pub const DEFAULT_CHANNELS: &[Channel] = &[
 /// Channels `compare` runs when `--channels` is not given, in a build
 /// without conduit.
 #[cfg(not(feature = "conduit"))]
-pub const DEFAULT_CHANNELS: &[Channel] = &[Channel::Crossbeam, Channel::Iceoryx2, Channel::UdpRaw];
+pub const DEFAULT_CHANNELS: &[Channel] = &[
+    Channel::Limit2Line,
+    Channel::LimitRing,
+    Channel::Crossbeam,
+    Channel::Iceoryx2,
+    Channel::UdpRaw,
+];
 
 /// Two adjacent `limit` runs whose p50 differ by more than this factor get a
 /// warning: the vCPU placement changed during the run.

@@ -152,6 +152,16 @@ fn latency_limit() {
 }
 
 #[test]
+fn latency_limit_2line() {
+    latency_run("limit-2line", &[]);
+}
+
+#[test]
+fn latency_limit_ring() {
+    latency_run("limit-ring", &[]);
+}
+
+#[test]
 fn latency_limit_fixed_rate() {
     latency_run("limit", &["--rate", "200000"]);
 }

@@ -31,6 +31,12 @@ use crate::throughput::{run_rx, RxEnd};
 pub enum Channel {
     /// One cache line bounced between two processes: the physical limit.
     Limit,
+    /// Two cache lines, one per direction, between two processes: the floor
+    /// for any design with a separate channel per direction.
+    Limit2Line,
+    /// A fresh cache line per message in each direction, as a 1 MiB ring
+    /// moves through memory: the hardware cost of a ring, with no software.
+    LimitRing,
     /// conduit over shared memory.
     Shm,
     /// crossbeam-channel between two threads.
@@ -53,8 +59,10 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in the order `compare` runs them.
-    pub const ALL: [Channel; 10] = [
+    pub const ALL: [Channel; 12] = [
         Channel::Limit,
+        Channel::Limit2Line,
+        Channel::LimitRing,
         Channel::Shm,
         Channel::Crossbeam,
         Channel::Iceoryx2,
@@ -70,6 +78,8 @@ impl Channel {
     pub fn name(self) -> &'static str {
         match self {
             Channel::Limit => "limit",
+            Channel::Limit2Line => "limit-2line",
+            Channel::LimitRing => "limit-ring",
             Channel::Shm => "shm",
             Channel::Crossbeam => "crossbeam",
             Channel::Iceoryx2 => "iceoryx2",
@@ -117,7 +127,9 @@ impl Channel {
             )));
         }
         let r = match self {
-            Channel::Limit => limit::latency(cfg),
+            Channel::Limit => limit::latency(cfg, limit::Lines::One),
+            Channel::Limit2Line => limit::latency(cfg, limit::Lines::Two),
+            Channel::LimitRing => limit::latency(cfg, limit::Lines::Ring),
             #[cfg(feature = "conduit")]
             Channel::Shm => shm::latency(cfg),
             Channel::Crossbeam => crossbeam::latency(cfg),
@@ -165,7 +177,11 @@ impl Channel {
             Channel::ProtoLoss => proto::throughput(size, messages, 0.01),
             #[cfg(not(feature = "conduit"))]
             Channel::Proto | Channel::ProtoLoss => Err(without_conduit()),
-            Channel::Limit | Channel::Iceoryx2 | Channel::UdpRaw => Err(BenchError(format!(
+            Channel::Limit
+            | Channel::Limit2Line
+            | Channel::LimitRing
+            | Channel::Iceoryx2
+            | Channel::UdpRaw => Err(BenchError(format!(
                 "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, proto, proto-loss)",
                 self.name()
             ))),
@@ -356,7 +372,9 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
     pin::pin_optional(args.cpu)?;
     let ready = |text: &str| announce("READY", text);
     match (role, args.channel) {
-        ("__pong", Channel::Limit) => limit::pong(args, ready)?,
+        ("__pong", Channel::Limit) => limit::pong(args, limit::Lines::One, ready)?,
+        ("__pong", Channel::Limit2Line) => limit::pong(args, limit::Lines::Two, ready)?,
+        ("__pong", Channel::LimitRing) => limit::pong(args, limit::Lines::Ring, ready)?,
         ("__pong", Channel::Iceoryx2) => iceoryx2::pong(args, ready)?,
         ("__pong", Channel::UdpRaw) => udp_raw::pong(args, ready)?,
         #[cfg(feature = "conduit")]

@@ -18,7 +18,9 @@ const MAX_DATAGRAMS_PER_PROGRESS: usize = 512;
 const RECV_EVERY: u32 = 16;
 /// ...and at least this often.
 const RECV_INTERVAL: Duration = Duration::from_micros(50);
-/// With `linger` and a background thread, offers read the clock this seldom.
+/// With `linger`, offers read the clock for the first this many messages of
+/// a batch (sparse offers are sent on time), then every this many (a dense
+/// stream does not pay a clock read per message; it fills datagrams anyway).
 const CLOCK_EVERY: u32 = 16;
 
 /// The protocol sender, its driver and send staging.
@@ -36,7 +38,8 @@ pub(crate) struct PubCore {
     unsent: usize,
     /// With `linger`: send once this many bytes are waiting.
     batch_bytes: usize,
-    offers_since_clock: u32,
+    /// Offers since the last transmit (linger clock pacing).
+    offers_since_transmit: u32,
     last_transmit: Instant,
     last_recv: Instant,
     sends_since_recv: u32,
@@ -87,6 +90,7 @@ impl PubCore {
             }
         }
         self.unsent = 0;
+        self.offers_since_transmit = 0;
         self.last_transmit = now;
     }
 
@@ -195,11 +199,12 @@ impl PubCore {
                 if self.opts.linger.is_zero() || self.unsent >= self.batch_bytes {
                     self.progress_send(Instant::now());
                 } else {
-                    // Batching: read the clock only every few offers (a
-                    // background thread, when present, sends what lingers).
-                    self.offers_since_clock += 1;
-                    if self.offers_since_clock >= CLOCK_EVERY || !self.opts.thread {
-                        self.offers_since_clock = 0;
+                    // Batching: the clock is read for the first offers of a
+                    // batch, then only every CLOCK_EVERY offers (a background
+                    // thread, when present, also sends what lingers).
+                    self.offers_since_transmit += 1;
+                    let n = self.offers_since_transmit;
+                    if n <= CLOCK_EVERY || n % CLOCK_EVERY == 0 {
                         let now = Instant::now();
                         if now.duration_since(self.last_transmit) >= self.opts.linger {
                             self.progress_send(now);
@@ -244,6 +249,8 @@ impl PubCore {
             retransmitted: c.retransmitted,
             naks_received: c.naks_received,
             dropped: c.dropped_total(),
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
             drops_by_reason: by,
             driver: Some(self.driver.kind().name()),
             ..Counters::default()
@@ -298,7 +305,7 @@ impl UdpPublication {
             staged: Vec::with_capacity(tx_slots(mtu)),
             failure: None,
             unsent: 0,
-            offers_since_clock: 0,
+            offers_since_transmit: 0,
             // A GSO batch's worth, within a quarter of the window.
             batch_bytes: (tx_slots(mtu) * mtu)
                 .min(opts.proto.window / 4)
@@ -505,11 +512,16 @@ impl UdpClaim<'_> {
             // Room was reserved by `try_claim` for claims of one record; a
             // larger claim waits for the window, at most one liveness
             // timeout (the peer is gone by then).
-            let deadline = Instant::now() + c.opts.proto.liveness_timeout;
+            let mut deadline = None;
             loop {
                 match c.offer(ty, &buf) {
                     Ok(p) => return p,
-                    Err(Error::BackPressured) if Instant::now() < deadline => {
+                    Err(Error::BackPressured)
+                        if Instant::now()
+                            < *deadline.get_or_insert_with(|| {
+                                Instant::now() + c.opts.proto.liveness_timeout
+                            }) =>
+                    {
                         std::hint::spin_loop()
                     }
                     Err(_) => {

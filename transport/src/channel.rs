@@ -23,6 +23,11 @@ pub struct Counters {
     pub naks_received: u64,
     /// Datagrams or records dropped, all reasons together.
     pub dropped: u64,
+    /// Datagrams handed to the socket, data and control, retransmissions
+    /// included (UDP; 0 for `shm:`). Many messages share one datagram.
+    pub datagrams_sent: u64,
+    /// Datagrams taken off the wire, valid or not (UDP; 0 for `shm:`).
+    pub datagrams_received: u64,
     /// Drops by reason (e.g. `"truncated"`, `"wrong_session"`).
     pub drops_by_reason: Vec<(&'static str, u64)>,
     /// The I/O driver in use (`"uring"`, `"socket"`), or `None` for `shm:`.

@@ -164,6 +164,8 @@ impl SubCore {
             received: self.received,
             naks_sent: c.naks_sent,
             dropped: c.dropped_total(),
+            datagrams_sent: c.datagrams_sent,
+            datagrams_received: c.datagrams_received,
             drops_by_reason: by,
             driver: Some(self.driver.kind().name()),
             ..Counters::default()

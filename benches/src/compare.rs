@@ -330,8 +330,8 @@ impl CompareReport {
             println!();
             println!("One-way throughput");
             println!(
-                "{:<12} {:>7} {:>12} {:>12}  {:<18} peak RSS (receiver / sender)",
-                "channel", "size", "msgs/s", "B/s", "vs"
+                "{:<12} {:>7} {:>12} {:>12} {:>12}  {:<18} peak RSS (receiver / sender)",
+                "channel", "size", "msgs/s", "B/s", "datagrams/s", "vs"
             );
             for t in &self.throughput {
                 let vs = self
@@ -339,11 +339,14 @@ impl CompareReport {
                     .map(|(name, rate)| format!("{:.2}× {name}", t.msgs_per_sec() / rate))
                     .unwrap_or_default();
                 println!(
-                    "{:<12} {:>7} {:>12} {:>12}  {:<18} {}",
+                    "{:<12} {:>7} {:>12} {:>12} {:>12}  {:<18} {}",
                     t.channel,
                     format!("{} B", t.size),
                     fmt_si(t.msgs_per_sec()),
                     fmt_si(t.bytes_per_sec()),
+                    t.extra("datagrams_per_sec")
+                        .map(fmt_si)
+                        .unwrap_or_else(|| "-".into()),
                     vs,
                     match t.rss_tx_kib {
                         Some(s) => format!("{} / {}", fmt_kib(t.rss_rx_kib), fmt_kib(s)),

@@ -128,6 +128,11 @@ pub struct ThroughputResult {
 }
 
 impl ThroughputResult {
+    /// An extra figure by name.
+    pub fn extra(&self, key: &str) -> Option<f64> {
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
     /// Messages per second.
     pub fn msgs_per_sec(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();

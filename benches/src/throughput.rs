@@ -37,6 +37,11 @@ pub trait RxEnd {
     fn driver(&self) -> Option<&'static str> {
         None
     }
+
+    /// (datagrams, messages) received so far, for a datagram transport.
+    fn datagrams(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Sends `count` messages of `size` bytes.

@@ -3,8 +3,9 @@
 //! Latency uses two channels (ping→pong, pong→ping) between two processes;
 //! messages are sent with `offer` (pong echoes the received bytes straight
 //! from ring memory) and read in place in `poll`; both sides busy-spin. The
-//! throughput sender writes in place with `try_claim`. The peer process gets
-//! both URIs as its parameter, `A2B|B2A`.
+//! throughput sender writes in place with `try_claim` over `shm:` and uses
+//! `offer` over UDP (see [`Tx`]). The peer process gets both URIs as its
+//! parameter, `A2B|B2A`.
 
 use std::time::{Duration, Instant};
 
@@ -243,11 +244,24 @@ pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     run_pong(&mut pong, args.count)
 }
 
-struct Tx(Publication);
+/// The sending end: `shm:` writes in place with `try_claim` (zero copy into
+/// ring memory); UDP uses `offer`, its natural path (a UDP claim is staged
+/// and copied into the stream on commit, so a claim costs a copy more).
+struct Tx {
+    publication: Publication,
+    claim: bool,
+}
 
 impl TxEnd for Tx {
     fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
-        try_offer(&mut self.0, msg)
+        if self.claim {
+            return try_offer(&mut self.publication, msg);
+        }
+        match self.publication.offer(TYPE_ID, msg) {
+            Ok(_) => Ok(true),
+            Err(Error::BackPressured | Error::NotConnected) => Ok(false),
+            Err(e) => Err(err("offer", e)),
+        }
     }
 }
 
@@ -273,6 +287,11 @@ impl RxEnd for Rx {
             Some(e) => Err(e),
             None => Ok(n),
         }
+    }
+
+    fn datagrams(&self) -> Option<(u64, u64)> {
+        let c = self.0.counters();
+        (c.datagrams_received > 0).then_some((c.datagrams_received, c.received))
     }
 
     fn driver(&self) -> Option<&'static str> {
@@ -306,8 +325,13 @@ pub fn throughput(
 pub fn send(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     let publication = Publication::open(&args.param)
         .map_err(|e| err(&format!("open publication {}", args.param), e))?;
-    let mut tx = Tx(publication);
+    let mut tx = Tx {
+        claim: publication.counters().driver.is_none(),
+        publication,
+    };
     ready("");
     run_tx(&mut tx, args.size, args.count)?;
-    tx.0.flush(STALL_TIMEOUT).map_err(|e| err("flush", e))
+    tx.publication
+        .flush(STALL_TIMEOUT)
+        .map_err(|e| err("flush", e))
 }

@@ -339,8 +339,9 @@ pub fn rx_with_peer<R: RxEnd>(
     // for our acknowledgements before the sender's flush returns.
     let rss_tx = peer.finish(FINISH_TIMEOUT, || rx.poll(|_| Ok(())).map(|_| ()))?;
     let driver = rx.driver();
+    let datagrams = rx.datagrams();
     drop(rx);
-    Ok(ThroughputResult {
+    let mut r = ThroughputResult {
         channel: channel.to_string(),
         size,
         messages,
@@ -351,7 +352,16 @@ pub fn rx_with_peer<R: RxEnd>(
         processes: true,
         extra: Vec::new(),
         driver,
-    })
+    };
+    if let Some((d, m)) = datagrams {
+        // Over the whole run (handshake and status included): the timed
+        // window's message rate divided by messages per datagram.
+        let per = m as f64 / d.max(1) as f64;
+        r.extra.push(("msgs_per_datagram".into(), per));
+        r.extra
+            .push(("datagrams_per_sec".into(), r.msgs_per_sec() / per.max(1e-9)));
+    }
+    Ok(r)
 }
 
 /// Entry point of a peer process: `role` is `__pong` or `__send`.

@@ -2,19 +2,27 @@
 //! tests. Every mode has a deadline after which it exits with status 3, so
 //! no process outlives a failed test for long.
 //!
-//! - `udp_node pub URI COUNT DEADLINE_SECS`: waits for the subscriber, sends
-//!   COUNT 32-byte messages carrying sequence numbers 0.., flushes, prints
-//!   `sent COUNT` and its counters.
+//! - `udp_node pub URI COUNT DEADLINE_SECS [rss-every=N]`: waits for the
+//!   subscriber, sends COUNT 32-byte messages carrying sequence numbers 0..,
+//!   flushes, prints `sent COUNT` and its counters.
 //! - `udp_node pub-forever URI DEADLINE_SECS`: sends sequence-numbered
 //!   messages as long as a subscriber is connected; prints `connected` and
 //!   `disconnected after MS ms of silence` at every change.
-//! - `udp_node sub URI COUNT DEADLINE_SECS [any-start]`: receives until COUNT
-//!   messages arrived, checking each is the successor of the previous one
-//!   (the first is 0 unless `any-start`); prints `ready`, then `received
-//!   COUNT` and its counters; exits 1 on a violation.
+//! - `udp_node sub URI COUNT DEADLINE_SECS [any-start] [rss-every=N]`:
+//!   receives until COUNT messages arrived, checking each is the successor
+//!   of the previous one (the first is 0 unless `any-start`); prints
+//!   `ready`, then `received COUNT` and its counters; exits 1 on a violation.
 //! - `udp_node spray ADDR[,ADDR...] DEADLINE_SECS`: sends random datagrams
 //!   (random lengths, some with a plausible frame header) to the addresses
 //!   until killed or the deadline; prints `spraying`.
+//!
+//! Memory sampling (`pub` and `sub`): with `rss-every=N` the process prints
+//! `rss baseline kib=K` before opening its channel, then `rss seq=S kib=K`
+//! each time another N messages were offered (pub) or received (sub), and
+//! once more when done (S = COUNT), where K is the current resident set
+//! (`VmRSS` of `/proc/self/status`). `/proc` is read only at those points,
+//! never per message. The counters line always ends with the peak
+//! (`peak_rss_kib`, `VmHWM`).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::exit;
@@ -30,16 +38,72 @@ fn deadline_watch(secs: u64, what: &'static str) {
     });
 }
 
-/// Peak resident set size of this process, KiB (`VmHWM`).
-fn peak_rss_kib() -> u64 {
+/// A `kB` field of `/proc/self/status` (`key` with its colon), 0 if absent.
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Peak resident set size of this process, KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Prints `rss seq=S kib=K` (current `VmRSS`) every `every` messages, when
+/// sampling was asked for. The per-message cost is one comparison.
+struct RssSampler {
+    every: u64,
+    next: u64,
+    /// Message count of the last sample printed.
+    last: Option<u64>,
+}
+
+impl RssSampler {
+    /// Sampling every `every` messages (`None`: never); prints the
+    /// `rss baseline` line at once when sampling.
+    fn new(every: Option<u64>) -> RssSampler {
+        let every = every.unwrap_or(0);
+        if every > 0 {
+            println!("rss baseline kib={}", status_kib("VmRSS:"));
+        }
+        RssSampler {
+            every,
+            next: if every > 0 { every } else { u64::MAX },
+            last: None,
+        }
+    }
+
+    /// Called with the number of messages so far; prints a sample when it
+    /// reached the next multiple of `every`.
+    #[inline]
+    fn tick(&mut self, seq: u64) {
+        if seq >= self.next {
+            self.sample(seq);
+            // Batched polls can pass several multiples at once: one sample.
+            self.next = (seq / self.every + 1) * self.every;
+        }
+    }
+
+    /// Prints a sample now.
+    fn sample(&mut self, seq: u64) {
+        if self.every > 0 {
+            println!("rss seq={seq} kib={}", status_kib("VmRSS:"));
+            self.last = Some(seq);
+        }
+    }
+
+    /// The final sample, at `seq` messages, unless `tick` just printed it.
+    fn finish(&mut self, seq: u64) {
+        if self.last != Some(seq) {
+            self.sample(seq);
+        }
+    }
 }
 
 fn print_counters(label: &str, c: &conduit::Counters) {
@@ -70,7 +134,8 @@ fn msg(seq: u64) -> [u8; 32] {
     m
 }
 
-fn publisher(uri: &str, count: u64) {
+fn publisher(uri: &str, count: u64, rss_every: Option<u64>) {
+    let mut rss = RssSampler::new(rss_every);
     let mut p = Publication::open(uri).unwrap_or_else(|e| {
         eprintln!("open {uri}: {e}");
         exit(1)
@@ -82,7 +147,10 @@ fn publisher(uri: &str, count: u64) {
     let mut seq = 0u64;
     while seq < count {
         match p.offer(1, &msg(seq)) {
-            Ok(_) => seq += 1,
+            Ok(_) => {
+                seq += 1;
+                rss.tick(seq);
+            }
             Err(Error::BackPressured) => std::thread::yield_now(),
             Err(Error::NotConnected) => {
                 eprintln!("publisher: lost the subscriber at {seq}");
@@ -99,6 +167,7 @@ fn publisher(uri: &str, count: u64) {
         exit(1);
     }
     println!("sent {count}");
+    rss.finish(count);
     print_counters("pub", &p.counters());
 }
 
@@ -140,7 +209,8 @@ fn publisher_forever(uri: &str) {
     }
 }
 
-fn subscriber(uri: &str, count: u64, any_start: bool) {
+fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
+    let mut rss = RssSampler::new(rss_every);
     let mut s = Subscription::open(uri).unwrap_or_else(|e| {
         eprintln!("open {uri}: {e}");
         exit(1)
@@ -178,6 +248,7 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
         if first.is_none() && got > 0 {
             first = Some(Instant::now());
         }
+        rss.tick(got);
         if let Some(b) = &bad {
             eprintln!("subscriber: {b}");
             print_counters("sub", &s.counters());
@@ -195,6 +266,7 @@ fn subscriber(uri: &str, count: u64, any_start: bool) {
         "rate msgs_per_s={:.0} secs={secs:.3}",
         got as f64 / secs.max(1e-9)
     );
+    rss.finish(got);
     print_counters("sub", &s.counters());
 }
 
@@ -244,10 +316,18 @@ fn main() {
         })
     };
     let num = |i: usize| -> u64 { arg(i).parse().expect("number") };
+    // Optional trailing words after the positional arguments.
+    let flag = |from: usize, word: &str| a.iter().skip(from).any(|s| s == word);
+    let rss_every = |from: usize| -> Option<u64> {
+        a.iter().skip(from).find_map(|s| {
+            s.strip_prefix("rss-every=")
+                .map(|v| v.parse().expect("rss-every=N: a number"))
+        })
+    };
     match arg(0) {
         "pub" => {
             deadline_watch(num(3), "pub");
-            publisher(arg(1), num(2));
+            publisher(arg(1), num(2), rss_every(4));
         }
         "pub-forever" => {
             deadline_watch(num(2), "pub-forever");
@@ -255,7 +335,7 @@ fn main() {
         }
         "sub" => {
             deadline_watch(num(3), "sub");
-            subscriber(arg(1), num(2), a.get(4).is_some_and(|s| s == "any-start"));
+            subscriber(arg(1), num(2), flag(4, "any-start"), rss_every(4));
         }
         "spray" => {
             deadline_watch(num(2), "spray");

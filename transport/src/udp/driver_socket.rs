@@ -137,7 +137,36 @@ impl SocketDriver {
         Ok(rc > 0)
     }
 
+    /// One datagram to the connected peer: plain `send`, as a bare socket
+    /// does (no message header, name or control data to build or copy in).
+    fn send_one_to_peer(&mut self, t: &Transmit<'_>) -> io::Result<usize> {
+        // SAFETY: `contents` is a live slice for the duration of the call; the
+        // kernel only reads `contents.len()` bytes from it.
+        let r = unsafe {
+            libc::send(
+                self.fd,
+                t.contents.as_ptr().cast(),
+                t.contents.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
+                Some(libc::ECONNREFUSED) => Ok(1),
+                _ => Err(e),
+            };
+        }
+        Ok(1)
+    }
+
     fn send_batch(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
+        if let [t] = batch {
+            if t.segments() == 1 && self.peer == Some(t.dest) {
+                return self.send_one_to_peer(t);
+            }
+        }
         let n = batch.len().min(TX_BATCH);
         self.tx_names.clear();
         self.tx_ctrl.clear();

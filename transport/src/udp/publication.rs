@@ -118,33 +118,49 @@ impl PubCore {
                 return;
             }
             total += self.staged.len();
-            let mut batch: Vec<Transmit<'_>> = Vec::with_capacity(self.staged.len());
-            let mut i = 0;
-            while i < self.staged.len() {
-                let (dest, start, seg) = self.staged[i];
-                let mut end = start + seg;
-                let mut j = i + 1;
-                if max_segs > 1 {
-                    while j < self.staged.len() && j - i < max_segs {
-                        let (d2, s2, l2) = self.staged[j];
-                        if d2 != dest || s2 != end || l2 > seg || end + l2 - start > MAX_UDP_PAYLOAD
-                        {
-                            break;
-                        }
-                        end += l2;
-                        j += 1;
-                        if l2 < seg {
-                            break;
+            // The latency path: one datagram, no batch to build.
+            let single;
+            let mut built;
+            let batch: &[Transmit<'_>] = if let [(dest, start, len)] = self.staged[..] {
+                single = [Transmit {
+                    dest,
+                    contents: &self.txbuf[start..start + len],
+                    segment_size: len,
+                }];
+                &single
+            } else {
+                built = Vec::with_capacity(self.staged.len());
+                let mut i = 0;
+                while i < self.staged.len() {
+                    let (dest, start, seg) = self.staged[i];
+                    let mut end = start + seg;
+                    let mut j = i + 1;
+                    if max_segs > 1 {
+                        while j < self.staged.len() && j - i < max_segs {
+                            let (d2, s2, l2) = self.staged[j];
+                            if d2 != dest
+                                || s2 != end
+                                || l2 > seg
+                                || end + l2 - start > MAX_UDP_PAYLOAD
+                            {
+                                break;
+                            }
+                            end += l2;
+                            j += 1;
+                            if l2 < seg {
+                                break;
+                            }
                         }
                     }
+                    built.push(Transmit {
+                        dest,
+                        contents: &self.txbuf[start..end],
+                        segment_size: seg,
+                    });
+                    i = j;
                 }
-                batch.push(Transmit {
-                    dest,
-                    contents: &self.txbuf[start..end],
-                    segment_size: seg,
-                });
-                i = j;
-            }
+                &built
+            };
             let mut sent = 0;
             while sent < batch.len() {
                 match self.driver.send(&batch[sent..]) {

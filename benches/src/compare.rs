@@ -112,10 +112,21 @@ fn ratio(v: u64, base: f64) -> f64 {
     }
 }
 
+/// A conduit UDP row and the `udp-raw` rows run just before and after it
+/// (indices into `CompareReport::rows`): UDP over loopback moves more from run
+/// to run than the cache-line limit does, so conduit is judged against the
+/// bare socket measured on either side of it.
+struct UdpPair {
+    row: usize,
+    raw_before: usize,
+    raw_after: usize,
+}
+
 /// Everything `compare` measured.
 pub struct CompareReport {
     limits: Vec<LatencyResult>,
     rows: Vec<Row>,
+    udp_pairs: Vec<UdpPair>,
     throughput: Vec<ThroughputResult>,
     failures: Vec<(String, String)>,
     warnings: Vec<String>,
@@ -159,6 +170,7 @@ pub fn run(
     let mut report = CompareReport {
         limits: Vec::new(),
         rows: Vec::new(),
+        udp_pairs: Vec::new(),
         throughput: Vec::new(),
         failures: Vec::new(),
         warnings: Vec::new(),
@@ -178,7 +190,13 @@ pub fn run(
     };
 
     let mut last_limit = run_limit(&mut report)?;
-    for &c in &latency_list {
+    let pair_udp = latency_list.contains(&Channel::UdpRaw);
+    // Index in `report.rows` of the latest `udp-raw` row.
+    let mut last_raw: Option<usize> = None;
+    let mut queue: std::collections::VecDeque<Channel> = latency_list.iter().copied().collect();
+    // A conduit UDP row waiting for the `udp-raw` run after it.
+    let mut open_pair: Option<(usize, usize)> = None;
+    while let Some(c) = queue.pop_front() {
         let cfg = latency_config(c, size, messages, warmup, None);
         match c.latency(&cfg) {
             Ok(r) => {
@@ -190,10 +208,30 @@ pub fn run(
                     after,
                 });
                 last_limit = after;
+                let idx = report.rows.len() - 1;
+                if c == Channel::UdpRaw {
+                    if let Some((row, raw_before)) = open_pair.take() {
+                        report.udp_pairs.push(UdpPair {
+                            row,
+                            raw_before,
+                            raw_after: idx,
+                        });
+                    }
+                    last_raw = Some(idx);
+                } else if pair_udp && c.is_conduit_udp() {
+                    if let Some(raw_before) = last_raw {
+                        // Measure the bare socket again right after.
+                        open_pair = Some((idx, raw_before));
+                        queue.push_front(Channel::UdpRaw);
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("  {}: FAILED: {e}", c.name());
                 report.failures.push((c.name().to_string(), e.to_string()));
+                if c == Channel::UdpRaw {
+                    open_pair = None;
+                }
             }
         }
     }
@@ -326,6 +364,32 @@ impl CompareReport {
                 None,
             );
         }
+        if !self.udp_pairs.is_empty() {
+            println!();
+            println!(
+                "conduit over UDP against the bare socket: each against the mean of the udp-raw runs just before and after it"
+            );
+            println!(
+                "{:<16} {:>9} {:>8} {:>9} {:>8}",
+                "channel", "p50 ns", "×udp-raw", "p99 ns", "×udp-raw"
+            );
+            for p in &self.udp_pairs {
+                let r = &self.rows[p.row].result;
+                let (b50, b99) = self.raw_baselines(p);
+                let name = match r.driver {
+                    Some(d) if r.channel == "udp" => format!("udp [{d}]"),
+                    _ => r.channel.clone(),
+                };
+                println!(
+                    "{:<16} {:>9} {:>8.2} {:>9} {:>8.2}",
+                    name,
+                    r.pct.p50,
+                    ratio(r.pct.p50, b50),
+                    r.pct.p99,
+                    ratio(r.pct.p99, b99)
+                );
+            }
+        }
         if !self.throughput.is_empty() {
             println!();
             println!("One-way throughput");
@@ -386,18 +450,37 @@ impl CompareReport {
         )
     }
 
+    /// Mean p50 and p99 of the `udp-raw` runs around a conduit UDP row.
+    fn raw_baselines(&self, p: &UdpPair) -> (f64, f64) {
+        let (a, b) = (
+            &self.rows[p.raw_before].result,
+            &self.rows[p.raw_after].result,
+        );
+        (
+            (a.pct.p50 as f64 + b.pct.p50 as f64) / 2.0,
+            (a.pct.p99 as f64 + b.pct.p99 as f64) / 2.0,
+        )
+    }
+
     fn to_json(&self) -> Json {
         let mut results = Vec::new();
         for (i, l) in self.limits.iter().enumerate() {
             results.push(l.to_json().with("role", "baseline").with("run", i + 1));
         }
-        for row in &self.rows {
+        for (i, row) in self.rows.iter().enumerate() {
             let (b50, b99, b9999) = self.baselines(row);
             let p = &row.result.pct;
+            let mut j = row.result.to_json();
+            if let Some(pair) = self.udp_pairs.iter().find(|u| u.row == i) {
+                let (r50, r99) = self.raw_baselines(pair);
+                j = j
+                    .with("udp_raw_p50_ns", r50)
+                    .with("udp_raw_p99_ns", r99)
+                    .with("p50_vs_udp_raw", ratio(p.p50, r50))
+                    .with("p99_vs_udp_raw", ratio(p.p99, r99));
+            }
             results.push(
-                row.result
-                    .to_json()
-                    .with("role", "channel")
+                j.with("role", "channel")
                     .with(
                         "baseline_runs",
                         vec![Json::from(row.before + 1), Json::from(row.after + 1)],

@@ -110,6 +110,11 @@ impl Channel {
             })
     }
 
+    /// conduit over UDP (any driver).
+    pub fn is_conduit_udp(self) -> bool {
+        matches!(self, Channel::Udp | Channel::UdpUring | Channel::UdpSocket)
+    }
+
     /// Whether the channel has a round-trip (latency) test.
     pub fn has_latency(self) -> bool {
         !matches!(self, Channel::Proto | Channel::ProtoLoss)

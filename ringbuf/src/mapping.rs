@@ -103,6 +103,7 @@ impl Mapping {
     }
 
     /// A view of a 128-byte block at `offset`.
+    #[inline]
     fn block<T>(&self, offset: usize) -> &T {
         assert!(offset % BLOCK_LEN == 0 && offset + core::mem::size_of::<T>() <= self.len);
         // SAFETY: the mapping is page-aligned and `offset` is a multiple of 128
@@ -114,16 +115,19 @@ impl Mapping {
     }
 
     /// The publisher block.
+    #[inline]
     pub(crate) fn publisher(&self) -> &PublisherBlock {
         self.block(PUBLISHER_BLOCK)
     }
 
     /// The signal block.
+    #[inline]
     pub(crate) fn signal(&self) -> &SignalBlock {
         self.block(SIGNAL_BLOCK)
     }
 
     /// Subscriber slot `i` (the caller checks `i` against the geometry).
+    #[inline]
     pub(crate) fn slot(&self, i: u32) -> &Slot {
         self.block(layout::slot_offset(i))
     }

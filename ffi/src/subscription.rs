@@ -182,6 +182,12 @@ unsafe fn poll_now(
     if handle.state.get() != State::Idle {
         return Err(Failure::invalid_static(REENTRY));
     }
+    // SAFETY: `state` is Idle, so no other `&mut` to the subscription exists
+    // (one thread at a time); this borrow ends before the next one below.
+    if unsafe { &mut *handle.subscription.get() }.poll_idle() {
+        // Spinning on an empty `shm:` channel: nothing else to do.
+        return Ok(0);
+    }
     handle.state.set(State::Polling);
     let reentry = Reentry(&handle.state);
     // SAFETY: `state` was Idle, so no other `&mut` to the subscription exists

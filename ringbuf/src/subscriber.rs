@@ -439,6 +439,28 @@ impl Subscriber {
         self.idle_active()
     }
 
+    /// Does what an empty [`poll`](Self::poll) would do, if that is all a
+    /// poll would do now: true when attached and active, nothing waits at
+    /// the current position, no problem is pending and no periodic check is
+    /// due (the empty poll is counted, as `poll` counts it). False means
+    /// "call `poll`". For callers that pay per call, such as the C ABI, so
+    /// that spinning on an empty channel stays a few instructions.
+    #[inline]
+    pub fn poll_idle(&mut self) -> bool {
+        let Some(c) = self.conn.as_mut() else {
+            return false;
+        };
+        if !c.active || c.pending.is_some() || c.has_data() {
+            return false;
+        }
+        let e = c.empty.wrapping_add(1);
+        if e % IDLE_CHECK_EVERY == 0 {
+            return false;
+        }
+        c.empty = e;
+        true
+    }
+
     /// The empty path of an active subscriber, every [`IDLE_CHECK_EVERY`]
     /// empty polls: clean close, liveness (rate-limited), corruption.
     #[cold]

@@ -314,6 +314,52 @@ fn live_publisher_refuses_a_second_and_clean_close_is_reported() {
     assert_eq!(got, vec![(9, b"again".to_vec())]);
 }
 
+/// `poll_idle` stands in for an empty poll only: never with data waiting,
+/// not when a periodic check is due, and a closed publisher is still reported
+/// (after the data) by a caller that polls whenever it answers false.
+#[test]
+fn poll_idle_is_an_empty_poll_only() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("idle", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("idle", Some(&d.0)).unwrap();
+    assert!(!s.poll_idle(), "not active yet");
+    connect(&mut p, &mut s);
+    assert_eq!(s.poll(|_, _| {}, 10), Ok(0));
+    // Answering false leaves the count alone: the full poll does that.
+    let mut idle = 0;
+    for _ in 0..64 {
+        if s.poll_idle() {
+            idle += 1;
+        } else {
+            assert_eq!(s.poll(|_, _| {}, 10), Ok(0));
+        }
+    }
+    assert_eq!(idle, 62, "every 32nd empty poll must go to the full poll");
+    p.offer(5, b"data").unwrap();
+    assert!(!s.poll_idle(), "a record waits");
+    assert!(!s.poll_idle(), "still waiting: poll_idle never consumes");
+    p.offer(6, b"last").unwrap();
+    drop(p);
+    // What a C caller does: poll_idle, else poll.
+    let mut got = Vec::new();
+    let mut end = None;
+    for _ in 0..200_000 {
+        if s.poll_idle() {
+            std::thread::sleep(Duration::from_micros(5));
+            continue;
+        }
+        match s.poll(|t, _| got.push(t), 10) {
+            Ok(_) => {}
+            Err(e) => {
+                end = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(got, vec![5, 6]);
+    assert_eq!(end, Some(PollError::PublisherClosed));
+}
+
 #[test]
 fn subscriber_before_publisher() {
     let d = TempDir::new();

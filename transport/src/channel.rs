@@ -253,6 +253,20 @@ impl Subscription {
         }
     }
 
+    /// Does the work of an empty [`poll`](Self::poll) when that is all a poll
+    /// would do now, and returns true; false means "call `poll`". Only an
+    /// `shm:` subscription with nothing waiting and no periodic check due
+    /// answers true (a UDP poll always reads the socket). Meant for bindings
+    /// that pay per call (the C ABI); Rust callers just call `poll`.
+    #[doc(hidden)]
+    #[inline]
+    pub fn poll_idle(&mut self) -> bool {
+        match &mut self.inner {
+            SubInner::Shm(s) => s.ring.poll_idle(),
+            SubInner::Udp(_) => false,
+        }
+    }
+
     /// Like [`Subscription::poll`], but waits up to `timeout` for a first
     /// message, using the channel's wait strategy (`wait=spin|yield|block`).
     ///

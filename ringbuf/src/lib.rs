@@ -62,7 +62,9 @@
 //! under an exclusive `flock` of the directory it checks that nobody holds the
 //! old file's publisher lock, builds the new ring in a temporary file (already
 //! holding its lock), and renames it over the old name, so a visible ring file
-//! is always complete. A subscriber may open before the publisher exists:
+//! is always complete. A temporary file left by a creator that died before
+//! the rename is removed by the next creation of the same name once its pid is
+//! gone. A subscriber may open before the publisher exists:
 //! `Subscriber::open` succeeds and polls return `Ok(0)` until a publisher
 //! appears.
 //!

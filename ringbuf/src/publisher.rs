@@ -72,6 +72,15 @@ pub struct Claim<'a> {
 impl Publisher {
     /// Creates the ring file `name` (or reuses a stale one left by a dead publisher).
     ///
+    /// The ring is built in a temporary file `.{name}.{pid}.{n}.tmp` in the
+    /// same directory and renamed into place. A creator killed between the two
+    /// leaves that file behind, so creation first removes, best effort (errors
+    /// are ignored), every file named exactly `.{name}.{pid}.{n}.tmp` for this
+    /// `name` whose process no longer exists (`kill(pid, 0)` fails with
+    /// `ESRCH`). Files of live processes, of other names and of any other
+    /// pattern are left alone. This happens under the directory lock, so no
+    /// creator can be between creating and renaming such a file meanwhile.
+    ///
     /// # Errors
     /// [`RingError::InvalidName`], [`RingError::InvalidConfig`];
     /// [`RingError::PublisherAlive`] if a live publisher owns the name;
@@ -95,6 +104,7 @@ impl Publisher {
         let path = dir.join(name);
         let _dir_lock = DirLock::lock(&dir)
             .map_err(|e| RingError::io(format!("locking {}", dir.display()), e))?;
+        sweep_stale_temps(&dir, name);
         check_existing(&path)?;
 
         let pid = std::process::id();
@@ -577,6 +587,55 @@ pub(crate) fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Removes the temporary files of ring `name` in `dir` left by creators that
+/// died before renaming them (see [`Publisher::create`]); best effort. The
+/// caller holds the directory lock.
+fn sweep_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|f| temp_file_pid(f, name)) else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_file()) || !process_is_gone(pid) {
+            continue;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// The pid in `file` if it is exactly a temporary file name of ring `name`:
+/// `.{name}.{pid}.{n}.tmp` with `pid` and `n` in decimal as `create` writes
+/// them (no sign, no leading zeros) and `pid` a positive `pid_t`.
+fn temp_file_pid(file: &str, name: &str) -> Option<i32> {
+    let rest = file
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?;
+    let (pid, n) = rest.split_once('.')?;
+    let decimal = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    };
+    if !decimal(pid) || !decimal(n) {
+        return None;
+    }
+    n.parse::<u64>().ok()?;
+    let pid = pid.parse::<i32>().ok()?;
+    (pid > 0).then_some(pid)
+}
+
+/// True only if no process `pid` exists (`kill(pid, 0)` fails with `ESRCH`).
+fn process_is_gone(pid: i32) -> bool {
+    debug_assert!(pid > 0);
+    // SAFETY: signal 0 sends nothing, it only checks that the process exists;
+    // `pid` is positive, so it names one process, never a group or all.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Creates and initialises the ring in the temporary file `tmp`.

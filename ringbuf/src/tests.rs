@@ -632,3 +632,32 @@ fn random_scribbles_never_panic_or_hang() {
         "scribbles were never noticed: {outcomes:?}"
     );
 }
+
+#[test]
+fn stale_temp_files_of_dead_creators_are_swept() {
+    let d = TempDir::new();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    // A counter value `create` never reaches, so it cannot collide with ours.
+    let n = 987_654_321_u64;
+    let dead_tmp = format!(".swept.{dead}.{n}.tmp");
+    let kept = [
+        format!(".swept.{live}.{n}.tmp"),
+        format!(".other.{dead}.{n}.tmp"),
+        format!(".swept.{dead}.{n}.tmp.bak"),
+        format!(".swept.{dead}.0{n}.tmp"),
+        format!(".swept.{dead}.tmp"),
+        format!(".swept.x.{dead}.{n}.tmp"),
+        format!("swept.{dead}.{n}.tmp"),
+    ];
+    for f in kept.iter().chain([&dead_tmp]) {
+        std::fs::write(d.0.join(f), b"x").unwrap();
+    }
+    let _p = Publisher::create("swept", &config(&d, 4096)).unwrap();
+    assert!(!d.0.join(&dead_tmp).exists(), "{dead_tmp} left behind");
+    for f in &kept {
+        assert!(d.0.join(f).exists(), "{f} removed");
+    }
+}

@@ -5,13 +5,12 @@
 //! Every child process runs under a watchdog that kills it and fails the test
 //! with its output when it hangs. Nothing here asserts a run time.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+#[path = "../../tests/tests/c_support/shared.rs"]
+mod shared;
 
-const WATCHDOG: Duration = Duration::from_secs(120);
+use shared::{expect_success, in_ci, run, spawn, wait, Link};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn ffi_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,121 +36,14 @@ fn lib_dir() -> PathBuf {
 
 /// A fresh scratch directory under the target dir.
 fn scratch(name: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "conduit-c-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-const STRICT: &[&str] = &[
-    "-std=c11",
-    "-Wall",
-    "-Wextra",
-    "-Wpedantic",
-    "-Werror",
-    "-O2",
-];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Link {
-    Static,
-    Shared,
+    shared::scratch_dir("conduit-c", name)
 }
 
 /// Compiles `source` (relative to ffi/) into `out_dir`; returns the
 /// executable, or the compiler's output on failure.
 fn compile(source: &str, out_dir: &Path, link: Link, extra: &[&str]) -> Result<PathBuf, String> {
     let lib = lib_dir();
-    let stem = Path::new(source)
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let exe = out_dir.join(stem);
-    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cmd.args(STRICT)
-        .args(extra)
-        .arg("-I")
-        .arg(ffi_dir().join("include"))
-        .arg(ffi_dir().join(source))
-        .arg("-o")
-        .arg(&exe);
-    match link {
-        Link::Static => {
-            cmd.arg(lib.join("libconduit.a"));
-        }
-        Link::Shared => {
-            // DT_RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets,
-            // which may list another build's libconduit.so first.
-            cmd.arg("-L")
-                .arg(&lib)
-                .arg("-lconduit")
-                .arg(format!("-Wl,-rpath,{},--disable-new-dtags", lib.display()));
-        }
-    }
-    cmd.args(["-lpthread", "-ldl", "-lm"]);
-    let out = run(cmd, "cc");
-    if out.status.success() {
-        Ok(exe)
-    } else {
-        Err(format!(
-            "compiling {source} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Waits for `child` under the watchdog; kills it and panics on a hang.
-fn wait(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("wait_with_output"),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let mut stdout = String::new();
-                let mut stderr = String::new();
-                if let Some(mut s) = child.stdout.take() {
-                    let _ = s.read_to_string(&mut stdout);
-                }
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                panic!("watchdog: {what} still running after {WATCHDOG:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}");
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-fn spawn(mut cmd: Command, what: &str) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
-}
-
-fn run(cmd: Command, what: &str) -> Output {
-    wait(spawn(cmd, what), what)
-}
-
-fn expect_success(out: &Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    shared::compile_c(ffi_dir(), &lib, source, out_dir, link, extra)
 }
 
 #[test]
@@ -219,7 +111,7 @@ fn c_test_program_passes_under_address_and_undefined_sanitizers() {
     ];
     let exe = match compile("tests/c/test_conduit.c", &dir, Link::Shared, &flags) {
         Ok(exe) => exe,
-        Err(e) if std::env::var_os("CI").is_some_and(|v| v == "true") => {
+        Err(e) if in_ci() => {
             panic!("the sanitizer build must work in CI (is libasan/libubsan installed?): {e}")
         }
         Err(e) => {

@@ -1,21 +1,19 @@
 //! Shared by the C and Python interop tests: finding (or building)
 //! libconduit, compiling C against it, running children under a watchdog.
+//! Compiling and running children live in `shared.rs`, which
+//! `ffi/tests/c_programs.rs` includes too.
 
 #![allow(dead_code)]
 
-use std::io::Read;
+mod shared;
+
+// Each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use shared::{expect_success, in_ci, run, spawn, wait, Link};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-/// Longest any child may run before it is killed and the test fails.
-pub const WATCHDOG: Duration = Duration::from_secs(120);
-
-/// True when running in CI, where missing tools are failures, not skips.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| v == "true")
-}
+use std::process::Command;
+use std::time::Duration;
 
 /// The workspace's `ffi/` directory.
 pub fn ffi_dir() -> PathBuf {
@@ -24,15 +22,7 @@ pub fn ffi_dir() -> PathBuf {
 
 /// A fresh scratch directory under the target dir.
 pub fn scratch(name: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "conduit-interop-{}-{}-{name}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    shared::scratch_dir("conduit-interop", name)
 }
 
 /// The directory holding libconduit.{a,so} of this build: the test binary's
@@ -64,114 +54,12 @@ pub fn lib_dir() -> PathBuf {
     deps
 }
 
-/// How a C program links libconduit.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Link {
-    /// `libconduit.a` (+ `-lpthread -ldl -lm`).
-    Static,
-    /// `-lconduit` with an rpath to the library's directory.
-    Shared,
-}
-
 /// Compiles `source` (relative to `ffi/`) with `-std=c11 -Wall -Wextra
 /// -Wpedantic -Werror` into `out_dir`.
 pub fn compile(source: &str, out_dir: &Path, link: Link) -> PathBuf {
     let lib = lib_dir();
-    let ffi = ffi_dir();
-    let stem = Path::new(source)
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let exe = out_dir.join(stem);
-    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cmd.args([
-        "-std=c11",
-        "-Wall",
-        "-Wextra",
-        "-Wpedantic",
-        "-Werror",
-        "-O2",
-        "-I",
-    ])
-    .arg(ffi.join("include"))
-    .arg(ffi.join(source))
-    .arg("-o")
-    .arg(&exe);
-    match link {
-        Link::Static => {
-            cmd.arg(lib.join("libconduit.a"));
-        }
-        Link::Shared => {
-            // DT_RPATH (not RUNPATH): wins over the LD_LIBRARY_PATH cargo sets,
-            // which may list another build's libconduit.so first.
-            cmd.arg("-L")
-                .arg(&lib)
-                .arg("-lconduit")
-                .arg(format!("-Wl,-rpath,{},--disable-new-dtags", lib.display()));
-        }
-    }
-    cmd.args(["-lpthread", "-ldl", "-lm"]);
-    let out = run(cmd, "cc");
-    assert!(
-        out.status.success(),
-        "compiling {source} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-/// Starts `cmd` with piped output.
-pub fn spawn(mut cmd: Command, what: &str) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
-}
-
-/// Waits for `child` under the watchdog; kills it and panics on a hang.
-pub fn wait(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("wait_with_output"),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let mut stdout = String::new();
-                let mut stderr = String::new();
-                if let Some(mut s) = child.stdout.take() {
-                    let _ = s.read_to_string(&mut stdout);
-                }
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                panic!(
-                    "watchdog: {what} still running after {WATCHDOG:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}"
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-/// Runs `cmd` to completion under the watchdog.
-pub fn run(cmd: Command, what: &str) -> Output {
-    wait(spawn(cmd, what), what)
-}
-
-/// Panics with the child's output unless it succeeded; returns its stdout.
-pub fn expect_success(out: &Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    shared::compile_c(&ffi_dir(), &lib, source, out_dir, link, &[])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Aborts the whole test process if it is still running after `secs`

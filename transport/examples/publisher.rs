@@ -8,28 +8,11 @@
 //! Any channel URI works (`shm:NAME?...` or `udp://HOST:PORT?...`). The
 //! optional second argument is how many messages to send (default 1000000).
 
-use conduit::{Error, Message, Publication};
+mod common;
+
+use common::Quote;
+use conduit::{Error, Publication};
 use std::time::{Duration, Instant};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-/// The message both examples share. Fields are only ever appended.
-#[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, Clone, Copy)]
-pub struct Quote {
-    /// Sequence number, from 0.
-    pub seq: u64,
-    /// Price in ticks.
-    pub price: i64,
-    /// Quantity.
-    pub qty: u32,
-    /// 0 = bid, 1 = ask.
-    pub side: u8,
-    _pad: [u8; 3],
-}
-
-impl Message for Quote {
-    const TYPE_ID: u32 = 0x5155_4f54; // "QUOT"
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -2,29 +2,11 @@
 //!
 //! Start it before or after the publisher: see `publisher.rs`.
 
-use conduit::{Error, Message, Subscription};
+mod common;
+
+use common::Quote;
+use conduit::{Error, Subscription};
 use std::time::{Duration, Instant};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-/// The message both examples share. A reader built against this struct also
-/// accepts quotes from a newer writer that appended fields.
-#[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, Clone, Copy)]
-pub struct Quote {
-    /// Sequence number, from 0.
-    pub seq: u64,
-    /// Price in ticks.
-    pub price: i64,
-    /// Quantity.
-    pub qty: u32,
-    /// 0 = bid, 1 = ask.
-    pub side: u8,
-    _pad: [u8; 3],
-}
-
-impl Message for Quote {
-    const TYPE_ID: u32 = 0x5155_4f54; // "QUOT"
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let uri = std::env::args()

@@ -168,6 +168,24 @@ impl Publisher {
         Ok(claim.commit())
     }
 
+    /// Reserves a record of `len` bytes, lets `fill` write it in place (in
+    /// ring memory) and publishes it: a claim and its commit in one call.
+    /// `fill` gets exactly `len` bytes, zeroed or holding an old lap's data.
+    ///
+    /// # Errors
+    /// As for [`Publisher::offer`]; `fill` is not called then.
+    #[inline(always)]
+    pub fn offer_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        type_id: u32,
+        len: usize,
+        fill: F,
+    ) -> Result<u64, OfferError> {
+        let mut claim = self.try_claim(type_id, len)?;
+        fill(claim.as_mut_slice());
+        Ok(claim.commit())
+    }
+
     /// Reserves a record of `len` bytes to be written in place.
     ///
     /// # Errors

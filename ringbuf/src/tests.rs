@@ -92,6 +92,34 @@ fn not_connected_until_a_subscriber_joins() {
 }
 
 #[test]
+fn offer_with_fills_in_place_and_only_when_accepted() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("ow", &config(&d, 4096)).unwrap();
+    let mut called = false;
+    assert_eq!(
+        p.offer_with(1, 4, |_| called = true),
+        Err(OfferError::NotConnected)
+    );
+    assert!(!called, "fill must not run for a refused offer");
+    let mut s = Subscriber::open("ow", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let max = p.max_message_len();
+    assert!(matches!(
+        p.offer_with(1, max + 1, |_| called = true),
+        Err(OfferError::TooLarge { .. })
+    ));
+    assert!(!called);
+    let pos = p
+        .offer_with(2, 5, |b| {
+            assert_eq!(b.len(), 5);
+            b.copy_from_slice(b"in-pl");
+        })
+        .unwrap();
+    assert_eq!(pos, p.position());
+    assert_eq!(drain(&mut s), vec![(2, b"in-pl".to_vec())]);
+}
+
+#[test]
 fn every_length_wraps_with_padding() {
     let d = TempDir::new();
     let cap = 4096;

@@ -122,18 +122,21 @@ fn zero_length_messages_and_claims() {
     c.as_mut_slice().copy_from_slice(b"hello");
     c.commit();
     publ.try_claim(9, 3).unwrap().abort();
+    publ.offer_with(12, 4, |b| b.copy_from_slice(b"with"))
+        .unwrap();
     drop(publ.try_claim(10, 3).unwrap()); // dropping aborts
     let mut q = publ.claim::<OrderV1>().unwrap();
     q.id = 11;
     q.price = 12;
     q.commit();
-    let got = poll_all(&mut sub, 3);
+    let got = poll_all(&mut sub, 4);
     assert_eq!(got[0], (7, vec![]));
     assert_eq!(got[1], (8, b"hello".to_vec()));
-    assert_eq!(got[2].0, 100);
-    assert_eq!(got[2].1, OrderV1 { id: 11, price: 12 }.as_bytes());
+    assert_eq!(got[2], (12, b"with".to_vec()));
+    assert_eq!(got[3].0, 100);
+    assert_eq!(got[3].1, OrderV1 { id: 11, price: 12 }.as_bytes());
     let counters = sub.counters();
-    assert_eq!(counters.received, 3);
+    assert_eq!(counters.received, 4);
     let mut extra = 0;
     sub.poll(|_| extra += 1, 64).unwrap();
     assert_eq!(extra, 0, "aborted claims must publish nothing");

@@ -49,10 +49,18 @@ fn typed_round_trip(driver: &str, expect: &str) {
     while got.len() < 10_000 {
         assert!(Instant::now() < end, "stalled at {}", got.len());
         if sent < 10_000 {
-            let r = if sent % 2 == 0 {
+            let r = if sent % 3 == 0 {
                 publ.send(&Tick {
                     seq: sent,
                     price: -(sent as i64),
+                })
+            } else if sent % 3 == 1 {
+                let t = Tick {
+                    seq: sent,
+                    price: -(sent as i64),
+                };
+                publ.offer_with(Tick::TYPE_ID, size_of::<Tick>(), |b| {
+                    b.copy_from_slice(t.as_bytes())
                 })
             } else {
                 let mut c = publ.claim::<Tick>().unwrap();

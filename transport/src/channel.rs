@@ -96,6 +96,38 @@ impl Publication {
         Ok(Publication { inner })
     }
 
+    /// Reserves `len` bytes for a message with `type_id`, lets `fill` write
+    /// them in place and publishes the message: [`try_claim`](Self::try_claim)
+    /// and [`Claim::commit`] in one call, with no claim to hold. Over `shm:`
+    /// `fill` writes ring memory directly; its bytes are not zeroed first.
+    /// Returns the stream position after the message.
+    ///
+    /// # Errors
+    /// As [`Publication::offer`]; `fill` is not called then.
+    #[inline(always)]
+    pub fn offer_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        type_id: u32,
+        len: usize,
+        fill: F,
+    ) -> Result<u64, Error> {
+        match &mut self.inner {
+            PubInner::Shm(p) => {
+                let pos = p
+                    .ring
+                    .offer_with(type_id, len, fill)
+                    .map_err(crate::shm::offer_error)?;
+                p.sent += 1;
+                Ok(pos)
+            }
+            PubInner::Udp(p) => {
+                let mut claim = p.try_claim(type_id, len)?;
+                fill(claim.as_mut_slice());
+                Ok(claim.commit())
+            }
+        }
+    }
+
     /// Copies `payload` into a new message with `type_id`.
     ///
     /// Returns the stream position after the message.
@@ -126,7 +158,7 @@ impl Publication {
     ///
     /// # Errors
     /// As [`Publication::offer`].
-    #[inline]
+    #[inline(always)]
     pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, Error> {
         match &mut self.inner {
             PubInner::Shm(p) => {
@@ -328,7 +360,7 @@ pub struct Claim<'a> {
 
 impl Claim<'_> {
     /// The writable payload.
-    #[inline]
+    #[inline(always)]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &mut self.inner {
             ClaimInner::Shm(c) => c.as_mut_slice(),
@@ -337,7 +369,7 @@ impl Claim<'_> {
     }
 
     /// Publishes the message; returns the stream position after it.
-    #[inline]
+    #[inline(always)]
     pub fn commit(self) -> u64 {
         match self.inner {
             ClaimInner::Shm(c) => c.commit(),

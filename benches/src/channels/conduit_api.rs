@@ -88,15 +88,12 @@ fn check_seen(seen: Option<Seen>, size: usize) -> Result<Option<u64>> {
     Ok(Some(s.seq))
 }
 
-/// Offers `msg` in place (claim, copy, commit); `Ok(false)` when the ring is
-/// full or no subscriber is attached yet.
+/// Writes `msg` in place in ring memory (`offer_with`: claim, fill, commit in
+/// one call); `Ok(false)` when the ring is full or no subscriber is attached
+/// yet.
 fn try_offer(p: &mut Publication, msg: &[u8]) -> Result<bool> {
-    match p.try_claim(TYPE_ID, msg.len()) {
-        Ok(mut claim) => {
-            claim.as_mut_slice().copy_from_slice(msg);
-            claim.commit();
-            Ok(true)
-        }
+    match p.offer_with(TYPE_ID, msg.len(), |buf| buf.copy_from_slice(msg)) {
+        Ok(_) => Ok(true),
         Err(Error::BackPressured | Error::NotConnected) => Ok(false),
         Err(e) => Err(err("offer", e)),
     }

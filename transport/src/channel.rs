@@ -156,6 +156,10 @@ impl Publication {
     /// message with `type_id`. Fill them, then [`Claim::commit`]; dropping
     /// the claim aborts it.
     ///
+    /// When the message is filled at once, [`offer_with`](Self::offer_with)
+    /// does the same in one call and compiles to tighter code: moving a
+    /// `Claim` out of its `Result` can cost a stalled reload in a hot loop.
+    ///
     /// # Errors
     /// As [`Publication::offer`].
     #[inline(always)]

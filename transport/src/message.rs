@@ -129,7 +129,7 @@ impl<'a> Received<'a> {
     /// # Errors
     /// [`ViewError::WrongType`] if the type id differs, [`ViewError::TooShort`]
     /// if the payload is shorter than `T` (a longer one is accepted: see the
-    /// append-only rule in the [module docs](self)), [`ViewError::Misaligned`]
+    /// append-only rule on [`Message`]), [`ViewError::Misaligned`]
     /// if `T`'s alignment exceeds the payload's.
     pub fn get<T: Message>(&self) -> Result<&'a T, ViewError> {
         if self.type_id != T::TYPE_ID {

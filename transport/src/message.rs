@@ -5,45 +5,48 @@
 //! into the ring (or the send buffer), and the receiver reads them where they
 //! lie.
 //!
-//! # Evolving a message: the append-only rule
 //!
-//! Fields are only ever **appended** to a message struct, never removed,
-//! reordered or retyped, and its `TYPE_ID` never changes. Then:
-//!
-//! - a reader built against an older, shorter struct accepts a longer payload
-//!   from a newer writer and sees the prefix it knows;
-//! - a payload *shorter* than the reader's struct (an older writer) is refused
-//!   with [`ViewError::TooShort`], never read as garbage. A reader that wants
-//!   to accept older writers checks [`Received::payload`]'s length itself and
-//!   views the older struct.
-//!
-//! Give appended fields explicit types and explicit padding so the layout is
-//! the same on every platform, and keep the alignment at most 8: payloads are
-//! 8-byte aligned on every channel.
-//!
-//! ```
-//! use conduit::Message;
-//! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-//!
-//! #[repr(C)]
-//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug)]
-//! struct Order {
-//!     id: u64,
-//!     price: i64,
-//!     qty: u32,
-//!     side: u8,
-//!     _pad: [u8; 3],
-//! }
-//!
-//! impl Message for Order {
-//!     const TYPE_ID: u32 = 1;
-//! }
-//! ```
+//! The rule for evolving message structs is on [`Message`].
 
 use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A `#[repr(C)]` struct sent and received in place, with a 32-bit type id.
+///
+/// # Evolving a message: the append-only rule
+///
+/// Fields are only ever **appended** to a message struct, never removed,
+/// reordered or retyped, and its `TYPE_ID` never changes. Then:
+///
+/// - a reader built against an older, shorter struct accepts a longer payload
+///   from a newer writer and sees the prefix it knows;
+/// - a payload *shorter* than the reader's struct (an older writer) is refused
+///   with [`ViewError::TooShort`], never read as garbage. A reader that wants
+///   to accept older writers checks [`Received::payload`]'s length itself and
+///   views the older struct.
+///
+/// Give appended fields explicit types and explicit padding so the layout is
+/// the same on every platform, and keep the alignment at most 8: payloads are
+/// 8-byte aligned on every channel.
+///
+/// ```
+/// use conduit::Message;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug)]
+/// struct Order {
+///     id: u64,
+///     price: i64,
+///     qty: u32,
+///     side: u8,
+///     _pad: [u8; 3],
+/// }
+///
+/// impl Message for Order {
+///     const TYPE_ID: u32 = 1;
+/// }
+/// ```
 pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable {
     /// The id written beside every message of this type. Never reuse or change it.
     const TYPE_ID: u32;

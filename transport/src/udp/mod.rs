@@ -37,8 +37,8 @@
 //! datagram per message. `linger=DURATION` lets offered messages wait up to
 //! that long to fill datagrams and GSO batches (a background thread sends
 //! the tail); `linger=50us&window=16m&mtu=60k` on loopback moved 32-byte
-//! messages at about 7 M msgs/s (about 780 messages per send call) on the
-//! loaded 2-vCPU VM. Keep `window` within the receiver's `rcvbuf`, or the
+//! messages at 11–15 M msgs/s (about 750 messages per datagram, ~20 k
+//! datagrams/s) on the 2-vCPU VM (`conduit-bench compare`, README). Keep `window` within the receiver's `rcvbuf`, or the
 //! kernel drops what overflows (repaired by NAKs, at a cost).
 //!
 //! # Memory per channel

@@ -39,6 +39,10 @@
  *  `conduit_claim c = CONDUIT_CLAIM_INIT;` */
 #define CONDUIT_CLAIM_INIT { NULL, 0, NULL, 0 }
 
+/** Counters ready for `conduit_*_counters`, `size` set:
+ *  `conduit_counters c = CONDUIT_COUNTERS_INIT;` */
+#define CONDUIT_COUNTERS_INIT { (uint32_t)sizeof(conduit_counters), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
 /**
  * Success.
  */
@@ -165,9 +169,23 @@ typedef struct conduit_claim {
 
 /**
  * Counters of one handle (`conduit_publication_counters`,
- * `conduit_subscription_counters`). Fields are only ever appended.
+ * `conduit_subscription_counters`).
+ *
+ * Set `size` to `sizeof(conduit_counters)` before the call
+ * (`conduit_counters c = CONDUIT_COUNTERS_INIT;` does it): the library
+ * writes only the fields that fit in `size` bytes. Fields are only ever
+ * appended, so a program built against an older, shorter struct keeps
+ * working with a newer library.
  */
 typedef struct conduit_counters {
+    /**
+     * Bytes of this struct the caller provides: `sizeof(conduit_counters)`.
+     */
+    uint32_t size;
+    /**
+     * Reserved, written as 0.
+     */
+    uint32_t reserved;
     /**
      * Messages accepted by offer and committed claims.
      */
@@ -192,6 +210,15 @@ typedef struct conduit_counters {
      * Datagrams or records dropped, all reasons together.
      */
     uint64_t dropped;
+    /**
+     * Datagrams handed to the socket, data and control, retransmissions
+     * included (udp; 0 for shm).
+     */
+    uint64_t datagrams_sent;
+    /**
+     * Datagrams taken off the socket, valid or not (udp; 0 for shm).
+     */
+    uint64_t datagrams_received;
 } conduit_counters;
 
 /**
@@ -370,14 +397,16 @@ int conduit_publication_flush(struct conduit_publication *p, int64_t timeout_ms)
 int64_t conduit_publication_max_message_len(const struct conduit_publication *p);
 
 /**
- * Fills `*out` with `p`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
- * (NULL `p` or `out`, a claim open on `p`).
+ * Fills `*out` with `p`'s counters, as many fields as `out->size` bytes
+ * hold (set it to `sizeof(conduit_counters)`, e.g. with
+ * `CONDUIT_COUNTERS_INIT`). Returns 0, or `CONDUIT_INVALID_ARGUMENT` (NULL
+ * `p` or `out`, `out->size` under 16, a claim open on `p`).
  *
  * Threads: the thread currently using `p`.
  *
  * # Safety
  * `p` is NULL or a live publication; `out` is NULL or points to a writable
- * `conduit_counters`.
+ * `conduit_counters` whose `size` says how many bytes it has.
  */
 int conduit_publication_counters(const struct conduit_publication *p, struct conduit_counters *out);
 
@@ -503,14 +532,16 @@ int conduit_subscription_poll_timeout(struct conduit_subscription *s,
 int conduit_subscription_is_connected(const struct conduit_subscription *s);
 
 /**
- * Fills `*out` with `s`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
- * (NULL `s` or `out`, a call from its own poll handler).
+ * Fills `*out` with `s`'s counters, as many fields as `out->size` bytes
+ * hold (set it to `sizeof(conduit_counters)`, e.g. with
+ * `CONDUIT_COUNTERS_INIT`). Returns 0, or `CONDUIT_INVALID_ARGUMENT` (NULL
+ * `s` or `out`, `out->size` under 16, a call from its own poll handler).
  *
  * Threads: the thread currently using `s`.
  *
  * # Safety
  * `s` is NULL or a live subscription; `out` is NULL or points to a writable
- * `conduit_counters`.
+ * `conduit_counters` whose `size` says how many bytes it has.
  */
 int conduit_subscription_counters(const struct conduit_subscription *s,
                                   struct conduit_counters *out);

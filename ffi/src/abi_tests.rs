@@ -1,4 +1,4 @@
-//! Tests of the ABI's checks that need no channel: the panic boundary,
+//! Tests of the ABI's checks (most need no channel): the panic boundary,
 //! thread-local errors, NULL and malformed arguments.
 
 use crate::boundary::guard;
@@ -210,4 +210,53 @@ fn a_foreign_pointer_is_not_a_handle() {
     // SAFETY: as above.
     assert_eq!(unsafe { conduit_subscription_is_connected(s) }, 0);
     assert!(last_error().contains("not a live subscription handle"));
+}
+
+#[test]
+fn counters_honour_the_callers_size() {
+    let dir = std::env::temp_dir().join(format!("conduit-abi-counters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("shm:counters?dir={}\0", dir.display());
+    // SAFETY: NUL-terminated URI; the handles are closed below.
+    unsafe {
+        let p = conduit_publication_open(uri.as_ptr().cast());
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!p.is_null() && !s.is_null(), "{}", last_error());
+        let mut sent = false;
+        for _ in 0..10_000 {
+            if conduit_publication_offer(p, 1, b"x".as_ptr().cast(), 1) >= 0 {
+                sent = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        assert!(sent, "{}", last_error());
+
+        let mut full = conduit_counters {
+            size: size_of::<conduit_counters>() as u32,
+            ..Default::default()
+        };
+        assert_eq!(conduit_publication_counters(p, &mut full), 0);
+        assert_eq!(full.sent, 1);
+        assert_eq!(full.size as usize, size_of::<conduit_counters>());
+        assert_eq!((full.datagrams_sent, full.datagrams_received), (0, 0));
+
+        // An older, shorter struct: only what fits is written.
+        let mut old = [0xAAu8; size_of::<conduit_counters>()];
+        old[..4].copy_from_slice(&16u32.to_ne_bytes());
+        assert_eq!(conduit_publication_counters(p, old.as_mut_ptr().cast()), 0);
+        assert_eq!(u64::from_ne_bytes(old[8..16].try_into().unwrap()), 1);
+        assert!(old[16..].iter().all(|&b| b == 0xAA), "wrote past size");
+
+        let mut unset = conduit_counters::default();
+        assert_eq!(
+            conduit_subscription_counters(s, &mut unset),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("out->size is 0"), "{}", last_error());
+
+        conduit_subscription_close(s);
+        conduit_publication_close(p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

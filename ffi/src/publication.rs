@@ -437,14 +437,16 @@ pub unsafe extern "C" fn conduit_publication_max_message_len(p: *const conduit_p
     })
 }
 
-/// Fills `*out` with `p`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
-/// (NULL `p` or `out`, a claim open on `p`).
+/// Fills `*out` with `p`'s counters, as many fields as `out->size` bytes
+/// hold (set it to `sizeof(conduit_counters)`, e.g. with
+/// `CONDUIT_COUNTERS_INIT`). Returns 0, or `CONDUIT_INVALID_ARGUMENT` (NULL
+/// `p` or `out`, `out->size` under 16, a claim open on `p`).
 ///
 /// Threads: the thread currently using `p`.
 ///
 /// # Safety
 /// `p` is NULL or a live publication; `out` is NULL or points to a writable
-/// `conduit_counters`.
+/// `conduit_counters` whose `size` says how many bytes it has.
 #[no_mangle]
 pub unsafe extern "C" fn conduit_publication_counters(
     p: *const conduit_publication,
@@ -456,9 +458,10 @@ pub unsafe extern "C" fn conduit_publication_counters(
         || {
             // SAFETY: the caller passes NULL or a live publication.
             let handle = unsafe { PublicationHandle::from_ptr(p) }?;
-            // SAFETY: the caller passes NULL or a writable conduit_counters.
-            let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
-            *out = conduit_counters::from(&handle.with_publication(|p| Ok(p.counters()))?);
+            let c = handle.with_publication(|p| Ok(p.counters()))?;
+            // SAFETY: the caller passes NULL or a writable conduit_counters
+            // of at least `out->size` bytes.
+            unsafe { counters::write(out, &c) }?;
             Ok(0)
         },
     )

@@ -346,14 +346,16 @@ pub unsafe extern "C" fn conduit_subscription_is_connected(
     )
 }
 
-/// Fills `*out` with `s`'s counters. Returns 0, or `CONDUIT_INVALID_ARGUMENT`
-/// (NULL `s` or `out`, a call from its own poll handler).
+/// Fills `*out` with `s`'s counters, as many fields as `out->size` bytes
+/// hold (set it to `sizeof(conduit_counters)`, e.g. with
+/// `CONDUIT_COUNTERS_INIT`). Returns 0, or `CONDUIT_INVALID_ARGUMENT` (NULL
+/// `s` or `out`, `out->size` under 16, a call from its own poll handler).
 ///
 /// Threads: the thread currently using `s`.
 ///
 /// # Safety
 /// `s` is NULL or a live subscription; `out` is NULL or points to a writable
-/// `conduit_counters`.
+/// `conduit_counters` whose `size` says how many bytes it has.
 #[no_mangle]
 pub unsafe extern "C" fn conduit_subscription_counters(
     s: *const conduit_subscription,
@@ -365,9 +367,10 @@ pub unsafe extern "C" fn conduit_subscription_counters(
         || {
             // SAFETY: the caller passes NULL or a live subscription.
             let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
-            // SAFETY: the caller passes NULL or a writable conduit_counters.
-            let out = unsafe { out.as_mut() }.ok_or(Failure::invalid_static("out is NULL"))?;
-            *out = conduit_counters::from(&handle.with_subscription(|s| Ok(s.counters()))?);
+            let c = handle.with_subscription(|s| Ok(s.counters()))?;
+            // SAFETY: the caller passes NULL or a writable conduit_counters
+            // of at least `out->size` bytes.
+            unsafe { counters::write(out, &c) }?;
             Ok(0)
         },
     )

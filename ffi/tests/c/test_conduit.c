@@ -127,7 +127,7 @@ static void test_static_strings(void) {
 /* Bad calls that need no channel: NULL handles and arguments, bad URIs. */
 static void test_bad_calls_without_channel(void) {
     conduit_claim zero = CONDUIT_CLAIM_INIT;
-    conduit_counters counters;
+    conduit_counters counters = CONDUIT_COUNTERS_INIT;
     uint8_t buf[8] = {0};
 
     CHECK(conduit_publication_open(NULL) == NULL);
@@ -335,11 +335,17 @@ static void test_round_trip(void) {
     }
     CHECK(conduit_publication_flush(p, 5000) == 0);
 
-    conduit_counters pc, sc;
+    conduit_counters pc = CONDUIT_COUNTERS_INIT, sc = CONDUIT_COUNTERS_INIT;
     CHECK(conduit_publication_counters(p, &pc) == 0);
     CHECK(conduit_subscription_counters(s, &sc) == 0);
     CHECK(pc.sent == 20);
     CHECK(sc.received == 20);
+    CHECK(pc.size == sizeof(conduit_counters) && sc.datagrams_received == 0);
+    /* A struct whose size was not set is refused, not overrun. */
+    conduit_counters unset;
+    memset(&unset, 0, sizeof unset);
+    CHECK_ERR(conduit_subscription_counters(s, &unset), CONDUIT_INVALID_ARGUMENT,
+              "out->size is 0");
     CHECK(conduit_subscription_is_connected(s) == 1);
 
     /* poll_timeout returns 0 when nothing comes. */

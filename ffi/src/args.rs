@@ -39,11 +39,17 @@ pub(crate) unsafe fn uri<'a>(uri: *const c_char) -> Result<&'a str, Failure> {
 #[inline(always)]
 pub(crate) fn length(what: &str, len: usize) -> Result<usize, Failure> {
     if len > isize::MAX as usize {
-        return Err(Failure::invalid(format!(
-            "{what} of {len} bytes is impossible (more than the address space; a negative value cast to size_t?)"
-        )));
+        return Err(impossible_length(what, len));
     }
     Ok(len)
+}
+
+#[cold]
+#[inline(never)]
+fn impossible_length(what: &str, len: usize) -> Failure {
+    Failure::invalid(format!(
+        "{what} of {len} bytes is impossible (more than the address space; a negative value cast to size_t?)"
+    ))
 }
 
 /// The `len` bytes at `data` as a slice; NULL is accepted for `len == 0`.
@@ -58,24 +64,34 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8], 
         return Ok(&[]);
     }
     if data.is_null() {
-        return Err(Failure::invalid(format!(
-            "data is NULL but len is {len} (NULL is only valid with len 0)"
-        )));
+        return Err(null_data(len));
     }
     // SAFETY: non-NULL, `len <= isize::MAX` checked above, and the caller
     // guarantees `len` readable bytes for the call.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+#[cold]
+#[inline(never)]
+fn null_data(len: usize) -> Failure {
+    Failure::invalid(format!(
+        "data is NULL but len is {len} (NULL is only valid with len 0)"
+    ))
+}
+
 /// A poll limit: at least 1.
 #[inline(always)]
 pub(crate) fn limit(limit: c_int) -> Result<usize, Failure> {
     if limit < 1 {
-        return Err(Failure::invalid(format!(
-            "limit is {limit}; it must be at least 1"
-        )));
+        return Err(bad_limit(limit));
     }
     Ok(limit as usize)
+}
+
+#[cold]
+#[inline(never)]
+fn bad_limit(limit: c_int) -> Failure {
+    Failure::invalid(format!("limit is {limit}; it must be at least 1"))
 }
 
 /// A timeout in milliseconds: zero or more.

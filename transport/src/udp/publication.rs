@@ -383,7 +383,8 @@ impl UdpPublication {
     /// [`Error::BackPressured`] (window full: retry), [`Error::NotConnected`]
     /// (no subscriber yet, or it went away), [`Error::MessageTooLarge`],
     /// [`Error::Closed`], [`Error::VersionMismatch`].
-    #[inline]
+    // Out of line, as `UdpSubscription::poll` is.
+    #[inline(never)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
         self.with(|c| c.offer(type_id, payload))
     }

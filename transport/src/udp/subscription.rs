@@ -245,7 +245,9 @@ impl UdpSubscription {
     /// Once each: [`Error::PeerGone`] (publisher silent past the liveness
     /// timeout), [`Error::Closed`], [`Error::UnrecoverableLoss`] (gap policy
     /// `fail`), [`Error::VersionMismatch`]; [`Error::Io`] for socket errors.
-    #[inline]
+    // Out of line: a UDP poll is a system call anyway, and inlined it would
+    // weigh on the `shm:` path of every `Subscription::poll` caller.
+    #[inline(never)]
     pub fn poll<F: FnMut(Received<'_>)>(
         &mut self,
         mut handler: F,

@@ -209,3 +209,56 @@ fn claims_under_back_pressure_lose_nothing() {
         .map(|(_, n)| *n);
     assert_eq!(lost, Some(0));
 }
+
+/// Both ends idle (no calls, no progress thread) for longer than the
+/// liveness timeout, then the publication offers again: a message is either
+/// refused (NotConnected, until the handshake is redone) or delivered,
+/// never accepted and then dropped; the subscription sees no loss. With and
+/// without batching (`linger`, which otherwise implies a progress thread).
+#[test]
+fn offers_after_an_idle_spell_are_refused_or_delivered_never_dropped() {
+    for extra in ["", "&linger=20us&progress=inline"] {
+        let (mut publ, mut sub) = pair(
+            "socket",
+            &format!("&liveness=200ms&heartbeat=20ms&status=20ms&gap=fail{extra}"),
+        );
+        connect(&mut publ, &mut sub);
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut delivered = Vec::new();
+        let mut accepted = 0u64;
+        for round in 0..3u64 {
+            for i in 0..50u64 {
+                let seq = round * 50 + i;
+                loop {
+                    assert!(Instant::now() < end, "stalled at {seq} ({extra})");
+                    match publ.offer(3, &seq.to_le_bytes()) {
+                        Ok(_) => break,
+                        Err(Error::NotConnected | Error::BackPressured) => {}
+                        Err(e) => panic!("offer: {e}"),
+                    }
+                    sub.poll(
+                        |m| delivered.push(u64::from_le_bytes(m.payload().try_into().unwrap())),
+                        64,
+                    )
+                    .unwrap();
+                }
+                accepted += 1;
+            }
+            // Drain, then let both ends idle past the liveness timeout.
+            while (delivered.len() as u64) < accepted {
+                assert!(
+                    Instant::now() < end,
+                    "undelivered after round {round} ({extra})"
+                );
+                publ.is_connected();
+                sub.poll(
+                    |m| delivered.push(u64::from_le_bytes(m.payload().try_into().unwrap())),
+                    64,
+                )
+                .unwrap_or_else(|e| panic!("poll after round {round} ({extra}): {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        assert_eq!(delivered, (0..150).collect::<Vec<_>>(), "{extra}");
+    }
+}

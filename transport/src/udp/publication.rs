@@ -200,11 +200,37 @@ impl PubCore {
         }
     }
 
+    /// Runs the timers that are due, after taking in what waits in the
+    /// socket (a status that arrived while the application was idle must
+    /// count before the receiver's liveness is judged).
+    fn due_timers(&mut self, now: Instant) {
+        if self.sender.poll_timeout().is_some_and(|t| t <= now) {
+            self.receive(now);
+            if self.sender.poll_timeout().is_some_and(|t| t <= now) {
+                self.sender.handle_timeout(now);
+            }
+        }
+    }
+
     fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        // Whether this call reads the clock, decided up front: a call that
+        // runs the timers runs them *before* the message is accepted, so a
+        // receiver found gone (liveness) refuses it with NotConnected rather
+        // than the stream taking it and then releasing it unsent. Batching
+        // (`linger`) reads the clock for the first offers of a batch, then
+        // every CLOCK_EVERY offers, and for the offer that fills a batch.
+        let batching = !self.opts.linger.is_zero();
+        let n = self.offers_since_transmit + 1;
+        let fills = self.unsent + payload.len() + 8 >= self.batch_bytes;
+        let now =
+            (!batching || fills || n <= CLOCK_EVERY || n % CLOCK_EVERY == 0).then(Instant::now);
+        if let Some(now) = now {
+            self.due_timers(now);
+        }
         let r = match self.sender.offer(type_id, payload) {
             Err(OfferError::BackPressured | OfferError::NotConnected) => {
                 // Make progress (status, handshake), then try once more.
-                self.progress(Instant::now());
+                self.progress(now.unwrap_or_else(Instant::now));
                 self.sender.offer(type_id, payload)
             }
             r => r,
@@ -212,20 +238,19 @@ impl PubCore {
         match r {
             Ok(pos) => {
                 self.unsent += payload.len() + 8;
-                if self.opts.linger.is_zero() || self.unsent >= self.batch_bytes {
-                    self.progress_send(Instant::now());
-                } else {
-                    // Batching: the clock is read for the first offers of a
-                    // batch, then only every CLOCK_EVERY offers (a background
-                    // thread, when present, also sends what lingers).
-                    self.offers_since_transmit += 1;
-                    let n = self.offers_since_transmit;
-                    if n <= CLOCK_EVERY || n % CLOCK_EVERY == 0 {
-                        let now = Instant::now();
+                match now {
+                    Some(now) if !batching || self.unsent >= self.batch_bytes => {
+                        self.progress_send(now)
+                    }
+                    Some(now) => {
+                        self.offers_since_transmit = n;
                         if now.duration_since(self.last_transmit) >= self.opts.linger {
                             self.progress_send(now);
                         }
                     }
+                    // No clock read: a background thread, when present,
+                    // sends what lingers.
+                    None => self.offers_since_transmit = n,
                 }
                 Ok(pos)
             }

@@ -220,85 +220,17 @@ pub unsafe extern "C" fn conduit_publication_offer(
     len: usize,
 ) -> i64 {
     guard("conduit_publication_offer", i64::from, || {
-        // SAFETY: the caller passes NULL or a live publication, and `len`
-        // readable bytes at `data`.
-        match unsafe { offer_fast(p, type_id, data, len) } {
-            Some(result) => result,
-            // SAFETY: as above.
-            None => unsafe { offer_checked(p, type_id, data, len) },
-        }
-    })
-}
-
-/// `conduit_publication_offer`'s common case, with no error message built
-/// inline (a call from C pays for every instruction here): `None` when an
-/// argument is bad, for [`offer_checked`] to report.
-///
-/// # Safety
-/// As `conduit_publication_offer`.
-#[inline(always)]
-unsafe fn offer_fast(
-    p: *mut conduit_publication,
-    type_id: u32,
-    data: *const c_void,
-    len: usize,
-) -> Option<Result<i64, Failure>> {
-    if p.is_null() || (data.is_null() && len != 0) || len > isize::MAX as usize {
-        return None;
-    }
-    // SAFETY: non-NULL, so by the contract a live handle of some kind, whose
-    // `u64` marker comes first (both handle types are `repr(C)`).
-    if unsafe { p.cast::<u64>().read() } != MAGIC {
-        return None;
-    }
-    // SAFETY: the marker says `p` is a live `PublicationHandle`; only shared
-    // references to handles are made (mutable state sits in cells).
-    let handle = unsafe { &*p.cast::<PublicationHandle>() };
-    if handle.claim_is_open() {
-        return None;
-    }
-    let payload: &[u8] = if len == 0 {
-        &[]
-    } else {
-        // SAFETY: non-NULL, `len <= isize::MAX` (checked above) and the
-        // caller guarantees `len` readable bytes for the call.
-        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }
-    };
-    // SAFETY: no claim is open, so nothing else borrows the publication; one
-    // thread at a time uses the handle, and this `&mut` ends with the call.
-    let publication = unsafe { &mut *handle.publication.as_ptr() };
-    Some(match publication.offer(type_id, payload) {
+        // SAFETY: the caller passes NULL or a live publication.
+        let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+        // SAFETY: the caller guarantees `len` readable bytes at `data`.
+        let payload = unsafe { args::bytes(data.cast::<u8>(), len) }?;
+        // Error messages are built out of line (`Failure::from` and the
+        // argument checks are cold), so this common case stays small.
+        let position =
+            handle.with_publication(|p| p.offer(type_id, payload).map_err(Failure::from))?;
         // Positions count bytes: 2^63 of them is out of reach.
-        Ok(position) => Ok(i64::try_from(position).unwrap_or(i64::MAX)),
-        Err(e) => Err(failure_of(e)),
+        Ok(i64::try_from(position).unwrap_or(i64::MAX))
     })
-}
-
-#[cold]
-#[inline(never)]
-fn failure_of(e: conduit::Error) -> Failure {
-    Failure::from(e)
-}
-
-/// `conduit_publication_offer` with every check reported by name.
-///
-/// # Safety
-/// As `conduit_publication_offer`.
-#[cold]
-#[inline(never)]
-unsafe fn offer_checked(
-    p: *mut conduit_publication,
-    type_id: u32,
-    data: *const c_void,
-    len: usize,
-) -> Result<i64, Failure> {
-    // SAFETY: the caller passes NULL or a live publication.
-    let handle = unsafe { PublicationHandle::from_ptr(p) }?;
-    // SAFETY: the caller guarantees `len` readable bytes at `data`.
-    let payload = unsafe { args::bytes(data.cast::<u8>(), len) }?;
-    let position = handle.with_publication(|p| p.offer(type_id, payload).map_err(Failure::from))?;
-    // Positions count bytes: 2^63 of them is out of reach.
-    Ok(i64::try_from(position).unwrap_or(i64::MAX))
 }
 
 /// Reserves `len` bytes in place (ring memory for `shm:`, the send buffer for

@@ -3,7 +3,7 @@
 //! Latency uses two channels (ping→pong, pong→ping) between two processes;
 //! messages are sent with `offer` (pong echoes the received bytes straight
 //! from ring memory) and read in place in `poll`; both sides busy-spin. The
-//! throughput sender writes in place with `try_claim` over `shm:` and uses
+//! throughput sender writes in place with `offer_with` over `shm:` and uses
 //! `offer` over UDP (see [`Tx`]). The peer process gets both URIs as its
 //! parameter, `A2B|B2A`.
 
@@ -241,17 +241,18 @@ pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     run_pong(&mut pong, args.count)
 }
 
-/// The sending end: `shm:` writes in place with `try_claim` (zero copy into
+/// The sending end: `shm:` writes in place with `offer_with` (zero copy into
 /// ring memory); UDP uses `offer`, its natural path (a UDP claim is staged
 /// and copied into the stream on commit, so a claim costs a copy more).
 struct Tx {
     publication: Publication,
-    claim: bool,
+    /// Write in place (`shm:`), else copy with `offer` (UDP).
+    in_place: bool,
 }
 
 impl TxEnd for Tx {
     fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
-        if self.claim {
+        if self.in_place {
             return try_offer(&mut self.publication, msg);
         }
         match self.publication.offer(TYPE_ID, msg) {
@@ -323,7 +324,7 @@ pub fn send(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     let publication = Publication::open(&args.param)
         .map_err(|e| err(&format!("open publication {}", args.param), e))?;
     let mut tx = Tx {
-        claim: publication.counters().driver.is_none(),
+        in_place: publication.counters().driver.is_none(),
         publication,
     };
     ready("");

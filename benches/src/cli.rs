@@ -1,5 +1,5 @@
 //! Command-line parsing: `latency`, `throughput`, `compare`, and the hidden
-//! peer subcommands `__pong` / `__send`.
+//! peer subcommands `__pong` / `__pong-pair` / `__send`.
 
 use crate::channels::{Channel, PeerArgs};
 use crate::error::{BenchError, Result};
@@ -256,7 +256,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
             json: o.take("json"),
             plot: o.take("plot"),
         },
-        role @ ("__pong" | "__send") => Command::Peer {
+        role @ ("__pong" | "__pong-pair" | "__send") => Command::Peer {
             role: role.to_string(),
             args: PeerArgs {
                 channel: channel_opt(&mut o)?,

@@ -1,11 +1,12 @@
 //! `compare`: every channel's round trip in one run, each against the `limit`
 //! runs just before and after it (the limit itself moves with vCPU
-//! placement), plus one-way throughput rows.
+//! placement); each conduit UDP channel against `udp-raw` interleaved in the
+//! same two processes; plus one-way throughput rows.
 
 use crate::channels::{cpus, Channel};
 use crate::error::{BenchError, Result};
 use crate::json::Json;
-use crate::latency::LatencyConfig;
+use crate::latency::{LatencyConfig, PAIR_BLOCK};
 use crate::plot::{self, Series, PALETTE};
 use crate::report::{fmt_kib, fmt_si, write_json, LatencyResult, ThroughputResult};
 
@@ -112,21 +113,29 @@ fn ratio(v: u64, base: f64) -> f64 {
     }
 }
 
-/// A conduit UDP row and the `udp-raw` rows run just before and after it
-/// (indices into `CompareReport::rows`): UDP over loopback moves more from run
-/// to run than the cache-line limit does, so conduit is judged against the
-/// bare socket measured on either side of it.
-struct UdpPair {
-    row: usize,
-    raw_before: usize,
-    raw_after: usize,
+/// A conduit UDP channel and the bare socket measured in the same two
+/// processes, alternating blocks of round trips
+/// ([`crate::channels::udp::latency_vs_raw`]): UDP over loopback moves more
+/// from run to run than the cache-line limit does, so conduit is judged
+/// against the bare socket measured in the same moments.
+struct UdpVsRaw {
+    conduit: LatencyResult,
+    raw: LatencyResult,
+}
+
+/// A row's name: `udp [driver]` for the default UDP channel.
+fn display_name(r: &LatencyResult) -> String {
+    match r.driver {
+        Some(d) if r.channel == "udp" => format!("udp [{d}]"),
+        _ => r.channel.clone(),
+    }
 }
 
 /// Everything `compare` measured.
 pub struct CompareReport {
     limits: Vec<LatencyResult>,
     rows: Vec<Row>,
-    udp_pairs: Vec<UdpPair>,
+    udp_vs_raw: Vec<UdpVsRaw>,
     throughput: Vec<ThroughputResult>,
     failures: Vec<(String, String)>,
     warnings: Vec<String>,
@@ -170,7 +179,7 @@ pub fn run(
     let mut report = CompareReport {
         limits: Vec::new(),
         rows: Vec::new(),
-        udp_pairs: Vec::new(),
+        udp_vs_raw: Vec::new(),
         throughput: Vec::new(),
         failures: Vec::new(),
         warnings: Vec::new(),
@@ -190,13 +199,7 @@ pub fn run(
     };
 
     let mut last_limit = run_limit(&mut report)?;
-    let pair_udp = latency_list.contains(&Channel::UdpRaw);
-    // Index in `report.rows` of the latest `udp-raw` row.
-    let mut last_raw: Option<usize> = None;
-    let mut queue: std::collections::VecDeque<Channel> = latency_list.iter().copied().collect();
-    // A conduit UDP row waiting for the `udp-raw` run after it.
-    let mut open_pair: Option<(usize, usize)> = None;
-    while let Some(c) = queue.pop_front() {
+    for &c in &latency_list {
         let cfg = latency_config(c, size, messages, warmup, None);
         match c.latency(&cfg) {
             Ok(r) => {
@@ -208,29 +211,35 @@ pub fn run(
                     after,
                 });
                 last_limit = after;
-                let idx = report.rows.len() - 1;
-                if c == Channel::UdpRaw {
-                    if let Some((row, raw_before)) = open_pair.take() {
-                        report.udp_pairs.push(UdpPair {
-                            row,
-                            raw_before,
-                            raw_after: idx,
-                        });
-                    }
-                    last_raw = Some(idx);
-                } else if pair_udp && c.is_conduit_udp() {
-                    if let Some(raw_before) = last_raw {
-                        // Measure the bare socket again right after.
-                        open_pair = Some((idx, raw_before));
-                        queue.push_front(Channel::UdpRaw);
-                    }
-                }
             }
             Err(e) => {
                 eprintln!("  {}: FAILED: {e}", c.name());
                 report.failures.push((c.name().to_string(), e.to_string()));
-                if c == Channel::UdpRaw {
-                    open_pair = None;
+            }
+        }
+    }
+    #[cfg(feature = "conduit")]
+    if latency_list.contains(&Channel::UdpRaw) {
+        for &c in latency_list.iter().filter(|c| c.is_conduit_udp()) {
+            // Twice the round trips: each channel gets half.
+            let one = latency_config(c, size, messages, warmup, None);
+            let cfg = LatencyConfig {
+                messages: 2 * one.messages,
+                warmup: 2 * one.warmup,
+                ..one
+            };
+            let what = format!("{} / udp-raw interleaved", c.name());
+            match crate::channels::udp::latency_vs_raw(c, &cfg) {
+                Ok((conduit, raw)) => {
+                    eprintln!(
+                        "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                        conduit.pct.p50, raw.pct.p50, conduit.pct.p99, raw.pct.p99
+                    );
+                    report.udp_vs_raw.push(UdpVsRaw { conduit, raw });
+                }
+                Err(e) => {
+                    eprintln!("  {what}: FAILED: {e}");
+                    report.failures.push((what, e.to_string()));
                 }
             }
         }
@@ -353,40 +362,39 @@ impl CompareReport {
         };
         line("limit #1", &self.limits[0], None);
         for row in &self.rows {
-            let name = match row.result.driver {
-                Some(d) if row.result.channel == "udp" => format!("udp [{d}]"),
-                _ => row.result.channel.clone(),
-            };
-            line(&name, &row.result, Some(self.baselines(row)));
+            line(
+                &display_name(&row.result),
+                &row.result,
+                Some(self.baselines(row)),
+            );
             line(
                 &format!("limit #{}", row.after + 1),
                 &self.limits[row.after],
                 None,
             );
         }
-        if !self.udp_pairs.is_empty() {
+        if let Some(first) = self.udp_vs_raw.first() {
             println!();
             println!(
-                "conduit over UDP against the bare socket: each against the mean of the udp-raw runs just before and after it"
+                "conduit over UDP against the bare socket, interleaved: the same two processes alternate blocks of {} round trips over each ({} each)",
+                PAIR_BLOCK,
+                short_count(first.conduit.messages)
             );
             println!(
-                "{:<16} {:>9} {:>8} {:>9} {:>8}",
-                "channel", "p50 ns", "×udp-raw", "p99 ns", "×udp-raw"
+                "{:<16} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+                "channel", "p50 ns", "udp-raw", "ratio", "p99 ns", "udp-raw", "ratio"
             );
-            for p in &self.udp_pairs {
-                let r = &self.rows[p.row].result;
-                let (b50, b99) = self.raw_baselines(p);
-                let name = match r.driver {
-                    Some(d) if r.channel == "udp" => format!("udp [{d}]"),
-                    _ => r.channel.clone(),
-                };
+            for u in &self.udp_vs_raw {
+                let (c, r) = (&u.conduit.pct, &u.raw.pct);
                 println!(
-                    "{:<16} {:>9} {:>8.2} {:>9} {:>8.2}",
-                    name,
-                    r.pct.p50,
-                    ratio(r.pct.p50, b50),
-                    r.pct.p99,
-                    ratio(r.pct.p99, b99)
+                    "{:<16} {:>8} {:>8} {:>8.2}   {:>8} {:>8} {:>8.2}",
+                    display_name(&u.conduit),
+                    c.p50,
+                    r.p50,
+                    ratio(c.p50, r.p50 as f64),
+                    c.p99,
+                    r.p99,
+                    ratio(c.p99, r.p99 as f64)
                 );
             }
         }
@@ -450,37 +458,18 @@ impl CompareReport {
         )
     }
 
-    /// Mean p50 and p99 of the `udp-raw` runs around a conduit UDP row.
-    fn raw_baselines(&self, p: &UdpPair) -> (f64, f64) {
-        let (a, b) = (
-            &self.rows[p.raw_before].result,
-            &self.rows[p.raw_after].result,
-        );
-        (
-            (a.pct.p50 as f64 + b.pct.p50 as f64) / 2.0,
-            (a.pct.p99 as f64 + b.pct.p99 as f64) / 2.0,
-        )
-    }
-
     fn to_json(&self) -> Json {
         let mut results = Vec::new();
         for (i, l) in self.limits.iter().enumerate() {
             results.push(l.to_json().with("role", "baseline").with("run", i + 1));
         }
-        for (i, row) in self.rows.iter().enumerate() {
+        for row in &self.rows {
             let (b50, b99, b9999) = self.baselines(row);
             let p = &row.result.pct;
-            let mut j = row.result.to_json();
-            if let Some(pair) = self.udp_pairs.iter().find(|u| u.row == i) {
-                let (r50, r99) = self.raw_baselines(pair);
-                j = j
-                    .with("udp_raw_p50_ns", r50)
-                    .with("udp_raw_p99_ns", r99)
-                    .with("p50_vs_udp_raw", ratio(p.p50, r50))
-                    .with("p99_vs_udp_raw", ratio(p.p99, r99));
-            }
             results.push(
-                j.with("role", "channel")
+                row.result
+                    .to_json()
+                    .with("role", "channel")
                     .with(
                         "baseline_runs",
                         vec![Json::from(row.before + 1), Json::from(row.after + 1)],
@@ -491,6 +480,20 @@ impl CompareReport {
                     .with("p50_vs_limit", ratio(p.p50, b50))
                     .with("p99_vs_limit", ratio(p.p99, b99))
                     .with("p9999_vs_limit", ratio(p.p9999, b9999)),
+            );
+        }
+        for u in &self.udp_vs_raw {
+            let (c, r) = (&u.conduit.pct, &u.raw.pct);
+            results.push(
+                u.conduit
+                    .to_json()
+                    .with("role", "vs_udp_raw")
+                    .with("block", PAIR_BLOCK)
+                    .with("udp_raw_p50_ns", r.p50)
+                    .with("udp_raw_p99_ns", r.p99)
+                    .with("udp_raw_p9999_ns", r.p9999)
+                    .with("p50_vs_udp_raw", ratio(c.p50, r.p50 as f64))
+                    .with("p99_vs_udp_raw", ratio(c.p99, r.p99 as f64)),
             );
         }
         for t in &self.throughput {

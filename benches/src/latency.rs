@@ -111,6 +111,41 @@ impl From<BenchError> for Stop {
     }
 }
 
+/// Sends `msg` (stamped `seq`) and spins until its echo is back.
+#[inline(always)]
+fn round_trip<P: PingEnd>(
+    p: &mut P,
+    msg: &[u8],
+    seq: u64,
+    t0: Instant,
+    peer: &PeerWatch,
+) -> std::result::Result<(), Stop> {
+    p.send(msg)?;
+    let mut spins: u32 = 0;
+    loop {
+        if let Some(got) = p.try_recv()? {
+            if got != seq {
+                return Err(Stop::Failed(BenchError(format!(
+                    "sequence mismatch: sent {seq}, echo carried {got}"
+                ))));
+            }
+            return Ok(());
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            if peer.gone() {
+                return Err(Stop::PeerGone);
+            }
+            if t0.elapsed() > PING_IDLE_TIMEOUT {
+                return Err(Stop::Failed(BenchError(format!(
+                    "no echo for message {seq} within {PING_IDLE_TIMEOUT:?}"
+                ))));
+            }
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// Runs the ping side: `cfg.total()` round trips, the last `cfg.messages`
 /// recorded in ns.
 ///
@@ -141,30 +176,7 @@ pub fn run_ping<P: PingEnd>(
             None => Instant::now(),
         };
         stamp(&mut msg, seq);
-        p.send(&msg)?;
-        let mut spins: u32 = 0;
-        loop {
-            if let Some(got) = p.try_recv()? {
-                if got != seq {
-                    return Err(Stop::Failed(BenchError(format!(
-                        "sequence mismatch: sent {seq}, echo carried {got}"
-                    ))));
-                }
-                break;
-            }
-            spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
-                if peer.gone() {
-                    return Err(Stop::PeerGone);
-                }
-                if t0.elapsed() > PING_IDLE_TIMEOUT {
-                    return Err(Stop::Failed(BenchError(format!(
-                        "no echo for message {seq} within {PING_IDLE_TIMEOUT:?}"
-                    ))));
-                }
-            }
-            std::hint::spin_loop();
-        }
+        round_trip(p, &msg, seq, t0, peer)?;
         let rtt = t0.elapsed();
         if seq >= cfg.warmup {
             hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
@@ -184,28 +196,105 @@ pub fn run_ping<P: PingEnd>(
 /// [`PONG_IDLE_TIMEOUT`].
 pub fn run_pong<P: PongEnd>(p: &mut P, total: u64) -> Result<()> {
     for expected in 0..total {
-        let mut spins: u32 = 0;
-        // Set once this message has been waited for a while: the clock is
-        // only read on the slow path, never per message.
-        let mut waiting_since: Option<Instant> = None;
-        loop {
-            if let Some(got) = p.try_echo()? {
-                if got != expected {
-                    return Err(BenchError(format!(
-                        "pong: expected message {expected}, got {got}"
-                    )));
-                }
-                break;
-            }
-            spins = spins.wrapping_add(1);
-            if spins % 4096 == 0
-                && waiting_since.get_or_insert_with(Instant::now).elapsed() > PONG_IDLE_TIMEOUT
-            {
+        echo_one(p, expected)?;
+    }
+    Ok(())
+}
+
+/// Spins until message `expected` arrived and was echoed.
+#[inline(always)]
+fn echo_one<P: PongEnd>(p: &mut P, expected: u64) -> Result<()> {
+    let mut spins: u32 = 0;
+    // Set once this message has been waited for a while: the clock is
+    // only read on the slow path, never per message.
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        if let Some(got) = p.try_echo()? {
+            if got != expected {
                 return Err(BenchError(format!(
-                    "pong: no message {expected} within {PONG_IDLE_TIMEOUT:?}"
+                    "pong: expected message {expected}, got {got}"
                 )));
             }
-            std::hint::spin_loop();
+            return Ok(());
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0
+            && waiting_since.get_or_insert_with(Instant::now).elapsed() > PONG_IDLE_TIMEOUT
+        {
+            return Err(BenchError(format!(
+                "pong: no message {expected} within {PONG_IDLE_TIMEOUT:?}"
+            )));
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// Round trips per block in an interleaved run ([`run_ping_pair`]): small
+/// enough that both channels see the same machine state (vCPU placement,
+/// neighbours' load), large enough that switching costs little.
+pub const PAIR_BLOCK: u64 = 1000;
+
+/// Whether round trip `seq` of an interleaved run goes over the second
+/// channel: blocks of [`PAIR_BLOCK`] alternate, the first channel first.
+pub fn pair_uses_b(seq: u64) -> bool {
+    (seq / PAIR_BLOCK) % 2 == 1
+}
+
+/// Runs two channels in the same pair of processes, alternating blocks of
+/// [`PAIR_BLOCK`] round trips (A, B, A, ...): `cfg.total()` round trips in
+/// all, the last `cfg.messages` recorded, each in its channel's histogram.
+/// Back to back only (`cfg.rate` is not used).
+///
+/// # Errors
+/// As [`run_ping`].
+pub fn run_ping_pair<A: PingEnd, B: PingEnd>(
+    a: &mut A,
+    b: &mut B,
+    cfg: &LatencyConfig,
+    label: &str,
+    peer: &PeerWatch,
+) -> std::result::Result<(Histogram<u64>, Histogram<u64>), Stop> {
+    let mut hist_a = new_histogram()?;
+    let mut hist_b = new_histogram()?;
+    let mut msg = payload_template(cfg.size);
+    let total = cfg.total();
+    let mut progress = Progress::new(label, total);
+    for seq in 0..total {
+        stamp(&mut msg, seq);
+        let on_b = pair_uses_b(seq);
+        let t0 = Instant::now();
+        if on_b {
+            round_trip(b, &msg, seq, t0, peer)?;
+        } else {
+            round_trip(a, &msg, seq, t0, peer)?;
+        }
+        let rtt = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if seq >= cfg.warmup {
+            if on_b {
+                hist_b.saturating_record(rtt);
+            } else {
+                hist_a.saturating_record(rtt);
+            }
+        }
+        if seq % 65_536 == 0 {
+            progress.update(seq);
+        }
+    }
+    progress.done();
+    Ok((hist_a, hist_b))
+}
+
+/// The pong side of [`run_ping_pair`]: echoes `total` messages, each on the
+/// channel the schedule gives it.
+///
+/// # Errors
+/// As [`run_pong`].
+pub fn run_pong_pair<A: PongEnd, B: PongEnd>(a: &mut A, b: &mut B, total: u64) -> Result<()> {
+    for expected in 0..total {
+        if pair_uses_b(expected) {
+            echo_one(b, expected)?;
+        } else {
+            echo_one(a, expected)?;
         }
     }
     Ok(())

@@ -289,6 +289,45 @@ fn compare_writes_table_json_and_plot() {
     );
 }
 
+/// conduit over UDP is also measured interleaved with the bare socket in
+/// the same two processes; both halves are reported side by side.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_interleaves_udp_with_udp_raw() {
+    let json_path = tmp("compare-udp.json");
+    let out = ok(&[
+        "compare",
+        "--channels",
+        "udp-raw,udp",
+        "--messages",
+        "4000",
+        "--no-throughput",
+        "--json",
+        json_path.to_str().expect("utf-8"),
+    ]);
+    let json = std::fs::read_to_string(&json_path).expect("json written");
+    let _ = std::fs::remove_file(&json_path);
+    assert!(out.contains("interleaved"), "no interleaved table:\n{out}");
+    let line = out
+        .lines()
+        .skip_while(|l| !l.contains("interleaved"))
+        .find(|l| l.starts_with("udp ["))
+        .unwrap_or_else(|| panic!("no udp row in the interleaved table:\n{out}"));
+    // channel, p50, udp-raw p50, ratio, p99, udp-raw p99, ratio
+    let cols: Vec<f64> = line
+        .split_whitespace()
+        .skip(2)
+        .map(|c| c.parse().expect("number"))
+        .collect();
+    assert_eq!(cols.len(), 6, "{line}");
+    assert!(cols.iter().all(|v| *v > 0.0), "{line}");
+    assert_eq!(json.matches("\"role\":\"vs_udp_raw\"").count(), 1, "{json}");
+    for key in ["p50_vs_udp_raw", "p99_vs_udp_raw", "udp_raw_p50_ns"] {
+        let v = num(&json, key);
+        assert!(v.is_finite() && v > 0.0, "{key}: {json}");
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     for (args, needle) in [

@@ -120,7 +120,8 @@ fn offer_spin(p: &mut Publication, msg: &[u8]) -> Result<()> {
     Ok(())
 }
 
-struct Ping {
+/// The ping end: publishes on A2B, subscribes to B2A.
+pub(crate) struct Ping {
     publication: Publication,
     subscription: Subscription,
     size: usize,
@@ -145,7 +146,8 @@ impl PingEnd for Ping {
     }
 }
 
-struct Pong {
+/// The pong end: subscribes to A2B, publishes on B2A.
+pub(crate) struct Pong {
     publication: Publication,
     subscription: Subscription,
     size: usize,
@@ -190,33 +192,46 @@ pub fn latency(
     a2b: &str,
     b2a: &str,
 ) -> Result<LatencyResult> {
+    let ping = open_ping(a2b, b2a, cfg.size)?;
+    let param = format!("{a2b}|{b2a}");
+    ping_with_peer(channel.name(), cfg, &param, move |_| attach(ping))
+}
+
+/// Opens ping's publication (`a2b`) and subscription (`b2a`).
+///
+/// # Errors
+/// A channel cannot be opened.
+pub(crate) fn open_ping(a2b: &str, b2a: &str, size: usize) -> Result<Ping> {
     let publication =
         Publication::open(a2b).map_err(|e| err(&format!("open publication {a2b}"), e))?;
     let subscription =
         Subscription::open(b2a).map_err(|e| err(&format!("open subscription {b2a}"), e))?;
-    let param = format!("{a2b}|{b2a}");
-    ping_with_peer(channel.name(), cfg, &param, move |_| {
-        let mut ping = Ping {
-            publication,
-            subscription,
-            size: cfg.size,
-        };
-        // Wait until pong's subscription is attached to our publication;
-        // meanwhile our polls attach our subscription to pong's publication.
-        let start = Instant::now();
-        while !ping.publication.is_connected() {
-            if ping.try_recv()?.is_some() {
-                return Err(BenchError::msg("pong sent a message before any ping"));
-            }
-            if start.elapsed() > STALL_TIMEOUT {
-                return Err(BenchError(format!(
-                    "pong did not attach within {STALL_TIMEOUT:?}"
-                )));
-            }
-            std::hint::spin_loop();
-        }
-        Ok(ping)
+    Ok(Ping {
+        publication,
+        subscription,
+        size,
     })
+}
+
+/// Waits until pong's subscription is attached to ping's publication;
+/// meanwhile ping's polls attach its subscription to pong's publication.
+///
+/// # Errors
+/// Pong did not attach within [`STALL_TIMEOUT`], or sent a message first.
+pub(crate) fn attach(mut ping: Ping) -> Result<Ping> {
+    let start = Instant::now();
+    while !ping.publication.is_connected() {
+        if ping.try_recv()?.is_some() {
+            return Err(BenchError::msg("pong sent a message before any ping"));
+        }
+        if start.elapsed() > STALL_TIMEOUT {
+            return Err(BenchError(format!(
+                "pong did not attach within {STALL_TIMEOUT:?}"
+            )));
+        }
+        std::hint::spin_loop();
+    }
+    Ok(ping)
 }
 
 /// The pong side: `param` is `A2B|B2A`.
@@ -224,21 +239,28 @@ pub fn latency(
 /// # Errors
 /// Bad parameter, a channel cannot be opened, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let (a2b, b2a) = args
-        .param
+    let mut pong = open_pong(&args.param, args.size)?;
+    ready("");
+    run_pong(&mut pong, args.count)
+}
+
+/// Opens pong's subscription and publication from `A2B|B2A`.
+///
+/// # Errors
+/// Bad parameter, or a channel cannot be opened.
+pub(crate) fn open_pong(param: &str, size: usize) -> Result<Pong> {
+    let (a2b, b2a) = param
         .split_once('|')
-        .ok_or_else(|| BenchError(format!("bad channel pair `{}`", args.param)))?;
+        .ok_or_else(|| BenchError(format!("bad channel pair `{param}`")))?;
     let subscription =
         Subscription::open(a2b).map_err(|e| err(&format!("open subscription {a2b}"), e))?;
     let publication =
         Publication::open(b2a).map_err(|e| err(&format!("open publication {b2a}"), e))?;
-    let mut pong = Pong {
+    Ok(Pong {
         publication,
         subscription,
-        size: args.size,
-    };
-    ready("");
-    run_pong(&mut pong, args.count)
+        size,
+    })
 }
 
 /// The sending end: `shm:` writes in place with `offer_with` (zero copy into

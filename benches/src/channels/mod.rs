@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use crate::error::{BenchError, Result};
 use crate::hist::{distribution, Percentiles};
-use crate::latency::{run_ping, LatencyConfig, PingEnd, Stop};
+use hdrhistogram::Histogram;
+
+use crate::latency::{run_ping, run_ping_pair, LatencyConfig, PingEnd, Stop};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::rss::{peak_rss_kib, reset_peak};
@@ -268,6 +270,71 @@ pub fn ping_with_peer<P: PingEnd>(
     param: &str,
     connect: impl FnOnce(&str) -> Result<P>,
 ) -> Result<LatencyResult> {
+    let (hist, ping, rss_pong) = against_peer(
+        channel,
+        "__pong",
+        cfg,
+        param,
+        connect,
+        |ping, watch| run_ping(ping, cfg, channel, watch),
+        |ping| ping.try_recv().map(|_| ()),
+    )?;
+    let driver = ping.driver();
+    drop(ping);
+    Ok(latency_result(channel, cfg, &hist, rss_pong, driver))
+}
+
+/// Like [`ping_with_peer`] for two channels interleaved in the same two
+/// processes ([`run_ping_pair`]): spawns `__pong-pair`; `connect` builds
+/// both ping ends. Each result counts `cfg.messages / 2` round trips.
+///
+/// # Errors
+/// As [`ping_with_peer`].
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+pub fn ping_pair_with_peer<A: PingEnd, B: PingEnd>(
+    names: (&str, &str),
+    cfg: &LatencyConfig,
+    param: &str,
+    connect: impl FnOnce(&str) -> Result<(A, B)>,
+) -> Result<(LatencyResult, LatencyResult)> {
+    let label = format!("{} / {}", names.0, names.1);
+    let ((ha, hb), (a, b), rss_pong) = against_peer(
+        names.0,
+        "__pong-pair",
+        cfg,
+        param,
+        connect,
+        |(a, b), watch| run_ping_pair(a, b, cfg, &label, watch),
+        |(a, b)| {
+            a.try_recv()?;
+            b.try_recv().map(|_| ())
+        },
+    )?;
+    let (da, db) = (a.driver(), b.driver());
+    drop((a, b));
+    let half = LatencyConfig {
+        warmup: cfg.warmup / 2,
+        ..*cfg
+    };
+    Ok((
+        latency_result(names.0, &half, &ha, rss_pong, da),
+        latency_result(names.1, &half, &hb, rss_pong, db),
+    ))
+}
+
+/// Spawns the pong process (`role`), connects, pins, runs `run`, then keeps
+/// our end polled with `drive` while pong winds down (a reliable transport
+/// may wait for our acknowledgements before its process exits). Returns
+/// what `run` measured, the ends, and pong's peak RSS in KiB.
+fn against_peer<E, H>(
+    channel: &str,
+    role: &str,
+    cfg: &LatencyConfig,
+    param: &str,
+    connect: impl FnOnce(&str) -> Result<E>,
+    run: impl FnOnce(&mut E, &crate::spawn::PeerWatch) -> std::result::Result<H, Stop>,
+    mut drive: impl FnMut(&mut E) -> Result<()>,
+) -> Result<(H, E, u64)> {
     let cpus = cpus();
     let args = PeerArgs {
         channel: Channel::parse(channel)?,
@@ -278,34 +345,40 @@ pub fn ping_with_peer<P: PingEnd>(
         parent: std::process::id(),
     };
     reset_peak();
-    let mut peer = Peer::spawn("__pong", &args.to_args())?;
+    let mut peer = Peer::spawn(role, &args.to_args())?;
     let ready = peer.expect("READY", READY_TIMEOUT)?;
-    let mut ping = connect(&ready)?;
+    let mut end = connect(&ready)?;
     pin::pin_optional(cpus.map(|c| c.0))?;
-    let hist = match run_ping(&mut ping, cfg, channel, &peer.watch()) {
+    let measured = match run(&mut end, &peer.watch()) {
         Ok(h) => h,
         Err(Stop::PeerGone) => return Err(peer.failure()),
         Err(Stop::Failed(e)) => return Err(e),
     };
-    // Keep our end polled while pong winds down: a reliable transport may
-    // wait for our acknowledgements before its process exits.
-    let rss_pong = peer.finish(FINISH_TIMEOUT, || ping.try_recv().map(|_| ()))?;
-    let driver = ping.driver();
-    drop(ping);
-    Ok(LatencyResult {
+    let rss_pong = peer.finish(FINISH_TIMEOUT, || drive(&mut end))?;
+    Ok((measured, end, rss_pong))
+}
+
+fn latency_result(
+    channel: &str,
+    cfg: &LatencyConfig,
+    hist: &Histogram<u64>,
+    rss_pong: u64,
+    driver: Option<&'static str>,
+) -> LatencyResult {
+    LatencyResult {
         channel: channel.to_string(),
         size: cfg.size,
-        messages: cfg.messages,
+        messages: hist.len(),
         warmup: cfg.warmup,
         rate: cfg.rate,
-        pct: Percentiles::of(&hist),
-        dist: distribution(&hist, 5),
+        pct: Percentiles::of(hist),
+        dist: distribution(hist, 5),
         rss_ping_kib: peak_rss_kib(),
         rss_pong_kib: Some(rss_pong),
-        cpus,
+        cpus: cpus(),
         processes: true,
         driver,
-    })
+    }
 }
 
 /// Runs the receiver here against a sender process (`__send`), the mirror of
@@ -369,7 +442,7 @@ pub fn rx_with_peer<R: RxEnd>(
     Ok(r)
 }
 
-/// Entry point of a peer process: `role` is `__pong` or `__send`.
+/// Entry point of a peer process: `role` is `__pong`, `__pong-pair` or `__send`.
 ///
 /// # Errors
 /// Setting up or running the peer side failed (the error is also sent to the
@@ -399,6 +472,10 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         #[cfg(feature = "conduit")]
         ("__send", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
             conduit_api::send(args, ready)?
+        }
+        #[cfg(feature = "conduit")]
+        ("__pong-pair", Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
+            udp::pong_vs_raw(args, ready)?
         }
         (role, c) => {
             return Err(BenchError(format!(

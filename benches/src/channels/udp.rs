@@ -1,15 +1,17 @@
 //! `udp`, `udp-uring`, `udp-socket`: conduit over UDP on 127.0.0.1
 //! (`udp://127.0.0.1:PORT`, with `?driver=uring|socket` for the forced
 //! variants), busy-spinning, between two processes. The endpoints live in
-//! [`super::conduit_api`]; this module only picks ports and URIs.
+//! [`super::conduit_api`]; this module picks ports and URIs, and runs a
+//! conduit channel interleaved with `udp-raw` in the same two processes
+//! ([`latency_vs_raw`]).
 
 use std::net::UdpSocket;
 
 #[cfg(feature = "conduit")]
 use super::conduit_api;
-use super::Channel;
+use super::{ping_pair_with_peer, udp_raw, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
-use crate::latency::LatencyConfig;
+use crate::latency::{run_pong_pair, LatencyConfig};
 use crate::report::{LatencyResult, ThroughputResult};
 
 /// A loopback port that was free a moment ago (the kernel picks it).
@@ -35,6 +37,50 @@ pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
     let a2b = uri(channel, free_port()?);
     let b2a = uri(channel, free_port()?);
     conduit_api::latency(channel, cfg, &a2b, &b2a)
+}
+
+/// Runs conduit over UDP and the bare socket (`udp-raw`) in the same two
+/// processes, alternating blocks of round trips between them
+/// ([`crate::latency::run_ping_pair`]): both see the same vCPU placement
+/// and the same neighbours, so their ratio does not carry the drift between
+/// two separate runs. Returns (conduit, udp-raw); each counts about half of
+/// `cfg.messages`.
+///
+/// # Errors
+/// As [`latency`] and [`udp_raw::latency`].
+pub fn latency_vs_raw(
+    channel: Channel,
+    cfg: &LatencyConfig,
+) -> Result<(LatencyResult, LatencyResult)> {
+    let a2b = uri(channel, free_port()?);
+    let b2a = uri(channel, free_port()?);
+    let ping = conduit_api::open_ping(&a2b, &b2a, cfg.size)?;
+    let (sock, raw_port) = udp_raw::ping_socket(cfg.size)?;
+    let param = format!("{raw_port}|{a2b}|{b2a}");
+    ping_pair_with_peer(
+        (channel.name(), Channel::UdpRaw.name()),
+        cfg,
+        &param,
+        move |ready| {
+            let raw = udp_raw::connect_ping(sock, ready, cfg.size)?;
+            Ok((conduit_api::attach(ping)?, raw))
+        },
+    )
+}
+
+/// The pong side of [`latency_vs_raw`]: `param` is `RAW_PORT|A2B|B2A`.
+///
+/// # Errors
+/// Bad parameter, a channel or socket cannot be opened, or the run failed.
+pub fn pong_vs_raw(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
+    let (raw_port, uris) = args
+        .param
+        .split_once('|')
+        .ok_or_else(|| BenchError(format!("bad parameter `{}`", args.param)))?;
+    let mut conduit = conduit_api::open_pong(uris, args.size)?;
+    let (mut raw, port) = udp_raw::open_pong(raw_port, args.size)?;
+    ready(&port.to_string());
+    run_pong_pair(&mut conduit, &mut raw, args.count)
 }
 
 /// Options of the throughput runs: batch for up to 50 µs into datagrams of up

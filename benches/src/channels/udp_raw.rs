@@ -43,10 +43,21 @@ fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> Result<Option<usize>> {
     }
 }
 
-struct Ping {
+/// The ping end: a socket connected to pong's.
+pub(crate) struct Ping {
     sock: UdpSocket,
     buf: Vec<u8>,
     size: usize,
+}
+
+impl Ping {
+    fn new(sock: UdpSocket, size: usize) -> Ping {
+        Ping {
+            sock,
+            buf: vec![0; MAX_DATAGRAM + 1],
+            size,
+        }
+    }
 }
 
 impl PingEnd for Ping {
@@ -62,7 +73,8 @@ impl PingEnd for Ping {
     }
 }
 
-struct Pong {
+/// The pong end: a socket connected to ping's.
+pub(crate) struct Pong {
     sock: UdpSocket,
     buf: Vec<u8>,
     size: usize,
@@ -96,21 +108,34 @@ fn check_size(size: usize) -> Result<()> {
 /// Sockets cannot be set up, or the run failed (a lost datagram shows up as
 /// the ping side's idle timeout).
 pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
-    check_size(cfg.size)?;
+    let (sock, port) = ping_socket(cfg.size)?;
+    ping_with_peer("udp-raw", cfg, &port.to_string(), move |ready| {
+        connect_ping(sock, ready, cfg.size)
+    })
+}
+
+/// Ping's socket, bound, and its port (for pong).
+///
+/// # Errors
+/// `size` does not fit a datagram, or the socket cannot be bound.
+pub(crate) fn ping_socket(size: usize) -> Result<(UdpSocket, u16)> {
+    check_size(size)?;
     let sock = bind()?;
     let port = port_of(&sock)?;
-    ping_with_peer("udp-raw", cfg, &port.to_string(), move |ready| {
-        let peer_port: u16 = ready
-            .trim()
-            .parse()
-            .map_err(|_| BenchError(format!("pong sent a bad port `{ready}`")))?;
-        sock.connect(("127.0.0.1", peer_port))?;
-        Ok(Ping {
-            sock,
-            buf: vec![0; MAX_DATAGRAM + 1],
-            size: cfg.size,
-        })
-    })
+    Ok((sock, port))
+}
+
+/// Connects ping's socket to pong's port (the text pong sent).
+///
+/// # Errors
+/// Bad port text, or the connect failed.
+pub(crate) fn connect_ping(sock: UdpSocket, pong_port: &str, size: usize) -> Result<Ping> {
+    let peer_port: u16 = pong_port
+        .trim()
+        .parse()
+        .map_err(|_| BenchError(format!("pong sent a bad port `{pong_port}`")))?;
+    sock.connect(("127.0.0.1", peer_port))?;
+    Ok(Ping::new(sock, size))
 }
 
 /// The pong side of `udp-raw`: `param` is the ping socket's port.
@@ -118,19 +143,30 @@ pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
 /// # Errors
 /// Bad port, socket setup failed, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    check_size(args.size)?;
-    let ping_port: u16 = args
-        .param
+    let (mut pong, port) = open_pong(&args.param, args.size)?;
+    ready(&port.to_string());
+    run_pong(&mut pong, args.count)
+}
+
+/// Pong's socket, connected to ping's port (`ping_port`, as text), and its
+/// own port.
+///
+/// # Errors
+/// Bad port, or the socket cannot be set up.
+pub(crate) fn open_pong(ping_port: &str, size: usize) -> Result<(Pong, u16)> {
+    check_size(size)?;
+    let ping_port: u16 = ping_port
         .parse()
-        .map_err(|_| BenchError(format!("bad port `{}`", args.param)))?;
+        .map_err(|_| BenchError(format!("bad port `{ping_port}`")))?;
     let sock = bind()?;
     sock.connect(("127.0.0.1", ping_port))?;
     let port = port_of(&sock)?;
-    let mut pong = Pong {
-        sock,
-        buf: vec![0; MAX_DATAGRAM + 1],
-        size: args.size,
-    };
-    ready(&port.to_string());
-    run_pong(&mut pong, args.count)
+    Ok((
+        Pong {
+            sock,
+            buf: vec![0; MAX_DATAGRAM + 1],
+            size,
+        },
+        port,
+    ))
 }

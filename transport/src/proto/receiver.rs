@@ -194,9 +194,9 @@ impl Receiver {
         Ok(Receiver {
             receiver_id,
             session: None,
-            ring: vec![0; config.window / 8],
+            ring: super::log::committed(config.window / 8),
             mask: config.window - 1,
-            scratch: vec![0; 65_536 / 8],
+            scratch: super::log::committed(65_536 / 8),
             asm: Assembler {
                 buf: Vec::new(),
                 len: 0,

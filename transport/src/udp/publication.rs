@@ -74,6 +74,12 @@ impl PubCore {
         if sender.poll_timeout().is_some_and(|t| t <= now) {
             sender.handle_timeout(now);
         }
+        self.send_due(now);
+    }
+
+    /// [`progress_send`](Self::progress_send) after the timers were run
+    /// for `now` (an offer's [`due_timers`](Self::due_timers)).
+    fn send_due(&mut self, now: Instant) {
         // Send first (the latency path), then read the socket if it is time.
         self.transmit(now);
         self.sends_since_recv += 1;
@@ -239,13 +245,12 @@ impl PubCore {
             Ok(pos) => {
                 self.unsent += payload.len() + 8;
                 match now {
-                    Some(now) if !batching || self.unsent >= self.batch_bytes => {
-                        self.progress_send(now)
-                    }
+                    // The timers ran for `now` above.
+                    Some(now) if !batching || self.unsent >= self.batch_bytes => self.send_due(now),
                     Some(now) => {
                         self.offers_since_transmit = n;
                         if now.duration_since(self.last_transmit) >= self.opts.linger {
-                            self.progress_send(now);
+                            self.send_due(now);
                         }
                     }
                     // No clock read: a background thread, when present,

@@ -209,6 +209,9 @@ fn publisher_forever(uri: &str) {
     }
 }
 
+/// A pause in delivery longer than this counts as a stall in the report.
+const STALL: Duration = Duration::from_millis(2);
+
 fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
     let mut rss = RssSampler::new(rss_every);
     let mut s = Subscription::open(uri).unwrap_or_else(|e| {
@@ -220,6 +223,8 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
     let mut got = 0u64;
     let mut first: Option<Instant> = None;
     let mut bad: Option<String> = None;
+    let (mut last_got, mut last_at) = (0u64, Instant::now());
+    let (mut max_stall, mut stalls, mut stall_total) = (Duration::ZERO, 0u32, Duration::ZERO);
     while got < count {
         // Never past `count`: a publisher that keeps sending must not push
         // the total beyond what was asked for.
@@ -248,6 +253,21 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
         if first.is_none() && got > 0 {
             first = Some(Instant::now());
         }
+        if got > last_got {
+            // Pauses in delivery (a gap waiting for repair, a descheduled
+            // relay), reported with the rate.
+            let t = Instant::now();
+            let pause = t.duration_since(last_at);
+            if last_got > 0 {
+                max_stall = max_stall.max(pause);
+                if pause > STALL {
+                    stalls += 1;
+                    stall_total += pause;
+                }
+            }
+            last_at = t;
+            last_got = got;
+        }
         rss.tick(got);
         if let Some(b) = &bad {
             eprintln!("subscriber: {b}");
@@ -263,8 +283,10 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
     println!("received {got}");
     let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
     println!(
-        "rate msgs_per_s={:.0} secs={secs:.3}",
-        got as f64 / secs.max(1e-9)
+        "rate msgs_per_s={:.0} secs={secs:.3} max_stall_us={} stalls_over_2ms={stalls} stall_total_ms={}",
+        got as f64 / secs.max(1e-9),
+        max_stall.as_micros(),
+        stall_total.as_millis()
     );
     rss.finish(got);
     print_counters("sub", &s.counters());

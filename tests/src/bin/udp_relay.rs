@@ -168,6 +168,55 @@ impl Impairer {
     }
 }
 
+/// Sends one datagram, retrying while the socket buffer is full: `tx`
+/// shares its file description with the other direction's receive socket,
+/// which switches it to non-blocking while draining, so a full buffer shows
+/// up as `WouldBlock` here. Only the impairments may lose a datagram, not
+/// the relay's own pace. False on any other error.
+fn send_all(tx: &UdpSocket, d: &[u8], to: SocketAddr) -> bool {
+    loop {
+        match tx.send_to(d, to) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::yield_now(),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Socket buffers of the relay: a conduit window's burst (the tests use up
+/// to 1 MiB) must fit, or the relay drops datagrams itself, beyond the
+/// impairments, when the sender bursts faster than the relay forwards.
+const RELAY_BUFFER: libc::c_int = 8 << 20;
+
+/// Sets `SO_RCVBUF`/`SO_SNDBUF` to [`RELAY_BUFFER`], with the `FORCE`
+/// variants where allowed (root), beyond `rmem_max`/`wmem_max`.
+fn enlarge_buffers(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: `fd` is an open socket owned by `sock` for the call;
+            // the option value is a c_int read by the kernel from a live
+            // local of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&RELAY_BUFFER as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// One direction of the relay: receive on `rx`, impair, send from `tx`.
 struct Direction {
     name: &'static str,
@@ -235,7 +284,7 @@ fn direction(d: Direction) -> thread::JoinHandle<()> {
                 }
                 let Reverse((_, _, d)) = imp.queue.pop().expect("peeked");
                 if let Some(to) = to {
-                    if tx.send_to(&d, to).is_ok() {
+                    if send_all(&tx, &d, to) {
                         imp.stats.forwarded += 1;
                     }
                 }
@@ -259,6 +308,8 @@ fn main() {
     let deadline = Duration::from_secs(a[5].parse().expect("DEADLINE_SECS"));
     let sa = UdpSocket::bind(a_side).expect("bind A side");
     let sb = UdpSocket::bind(b_side).expect("bind B side");
+    enlarge_buffers(&sa);
+    enlarge_buffers(&sb);
     let stop = Arc::new(AtomicBool::new(false));
     let a_peer = Arc::new(Mutex::new(None));
     let b_peer = Arc::new(Mutex::new(Some(b_target)));

@@ -104,6 +104,13 @@ impl SubCore {
             handler(Received::new(ty, &self.overflow.bytes[start..start + len]));
             n += 1;
         }
+        // A blocking wait ends by the receiver's next timer (a NAK due
+        // 50 µs after a gap showed, a status, liveness): the repair of a
+        // gap must not wait for data that the gap holds back.
+        let wait = match wait {
+            Wait::Timeout(t) => Wait::Timeout(self.until_next_timer(t)),
+            w => w,
+        };
         // The clock is read only when a datagram arrived or the timers are
         // due for a check: an empty busy poll costs one system call.
         let mut now: Option<Instant> = None;
@@ -154,6 +161,15 @@ impl SubCore {
             }
         }
         Ok(n)
+    }
+
+    /// `wait`, cut short to when the receiver's next timer is due; the
+    /// timers then run at the end of the poll.
+    fn until_next_timer(&self, wait: Duration) -> Duration {
+        match self.receiver.poll_timeout() {
+            Some(t) => wait.min(t.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
     }
 
     fn counters(&self) -> Counters {
@@ -321,5 +337,93 @@ impl Drop for UdpSubscription {
             c.receiver.close(now);
             c.tick(now);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::sync::mpsc;
+
+    use super::*;
+    use zerocopy::FromBytes;
+
+    use crate::proto::frame::{FrameKind, Header};
+    use crate::proto::{Config, Sender, SenderState};
+
+    /// A blocking poll ends when the receiver's NAK timer is due: after a
+    /// gap, the publisher sends nothing more (here: nothing at all) until
+    /// the gap is repaired, so a wait for data alone would sit on the NAK
+    /// for its whole length (it did: up to a 1 ms step through
+    /// `poll_timeout`, and for any length through the core's blocking poll).
+    #[test]
+    fn blocking_poll_after_a_gap_wakes_for_the_nak() {
+        let mut sub = UdpSubscription::open(
+            ChannelUri::parse("udp://127.0.0.1:0?driver=socket&wait=block&nak_delay=1ms").unwrap(),
+        )
+        .unwrap();
+        let to = sub.local_addr().unwrap();
+        // The publisher: conduit's protocol sender on a plain socket.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let mut sender = Sender::new(Config::default(), to, Instant::now(), 7).unwrap();
+        let (mut buf, mut rbuf) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let end = Instant::now() + Duration::from_secs(10);
+        while sender.state() != SenderState::Connected {
+            assert!(Instant::now() < end, "no handshake within 10 s");
+            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+                sock.send_to(&buf[..t.len], to).unwrap();
+            }
+            sub.poll(|_| {}, 16).unwrap();
+            while let Ok((n, from)) = sock.recv_from(&mut rbuf) {
+                sender.handle_datagram(Instant::now(), from, &rbuf[..n]);
+            }
+        }
+        // Three messages, one data frame each; the second is lost.
+        let mut datagrams = Vec::new();
+        for i in 0..3u8 {
+            sender.offer(1, &[i; 16]).unwrap();
+            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+                let (h, _) = Header::ref_from_prefix(&buf[..t.len]).unwrap();
+                if h.kind == FrameKind::DATA {
+                    datagrams.push(buf[..t.len].to_vec());
+                }
+            }
+        }
+        assert_eq!(datagrams.len(), 3);
+        let before = sub.counters().datagrams_received;
+        sock.send_to(&datagrams[0], to).unwrap();
+        sock.send_to(&datagrams[2], to).unwrap();
+        let mut got = Vec::new();
+        while sub.counters().datagrams_received < before + 2 {
+            assert!(Instant::now() < end, "data not received within 10 s");
+            sub.poll(|m| got.push(m.payload()[0]), 16).unwrap();
+        }
+        assert_eq!(got, [0], "only the message before the gap");
+        let naks = sub.with(|c| c.receiver.counters().naks_sent);
+        // One blocking poll for up to 60 s, from another thread; nothing
+        // arrives in that time unless the NAK goes out. A watchdog turns a
+        // poll that sits on the due NAK into a failure.
+        let (done_tx, done_rx) = mpsc::channel();
+        let poller = std::thread::spawn(move || {
+            let r = sub.with(|c| {
+                c.poll(
+                    &mut |_: Received<'_>| {},
+                    16,
+                    Wait::Timeout(Duration::from_secs(60)),
+                )
+            });
+            let _ = done_tx.send(());
+            (sub, r)
+        });
+        if done_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            panic!("a blocking poll sat on a due NAK for 20 s");
+        }
+        let (sub, r) = poller.join().unwrap();
+        assert_eq!(r.unwrap(), 0);
+        assert!(
+            sub.with_ref(|c| c.receiver.counters().naks_sent) > naks,
+            "the poll returned without sending the NAK"
+        );
     }
 }

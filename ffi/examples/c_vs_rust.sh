@@ -2,7 +2,8 @@
 # C ping-pong over shm: through libconduit against the Rust `shm` round trip,
 # interleaved in one session: Rust, C, Rust, C, ..., Rust. Each C run is judged
 # against the mean of the Rust runs just before and after it (the vCPUs'
-# placement, and with it every figure, can change during a session).
+# placement, and with it every figure, can change during a session; a row
+# whose two Rust runs differ by more than 25 % is marked as not comparable).
 #
 # usage: ffi/examples/c_vs_rust.sh [PAIRS] [ROUND_TRIPS]   (from the repository root)
 set -eu
@@ -42,7 +43,10 @@ while [ "$i" -le "$pairs" ]; do
     next=$(rust)
     echo "$prev $cur $next" | awk -v i="$i" '{
         r50 = ($1 + $5) / 2; r99 = ($2 + $6) / 2;
-        printf "%-6s %9.0f %9.0f %9d %9d %8.2f %8.2f\n", i, r50, r99, $3, $4, $3 / r50, $4 / r99 }'
+        hi = $1 > $5 ? $1 : $5; lo = $1 > $5 ? $5 : $1;
+        # The Rust runs around it disagree: the vCPU placement changed.
+        note = (hi > 1.25 * lo) ? "  placement changed: not comparable" : "";
+        printf "%-6s %9.0f %9.0f %9d %9d %8.2f %8.2f%s\n", i, r50, r99, $3, $4, $3 / r50, $4 / r99, note }'
     prev=$next
     i=$((i + 1))
 done

@@ -47,21 +47,28 @@ fn counter(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
+/// Starts a subscriber for `MESSAGES` on endpoint 1 (waiting until it is
+/// ready) and then a publisher on endpoint 0; returns (subscriber,
+/// publisher).
+fn start_pair(lab: &Lab, sub_uri: &str, pub_uri: &str) -> (udp_support::Node, udp_support::Node) {
+    let n = MESSAGES.to_string();
+    let dl = NODE_DEADLINE.to_string();
+    let mut sub = lab
+        .spawn(Some(1), node(), &["sub", sub_uri, &n, &dl])
+        .unwrap();
+    sub.expect_line("ready", Duration::from_secs(30)).unwrap();
+    let publ = lab
+        .spawn(Some(0), node(), &["pub", pub_uri, &n, &dl])
+        .unwrap();
+    (sub, publ)
+}
+
 /// Runs a subscriber on endpoint 1 and a publisher on endpoint 0 sending
 /// `MESSAGES` to `dest`; returns the subscriber's counters line.
 fn deliver(lab: &Lab, driver: &str, dest: std::net::SocketAddr) -> String {
     let o = opts(driver);
     let sub_uri = format!("udp://{}:{PORT}?{o}&wait=block", lab.addr(1));
-    let n = MESSAGES.to_string();
-    let dl = NODE_DEADLINE.to_string();
-    let mut sub = lab
-        .spawn(Some(1), node(), &["sub", &sub_uri, &n, &dl])
-        .unwrap();
-    sub.expect_line("ready", Duration::from_secs(30)).unwrap();
-    let pub_uri = format!("udp://{dest}?{o}");
-    let mut publ = lab
-        .spawn(Some(0), node(), &["pub", &pub_uri, &n, &dl])
-        .unwrap();
+    let (mut sub, mut publ) = start_pair(lab, &sub_uri, &format!("udp://{dest}?{o}"));
     let received = sub.expect_line("received", WAIT);
     let counters = sub.expect_line("counters", Duration::from_secs(10));
     let sub_status = sub.wait(Duration::from_secs(10));
@@ -214,16 +221,7 @@ fn throughput_report(driver: &str) {
                 .unwrap();
             let o = format!("{}&gro=on&window=1m", opts(driver));
             let sub_uri = format!("udp://{}:{PORT}?{o}&wait=block", lab.addr(1));
-            let n = MESSAGES.to_string();
-            let dl = NODE_DEADLINE.to_string();
-            let mut sub = lab
-                .spawn(Some(1), node(), &["sub", &sub_uri, &n, &dl])
-                .unwrap();
-            sub.expect_line("ready", Duration::from_secs(30)).unwrap();
-            let pub_uri = format!("udp://{dest}?{o}");
-            let mut publ = lab
-                .spawn(Some(0), node(), &["pub", &pub_uri, &n, &dl])
-                .unwrap();
+            let (mut sub, mut publ) = start_pair(&lab, &sub_uri, &format!("udp://{dest}?{o}"));
             let rate = sub.expect_line("rate", WAIT).unwrap();
             pair[i] = counter(&rate, "msgs_per_s");
             assert!(sub.wait(Duration::from_secs(10)).unwrap().success());
@@ -537,16 +535,8 @@ fn garbage(driver: &str) {
         .unwrap();
     let o = opts(driver);
     let sub_uri = format!("udp://{}:{PORT}?{o}&wait=block", lab.addr(1));
-    let n = MESSAGES.to_string();
-    let dl = NODE_DEADLINE.to_string();
-    let mut sub = lab
-        .spawn(Some(1), node(), &["sub", &sub_uri, &n, &dl])
-        .unwrap();
-    sub.expect_line("ready", Duration::from_secs(30)).unwrap();
     let pub_uri = format!("udp://{}:{PORT}?{o}&bind={pub_bind}", lab.addr(1));
-    let mut publ = lab
-        .spawn(Some(0), node(), &["pub", &pub_uri, &n, &dl])
-        .unwrap();
+    let (mut sub, mut publ) = start_pair(&lab, &sub_uri, &pub_uri);
     sub.expect_line(&format!("received {MESSAGES}"), WAIT)
         .expect("stream disturbed by garbage");
     let counters = sub

@@ -17,10 +17,10 @@ pub mod udp_raw;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::error::{BenchError, Result};
-use crate::hist::{distribution, Percentiles};
 use hdrhistogram::Histogram;
 
+use crate::error::{BenchError, Result};
+use crate::hist::{distribution, Percentiles};
 use crate::latency::{run_ping, run_ping_pair, LatencyConfig, PingEnd, Stop};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};

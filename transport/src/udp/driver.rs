@@ -195,6 +195,22 @@ pub trait Driver {
     /// The socket's `connect` error.
     fn connect(&mut self, peer: SocketAddr) -> io::Result<()>;
 
+    /// Datagrams from `peer` are expected from now on (a receiver's current
+    /// sender). A driver may give them a path of their own: the socket
+    /// driver receives them on a second socket, bound to the same local
+    /// address and connected to `peer`, so that the kernel matches them by
+    /// their full address and no source address is copied out per datagram.
+    /// Datagrams from anyone else still arrive, through the bound socket.
+    /// The default does nothing.
+    ///
+    /// # Errors
+    /// The second socket cannot be set up; the driver then goes on as
+    /// before (everything through the bound socket).
+    fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
+        let _ = peer;
+        Ok(())
+    }
+
     /// Sends a batch. Returns how many transmits, from the front, went out;
     /// fewer than `batch.len()` when the socket buffer is full (the rest was
     /// not sent and may be retried).
@@ -258,6 +274,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Uring(d) => d.connect(peer),
             AnyDriver::Socket(d) => d.connect(peer),
+        }
+    }
+    fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
+        match self {
+            AnyDriver::Uring(d) => d.follow(peer),
+            AnyDriver::Socket(d) => d.follow(peer),
         }
     }
     #[inline]
@@ -540,8 +562,15 @@ pub(crate) fn bind_socket(
     bind: SocketAddr,
     cfg: &DriverConfig,
 ) -> io::Result<(std::net::UdpSocket, bool)> {
-    use std::os::fd::AsRawFd;
     let sock = std::net::UdpSocket::bind(bind)?;
+    let gro = configure_socket(&sock, cfg)?;
+    Ok((sock, gro))
+}
+
+/// Makes `sock` non-blocking and applies the buffer sizes and GRO of `cfg`;
+/// returns whether GRO is on.
+pub(crate) fn configure_socket(sock: &std::net::UdpSocket, cfg: &DriverConfig) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
     sock.set_nonblocking(true)?;
     let fd = sock.as_raw_fd();
     if cfg.rcvbuf > 0 {
@@ -557,8 +586,7 @@ pub(crate) fn bind_socket(
             let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v);
         }
     }
-    let gro = cfg.gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
-    Ok((sock, gro))
+    Ok(cfg.gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok())
 }
 
 #[cfg(test)]

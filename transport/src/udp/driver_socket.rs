@@ -4,15 +4,45 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use super::driver::{
-    bind_socket, deliver, find_gro_segment, parse_sockaddr, write_udp_segment, CmsgBuf, Driver,
-    DriverConfig, DriverKind, RawAddr, Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
+    bind_socket, configure_socket, deliver, find_gro_segment, parse_sockaddr, setsockopt_int,
+    write_udp_segment, CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr, Transmit, Wait,
+    CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
 };
 
 /// Most transmits handed to one `sendmmsg` call.
 const TX_BATCH: usize = 64;
+
+/// While a peer is followed, the bound socket (strangers, a restarted
+/// sender) is read on every this many receive calls; the followed peer's
+/// socket on every call.
+const LISTEN_EVERY: u32 = 16;
+
+/// A socket bound to the driver's local address and connected to the peer
+/// it follows (see [`Driver::follow`]).
+struct Followed {
+    /// Owns the descriptor.
+    _sock: UdpSocket,
+    fd: RawFd,
+    peer: SocketAddr,
+    /// Whether its queue was found empty once since it was connected.
+    /// Before that it may hold datagrams that reached it between its
+    /// `bind` and its `connect`, from anyone: they are read with their
+    /// source addresses.
+    settled: bool,
+}
+
+/// What one receive attempt on one socket found.
+enum Rx {
+    /// This many datagrams were handed out (0 when all were dropped).
+    Got(usize),
+    /// Nothing waiting.
+    Empty,
+    /// A signal interrupted the call.
+    Interrupted,
+}
 
 /// A received name, aligned for `sockaddr_in6`.
 #[derive(Clone, Copy)]
@@ -39,6 +69,11 @@ pub struct SocketDriver {
     tx_ctrl: Vec<CmsgBuf>,
     tx_iov: Vec<libc::iovec>,
     tx_hdrs: Vec<libc::mmsghdr>,
+    /// Socket options for a followed peer's socket (GRO as on this one).
+    cfg: DriverConfig,
+    followed: Option<Followed>,
+    /// Receive calls since the bound socket was last read, while following.
+    since_listen: u32,
 }
 
 // SAFETY: the raw pointers inside the `iovec`/`mmsghdr` arrays point only
@@ -107,6 +142,9 @@ impl SocketDriver {
             tx_ctrl: Vec::with_capacity(TX_BATCH),
             tx_iov: Vec::with_capacity(TX_BATCH),
             tx_hdrs: Vec::with_capacity(TX_BATCH),
+            cfg,
+            followed: None,
+            since_listen: 0,
         })
     }
 
@@ -115,18 +153,24 @@ impl SocketDriver {
         self.gro
     }
 
-    /// Waits until the socket is readable or `timeout` passes.
+    /// Waits until a socket (the bound one, a followed peer's) is readable
+    /// or `timeout` passes.
     fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd,
+        let pfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        let mut pfds = [
+            pfd(self.fd),
+            pfd(self.followed.as_ref().map_or(-1, |f| f.fd)),
+        ];
+        let n: libc::nfds_t = if self.followed.is_some() { 2 } else { 1 };
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // Round sub-millisecond waits up so a short timeout still sleeps.
         let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
-        // SAFETY: `pfd` is a live pollfd and we pass a count of 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: `pfds` is a live array of two pollfds and `n` is at most 2.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -137,14 +181,15 @@ impl SocketDriver {
         Ok(rc > 0)
     }
 
-    /// One datagram to the connected peer: plain `send`, as a bare socket
-    /// does (no message header, name or control data to build or copy in).
-    fn send_one_to_peer(&mut self, t: &Transmit<'_>) -> io::Result<usize> {
+    /// One datagram to the peer `fd` is connected to: plain `send`, as a
+    /// bare socket does (no message header, name or control data to build
+    /// or copy in).
+    fn send_one_to_peer(fd: RawFd, t: &Transmit<'_>) -> io::Result<usize> {
         // SAFETY: `contents` is a live slice for the duration of the call; the
         // kernel only reads `contents.len()` bytes from it.
         let r = unsafe {
             libc::send(
-                self.fd,
+                fd,
                 t.contents.as_ptr().cast(),
                 t.contents.len(),
                 libc::MSG_DONTWAIT,
@@ -163,8 +208,13 @@ impl SocketDriver {
 
     fn send_batch(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         if let [t] = batch {
-            if t.segments() == 1 && self.peer == Some(t.dest) {
-                return self.send_one_to_peer(t);
+            if t.segments() == 1 {
+                if self.peer == Some(t.dest) {
+                    return Self::send_one_to_peer(self.fd, t);
+                }
+                if let Some(f) = self.followed.as_ref().filter(|f| f.peer == t.dest) {
+                    return Self::send_one_to_peer(f.fd, t);
+                }
             }
         }
         let n = batch.len().min(TX_BATCH);
@@ -299,6 +349,40 @@ impl Driver for SocketDriver {
         Ok(done)
     }
 
+    fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
+        // A connected socket (a publication's) hears only its peer anyway.
+        if self.peer.is_some() || self.followed.as_ref().is_some_and(|f| f.peer == peer) {
+            return Ok(());
+        }
+        // The previous sender's socket goes: its session was replaced.
+        self.followed = None;
+        let local = self.sock.local_addr()?;
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "peer of another address family",
+            ));
+        }
+        // Two sockets may share an address only while both allow it, and
+        // only for this bind: with the option off again, any other bind of
+        // the address fails as it did before.
+        setsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        let sock = connected_socket(local, peer, &self.cfg);
+        let cleared = setsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
+        let sock = sock?;
+        cleared?;
+        self.followed = Some(Followed {
+            fd: sock.as_raw_fd(),
+            _sock: sock,
+            peer,
+            settled: false,
+        });
+        // Read the bound socket on the next call: the peer's datagrams that
+        // arrived before the switch wait there.
+        self.since_listen = LISTEN_EVERY;
+        Ok(())
+    }
+
     fn recv<F: FnMut(SocketAddr, &[u8])>(
         &mut self,
         wait: Wait,
@@ -307,24 +391,123 @@ impl Driver for SocketDriver {
     ) -> io::Result<usize> {
         let mut waited = false;
         loop {
+            let mut got = 0;
+            let mut listen = true;
+            if let Some(fl) = &self.followed {
+                let (fd, known) = (fl.fd, fl.settled.then_some(fl.peer));
+                match self.recv_on(fd, known, max, &mut f)? {
+                    Rx::Got(n) => got = n,
+                    Rx::Empty => {
+                        if let Some(fl) = &mut self.followed {
+                            fl.settled = true;
+                        }
+                    }
+                    Rx::Interrupted => return Ok(0),
+                }
+                self.since_listen += 1;
+                // Before blocking, both sockets must have been found empty.
+                listen = self.since_listen >= LISTEN_EVERY
+                    || (got == 0 && matches!(wait, Wait::Timeout(_)));
+            }
+            if listen && got < max {
+                self.since_listen = 0;
+                match self.recv_on(self.fd, None, max - got, &mut f)? {
+                    Rx::Got(n) => got += n,
+                    Rx::Empty => {}
+                    Rx::Interrupted => return Ok(got),
+                }
+            }
+            if got > 0 {
+                return Ok(got);
+            }
+            match wait {
+                Wait::Timeout(t) if !waited => {
+                    waited = true;
+                    if self.wait_readable(t)? {
+                        // Read both sockets now.
+                        self.since_listen = LISTEN_EVERY;
+                        continue;
+                    }
+                    return Ok(0);
+                }
+                _ => return Ok(0),
+            }
+        }
+    }
+}
+
+/// A UDP socket bound to `local` (which another socket of ours has bound
+/// too: see [`Driver::follow`]) and connected to `peer`, configured as `cfg`.
+fn connected_socket(
+    local: SocketAddr,
+    peer: SocketAddr,
+    cfg: &DriverConfig,
+) -> io::Result<UdpSocket> {
+    let domain = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: a plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created and owned by nothing else; the
+    // `UdpSocket` takes ownership and closes it.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let raw = RawAddr::new(&local);
+    // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes that lives for the
+    // call; the kernel only reads it.
+    if unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0)?;
+    sock.connect(peer)?;
+    configure_socket(&sock, cfg)?;
+    Ok(sock)
+}
+
+impl SocketDriver {
+    /// One receive call on `fd`: the bound socket, or a followed peer's
+    /// (`known` is then its peer, once its queue has settled: the source
+    /// is not asked of the kernel).
+    fn recv_on<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        fd: RawFd,
+        known: Option<SocketAddr>,
+        max: usize,
+        f: &mut F,
+    ) -> io::Result<Rx> {
+        loop {
             let rc = if (self.last_rx <= 1 || max <= 1) && !self.gro {
                 // Latency path: nothing or a single datagram came last time,
-                // so one `recvfrom` is enough (cheaper than `recvmsg`, which
-                // copies and checks a msghdr and iovec per call).
+                // so one `recv`/`recvfrom` is enough (cheaper than `recvmsg`,
+                // which copies and checks a msghdr and iovec per call).
                 let len = self.slot;
                 let mut namelen = NAME_LEN as libc::socklen_t;
-                // SAFETY: the first data slot holds `slot` bytes and the first
-                // name buffer NAME_LEN bytes, both owned by this driver; the
-                // kernel writes at most those lengths.
-                let r = unsafe {
-                    libc::recvfrom(
-                        self.fd,
-                        self.rx_data.as_mut_ptr().cast(),
-                        len,
-                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                        self.rx_names[0].0.as_mut_ptr().cast(),
-                        &mut namelen,
-                    )
+                let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+                let buf = self.rx_data.as_mut_ptr().cast();
+                let r = if known.is_some() {
+                    namelen = 0;
+                    // SAFETY: the first data slot holds `slot` bytes, owned
+                    // by this driver; the kernel writes at most `len`.
+                    unsafe { libc::recv(fd, buf, len, flags) }
+                } else {
+                    // SAFETY: the first data slot holds `slot` bytes and the
+                    // first name buffer NAME_LEN bytes, both owned by this
+                    // driver; the kernel writes at most those lengths.
+                    unsafe {
+                        libc::recvfrom(
+                            fd,
+                            buf,
+                            len,
+                            flags,
+                            self.rx_names[0].0.as_mut_ptr().cast(),
+                            &mut namelen,
+                        )
+                    }
                 };
                 if r >= 0 {
                     let h = &mut self.rx_hdrs[0];
@@ -340,9 +523,8 @@ impl Driver for SocketDriver {
                 // As above, with GRO: `recvmsg` to get the segment size.
                 // SAFETY: the first header points into this driver's own
                 // buffers, as for `recvmmsg` below.
-                let r = unsafe {
-                    libc::recvmsg(self.fd, &mut self.rx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT)
-                };
+                let r =
+                    unsafe { libc::recvmsg(fd, &mut self.rx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
                 if r >= 0 {
                     self.rx_hdrs[0].msg_len = r as libc::c_uint;
                     self.last_rx = 2;
@@ -358,7 +540,7 @@ impl Driver for SocketDriver {
                 // borrows the buffers during the call.
                 let r = unsafe {
                     libc::recvmmsg(
-                        self.fd,
+                        fd,
                         self.rx_hdrs.as_mut_ptr(),
                         vlen,
                         libc::MSG_DONTWAIT,
@@ -370,24 +552,14 @@ impl Driver for SocketDriver {
             };
             if rc < 0 {
                 let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) => {}
-                    Some(libc::EINTR) => return Ok(0),
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(Rx::Empty),
+                    Some(libc::EINTR) => Ok(Rx::Interrupted),
                     // An ICMP error queued by an earlier send (port
                     // unreachable): the peer is not there yet; try again.
                     Some(libc::ECONNREFUSED) => continue,
-                    _ => return Err(e),
-                }
-                match wait {
-                    Wait::Timeout(t) if !waited => {
-                        waited = true;
-                        if self.wait_readable(t)? {
-                            continue;
-                        }
-                        return Ok(0);
-                    }
-                    _ => return Ok(0),
-                }
+                    _ => Err(e),
+                };
             }
             let got = rc as usize;
             let mut delivered = 0;
@@ -408,8 +580,13 @@ impl Driver for SocketDriver {
                 if truncated {
                     continue;
                 }
-                let Some(from) = parse_sockaddr(&self.rx_names[i].0[..namelen]) else {
-                    continue;
+                let from = match known {
+                    // A connected socket receives only from its peer.
+                    Some(peer) => peer,
+                    None => match parse_sockaddr(&self.rx_names[i].0[..namelen]) {
+                        Some(a) => a,
+                        None => continue,
+                    },
                 };
                 let seg = if ctrllen > 0 {
                     find_gro_segment(&self.rx_ctrl[i].0[..ctrllen])
@@ -417,12 +594,12 @@ impl Driver for SocketDriver {
                     None
                 };
                 let payload = &self.rx_data[i * self.slot..i * self.slot + len];
-                delivered += deliver(from, payload, seg, &mut f);
+                delivered += deliver(from, payload, seg, &mut *f);
             }
             // The iovecs are never changed by the kernel for recvmmsg, but
             // keep the binding alive: the headers point at them.
             let _ = &self.rx_iov;
-            return Ok(delivered);
+            return Ok(Rx::Got(delivered));
         }
     }
 }
@@ -481,6 +658,90 @@ mod tests {
             }
             assert_eq!(got, data);
         }
+    }
+
+    #[test]
+    fn a_followed_peer_gets_its_own_socket_and_the_address_stays_exclusive() {
+        let cfg = DriverConfig {
+            gro: false,
+            ..DriverConfig::default()
+        };
+        let (mut a, mut b) = pair(&cfg);
+        let (mut stranger, _) = pair(&cfg);
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        fn one(dest: SocketAddr, d: &[u8]) -> Transmit<'_> {
+            Transmit {
+                dest,
+                contents: d,
+                segment_size: d.len(),
+            }
+        }
+        let recv_all = |b: &mut SocketDriver, n: usize| {
+            let mut got = Vec::new();
+            while got.len() < n {
+                b.recv(Wait::Timeout(Duration::from_secs(5)), 64, |src, d| {
+                    got.push((src, d.to_vec()))
+                })
+                .unwrap();
+            }
+            got
+        };
+        assert_eq!(a.send(&[one(b_addr, b"before")]).unwrap(), 1);
+        b.follow(a_addr).unwrap();
+        assert_eq!(recv_all(&mut b, 1), vec![(a_addr, b"before".to_vec())]);
+
+        // The peer's datagrams reach the followed socket, a stranger's the
+        // bound one; each with its own source.
+        let followed = b.followed.as_ref().unwrap().fd;
+        assert_eq!(a.send(&[one(b_addr, b"peer")]).unwrap(), 1);
+        assert_eq!(stranger.send(&[one(b_addr, b"stranger")]).unwrap(), 1);
+        let mut f = |_: SocketAddr, _: &[u8]| {};
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(matches!(
+            b.recv_on(followed, None, 64, &mut f).unwrap(),
+            Rx::Got(1)
+        ));
+        assert!(matches!(
+            b.recv_on(b.fd, None, 64, &mut f).unwrap(),
+            Rx::Got(1)
+        ));
+        assert!(matches!(
+            b.recv_on(b.fd, None, 64, &mut f).unwrap(),
+            Rx::Empty
+        ));
+        assert_eq!(a.send(&[one(b_addr, b"peer")]).unwrap(), 1);
+        assert_eq!(stranger.send(&[one(b_addr, b"stranger")]).unwrap(), 1);
+        let mut got = recv_all(&mut b, 2);
+        got.sort();
+        let s_addr = stranger.local_addr().unwrap();
+        let mut want = vec![(a_addr, b"peer".to_vec()), (s_addr, b"stranger".to_vec())];
+        want.sort();
+        assert_eq!(got, want);
+
+        // Replies to the peer leave from the same address.
+        let reply = Transmit {
+            dest: a_addr,
+            contents: b"reply",
+            segment_size: 5,
+        };
+        assert_eq!(b.send(&[reply]).unwrap(), 1);
+        let mut from = None;
+        while from.is_none() {
+            a.recv(Wait::Timeout(Duration::from_secs(5)), 1, |src, _| {
+                from = Some(src)
+            })
+            .unwrap();
+        }
+        assert_eq!(from, Some(b_addr));
+
+        // Nobody can join the address, even asking to share it.
+        assert!(connected_socket(b_addr, s_addr, &cfg).is_err());
+        assert!(UdpSocket::bind(b_addr).is_err());
+        // Following another peer replaces the socket, and again the
+        // address stays exclusive.
+        b.follow(s_addr).unwrap();
+        assert_eq!(b.followed.as_ref().unwrap().peer, s_addr);
+        assert!(connected_socket(b_addr, a_addr, &cfg).is_err());
     }
 
     #[test]

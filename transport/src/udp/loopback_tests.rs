@@ -20,6 +20,19 @@ fn pair(driver: &str, extra: &str) -> (UdpPublication, UdpSubscription) {
     (publ, sub)
 }
 
+/// Whether io_uring can be set up here; says SKIP when not.
+fn uring_available() -> bool {
+    let ok = super::driver_uring::UringDriver::open(
+        "127.0.0.1:0".parse().unwrap(),
+        &super::DriverConfig::default(),
+    )
+    .is_ok();
+    if !ok {
+        eprintln!("SKIP: io_uring unavailable");
+    }
+    ok
+}
+
 fn connect(publ: &mut UdpPublication, sub: &mut UdpSubscription) {
     let end = Instant::now() + Duration::from_secs(10);
     while !publ.is_connected() {
@@ -82,13 +95,7 @@ fn socket_stream_in_order() {
 
 #[test]
 fn uring_stream_in_order() {
-    if super::driver_uring::UringDriver::open(
-        "127.0.0.1:0".parse().unwrap(),
-        &super::DriverConfig::default(),
-    )
-    .is_err()
-    {
-        eprintln!("SKIP: io_uring unavailable");
+    if !uring_available() {
         return;
     }
     stream("uring", "", 200_000, 1000);
@@ -260,5 +267,93 @@ fn offers_after_an_idle_spell_are_refused_or_delivered_never_dropped() {
             std::thread::sleep(Duration::from_millis(400));
         }
         assert_eq!(delivered, (0..150).collect::<Vec<_>>(), "{extra}");
+    }
+}
+
+/// Offers `n` messages numbered from `first` and checks that the
+/// subscription delivers exactly those, in order.
+fn exchange(publ: &mut UdpPublication, sub: &mut UdpSubscription, first: u64, n: u64) {
+    let end = Instant::now() + Duration::from_secs(20);
+    let (mut sent, mut next) = (first, first);
+    while next < first + n {
+        assert!(
+            Instant::now() < end,
+            "stalled at {next} ({:?})",
+            sub.counters()
+        );
+        if sent < first + n {
+            match publ.offer(3, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured | Error::NotConnected) => {}
+                Err(e) => panic!("offer: {e}"),
+            }
+        } else {
+            publ.is_connected();
+        }
+        sub.poll(
+            |m| {
+                let seq = u64::from_le_bytes(m.payload().try_into().unwrap());
+                assert_eq!(seq, next, "out of order or duplicate");
+                next += 1;
+            },
+            64,
+        )
+        .unwrap();
+    }
+}
+
+/// The subscription follows its sender (with the socket driver, on a
+/// second socket connected to it): a stranger's datagrams still reach it
+/// and are counted, a sender restarted on another port is picked up, and
+/// its address can still not be bound by anyone else.
+fn follows_its_sender(driver: &str) {
+    let (mut first, mut sub) = pair(driver, "&liveness=300ms");
+    let addr = sub.local_addr().unwrap();
+    connect(&mut first, &mut sub);
+    exchange(&mut first, &mut sub, 0, 1000);
+
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dropped = sub.counters().dropped;
+    for i in 0..20u8 {
+        stranger.send_to(&[i; 48], addr).unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while sub.counters().dropped < dropped + 20 {
+        assert!(
+            Instant::now() < end,
+            "stranger's datagrams not counted: {:?}",
+            sub.counters()
+        );
+        sub.poll(|_| panic!("a stranger's datagram was delivered"), 64)
+            .unwrap();
+    }
+
+    // Nobody else can bind the subscription's address.
+    assert!(std::net::UdpSocket::bind(addr).is_err());
+    let again =
+        UdpSubscription::open(ChannelUri::parse(&format!("udp://{addr}?driver={driver}")).unwrap());
+    assert!(matches!(again, Err(Error::Io(_))), "{again:?}");
+
+    // The first publisher dies without a word (its socket stays open);
+    // a new one, on another port, takes over.
+    std::mem::forget(first);
+    let mut second = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://{addr}?driver={driver}&liveness=300ms")).unwrap(),
+    )
+    .unwrap();
+    connect(&mut second, &mut sub);
+    exchange(&mut second, &mut sub, 0, 1000);
+    assert!(std::net::UdpSocket::bind(addr).is_err());
+}
+
+#[test]
+fn socket_subscription_follows_its_sender() {
+    follows_its_sender("socket");
+}
+
+#[test]
+fn uring_subscription_follows_its_sender() {
+    if uring_available() {
+        follows_its_sender("uring");
     }
 }

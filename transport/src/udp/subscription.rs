@@ -36,6 +36,16 @@ impl Overflow {
     }
 }
 
+/// Says once per process that a receiver could not give its sender a
+/// socket of its own (see [`Driver::follow`]).
+fn log_follow_failure(e: &std::io::Error) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Relaxed: the flag only deduplicates a log line, it guards no data.
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("conduit: udp receiver keeps its sender on the bound socket: {e}");
+    }
+}
+
 pub(crate) struct SubCore {
     receiver: Receiver,
     driver: AnyDriver,
@@ -80,7 +90,17 @@ impl SubCore {
                         None
                     }
                 }
-                Event::Connected { .. } | Event::SessionReplaced { .. } => None,
+                Event::Connected { .. } | Event::SessionReplaced { .. } => {
+                    if let Some(peer) = self.receiver.peer() {
+                        // The sender's datagrams get a socket of their own;
+                        // without it everything still arrives through the
+                        // bound socket, a little slower.
+                        if let Err(e) = self.driver.follow(peer) {
+                            log_follow_failure(&e);
+                        }
+                    }
+                    None
+                }
             };
             if let Some(err) = err {
                 if self.errors.len() < 16 {

@@ -184,6 +184,9 @@ impl SocketDriver {
     /// One datagram to the peer `fd` is connected to: plain `send`, as a
     /// bare socket does (no message header, name or control data to build
     /// or copy in).
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn send_one_to_peer(fd: RawFd, t: &Transmit<'_>) -> io::Result<usize> {
         // SAFETY: `contents` is a live slice for the duration of the call; the
         // kernel only reads `contents.len()` bytes from it.
@@ -206,6 +209,9 @@ impl SocketDriver {
         Ok(1)
     }
 
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn send_batch(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         if let [t] = batch {
             if t.segments() == 1 {
@@ -317,6 +323,9 @@ impl Driver for SocketDriver {
         Ok(())
     }
 
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         if !self.gso && batch.iter().any(|t| t.segments() > 1) {
             return Err(io::Error::new(
@@ -383,6 +392,9 @@ impl Driver for SocketDriver {
         Ok(())
     }
 
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn recv<F: FnMut(SocketAddr, &[u8])>(
         &mut self,
         wait: Wait,
@@ -473,6 +485,9 @@ impl SocketDriver {
     /// One receive call on `fd`: the bound socket, or a followed peer's
     /// (`known` is then its peer, once its queue has settled: the source
     /// is not asked of the kernel).
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn recv_on<F: FnMut(SocketAddr, &[u8])>(
         &mut self,
         fd: RawFd,

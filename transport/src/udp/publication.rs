@@ -41,7 +41,8 @@ pub(crate) struct PubCore {
     /// Offers since the last transmit (linger clock pacing).
     offers_since_transmit: u32,
     last_transmit: Instant,
-    last_recv: Instant,
+    /// When the offer fast path reads the socket next, at the latest.
+    next_recv: Instant,
     sends_since_recv: u32,
     send_errors: u64,
     /// Committed claims the stream refused (connection lost in between).
@@ -62,7 +63,7 @@ impl PubCore {
         let _ = driver.recv(Wait::NoWait, usize::MAX, |from, bytes| {
             sender.handle_datagram(now, from, bytes);
         });
-        self.last_recv = now;
+        self.next_recv = now + RECV_INTERVAL;
         self.sends_since_recv = 0;
     }
 
@@ -79,13 +80,14 @@ impl PubCore {
 
     /// [`progress_send`](Self::progress_send) after the timers were run
     /// for `now` (an offer's [`due_timers`](Self::due_timers)).
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn send_due(&mut self, now: Instant) {
         // Send first (the latency path), then read the socket if it is time.
         self.transmit(now);
         self.sends_since_recv += 1;
-        if self.sends_since_recv >= RECV_EVERY
-            || now.duration_since(self.last_recv) >= RECV_INTERVAL
-        {
+        if self.sends_since_recv >= RECV_EVERY || now >= self.next_recv {
             self.receive(now);
             // Answer what came in (retransmissions for NAKs, RTT replies).
             self.transmit(now);
@@ -102,6 +104,9 @@ impl PubCore {
 
     /// Drains `poll_transmit` into batches (GSO super-datagrams where
     /// consecutive datagrams have the same size) and sends them.
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn transmit(&mut self, now: Instant) {
         let mtu = self.opts.proto.mtu;
         let slots = self.txbuf.len() / mtu;
@@ -110,11 +115,15 @@ impl PubCore {
         loop {
             self.staged.clear();
             let mut off = 0;
+            // Whether the sender has nothing more to send (or the staging
+            // filled up and it must be asked again).
+            let mut drained = false;
             while self.staged.len() < slots {
                 let Some(t) = self
                     .sender
                     .poll_transmit(now, &mut self.txbuf[off..off + mtu])
                 else {
+                    drained = true;
                     break;
                 };
                 self.staged.push((t.destination, off, t.len));
@@ -184,7 +193,8 @@ impl PubCore {
             if sent < batch.len() {
                 self.send_errors += (batch.len() - sent) as u64;
             }
-            if total >= MAX_DATAGRAMS_PER_PROGRESS {
+            // Sending changes nothing the sender would answer with more.
+            if drained || total >= MAX_DATAGRAMS_PER_PROGRESS {
                 return;
             }
         }
@@ -218,6 +228,9 @@ impl PubCore {
         }
     }
 
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
         // Whether this call reads the clock, decided up front: a call that
         // runs the timers runs them *before* the message is accepted, so a
@@ -357,7 +370,7 @@ impl UdpPublication {
                 .min(opts.proto.window / 4)
                 .min(super::driver::MAX_UDP_PAYLOAD),
             last_transmit: now,
-            last_recv: now,
+            next_recv: now,
             sends_since_recv: 0,
             send_errors: 0,
             claims_lost: 0,

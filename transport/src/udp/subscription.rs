@@ -110,6 +110,9 @@ impl SubCore {
         }
     }
 
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
     fn poll<F: FnMut(Received<'_>)>(
         &mut self,
         handler: &mut F,

@@ -294,7 +294,6 @@ impl Retransmits {
     }
 
     /// Whether nothing is queued.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

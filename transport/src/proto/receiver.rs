@@ -774,6 +774,23 @@ impl Receiver {
         }
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) has something to send that no timer
+    /// waits for: an answer, a setup request, a close, an RTT reply, a status asked for or owed
+    /// by the window. While this is false and [`poll_timeout`](Self::poll_timeout) is not
+    /// reached, `poll_transmit` returns `None`, and a caller may skip it.
+    pub fn transmit_pending(&self) -> bool {
+        self.reply.is_some()
+            || self.need_setup.is_some()
+            || self.close_to.is_some()
+            || self.session.as_ref().is_some_and(|s| {
+                s.connected
+                    && !s.failed
+                    && (s.rtt_echo.is_some()
+                        || s.status_due
+                        || s.position - s.last_status_pos >= self.config.window as u64 / 4)
+            })
+    }
+
     /// Writes the next datagram to send into `buf` (at least the MTU long), if any.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let mtu = self.config.mtu.min(buf.len());

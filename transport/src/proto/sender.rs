@@ -773,14 +773,8 @@ impl Sender {
                 None => self.retransmits.pop(),
             }
         }
-        let limit = self.tail.min(self.flow.send_limit());
-        if self.sent < limit {
-            if let Some((len, next)) = self.build_data(buf, self.sent, limit, limit) {
-                self.sent = next;
-                self.probe = self.probe_base();
-                self.next_heartbeat = now + self.probe;
-                return Some(len);
-            }
+        if let Some(len) = self.new_data(now, buf) {
+            return Some(len);
         }
         if self.heartbeat_now || now >= self.next_heartbeat {
             self.heartbeat_now = false;
@@ -808,6 +802,60 @@ impl Sender {
             return frame::write(buf, &r);
         }
         None
+    }
+
+    /// The next datagram of unsent data within the flow window, if any.
+    fn new_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let limit = self.tail.min(self.flow.send_limit());
+        if self.sent < limit {
+            if let Some((len, next)) = self.build_data(buf, self.sent, limit, limit) {
+                self.sent = next;
+                self.probe = self.probe_base();
+                self.next_heartbeat = now + self.probe;
+                return Some(len);
+            }
+        }
+        None
+    }
+
+    /// [`offer`](Self::offer), and when the message is the only thing the sender has to send
+    /// (connected; nothing older unsent; no answer, repair, heartbeat or probe waiting) and the receiver's
+    /// window admits it, its first datagram, sealed, in `buf`: `Some(len)` beside the position.
+    /// This is the datagram [`poll_transmit`](Self::poll_transmit) would return first; call it
+    /// afterwards as usual for what is left (the rest of a fragmented message). The offer path
+    /// of a latency-bound sender, without the general transmit loop.
+    pub fn offer_and_transmit(
+        &mut self,
+        now: Instant,
+        type_id: u32,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(u64, Option<usize>), OfferError> {
+        let before = self.tail;
+        let pos = self.offer(type_id, payload)?;
+        // Nothing before the data (an RTT answer, repairs) and nothing
+        // after it (an asked-for heartbeat, an RTT probe) is due.
+        let alone = self.state == SenderState::Connected
+            && self.sent == before
+            && self.rtt_echo.is_none()
+            && self.retransmits.is_empty()
+            && !self.heartbeat_now
+            && now < self.next_rtt;
+        let mtu = self.config.mtu.min(buf.len());
+        if !alone || mtu < 64 {
+            return Ok((pos, None));
+        }
+        let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
+            return Ok((pos, None));
+        };
+        frame::seal(&mut buf[..len], self.config.checksum);
+        self.counters.datagrams_sent += 1;
+        Ok((pos, Some(len)))
+    }
+
+    /// Whether everything offered has been sent at least once.
+    pub fn all_sent(&self) -> bool {
+        self.sent == self.tail
     }
 
     /// Tail-loss probe delay after the last data: a few RTTs, at most the heartbeat interval.

@@ -86,6 +86,13 @@ impl PubCore {
     fn send_due(&mut self, now: Instant) {
         // Send first (the latency path), then read the socket if it is time.
         self.transmit(now);
+        self.after_send(now);
+    }
+
+    /// What follows a transmit: read the socket when it is time, answer
+    /// what came in, take the sender's events.
+    #[inline(always)]
+    fn after_send(&mut self, now: Instant) {
         self.sends_since_recv += 1;
         if self.sends_since_recv >= RECV_EVERY || now >= self.next_recv {
             self.receive(now);
@@ -183,8 +190,8 @@ impl PubCore {
                     Ok(k) => sent += k,
                     Err(e) => {
                         // The datagrams are lost like on the wire; the
-                        // protocol repairs them. Keep the error for counters.
-                        self.send_errors += 1;
+                        // protocol repairs them. Keep the error for counters
+                        // (the lost datagrams are counted below).
                         self.io_error = Some(e);
                         break;
                     }
@@ -196,6 +203,28 @@ impl PubCore {
             // Sending changes nothing the sender would answer with more.
             if drained || total >= MAX_DATAGRAMS_PER_PROGRESS {
                 return;
+            }
+        }
+    }
+
+    /// Sends the datagram the sender built in `txbuf[..len]` (see
+    /// [`offer_now`](Self::offer_now)); a datagram that cannot go is lost
+    /// like on the wire and counted.
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
+    fn send_built(&mut self, len: usize) {
+        let tx = [Transmit {
+            dest: self.sender.destination(),
+            contents: &self.txbuf[..len],
+            segment_size: len,
+        }];
+        match self.driver.send(&tx) {
+            Ok(1) => {}
+            Ok(_) => self.send_errors += 1,
+            Err(e) => {
+                self.send_errors += 1;
+                self.io_error = Some(e);
             }
         }
     }
@@ -232,6 +261,9 @@ impl PubCore {
     // in the `udp` module docs).
     #[inline(always)]
     fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        if self.opts.linger.is_zero() {
+            return self.offer_now(type_id, payload);
+        }
         // Whether this call reads the clock, decided up front: a call that
         // runs the timers runs them *before* the message is accepted, so a
         // receiver found gone (liveness) refuses it with NotConnected rather
@@ -274,6 +306,43 @@ impl PubCore {
             }
             Err(e) => Err(self.map(e)),
         }
+    }
+
+    /// An offer without `linger`: the message leaves at once. When it is
+    /// all the sender has to send (the latency case), the sender builds its
+    /// datagram with the offer and it goes out without the general transmit
+    /// loop; otherwise the loop sends what is due.
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
+    fn offer_now(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        // The timers run before the message is accepted (see `offer`).
+        let now = Instant::now();
+        self.due_timers(now);
+        let mtu = self.opts.proto.mtu;
+        let buf = &mut self.txbuf[..mtu];
+        let r = match self.sender.offer_and_transmit(now, type_id, payload, buf) {
+            Err(OfferError::BackPressured | OfferError::NotConnected) => {
+                // Make progress (status, handshake), then try once more.
+                self.progress(now);
+                let buf = &mut self.txbuf[..mtu];
+                self.sender.offer_and_transmit(now, type_id, payload, buf)
+            }
+            r => r,
+        };
+        let (pos, built) = r.map_err(|e| self.map(e))?;
+        match built {
+            Some(len) => {
+                self.send_built(len);
+                // The rest of a fragmented message, if any.
+                if !self.sender.all_sent() {
+                    self.transmit(now);
+                }
+                self.after_send(now);
+            }
+            None => self.send_due(now),
+        }
+        Ok(pos)
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<(), Error> {

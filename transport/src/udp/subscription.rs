@@ -62,11 +62,16 @@ pub(crate) struct SubCore {
 impl SubCore {
     /// Timers, status/NAK transmission and events; no socket read.
     fn tick(&mut self, now: Instant) {
-        if self.receiver.poll_timeout().is_some_and(|t| t <= now) {
+        let due = self.receiver.poll_timeout().is_some_and(|t| t <= now);
+        if due {
             self.receiver.handle_timeout(now);
         }
+        // Most ticks (after a delivery) have nothing to send.
         let mtu = self.opts.proto.mtu;
-        while let Some(t) = self.receiver.poll_transmit(now, &mut self.txbuf[..mtu]) {
+        while due || self.receiver.transmit_pending() {
+            let Some(t) = self.receiver.poll_transmit(now, &mut self.txbuf[..mtu]) else {
+                break;
+            };
             let tx = [super::driver::Transmit {
                 dest: t.destination,
                 contents: &self.txbuf[..t.len],

@@ -287,7 +287,17 @@ impl Pair {
             self.net
                 .send(self.now, TX, t.destination, &self.buf[..t.len]);
         }
+        // With nothing pending and no timer reached, the receiver must have nothing to send
+        // (the UDP subscription skips `poll_transmit` then).
+        let mut quiet =
+            !self.rx.transmit_pending() && self.rx.poll_timeout().is_none_or(|t| t > self.now);
         while let Some(t) = self.rx.poll_transmit(self.now, &mut self.buf) {
+            if std::mem::take(&mut quiet) {
+                return Err(format!(
+                    "receiver sent frame kind {} while transmit_pending() and poll_timeout() said nothing was due",
+                    self.buf[1]
+                ));
+            }
             if t.len > self.rx_config.mtu {
                 return Err(format!("receiver emitted {} bytes over mtu", t.len));
             }

@@ -677,13 +677,24 @@ mod tests {
 
     #[test]
     fn a_followed_peer_gets_its_own_socket_and_the_address_stays_exclusive() {
+        follow_case("127.0.0.1", "127.0.0.1:0");
+        follow_case("127.0.0.1", "0.0.0.0:0");
+        follow_case("::1", "[::1]:0");
+        follow_case("::1", "[::]:0");
+    }
+
+    /// `b` bound to `bind` follows `a`; `a` and a stranger are on `host`.
+    fn follow_case(host: &str, bind: &str) {
         let cfg = DriverConfig {
             gro: false,
             ..DriverConfig::default()
         };
-        let (mut a, mut b) = pair(&cfg);
-        let (mut stranger, _) = pair(&cfg);
-        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let on_host = |port: u16| SocketAddr::new(host.parse().unwrap(), port);
+        let mut a = SocketDriver::open(on_host(0), &cfg).unwrap();
+        let mut stranger = SocketDriver::open(on_host(0), &cfg).unwrap();
+        let mut b = SocketDriver::open(bind.parse().unwrap(), &cfg).unwrap();
+        let b_bound = b.local_addr().unwrap();
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), on_host(b_bound.port()));
         fn one(dest: SocketAddr, d: &[u8]) -> Transmit<'_> {
             Transmit {
                 dest,
@@ -750,13 +761,13 @@ mod tests {
         assert_eq!(from, Some(b_addr));
 
         // Nobody can join the address, even asking to share it.
-        assert!(connected_socket(b_addr, s_addr, &cfg).is_err());
-        assert!(UdpSocket::bind(b_addr).is_err());
+        assert!(connected_socket(b_bound, s_addr, &cfg).is_err());
+        assert!(UdpSocket::bind(b_bound).is_err());
         // Following another peer replaces the socket, and again the
         // address stays exclusive.
         b.follow(s_addr).unwrap();
         assert_eq!(b.followed.as_ref().unwrap().peer, s_addr);
-        assert!(connected_socket(b_addr, a_addr, &cfg).is_err());
+        assert!(connected_socket(b_bound, a_addr, &cfg).is_err());
     }
 
     #[test]

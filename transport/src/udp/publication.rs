@@ -264,17 +264,16 @@ impl PubCore {
         if self.opts.linger.is_zero() {
             return self.offer_now(type_id, payload);
         }
-        // Whether this call reads the clock, decided up front: a call that
-        // runs the timers runs them *before* the message is accepted, so a
-        // receiver found gone (liveness) refuses it with NotConnected rather
-        // than the stream taking it and then releasing it unsent. Batching
-        // (`linger`) reads the clock for the first offers of a batch, then
-        // every CLOCK_EVERY offers, and for the offer that fills a batch.
-        let batching = !self.opts.linger.is_zero();
+        // Batching (`linger`). Whether this call reads the clock is decided
+        // up front: a call that runs the timers runs them *before* the
+        // message is accepted, so a receiver found gone (liveness) refuses
+        // it with NotConnected rather than the stream taking it and then
+        // releasing it unsent. The clock is read for the first offers of a
+        // batch, then every CLOCK_EVERY offers, and for the offer that fills
+        // a batch.
         let n = self.offers_since_transmit + 1;
         let fills = self.unsent + payload.len() + 8 >= self.batch_bytes;
-        let now =
-            (!batching || fills || n <= CLOCK_EVERY || n % CLOCK_EVERY == 0).then(Instant::now);
+        let now = (fills || n <= CLOCK_EVERY || n % CLOCK_EVERY == 0).then(Instant::now);
         if let Some(now) = now {
             self.due_timers(now);
         }
@@ -291,7 +290,7 @@ impl PubCore {
                 self.unsent += payload.len() + 8;
                 match now {
                     // The timers ran for `now` above.
-                    Some(now) if !batching || self.unsent >= self.batch_bytes => self.send_due(now),
+                    Some(now) if self.unsent >= self.batch_bytes => self.send_due(now),
                     Some(now) => {
                         self.offers_since_transmit = n;
                         if now.duration_since(self.last_transmit) >= self.opts.linger {

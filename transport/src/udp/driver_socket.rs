@@ -770,6 +770,77 @@ mod tests {
         assert!(connected_socket(b_bound, a_addr, &cfg).is_err());
     }
 
+    /// A datagram that reaches a followed peer's socket between its `bind`
+    /// and its `connect` may come from anyone: it is handed out with its
+    /// real source, not as the peer's.
+    #[test]
+    fn a_stranger_caught_before_connect_keeps_its_source() {
+        let cfg = DriverConfig {
+            gro: false,
+            ..DriverConfig::default()
+        };
+        let (mut a, mut b) = pair(&cfg);
+        let (mut stranger, _) = pair(&cfg);
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let s_addr = stranger.local_addr().unwrap();
+        // What `follow` does, with a stranger's datagram in the middle.
+        setsockopt_int(b.fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        let second = UdpSocket::from(
+            // The same steps as `connected_socket`, stopped before `connect`.
+            {
+                let s = socket_bound_to(b_addr);
+                setsockopt_int(b.fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0).unwrap();
+                s
+            },
+        );
+        let msg = |d: &'static [u8]| Transmit {
+            dest: b_addr,
+            contents: d,
+            segment_size: d.len(),
+        };
+        assert_eq!(stranger.send(&[msg(b"early stranger")]).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(20));
+        second.connect(a_addr).unwrap();
+        configure_socket(&second, &cfg).unwrap();
+        b.followed = Some(Followed {
+            fd: second.as_raw_fd(),
+            _sock: second,
+            peer: a_addr,
+            settled: false,
+        });
+        assert_eq!(a.send(&[msg(b"peer")]).unwrap(), 1);
+        let mut got = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < 2 && std::time::Instant::now() < end {
+            b.recv(Wait::Timeout(Duration::from_millis(100)), 64, |src, d| {
+                got.push((src, d.to_vec()))
+            })
+            .unwrap();
+        }
+        got.sort();
+        let mut want = vec![
+            (a_addr, b"peer".to_vec()),
+            (s_addr, b"early stranger".to_vec()),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    /// A UDP socket with `SO_REUSEADDR`, bound to `addr`, not connected.
+    fn socket_bound_to(addr: SocketAddr) -> std::os::fd::OwnedFd {
+        use std::os::fd::OwnedFd;
+        // SAFETY: a plain socket(2) call; the result is checked below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh socket owned by nothing else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).unwrap();
+        let raw = RawAddr::new(&addr);
+        // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes for the call.
+        assert_eq!(unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) }, 0);
+        owned
+    }
+
     #[test]
     fn recv_nowait_is_empty() {
         let (_, mut b) = pair(&DriverConfig::default());

@@ -819,11 +819,12 @@ impl Sender {
     }
 
     /// [`offer`](Self::offer), and when the message is the only thing the sender has to send
-    /// (connected; nothing older unsent; no answer, repair, heartbeat or probe waiting) and the receiver's
-    /// window admits it, its first datagram, sealed, in `buf`: `Some(len)` beside the position.
-    /// This is the datagram [`poll_transmit`](Self::poll_transmit) would return first; call it
-    /// afterwards as usual for what is left (the rest of a fragmented message). The offer path
-    /// of a latency-bound sender, without the general transmit loop.
+    /// (connected; nothing older unsent; no answer, repair, heartbeat or probe waiting) and the
+    /// receiver's window admits it, its first datagram, sealed, in `buf`: `Some(len)` beside
+    /// the position. This is the datagram [`poll_transmit`](Self::poll_transmit) would return
+    /// first; call that afterwards as usual for what is left (the rest of a fragmented message).
+    /// With `Some` and [`all_sent`](Self::all_sent), nothing else is due: `poll_transmit` would
+    /// return `None`. The offer path of a latency-bound sender, without the transmit loop.
     pub fn offer_and_transmit(
         &mut self,
         now: Instant,

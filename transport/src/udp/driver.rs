@@ -382,9 +382,18 @@ fn log_once(kind: DriverKind, note: &str) {
         DriverKind::Uring => &LOGGED_URING,
         DriverKind::Socket => &LOGGED_SOCKET,
     };
+    print_once(
+        flag,
+        format_args!("conduit: udp driver {}{note}", kind.name()),
+    );
+}
+
+/// Prints `line` on stderr unless `flag` was already set (once per process
+/// and flag).
+pub(crate) fn print_once(flag: &AtomicBool, line: std::fmt::Arguments<'_>) {
     // Relaxed: the flag only deduplicates a log line, it guards no data.
     if !flag.swap(true, Ordering::Relaxed) {
-        eprintln!("conduit: udp driver {}{note}", kind.name());
+        eprintln!("{line}");
     }
 }
 

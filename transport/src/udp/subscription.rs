@@ -40,10 +40,10 @@ impl Overflow {
 /// socket of its own (see [`Driver::follow`]).
 fn log_follow_failure(e: &std::io::Error) {
     static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    // Relaxed: the flag only deduplicates a log line, it guards no data.
-    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("conduit: udp receiver keeps its sender on the bound socket: {e}");
-    }
+    super::driver::print_once(
+        &LOGGED,
+        format_args!("conduit: udp receiver keeps its sender on the bound socket: {e}"),
+    );
 }
 
 pub(crate) struct SubCore {

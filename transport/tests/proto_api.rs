@@ -10,12 +10,11 @@ use conduit::proto::{Config, Event, OfferError};
 use proto_common::{Pair, TX};
 
 fn connected_pair(cfg: Config) -> Pair {
-    let mut p = Pair::new(
-        11,
-        cfg.clone(),
-        cfg,
-        LinkConfig::perfect(Duration::from_micros(20)),
-    );
+    connected_pair_on(cfg, LinkConfig::perfect(Duration::from_micros(20)))
+}
+
+fn connected_pair_on(cfg: Config, link: LinkConfig) -> Pair {
+    let mut p = Pair::new(11, cfg.clone(), cfg, link);
     while !p.tx.is_connected() {
         p.pump().unwrap();
         assert!(p.advance(None));
@@ -153,18 +152,10 @@ fn offer_and_transmit_sends_what_poll_transmit_would() {
         ..Config::default()
     };
     // Loss makes repairs that come before new data; both pairs lose the same datagrams.
-    let lossy = |cfg: Config| {
-        let mut link = LinkConfig::perfect(Duration::from_micros(20));
-        link.loss = 0.05;
-        let mut p = Pair::new(11, cfg.clone(), cfg, link);
-        while !p.tx.is_connected() {
-            p.pump().unwrap();
-            assert!(p.advance(None));
-        }
-        p
-    };
-    let mut a = lossy(cfg.clone());
-    let mut b = lossy(cfg);
+    let mut link = LinkConfig::perfect(Duration::from_micros(20));
+    link.loss = 0.05;
+    let mut a = connected_pair_on(cfg.clone(), link.clone());
+    let mut b = connected_pair_on(cfg, link);
     let mut buf = vec![0u8; 2048];
     let (mut built, mut not_built) = (0, 0);
     for i in 0..400u32 {

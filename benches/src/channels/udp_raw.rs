@@ -80,6 +80,16 @@ pub(crate) struct Pong {
     size: usize,
 }
 
+impl Pong {
+    fn new(sock: UdpSocket, size: usize) -> Pong {
+        Pong {
+            sock,
+            buf: vec![0; MAX_DATAGRAM + 1],
+            size,
+        }
+    }
+}
+
 impl PongEnd for Pong {
     fn try_echo(&mut self) -> Result<Option<u64>> {
         match try_recv(&self.sock, &mut self.buf)? {
@@ -161,12 +171,5 @@ pub(crate) fn open_pong(ping_port: &str, size: usize) -> Result<(Pong, u16)> {
     let sock = bind()?;
     sock.connect(("127.0.0.1", ping_port))?;
     let port = port_of(&sock)?;
-    Ok((
-        Pong {
-            sock,
-            buf: vec![0; MAX_DATAGRAM + 1],
-            size,
-        },
-        port,
-    ))
+    Ok((Pong::new(sock, size), port))
 }

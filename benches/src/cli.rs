@@ -29,6 +29,11 @@ CHANNELS:
   udp-raw     plain non-blocking UDP sockets on 127.0.0.1, two processes
   udp, udp-uring, udp-socket
               conduit over UDP on 127.0.0.1 (default / io_uring / socket driver)
+  udp-raw-block
+              udp-raw with blocking sockets: each side asleep in recv
+  udp-block, udp-uring-block, udp-socket-block
+              conduit over UDP, each subscription waiting in the kernel
+              (wait=block); compared with udp-raw-block
   proto, proto-loss
               conduit's protocol core in memory (throughput only; 0 % / 1 % loss)
 

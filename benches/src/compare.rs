@@ -1,7 +1,8 @@
 //! `compare`: every channel's round trip in one run, each against the `limit`
 //! runs just before and after it (the limit itself moves with vCPU
-//! placement); each conduit UDP channel against `udp-raw` interleaved in the
-//! same two processes; plus one-way throughput rows.
+//! placement); each conduit UDP channel against the bare socket in the same
+//! wait mode (`udp-raw`, `udp-raw-block`), interleaved in the same two
+//! processes; plus one-way throughput rows.
 
 use crate::channels::{cpus, Channel};
 use crate::error::{BenchError, Result};
@@ -23,6 +24,10 @@ pub const DEFAULT_CHANNELS: &[Channel] = &[
     Channel::Udp,
     Channel::UdpUring,
     Channel::UdpSocket,
+    Channel::UdpRawBlock,
+    Channel::UdpBlock,
+    Channel::UdpUringBlock,
+    Channel::UdpSocketBlock,
     Channel::Proto,
     Channel::ProtoLoss,
 ];
@@ -36,6 +41,7 @@ pub const DEFAULT_CHANNELS: &[Channel] = &[
     Channel::Crossbeam,
     Channel::Iceoryx2,
     Channel::UdpRaw,
+    Channel::UdpRawBlock,
 ];
 
 /// Two adjacent `limit` runs whose p50 differ by more than this factor get a
@@ -44,17 +50,16 @@ const LIMIT_DISAGREEMENT: f64 = 1.25;
 
 /// Default (measured, warm-up) round trips for a channel.
 pub fn default_latency_messages(c: Channel) -> (u64, u64) {
-    match c {
-        Channel::UdpRaw | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
-            (100_000, 10_000)
-        }
-        _ => (1_000_000, 100_000),
+    if c.is_udp() {
+        (100_000, 10_000)
+    } else {
+        (1_000_000, 100_000)
     }
 }
 
 /// Default message count for a throughput run.
 pub fn default_throughput_messages(c: Channel, size: usize) -> u64 {
-    let udp = matches!(c, Channel::Udp | Channel::UdpUring | Channel::UdpSocket);
+    let udp = c.is_conduit_udp();
     match size {
         _ if udp => 1_000_000,
         0..=256 => 10_000_000,
@@ -113,8 +118,8 @@ fn ratio(v: u64, base: f64) -> f64 {
     }
 }
 
-/// A conduit UDP channel and the bare socket measured in the same two
-/// processes, alternating blocks of round trips
+/// A conduit UDP channel and the bare socket in the same wait mode measured
+/// in the same two processes, alternating blocks of round trips
 /// ([`crate::channels::udp::latency_vs_raw`]): UDP over loopback moves more
 /// from run to run than the cache-line limit does, so conduit is judged
 /// against the bare socket measured in the same moments.
@@ -123,10 +128,12 @@ struct UdpVsRaw {
     raw: LatencyResult,
 }
 
-/// A row's name: `udp [driver]` for the default UDP channel.
+/// A row's name: `udp [driver]` for the default-driver UDP channels.
 fn display_name(r: &LatencyResult) -> String {
     match r.driver {
-        Some(d) if r.channel == "udp" => format!("udp [{d}]"),
+        Some(d) if r.channel == "udp" || r.channel == "udp-block" => {
+            format!("{} [{d}]", r.channel)
+        }
         _ => r.channel.clone(),
     }
 }
@@ -219,8 +226,11 @@ pub fn run(
         }
     }
     #[cfg(feature = "conduit")]
-    if latency_list.contains(&Channel::UdpRaw) {
-        for &c in latency_list.iter().filter(|c| c.is_conduit_udp()) {
+    {
+        let with_baseline = latency_list
+            .iter()
+            .filter(|c| c.is_conduit_udp() && latency_list.contains(&c.raw_baseline()));
+        for &c in with_baseline {
             // Twice the round trips: each channel gets half.
             let one = latency_config(c, size, messages, warmup, None);
             let cfg = LatencyConfig {
@@ -228,7 +238,7 @@ pub fn run(
                 warmup: 2 * one.warmup,
                 ..one
             };
-            let what = format!("{} / udp-raw interleaved", c.name());
+            let what = format!("{} / {} interleaved", c.name(), c.raw_baseline().name());
             match crate::channels::udp::latency_vs_raw(c, &cfg) {
                 Ok((conduit, raw)) => {
                     eprintln!(
@@ -336,7 +346,7 @@ impl CompareReport {
             }
         );
         println!(
-            "{:<12} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  peak RSS (ping / pong)",
+            "{:<18} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  peak RSS (ping / pong)",
             "channel", "p50 ns", "×limit", "p99 ns", "×limit", "p99.99 ns", "×limit", "max ns"
         );
         let line = |name: &str, r: &LatencyResult, base: Option<(f64, f64, f64)>| {
@@ -345,7 +355,7 @@ impl CompareReport {
                 None => "-".to_string(),
             };
             println!(
-                "{:<12} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  {}",
+                "{:<18} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  {}",
                 name,
                 r.pct.p50,
                 rt(r.pct.p50, base.map(|b| b.0)),
@@ -376,18 +386,18 @@ impl CompareReport {
         if let Some(first) = self.udp_vs_raw.first() {
             println!();
             println!(
-                "conduit over UDP against the bare socket, interleaved: the same two processes alternate blocks of {} round trips over each ({} each)",
+                "conduit over UDP against the bare socket in the same wait mode (raw: udp-raw, spinning on recv; for *-block rows udp-raw-block, asleep in recv), interleaved: the same two processes alternate blocks of {} round trips over each ({} each)",
                 PAIR_BLOCK,
                 short_count(first.conduit.messages)
             );
             println!(
-                "{:<16} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-                "channel", "p50 ns", "udp-raw", "ratio", "p99 ns", "udp-raw", "ratio"
+                "{:<20} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+                "channel", "p50 ns", "raw", "ratio", "p99 ns", "raw", "ratio"
             );
             for u in &self.udp_vs_raw {
                 let (c, r) = (&u.conduit.pct, &u.raw.pct);
                 println!(
-                    "{:<16} {:>8} {:>8} {:>8.2}   {:>8} {:>8} {:>8.2}",
+                    "{:<20} {:>8} {:>8} {:>8.2}   {:>8} {:>8} {:>8.2}",
                     display_name(&u.conduit),
                     c.p50,
                     r.p50,
@@ -488,6 +498,7 @@ impl CompareReport {
                 u.conduit
                     .to_json()
                     .with("role", "vs_udp_raw")
+                    .with("udp_raw_channel", u.raw.channel.as_str())
                     .with("block", PAIR_BLOCK)
                     .with("udp_raw_p50_ns", r.p50)
                     .with("udp_raw_p99_ns", r.p99)

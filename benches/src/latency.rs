@@ -20,6 +20,11 @@ pub const PING_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long pong waits for the next message before giving up.
 pub const PONG_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a blocking end (`udp-raw-block`, `udp-block`, ...) waits in the
+/// kernel per receive call before returning empty-handed: the idle-timeout
+/// and peer checks, made every 4096 empty calls, then come within seconds.
+pub const BLOCK_SLICE: Duration = Duration::from_millis(1);
+
 /// What a latency run does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencyConfig {

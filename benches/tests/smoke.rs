@@ -177,6 +177,11 @@ fn latency_udp_raw() {
 }
 
 #[test]
+fn latency_udp_raw_block() {
+    latency_run("udp-raw-block", &[]);
+}
+
+#[test]
 fn latency_iceoryx2() {
     latency_run("iceoryx2", &[]);
 }
@@ -241,6 +246,12 @@ fn latency_udp() {
 
 #[cfg(feature = "conduit")]
 #[test]
+fn latency_udp_block() {
+    latency_run("udp-block", &[]);
+}
+
+#[cfg(feature = "conduit")]
+#[test]
 fn throughput_proto() {
     throughput_run("proto", 32);
     throughput_run("proto-loss", 32);
@@ -290,7 +301,8 @@ fn compare_writes_table_json_and_plot() {
 }
 
 /// conduit over UDP is also measured interleaved with the bare socket in
-/// the same two processes; both halves are reported side by side.
+/// the same wait mode, in the same two processes; both halves are reported
+/// side by side.
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_interleaves_udp_with_udp_raw() {
@@ -298,7 +310,7 @@ fn compare_interleaves_udp_with_udp_raw() {
     let out = ok(&[
         "compare",
         "--channels",
-        "udp-raw,udp",
+        "udp-raw,udp,udp-raw-block,udp-block",
         "--messages",
         "4000",
         "--no-throughput",
@@ -308,26 +320,44 @@ fn compare_interleaves_udp_with_udp_raw() {
     let json = std::fs::read_to_string(&json_path).expect("json written");
     let _ = std::fs::remove_file(&json_path);
     assert!(out.contains("interleaved"), "no interleaved table:\n{out}");
-    let line = out
-        .lines()
-        .skip_while(|l| !l.contains("interleaved"))
-        .find(|l| l.starts_with("udp ["))
-        .unwrap_or_else(|| panic!("no udp row in the interleaved table:\n{out}"));
-    // channel, p50, udp-raw p50, ratio, p99, udp-raw p99, ratio
-    let cols: Vec<f64> = line
-        .split_whitespace()
-        .skip(2)
-        .map(|c| c.parse().expect("number"))
-        .collect();
-    assert_eq!(cols.len(), 6, "{line}");
-    // Each ratio is its two round-trip times' quotient, to the two decimals
-    // printed. A ratio itself may print as 0.00: a descheduled udp-raw block
-    // can put its p99 in milliseconds on a loaded machine.
-    for (t, raw, ratio) in [(cols[0], cols[1], cols[2]), (cols[3], cols[4], cols[5])] {
-        assert!(t > 0.0 && raw > 0.0, "{line}");
-        assert!((ratio - t / raw).abs() <= 0.0051, "{line}");
+    for row in ["udp [", "udp-block ["] {
+        let line = out
+            .lines()
+            .skip_while(|l| !l.contains("interleaved"))
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no `{row}` row in the interleaved table:\n{out}"));
+        // channel, p50, raw p50, ratio, p99, raw p99, ratio
+        let cols: Vec<f64> = line
+            .split_whitespace()
+            .skip(2)
+            .map(|c| c.parse().expect("number"))
+            .collect();
+        assert_eq!(cols.len(), 6, "{line}");
+        // Each ratio is its two round-trip times' quotient, to the two
+        // decimals printed. A ratio itself may print as 0.00: a descheduled
+        // block of bare-socket round trips can put their p99 in
+        // milliseconds on a loaded machine.
+        for (t, raw, ratio) in [(cols[0], cols[1], cols[2]), (cols[3], cols[4], cols[5])] {
+            assert!(t > 0.0 && raw > 0.0, "{line}");
+            assert!((ratio - t / raw).abs() <= 0.0051, "{line}");
+        }
     }
-    assert_eq!(json.matches("\"role\":\"vs_udp_raw\"").count(), 1, "{json}");
+    // One pair per wait mode, each against the bare socket in that mode.
+    assert_eq!(json.matches("\"role\":\"vs_udp_raw\"").count(), 2, "{json}");
+    let pairs: Vec<&str> = json
+        .split('{')
+        .filter(|o| o.contains("\"role\":\"vs_udp_raw\""))
+        .collect();
+    for (channel, raw) in [("udp", "udp-raw"), ("udp-block", "udp-raw-block")] {
+        let o = pairs
+            .iter()
+            .find(|o| o.contains(&format!("\"channel\":\"{channel}\"")))
+            .unwrap_or_else(|| panic!("no {channel} pair: {json}"));
+        assert!(
+            o.contains(&format!("\"udp_raw_channel\":\"{raw}\"")),
+            "{channel} not against {raw}: {json}"
+        );
+    }
     for key in ["p50_vs_udp_raw", "p99_vs_udp_raw", "udp_raw_p50_ns"] {
         let v = num(&json, key);
         assert!(v.is_finite() && v > 0.0, "{key}: {json}");

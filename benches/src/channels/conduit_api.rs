@@ -2,7 +2,9 @@
 //! URI: the `shm` and `udp*` channels differ only in the URIs they pass here.
 //! Latency uses two channels (ping→pong, pong→ping) between two processes;
 //! messages are sent with `offer` (pong echoes the received bytes straight
-//! from ring memory) and read in place in `poll`; both sides busy-spin. The
+//! from ring memory) and read in place in `poll`; both sides busy-spin, or
+//! for the `*-block` UDP channels wait in the kernel (`poll_timeout` on a
+//! `wait=block` subscription, [`BLOCK_SLICE`] at a time). The
 //! throughput sender writes in place with `offer_with` over `shm:` and uses
 //! `offer` over UDP (see [`Tx`]). The peer process gets both URIs as its
 //! parameter, `A2B|B2A`.
@@ -13,7 +15,7 @@ use conduit::{Error, Publication, Received, Subscription};
 
 use super::{ping_with_peer, rx_with_peer, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong, LatencyConfig, PingEnd, PongEnd};
+use crate::latency::{run_pong, LatencyConfig, PingEnd, PongEnd, BLOCK_SLICE};
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::throughput::{run_tx, RxEnd, TxEnd};
 
@@ -99,6 +101,22 @@ fn try_offer(p: &mut Publication, msg: &[u8]) -> Result<bool> {
     }
 }
 
+/// Polls `s` for at most one message: at once, or (`block`) waiting up to
+/// [`BLOCK_SLICE`] for it with the subscription's wait strategy.
+#[inline(always)]
+fn poll_one<F: FnMut(Received<'_>)>(
+    s: &mut Subscription,
+    block: bool,
+    handler: F,
+) -> Result<usize> {
+    if block {
+        s.poll_timeout(handler, 1, BLOCK_SLICE)
+    } else {
+        s.poll(handler, 1)
+    }
+    .map_err(|e| err("poll", e))
+}
+
 /// Offers a copy of `msg`, spinning while the ring is full or unattached.
 fn offer_spin(p: &mut Publication, msg: &[u8]) -> Result<()> {
     let mut spins: u32 = 0;
@@ -125,6 +143,8 @@ pub(crate) struct Ping {
     publication: Publication,
     subscription: Subscription,
     size: usize,
+    /// Wait for the echo in the kernel instead of spinning.
+    block: bool,
 }
 
 impl PingEnd for Ping {
@@ -135,9 +155,9 @@ impl PingEnd for Ping {
     fn try_recv(&mut self) -> Result<Option<u64>> {
         let size = self.size;
         let mut seen: Option<Seen> = None;
-        self.subscription
-            .poll(|r| seen = Some(Seen::of(&r)), 1)
-            .map_err(|e| err("poll", e))?;
+        poll_one(&mut self.subscription, self.block, |r| {
+            seen = Some(Seen::of(&r))
+        })?;
         check_seen(seen, size)
     }
 
@@ -151,6 +171,8 @@ pub(crate) struct Pong {
     publication: Publication,
     subscription: Subscription,
     size: usize,
+    /// Wait for the next message in the kernel instead of spinning.
+    block: bool,
 }
 
 impl PongEnd for Pong {
@@ -159,21 +181,16 @@ impl PongEnd for Pong {
         let publication = &mut self.publication;
         let mut seen: Option<Seen> = None;
         let mut failed: Option<BenchError> = None;
-        self.subscription
-            .poll(
-                |r| {
-                    let s = Seen::of(&r);
-                    // Echo only a message that passes the checks.
-                    if s.is_valid(size) {
-                        if let Err(e) = offer_spin(publication, r.payload()) {
-                            failed = Some(e);
-                        }
-                    }
-                    seen = Some(s);
-                },
-                1,
-            )
-            .map_err(|e| err("poll", e))?;
+        poll_one(&mut self.subscription, self.block, |r| {
+            let s = Seen::of(&r);
+            // Echo only a message that passes the checks.
+            if s.is_valid(size) {
+                if let Err(e) = offer_spin(publication, r.payload()) {
+                    failed = Some(e);
+                }
+            }
+            seen = Some(s);
+        })?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -192,16 +209,17 @@ pub fn latency(
     a2b: &str,
     b2a: &str,
 ) -> Result<LatencyResult> {
-    let ping = open_ping(a2b, b2a, cfg.size)?;
+    let ping = open_ping(a2b, b2a, cfg.size, channel.blocks())?;
     let param = format!("{a2b}|{b2a}");
     ping_with_peer(channel.name(), cfg, &param, move |_| attach(ping))
 }
 
-/// Opens ping's publication (`a2b`) and subscription (`b2a`).
+/// Opens ping's publication (`a2b`) and subscription (`b2a`); `block`: wait
+/// for echoes with `poll_timeout` (the URI should say `wait=block`).
 ///
 /// # Errors
 /// A channel cannot be opened.
-pub(crate) fn open_ping(a2b: &str, b2a: &str, size: usize) -> Result<Ping> {
+pub(crate) fn open_ping(a2b: &str, b2a: &str, size: usize, block: bool) -> Result<Ping> {
     let publication =
         Publication::open(a2b).map_err(|e| err(&format!("open publication {a2b}"), e))?;
     let subscription =
@@ -210,6 +228,7 @@ pub(crate) fn open_ping(a2b: &str, b2a: &str, size: usize) -> Result<Ping> {
         publication,
         subscription,
         size,
+        block,
     })
 }
 
@@ -239,16 +258,17 @@ pub(crate) fn attach(mut ping: Ping) -> Result<Ping> {
 /// # Errors
 /// Bad parameter, a channel cannot be opened, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let mut pong = open_pong(&args.param, args.size)?;
+    let mut pong = open_pong(&args.param, args.size, args.channel.blocks())?;
     ready("");
     run_pong(&mut pong, args.count)
 }
 
-/// Opens pong's subscription and publication from `A2B|B2A`.
+/// Opens pong's subscription and publication from `A2B|B2A`; `block` as for
+/// [`open_ping`].
 ///
 /// # Errors
 /// Bad parameter, or a channel cannot be opened.
-pub(crate) fn open_pong(param: &str, size: usize) -> Result<Pong> {
+pub(crate) fn open_pong(param: &str, size: usize, block: bool) -> Result<Pong> {
     let (a2b, b2a) = param
         .split_once('|')
         .ok_or_else(|| BenchError(format!("bad channel pair `{param}`")))?;
@@ -260,6 +280,7 @@ pub(crate) fn open_pong(param: &str, size: usize) -> Result<Pong> {
         publication,
         subscription,
         size,
+        block,
     })
 }
 

@@ -53,6 +53,16 @@ pub enum Channel {
     UdpUring,
     /// conduit over UDP, plain-socket driver.
     UdpSocket,
+    /// Plain UDP sockets on loopback, each side blocked in `recv` until a
+    /// datagram arrives: the kernel limit for a receiver that sleeps.
+    UdpRawBlock,
+    /// conduit over UDP with its default driver, each subscription blocked
+    /// in the kernel (`wait=block`, `poll_timeout`).
+    UdpBlock,
+    /// As [`Channel::UdpBlock`], io_uring driver.
+    UdpUringBlock,
+    /// As [`Channel::UdpBlock`], plain-socket driver.
+    UdpSocketBlock,
     /// conduit's protocol core alone, sender to receiver in memory, no loss.
     Proto,
     /// conduit's protocol core alone with 1 % random loss.
@@ -61,7 +71,7 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in the order `compare` runs them.
-    pub const ALL: [Channel; 12] = [
+    pub const ALL: [Channel; 16] = [
         Channel::Limit,
         Channel::Limit2Line,
         Channel::LimitRing,
@@ -72,6 +82,10 @@ impl Channel {
         Channel::Udp,
         Channel::UdpUring,
         Channel::UdpSocket,
+        Channel::UdpRawBlock,
+        Channel::UdpBlock,
+        Channel::UdpUringBlock,
+        Channel::UdpSocketBlock,
         Channel::Proto,
         Channel::ProtoLoss,
     ];
@@ -89,6 +103,10 @@ impl Channel {
             Channel::Udp => "udp",
             Channel::UdpUring => "udp-uring",
             Channel::UdpSocket => "udp-socket",
+            Channel::UdpRawBlock => "udp-raw-block",
+            Channel::UdpBlock => "udp-block",
+            Channel::UdpUringBlock => "udp-uring-block",
+            Channel::UdpSocketBlock => "udp-socket-block",
             Channel::Proto => "proto",
             Channel::ProtoLoss => "proto-loss",
         }
@@ -112,9 +130,43 @@ impl Channel {
             })
     }
 
-    /// conduit over UDP (any driver).
+    /// conduit over UDP (any driver, either wait mode).
     pub fn is_conduit_udp(self) -> bool {
-        matches!(self, Channel::Udp | Channel::UdpUring | Channel::UdpSocket)
+        matches!(
+            self,
+            Channel::Udp
+                | Channel::UdpUring
+                | Channel::UdpSocket
+                | Channel::UdpBlock
+                | Channel::UdpUringBlock
+                | Channel::UdpSocketBlock
+        )
+    }
+
+    /// Any UDP channel, conduit or the bare socket.
+    pub fn is_udp(self) -> bool {
+        self.is_conduit_udp() || matches!(self, Channel::UdpRaw | Channel::UdpRawBlock)
+    }
+
+    /// Whether the receivers block in the kernel instead of spinning.
+    pub fn blocks(self) -> bool {
+        matches!(
+            self,
+            Channel::UdpRawBlock
+                | Channel::UdpBlock
+                | Channel::UdpUringBlock
+                | Channel::UdpSocketBlock
+        )
+    }
+
+    /// The bare-socket channel in the same wait mode: what a UDP channel is
+    /// measured against.
+    pub fn raw_baseline(self) -> Channel {
+        if self.blocks() {
+            Channel::UdpRawBlock
+        } else {
+            Channel::UdpRaw
+        }
     }
 
     /// Whether the channel has a round-trip (latency) test.
@@ -141,13 +193,22 @@ impl Channel {
             Channel::Shm => shm::latency(cfg),
             Channel::Crossbeam => crossbeam::latency(cfg),
             Channel::Iceoryx2 => iceoryx2::latency(cfg),
-            Channel::UdpRaw => udp_raw::latency(cfg),
+            Channel::UdpRaw | Channel::UdpRawBlock => udp_raw::latency(self, cfg),
             #[cfg(feature = "conduit")]
-            Channel::Udp | Channel::UdpUring | Channel::UdpSocket => udp::latency(self, cfg),
+            Channel::Udp
+            | Channel::UdpUring
+            | Channel::UdpSocket
+            | Channel::UdpBlock
+            | Channel::UdpUringBlock
+            | Channel::UdpSocketBlock => udp::latency(self, cfg),
             #[cfg(not(feature = "conduit"))]
-            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
-                Err(without_conduit())
-            }
+            Channel::Shm
+            | Channel::Udp
+            | Channel::UdpUring
+            | Channel::UdpSocket
+            | Channel::UdpBlock
+            | Channel::UdpUringBlock
+            | Channel::UdpSocketBlock => Err(without_conduit()),
             Channel::Proto | Channel::ProtoLoss => Err(BenchError(format!(
                 "channel `{}` has no latency test (it is in-memory throughput only)",
                 self.name()
@@ -188,7 +249,11 @@ impl Channel {
             | Channel::Limit2Line
             | Channel::LimitRing
             | Channel::Iceoryx2
-            | Channel::UdpRaw => Err(BenchError(format!(
+            | Channel::UdpRaw
+            | Channel::UdpRawBlock
+            | Channel::UdpBlock
+            | Channel::UdpUringBlock
+            | Channel::UdpSocketBlock => Err(BenchError(format!(
                 "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, proto, proto-loss)",
                 self.name()
             ))),
@@ -464,19 +529,15 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         ("__pong", Channel::Limit2Line) => limit::pong(args, limit::Lines::Two, ready)?,
         ("__pong", Channel::LimitRing) => limit::pong(args, limit::Lines::Ring, ready)?,
         ("__pong", Channel::Iceoryx2) => iceoryx2::pong(args, ready)?,
-        ("__pong", Channel::UdpRaw) => udp_raw::pong(args, ready)?,
+        ("__pong", Channel::UdpRaw | Channel::UdpRawBlock) => udp_raw::pong(args, ready)?,
         #[cfg(feature = "conduit")]
-        ("__pong", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
-            conduit_api::pong(args, ready)?
-        }
+        ("__pong", c) if c == Channel::Shm || c.is_conduit_udp() => conduit_api::pong(args, ready)?,
         #[cfg(feature = "conduit")]
         ("__send", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
             conduit_api::send(args, ready)?
         }
         #[cfg(feature = "conduit")]
-        ("__pong-pair", Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
-            udp::pong_vs_raw(args, ready)?
-        }
+        ("__pong-pair", c) if c.is_conduit_udp() => udp::pong_vs_raw(args, ready)?,
         (role, c) => {
             return Err(BenchError(format!(
                 "no {role} peer for channel `{}`",

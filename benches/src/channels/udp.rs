@@ -1,6 +1,8 @@
 //! `udp`, `udp-uring`, `udp-socket`: conduit over UDP on 127.0.0.1
 //! (`udp://127.0.0.1:PORT`, with `?driver=uring|socket` for the forced
-//! variants), busy-spinning, between two processes. The endpoints live in
+//! variants), busy-spinning, between two processes; `udp-block`,
+//! `udp-uring-block`, `udp-socket-block`: the same with `wait=block`, each
+//! subscription waiting in the kernel. The endpoints live in
 //! [`super::conduit_api`]; this module picks ports and URIs, and runs a
 //! conduit channel interleaved with `udp-raw` in the same two processes
 //! ([`latency_vs_raw`]).
@@ -22,10 +24,19 @@ fn free_port() -> Result<u16> {
 }
 
 fn uri(channel: Channel, port: u16) -> String {
+    let mut options = Vec::new();
     match channel {
-        Channel::UdpUring => format!("udp://127.0.0.1:{port}?driver=uring"),
-        Channel::UdpSocket => format!("udp://127.0.0.1:{port}?driver=socket"),
-        _ => format!("udp://127.0.0.1:{port}"),
+        Channel::UdpUring | Channel::UdpUringBlock => options.push("driver=uring"),
+        Channel::UdpSocket | Channel::UdpSocketBlock => options.push("driver=socket"),
+        _ => {}
+    }
+    if channel.blocks() {
+        options.push("wait=block");
+    }
+    if options.is_empty() {
+        format!("udp://127.0.0.1:{port}")
+    } else {
+        format!("udp://127.0.0.1:{port}?{}", options.join("&"))
     }
 }
 
@@ -39,12 +50,13 @@ pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
     conduit_api::latency(channel, cfg, &a2b, &b2a)
 }
 
-/// Runs conduit over UDP and the bare socket (`udp-raw`) in the same two
-/// processes, alternating blocks of round trips between them
+/// Runs conduit over UDP and the bare socket in the same wait mode
+/// (`udp-raw` or `udp-raw-block`) in the same two processes, alternating
+/// blocks of round trips between them
 /// ([`crate::latency::run_ping_pair`]): both see the same vCPU placement
 /// and the same neighbours, so their ratio does not carry the drift between
-/// two separate runs. Returns (conduit, udp-raw); each counts about half of
-/// `cfg.messages`.
+/// two separate runs. Returns (conduit, bare socket); each counts about half
+/// of `cfg.messages`.
 ///
 /// # Errors
 /// As [`latency`] and [`udp_raw::latency`].
@@ -54,11 +66,12 @@ pub fn latency_vs_raw(
 ) -> Result<(LatencyResult, LatencyResult)> {
     let a2b = uri(channel, free_port()?);
     let b2a = uri(channel, free_port()?);
-    let ping = conduit_api::open_ping(&a2b, &b2a, cfg.size)?;
-    let (sock, raw_port) = udp_raw::ping_socket(cfg.size)?;
+    let block = channel.blocks();
+    let ping = conduit_api::open_ping(&a2b, &b2a, cfg.size, block)?;
+    let (sock, raw_port) = udp_raw::ping_socket(cfg.size, block)?;
     let param = format!("{raw_port}|{a2b}|{b2a}");
     ping_pair_with_peer(
-        (channel.name(), Channel::UdpRaw.name()),
+        (channel.name(), channel.raw_baseline().name()),
         cfg,
         &param,
         move |ready| {
@@ -77,8 +90,9 @@ pub fn pong_vs_raw(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
         .param
         .split_once('|')
         .ok_or_else(|| BenchError(format!("bad parameter `{}`", args.param)))?;
-    let mut conduit = conduit_api::open_pong(uris, args.size)?;
-    let (mut raw, port) = udp_raw::open_pong(raw_port, args.size)?;
+    let block = args.channel.blocks();
+    let mut conduit = conduit_api::open_pong(uris, args.size, block)?;
+    let (mut raw, port) = udp_raw::open_pong(raw_port, args.size, block)?;
     ready(&port.to_string());
     run_pong_pair(&mut conduit, &mut raw, args.count)
 }

@@ -1,22 +1,31 @@
 //! `udp-raw`: two processes ping-ponging datagrams over plain non-blocking UDP
 //! sockets on 127.0.0.1, each spinning on `recv` — the kernel's limit for UDP
-//! on this machine, the baseline for conduit's UDP channels.
+//! on this machine, the baseline for conduit's UDP channels. `udp-raw-block`:
+//! the same with blocking sockets, each side asleep in `recv` until a
+//! datagram arrives — the baseline for conduit's blocking (`wait=block`)
+//! channels.
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
 
-use super::{ping_with_peer, PeerArgs};
+use super::{ping_with_peer, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
+use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd, BLOCK_SLICE};
 use crate::report::LatencyResult;
 
 /// Largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
 
-fn bind() -> Result<UdpSocket> {
+/// A socket on 127.0.0.1: non-blocking, or (`block`) blocking in `recv` for
+/// up to [`BLOCK_SLICE`] at a time.
+fn bind(block: bool) -> Result<UdpSocket> {
     let s = UdpSocket::bind("127.0.0.1:0")
         .map_err(|e| BenchError(format!("cannot bind a UDP socket on 127.0.0.1: {e}")))?;
-    s.set_nonblocking(true)?;
+    if block {
+        s.set_read_timeout(Some(BLOCK_SLICE))?;
+    } else {
+        s.set_nonblocking(true)?;
+    }
     Ok(s)
 }
 
@@ -38,7 +47,8 @@ fn send_spin(s: &UdpSocket, msg: &[u8]) -> Result<()> {
 fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> Result<Option<usize>> {
     match s.recv(buf) {
         Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+        // A blocking socket's read timeout is EAGAIN too.
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
         Err(e) => Err(BenchError(format!("recv: {e}"))),
     }
 }
@@ -112,25 +122,26 @@ fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the `udp-raw` latency test.
+/// Runs the `udp-raw` or `udp-raw-block` latency test.
 ///
 /// # Errors
 /// Sockets cannot be set up, or the run failed (a lost datagram shows up as
 /// the ping side's idle timeout).
-pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
-    let (sock, port) = ping_socket(cfg.size)?;
-    ping_with_peer("udp-raw", cfg, &port.to_string(), move |ready| {
+pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
+    let (sock, port) = ping_socket(cfg.size, channel.blocks())?;
+    ping_with_peer(channel.name(), cfg, &port.to_string(), move |ready| {
         connect_ping(sock, ready, cfg.size)
     })
 }
 
-/// Ping's socket, bound, and its port (for pong).
+/// Ping's socket, bound (blocking in `recv` if `block`), and its port (for
+/// pong).
 ///
 /// # Errors
 /// `size` does not fit a datagram, or the socket cannot be bound.
-pub(crate) fn ping_socket(size: usize) -> Result<(UdpSocket, u16)> {
+pub(crate) fn ping_socket(size: usize, block: bool) -> Result<(UdpSocket, u16)> {
     check_size(size)?;
-    let sock = bind()?;
+    let sock = bind(block)?;
     let port = port_of(&sock)?;
     Ok((sock, port))
 }
@@ -148,27 +159,28 @@ pub(crate) fn connect_ping(sock: UdpSocket, pong_port: &str, size: usize) -> Res
     Ok(Ping::new(sock, size))
 }
 
-/// The pong side of `udp-raw`: `param` is the ping socket's port.
+/// The pong side of `udp-raw` and `udp-raw-block`: `param` is the ping
+/// socket's port.
 ///
 /// # Errors
 /// Bad port, socket setup failed, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let (mut pong, port) = open_pong(&args.param, args.size)?;
+    let (mut pong, port) = open_pong(&args.param, args.size, args.channel.blocks())?;
     ready(&port.to_string());
     run_pong(&mut pong, args.count)
 }
 
-/// Pong's socket, connected to ping's port (`ping_port`, as text), and its
-/// own port.
+/// Pong's socket (blocking in `recv` if `block`), connected to ping's port
+/// (`ping_port`, as text), and its own port.
 ///
 /// # Errors
 /// Bad port, or the socket cannot be set up.
-pub(crate) fn open_pong(ping_port: &str, size: usize) -> Result<(Pong, u16)> {
+pub(crate) fn open_pong(ping_port: &str, size: usize, block: bool) -> Result<(Pong, u16)> {
     check_size(size)?;
     let ping_port: u16 = ping_port
         .parse()
         .map_err(|_| BenchError(format!("bad port `{ping_port}`")))?;
-    let sock = bind()?;
+    let sock = bind(block)?;
     sock.connect(("127.0.0.1", ping_port))?;
     let port = port_of(&sock)?;
     Ok((Pong::new(sock, size), port))

@@ -154,8 +154,9 @@ impl SocketDriver {
     }
 
     /// Waits until a socket (the bound one, a followed peer's) is readable
-    /// or `timeout` passes.
-    fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<bool> {
+    /// or `timeout` passes; says which have something (a datagram or a
+    /// pending error), or `None` when the time ran out.
+    fn wait_readable(&self, timeout: std::time::Duration) -> io::Result<Option<Ready>> {
         let pfd = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -174,11 +175,16 @@ impl SocketDriver {
         if rc < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
+                return Ok(None);
             }
             return Err(e);
         }
-        Ok(rc > 0)
+        // Any event counts: POLLIN, and POLLERR for an error (an ICMP port
+        // unreachable) that only a read clears.
+        Ok((rc > 0).then_some(Ready {
+            bound: pfds[0].revents != 0,
+            followed: pfds[1].revents != 0,
+        }))
     }
 
     /// One datagram to the peer `fd` is connected to: plain `send`, as a
@@ -401,25 +407,31 @@ impl Driver for SocketDriver {
         max: usize,
         mut f: F,
     ) -> io::Result<usize> {
-        let mut waited = false;
+        // After a wait: the sockets it found readable, the only ones read.
+        let mut woken: Option<Ready> = None;
         loop {
             let mut got = 0;
             let mut listen = true;
             if let Some(fl) = &self.followed {
                 let (fd, known) = (fl.fd, fl.settled.then_some(fl.peer));
-                match self.recv_on(fd, known, max, &mut f)? {
-                    Rx::Got(n) => got = n,
-                    Rx::Empty => {
-                        if let Some(fl) = &mut self.followed {
-                            fl.settled = true;
+                if woken.is_none_or(|r| r.followed) {
+                    match self.recv_on(fd, known, max, &mut f)? {
+                        Rx::Got(n) => got = n,
+                        Rx::Empty => {
+                            if let Some(fl) = &mut self.followed {
+                                fl.settled = true;
+                            }
                         }
+                        Rx::Interrupted => return Ok(0),
                     }
-                    Rx::Interrupted => return Ok(0),
                 }
                 self.since_listen += 1;
-                // Before blocking, both sockets must have been found empty.
-                listen = self.since_listen >= LISTEN_EVERY
-                    || (got == 0 && matches!(wait, Wait::Timeout(_)));
+                // Before a wait the bound socket need not be read: the wait
+                // watches it too.
+                listen = match woken {
+                    Some(r) => r.bound,
+                    None => self.since_listen >= LISTEN_EVERY,
+                };
             }
             if listen && got < max {
                 self.since_listen = 0;
@@ -433,19 +445,23 @@ impl Driver for SocketDriver {
                 return Ok(got);
             }
             match wait {
-                Wait::Timeout(t) if !waited => {
-                    waited = true;
-                    if self.wait_readable(t)? {
-                        // Read both sockets now.
-                        self.since_listen = LISTEN_EVERY;
-                        continue;
-                    }
-                    return Ok(0);
-                }
+                Wait::Timeout(t) if woken.is_none() => match self.wait_readable(t)? {
+                    Some(r) => woken = Some(r),
+                    None => return Ok(0),
+                },
                 _ => return Ok(0),
             }
         }
     }
+}
+
+/// Which of a socket driver's sockets a wait found readable.
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    /// The bound socket.
+    bound: bool,
+    /// The followed peer's socket.
+    followed: bool,
 }
 
 /// A UDP socket bound to `local` (which another socket of ours has bound
@@ -768,6 +784,82 @@ mod tests {
         b.follow(s_addr).unwrap();
         assert_eq!(b.followed.as_ref().unwrap().peer, s_addr);
         assert!(connected_socket(b_bound, a_addr, &cfg).is_err());
+    }
+
+    /// A receive blocked while following a peer wakes for a datagram on
+    /// either socket and returns it from that one call: the peer's on the
+    /// followed socket, a stranger's (or a restarted peer's) on the bound
+    /// one. A peer gone away (ICMP port unreachable pending on the followed
+    /// socket) ends the call without an error and without a datagram.
+    #[test]
+    fn a_blocked_receive_wakes_for_either_socket() {
+        let cfg = DriverConfig {
+            gro: false,
+            ..DriverConfig::default()
+        };
+        let (mut a, mut b) = pair(&cfg);
+        let (mut stranger, _) = pair(&cfg);
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        b.follow(a_addr).unwrap();
+        // Settle the followed socket: it reads its first empty state.
+        assert_eq!(b.recv(Wait::NoWait, 64, |_, _| {}).unwrap(), 0);
+        let s_addr = stranger.local_addr().unwrap();
+        for (from, by_peer) in [(a_addr, true), (s_addr, false), (a_addr, true)] {
+            let sender = if by_peer { &mut a } else { &mut stranger };
+            let got = std::thread::scope(|scope| {
+                let sent = scope.spawn(|| {
+                    // Late enough that the receiver is usually asleep.
+                    std::thread::sleep(Duration::from_millis(50));
+                    let t = Transmit {
+                        dest: b_addr,
+                        contents: b"wake",
+                        segment_size: 4,
+                    };
+                    sender.send(&[t]).unwrap()
+                });
+                let mut got = Vec::new();
+                let n = b
+                    .recv(Wait::Timeout(Duration::from_secs(60)), 64, |src, d| {
+                        got.push((src, d.to_vec()))
+                    })
+                    .unwrap();
+                assert_eq!(sent.join().unwrap(), 1);
+                assert_eq!(n, got.len());
+                got
+            });
+            assert_eq!(got, vec![(from, b"wake".to_vec())]);
+        }
+        // The peer goes away; a datagram to it (sent from another handle of
+        // the followed socket) leaves an error there while the receive is
+        // blocked: the receive wakes, clears it and returns empty.
+        drop(a);
+        let fd = b.followed.as_ref().unwrap().fd;
+        // SAFETY: `fd` is the followed socket, open for the whole test; the
+        // duplicate descriptor is owned (and closed) by `other`.
+        let other = unsafe { UdpSocket::from_raw_fd(libc::dup(fd)) };
+        let n = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                other.send(b"gone?").unwrap();
+            });
+            b.recv(Wait::Timeout(Duration::from_secs(5)), 64, |_, _| {})
+                .unwrap()
+        });
+        assert_eq!(n, 0);
+        assert_eq!(sock_error(fd), 0, "the error is still pending");
+    }
+
+    /// SO_ERROR of `fd` without clearing it: peeks with `poll`.
+    fn sock_error(fd: RawFd) -> i32 {
+        let mut p = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: `p` is one live pollfd; a zero timeout does not block.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        assert!(rc >= 0);
+        i32::from(p.revents & libc::POLLERR != 0)
     }
 
     /// A datagram that reaches a followed peer's socket between its `bind`

@@ -16,11 +16,14 @@
 //! crate with `unsafe` code: [`driver_socket`] (non-blocking socket,
 //! `recvmmsg`/`sendmmsg`, GSO/GRO) and [`driver_uring`] (io_uring, multishot
 //! receive into a provided-buffer ring, batched sends). The socket driver is
-//! the default in both the busy-poll and the blocking mode: busy-polling,
-//! see the README's figures (io_uring pays an `io_uring_enter` per poll to
-//! run its deferred task work plus one per send); blocking, a 32-byte
-//! ping-pong measured 12.9 µs with the socket driver and 15.1 µs with
-//! io_uring (p50, 2026-11-25, before the latency work described below).
+//! the default in both the busy-poll and the blocking mode (`conduit-bench
+//! compare` measures both; see the README's figures): busy-polling, a 32-byte
+//! round trip over loopback took 5.8 µs with the socket driver and 8.7 µs
+//! with io_uring, which pays an `io_uring_enter` per poll to run its
+//! deferred task work plus one per send; blocking (`wait=block`), 49.8–50.8
+//! µs and 51.6–53.2 µs (p50, 2-vCPU VM, 2026-11-26). A blocking wait is one
+//! `poll` on both of the socket driver's sockets; after it, only the sockets
+//! it found ready are read.
 //!
 //! # The latency path
 //! With the socket driver an offer is one `send` on a connected socket and a
@@ -52,9 +55,10 @@
 //! datagram per message. `linger=DURATION` lets offered messages wait up to
 //! that long to fill datagrams and GSO batches (a background thread sends
 //! the tail); `linger=50us&window=16m&mtu=60k` on loopback moved 32-byte
-//! messages at 11–15 M msgs/s (about 750 messages per datagram, ~20 k
-//! datagrams/s) on the 2-vCPU VM (`conduit-bench compare`, README). Keep `window` within the receiver's `rcvbuf`, or the
-//! kernel drops what overflows (repaired by NAKs, at a cost).
+//! messages at 16–23 M msgs/s (660–800 messages per datagram, 24–29 k
+//! datagrams/s) on the 2-vCPU VM (`conduit-bench compare`, README). Keep
+//! `window` within the receiver's `rcvbuf`, or the kernel drops what
+//! overflows (repaired by NAKs, at a cost).
 //!
 //! # Memory per channel
 //! Bounded by the configuration, never by the peer:

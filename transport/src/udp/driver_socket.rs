@@ -834,9 +834,12 @@ mod tests {
         // blocked: the receive wakes, clears it and returns empty.
         drop(a);
         let fd = b.followed.as_ref().unwrap().fd;
-        // SAFETY: `fd` is the followed socket, open for the whole test; the
-        // duplicate descriptor is owned (and closed) by `other`.
-        let other = unsafe { UdpSocket::from_raw_fd(libc::dup(fd)) };
+        // SAFETY: `fd` is the followed socket, open for the whole test.
+        let dup = unsafe { libc::dup(fd) };
+        assert!(dup >= 0, "dup: {}", io::Error::last_os_error());
+        // SAFETY: `dup` is a fresh descriptor nothing else owns; `other`
+        // closes it.
+        let other = unsafe { UdpSocket::from_raw_fd(dup) };
         let n = std::thread::scope(|scope| {
             scope.spawn(|| {
                 std::thread::sleep(Duration::from_millis(50));
@@ -846,11 +849,12 @@ mod tests {
                 .unwrap()
         });
         assert_eq!(n, 0);
-        assert_eq!(sock_error(fd), 0, "the error is still pending");
+        assert!(!error_pending(fd), "the error is still pending");
     }
 
-    /// SO_ERROR of `fd` without clearing it: peeks with `poll`.
-    fn sock_error(fd: RawFd) -> i32 {
+    /// Whether a socket error is pending on `fd`, seen with `poll`, which
+    /// does not clear it (a read of SO_ERROR would).
+    fn error_pending(fd: RawFd) -> bool {
         let mut p = libc::pollfd {
             fd,
             events: 0,
@@ -859,7 +863,7 @@ mod tests {
         // SAFETY: `p` is one live pollfd; a zero timeout does not block.
         let rc = unsafe { libc::poll(&mut p, 1, 0) };
         assert!(rc >= 0);
-        i32::from(p.revents & libc::POLLERR != 0)
+        p.revents & libc::POLLERR != 0
     }
 
     /// A datagram that reaches a followed peer's socket between its `bind`

@@ -540,6 +540,35 @@ pub(crate) fn deliver<F: FnMut(SocketAddr, &[u8])>(
     }
 }
 
+/// One datagram to the peer `fd` is connected to: plain `send`, as a
+/// bare socket does (no message header, name or control data to build
+/// or copy in). Returns 1 when it left (or was lost to a queued ICMP error,
+/// as on the wire), 0 when the socket had no room.
+// Inlined: it is open across a system call (see "The latency path"
+// in the `udp` module docs).
+#[inline(always)]
+pub(crate) fn send_one_to_peer(fd: std::os::fd::RawFd, t: &Transmit<'_>) -> io::Result<usize> {
+    // SAFETY: `contents` is a live slice for the duration of the call; the
+    // kernel only reads `contents.len()` bytes from it.
+    let r = unsafe {
+        libc::send(
+            fd,
+            t.contents.as_ptr().cast(),
+            t.contents.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
+            Some(libc::ECONNREFUSED) => Ok(1),
+            _ => Err(e),
+        };
+    }
+    Ok(1)
+}
+
 /// Sets an integer socket option.
 pub(crate) fn setsockopt_int(
     fd: std::os::fd::RawFd,

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use super::driver::{
-    bind_socket, configure_socket, deliver, find_gro_segment, parse_sockaddr, setsockopt_int,
-    write_udp_segment, CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr, Transmit, Wait,
-    CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
+    bind_socket, configure_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer,
+    setsockopt_int, write_udp_segment, CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr,
+    Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
 };
 
 /// Most transmits handed to one `sendmmsg` call.
@@ -187,34 +187,6 @@ impl SocketDriver {
         }))
     }
 
-    /// One datagram to the peer `fd` is connected to: plain `send`, as a
-    /// bare socket does (no message header, name or control data to build
-    /// or copy in).
-    // Inlined: it is open across a system call (see "The latency path"
-    // in the `udp` module docs).
-    #[inline(always)]
-    fn send_one_to_peer(fd: RawFd, t: &Transmit<'_>) -> io::Result<usize> {
-        // SAFETY: `contents` is a live slice for the duration of the call; the
-        // kernel only reads `contents.len()` bytes from it.
-        let r = unsafe {
-            libc::send(
-                fd,
-                t.contents.as_ptr().cast(),
-                t.contents.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
-                Some(libc::ECONNREFUSED) => Ok(1),
-                _ => Err(e),
-            };
-        }
-        Ok(1)
-    }
-
     // Inlined: it is open across a system call (see "The latency path"
     // in the `udp` module docs).
     #[inline(always)]
@@ -222,10 +194,10 @@ impl SocketDriver {
         if let [t] = batch {
             if t.segments() == 1 {
                 if self.peer == Some(t.dest) {
-                    return Self::send_one_to_peer(self.fd, t);
+                    return send_one_to_peer(self.fd, t);
                 }
                 if let Some(f) = self.followed.as_ref().filter(|f| f.peer == t.dest) {
-                    return Self::send_one_to_peer(f.fd, t);
+                    return send_one_to_peer(f.fd, t);
                 }
             }
         }

@@ -36,8 +36,9 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, EnterFlags, IoUring};
 
 use super::driver::{
-    bind_socket, deliver, find_gro_segment, parse_sockaddr, write_udp_segment, CmsgBuf, Driver,
-    DriverConfig, DriverKind, RawAddr, Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
+    bind_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer, write_udp_segment,
+    CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr, Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS,
+    NAME_LEN,
 };
 
 /// Buffer group id of the receive ring.
@@ -420,6 +421,15 @@ impl Driver for UringDriver {
                 "multi-segment transmit without GSO",
             ));
         }
+        // One datagram to the connected peer (the latency path) leaves with
+        // a plain `send`: through the ring it cost an `io_uring_enter` and
+        // the request's setup and completion, ~0.4 us more per datagram on
+        // the 2-vCPU VM. Batches go through the ring.
+        if let [t] = batch {
+            if t.segments() == 1 && self.peer == Some(t.dest) {
+                return send_one_to_peer(self.fd, t);
+            }
+        }
         let n = batch.len().min(TX_BATCH);
         if n == 0 {
             return Ok(0);
@@ -624,6 +634,66 @@ mod tests {
                 .unwrap();
             }
             assert_eq!(got, data);
+        }
+    }
+
+    /// To a connected peer, single datagrams leave with a plain `send` and
+    /// batches through the ring; mixed, they arrive in the order sent. A
+    /// peer whose port closed costs the datagrams, never an error.
+    #[test]
+    fn uring_single_sends_and_batches_keep_order() {
+        let cfg = DriverConfig {
+            gso: false,
+            gro: false,
+            rx_batch: 64,
+            ..DriverConfig::default()
+        };
+        let (Some(mut a), Some(mut b)) = (open(&cfg), open(&cfg)) else {
+            return;
+        };
+        b.recv(Wait::NoWait, 64, |_, _| {}).unwrap();
+        let dest = b.local_addr().unwrap();
+        a.connect(dest).unwrap();
+        let msgs: Vec<[u8; 8]> = (0..120u64).map(|i| i.to_le_bytes()).collect();
+        fn one(dest: SocketAddr, m: &[u8; 8]) -> Transmit<'_> {
+            Transmit {
+                dest,
+                contents: m,
+                segment_size: 8,
+            }
+        }
+        // Bounds every loop below: a hang is a failure.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut next_sent = 0;
+        // 1, 3, 1, 3, ... datagrams per call.
+        for round in 0.. {
+            if next_sent == msgs.len() {
+                break;
+            }
+            let k = if round % 2 == 0 { 1 } else { 3 }.min(msgs.len() - next_sent);
+            let batch: Vec<Transmit<'_>> = msgs[next_sent..next_sent + k]
+                .iter()
+                .map(|m| one(dest, m))
+                .collect();
+            let mut sent = 0;
+            while sent < k {
+                sent += a.send(&batch[sent..]).unwrap();
+                assert!(std::time::Instant::now() < deadline, "send stuck");
+            }
+            next_sent += k;
+        }
+        let mut next = 0u64;
+        while next < msgs.len() as u64 {
+            b.recv(Wait::Timeout(Duration::from_secs(5)), usize::MAX, |_, d| {
+                assert_eq!(d, next.to_le_bytes());
+                next += 1;
+            })
+            .unwrap();
+            assert!(std::time::Instant::now() < deadline, "received {next}");
+        }
+        drop(b);
+        for m in &msgs[..4] {
+            assert_eq!(a.send(&[one(dest, m)]).unwrap(), 1);
         }
     }
 

@@ -15,7 +15,8 @@
 //! posts receive completions by signalled task work, interrupting the thread
 //! that armed the receive: on the 2-vCPU VM a busy-polling 32-byte round
 //! trip took 26 µs that way against 8.7 µs with `DEFER_TASKRUN` (4.8 × and
-//! 1.6 × `udp-raw`; blocking, 55 µs against 53 µs). `COOP_TASKRUN` would
+//! 1.6 × `udp-raw`; blocking, 55 µs against 53 µs; both measured before
+//! single datagrams to the peer bypassed the ring). `COOP_TASKRUN` would
 //! avoid the interrupt (1.7 × measured), but it leaves completions waiting
 //! while that thread sleeps outside conduit, the very case `progress=thread`
 //! is for, so it is not used. The socket driver, the default, has neither

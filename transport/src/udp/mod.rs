@@ -18,10 +18,11 @@
 //! receive into a provided-buffer ring, batched sends). The socket driver is
 //! the default in both the busy-poll and the blocking mode (`conduit-bench
 //! compare` measures both; see the README's figures): busy-polling, a 32-byte
-//! round trip over loopback took 5.8 µs with the socket driver and 8.7 µs
-//! with io_uring, which pays an `io_uring_enter` per poll to run its
-//! deferred task work plus one per send; blocking (`wait=block`), 49.8–50.8
-//! µs and 51.6–53.2 µs (p50, 2-vCPU VM, 2026-11-26). A blocking wait is one
+//! round trip over loopback took 5.9 µs with the socket driver and 8.0 µs
+//! with io_uring, whose every poll enters the kernel to run the ring's
+//! deferred work (which copies the datagram into a provided buffer and posts
+//! a completion); blocking (`wait=block`), 49.9–52.4 µs and 52.0–53.2 µs
+//! (p50, 2-vCPU VM, 2026-11-26). A blocking wait is one
 //! `poll` on both of the socket driver's sockets; after it, only the sockets
 //! it found ready are read.
 //!

@@ -758,6 +758,18 @@ mod tests {
         assert!(connected_socket(b_bound, a_addr, &cfg).is_err());
     }
 
+    /// A configuration without GRO and three drivers on 127.0.0.1 made with
+    /// it: a peer, a receiver that will follow it, and a stranger.
+    fn peer_receiver_stranger() -> (DriverConfig, SocketDriver, SocketDriver, SocketDriver) {
+        let cfg = DriverConfig {
+            gro: false,
+            ..DriverConfig::default()
+        };
+        let (a, b) = pair(&cfg);
+        let (stranger, _) = pair(&cfg);
+        (cfg, a, b, stranger)
+    }
+
     /// A receive blocked while following a peer wakes for a datagram on
     /// either socket and returns it from that one call: the peer's on the
     /// followed socket, a stranger's (or a restarted peer's) on the bound
@@ -765,12 +777,7 @@ mod tests {
     /// socket) ends the call without an error and without a datagram.
     #[test]
     fn a_blocked_receive_wakes_for_either_socket() {
-        let cfg = DriverConfig {
-            gro: false,
-            ..DriverConfig::default()
-        };
-        let (mut a, mut b) = pair(&cfg);
-        let (mut stranger, _) = pair(&cfg);
+        let (_, mut a, mut b, mut stranger) = peer_receiver_stranger();
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         b.follow(a_addr).unwrap();
         // Settle the followed socket: it reads its first empty state.
@@ -843,12 +850,7 @@ mod tests {
     /// real source, not as the peer's.
     #[test]
     fn a_stranger_caught_before_connect_keeps_its_source() {
-        let cfg = DriverConfig {
-            gro: false,
-            ..DriverConfig::default()
-        };
-        let (mut a, mut b) = pair(&cfg);
-        let (mut stranger, _) = pair(&cfg);
+        let (cfg, mut a, mut b, mut stranger) = peer_receiver_stranger();
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         let s_addr = stranger.local_addr().unwrap();
         // What `follow` does, with a stranger's datagram in the middle.

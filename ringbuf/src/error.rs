@@ -66,6 +66,14 @@ pub enum RingError {
         /// Slots in the ring.
         max: u32,
     },
+    /// The file under the name belongs to a uid that is not an allowed owner
+    /// (a subscriber's own uid and those it names; a publisher's own uid).
+    ForeignOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
 }
 
 impl RingError {
@@ -137,6 +145,11 @@ impl fmt::Display for RingError {
             RingError::NoFreeSlot { path, max } => write!(
                 f,
                 "{}: all {max} subscriber slots are taken by live subscribers",
+                path.display()
+            ),
+            RingError::ForeignOwner { path, uid } => write!(
+                f,
+                "{} is owned by uid {uid}, which is not an allowed owner",
                 path.display()
             ),
         }

@@ -67,7 +67,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Magic bytes at offset 0 of every ring file.
 pub const MAGIC: [u8; 8] = *b"CNDTRING";
 /// Version of this layout; a file with another version is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of [`Header`].
 pub const HEADER_LEN: usize = 128;
 /// Size of every shared block (publisher, signal, each subscriber slot).

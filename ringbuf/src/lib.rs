@@ -106,6 +106,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod file;
 mod futex;
 pub mod layout;
 mod liveness;

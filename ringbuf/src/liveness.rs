@@ -1,27 +1,62 @@
-//! Liveness through open-file-description (OFD) locks.
+//! Liveness through open-file-description (OFD) locks on a lock file.
 //!
-//! The publisher holds a write lock on byte [`PUBLISHER_LOCK`] of the ring
-//! file, and each subscriber on byte `SLOT_LOCK_BASE + slot`; the bytes lie far
-//! past the end of the file, which is allowed and leaves the data untouched.
-//! The kernel drops an OFD lock when the last descriptor of its open file
-//! description closes, so also when the process dies (including `kill -9`).
+//! Each ring file has a lock file next to it, `.{name}.{incarnation:016x}.lock`
+//! (the incarnation is the random 64-bit value in the ring's header). The
+//! publisher holds a write lock on byte [`PUBLISHER_LOCK`] of it, and each
+//! subscriber a write lock on byte `SLOT_LOCK_BASE + slot`. The kernel drops
+//! an OFD lock when the last descriptor of its open file description
+//! closes, so also when the process dies (including `kill -9`), and
 //! `F_OFD_GETLK` then tells exactly whether the owner is alive, with no pid
 //! reuse problem and no heartbeat. OFD locks conflict between descriptions
 //! even inside one process, so a publisher and a subscriber in one process see
 //! each other correctly.
 //!
-//! Creation and removal of ring files in a directory are serialised by an
-//! exclusive `flock` on the directory itself ([`DirLock`]).
+//! ## Why a separate lock file
+//!
+//! A process that can open a file only for reading can still take *read*
+//! locks on any byte of it, and a read lock blocks every write lock. Were the
+//! lock bytes in the ring file, a user with read access to a `mode=644` or
+//! `640` ring could take slots away from subscribers and keep the publisher's
+//! byte locked after its death. The lock file therefore gets the write bits
+//! of the ring's mode only: each class (owner, group, others) that may write
+//! the ring may read and write the lock file, every other class gets nothing
+//! ([`lock_mode`]); a reader of the ring cannot open it at all. Those who can
+//! write the ring can corrupt it anyway, so they gain nothing new. On top of
+//! that, liveness is probed with an `F_RDLCK` request ([`is_locked`]), which
+//! only a write lock conflicts with: a read lock, whoever holds it, never
+//! makes an owner look alive.
+//!
+//! The publisher creates the lock file (`O_EXCL`, mode 600), takes its lock,
+//! and only then widens the mode, so nobody can take its byte first. There
+//! is no directory-wide lock: see [`crate::Publisher::create`] for how a stale
+//! ring is replaced.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 /// Lock byte of the publisher.
-pub(crate) const PUBLISHER_LOCK: i64 = 1 << 40;
+pub(crate) const PUBLISHER_LOCK: i64 = 0;
 /// Lock byte of subscriber slot 0 (slot `i` uses `SLOT_LOCK_BASE + i`).
-pub(crate) const SLOT_LOCK_BASE: i64 = (1 << 40) + 4096;
+pub(crate) const SLOT_LOCK_BASE: i64 = 4096;
+
+/// Mode of the lock file of a ring created with `mode`: read-write for each
+/// class that may write the ring, nothing for the others.
+pub(crate) fn lock_mode(mode: u32) -> u32 {
+    let mut m = 0o600;
+    if mode & 0o020 != 0 {
+        m |= 0o060;
+    }
+    if mode & 0o002 != 0 {
+        m |= 0o006;
+    }
+    m
+}
+
+/// Name of the lock file of ring `name` with `incarnation`.
+pub(crate) fn lock_name(name: &str, incarnation: u64) -> String {
+    format!(".{name}.{incarnation:016x}.lock")
+}
 
 fn flock_for(kind: libc::c_short, start: i64) -> libc::flock {
     // SAFETY: flock is a plain C struct of integers; all-zero is valid.
@@ -35,7 +70,7 @@ fn flock_for(kind: libc::c_short, start: i64) -> libc::flock {
 }
 
 /// Takes the write lock on byte `at` without waiting; `Ok(false)` if another
-/// open file description holds it.
+/// open file description holds a lock on it.
 pub(crate) fn try_lock(file: &File, at: i64) -> io::Result<bool> {
     let mut fl = flock_for(libc::F_WRLCK as libc::c_short, at);
     // SAFETY: valid fd and a valid, initialised flock struct for the call.
@@ -59,36 +94,14 @@ pub(crate) fn unlock(file: &File, at: i64) {
     }
 }
 
-/// True if another open file description holds a lock on byte `at`.
+/// True if another open file description holds a *write* lock on byte `at`
+/// (the probe asks for a read lock, which only write locks conflict with).
 pub(crate) fn is_locked(file: &File, at: i64) -> io::Result<bool> {
-    let mut fl = flock_for(libc::F_WRLCK as libc::c_short, at);
+    let mut fl = flock_for(libc::F_RDLCK as libc::c_short, at);
     // SAFETY: valid fd and flock struct; the kernel writes the result into it.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
-}
-
-/// An exclusive `flock` on a directory, released on drop.
-pub(crate) struct DirLock {
-    _dir: File,
-}
-
-impl DirLock {
-    /// Locks `dir`, waiting for other creators (each holds it for microseconds).
-    pub(crate) fn lock(dir: &Path) -> io::Result<DirLock> {
-        let d = File::open(dir)?;
-        loop {
-            // SAFETY: valid fd.
-            let r = unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) };
-            if r == 0 {
-                return Ok(DirLock { _dir: d });
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e);
-            }
-        }
-    }
+    Ok(fl.l_type == libc::F_WRLCK as libc::c_short)
 }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The publisher block (offset 128).
 #[repr(C, align(128))]
@@ -48,7 +48,11 @@ pub(crate) struct Slot {
     pub(crate) position: AtomicU64,
     /// Bumped by the publisher at each activation (diagnostics).
     pub(crate) generation: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 24],
+    /// 1 while the slot's owner is counted as a sleeper in `attention`; who
+    /// swaps it back to 0 (the sleeper on waking, or whoever reclaims the
+    /// slot of a dead owner) takes the count away.
+    pub(crate) waiting: AtomicU32,
+    _pad: [u8; BLOCK_LEN - 28],
 }
 const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
 
@@ -56,6 +60,8 @@ const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Entry in the SIGBUS registry.
+    reg: &'static sigbus::Entry,
 }
 
 // SAFETY: the mapping is plain shared memory; all access to it goes through
@@ -85,9 +91,25 @@ impl Mapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr =
-            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Mapping { ptr, len })
+        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
+            return Err(io::Error::other("mmap returned null"));
+        };
+        let Some(reg) = sigbus::register(p as usize, len) else {
+            // SAFETY: exactly the mapping made above, not yet shared.
+            unsafe { libc::munmap(p, len) };
+            return Err(io::Error::other(format!(
+                "more than {} rings mapped in this process",
+                sigbus::ENTRIES
+            )));
+        };
+        Ok(Mapping { ptr, len, reg })
+    }
+
+    /// True once the file under this mapping was found truncated (a SIGBUS
+    /// in it was caught and the mapping replaced by zero pages).
+    #[inline(always)]
+    pub(crate) fn truncated(&self) -> bool {
+        self.reg.truncated.load(Ordering::Relaxed)
     }
 
     /// Base address.
@@ -151,6 +173,7 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        sigbus::unregister(self.reg);
         // SAFETY: ptr/len are exactly what mmap returned; every view borrows
         // self, so none is alive any more.
         unsafe {
@@ -235,5 +258,176 @@ impl DataArea {
     #[inline(always)]
     pub(crate) fn offset(self, pos: u64) -> u64 {
         pos & self.mask
+    }
+}
+
+/// Surviving truncation of a mapped ring file.
+///
+/// A ring file lives in a directory others may write (`/dev/shm`), and a
+/// tmpfs file that is not a memfd cannot be sealed: anyone who can open the
+/// file for writing can `ftruncate` it, after which every access to the
+/// mapped pages past the new end raises SIGBUS, whose default action kills
+/// the process. So each [`Mapping`] registers its address range here, in a
+/// fixed array of atomics (no allocation, no lock: usable from a signal
+/// handler), and a process-wide `SA_SIGINFO` handler, installed once with
+/// the first mapping, looks `si_addr` up. When it lies inside a registered
+/// mapping, the handler maps anonymous zero pages over the whole mapping
+/// (`mmap(MAP_FIXED)`, a plain system call), sets the entry's `truncated`
+/// flag and returns: the faulting access is repeated on the zero page. The
+/// ring's own checks then see zeros (no records, free slots, a changed
+/// header), and the handle reports `Corrupt` because it checks the flag on
+/// every offer (one relaxed load) and on the subscriber's idle and health
+/// paths. Any other SIGBUS goes to the handler that was installed before
+/// (or the default action, which kills as it always did).
+///
+/// A program that installs its own SIGBUS handler after opening a ring
+/// replaces this one; truncation can then kill it again. That, and
+/// truncation during `Publisher::create` before the mapping exists (the
+/// file is still private then), is all that is left.
+pub(crate) mod sigbus {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Once;
+
+    /// Most mappings registered at once in one process.
+    pub(crate) const ENTRIES: usize = 1024;
+
+    /// One registered mapping: `[base, base + len)`; `len == 0` means free.
+    pub(crate) struct Entry {
+        base: AtomicUsize,
+        len: AtomicUsize,
+        used: AtomicBool,
+        /// Set by the handler once it replaced the mapping.
+        pub(crate) truncated: AtomicBool,
+    }
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const FREE: Entry = Entry {
+        base: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        used: AtomicBool::new(false),
+        truncated: AtomicBool::new(false),
+    };
+    static REGISTRY: [Entry; ENTRIES] = [FREE; ENTRIES];
+
+    /// The handler that was installed before ours (written once, before
+    /// ours is installed... and read only by ours).
+    static PREVIOUS: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+    static INSTALL: Once = Once::new();
+
+    fn install() {
+        INSTALL.call_once(|| {
+            // SAFETY: sigaction with a null new action only reads the current one.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers; a null act queries.
+            unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) };
+            let _ = PREVIOUS.set(old);
+            // SAFETY: a zeroed sigaction is valid; we fill handler and flags.
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            let h: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+            sa.sa_sigaction = h as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: sa_mask is a valid sigset_t to initialise.
+            unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+            // SAFETY: valid sigaction; installing a handler for SIGBUS.
+            unsafe { libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) };
+        });
+    }
+
+    /// Registers `[base, base + len)`; `None` when the registry is full.
+    pub(crate) fn register(base: usize, len: usize) -> Option<&'static Entry> {
+        install();
+        for e in REGISTRY.iter() {
+            if e.used
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.truncated.store(false, Ordering::Relaxed);
+                e.base.store(base, Ordering::Relaxed);
+                // Release partner: the handler's Acquire load of `len`.
+                e.len.store(len, Ordering::Release);
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Frees an entry (before the munmap).
+    pub(crate) fn unregister(e: &'static Entry) {
+        e.len.store(0, Ordering::Release);
+        e.base.store(0, Ordering::Relaxed);
+        // Release partner: the Acquire CAS in `register`.
+        e.used.store(false, Ordering::Release);
+    }
+
+    extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        for e in REGISTRY.iter() {
+            // Acquire partner: the Release store of `len` in `register`.
+            let len = e.len.load(Ordering::Acquire);
+            let base = e.base.load(Ordering::Relaxed);
+            if len == 0 || addr < base || addr - base >= len {
+                continue;
+            }
+            // SAFETY: errno is thread-local; we save and restore it around
+            // the system call so the interrupted code sees no change.
+            let errno = unsafe { *libc::__errno_location() };
+            // SAFETY: [base, base + len) is a live mapping of ours (the
+            // fault happened in it, so its owner has not unmapped it);
+            // replacing it with private zero pages of the same size keeps
+            // every pointer into it valid. mmap is a plain system call.
+            let p = unsafe {
+                libc::mmap(
+                    base as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
+            if p != libc::MAP_FAILED {
+                e.truncated.store(true, Ordering::Relaxed);
+                return;
+            }
+            break;
+        }
+        chain(sig, info, ctx);
+    }
+
+    /// Passes a SIGBUS that is not ours to the previous disposition.
+    fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let prev = PREVIOUS.get();
+        let action = prev.map_or(libc::SIG_DFL, |p| p.sa_sigaction);
+        if action == libc::SIG_DFL || action == libc::SIG_IGN {
+            // Restore the default action and return: the faulting access
+            // repeats and the kernel applies it (kills, with a core).
+            // SAFETY: a zeroed sigaction with SIG_DFL is valid.
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            sa.sa_sigaction = libc::SIG_DFL;
+            // SAFETY: valid sigaction; sigaction is async-signal-safe.
+            unsafe { libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) };
+            // SAFETY: the kernel passes a valid siginfo.
+            if unsafe { (*info).si_code } <= 0 {
+                // Sent by a process, not a fault: deliver it again.
+                // SAFETY: raise is async-signal-safe.
+                unsafe { libc::raise(sig) };
+            }
+            return;
+        }
+        let flags = prev.map_or(0, |p| p.sa_flags);
+        if flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the previous handler was installed as an SA_SIGINFO
+            // handler with this signature.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(action) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: the previous handler was installed as a plain handler.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
+            f(sig);
+        }
     }
 }

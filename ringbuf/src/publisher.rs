@@ -5,17 +5,19 @@ use crate::layout::{
     self, Geometry, ATTENTION_MEMBERSHIP, FENCE_MEMBARRIER, FENCE_PUBLISHER, PADDING_LEN,
     RECORD_ALIGN, SLOT_ACTIVE, SLOT_FREE, SLOT_JOINING,
 };
-use crate::liveness::{self, DirLock, PUBLISHER_LOCK, SLOT_LOCK_BASE};
+use crate::liveness::{self, PUBLISHER_LOCK, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping};
-use crate::{futex, ring_dir, validate_name, RingConfig};
+use crate::{file, futex, ring_dir, validate_name, RingConfig};
 use crate::{BACKPRESSURE_REAP_INTERVAL, REAP_INTERVAL};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{compiler_fence, fence, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, fence, Ordering};
 use std::time::Instant;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Bytes zeroed ahead of the tail in one go.
 const ZERO_AHEAD: u64 = 1024;
@@ -30,9 +32,10 @@ pub struct Publisher {
     // Field order: `map` must drop before `file` releases the lock (Drop
     // handles the file explicitly anyway).
     map: Mapping,
-    file: File,
+    /// The lock file; holds our publisher lock.
+    lock: File,
+    lock_path: PathBuf,
     path: PathBuf,
-    dir: PathBuf,
     dev_ino: (u64, u64),
     data: DataArea,
     geometry: Geometry,
@@ -51,6 +54,8 @@ pub struct Publisher {
     offers: u32,
     last_reap: Instant,
     last_bp_reap: Option<Instant>,
+    /// `FUTEX_WAKE` calls made.
+    wakes: u64,
 }
 
 // SAFETY: all state is owned; the mapping is shared memory accessed through
@@ -70,22 +75,39 @@ pub struct Claim<'a> {
 }
 
 impl Publisher {
-    /// Creates the ring file `name` (or reuses a stale one left by a dead publisher).
+    /// Creates the ring file `name` (or replaces a stale one left by a dead publisher).
     ///
-    /// The ring is built in a temporary file `.{name}.{pid}.{n}.tmp` in the
-    /// same directory and renamed into place. A creator killed between the two
-    /// leaves that file behind, so creation first removes, best effort (errors
-    /// are ignored), every file named exactly `.{name}.{pid}.{n}.tmp` for this
-    /// `name` whose process no longer exists (`kill(pid, 0)` fails with
-    /// `ESRCH`). Files of live processes, of other names and of any other
-    /// pattern are left alone. This happens under the directory lock, so no
-    /// creator can be between creating and renaming such a file meanwhile.
+    /// Creation takes no lock another user could hold, so it ends after a
+    /// bounded number of steps. The new ring and its lock file (see
+    /// `liveness`) are built under fresh names with random parts, the lock
+    /// file's publisher byte already locked and the memory reserved
+    /// (`posix_fallocate`). Then:
+    /// * nothing under the name: the ring is renamed into place with
+    ///   `RENAME_NOREPLACE` (or `link`), which fails if another creator got
+    ///   there first (we then look again);
+    /// * a ring whose publisher is dead: we take the write lock on the old
+    ///   ring's publisher byte ourselves, check that the name still refers
+    ///   to that old file, and rename over it. Two creators replacing the
+    ///   same stale ring exclude each other through that lock: the one that
+    ///   gets it second finds the name changed and looks again (and then
+    ///   finds a live publisher);
+    /// * a live publisher: [`RingError::PublisherAlive`].
+    ///
+    /// A file under the name owned by another uid is never touched:
+    /// [`RingError::ForeignOwner`] names its owner. A temporary file
+    /// `.{name}.{pid}.{random}.tmp` left by a creator killed before the
+    /// rename is removed by the next creation of the same name once its pid
+    /// is gone (best effort; files of live processes, of other names and of
+    /// any other pattern are left alone).
     ///
     /// # Errors
     /// [`RingError::InvalidName`], [`RingError::InvalidConfig`];
     /// [`RingError::PublisherAlive`] if a live publisher owns the name;
-    /// [`RingError::NotARing`] if the name is taken by a file that is not a
-    /// ring (it is left alone); [`RingError::Io`] for system call failures.
+    /// [`RingError::ForeignOwner`] if another uid owns the file under the
+    /// name; [`RingError::NotARing`] if the name is taken by something that
+    /// is not a ring file (it is left alone); [`RingError::Io`] for system
+    /// call failures, with `ENOSPC` when the directory has no room for the
+    /// ring.
     pub fn create(name: &str, config: &RingConfig) -> Result<Publisher, RingError> {
         validate_name(name)?;
         let geometry = Geometry::new(
@@ -102,32 +124,25 @@ impl Publisher {
         }
         let dir = ring_dir(config.dir.as_deref());
         let path = dir.join(name);
-        let _dir_lock = DirLock::lock(&dir)
-            .map_err(|e| RingError::io(format!("locking {}", dir.display()), e))?;
         sweep_stale_temps(&dir, name);
-        check_existing(&path)?;
 
         let pid = std::process::id();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{name}.{pid}.{}.tmp",
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let built = build(&tmp, &geometry, config.mode, pid);
-        let (file, map) = match built {
+        let rnd =
+            |what: &str| file::random_u64().map_err(|e| RingError::io(format!("random {what}"), e));
+        let incarnation = rnd("incarnation")?;
+        let lock_path = dir.join(liveness::lock_name(name, incarnation));
+        let lock = build_lock(&lock_path, config.mode)?;
+        let tmp = dir.join(format!(".{name}.{pid}.{:016x}.tmp", rnd("name")?));
+        let placed = build(&tmp, &geometry, config.mode, pid, incarnation)
+            .and_then(|(file, map)| place(&dir, name, &tmp).map(|()| (file, map)));
+        let (file, map) = match placed {
             Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&lock_path);
                 return Err(e);
             }
         };
-        if let Err(e) = std::fs::rename(&tmp, &path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(RingError::io(
-                format!("renaming ring into {}", path.display()),
-                e,
-            ));
-        }
         let md = file
             .metadata()
             .map_err(|e| RingError::io("stat of the new ring", e))?;
@@ -135,9 +150,9 @@ impl Publisher {
         Ok(Publisher {
             fence: map.publisher().fence_mode.load(Ordering::Relaxed) != FENCE_MEMBARRIER,
             map,
-            file,
+            lock,
+            lock_path,
             path,
-            dir,
             dev_ino: (md.dev(), md.ino()),
             data,
             capacity: geometry.capacity,
@@ -151,7 +166,14 @@ impl Publisher {
             offers: 0,
             last_reap: Instant::now(),
             last_bp_reap: None,
+            wakes: 0,
         })
+    }
+
+    /// `FUTEX_WAKE` calls this publisher has made (diagnostics): it grows
+    /// only while some subscriber is asleep in `WaitStrategy::Block`.
+    pub fn wake_calls(&self) -> u64 {
+        self.wakes
     }
 
     /// Copies `data` into a new record with `type_id`; returns the position after it.
@@ -199,6 +221,12 @@ impl Publisher {
             });
         }
         let att = self.map.signal().attention.load(Ordering::Relaxed);
+        // After the first access to shared memory: if the file was truncated,
+        // that access faulted and the SIGBUS handler set the flag. (A record
+        // whose data pages alone were cut off is reported by the next offer.)
+        if self.map.truncated() {
+            return Err(truncated());
+        }
         if att >= ATTENTION_MEMBERSHIP {
             self.scan()?;
         }
@@ -332,9 +360,10 @@ impl Publisher {
             if s == SLOT_FREE {
                 continue;
             }
-            match liveness::is_locked(&self.file, SLOT_LOCK_BASE + i64::from(i)) {
+            match liveness::is_locked(&self.lock, SLOT_LOCK_BASE + i64::from(i)) {
                 Ok(true) => {}
                 Ok(false) => {
+                    reclaim_waiter(&self.map, slot);
                     // Fails harmlessly if a new owner took the slot meanwhile
                     // (it CASes the state to JOINING while holding the lock).
                     let _ = slot.state.compare_exchange(
@@ -427,7 +456,8 @@ impl Publisher {
     }
 
     #[cold]
-    fn wake(&self) {
+    fn wake(&mut self) {
+        self.wakes += 1;
         let signal = self.map.signal();
         // Release partner: the sleeper's Acquire load of the futex word.
         signal.futex.fetch_add(1, Ordering::Release);
@@ -448,14 +478,15 @@ impl Drop for Publisher {
         if self.map.signal().attention.load(Ordering::Relaxed) as u32 != 0 {
             self.wake();
         }
-        if let Ok(_lock) = DirLock::lock(&self.dir) {
-            if let Ok(md) = std::fs::metadata(&self.path) {
-                if (md.dev(), md.ino()) == self.dev_ino {
-                    let _ = std::fs::remove_file(&self.path);
-                }
+        // Nobody can put another file under the name meanwhile: replacing
+        // this ring needs our publisher lock, released only below.
+        if let Ok(md) = std::fs::symlink_metadata(&self.path) {
+            if (md.dev(), md.ino()) == self.dev_ino {
+                let _ = std::fs::remove_file(&self.path);
             }
         }
-        liveness::unlock(&self.file, PUBLISHER_LOCK);
+        let _ = std::fs::remove_file(&self.lock_path);
+        liveness::unlock(&self.lock, PUBLISHER_LOCK);
     }
 }
 
@@ -558,39 +589,151 @@ fn copy(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// Fails if `path` is owned by a live publisher or is not a ring file.
-fn check_existing(path: &Path) -> Result<(), RingError> {
-    let file = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(RingError::io(format!("opening {}", path.display()), e)),
-    };
-    let mut head = [0u8; layout::HEADER_LEN];
-    let n = read_prefix(&file, &mut head)
-        .map_err(|e| RingError::io(format!("reading {}", path.display()), e))?;
-    if n < layout::MAGIC.len() || head[..layout::MAGIC.len()] != layout::MAGIC {
-        return Err(RingError::NotARing {
-            path: path.to_path_buf(),
-        });
-    }
-    let alive = liveness::is_locked(&file, PUBLISHER_LOCK).map_err(|e| {
-        RingError::io(
-            format!("checking the publisher lock of {}", path.display()),
-            e,
-        )
-    })?;
-    if alive {
-        let pid = if n == layout::HEADER_LEN {
-            u32::from_le_bytes([head[36], head[37], head[38], head[39]])
-        } else {
-            0
+/// Attempts at putting a new ring under its name before giving up (each
+/// failed attempt means another creator changed the name meanwhile).
+const PLACE_ATTEMPTS: u32 = 16;
+
+/// Puts the finished ring `tmp` under `name` in `dir` (see
+/// [`Publisher::create`]).
+fn place(dir: &Path, name: &str, tmp: &Path) -> Result<(), RingError> {
+    let path = dir.join(name);
+    let me = file::euid();
+    for _ in 0..PLACE_ATTEMPTS {
+        let (old, md) = match file::open_existing(&path) {
+            Ok(Some(v)) => v,
+            Ok(None) => match rename_noreplace(tmp, &path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(RingError::io(
+                        format!("renaming ring into {}", path.display()),
+                        e,
+                    ))
+                }
+            },
+            Err(e) => {
+                // Not a regular file: name its owner if it is someone else.
+                if let Ok(md) = std::fs::symlink_metadata(&path) {
+                    file::check_owner(&path, &md, &[me])?;
+                }
+                return Err(e);
+            }
         };
-        return Err(RingError::PublisherAlive {
-            path: path.to_path_buf(),
-            pid,
-        });
+        file::check_owner(&path, &md, &[me])?;
+        let mut head = [0u8; layout::HEADER_LEN];
+        let n = read_prefix(&old, &mut head)
+            .map_err(|e| RingError::io(format!("reading {}", path.display()), e))?;
+        let Ok((h, _)) = layout::Header::ref_from_prefix(&head[..n]) else {
+            return Err(RingError::NotARing { path });
+        };
+        if h.magic != layout::MAGIC {
+            return Err(RingError::NotARing { path });
+        }
+        let pid = h.creator_pid.get();
+        let old_lock_path = dir.join(liveness::lock_name(name, h.incarnation.get()));
+        let old_lock = match file::create_new(&old_lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match file::open_existing(&old_lock_path)? {
+                    Some((f, lmd)) => {
+                        file::check_owner(&old_lock_path, &lmd, &[me])?;
+                        f
+                    }
+                    None => continue,
+                }
+            }
+            Err(e) => {
+                return Err(RingError::io(
+                    format!("opening {}", old_lock_path.display()),
+                    e,
+                ))
+            }
+        };
+        let got = liveness::try_lock(&old_lock, PUBLISHER_LOCK)
+            .map_err(|e| RingError::io(format!("locking {}", old_lock_path.display()), e))?;
+        if !got {
+            return Err(RingError::PublisherAlive { path, pid });
+        }
+        // We hold the old ring's publisher lock: nobody else can replace it
+        // now. Is it still the file under the name?
+        match std::fs::symlink_metadata(&path) {
+            Ok(now) if (now.dev(), now.ino()) == (md.dev(), md.ino()) => {}
+            _ => continue,
+        }
+        std::fs::rename(tmp, &path)
+            .map_err(|e| RingError::io(format!("renaming ring into {}", path.display()), e))?;
+        let _ = std::fs::remove_file(&old_lock_path);
+        return Ok(());
     }
+    Err(RingError::Io(io::Error::other(format!(
+        "{}: the name kept changing while the ring was being put in place",
+        path.display()
+    ))))
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the cwd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    // The file system cannot do RENAME_NOREPLACE: link fails if `to` exists.
+    std::fs::hard_link(from, to)?;
+    let _ = std::fs::remove_file(from);
     Ok(())
+}
+
+/// Creates the lock file of a new ring, holding the publisher lock, with
+/// the mode [`liveness::lock_mode`] gives for the ring's `mode`.
+fn build_lock(path: &Path, mode: u32) -> Result<File, RingError> {
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let lock = file::create_new(path).map_err(|e| RingError::io(ctx("creating"), e))?;
+    let locked = liveness::try_lock(&lock, PUBLISHER_LOCK);
+    let done = match locked {
+        Ok(true) => lock
+            .set_permissions(std::fs::Permissions::from_mode(liveness::lock_mode(mode)))
+            .map_err(|e| RingError::io(ctx("chmod of"), e)),
+        Ok(false) => Err(RingError::Io(io::Error::other(ctx("cannot lock fresh")))),
+        Err(e) => Err(RingError::io(ctx("locking"), e)),
+    };
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(lock)
+}
+
+/// The error of every offer once the mapping was replaced after a truncation.
+#[cold]
+fn truncated() -> OfferError {
+    OfferError::Corrupt("the ring file was truncated by another process".into())
+}
+
+/// Takes a dead (or departed) owner's sleeper count away from `attention`.
+pub(crate) fn reclaim_waiter(map: &Mapping, slot: &crate::mapping::Slot) {
+    if slot.waiting.swap(0, Ordering::AcqRel) == 1 {
+        map.signal()
+            .attention
+            .fetch_sub(layout::ATTENTION_WAITER, Ordering::Relaxed);
+    }
 }
 
 /// Reads up to `buf.len()` bytes from offset 0.
@@ -608,8 +751,8 @@ pub(crate) fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Removes the temporary files of ring `name` in `dir` left by creators that
-/// died before renaming them (see [`Publisher::create`]); best effort. The
-/// caller holds the directory lock.
+/// died before renaming them (see [`Publisher::create`]); best effort. A
+/// live creator's file is never removed: its pid exists.
 fn sweep_stale_temps(dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -627,8 +770,9 @@ fn sweep_stale_temps(dir: &Path, name: &str) {
 }
 
 /// The pid in `file` if it is exactly a temporary file name of ring `name`:
-/// `.{name}.{pid}.{n}.tmp` with `pid` and `n` in decimal as `create` writes
-/// them (no sign, no leading zeros) and `pid` a positive `pid_t`.
+/// `.{name}.{pid}.{r}.tmp` with `pid` in decimal as `create` writes it (no
+/// sign, no leading zeros), a positive `pid_t`, and `r` 16 lowercase hex
+/// digits.
 fn temp_file_pid(file: &str, name: &str) -> Option<i32> {
     let rest = file
         .strip_prefix('.')?
@@ -639,10 +783,10 @@ fn temp_file_pid(file: &str, name: &str) -> Option<i32> {
     let decimal = |s: &str| {
         !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
     };
-    if !decimal(pid) || !decimal(n) {
+    let hex = n.len() == 16 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !decimal(pid) || !hex {
         return None;
     }
-    n.parse::<u64>().ok()?;
     let pid = pid.parse::<i32>().ok()?;
     (pid > 0).then_some(pid)
 }
@@ -656,32 +800,36 @@ fn process_is_gone(pid: i32) -> bool {
     r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Creates and initialises the ring in the temporary file `tmp`.
-fn build(tmp: &Path, g: &Geometry, mode: u32, pid: u32) -> Result<(File, Mapping), RingError> {
+/// Creates and initialises the ring in the temporary file `tmp`, its
+/// memory reserved.
+fn build(
+    tmp: &Path,
+    g: &Geometry,
+    mode: u32,
+    pid: u32,
+    incarnation: u64,
+) -> Result<(File, Mapping), RingError> {
     let ctx = |what: &str| format!("{what} {}", tmp.display());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(tmp)
-        .map_err(|e| RingError::io(ctx("creating"), e))?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| RingError::io(ctx("chmod of"), e))?;
+    let file = file::create_new(tmp).map_err(|e| RingError::io(ctx("creating"), e))?;
     file.set_len(g.file_len)
         .map_err(|e| RingError::io(ctx("sizing"), e))?;
-    if !liveness::try_lock(&file, PUBLISHER_LOCK).map_err(|e| RingError::io(ctx("locking"), e))? {
-        return Err(RingError::Io(io::Error::other(ctx(
-            "cannot lock fresh file",
-        ))));
+    let len = libc::off_t::try_from(g.file_len)
+        .map_err(|_| RingError::InvalidConfig("ring too large".into()))?;
+    // Reserve the memory now: on a full tmpfs this fails here with ENOSPC
+    // instead of a SIGBUS at the first touch of a page.
+    // SAFETY: a valid fd and a range inside the file.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if r != 0 {
+        return Err(RingError::io(
+            ctx("reserving memory for"),
+            io::Error::from_raw_os_error(r),
+        ));
     }
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| RingError::io(ctx("chmod of"), e))?;
     let map = Mapping::map(&file, g.file_len).map_err(|e| RingError::io(ctx("mapping"), e))?;
     let mut bytes = [0u8; layout::HEADER_LEN];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    bytes.copy_from_slice(g.header(pid, now ^ (u64::from(pid) << 48)).as_bytes());
+    bytes.copy_from_slice(g.header(pid, incarnation).as_bytes());
     map.write_header(&bytes);
     let mode = if futex::register_global_expedited() {
         FENCE_MEMBARRIER

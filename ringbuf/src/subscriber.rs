@@ -7,11 +7,10 @@ use crate::layout::{
 };
 use crate::liveness::{self, PUBLISHER_LOCK, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, Slot};
-use crate::publisher::read_prefix;
-use crate::{ring_dir, validate_name, PUBLISHER_CHECK_INTERVAL};
-use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use crate::publisher::{read_prefix, reclaim_waiter};
+use crate::{file, ring_dir, validate_name, PUBLISHER_CHECK_INTERVAL};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -25,6 +24,10 @@ pub(crate) const ATTACH_INTERVAL: Duration = Duration::from_millis(1);
 /// One reader of a ring.
 pub struct Subscriber {
     path: PathBuf,
+    dir: PathBuf,
+    name: String,
+    /// Uids whose rings this subscriber attaches to (its own first).
+    owners: Vec<u32>,
     pub(crate) conn: Option<Conn>,
     /// (dev, ino, incarnation) of a file whose publisher is gone or closed:
     /// not attached again.
@@ -38,7 +41,8 @@ type FileId = (u64, u64, u64);
 /// An attachment to one ring file.
 pub(crate) struct Conn {
     pub(crate) map: Mapping,
-    file: File,
+    /// The ring's lock file; holds our slot lock.
+    lock: File,
     id: FileId,
     header: [u8; layout::HEADER_LEN],
     pub(crate) data: DataArea,
@@ -102,6 +106,10 @@ impl Conn {
         if self.pending.is_some() {
             return;
         }
+        if self.map.truncated() {
+            self.pending = Some(truncated());
+            return;
+        }
         if self.map.header_bytes() != self.header {
             self.pending = Some(PollError::Corrupt(
                 "the ring header changed after it was opened".into(),
@@ -126,7 +134,7 @@ impl Conn {
             self.pending = Some(PollError::PublisherClosed);
             return;
         }
-        match liveness::is_locked(&self.file, PUBLISHER_LOCK) {
+        match liveness::is_locked(&self.lock, PUBLISHER_LOCK) {
             Ok(true) => {}
             Ok(false) => self.pending = Some(PollError::PublisherGone),
             Err(e) => {
@@ -191,25 +199,56 @@ impl Drop for Conn {
             .signal()
             .attention
             .fetch_add(ATTENTION_MEMBERSHIP, Ordering::Release);
-        liveness::unlock(&self.file, SLOT_LOCK_BASE + i64::from(self.slot));
+        liveness::unlock(&self.lock, SLOT_LOCK_BASE + i64::from(self.slot));
     }
+}
+
+/// What a handle reports once its mapping was replaced after a truncation.
+#[cold]
+fn truncated() -> PollError {
+    PollError::Corrupt("the ring file was truncated by another process".into())
 }
 
 impl Subscriber {
     /// Opens a subscriber to ring `name`; if no publisher exists yet it
-    /// attaches when one appears (polls return 0 until then).
+    /// attaches when one appears (polls return 0 until then). Only rings
+    /// owned by this process's effective uid are attached to (see
+    /// [`Subscriber::open_with_owners`]).
     ///
     /// # Errors
     /// [`RingError::InvalidName`]; for an existing file with a live publisher,
     /// what is wrong with it ([`RingError::NotARing`],
-    /// [`RingError::LayoutVersion`], [`RingError::Truncated`],
-    /// [`RingError::CapacityMismatch`], [`RingError::InvalidHeader`]), or
-    /// [`RingError::NoFreeSlot`]; [`RingError::Io`] for system call failures.
+    /// [`RingError::ForeignOwner`], [`RingError::LayoutVersion`],
+    /// [`RingError::Truncated`], [`RingError::CapacityMismatch`],
+    /// [`RingError::InvalidHeader`]), or [`RingError::NoFreeSlot`];
+    /// [`RingError::Io`] for system call failures.
     pub fn open(name: &str, dir: Option<&Path>) -> Result<Subscriber, RingError> {
+        Self::open_with_owners(name, dir, &[])
+    }
+
+    /// As [`Subscriber::open`], also attaching to rings owned by the uids in
+    /// `owners`. A ring file (or its lock file) owned by any other uid is
+    /// [`RingError::ForeignOwner`]: whoever owns a ring controls every byte a
+    /// subscriber reads, so a ring under a well-known name that another user
+    /// created (or re-created) is refused rather than trusted.
+    ///
+    /// # Errors
+    /// As for [`Subscriber::open`].
+    pub fn open_with_owners(
+        name: &str,
+        dir: Option<&Path>,
+        owners: &[u32],
+    ) -> Result<Subscriber, RingError> {
         validate_name(name)?;
-        let path = ring_dir(dir).join(name);
+        let dir = ring_dir(dir);
+        let me = file::euid();
+        let mut allowed = vec![me];
+        allowed.extend(owners.iter().copied().filter(|u| *u != me));
         let mut s = Subscriber {
-            path,
+            path: dir.join(name),
+            dir,
+            name: name.to_owned(),
+            owners: allowed,
             conn: None,
             stale: None,
             last_attach: None,
@@ -229,19 +268,10 @@ impl Subscriber {
     fn attach(&mut self) -> Result<(), Attach> {
         self.last_attach = Some(Instant::now());
         let path = &self.path;
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Attach::Absent),
-            Err(e) => return Err(RingError::io(format!("opening {}", path.display()), e).into()),
+        let Some((file, md)) = file::open_existing(path)? else {
+            return Err(Attach::Absent);
         };
-        let md = file
-            .metadata()
-            .map_err(|e| RingError::io(format!("stat of {}", path.display()), e))?;
+        file::check_owner(path, &md, &self.owners)?;
         let mut header = [0u8; layout::HEADER_LEN];
         let n = read_prefix(&file, &mut header)
             .map_err(|e| RingError::io(format!("reading {}", path.display()), e))?;
@@ -251,16 +281,34 @@ impl Subscriber {
         if self.stale == Some(id) {
             return Err(Attach::Absent);
         }
+        let lock_path = self
+            .dir
+            .join(liveness::lock_name(&self.name, h.incarnation.get()));
+        let lock = match file::open_existing(&lock_path)? {
+            Some((lock, lmd)) => {
+                file::check_owner(&lock_path, &lmd, &self.owners)?;
+                Some(lock)
+            }
+            None => None,
+        };
         let map = Mapping::map(&file, g.file_len)
             .map_err(|e| RingError::io(format!("mapping {}", path.display()), e))?;
-        let alive = liveness::is_locked(&file, PUBLISHER_LOCK).map_err(|e| {
-            RingError::io(format!("checking the publisher of {}", path.display()), e)
-        })?;
+        drop(file);
+        let alive = match &lock {
+            Some(lock) => liveness::is_locked(lock, PUBLISHER_LOCK).map_err(|e| {
+                RingError::io(format!("checking the publisher of {}", path.display()), e)
+            })?,
+            // The publisher removes its lock file last: it is gone.
+            None => false,
+        };
         // Acquire partner: the publisher's Release store of `closed`.
-        if !alive || map.publisher().closed.load(Ordering::Acquire) != 0 {
+        let (Some(lock), true) = (
+            lock,
+            alive && map.publisher().closed.load(Ordering::Acquire) == 0,
+        ) else {
             self.stale = Some(id);
             return Err(Attach::Absent);
-        }
+        };
         let mut chosen = None;
         // Free slots first, then any (one left by a dead subscriber).
         'search: for pass in 0..2 {
@@ -269,7 +317,7 @@ impl Subscriber {
                     continue;
                 }
                 let got =
-                    liveness::try_lock(&file, SLOT_LOCK_BASE + i64::from(i)).map_err(|e| {
+                    liveness::try_lock(&lock, SLOT_LOCK_BASE + i64::from(i)).map_err(|e| {
                         RingError::io(format!("locking a slot of {}", path.display()), e)
                     })?;
                 if got {
@@ -286,6 +334,9 @@ impl Subscriber {
             .into());
         };
         let slot = map.slot(slot_idx);
+        // We hold the slot's lock, so any earlier owner is dead: take its
+        // sleeper count away if it died asleep.
+        reclaim_waiter(&map, slot);
         slot.pid.store(std::process::id(), Ordering::Relaxed);
         // We hold the slot's lock, so only the publisher may still change the
         // state (reaping ACTIVE/JOINING -> FREE once); the loop is bounded.
@@ -303,7 +354,7 @@ impl Subscriber {
             }
         }
         if !joined {
-            liveness::unlock(&file, SLOT_LOCK_BASE + i64::from(slot_idx));
+            liveness::unlock(&lock, SLOT_LOCK_BASE + i64::from(slot_idx));
             return Err(RingError::InvalidHeader {
                 path: path.clone(),
                 reason: format!("subscriber slot {slot_idx}'s state keeps changing"),
@@ -318,7 +369,7 @@ impl Subscriber {
         let data = DataArea::new(&map, &g);
         self.conn = Some(Conn {
             map,
-            file,
+            lock,
             id,
             header,
             data,
@@ -471,6 +522,9 @@ impl Subscriber {
         };
         // Acquire partner: the publisher's Release store of `closed`, made
         // after its last commit.
+        if c.pending.is_none() && c.map.truncated() {
+            c.pending = Some(truncated());
+        }
         if c.pending.is_none() && c.map.publisher().closed.load(Ordering::Acquire) != 0 {
             c.pending = Some(PollError::PublisherClosed);
         }

@@ -601,11 +601,13 @@ fn version_and_truncation_are_named_on_open() {
     w.write_u32(8, 7);
     let e = Subscriber::open("ver", Some(&d.0)).err().unwrap();
     assert!(
-        e.to_string()
-            .contains("layout version 7 where 1 was expected"),
+        e.to_string().contains(&format!(
+            "layout version 7 where {} was expected",
+            layout::LAYOUT_VERSION
+        )),
         "{e}"
     );
-    w.write_u32(8, 1);
+    w.write_u32(8, layout::LAYOUT_VERSION);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(p.path())
@@ -668,14 +670,15 @@ fn stale_temp_files_of_dead_creators_are_swept() {
     let dead = child.id();
     child.wait().unwrap();
     let live = std::process::id();
-    // A counter value `create` never reaches, so it cannot collide with ours.
-    let n = 987_654_321_u64;
+    let n = "00000000deadbeef";
     let dead_tmp = format!(".swept.{dead}.{n}.tmp");
     let kept = [
         format!(".swept.{live}.{n}.tmp"),
         format!(".other.{dead}.{n}.tmp"),
         format!(".swept.{dead}.{n}.tmp.bak"),
         format!(".swept.{dead}.0{n}.tmp"),
+        format!(".swept.{dead}.987654321.tmp"),
+        format!(".swept.{dead}.00000000DEADBEEF.tmp"),
         format!(".swept.{dead}.tmp"),
         format!(".swept.x.{dead}.{n}.tmp"),
         format!("swept.{dead}.{n}.tmp"),
@@ -688,4 +691,257 @@ fn stale_temp_files_of_dead_creators_are_swept() {
     for f in &kept {
         assert!(d.0.join(f).exists(), "{f} removed");
     }
+}
+
+/// Runs `f` on a thread; its result, or a failure if it takes longer than
+/// the watchdog (a hang).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("watchdog: {what} still running after 30 s: hang"))
+}
+
+/// True when running as root; otherwise says why the test is skipped (and
+/// fails under `CI=true`, where the tests run as root).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root under CI"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+fn chown(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+}
+
+/// The lock file of ring `name` in `d`.
+fn lock_file(d: &TempDir, name: &str) -> PathBuf {
+    std::fs::read_dir(&d.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let f = p.file_name().unwrap().to_str().unwrap();
+            f.starts_with(&format!(".{name}.")) && f.ends_with(".lock")
+        })
+        .expect("lock file")
+}
+
+#[test]
+fn creation_never_waits_on_a_directory_lock() {
+    use std::os::fd::AsRawFd;
+    let d = TempDir::new();
+    // Anyone who can open the directory can flock it.
+    let held = std::fs::File::open(&d.0).unwrap();
+    // SAFETY: a valid fd.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let cfg = config(&d, 4096);
+    let p = within("create under a held directory lock", move || {
+        Publisher::create("dirlock", &cfg).map(drop)
+    });
+    p.unwrap();
+    // A second publisher (name taken) and a replacement of a stale ring too.
+    let cfg = config(&d, 4096);
+    within("create twice", move || {
+        let p = Publisher::create("dirlock2", &cfg).unwrap();
+        assert!(matches!(
+            Publisher::create("dirlock2", &cfg),
+            Err(RingError::PublisherAlive { .. })
+        ));
+        drop(p);
+        Publisher::create("dirlock2", &cfg).unwrap();
+    });
+    drop(held);
+}
+
+#[test]
+fn symlinks_and_fifos_under_the_name_are_refused() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("real", &config(&d, 4096)).unwrap();
+    std::os::unix::fs::symlink(d.0.join("real"), d.0.join("link")).unwrap();
+    let e = Subscriber::open("link", Some(&d.0)).err();
+    assert!(matches!(e, Some(RingError::NotARing { .. })), "{e:?}");
+    let e = Publisher::create("link", &config(&d, 4096)).err();
+    assert!(matches!(e, Some(RingError::NotARing { .. })), "{e:?}");
+    assert!(!p.is_connected());
+
+    let fifo = std::ffi::CString::new(d.0.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let dir = d.0.clone();
+    let e = within("opening a FIFO", move || {
+        Subscriber::open("fifo", Some(&dir)).err()
+    });
+    assert!(matches!(e, Some(RingError::NotARing { .. })), "{e:?}");
+    let cfg = config(&d, 4096);
+    let e = within("creating over a FIFO", move || {
+        Publisher::create("fifo", &cfg).err()
+    });
+    assert!(matches!(e, Some(RingError::NotARing { .. })), "{e:?}");
+}
+
+#[test]
+fn temporary_and_lock_names_are_random() {
+    let d = TempDir::new();
+    let a = Publisher::create("rnd", &config(&d, 4096)).unwrap();
+    let first = lock_file(&d, "rnd");
+    drop(a);
+    let _b = Publisher::create("rnd", &config(&d, 4096)).unwrap();
+    let second = lock_file(&d, "rnd");
+    assert_ne!(first, second);
+}
+
+#[test]
+fn rings_of_other_owners_are_refused() {
+    if !root_or_skip("rings_of_other_owners_are_refused") {
+        return;
+    }
+    let d = TempDir::new();
+    let mut p = Publisher::create("owned", &config(&d, 4096)).unwrap();
+    chown(p.path(), 65534);
+    chown(&lock_file(&d, "owned"), 65534);
+    match Subscriber::open("owned", Some(&d.0)) {
+        Err(RingError::ForeignOwner { uid: 65534, .. }) => {}
+        other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
+    }
+    let e = Subscriber::open("owned", Some(&d.0)).err().unwrap();
+    assert!(e.to_string().contains("uid 65534"), "{e}");
+    // Named owners are accepted.
+    let mut s = Subscriber::open_with_owners("owned", Some(&d.0), &[65534]).unwrap();
+    connect(&mut p, &mut s);
+    p.offer(1, b"ok").unwrap();
+    assert_eq!(drain(&mut s), vec![(1, b"ok".to_vec())]);
+
+    // A squatter's file under a publisher's name names the squatter.
+    std::fs::write(d.0.join("squat"), b"CNDTRING and then anything").unwrap();
+    chown(&d.0.join("squat"), 65534);
+    match Publisher::create("squat", &config(&d, 4096)) {
+        Err(RingError::ForeignOwner { uid: 65534, .. }) => {}
+        other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
+    }
+    // Squatting a live-looking ring of another owner: the same.
+    let q = Publisher::create("squat2", &config(&d, 4096)).unwrap();
+    chown(q.path(), 65534);
+    match Publisher::create("squat2", &config(&d, 4096)) {
+        Err(RingError::ForeignOwner { uid: 65534, .. }) => {}
+        other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// A small tmpfs mounted on a fresh directory, unmounted on drop.
+struct SmallTmpfs(TempDir);
+
+impl SmallTmpfs {
+    fn new(size: &str) -> SmallTmpfs {
+        let d = TempDir::new();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&d.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount failed");
+        SmallTmpfs(d)
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.0 .0)
+            .status();
+    }
+}
+
+#[test]
+fn full_directory_is_enospc_at_open() {
+    if !root_or_skip("full_directory_is_enospc_at_open") {
+        return;
+    }
+    let fs = SmallTmpfs::new("256k");
+    let mut cfg = config(&fs.0, 1 << 20);
+    cfg.max_message_len = 1024;
+    match Publisher::create("big", &cfg) {
+        Err(RingError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+            assert!(e.to_string().contains("No space left"), "{e}");
+        }
+        other => panic!("expected ENOSPC, got {:?}", other.map(|_| ())),
+    }
+    // Nothing is left behind, and a ring that fits still opens.
+    let left: Vec<_> = std::fs::read_dir(&fs.0 .0).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    Publisher::create("small", &config(&fs.0, 4096)).unwrap();
+}
+
+#[test]
+fn truncation_under_live_handles_is_corrupt_not_sigbus() {
+    let d = TempDir::new();
+    let mut p = Publisher::create("cut", &config(&d, 1 << 16)).unwrap();
+    let mut s = Subscriber::open("cut", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    p.offer(1, b"before").unwrap();
+    assert_eq!(drain(&mut s).len(), 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let e = p.offer(2, b"after").unwrap_err();
+    assert!(
+        matches!(&e, OfferError::Corrupt(m) if m.contains("truncated")),
+        "{e:?}"
+    );
+    let e = poll_until_err(&mut s);
+    assert!(
+        matches!(&e, PollError::Corrupt(m) if m.contains("truncated")),
+        "{e:?}"
+    );
+    // Other rings of the process are unaffected.
+    let mut p2 = Publisher::create("uncut", &config(&d, 4096)).unwrap();
+    let mut s2 = Subscriber::open("uncut", Some(&d.0)).unwrap();
+    connect(&mut p2, &mut s2);
+    p2.offer(3, b"fine").unwrap();
+    assert_eq!(drain(&mut s2), vec![(3, b"fine".to_vec())]);
+}
+
+#[test]
+fn read_locks_of_a_reader_deny_no_slot() {
+    use std::os::fd::AsRawFd;
+    let d = TempDir::new();
+    let mut cfg = config(&d, 4096);
+    cfg.mode = 0o644;
+    let mut p = Publisher::create("ro", &cfg).unwrap();
+    // The lock file gets only the write classes of the ring's mode.
+    use std::os::unix::fs::PermissionsExt;
+    let lock_mode = std::fs::metadata(lock_file(&d, "ro"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(lock_mode & 0o777, 0o600);
+    // A reader read-locks every byte of the ring file.
+    let reader = std::fs::File::open(p.path()).unwrap();
+    // SAFETY: a zeroed flock is valid; l_len 0 = to the end of all offsets.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: valid fd and flock.
+    let r = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(r, 0);
+    let mut subs: Vec<Subscriber> = (0..8)
+        .map(|_| Subscriber::open("ro", Some(&d.0)).unwrap())
+        .collect();
+    for s in &mut subs {
+        connect(&mut p, s);
+    }
+    assert_eq!(p.subscriber_count(), 8);
 }

@@ -9,12 +9,21 @@
 //! 5. `FUTEX_WAIT(futex, f)`, which returns at once if the publisher bumped
 //!    the word after (1).
 //!
+//! The count is also flagged in the sleeper's slot (`waiting`): the sleeper
+//! swaps the flag back to 0 and takes its count away on waking, and so does
+//! whoever reclaims the slot of a dead owner (the publisher's reaper, or a
+//! subscriber that takes the slot over). A sleeper killed while asleep thus
+//! costs the publisher's commits a `FUTEX_WAKE` only until its slot is
+//! reclaimed. (A kill in the few instructions between the count and the
+//! flag still leaves the count behind; that is all that is left.)
+//!
 //! If the membarrier call fails here (the publisher's kernel had it, ours
 //! refuses it, e.g. under a seccomp filter), the sleeper cannot rely on the
 //! publisher seeing it and sleeps at most 1 ms at a time instead.
 
 use crate::error::PollError;
 use crate::layout::{ATTENTION_WAITER, FENCE_MEMBARRIER, SLOT_JOINING};
+use crate::publisher::reclaim_waiter;
 use crate::subscriber::Subscriber;
 use crate::{futex, WaitStrategy};
 use std::sync::atomic::{fence, Ordering};
@@ -113,10 +122,12 @@ impl Subscriber {
         let signal = c.map.signal();
         // (1) Acquire partner: the publisher's Release fetch_add before FUTEX_WAKE.
         let f = signal.futex.load(Ordering::Acquire);
-        // (2)
+        // (2) Counted, then flagged in our slot, so that whoever reclaims
+        // the slot after our death can take the count away.
         signal
             .attention
             .fetch_add(ATTENTION_WAITER, Ordering::SeqCst);
+        c.slot().waiting.store(1, Ordering::SeqCst);
         // (3) Pairs with the publisher's barrier between its commit store and
         // its load of `attention`.
         let fenced = if c.map.publisher().fence_mode.load(Ordering::Relaxed) == FENCE_MEMBARRIER {
@@ -135,8 +146,6 @@ impl Subscriber {
             // (5)
             futex::wait(&signal.futex, f, left(max));
         }
-        signal
-            .attention
-            .fetch_sub(ATTENTION_WAITER, Ordering::Relaxed);
+        reclaim_waiter(&c.map, c.slot());
     }
 }

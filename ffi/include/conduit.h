@@ -113,6 +113,14 @@
 #define CONDUIT_UNRECOVERABLE_LOSS -12
 
 /**
+ * A shared-memory ring under the channel's name is owned by a uid that is
+ * not allowed (a subscription attaches to its own uid's rings and those
+ * named by `owners=`; a publication's name is squatted by another uid).
+ * `conduit_last_error()` names the owner's uid.
+ */
+#define CONDUIT_FOREIGN_OWNER -16
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.

@@ -191,6 +191,10 @@ fn static_strings() {
         text(conduit_status_string(CONDUIT_PEER_GONE)),
         "CONDUIT_PEER_GONE"
     );
+    assert_eq!(
+        text(conduit_status_string(CONDUIT_FOREIGN_OWNER)),
+        "CONDUIT_FOREIGN_OWNER"
+    );
     assert_eq!(text(conduit_status_string(-99)), "CONDUIT_UNKNOWN_STATUS");
     for code in -12..=0 {
         assert_ne!(text(conduit_status_string(code)), "CONDUIT_UNKNOWN_STATUS");
@@ -257,6 +261,67 @@ fn counters_honour_the_callers_size() {
 
         conduit_subscription_close(s);
         conduit_publication_close(p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stale_claim_of_a_closed_publication_never_commits_a_new_handles_claim() {
+    let dir = std::env::temp_dir().join(format!("conduit-abi-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("shm:stale?dir={}\0", dir.display());
+    extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
+    let claim = |p: *mut conduit_publication, s: *mut conduit_subscription| {
+        let mut c = conduit_claim::EMPTY;
+        for _ in 0..10_000 {
+            // SAFETY: a live subscription; the handler ignores its arguments.
+            unsafe { conduit_subscription_poll(s, Some(ignore), std::ptr::null_mut(), 16) };
+            // SAFETY: a live publication and a writable claim.
+            if unsafe { conduit_publication_try_claim(p, 1, 8, &mut c) } == 0 {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        panic!("no claim: {}", last_error());
+    };
+    // SAFETY: NUL-terminated URI; every handle is closed below, and the
+    // stale claim is only used while a live handle sits at its address.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        let a = conduit_publication_open(uri.as_ptr().cast());
+        assert!(!a.is_null(), "{}", last_error());
+        let mut c = claim(a, s);
+        let stale = c;
+        assert_eq!(conduit_claim_commit(&mut c), 0);
+        conduit_publication_close(a);
+        // The allocator normally hands the same address to the next handle
+        // of the same size; try a few times.
+        let mut reused = None;
+        let mut others = Vec::new();
+        for _ in 0..16 {
+            let b = conduit_publication_open(uri.as_ptr().cast());
+            assert!(!b.is_null(), "{}", last_error());
+            if b == a {
+                reused = Some(b);
+                break;
+            }
+            others.push(b);
+            conduit_publication_close(others.pop().unwrap());
+        }
+        let Some(b) = reused else {
+            eprintln!("skipping: no publication handle reused the closed one's address");
+            conduit_subscription_close(s);
+            return;
+        };
+        let mut open = claim(b, s);
+        let mut stale = stale;
+        assert_eq!(conduit_claim_commit(&mut stale), CONDUIT_INVALID_ARGUMENT);
+        assert!(last_error().contains("not open"), "{}", last_error());
+        // The new handle's claim is still open and commits.
+        assert_eq!(conduit_claim_commit(&mut open), 0);
+        conduit_publication_close(b);
+        conduit_subscription_close(s);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

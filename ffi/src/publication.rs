@@ -10,6 +10,7 @@ use conduit::{Claim, Publication};
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Marks a live publication handle (a best-effort check against passing
@@ -39,12 +40,18 @@ pub(crate) struct PublicationHandle {
     claim: UnsafeCell<Option<Claim<'static>>>,
     /// Generation of the last claim handed out (0: none yet). A
     /// `conduit_claim` carries its generation, so a stale copy of a
-    /// committed claim is told apart from the open one.
+    /// committed claim is told apart from the open one. Generations come
+    /// from one process-wide counter ([`CLAIM_GENERATIONS`]), so a stale
+    /// claim of a closed publication never matches a claim of a new handle
+    /// that the allocator placed at the same address.
     generation: Cell<u64>,
     /// `Box::into_raw` of the publication: its address stays put while a
     /// claim borrows it, whatever happens to this handle's reference.
     publication: NonNull<Publication>,
 }
+
+/// The last claim generation handed out by any publication of the process.
+static CLAIM_GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl PublicationHandle {
     fn new(publication: Publication) -> Box<PublicationHandle> {
@@ -125,7 +132,9 @@ impl PublicationHandle {
                 })
                 .map_err(Failure::from)
         })?;
-        let generation = self.generation.get() + 1;
+        // Unique in the process (2^64 claims never wrap); only uniqueness
+        // matters, so Relaxed.
+        let generation = CLAIM_GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
         self.generation.set(generation);
         // SAFETY: one thread at a time; no reference into the slot is alive
         // (`with_publication` returned). The slot was empty (checked by

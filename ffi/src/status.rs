@@ -32,6 +32,11 @@ pub const CONDUIT_TIMED_OUT: c_int = -10;
 pub const CONDUIT_INTERNAL: c_int = -11;
 /// Stream data was lost beyond recovery (udp with the `gap=fail` policy).
 pub const CONDUIT_UNRECOVERABLE_LOSS: c_int = -12;
+/// A shared-memory ring under the channel's name is owned by a uid that is
+/// not allowed (a subscription attaches to its own uid's rings and those
+/// named by `owners=`; a publication's name is squatted by another uid).
+/// `conduit_last_error()` names the owner's uid.
+pub const CONDUIT_FOREIGN_OWNER: c_int = -16;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -54,6 +59,7 @@ const _: () = {
     assert!(CONDUIT_TIMED_OUT == code::TIMED_OUT);
     assert!(CONDUIT_INTERNAL == code::INTERNAL);
     assert!(CONDUIT_UNRECOVERABLE_LOSS == code::UNRECOVERABLE_LOSS);
+    assert!(CONDUIT_FOREIGN_OWNER == code::FOREIGN_OWNER);
 };
 
 /// The name of a status code.
@@ -72,6 +78,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_TIMED_OUT => c"CONDUIT_TIMED_OUT",
         CONDUIT_INTERNAL => c"CONDUIT_INTERNAL",
         CONDUIT_UNRECOVERABLE_LOSS => c"CONDUIT_UNRECOVERABLE_LOSS",
+        CONDUIT_FOREIGN_OWNER => c"CONDUIT_FOREIGN_OWNER",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

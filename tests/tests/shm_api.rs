@@ -181,6 +181,10 @@ fn bad_uris_and_parameters_get_clear_errors() {
         ("shm:x?mode=400", "owner rw"),
         ("shm:x?wait=sometimes", "one of"),
         ("shm:x?colour=blue", "unknown parameter"),
+        ("shm:x?owners=bob", "not a uid"),
+        ("shm:x?owners=1,,2", "not a uid"),
+        ("shm:x?owners=-1", "not a uid"),
+        ("shm:x?owners=99999999999", "not a uid"),
     ] {
         for open in [
             |u: &str| Publication::open(u).map(|_| ()),
@@ -195,5 +199,108 @@ fn bad_uris_and_parameters_get_clear_errors() {
                 other => panic!("{uri}: expected InvalidUri, got {other:?}"),
             }
         }
+    }
+}
+
+/// True when running as root; otherwise prints why the test is skipped
+/// (a failure under `CI=true`, where the tests run as root).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root under CI"
+    );
+    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
+    false
+}
+
+/// A fresh directory, removed (and unmounted if a test mounted it) on drop.
+struct Dir(std::path::PathBuf, bool);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d, false)
+    }
+
+    fn mount_tmpfs(&mut self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount failed");
+        self.1 = true;
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn rings_of_other_uids_need_owners() {
+    watchdog(60);
+    if !root_or_skip("rings_of_other_uids_need_owners") {
+        return;
+    }
+    let dir = Dir::new("owners");
+    let uri = format!("shm:owned?dir={}", dir.0.display());
+    let mut publ = Publication::open(&uri).unwrap();
+    // Hand the ring (and its lock file) to uid 65534, as if that user made it.
+    for e in std::fs::read_dir(&dir.0).unwrap().flatten() {
+        std::os::unix::fs::chown(e.path(), Some(65534), None).unwrap();
+    }
+    match Subscription::open(&uri) {
+        Err(e @ Error::ForeignOwner { uid: 65534 }) => {
+            assert_eq!(e.code(), conduit::code::FOREIGN_OWNER);
+            assert!(e.to_string().contains("uid 65534"), "{e}");
+        }
+        other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
+    }
+    let mut sub = Subscription::open(&format!("{uri}&owners=1000,65534")).unwrap();
+    while !publ.is_connected() {
+        sub.poll(|_| {}, 1).unwrap();
+        std::thread::yield_now();
+    }
+    publ.offer(7, b"hello").unwrap();
+    assert_eq!(poll_all(&mut sub, 1), vec![(7, b"hello".to_vec())]);
+
+    // A publication whose name another uid squats is told who.
+    let squat = dir.0.join("squatted");
+    std::fs::write(&squat, b"not yours").unwrap();
+    std::os::unix::fs::chown(&squat, Some(65534), None).unwrap();
+    match Publication::open(&format!("shm:squatted?dir={}", dir.0.display())) {
+        Err(Error::ForeignOwner { uid: 65534 }) => {}
+        other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_full_directory_is_an_io_error_at_open() {
+    watchdog(60);
+    if !root_or_skip("a_full_directory_is_an_io_error_at_open") {
+        return;
+    }
+    let mut dir = Dir::new("full");
+    dir.mount_tmpfs("512k");
+    let uri = format!("shm:big?capacity=4m&dir={}", dir.0.display());
+    match Publication::open(&uri) {
+        Err(e @ Error::Io(_)) => {
+            assert_eq!(e.code(), conduit::code::IO_ERROR);
+            let Error::Io(io) = &e else { unreachable!() };
+            assert_eq!(io.kind(), std::io::ErrorKind::StorageFull, "{e}");
+        }
+        other => panic!("expected Io(ENOSPC), got {:?}", other.map(|_| ())),
     }
 }

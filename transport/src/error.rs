@@ -55,6 +55,14 @@ pub enum Error {
     },
     /// A bug in conduit: please report it.
     Internal(String),
+    /// A shared-memory ring file under the channel's name is owned by a uid
+    /// that is not allowed: for a subscription, neither its own uid nor one
+    /// named by `owners=`; for a publication, any other uid (the name is
+    /// squatted).
+    ForeignOwner {
+        /// The owner of the file.
+        uid: u32,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -85,6 +93,8 @@ pub mod code {
     pub const INTERNAL: i32 = -11;
     /// See [`crate::Error::UnrecoverableLoss`].
     pub const UNRECOVERABLE_LOSS: i32 = -12;
+    /// See [`crate::Error::ForeignOwner`].
+    pub const FOREIGN_OWNER: i32 = -16;
 }
 
 impl Error {
@@ -103,6 +113,7 @@ impl Error {
             Error::TimedOut => code::TIMED_OUT,
             Error::UnrecoverableLoss { .. } => code::UNRECOVERABLE_LOSS,
             Error::Internal(_) => code::INTERNAL,
+            Error::ForeignOwner { .. } => code::FOREIGN_OWNER,
         }
     }
 
@@ -149,6 +160,10 @@ impl fmt::Display for Error {
                 write!(f, "unrecoverable loss of stream bytes {from}..{to}")
             }
             Error::Internal(m) => write!(f, "internal error (a bug in conduit): {m}"),
+            Error::ForeignOwner { uid } => write!(
+                f,
+                "the shared-memory ring is owned by uid {uid}, which is not an allowed owner (see owners=)"
+            ),
         }
     }
 }

@@ -11,10 +11,29 @@
 //! | `mode` | octal file mode of the ring file (publication) | `600` |
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
 //! | `wait` | `spin`, `yield` or `block`: how [`crate::Subscription::poll_timeout`] waits | `spin` |
+//! | `owners` | comma-separated uids, besides the process's own, whose rings a subscription attaches to (subscription; at most 64) | none |
 //!
 //! A subscription accepts the publication's parameters too (so one URI can
 //! serve both sides) and ignores them: the publisher's ring header is the
-//! truth.
+//! truth. A publication accepts `owners` and ignores it.
+//!
+//! ## Who may own a ring
+//!
+//! The ring directory is shared by every local user, and whoever owns the
+//! file under a name writes every byte its subscribers read. So a
+//! subscription attaches only to a ring file owned by its own effective uid
+//! or one listed in `owners`; any other owner is [`Error::ForeignOwner`]
+//! naming that uid. A publication never touches a file of another uid under
+//! its name: it gets the same error, naming the squatter. The directory's
+//! sticky bit (as on `/dev/shm`) keeps others from removing or renaming a
+//! user's ring; a `dir` without it should not be writable by others.
+//!
+//! A ring is created with its memory reserved, so a full directory is
+//! [`Error::Io`] (`ENOSPC`, [`std::io::ErrorKind::StorageFull`]) at open, not
+//! a crash later. A ring file truncated by another process under a live
+//! handle makes that handle report [`Error::Corrupt`]; it never kills the
+//! process (see `conduit-ringbuf`'s mapping docs for the one exception: a
+//! program that replaces conduit's SIGBUS handler).
 
 use crate::uri::ChannelUri;
 use crate::{Error, Received};
@@ -26,6 +45,33 @@ pub(crate) struct ShmOptions {
     pub(crate) name: String,
     pub(crate) config: ring::RingConfig,
     pub(crate) wait: ring::WaitStrategy,
+    /// Uids besides our own whose rings a subscription attaches to.
+    pub(crate) owners: Vec<u32>,
+}
+
+/// Most uids `owners=` may list.
+const MAX_OWNERS: usize = 64;
+
+/// Parses `owners=UID,UID...`: decimal uids, at most [`MAX_OWNERS`].
+fn parse_owners(uri: &ChannelUri, v: &str) -> Result<Vec<u32>, Error> {
+    let mut owners = Vec::new();
+    for part in v.split(',') {
+        if owners.len() == MAX_OWNERS {
+            return Err(uri.invalid(format!("owners= lists more than {MAX_OWNERS} uids")));
+        }
+        let ok = !part.is_empty() && part.len() <= 10 && part.bytes().all(|b| b.is_ascii_digit());
+        let uid = ok
+            .then(|| part.parse::<u32>().ok())
+            .flatten()
+            .filter(|u| *u != u32::MAX)
+            .ok_or_else(|| {
+                uri.invalid(format!(
+                    "owners={v:?}: {part:?} is not a uid (comma-separated decimal uids, e.g. owners=1000,1001)"
+                ))
+            })?;
+        owners.push(uid);
+    }
+    Ok(owners)
 }
 
 pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, Error> {
@@ -69,6 +115,10 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
     if let Some(dir) = uri.take_str("dir") {
         config.dir = Some(PathBuf::from(dir));
     }
+    let owners = match uri.take_str("owners") {
+        Some(v) => parse_owners(uri, &v)?,
+        None => Vec::new(),
+    };
     let wait = match uri
         .take_choice("wait", &["spin", "yield", "block"])?
         .as_deref()
@@ -77,12 +127,18 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         Some("yield") => ring::WaitStrategy::SpinYield,
         _ => ring::WaitStrategy::Block,
     };
-    Ok(ShmOptions { name, config, wait })
+    Ok(ShmOptions {
+        name,
+        config,
+        wait,
+        owners,
+    })
 }
 
 fn ring_error(e: ring::RingError) -> Error {
     match e {
         ring::RingError::Io(io) => Error::Io(io),
+        ring::RingError::ForeignOwner { uid, .. } => Error::ForeignOwner { uid },
         other => Error::InvalidArgument(other.to_string()),
     }
 }
@@ -152,8 +208,12 @@ pub(crate) struct ShmSubscription {
 
 impl ShmSubscription {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring =
-            ring::Subscriber::open(&opts.name, opts.config.dir.as_deref()).map_err(ring_error)?;
+        let ring = ring::Subscriber::open_with_owners(
+            &opts.name,
+            opts.config.dir.as_deref(),
+            &opts.owners,
+        )
+        .map_err(ring_error)?;
         Ok(ShmSubscription {
             ring,
             wait: opts.wait,

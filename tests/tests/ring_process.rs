@@ -59,7 +59,17 @@ struct Peer {
 
 impl Peer {
     fn spawn(args: &[&str]) -> Peer {
-        let mut child = Command::new(PEER)
+        Peer::spawn_as(args, None)
+    }
+
+    /// Spawns the peer, as user `uid` if given.
+    fn spawn_as(args: &[&str], uid: Option<u32>) -> Peer {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(PEER);
+        if let Some(uid) = uid {
+            cmd.uid(uid);
+        }
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -273,4 +283,122 @@ fn killed_publisher_is_reported_stale_file_reused_and_restart_picked_up() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("a live publisher (pid"), "{e}");
+}
+
+/// True when running as root; otherwise prints why the test is skipped
+/// (a failure under `CI=true`, where the tests run as root).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root under CI"
+    );
+    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
+    false
+}
+
+/// Polls `s` until it reports something other than `Ok`.
+fn poll_until_err(s: &mut Subscriber) -> PollError {
+    loop {
+        match s.poll(|_, _| {}, 64) {
+            Ok(0) => std::thread::sleep(Duration::from_micros(100)),
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+}
+
+#[test]
+fn a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive() {
+    watchdog(120);
+    if !root_or_skip("a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive") {
+        return;
+    }
+    let dir = Scratch::new("reader");
+    let mut publ = Peer::spawn(&["idle", "rd", dir.arg(), "644"]);
+    publ.expect_line("created");
+    // Another user who can read the ring (mode 644) locks all it can open.
+    let reader = Peer::spawn_as(&["readlock", "rd", dir.arg()], Some(65534));
+    let line = reader.expect_line("locked");
+    assert_eq!(line, "locked ring=1 lockfiles=0 denied=1");
+    let mut subs: Vec<Subscriber> = (0..3)
+        .map(|_| Subscriber::open("rd", Some(&dir.0)).expect("a subscriber attaches"))
+        .collect();
+    for s in &mut subs {
+        // The idle publisher activates joiners every 10 ms.
+        while !s.is_connected() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    publ.kill9();
+    for s in &mut subs {
+        assert_eq!(poll_until_err(s), PollError::PublisherGone);
+    }
+}
+
+#[test]
+fn a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed() {
+    watchdog(120);
+    let dir = Scratch::new("sleeper");
+    let mut p = Publisher::create("zz", &config(&dir, 1 << 16)).unwrap();
+    let mut sleeper = Peer::spawn(&["subscribe", "zz", dir.arg(), "1000000", "block"]);
+    while !p.is_connected() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Once it is asleep, a commit wakes it.
+    let mut seq = 0u64;
+    let mut offer = |p: &mut Publisher| loop {
+        let len = 16 + (seq % 7) as usize * 8;
+        let r = p.offer_with(1, len, |b| {
+            b[..8].copy_from_slice(&seq.to_le_bytes());
+            let sum = (seq ^ ((len as u64) << 56))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(29);
+            b[8..16].copy_from_slice(&sum.to_le_bytes());
+            for (k, x) in b[16..].iter_mut().enumerate() {
+                *x = (seq as u8).wrapping_add(k as u8);
+            }
+        });
+        match r {
+            Ok(_) => {
+                seq += 1;
+                return;
+            }
+            Err(OfferError::BackPressured) => std::thread::yield_now(),
+            Err(e) => panic!("offer: {e}"),
+        }
+    };
+    while p.wake_calls() == 0 {
+        std::thread::sleep(Duration::from_millis(50));
+        offer(&mut p);
+    }
+    // Asleep again (it spins for microseconds, then sleeps), then killed.
+    std::thread::sleep(Duration::from_millis(100));
+    sleeper.kill9();
+    while p.subscriber_count() != 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A live spinning subscriber: the publisher's commits make no FUTEX_WAKE.
+    let mut s = Subscriber::open("zz", Some(&dir.0)).unwrap();
+    while !(p.is_connected() && s.is_connected()) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = p.wake_calls();
+    for _ in 0..1000 {
+        offer(&mut p);
+        while s
+            .poll(
+                |_, b| {
+                    verify(b);
+                },
+                64,
+            )
+            .unwrap()
+            > 0
+        {}
+    }
+    assert_eq!(p.wake_calls(), before, "commits still wake a dead sleeper");
 }

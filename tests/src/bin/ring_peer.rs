@@ -4,7 +4,10 @@
 //! ring_peer publish NAME DIR COUNT [block]   # COUNT = 0: publish until killed
 //! ring_peer subscribe NAME DIR COUNT [block] # verify COUNT messages, then exit 0
 //! ring_peer hold NAME DIR                    # attach, print "held", never read
-//! ring_peer idle NAME DIR                    # create a publisher, never send
+//! ring_peer idle NAME DIR [MODE]             # create a publisher (octal file mode), never send
+//! ring_peer readlock NAME DIR                # read-lock every byte of every file of the
+//!                                            # ring it can open read-only, print
+//!                                            # "locked ring=R lockfiles=L denied=D", sleep
 //! ```
 //!
 //! Message `seq` carries `seq` and a checksum of its length and filler bytes;
@@ -161,13 +164,62 @@ fn hold(name: &str, dir: PathBuf) -> Result<(), String> {
     }
 }
 
-fn idle(name: &str, dir: PathBuf) -> Result<(), String> {
-    let mut p = Publisher::create(name, &config(dir)).map_err(|e| e.to_string())?;
+fn idle(name: &str, dir: PathBuf, mode: Option<&String>) -> Result<(), String> {
+    let mut cfg = config(dir);
+    if let Some(m) = mode {
+        cfg.mode = u32::from_str_radix(m, 8).map_err(|e| format!("mode {m}: {e}"))?;
+    }
+    let mut p = Publisher::create(name, &cfg).map_err(|e| e.to_string())?;
     println!("created");
     let _ = std::io::stdout().flush();
     loop {
         p.is_connected();
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Takes a read lock on every byte of `file` (what any reader can do).
+fn read_lock_all(file: &std::fs::File) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is valid; l_len 0 covers every offset.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: a valid fd and flock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) } != 0 {
+        return Err(format!("read lock: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A user with read access only: read-locks what it can open and holds it.
+fn readlock(name: &str, dir: PathBuf) -> Result<(), String> {
+    let mut held = Vec::new();
+    let ring = std::fs::File::open(dir.join(name)).map_err(|e| e.to_string())?;
+    read_lock_all(&ring)?;
+    held.push(ring);
+    let (mut lockfiles, mut denied) = (0, 0);
+    for e in std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let f = e.file_name().to_string_lossy().into_owned();
+        if !(f.starts_with(&format!(".{name}.")) && f.ends_with(".lock")) {
+            continue;
+        }
+        match std::fs::File::open(e.path()) {
+            Ok(file) => {
+                read_lock_all(&file)?;
+                held.push(file);
+                lockfiles += 1;
+            }
+            Err(_) => denied += 1,
+        }
+    }
+    println!("locked ring=1 lockfiles={lockfiles} denied={denied}");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -189,7 +241,8 @@ fn main() {
         "publish" => publish(name, dir, count),
         "subscribe" => subscribe(name, dir, count, strategy).map(|n| println!("ok {n}")),
         "hold" => hold(name, dir),
-        "idle" => idle(name, dir),
+        "idle" => idle(name, dir, args.get(4)),
+        "readlock" => readlock(name, dir),
         other => Err(format!("unknown mode {other}")),
     };
     if let Err(e) = r {

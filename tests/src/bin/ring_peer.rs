@@ -178,16 +178,42 @@ fn idle(name: &str, dir: PathBuf, mode: Option<&String>) -> Result<(), String> {
     }
 }
 
-/// Takes a read lock on every byte of `file` (what any reader can do).
+/// Takes a read lock on every byte of `file` that no write lock covers
+/// (what any reader can do): the gaps between other holders' write locks.
 fn read_lock_all(file: &std::fs::File) -> Result<(), String> {
     use std::os::fd::AsRawFd;
-    // SAFETY: a zeroed flock is valid; l_len 0 covers every offset.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_RDLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: a valid fd and flock.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) } != 0 {
-        return Err(format!("read lock: {}", std::io::Error::last_os_error()));
+    let lock = |cmd: libc::c_int, start: i64, len: i64| {
+        // SAFETY: a zeroed flock is valid; l_len 0 means "to the end".
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_RDLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = start;
+        fl.l_len = len;
+        // SAFETY: a valid fd and flock.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+        (r, fl)
+    };
+    let mut start = 0i64;
+    for _ in 0..4096 {
+        let (r, fl) = lock(libc::F_OFD_GETLK, start, 0);
+        if r != 0 {
+            return Err(format!("getlk: {}", std::io::Error::last_os_error()));
+        }
+        let end = if fl.l_type == libc::F_UNLCK as libc::c_short {
+            0
+        } else {
+            fl.l_start
+        };
+        if end == 0 || end > start {
+            let len = if end == 0 { 0 } else { end - start };
+            if lock(libc::F_OFD_SETLK, start, len).0 != 0 {
+                return Err(format!("read lock: {}", std::io::Error::last_os_error()));
+            }
+        }
+        if end == 0 || fl.l_len == 0 {
+            return Ok(());
+        }
+        start = fl.l_start + fl.l_len;
     }
     Ok(())
 }

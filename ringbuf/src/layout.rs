@@ -10,9 +10,14 @@
 //! 128               128               publisher block: closed u32, fence_mode u32, tail u64
 //! 256               128               signal block: attention u64, futex u32
 //! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
-//!                                     generation u64 (S = max_subscribers)
+//!                                     generation u64, waiting u32 (S = max_subscribers)
 //! data_offset       capacity          records (data_offset = 384 + 128 × S rounded up to 4096)
 //! ```
+//!
+//! Layout version 2 added `waiting` to the slots and moved the liveness
+//! locks from bytes past the end of the ring file to a separate lock file
+//! (see `liveness.rs`); the header's `incarnation` is random and names that
+//! lock file. The file's memory is reserved at creation.
 //!
 //! Every mutable shared word sits in its own 128-byte block, so the publisher's
 //! hot words, the waiters' words and each subscriber's position never share a
@@ -139,8 +144,9 @@ pub struct Header {
     pub file_len: U64,
     /// Reserved flags, 0.
     pub flags: U64,
-    /// Unique per created file (creation time and pid): tells a new ring
-    /// from an old one even when the file system reuses the inode number.
+    /// 64 random bits per created file: tells a new ring from an old one
+    /// even when the file system reuses the inode number, and names the
+    /// ring's lock file.
     pub incarnation: U64,
     /// Reserved, zero.
     pub reserved: [u8; 56],

@@ -22,8 +22,8 @@
 //!
 //! ## Joining
 //!
-//! A subscriber takes a free slot by taking its lock byte (see "Liveness"
-//! below), sets the slot to JOINING (Release), and adds a membership request to
+//! A subscriber takes a free slot by taking its lock byte in the ring's lock
+//! file (see "Liveness" below), sets the slot to JOINING (Release), and adds a membership request to
 //! the signal block's `attention` word (Release). The publisher loads
 //! `attention` on every offer; when a request is pending it first takes the
 //! requests away (Acquire RMW, so every JOINING store made before is visible),
@@ -39,9 +39,13 @@
 //!
 //! ## Liveness and reclaim bound
 //!
-//! Ownership is held by OFD locks on bytes past the end of the file, which the
-//! kernel drops when a process dies. The publisher reclaims the slot of a dead
-//! subscriber:
+//! Ownership is held by OFD write locks on bytes of the ring's lock file,
+//! `.{name}.{incarnation:016x}.lock` next to the ring, which the kernel drops
+//! when a process dies; only the classes that may write the ring can open
+//! it, and liveness is probed with an `F_RDLCK` request, so a user with read
+//! access can neither take slots away nor keep a dead owner looking alive
+//! (see `liveness.rs`). The publisher reclaims the slot of a dead
+//! subscriber (and the sleeper count it left, see "Waiting"):
 //! * when that subscriber holds it back: on a back-pressured offer the
 //!   publisher checks the locks of all non-free slots at most once per
 //!   [`BACKPRESSURE_REAP_INTERVAL`] (1 ms), the first time immediately; so a
@@ -58,13 +62,17 @@
 //! new ring file under the same name (at most every millisecond) and attach to
 //! it: a restarted publisher is picked up.
 //!
-//! A stale file left by a dead publisher is replaced by the next publisher:
-//! under an exclusive `flock` of the directory it checks that nobody holds the
-//! old file's publisher lock, builds the new ring in a temporary file (already
-//! holding its lock), and renames it over the old name, so a visible ring file
-//! is always complete. A temporary file left by a creator that died before
-//! the rename is removed by the next creation of the same name once its pid is
-//! gone. A subscriber may open before the publisher exists:
+//! A stale file left by a dead publisher is replaced by the next publisher,
+//! with no directory-wide lock (anyone could hold one and hang every
+//! creator): it builds the new ring under a random temporary name (its lock
+//! file already locked, its memory reserved), takes the write lock on the
+//! *old* ring's publisher byte, checks that the name still refers to the old
+//! file and renames over it; two creators exclude each other through that
+//! lock, and a fresh name is taken with `RENAME_NOREPLACE`. So a visible ring
+//! file is always complete, and creation ends after a bounded number of
+//! steps. A temporary file left by a creator that died before the rename is
+//! removed by the next creation of the same name once its pid is gone.
+//! A subscriber may open before the publisher exists:
 //! `Subscriber::open` succeeds and polls return `Ok(0)` until a publisher
 //! appears.
 //!
@@ -86,6 +94,11 @@
 //! block's `fence_mode`). An idle blocking subscriber wakes every 20 ms to
 //! check the publisher's liveness and otherwise uses no CPU.
 //!
+//! After (2) the sleeper also sets `waiting` in its slot; the count is taken
+//! away by whoever swaps that flag back (the sleeper on waking, or whoever
+//! reclaims a dead owner's slot), so a sleeper killed while asleep costs the
+//! publisher's commits a system call only until its slot is reclaimed.
+//!
 //! ## Untrusted peers
 //!
 //! Every value read from shared memory is checked before use: commit words
@@ -97,6 +110,22 @@
 //! [`PollError::Corrupt`] with a message; every loop is bounded. (A peer can
 //! still change a payload while the handler reads it; payloads are bytes, so
 //! that only yields wrong data, never a violation here.)
+//!
+//! ## Untrusted neighbours
+//!
+//! The ring directory is shared with every local user. Existing names are
+//! opened with `O_NOFOLLOW | O_NONBLOCK` and must be regular files (a
+//! symlink, FIFO or device under the name is [`RingError::NotARing`]); names
+//! this crate creates carry random parts from `getrandom`. A subscriber
+//! attaches only to a ring (and lock file) owned by its own uid or one it
+//! names ([`Subscriber::open_with_owners`]); a publisher never touches
+//! another uid's file under its name. Either way the error is
+//! [`RingError::ForeignOwner`] naming the owner. A ring's memory is
+//! reserved with `posix_fallocate` at creation, so a full directory fails
+//! [`Publisher::create`] with `ENOSPC` instead of a SIGBUS later; a file
+//! truncated later by someone who can write it is caught by a SIGBUS
+//! handler that maps zero pages over the mapping, and the handles report
+//! `Corrupt` (see `mapping.rs` for how, and for what remains).
 //!
 //! ## Model checking
 //!
@@ -150,7 +179,10 @@ pub struct RingConfig {
     pub max_subscribers: u32,
     /// Directory of the ring files; `None` means `$CONDUIT_SHM_DIR` or `/dev/shm`.
     pub dir: Option<PathBuf>,
-    /// File mode of a created ring file.
+    /// File mode of a created ring file. Subscribers must be able to write
+    /// the ring (they write their slot); a class with read access only can
+    /// read the data but not subscribe. The ring's lock file gets read-write
+    /// for the classes that may write the ring and nothing for the others.
     pub mode: u32,
 }
 

@@ -325,3 +325,70 @@ fn a_stale_claim_of_a_closed_publication_never_commits_a_new_handles_claim() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// True when running as root; otherwise says why the test is skipped (and
+/// fails under `CI=true`, where the tests run as root).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs root under CI"
+    );
+    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
+    false
+}
+
+#[test]
+fn a_full_directory_and_a_foreign_ring_fail_open_with_a_message() {
+    if !root_or_skip("a_full_directory_and_a_foreign_ring_fail_open_with_a_message") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("conduit-abi-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(mounted, "mount failed");
+    /// Unmounts and removes the directory, also when the test fails.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    let big = format!("shm:big?capacity=4m&dir={}\0", dir.display());
+    let small = format!("shm:small?capacity=4k&dir={}\0", dir.display());
+    // SAFETY: NUL-terminated URIs; the handles are closed below.
+    unsafe {
+        let p = conduit_publication_open(big.as_ptr().cast());
+        assert!(p.is_null());
+        let e = last_error();
+        assert!(
+            e.contains("I/O error") && e.contains("No space left"),
+            "{e}"
+        );
+
+        let p = conduit_publication_open(small.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        for f in std::fs::read_dir(&dir).unwrap().flatten() {
+            std::os::unix::fs::chown(f.path(), Some(65534), None).unwrap();
+        }
+        let s = conduit_subscription_open(small.as_ptr().cast());
+        assert!(s.is_null());
+        let e = last_error();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        let owners = format!("shm:small?capacity=4k&owners=65534&dir={}\0", dir.display());
+        let s = conduit_subscription_open(owners.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        conduit_subscription_close(s);
+        conduit_publication_close(p);
+    }
+}

@@ -219,6 +219,13 @@ pub enum PollError {
     PublisherGone,
     /// Shared memory holds values that break the layout's invariants.
     Corrupt(String),
+    /// The ring file now under the name (a new publisher's, looked for after
+    /// the last one closed or died, or before any existed) belongs to a uid
+    /// that is not allowed; it is not attached. Polls keep looking.
+    ForeignOwner {
+        /// The owner of the file.
+        uid: u32,
+    },
 }
 
 impl fmt::Display for PollError {
@@ -227,6 +234,10 @@ impl fmt::Display for PollError {
             PollError::PublisherClosed => write!(f, "the publisher closed the ring"),
             PollError::PublisherGone => write!(f, "the publisher's process died"),
             PollError::Corrupt(m) => write!(f, "corrupt ring: {m}"),
+            PollError::ForeignOwner { uid } => write!(
+                f,
+                "the ring file under the name is owned by uid {uid}, which is not an allowed owner"
+            ),
         }
     }
 }

@@ -398,6 +398,9 @@ impl Subscriber {
             Ok(()) | Err(Attach::Absent) => Ok(()),
             Err(Attach::Failed(RingError::Io(_)))
             | Err(Attach::Failed(RingError::NoFreeSlot { .. })) => Ok(()),
+            Err(Attach::Failed(RingError::ForeignOwner { uid, .. })) => {
+                Err(PollError::ForeignOwner { uid })
+            }
             Err(Attach::Failed(e)) => Err(PollError::Corrupt(e.to_string())),
         }
     }
@@ -417,7 +420,8 @@ impl Subscriber {
     /// [`PollError::PublisherClosed`] or [`PollError::PublisherGone`] once,
     /// after every committed record was delivered (later polls look for a new
     /// publisher); [`PollError::Corrupt`] when shared memory breaks the
-    /// layout's invariants.
+    /// layout's invariants; [`PollError::ForeignOwner`] while the file under
+    /// the name belongs to a uid that is not allowed.
     #[inline]
     pub fn poll<F: FnMut(u32, &[u8])>(
         &mut self,

@@ -821,6 +821,17 @@ fn rings_of_other_owners_are_refused() {
     p.offer(1, b"ok").unwrap();
     assert_eq!(drain(&mut s), vec![(1, b"ok".to_vec())]);
 
+    // A subscriber waiting for a publisher finds a squatter's ring instead.
+    let mut early = Subscriber::open("late", Some(&d.0)).unwrap();
+    let q = Publisher::create("late", &config(&d, 4096)).unwrap();
+    chown(q.path(), 65534);
+    chown(&lock_file(&d, "late"), 65534);
+    assert_eq!(
+        poll_until_err(&mut early),
+        PollError::ForeignOwner { uid: 65534 }
+    );
+    drop(q);
+
     // A squatter's file under a publisher's name names the squatter.
     std::fs::write(d.0.join("squat"), b"CNDTRING and then anything").unwrap();
     chown(&d.0.join("squat"), 65534);

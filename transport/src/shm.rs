@@ -157,6 +157,7 @@ fn poll_error(e: ring::PollError) -> Error {
         ring::PollError::PublisherClosed => Error::Closed,
         ring::PollError::PublisherGone => Error::PeerGone,
         ring::PollError::Corrupt(m) => Error::Corrupt(m),
+        ring::PollError::ForeignOwner { uid } => Error::ForeignOwner { uid },
     }
 }
 

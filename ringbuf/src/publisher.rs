@@ -593,6 +593,9 @@ fn copy(dst: &mut [u8], src: &[u8]) {
 /// failed attempt means another creator changed the name meanwhile).
 const PLACE_ATTEMPTS: u32 = 16;
 
+/// Publisher lock byte of layout version 1, in the ring file itself.
+const LEGACY_PUBLISHER_LOCK: i64 = 1 << 40;
+
 /// Puts the finished ring `tmp` under `name` in `dir` (see
 /// [`Publisher::create`]).
 fn place(dir: &Path, name: &str, tmp: &Path) -> Result<(), RingError> {
@@ -630,6 +633,15 @@ fn place(dir: &Path, name: &str, tmp: &Path) -> Result<(), RingError> {
             return Err(RingError::NotARing { path });
         }
         let pid = h.creator_pid.get();
+        // Layout version 1 kept its publisher lock on byte 2^40 of the ring
+        // file itself: never replace a live ring of an older library.
+        if h.layout_version.get() == 1
+            && liveness::is_locked(&old, LEGACY_PUBLISHER_LOCK).map_err(|e| {
+                RingError::io(format!("checking the publisher of {}", path.display()), e)
+            })?
+        {
+            return Err(RingError::PublisherAlive { path, pid });
+        }
         let old_lock_path = dir.join(liveness::lock_name(name, h.incarnation.get()));
         let old_lock = match file::create_new(&old_lock_path) {
             Ok(f) => f,

@@ -956,3 +956,27 @@ fn read_locks_of_a_reader_deny_no_slot() {
     }
     assert_eq!(p.subscriber_count(), 8);
 }
+
+#[test]
+fn a_live_ring_of_layout_version_1_is_not_replaced() {
+    use std::os::unix::fs::FileExt;
+    let d = TempDir::new();
+    let p = Publisher::create("src", &config(&d, 4096)).unwrap();
+    // A ring file as a version-1 publisher leaves it, that publisher alive:
+    // it holds a write lock on byte 2^40 of the ring file itself.
+    std::fs::copy(p.path(), d.0.join("v1")).unwrap();
+    drop(p);
+    let old = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.0.join("v1"))
+        .unwrap();
+    old.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+    assert!(crate::liveness::try_lock(&old, 1 << 40).unwrap());
+    assert!(matches!(
+        Publisher::create("v1", &config(&d, 4096)),
+        Err(RingError::PublisherAlive { .. })
+    ));
+    drop(old);
+    Publisher::create("v1", &config(&d, 4096)).unwrap();
+}

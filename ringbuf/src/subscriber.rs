@@ -268,8 +268,17 @@ impl Subscriber {
     fn attach(&mut self) -> Result<(), Attach> {
         self.last_attach = Some(Instant::now());
         let path = &self.path;
-        let Some((file, md)) = file::open_existing(path)? else {
-            return Err(Attach::Absent);
+        let (file, md) = match file::open_existing(path) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Err(Attach::Absent),
+            Err(e) => {
+                // Not openable or not a regular file: name its owner if
+                // that is who is wrong.
+                if let Ok(md) = std::fs::symlink_metadata(path) {
+                    file::check_owner(path, &md, &self.owners)?;
+                }
+                return Err(e.into());
+            }
         };
         file::check_owner(path, &md, &self.owners)?;
         let mut header = [0u8; layout::HEADER_LEN];

@@ -821,6 +821,14 @@ fn rings_of_other_owners_are_refused() {
     p.offer(1, b"ok").unwrap();
     assert_eq!(drain(&mut s), vec![(1, b"ok".to_vec())]);
 
+    // Anything else of another uid under the name names the owner too.
+    std::os::unix::fs::symlink("/etc/passwd", d.0.join("sym")).unwrap();
+    std::os::unix::fs::lchown(d.0.join("sym"), Some(65534), None).unwrap();
+    assert!(matches!(
+        Subscriber::open("sym", Some(&d.0)),
+        Err(RingError::ForeignOwner { uid: 65534, .. })
+    ));
+
     // A subscriber waiting for a publisher finds a squatter's ring instead.
     let mut early = Subscriber::open("late", Some(&d.0)).unwrap();
     let q = Publisher::create("late", &config(&d, 4096)).unwrap();

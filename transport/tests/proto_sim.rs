@@ -405,3 +405,67 @@ fn receiver_reports_sender_gone_and_resumes() {
         assert!(pair.checker.error.is_none(), "{:?}", pair.checker.error);
     }
 }
+
+/// Streams far into the position space: across 2^62 (the top of the initial positions) on a
+/// hostile network, and up to the end of the position space, where offers fail cleanly and
+/// everything offered before is delivered.
+fn one_near_the_top(seed: u64, start: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let cfg = hostile_config();
+    let mut link = LinkConfig::hostile(&mut rng, cfg.mtu);
+    link.corrupt = 0.0;
+    let mut pair = Pair::new(seed, cfg.clone(), cfg, link);
+    pair.tx.set_initial_position(start);
+    let mut gen = Gen::new(seed, 0, 3_000, true);
+    stream(&mut pair, &mut gen, |_, _| {})?;
+    if pair.rx.position() <= start {
+        return Err(format!(
+            "seed {seed}: receiver at {:#x}",
+            pair.rx.position()
+        ));
+    }
+    unexpected_events(&pair)
+}
+
+#[test]
+fn stream_across_the_top_of_the_initial_positions() {
+    let _watchdog = watchdog("near_the_top", 300 + 3 * seeds(200));
+    let start = (1u64 << 62) - (4 << 20);
+    for_seeds("near_the_top", seeds(200) / 10, |seed| {
+        one_near_the_top(seed, start)
+    });
+}
+
+#[test]
+fn stream_ends_cleanly_at_the_end_of_the_position_space() {
+    let _watchdog = watchdog("end_of_positions", 120);
+    let cfg = Config::default();
+    let mut link = LinkConfig::perfect(Duration::from_micros(100));
+    link.loss = 0.02;
+    let mut pair = Pair::new(5, cfg.clone(), cfg.clone(), link);
+    let end = conduit::proto::frame::MAX_POSITION - 2 * cfg.retransmit_buffer as u64;
+    pair.tx.set_initial_position(end - (2 << 20));
+    let mut gen = Gen::new(5, 0, u64::MAX, false);
+    let mut refused = false;
+    loop {
+        if !refused {
+            match gen.offer(&mut pair.tx, 256) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert!(e.contains("Failed"), "{e}");
+                    refused = true;
+                }
+            }
+        }
+        pair.pump().unwrap();
+        assert!(pair.checker.error.is_none(), "{:?}", pair.checker.error);
+        if refused && pair.tx.is_flushed() && pair.checker.next == gen.next {
+            break;
+        }
+        assert!(pair.advance(None), "stalled");
+        assert!(pair.steps < MAX_STEPS, "no end");
+    }
+    assert!(pair.rx.position() >= end && pair.rx.position() < conduit::proto::frame::MAX_POSITION);
+    assert!(gen.next > 1_000, "{}", gen.next);
+    unexpected_events(&pair).unwrap();
+}

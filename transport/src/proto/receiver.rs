@@ -480,12 +480,15 @@ impl Receiver {
                 if join > cur.position {
                     loss = Some((cur.position, join));
                 }
-                if !cur.connected && self.events.len() < MAX_EVENTS {
+                if !cur.connected {
                     cur.connected = true;
-                    self.events.push_back(Event::Connected {
-                        session_id: sid,
-                        version,
-                    });
+                    // The queue is bounded (`push_event`, borrowed apart from the session).
+                    if self.events.len() < MAX_EVENTS {
+                        self.events.push_back(Event::Connected {
+                            session_id: sid,
+                            version,
+                        });
+                    }
                 }
             }
             Some(cur) => {

@@ -1,6 +1,11 @@
 //! The publication side: offers and claims append records to the log; `poll_transmit` sends
 //! the handshake, new data within the receiver's window, retransmissions, heartbeats and RTT
 //! probes.
+//!
+//! Repair is bounded (see [Repair bounds](super#repair-bounds)): a NAK is clipped to what was
+//! sent and not acknowledged, one window at most, and retransmissions spend a budget that new
+//! data and a slow floor refill, so whatever NAKs arrive, retransmitted bytes stay within one
+//! window plus the new data sent plus `max(window / 8, mtu)` per heartbeat interval.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

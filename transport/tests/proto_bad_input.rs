@@ -831,9 +831,9 @@ fn sender_answers_only_its_session_address() {
 }
 
 /// Finding: one forged heartbeat (right session, valid checksum) saying the sender no longer
-/// holds what the receiver misses stopped a `gap=fail` stream for good. Unconfirmed, it now
-/// only makes the receiver NAK; the real sender still holds the data, and the stream
-/// completes.
+/// holds what the receiver misses stopped a `gap=fail` stream for good (and so did a setup of
+/// the session joining beyond the position). Unconfirmed, they now only make the receiver
+/// NAK; the real sender still holds the data, and the stream completes.
 #[test]
 fn forged_heartbeat_does_not_stop_a_fail_stream() {
     let _watchdog = proto_common::watchdog("forged_heartbeat", 60);
@@ -855,6 +855,9 @@ fn forged_heartbeat_does_not_stop_a_fail_stream() {
         TX,
         &heartbeat_bytes(sid, frame::FLAG_LOSS, pos + 64, pos + 64, 1),
     );
+    // And a setup of the session (from its address) joining beyond the position.
+    let f = setup_bytes(p.now, sid, pos + 64);
+    to_rx(&mut p, TX, &f);
     assert!(!p.rx.is_failed(), "a forged heartbeat failed the stream");
     settle(&mut p);
     still_streams(&mut p, &mut gen);

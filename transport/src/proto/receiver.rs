@@ -503,7 +503,10 @@ impl Receiver {
             None => self.start_session(now, from, sid, version, join),
         }
         if let Some((from_pos, to_pos)) = loss {
-            self.unrecoverable(from_pos, to_pos);
+            // Unconfirmed, as from a heartbeat: the gap is NAKed, and the sender resends it or
+            // confirms the loss (a forged setup of the session cannot end the stream).
+            self.gaps
+                .set_tail(from_pos, to_pos, now, self.config.nak_delay);
         }
         let position = self.position();
         let r = self.reply_frame(sid, version, 0, position);
@@ -604,13 +607,18 @@ impl Receiver {
         if retained > end || end & 7 != 0 || retained & 7 != 0 {
             return Err(DropReason::BadLength);
         }
-        // The sender never sends beyond the window it was granted.
-        if end >= MAX_POSITION || end > s.position.saturating_add(self.config.window as u64) {
+        if end >= MAX_POSITION {
             return Err(DropReason::OutOfWindow);
         }
         if loss && (nonce == 0 || !self.nak_nonces.contains(&nonce)) {
             // Not an answer to a NAK of ours: forged, or very late.
             return Err(DropReason::Unexpected);
+        }
+        // The sender never sends beyond the window it was granted, except after it released
+        // what the receiver misses (then it confirms the loss, and has sent on from there).
+        let window = self.config.window as u64;
+        if !loss && end > s.position.saturating_add(window) {
+            return Err(DropReason::OutOfWindow);
         }
         self.counters.heartbeats += 1;
         s.status_due = true;
@@ -626,6 +634,7 @@ impl Receiver {
         // An unconfirmed `retained > position` is a gap like any other: the tail up to `end`
         // (at least `retained`) is NAKed, and the sender either resends it or confirms.
         let position = self.position();
+        let end = end.min(position.saturating_add(window));
         self.gaps
             .set_tail(position, end, now, self.config.nak_delay);
         Ok(())

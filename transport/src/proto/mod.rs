@@ -43,8 +43,9 @@
 //! * Unrecoverable loss needs the sender's confirmation: every NAK carries a fresh random
 //!   nonce, a sender asked for data it no longer holds answers with a heartbeat flagged
 //!   [`frame::FLAG_LOSS`] that echoes it, and only such a heartbeat makes the receiver apply
-//!   its [`GapPolicy`]. A plain heartbeat claiming the data is gone (forgeable by whoever saw
-//!   one datagram) only makes the receiver NAK the gap.
+//!   its [`GapPolicy`]. A plain heartbeat claiming the data is gone, or a setup of the session
+//!   joining beyond the position (forgeable by whoever saw one datagram), only makes the
+//!   receiver NAK the gap.
 //! * A sender answers NAKs, status messages and RTT probes, and takes a close, only from the
 //!   address its receiver's accepting reply came from; anything else is dropped as
 //!   [`DropReason::WrongSource`].

@@ -565,8 +565,8 @@ impl Sender {
                     return Err(DropReason::BadVersion);
                 }
                 // NAKs, status and RTT probes are answered only from the address the
-                // receiver replied from.
-                if !self.peer.is_some_and(|p| same_addr(from, p)) {
+                // receiver replied from (the destination until a reply was accepted).
+                if !same_addr(from, self.peer.unwrap_or(self.destination)) {
                     return Err(DropReason::WrongSource);
                 }
                 match kind {

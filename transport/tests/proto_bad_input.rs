@@ -6,7 +6,9 @@ mod proto_common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use conduit::proto::frame::{self, DataHeader, FrameKind, NakHeader, NakRange, RecordHeader};
+use conduit::proto::frame::{
+    self, Close, DataHeader, FrameKind, Heartbeat, NakHeader, NakRange, RecordHeader, Rtt, Status,
+};
 use conduit::proto::sim::LinkConfig;
 use conduit::proto::{Config, DropReason, Event, OfferError, Receiver, Sender};
 use proto_common::{Gen, Pair, RX, TX};
@@ -199,7 +201,7 @@ fn sender_drops_each_bad_datagram_with_its_reason() {
             header: frame::header(1, FrameKind::NAK, 0, hdr.header.session_id.get(), 1),
             count: U16::new(count),
             reserved: U16::new(0),
-            reserved2: U32::new(0),
+            nonce: U32::new(0),
         };
         let mut b = h.as_bytes().to_vec();
         for &(f, t) in ranges {
@@ -286,7 +288,7 @@ fn repeated_naks_are_rate_limited() {
         header: frame::header(1, FrameKind::NAK, 0, h.header.session_id.get(), 1),
         count: U16::new(1),
         reserved: U16::new(0),
-        reserved2: U32::new(0),
+        nonce: U32::new(0),
     };
     let mut b = n.as_bytes().to_vec();
     b.extend_from_slice(
@@ -476,4 +478,552 @@ fn config_validation_names_the_knob() {
         ..Config::default()
     };
     big.validate().unwrap();
+}
+
+/// A setup for session `sid` joining at `join`, as the sender would send it (captured from a
+/// fresh sender, then patched).
+fn setup_bytes(now: std::time::Instant, sid: u32, join: u64) -> Vec<u8> {
+    let mut s = Sender::new(Config::default(), RX, now, 4242).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let t = s.poll_transmit(now, &mut buf).unwrap();
+    let mut b = buf[..t.len].to_vec();
+    assert_eq!(b[1], FrameKind::SETUP.0);
+    b[4..8].copy_from_slice(&sid.to_le_bytes());
+    b[32..40].copy_from_slice(&join.to_le_bytes());
+    sealed(b)
+}
+
+/// A heartbeat of session `sid` (version 1, stream 1).
+fn heartbeat_bytes(sid: u32, flags: u16, end: u64, retained: u64, nonce: u32) -> Vec<u8> {
+    let hb = Heartbeat {
+        header: frame::header(1, FrameKind::HEARTBEAT, flags, sid, 1),
+        position: U64::new(end),
+        retained_from: U64::new(retained),
+        nonce: U32::new(nonce),
+        reserved: U32::new(0),
+    };
+    sealed(hb.as_bytes().to_vec())
+}
+
+/// A data frame of session `sid` at `position` with one 8-byte message.
+fn data_bytes(sid: u32, position: u64) -> Vec<u8> {
+    let d = DataHeader {
+        header: frame::header(1, FrameKind::DATA, 0, sid, 1),
+        position: U64::new(position),
+    };
+    let mut b = d.as_bytes().to_vec();
+    let rec = RecordHeader {
+        len: U16::new(8),
+        flags: frame::REC_BEGIN | frame::REC_END,
+        reserved: 0,
+        type_id: U32::new(1),
+    };
+    b.extend_from_slice(rec.as_bytes());
+    b.extend_from_slice(&[0u8; 8]);
+    sealed(b)
+}
+
+fn nak_bytes(sid: u32, ranges: &[(u64, u64)], nonce: u32) -> Vec<u8> {
+    let h = NakHeader {
+        header: frame::header(1, FrameKind::NAK, 0, sid, 1),
+        count: U16::new(ranges.len() as u16),
+        reserved: U16::new(0),
+        nonce: U32::new(nonce),
+    };
+    let mut b = h.as_bytes().to_vec();
+    for &(f, t) in ranges {
+        b.extend_from_slice(
+            NakRange {
+                from: U64::new(f),
+                to: U64::new(t),
+            }
+            .as_bytes(),
+        );
+    }
+    sealed(b)
+}
+
+fn status_bytes(sid: u32, position: u64, window: u32, receiver_id: u32) -> Vec<u8> {
+    let s = Status {
+        header: frame::header(1, FrameKind::STATUS, 0, sid, 1),
+        position: U64::new(position),
+        window: U32::new(window),
+        receiver_id: U32::new(receiver_id),
+    };
+    sealed(s.as_bytes().to_vec())
+}
+
+fn rtt_bytes(sid: u32, flags: u16, timestamp: u64) -> Vec<u8> {
+    let r = Rtt {
+        header: frame::header(1, FrameKind::RTT, flags, sid, 1),
+        timestamp: U64::new(timestamp),
+    };
+    sealed(r.as_bytes().to_vec())
+}
+
+fn close_bytes(sid: u32, position: u64) -> Vec<u8> {
+    let c = Close {
+        header: frame::header(1, FrameKind::CLOSE, 0, sid, 1),
+        position: U64::new(position),
+    };
+    sealed(c.as_bytes().to_vec())
+}
+
+/// Finding: one forged setup joining near 2^64 made the receive path overflow its position
+/// (a subscriber that loops or re-delivers without end). Positions at or beyond
+/// `MAX_POSITION` are refused; the subscription stays usable.
+#[test]
+fn setup_joining_near_the_top_of_the_position_space_is_refused() {
+    let _watchdog = proto_common::watchdog("setup_near_top", 60);
+    let cfg = Config::default();
+    let mut p = Pair::new(
+        11,
+        cfg.clone(),
+        cfg,
+        LinkConfig::perfect(Duration::from_micros(10)),
+    );
+    let forger: SocketAddr = "10.6.6.6:666".parse().unwrap();
+    let sid = 0xF0F0_0001;
+    for join in [!7u64, u64::MAX - 63, frame::MAX_POSITION] {
+        let f = setup_bytes(p.now, sid, join);
+        to_rx(&mut p, forger, &f);
+        assert_ne!(
+            p.rx.session_id(),
+            Some(sid),
+            "setup joining at {join:#x} accepted"
+        );
+        // Data and heartbeats at the top of the position space.
+        for k in 0..8u64 {
+            let pos = join.wrapping_add(k * 16);
+            to_rx(&mut p, forger, &data_bytes(sid, pos));
+            to_rx(
+                &mut p,
+                forger,
+                &heartbeat_bytes(sid, 0, pos & !7, pos & !7, 0),
+            );
+        }
+        while p.rx.poll_transmit(p.now, &mut [0u8; 2048]).is_some() {}
+    }
+    assert_eq!(p.checker.delivered, 0);
+    // The real sender still gets the subscription and streams through it.
+    let mut gen = Gen::new(11, 0, 0, false);
+    while !p.tx.is_connected() {
+        p.pump().unwrap();
+        assert!(p.advance(None));
+    }
+    still_streams(&mut p, &mut gen);
+}
+
+/// Every position, length, count and range field a receiver gets is checked before use:
+/// one row per field, each dropped with its reason, and the stream goes on.
+#[test]
+fn receiver_checks_every_field_before_arithmetic() {
+    let _watchdog = proto_common::watchdog("receiver_fields", 60);
+    let (mut p, mut gen, data) = connected(100, Config::default());
+    let sid = p.rx.session_id().unwrap();
+    let pos = p.rx.position();
+    let top = !7u64;
+    let max = frame::MAX_POSITION;
+    // Data position.
+    assert_rx_drop(&mut p, TX, &data_bytes(sid, top), DropReason::OutOfWindow);
+    assert_rx_drop(&mut p, TX, &data_bytes(sid, max), DropReason::OutOfWindow);
+    assert_rx_drop(
+        &mut p,
+        TX,
+        &data_bytes(sid, max - 8),
+        DropReason::OutOfWindow,
+    );
+    assert_rx_drop(&mut p, TX, &data_bytes(sid, pos + 4), DropReason::BadLength);
+    // Record length and flags.
+    let mut d = data_bytes(sid, pos);
+    d[24..26].copy_from_slice(&U16::new(u16::MAX).to_bytes());
+    assert_rx_drop(&mut p, TX, &sealed(d), DropReason::BadLength);
+    let mut d = data_bytes(sid, pos);
+    d[26] = 0x11;
+    assert_rx_drop(&mut p, TX, &sealed(d), DropReason::BadLength);
+    let mut d = data_bytes(sid, pos);
+    d[26] = frame::REC_PAD;
+    d[24..26].copy_from_slice(&U16::new(65_528).to_bytes());
+    assert_rx_drop(&mut p, TX, &sealed(d), DropReason::BadLength);
+    // Heartbeat position and retained_from.
+    let hb = |end, retained| heartbeat_bytes(sid, 0, end, retained, 0);
+    assert_rx_drop(&mut p, TX, &hb(top, 0), DropReason::OutOfWindow);
+    assert_rx_drop(&mut p, TX, &hb(top, top), DropReason::OutOfWindow);
+    assert_rx_drop(&mut p, TX, &hb(max, pos), DropReason::OutOfWindow);
+    assert_rx_drop(
+        &mut p,
+        TX,
+        &hb(pos + (1 << 30), pos),
+        DropReason::OutOfWindow,
+    );
+    assert_rx_drop(&mut p, TX, &hb(pos, pos + 8), DropReason::BadLength);
+    assert_rx_drop(&mut p, TX, &hb(pos + 3, pos), DropReason::BadLength);
+    assert_rx_drop(&mut p, TX, &hb(pos + 8, pos + 5), DropReason::BadLength);
+    // A loss confirmation that answers no NAK of ours.
+    assert_rx_drop(
+        &mut p,
+        TX,
+        &heartbeat_bytes(sid, frame::FLAG_LOSS, pos + 64, pos + 64, 0x1234_5678),
+        DropReason::Unexpected,
+    );
+    // Close position: beyond the position space, or behind what was delivered.
+    assert_rx_drop(&mut p, TX, &close_bytes(sid, top), DropReason::OutOfWindow);
+    assert_rx_drop(&mut p, TX, &close_bytes(sid, max), DropReason::OutOfWindow);
+    assert_rx_drop(
+        &mut p,
+        TX,
+        &close_bytes(sid, pos - 8),
+        DropReason::OutOfWindow,
+    );
+    // RTT echo from the future.
+    assert_rx_drop(
+        &mut p,
+        TX,
+        &rtt_bytes(sid, frame::FLAG_REPLY, u64::MAX),
+        DropReason::OutOfWindow,
+    );
+    // Setup join position of the current session.
+    let f = setup_bytes(p.now, sid, top);
+    assert_rx_drop(&mut p, TX, &f, DropReason::OutOfWindow);
+    let f = setup_bytes(p.now, sid, max);
+    assert_rx_drop(&mut p, TX, &f, DropReason::OutOfWindow);
+    let f = setup_bytes(p.now, sid, pos + 4);
+    assert_rx_drop(&mut p, TX, &f, DropReason::BadLength);
+    assert!(!p.rx.is_failed());
+    assert_eq!(p.rx.session_id(), Some(sid));
+    assert!(p
+        .rx_events
+        .iter()
+        .chain(
+            std::iter::from_fn(|| p.rx.poll_event())
+                .collect::<Vec<_>>()
+                .iter()
+        )
+        .all(|e| !matches!(e, Event::UnrecoverableLoss { .. } | Event::Closed)));
+    let _ = data;
+    still_streams(&mut p, &mut gen);
+}
+
+/// As above for the sender: NAK ranges, status position and window, RTT timestamps.
+#[test]
+fn sender_checks_every_field_before_arithmetic() {
+    let _watchdog = proto_common::watchdog("sender_fields", 60);
+    let (mut p, mut gen, data) = connected(100, Config::default());
+    let (hdr, _) = DataHeader::read_from_prefix(&data).unwrap();
+    let sid = hdr.header.session_id.get();
+    let rid = p.rx.receiver_id();
+    let top = !7u64;
+    let max = frame::MAX_POSITION;
+    let sent = p.tx.position();
+    // NAK count.
+    assert_tx_drop(&mut p, RX, &nak_bytes(sid, &[], 1), DropReason::BadLength);
+    let mut n = nak_bytes(sid, &[(0, 8)], 1);
+    n[16..18].copy_from_slice(&U16::new(u16::MAX).to_bytes());
+    assert_tx_drop(&mut p, RX, &sealed(n), DropReason::BadLength);
+    let mut n = nak_bytes(sid, &[(0, 8)], 1);
+    n[16..18].copy_from_slice(&U16::new(2).to_bytes());
+    assert_tx_drop(&mut p, RX, &sealed(n), DropReason::Truncated);
+    // NAK from/to.
+    let before = p.tx.counters().retransmitted;
+    for (f, t, reason) in [
+        (top, u64::MAX, DropReason::OutOfWindow),
+        (max, max + 64, DropReason::OutOfWindow),
+        (sent, top, DropReason::OutOfWindow),
+        (top, 8, DropReason::BadLength),
+        (sent - 8, sent - 16, DropReason::BadLength),
+    ] {
+        assert_tx_drop(&mut p, RX, &nak_bytes(sid, &[(f, t)], 1), reason);
+    }
+    let mut buf = vec![0u8; 2048];
+    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    assert_eq!(p.tx.counters().retransmitted, before);
+    // Status position and window.
+    let acked = p.tx.acked_position();
+    assert_tx_drop(
+        &mut p,
+        RX,
+        &status_bytes(sid, top, 1 << 18, rid),
+        DropReason::OutOfWindow,
+    );
+    assert_tx_drop(
+        &mut p,
+        RX,
+        &status_bytes(sid, sent + 8, 1 << 18, rid),
+        DropReason::OutOfWindow,
+    );
+    assert_tx_drop(
+        &mut p,
+        RX,
+        &status_bytes(sid, acked, 0, rid),
+        DropReason::BadLength,
+    );
+    assert_tx_drop(
+        &mut p,
+        RX,
+        &status_bytes(sid, acked, 1 << 18, rid ^ 1),
+        DropReason::WrongSession,
+    );
+    assert_eq!(p.tx.acked_position(), acked);
+    // RTT echo from the future.
+    assert_tx_drop(
+        &mut p,
+        RX,
+        &rtt_bytes(sid, frame::FLAG_REPLY, u64::MAX),
+        DropReason::OutOfWindow,
+    );
+    // A huge window is clamped, not trusted: the sender still streams within its buffer.
+    p.tx.handle_datagram(p.now, RX, &status_bytes(sid, acked, u32::MAX, rid));
+    still_streams(&mut p, &mut gen);
+    p.check_bounds().unwrap();
+}
+
+/// A publisher answers NAKs, status and RTT probes, and takes a close, only from its
+/// session's address: from anywhere else (another host, or its receiver's host on another
+/// port) each kind is dropped as `WrongSource` and changes nothing.
+#[test]
+fn sender_answers_only_its_session_address() {
+    let (mut p, mut gen, data) = connected(100, Config::default());
+    let (hdr, _) = DataHeader::read_from_prefix(&data).unwrap();
+    let sid = hdr.header.session_id.get();
+    let rid = p.rx.receiver_id();
+    // Unacknowledged data to NAK.
+    gen.total += 10;
+    gen.offer(&mut p.tx, 10).unwrap();
+    let mut buf = vec![0u8; 2048];
+    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    let acked = p.tx.acked_position();
+    let sent = p.tx.position();
+    let frames = [
+        ("nak", nak_bytes(sid, &[(acked, sent)], 7)),
+        ("status", status_bytes(sid, sent, 1 << 18, rid)),
+        ("rtt probe", rtt_bytes(sid, 0, 1)),
+        ("rtt reply", rtt_bytes(sid, frame::FLAG_REPLY, 0)),
+        ("close", close_bytes(sid, sent)),
+    ];
+    for stranger in ["10.9.9.9:6000", "10.0.0.2:6001"] {
+        let stranger: SocketAddr = stranger.parse().unwrap();
+        for (name, f) in &frames {
+            let before = p.tx.counters().dropped(DropReason::WrongSource);
+            p.tx.handle_datagram(p.now, stranger, f);
+            assert_eq!(
+                p.tx.counters().dropped(DropReason::WrongSource),
+                before + 1,
+                "{name} from {stranger} not dropped"
+            );
+            while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+                assert!(
+                    buf[1] != FrameKind::DATA.0 && buf[1] != FrameKind::RTT.0,
+                    "{name} from {stranger} was answered with kind {} ({} bytes)",
+                    buf[1],
+                    t.len
+                );
+            }
+            assert!(
+                p.tx.is_connected(),
+                "{name} from {stranger} closed the stream"
+            );
+            assert_eq!(p.tx.acked_position(), acked, "{name} from {stranger}");
+        }
+    }
+    assert_eq!(p.tx.counters().retransmitted, 0);
+    settle(&mut p);
+    still_streams(&mut p, &mut gen);
+}
+
+/// Finding: one forged heartbeat (right session, valid checksum) saying the sender no longer
+/// holds what the receiver misses stopped a `gap=fail` stream for good (and so did a setup of
+/// the session joining beyond the position). Unconfirmed, they now only make the receiver
+/// NAK; the real sender still holds the data, and the stream completes.
+#[test]
+fn forged_heartbeat_does_not_stop_a_fail_stream() {
+    let _watchdog = proto_common::watchdog("forged_heartbeat", 60);
+    let (mut p, mut gen, _) = connected(100, Config::default());
+    assert_eq!(p.rx_config.gap_policy, conduit::proto::GapPolicy::Fail);
+    let sid = p.rx.session_id().unwrap();
+    // Unacknowledged data on the way, so the receiver is behind.
+    gen.total += 20;
+    gen.offer(&mut p.tx, 20).unwrap();
+    p.pump().unwrap();
+    let pos = p.rx.position();
+    for ahead in [8u64, 64, 4096] {
+        let f = heartbeat_bytes(sid, 0, pos + ahead, pos + ahead, 0);
+        to_rx(&mut p, TX, &f);
+    }
+    // Also one that claims to confirm loss, with a guessed nonce.
+    to_rx(
+        &mut p,
+        TX,
+        &heartbeat_bytes(sid, frame::FLAG_LOSS, pos + 64, pos + 64, 1),
+    );
+    // And a setup of the session (from its address) joining beyond the position.
+    let f = setup_bytes(p.now, sid, pos + 64);
+    to_rx(&mut p, TX, &f);
+    assert!(!p.rx.is_failed(), "a forged heartbeat failed the stream");
+    settle(&mut p);
+    still_streams(&mut p, &mut gen);
+    assert!(!p.rx.is_failed());
+    p.pump().unwrap();
+    assert!(
+        !p.rx_events
+            .iter()
+            .any(|e| matches!(e, Event::UnrecoverableLoss { .. })),
+        "{:?}",
+        p.rx_events
+    );
+}
+
+/// Real loss is still declared: data the sender released is NAKed, the sender answers with
+/// a heartbeat echoing the NAK's nonce, and only then the receiver reports the loss.
+#[test]
+fn loss_is_declared_on_the_senders_confirmation() {
+    let _watchdog = proto_common::watchdog("loss_confirmed", 60);
+    let (mut p, mut gen, data) = connected(100, Config::default());
+    let (hdr, _) = DataHeader::read_from_prefix(&data).unwrap();
+    let sid = hdr.header.session_id.get();
+    let rid = p.rx.receiver_id();
+    // Sent but never delivered; then the sender is told (as after a receiver's status the
+    // network reordered past lost data) that all of it was received, and releases it.
+    gen.total += 20;
+    gen.offer(&mut p.tx, 20).unwrap();
+    let mut buf = vec![0u8; 2048];
+    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    let sent = p.tx.position();
+    p.tx.handle_datagram(p.now, RX, &status_bytes(sid, sent, 1 << 18, rid));
+    assert_eq!(p.tx.acked_position(), sent);
+    let until = p.now + Duration::from_millis(300);
+    while p.now < until && !p.rx.is_failed() {
+        p.pump().unwrap();
+        assert!(p.advance(Some(until)));
+    }
+    p.pump().unwrap();
+    assert!(p.rx.is_failed(), "loss never confirmed: {:?}", p.rx_events);
+    assert!(p
+        .rx_events
+        .iter()
+        .any(|e| matches!(e, Event::UnrecoverableLoss { .. })));
+    assert!(p.rx.counters().naks_sent > 0);
+}
+
+/// Finding: each forged 40-byte NAK made the publisher resend a whole window. A NAK asks at
+/// most for one window of what is in flight, and repair is bounded by the budget: one window,
+/// plus the new data sent, plus the floor (an eighth of the window per heartbeat interval).
+#[test]
+fn nak_flood_is_bounded_by_the_repair_budget() {
+    let _watchdog = proto_common::watchdog("nak_flood", 60);
+    let cfg = Config::default();
+    let (mut p, mut gen, data) = connected(100, cfg.clone());
+    let (hdr, _) = DataHeader::read_from_prefix(&data).unwrap();
+    let sid = hdr.header.session_id.get();
+    // A window of data in flight, never acknowledged (the receiver hears none of it).
+    let mut buf = vec![0u8; 2048];
+    gen.total += 1_000_000;
+    let start = p.tx.position();
+    let mut new_bytes = 0u64;
+    loop {
+        let n = gen.offer(&mut p.tx, 1000).unwrap();
+        let mut any = false;
+        while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+            if buf[1] == FrameKind::DATA.0 {
+                new_bytes += (t.len - frame::DATA_HEADER_LEN) as u64;
+                any = true;
+            }
+        }
+        if n == 0 && !any {
+            break;
+        }
+    }
+    let acked = p.tx.acked_position();
+    let sent = start + new_bytes;
+    assert!(sent - acked >= cfg.window as u64 / 2, "{}", sent - acked);
+    let window = cfg.window as u64;
+    let naks = 2000u32;
+    let step = Duration::from_millis(1);
+    let t0 = p.now;
+    let mut resent = 0u64;
+    for i in 0..naks {
+        p.now += step;
+        // The whole window, several times over in one NAK.
+        let ranges = [(acked, u64::MAX - 8); 32];
+        p.tx.handle_datagram(p.now, RX, &nak_bytes(sid, &ranges, i + 1));
+        while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+            if buf[1] == FrameKind::DATA.0 {
+                resent += (t.len - frame::DATA_HEADER_LEN) as u64;
+            }
+        }
+    }
+    let elapsed = p.now - t0;
+    let floor = (window / 8).max(cfg.mtu as u64);
+    let periods = elapsed.as_nanos() as u64 / cfg.heartbeat_interval.as_nanos() as u64 + 1;
+    let bound = window + floor * periods;
+    assert!(
+        resent <= bound,
+        "{naks} forged NAKs over {elapsed:?} made the sender resend {resent} bytes \
+         (bound {bound}: a window, plus no new data, plus the floor)"
+    );
+    assert_eq!(p.tx.counters().retransmitted_bytes, resent);
+    assert!(p.tx.counters().repair_throttled > 0);
+    // The stream itself recovers once the receiver hears again.
+    settle(&mut p);
+    let target = p.checker.delivered + 100;
+    while p.checker.delivered < target {
+        gen.offer(&mut p.tx, 64).unwrap();
+        p.pump().unwrap();
+        assert!(p.advance(None));
+        assert!(p.checker.error.is_none(), "{:?}", p.checker.error);
+    }
+}
+
+/// A data frame of session `sid` at `position` with one record of `payload` (a multiple of
+/// 8 bytes).
+fn data_with(sid: u32, position: u64, payload: &[u8]) -> Vec<u8> {
+    let d = DataHeader {
+        header: frame::header(1, FrameKind::DATA, 0, sid, 1),
+        position: U64::new(position),
+    };
+    let mut b = d.as_bytes().to_vec();
+    let rec = RecordHeader {
+        len: U16::new(payload.len() as u16),
+        flags: frame::REC_BEGIN | frame::REC_END,
+        reserved: 0,
+        type_id: U32::new(1),
+    };
+    b.extend_from_slice(rec.as_bytes());
+    b.extend_from_slice(payload);
+    sealed(b)
+}
+
+/// Buffered data whose record boundaries disagree (overlapping frames): a payload read as a
+/// padding record must not move the position past what was received (it jumped 64 KiB, and
+/// near the top of the position space wrapped around and looped).
+#[test]
+fn inconsistent_buffered_records_never_move_the_position_past_the_data() {
+    let _watchdog = proto_common::watchdog("inconsistent_buffered", 60);
+    let now = std::time::Instant::now();
+    let mut rx = Receiver::new(Config::default(), now, 3).unwrap();
+    let sid = 0x5E55_0001;
+    let join = frame::MAX_POSITION - 1024;
+    let mut got = 0;
+    rx.handle_datagram(now, TX, &setup_bytes(now, sid, join), |_, _| got += 1);
+    assert_eq!(rx.session_id(), Some(sid));
+    // At join + 16: a record whose payload looks like a padding header of 65 528 bytes.
+    let mut fake_pad = [0u8; 24];
+    fake_pad[..2].copy_from_slice(&65_528u16.to_le_bytes());
+    fake_pad[2] = frame::REC_PAD;
+    rx.handle_datagram(now, TX, &data_with(sid, join + 16, &fake_pad), |_, _| {
+        got += 1
+    });
+    // At join + 8: a record that overwrites the header at join + 16 with its payload.
+    rx.handle_datagram(now, TX, &data_with(sid, join + 8, &[0u8; 8]), |_, _| {
+        got += 1
+    });
+    let before = rx.counters().dropped(DropReason::BadLength);
+    // The hole at join: the buffered records are walked from the position.
+    rx.handle_datagram(now, TX, &data_with(sid, join, &[]), |_, _| got += 1);
+    assert!(
+        rx.position() <= join + 48,
+        "position moved to join + {} past the data received",
+        rx.position() - join
+    );
+    assert!(rx.position() < frame::MAX_POSITION);
+    assert_eq!(rx.counters().dropped(DropReason::BadLength), before + 1);
 }

@@ -405,3 +405,137 @@ fn receiver_reports_sender_gone_and_resumes() {
         assert!(pair.checker.error.is_none(), "{:?}", pair.checker.error);
     }
 }
+
+/// Streams far into the position space: across 2^62 (the top of the initial positions) on a
+/// hostile network, and up to the end of the position space, where offers fail cleanly and
+/// everything offered before is delivered.
+fn one_near_the_top(seed: u64, start: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let cfg = hostile_config();
+    let mut link = LinkConfig::hostile(&mut rng, cfg.mtu);
+    link.corrupt = 0.0;
+    let mut pair = Pair::new(seed, cfg.clone(), cfg, link);
+    pair.tx.set_initial_position(start);
+    let mut gen = Gen::new(seed, 0, 3_000, true);
+    stream(&mut pair, &mut gen, |_, _| {})?;
+    if pair.rx.position() <= start {
+        return Err(format!(
+            "seed {seed}: receiver at {:#x}",
+            pair.rx.position()
+        ));
+    }
+    unexpected_events(&pair)
+}
+
+#[test]
+fn stream_across_the_top_of_the_initial_positions() {
+    let _watchdog = watchdog("near_the_top", 300 + 3 * seeds(200));
+    let start = (1u64 << 62) - (4 << 20);
+    for_seeds("near_the_top", seeds(200) / 10, |seed| {
+        one_near_the_top(seed, start)
+    });
+}
+
+#[test]
+fn stream_ends_cleanly_at_the_end_of_the_position_space() {
+    let _watchdog = watchdog("end_of_positions", 120);
+    let cfg = Config::default();
+    let mut link = LinkConfig::perfect(Duration::from_micros(100));
+    link.loss = 0.02;
+    let mut pair = Pair::new(5, cfg.clone(), cfg.clone(), link);
+    let end = conduit::proto::frame::MAX_POSITION - 2 * cfg.retransmit_buffer as u64;
+    pair.tx.set_initial_position(end - (2 << 20));
+    let mut gen = Gen::new(5, 0, u64::MAX, false);
+    let mut refused = false;
+    loop {
+        if !refused {
+            match gen.offer(&mut pair.tx, 256) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert!(e.contains("Failed"), "{e}");
+                    refused = true;
+                }
+            }
+        }
+        pair.pump().unwrap();
+        assert!(pair.checker.error.is_none(), "{:?}", pair.checker.error);
+        if refused && pair.tx.is_flushed() && pair.checker.next == gen.next {
+            break;
+        }
+        assert!(pair.advance(None), "stalled");
+        assert!(pair.steps < MAX_STEPS, "no end");
+    }
+    assert!(pair.rx.position() >= end && pair.rx.position() < conduit::proto::frame::MAX_POSITION);
+    assert!(gen.next > 1_000, "{}", gen.next);
+    unexpected_events(&pair).unwrap();
+}
+
+/// An on-path forger who has seen one datagram (it knows the session and stream ids) injects
+/// heartbeats claiming the data is gone and NAKs for everything, while a lossy stream with
+/// `gap=fail` runs: the stream still completes exactly once and in order, no loss is
+/// declared, and the sender's repair stays within its budget.
+fn one_forged_control(seed: u64) -> Result<(), String> {
+    use conduit::proto::frame::{self, FrameKind};
+    use zerocopy::little_endian::{U16, U32, U64};
+    use zerocopy::IntoBytes;
+    let mut rng = Rng::new(seed);
+    let cfg = hostile_config();
+    let mut link = LinkConfig::hostile(&mut rng, cfg.mtu);
+    link.corrupt = 0.0;
+    let mut pair = Pair::new(seed, cfg.clone(), cfg.clone(), link);
+    let mut gen = Gen::new(seed, 0, 5_000, false);
+    let sid = pair.tx.session_id();
+    let mut frng = Rng::new(seed ^ 0xF0F0);
+    stream(&mut pair, &mut gen, |p, _| {
+        if !frng.chance(0.02) {
+            return;
+        }
+        let pos = p.rx.position() & !7;
+        let ahead = 8 * (1 + frng.below(512));
+        let hb = frame::Heartbeat {
+            header: frame::header(1, FrameKind::HEARTBEAT, 0, sid, 1),
+            position: U64::new(pos + ahead),
+            retained_from: U64::new(pos + ahead),
+            nonce: U32::new(0),
+            reserved: U32::new(0),
+        };
+        let mut b = hb.as_bytes().to_vec();
+        frame::seal(&mut b, true);
+        p.net.send(p.now, proto_common::TX, proto_common::RX, &b);
+        let nak = frame::NakHeader {
+            header: frame::header(1, FrameKind::NAK, 0, sid, 1),
+            count: U16::new(1),
+            reserved: U16::new(0),
+            nonce: U32::new(frng.nonzero_u32()),
+        };
+        let mut b = nak.as_bytes().to_vec();
+        b.extend_from_slice(
+            frame::NakRange {
+                from: U64::new(0),
+                to: U64::new(u64::MAX),
+            }
+            .as_bytes(),
+        );
+        frame::seal(&mut b, true);
+        p.net.send(p.now, proto_common::RX, proto_common::TX, &b);
+    })?;
+    unexpected_events(&pair)?;
+    // Retransmitted bytes: at most a window, plus the new data, plus the floor.
+    let c = pair.tx.counters();
+    let floor = (cfg.window as u64 / 8).max(cfg.mtu as u64);
+    let periods = pair.elapsed().as_nanos() as u64 / cfg.heartbeat_interval.as_nanos() as u64 + 1;
+    let bound = cfg.window as u64 + pair.tx.position() + floor * periods;
+    if c.retransmitted_bytes > bound {
+        return Err(format!(
+            "seed {seed}: retransmitted {} bytes, bound {bound}",
+            c.retransmitted_bytes
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn forged_heartbeats_and_naks_do_not_stop_or_flood_a_stream() {
+    let _watchdog = watchdog("forged_control", 300 + 3 * seeds(200));
+    for_seeds("forged_control", seeds(200) / 10, one_forged_control);
+}

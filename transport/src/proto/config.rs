@@ -33,7 +33,8 @@ pub struct Config {
     pub max_message_len: usize,
     /// A peer not heard from for this long is gone. Default 1 s.
     pub liveness_timeout: Duration,
-    /// The sender sends a heartbeat after this much idle time. Default 50 ms.
+    /// The sender sends a heartbeat after this much idle time. Default 50 ms. Also the period
+    /// of the repair budget's floor (see [Repair bounds](super#repair-bounds)).
     pub heartbeat_interval: Duration,
     /// The receiver sends a status at least this often. Default 50 ms.
     pub status_interval: Duration,

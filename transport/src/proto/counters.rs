@@ -98,6 +98,10 @@ pub struct Counters {
     pub back_pressured: u64,
     /// Drops, indexed by [`DropReason`].
     pub drops: [u64; DROP_REASONS],
+    /// Stream bytes retransmitted (sender): bounded by the repair budget.
+    pub retransmitted_bytes: u64,
+    /// Times a retransmission waited for the repair budget (sender).
+    pub repair_throttled: u64,
 }
 
 impl Counters {

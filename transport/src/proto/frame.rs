@@ -44,6 +44,16 @@ pub const FLAG_REJECT: u16 = 1;
 pub const FLAG_REPLY: u16 = 2;
 /// Header flag on [`FrameKind::STATUS`]: the receiver does not know this session; set it up.
 pub const FLAG_NEED_SETUP: u16 = 4;
+/// Header flag on [`FrameKind::HEARTBEAT`]: the answer to a NAK for data the sender no longer
+/// holds; [`Heartbeat::nonce`] echoes that NAK's [`NakHeader::nonce`]. Only such a heartbeat
+/// makes a receiver declare loss, so a forger who has not seen the NAK cannot end a stream.
+pub const FLAG_LOSS: u16 = 128;
+
+/// Every stream position on the wire is below this (2^63); frames with a position at or
+/// beyond it are dropped. Senders start below 2^62, so a stream has at least 2^62 bytes ahead
+/// of it, and position arithmetic (a position plus a window, a length or a span) never
+/// overflows a `u64`.
+pub const MAX_POSITION: u64 = 1 << 63;
 
 /// Common header of every frame.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -164,8 +174,12 @@ pub struct Heartbeat {
     pub position: U64,
     /// Oldest position the sender can still retransmit.
     pub retained_from: U64,
+    /// With [`FLAG_LOSS`]: the nonce of the NAK this answers; otherwise zero.
+    pub nonce: U32,
+    /// Zero.
+    pub reserved: U32,
 }
-const _: () = assert!(size_of::<Heartbeat>() == 32);
+const _: () = assert!(size_of::<Heartbeat>() == 40);
 
 /// One range of a NAK, `[from, to)`.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -188,8 +202,9 @@ pub struct NakHeader {
     pub count: U16,
     /// Zero.
     pub reserved: U16,
-    /// Zero.
-    pub reserved2: U32,
+    /// The receiver's fresh random number for this NAK (non-zero), echoed by a
+    /// [`FLAG_LOSS`] heartbeat when the sender no longer holds what it asks for.
+    pub nonce: U32,
 }
 const _: () = assert!(size_of::<NakHeader>() == 24);
 /// Most ranges in one NAK.

@@ -12,8 +12,43 @@
 //! fragments with begin/end flags. The sender keeps records in a ring ([`Config::retransmit_buffer`]),
 //! sends them batched up to the MTU within the receiver's window, and releases them when the
 //! receiver's status acknowledges them. The receiver NAKs every gap after [`Config::nak_delay`]
-//! (all gaps in one NAK, with back-off), the sender resends at most once per RTT per range, and
-//! idle heartbeats expose a lost tail.
+//! (all gaps in one NAK, with back-off), the sender resends at most once per RTT per range
+//! (within the repair budget, see below), and idle heartbeats expose a lost tail.
+//!
+//! # Untrusted input
+//! Every field from the wire is range-checked before any arithmetic, and a datagram that fails
+//! a check is dropped and counted under a [`DropReason`]; nothing from the wire panics, loops
+//! or allocates beyond the bounds below.
+//! * Positions: every stream position on the wire is below [`frame::MAX_POSITION`] (2^63).
+//!   Streams start below 2^62, so 2^62 bytes lie ahead of any stream (a sender refuses offers
+//!   near the end with [`OfferError::Failed`]), and a position plus a window, a record length
+//!   or a datagram's span never overflows.
+//! * Lengths and counts: records must lie within their datagram, padding only at its end;
+//!   a NAK holds 1 to 32 ranges; a status advertises a non-zero window (clamped by the
+//!   sender to its buffer); RTT echoes from the future are dropped.
+//! * Buffered data is walked record by record from the position, and a record that runs past
+//!   the data received (overlapping frames that disagree) stops the walk: the position never
+//!   passes what was received.
+//!
+//! # Repair bounds
+//! * A NAK asks only for what the sender could still have in flight: each range is clipped to
+//!   `[acknowledged, sent)`, at most one window in all per NAK, and a range is resent at most
+//!   once per linger (about an RTT).
+//! * Retransmission is paced by a budget in stream bytes: it starts at one window, each byte
+//!   of new data sent adds one, a floor adds an eighth of the window (at least one MTU) per
+//!   heartbeat interval, and it never holds more than one window. So over any interval of
+//!   length `t` in which the sender sends `d` bytes of new data, it retransmits at most
+//!   `window + d + max(window / 8, mtu) * t / heartbeat_interval` bytes, whatever NAKs it
+//!   receives (`Counters::retransmitted_bytes`; `Counters::repair_throttled` counts waits).
+//! * Unrecoverable loss needs the sender's confirmation: every NAK carries a fresh random
+//!   nonce, a sender asked for data it no longer holds answers with a heartbeat flagged
+//!   [`frame::FLAG_LOSS`] that echoes it, and only such a heartbeat makes the receiver apply
+//!   its [`GapPolicy`]. A plain heartbeat claiming the data is gone, or a setup of the session
+//!   joining beyond the position (forgeable by whoever saw one datagram), only makes the
+//!   receiver NAK the gap.
+//! * A sender answers NAKs, status messages and RTT probes, and takes a close, only from the
+//!   address its receiver's accepting reply came from; anything else is dropped as
+//!   [`DropReason::WrongSource`].
 //!
 //! # Driving an endpoint
 //! After every input (a datagram, an offer, a timeout), call `poll_transmit(now, buf)` until it
@@ -35,7 +70,9 @@
 //! # Memory
 //! Sender: `retransmit_buffer * (1 + 1/64)` bytes (log and record-start bitmap), allocated at
 //! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
-//! buffer grown on demand up to `max_message_len`. Nothing else grows with the input.
+//! buffer grown on demand up to `max_message_len`; at most 64 out-of-order ranges and 64 queued
+//! events. Sender: at most 16 queued retransmission ranges and 32 lingering ones. Nothing else
+//! grows with the input.
 //!
 //! # Limits
 //! A receiver serves one sender session at a time. A new session (a restarted sender) replaces

@@ -5,7 +5,8 @@
 //! gap that stays open is asked for again less and less often.
 //!
 //! Sender side: [`Retransmits`] keeps a bounded queue of ranges to resend and a bounded list of
-//! ranges recently resent, during which repeat NAKs for them are ignored (rate limiting).
+//! ranges recently resent, during which repeat NAKs for them are ignored (rate limiting; the
+//! sender's repair budget bounds the bytes resent on top of it).
 
 use std::time::{Duration, Instant};
 

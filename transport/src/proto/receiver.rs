@@ -16,7 +16,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::config::{Config, GapPolicy};
 use super::counters::{Counters, DropReason};
 use super::event::Event;
-use super::frame::{self, FrameKind, Header, RecordHeader, RECORD_HEADER_LEN};
+use super::frame::{self, FrameKind, Header, RecordHeader, MAX_POSITION, RECORD_HEADER_LEN};
 use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
@@ -180,7 +180,17 @@ pub struct Receiver {
     last_rejected: u32,
     close_to: Option<(SocketAddr, u32, u8)>,
     nak_ranges: Vec<(u64, u64)>,
+    /// Draws the nonce of every NAK.
+    rng: Rng,
+    /// Nonces of the last NAKs sent: a [`frame::FLAG_LOSS`] heartbeat must echo one of them.
+    nak_nonces: [u32; NAK_NONCES],
+    /// Where the next nonce goes in `nak_nonces`.
+    nak_nonce_next: usize,
 }
+
+/// NAK nonces remembered (a loss answer to one of the last few NAKs is accepted, so a
+/// reordered answer still counts).
+const NAK_NONCES: usize = 4;
 
 impl Receiver {
     /// A receiver; `seed` drives its id.
@@ -216,6 +226,9 @@ impl Receiver {
             last_rejected: 0,
             close_to: None,
             nak_ranges: Vec::with_capacity(frame::MAX_NAK_RANGES),
+            rng,
+            nak_nonces: [0; NAK_NONCES],
+            nak_nonce_next: 0,
             config,
         })
     }
@@ -270,7 +283,7 @@ impl Receiver {
     /// Bytes currently held beyond the position (out of order), at most the window.
     pub fn buffered(&self) -> u64 {
         let p = self.position();
-        self.gaps.high(p) - p
+        self.gaps.high(p).saturating_sub(p)
     }
 
     /// Next event, if any.
@@ -401,6 +414,15 @@ impl Receiver {
             FrameKind::HEARTBEAT => self.on_heartbeat(now, bytes, deliver),
             FrameKind::RTT => self.on_rtt(now, bytes, h.flags.get()),
             _ => {
+                let (c, _) =
+                    frame::Close::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+                // The final position: never behind what was delivered, never beyond the
+                // position space.
+                let end = c.position.get();
+                let position = self.position();
+                if end >= MAX_POSITION || end < position {
+                    return Err(DropReason::OutOfWindow);
+                }
                 self.session = None;
                 self.gaps.clear();
                 self.asm.reset();
@@ -441,6 +463,9 @@ impl Receiver {
         if join & 7 != 0 {
             return Err(DropReason::BadLength);
         }
+        if join >= MAX_POSITION {
+            return Err(DropReason::OutOfWindow);
+        }
         let mut loss = None;
         match self.session.as_mut() {
             Some(cur) if cur.session_id == sid => {
@@ -457,10 +482,13 @@ impl Receiver {
                 }
                 if !cur.connected {
                     cur.connected = true;
-                    self.events.push_back(Event::Connected {
-                        session_id: sid,
-                        version,
-                    });
+                    // The queue is bounded (`push_event`, borrowed apart from the session).
+                    if self.events.len() < MAX_EVENTS {
+                        self.events.push_back(Event::Connected {
+                            session_id: sid,
+                            version,
+                        });
+                    }
                 }
             }
             Some(cur) => {
@@ -475,7 +503,10 @@ impl Receiver {
             None => self.start_session(now, from, sid, version, join),
         }
         if let Some((from_pos, to_pos)) = loss {
-            self.unrecoverable(from_pos, to_pos);
+            // Unconfirmed, as from a heartbeat: the gap is NAKed, and the sender resends it or
+            // confirms the loss (a forged setup of the session cannot end the stream).
+            self.gaps
+                .set_tail(from_pos, to_pos, now, self.config.nak_delay);
         }
         let position = self.position();
         let r = self.reply_frame(sid, version, 0, position);
@@ -552,6 +583,13 @@ impl Receiver {
         }
     }
 
+    /// A heartbeat: where the stream ends (a lost tail is NAKed) and what the sender still
+    /// holds.
+    ///
+    /// `retained_from` beyond the position means data the receiver misses may be gone. A plain
+    /// heartbeat saying so only makes the gap be NAKed (an on-path forger who saw one datagram
+    /// can send one); the loss is declared only on a [`frame::FLAG_LOSS`] heartbeat that echoes
+    /// the nonce of one of the last NAKs, the sender's answer to a NAK for released data.
     fn on_heartbeat<F: FnMut(u32, &[u8])>(
         &mut self,
         now: Instant,
@@ -561,26 +599,42 @@ impl Receiver {
         let (hb, _) =
             frame::Heartbeat::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         let (end, retained) = (hb.position.get(), hb.retained_from.get());
+        let loss = hb.header.flags.get() & frame::FLAG_LOSS != 0;
+        let nonce = hb.nonce.get();
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
         if retained > end || end & 7 != 0 || retained & 7 != 0 {
             return Err(DropReason::BadLength);
         }
-        // The sender never sends beyond the window it was granted.
-        if end > s.position + self.config.window as u64 {
+        if end >= MAX_POSITION {
+            return Err(DropReason::OutOfWindow);
+        }
+        if loss && (nonce == 0 || !self.nak_nonces.contains(&nonce)) {
+            // Not an answer to a NAK of ours: forged, or very late.
+            return Err(DropReason::Unexpected);
+        }
+        // The sender never sends beyond the window it was granted, except after it released
+        // what the receiver misses (then it confirms the loss, and has sent on from there).
+        let window = self.config.window as u64;
+        if !loss && end > s.position.saturating_add(window) {
             return Err(DropReason::OutOfWindow);
         }
         self.counters.heartbeats += 1;
         s.status_due = true;
-        if retained > s.position {
+        if retained > s.position && loss {
+            // Confirmed: the sender answered our NAK, it no longer holds the data.
+            self.nak_nonces = [0; NAK_NONCES];
             let from = s.position;
             self.unrecoverable(from, retained);
             if self.config.gap_policy == GapPolicy::Skip {
                 self.drain(deliver);
             }
         }
+        // An unconfirmed `retained > position` is a gap like any other: the tail up to `end`
+        // (at least `retained`) is NAKed, and the sender either resends it or confirms.
         let position = self.position();
+        let end = end.min(position.saturating_add(window));
         self.gaps
             .set_tail(position, end, now, self.config.nak_delay);
         Ok(())
@@ -614,8 +668,15 @@ impl Receiver {
         if p & 7 != 0 {
             return Err(DropReason::BadLength);
         }
+        if p >= MAX_POSITION {
+            return Err(DropReason::OutOfWindow);
+        }
+        // `p < 2^63` and the span is less than a datagram plus a padding record: no overflow.
         let span = validate_records(records)?;
-        let end = p.checked_add(span).ok_or(DropReason::BadLength)?;
+        let end = p + span;
+        if end > MAX_POSITION {
+            return Err(DropReason::OutOfWindow);
+        }
         let window = self.config.window as u64;
         let Some(s) = self.session.as_mut() else {
             return Ok(());
@@ -624,7 +685,7 @@ impl Receiver {
         if end <= position {
             return Err(DropReason::Duplicate);
         }
-        if end > position + window {
+        if end > position.saturating_add(window) {
             return Err(DropReason::OutOfWindow);
         }
         if p > position {
@@ -725,7 +786,7 @@ impl Receiver {
                 };
                 let len = usize::from(h.len.get());
                 if h.flags & frame::REC_PAD != 0 {
-                    if len % 8 != 0 {
+                    if len % 8 != 0 || q + (RECORD_HEADER_LEN + len) as u64 > end {
                         ok = false;
                         break;
                     }
@@ -769,7 +830,7 @@ impl Receiver {
                 break;
             }
         }
-        if s.position - s.last_status_pos >= self.config.window as u64 / 4 {
+        if s.position.saturating_sub(s.last_status_pos) >= self.config.window as u64 / 4 {
             s.status_due = true;
         }
     }
@@ -787,7 +848,8 @@ impl Receiver {
                     && !s.failed
                     && (s.rtt_echo.is_some()
                         || s.status_due
-                        || s.position - s.last_status_pos >= self.config.window as u64 / 4)
+                        || s.position.saturating_sub(s.last_status_pos)
+                            >= self.config.window as u64 / 4)
             })
     }
 
@@ -859,11 +921,15 @@ impl Receiver {
                 max_ranges,
             );
             if !self.nak_ranges.is_empty() {
+                // A fresh nonce per NAK: only the sender, who receives it, can confirm loss.
+                let nonce = self.rng.nonzero_u32();
+                self.nak_nonces[self.nak_nonce_next] = nonce;
+                self.nak_nonce_next = (self.nak_nonce_next + 1) % NAK_NONCES;
                 let n = frame::NakHeader {
                     header: hdr(FrameKind::NAK, 0),
                     count: U16::new(self.nak_ranges.len() as u16),
                     reserved: U16::new(0),
-                    reserved2: U32::new(0),
+                    nonce: U32::new(nonce),
                 };
                 let mut len = frame::write(buf, &n)?;
                 for &(from, to) in &self.nak_ranges {
@@ -878,7 +944,10 @@ impl Receiver {
             }
         }
         let window = self.config.window as u64;
-        if s.status_due || now >= s.next_status || s.position - s.last_status_pos >= window / 4 {
+        if s.status_due
+            || now >= s.next_status
+            || s.position.saturating_sub(s.last_status_pos) >= window / 4
+        {
             s.status_due = false;
             s.next_status = now + self.config.status_interval;
             s.last_status_pos = s.position;

@@ -1,6 +1,11 @@
 //! The publication side: offers and claims append records to the log; `poll_transmit` sends
 //! the handshake, new data within the receiver's window, retransmissions, heartbeats and RTT
 //! probes.
+//!
+//! Repair is bounded (see [Repair bounds](super#repair-bounds)): a NAK is clipped to what was
+//! sent and not acknowledged, one window at most, and retransmissions spend a budget that new
+//! data and a slow floor refill, so whatever NAKs arrive, retransmitted bytes stay within one
+//! window plus the new data sent plus `max(window / 8, mtu)` per heartbeat interval.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,7 +18,7 @@ use super::config::Config;
 use super::counters::{Counters, DropReason};
 use super::event::Event;
 use super::flow::Flow;
-use super::frame::{self, FrameKind, Header};
+use super::frame::{self, FrameKind, Header, MAX_POSITION};
 use super::handshake::negotiate;
 use super::log::Log;
 use super::nak::Retransmits;
@@ -37,7 +42,8 @@ pub enum OfferError {
     },
     /// The sender was closed.
     Closed,
-    /// The handshake failed for good (no common version).
+    /// The handshake failed for good (no common version), or the stream reached the end of
+    /// the position space (2^62 bytes after its start).
     Failed,
 }
 
@@ -85,6 +91,17 @@ pub struct Sender {
     next_rtt: Instant,
     rtt_echo: Option<u64>,
     close_pending: bool,
+    /// The address the receiver's accepting reply came from.
+    peer: Option<SocketAddr>,
+    /// Nonce of a NAK that asked for released data: the next heartbeat confirms the loss.
+    loss_echo: Option<u32>,
+    /// Retransmission budget in stream bytes (see [`Sender::repair_budget`]).
+    repair_budget: u64,
+    /// When the floor last credited the budget.
+    repair_refilled: Instant,
+    /// The budget is empty while retransmissions wait: when the floor will have credited a
+    /// datagram's worth.
+    repair_wait: Option<Instant>,
 }
 
 /// Space claimed in the sender's log: fill [`Claim::as_mut_slice`], then [`Claim::commit`].
@@ -171,6 +188,11 @@ impl Sender {
             next_rtt: now,
             rtt_echo: None,
             close_pending: false,
+            peer: None,
+            loss_echo: None,
+            repair_budget: window,
+            repair_refilled: now,
+            repair_wait: None,
             config,
         })
     }
@@ -238,10 +260,33 @@ impl Sender {
 
     fn check_open(&mut self) -> Result<(), OfferError> {
         match self.state {
+            // The end of the position space (2^62 bytes past any initial position): no
+            // offer may take the stream near `MAX_POSITION`.
+            SenderState::Connected if self.tail >= self.end_of_stream() => Err(OfferError::Failed),
             SenderState::Connected => Ok(()),
             SenderState::Connecting => Err(OfferError::NotConnected),
             SenderState::Closed => Err(OfferError::Closed),
             SenderState::Failed => Err(OfferError::Failed),
+        }
+    }
+
+    /// Last position at which an offer is taken: one offer (a framed maximum message and a
+    /// padding record) and a window past it stay below [`MAX_POSITION`].
+    fn end_of_stream(&self) -> u64 {
+        MAX_POSITION - 2 * self.log.capacity() as u64
+    }
+
+    /// Starts the stream at `position` (a multiple of 8, below 2^62) instead of 0; only
+    /// before the first connection. For tests and simulations of streams far into the position
+    /// space.
+    #[doc(hidden)]
+    pub fn set_initial_position(&mut self, position: u64) {
+        if self.state == SenderState::Connecting && self.tail == self.flow.acked {
+            let position = (position & !7).min(self.end_of_stream());
+            self.tail = position;
+            self.sent = position;
+            self.flow.acked = position;
+            self.fragmented.clear();
         }
     }
 
@@ -419,11 +464,15 @@ impl Sender {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             SenderState::Connecting => Some(self.next_setup),
-            SenderState::Connected => Some(
-                (self.last_heard + self.config.liveness_timeout)
+            SenderState::Connected => {
+                let t = (self.last_heard + self.config.liveness_timeout)
                     .min(self.next_heartbeat)
-                    .min(self.next_rtt),
-            ),
+                    .min(self.next_rtt);
+                match self.repair_wait {
+                    Some(w) if !self.retransmits.is_empty() => Some(t.min(w)),
+                    _ => Some(t),
+                }
+            }
             SenderState::Failed | SenderState::Closed => None,
         }
     }
@@ -447,6 +496,7 @@ impl Sender {
         self.retransmits.clear();
         self.next_setup = now;
         self.rtt_echo = None;
+        self.loss_echo = None;
     }
 
     /// Handles one datagram from the network.
@@ -492,7 +542,14 @@ impl Sender {
         }
         let flags = h.flags.get();
         match kind {
-            FrameKind::SETUP_REPLY => self.on_reply(now, bytes, flags),
+            FrameKind::SETUP_REPLY => {
+                let r = self.on_reply(now, bytes, flags);
+                if r.is_ok() && self.state == SenderState::Connected {
+                    // The session's address: only it is answered from now on.
+                    self.peer = Some(from);
+                }
+                r
+            }
             FrameKind::STATUS | FrameKind::NAK | FrameKind::RTT | FrameKind::CLOSE => {
                 if kind == FrameKind::STATUS && flags & frame::FLAG_NEED_SETUP != 0 {
                     return self.on_need_setup(now, bytes);
@@ -506,6 +563,11 @@ impl Sender {
                 }
                 if h.version != self.version {
                     return Err(DropReason::BadVersion);
+                }
+                // NAKs, status and RTT probes are answered only from the address the
+                // receiver replied from (the destination until a reply was accepted).
+                if !same_addr(from, self.peer.unwrap_or(self.destination)) {
+                    return Err(DropReason::WrongSource);
                 }
                 match kind {
                     FrameKind::STATUS => self.on_status(now, bytes),
@@ -580,6 +642,10 @@ impl Sender {
         if s.receiver_id.get() != self.receiver_id {
             return Err(DropReason::WrongSession);
         }
+        if s.window.get() == 0 {
+            // A receiver always has a window (any other value is clamped, see `set_window`).
+            return Err(DropReason::BadLength);
+        }
         self.counters.status += 1;
         self.last_heard = now;
         let p = s.position.get();
@@ -616,6 +682,15 @@ impl Sender {
         }
     }
 
+    /// A NAK: queues the ranges it asks for, within what the sender could still have in
+    /// flight.
+    ///
+    /// Each range is clipped to `[acked, sent)` (what was sent and not yet acknowledged; a
+    /// range starting beyond `sent` is dropped as [`DropReason::OutOfWindow`]), and one NAK
+    /// asks for at most one window in all: the rest is dropped as
+    /// [`DropReason::OutOfWindow`]. A range that starts below `acked` asks for released
+    /// data: the next heartbeat answers with [`frame::FLAG_LOSS`] and the NAK's nonce, the
+    /// receiver's confirmation that the data is gone.
     fn on_nak(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
         let (n, rest) =
             frame::NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
@@ -627,19 +702,26 @@ impl Sender {
             .map_err(|_| DropReason::Truncated)?;
         self.counters.naks_received += 1;
         self.last_heard = now;
+        let mut room = self.flow.window;
         for r in ranges {
-            let (mut from, to) = (r.from.get(), r.to.get().min(self.sent));
-            if from >= self.sent {
-                self.counters.drop(DropReason::OutOfWindow);
-                continue;
-            }
+            let (from, to) = (r.from.get(), r.to.get());
             if from >= to {
                 self.counters.drop(DropReason::BadLength);
                 continue;
             }
+            if from >= self.sent {
+                self.counters.drop(DropReason::OutOfWindow);
+                continue;
+            }
+            let to = to.min(self.sent);
+            let mut from = from;
             if from < self.flow.acked {
-                // Released: tell the receiver what is still held.
+                // Released: tell the receiver what is still held, echoing its nonce.
                 self.heartbeat_now = true;
+                let nonce = n.nonce.get();
+                if nonce != 0 {
+                    self.loss_echo = Some(nonce);
+                }
                 from = self.flow.acked;
                 if from >= to {
                     continue;
@@ -649,6 +731,13 @@ impl Sender {
                 self.counters.drop(DropReason::BadLength);
                 continue;
             }
+            if room == 0 {
+                self.counters.drop(DropReason::OutOfWindow);
+                continue;
+            }
+            // `from < sent < 2^63` and `room` is at most a window: no overflow.
+            let to = to.min(from + room);
+            room -= to - from;
             if !self.retransmits.request(from, to, now) {
                 self.counters.drop(DropReason::NakSuppressed);
             }
@@ -670,6 +759,50 @@ impl Sender {
             self.rtt_echo = Some(ts);
         }
         Ok(())
+    }
+
+    /// Stream bytes the floor adds to the repair budget per heartbeat interval: an eighth of
+    /// the window, at least one MTU (so repair goes on when no new data is sent).
+    fn repair_floor(&self) -> u64 {
+        (self.flow.window / 8).max(self.config.mtu as u64)
+    }
+
+    /// Credits the floor's share of the repair budget for the time since the last credit.
+    fn refill_repair(&mut self, now: Instant) {
+        let cap = self.flow.window;
+        if self.repair_budget >= cap {
+            self.repair_budget = cap;
+            self.repair_refilled = now;
+            return;
+        }
+        let elapsed = now
+            .saturating_duration_since(self.repair_refilled)
+            .as_nanos();
+        let period = self.config.heartbeat_interval.as_nanos().max(1);
+        let credit = elapsed.saturating_mul(u128::from(self.repair_floor())) / period;
+        if credit > 0 {
+            let credit = u64::try_from(credit).unwrap_or(u64::MAX);
+            self.repair_budget = self.repair_budget.saturating_add(credit).min(cap);
+            self.repair_refilled = now;
+        }
+    }
+
+    /// When the floor will have brought the budget to `need` bytes.
+    fn repair_ready(&self, need: u64) -> Instant {
+        let missing = u128::from(need.saturating_sub(self.repair_budget));
+        let period = self.config.heartbeat_interval.as_nanos().max(1);
+        let floor = u128::from(self.repair_floor());
+        let nanos = (missing * period).div_ceil(floor);
+        self.repair_refilled + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Stream bytes the sender may retransmit now (the repair budget, see the module docs of
+    /// [`proto`](super)): it starts at one window, every byte of new data sent adds one, a
+    /// floor adds an eighth of the window (at least one MTU) per heartbeat interval, and it
+    /// never exceeds one window.
+    #[doc(hidden)]
+    pub fn repair_budget(&self) -> u64 {
+        self.repair_budget
     }
 
     /// How long repeat NAKs of a just-resent range are ignored.
@@ -756,6 +889,7 @@ impl Sender {
             };
             return frame::write(buf, &r);
         }
+        self.repair_wait = None;
         while let Some((from, to)) = self.retransmits.peek() {
             let from = from.max(self.flow.acked);
             let to = to.min(self.sent);
@@ -763,11 +897,21 @@ impl Sender {
                 self.retransmits.pop();
                 continue;
             }
+            // A datagram spans at most an MTU of stream.
+            let need = self.config.mtu as u64;
+            self.refill_repair(now);
+            if self.repair_budget < need {
+                self.repair_wait = Some(self.repair_ready(need));
+                self.counters.repair_throttled += 1;
+                break;
+            }
             match self.build_data(buf, from, to, self.sent) {
                 Some((len, next)) => {
                     let linger = self.linger();
                     self.retransmits.advance(from, next, now + linger);
+                    self.repair_budget = self.repair_budget.saturating_sub(next - from);
                     self.counters.retransmitted += 1;
+                    self.counters.retransmitted_bytes += next - from;
                     return Some(len);
                 }
                 None => self.retransmits.pop(),
@@ -785,10 +929,14 @@ impl Sender {
             };
             self.next_heartbeat = now + self.probe;
             self.counters.heartbeats += 1;
+            let loss = self.loss_echo.take();
+            let flags = if loss.is_some() { frame::FLAG_LOSS } else { 0 };
             let h = frame::Heartbeat {
-                header: self.header(FrameKind::HEARTBEAT, 0),
+                header: self.header(FrameKind::HEARTBEAT, flags),
                 position: U64::new(self.sent),
                 retained_from: U64::new(self.retained_from()),
+                nonce: U32::new(loss.unwrap_or(0)),
+                reserved: U32::new(0),
             };
             return frame::write(buf, &h);
         }
@@ -809,6 +957,9 @@ impl Sender {
         let limit = self.tail.min(self.flow.send_limit());
         if self.sent < limit {
             if let Some((len, next)) = self.build_data(buf, self.sent, limit, limit) {
+                // New data earns the same amount of repair (the budget's 1x term).
+                self.repair_budget =
+                    (self.repair_budget + (next - self.sent)).min(self.flow.window);
                 self.sent = next;
                 self.probe = self.probe_base();
                 self.next_heartbeat = now + self.probe;

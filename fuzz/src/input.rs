@@ -66,12 +66,13 @@ impl<'a> Input<'a> {
     }
 
     /// A 64-bit value near `base` most of the time (so positions land in the
-    /// windows the handlers care about), raw otherwise.
+    /// windows the handlers care about), near the top of the range sometimes,
+    /// raw otherwise; a multiple of 8 (positions must be) unless raw.
     pub fn near(&mut self, base: u64) -> u64 {
         match self.u8() % 8 {
             0 => self.u64(),
-            1 => u64::MAX - u64::from(self.u16()),
-            2 => base.wrapping_sub(u64::from(self.u16())),
+            1 => (u64::MAX - u64::from(self.u16())) & !7,
+            2 => base.wrapping_sub(u64::from(self.u16()) & !7),
             _ => base.wrapping_add(u64::from(self.u16()) & !7),
         }
     }

@@ -81,7 +81,7 @@ pub fn connected_pair() -> Pair {
     let mut now = Instant::now();
     let mut tx = Sender::new(config(), rx_addr(), now, 1).expect("sender config");
     let mut rx = Receiver::new(config(), now, 2).expect("receiver config");
-    let mut buf = vec![0u8; 65_536];
+    let mut buf = vec![0u8; 2 * MTU];
     let mut version = 0;
     for _ in 0..64 {
         while let Some(t) = tx.poll_transmit(now, &mut buf) {

@@ -64,7 +64,7 @@ impl Harness {
             pair,
             in_flight: VecDeque::new(),
             replies: VecDeque::new(),
-            buf: vec![0u8; 65_536],
+            buf: vec![0u8; 2 * MTU],
             fed: 0,
             delivered: 0,
             last,

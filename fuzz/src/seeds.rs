@@ -58,7 +58,7 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
 /// identical to the harness's.
 fn captured_data(offers: &[(u32, usize)]) -> Vec<Vec<u8>> {
     let mut pair = net::connected_pair();
-    let mut buf = vec![0u8; 65_536];
+    let mut buf = vec![0u8; 2 * MTU];
     let mut out = Vec::new();
     for &(t, len) in offers {
         let _ = pair.tx.offer(t, &vec![t as u8; len]);

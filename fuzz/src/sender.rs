@@ -61,7 +61,7 @@ impl Harness {
             pair,
             in_flight: VecDeque::new(),
             replies: VecDeque::new(),
-            buf: vec![0u8; 65_536],
+            buf: vec![0u8; 2 * MTU],
         };
         for (t, len) in [(1, 8), (2, 700)] {
             let _ = h.pair.tx.offer(t, &vec![t as u8; len]);

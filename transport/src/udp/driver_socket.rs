@@ -6,6 +6,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
+use zerocopy::IntoBytes;
+
 use super::driver::{
     bind_socket, configure_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer,
     setsockopt_int, write_udp_segment, CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr,
@@ -56,7 +58,13 @@ pub struct SocketDriver {
     gro: bool,
     gso: bool,
     slot: usize,
-    rx_data: Box<[u8]>,
+    /// The receive slots, `slot` bytes each; `u64`s so that every slot
+    /// starts 8-aligned.
+    rx_data: Box<[u64]>,
+    /// Where GRO segments that are not 8-aligned are copied.
+    scratch: Vec<u64>,
+    /// Datagrams larger than a slot, cut by the kernel and dropped.
+    oversized: u64,
     rx_names: Box<[NameBuf]>,
     rx_ctrl: Box<[CmsgBuf]>,
     rx_iov: Box<[libc::iovec]>,
@@ -98,12 +106,12 @@ impl SocketDriver {
         cfg.gro = gro;
         let slot = cfg.rx_slot_size();
         let n = cfg.rx_batch.clamp(1, 1024);
-        let mut rx_data = vec![0u8; n * slot].into_boxed_slice();
+        let mut rx_data = vec![0u64; n * slot / 8].into_boxed_slice();
         let mut rx_names = vec![NameBuf([0; NAME_LEN]); n].into_boxed_slice();
         let mut rx_ctrl = vec![CmsgBuf([0; CMSG_BUF]); n].into_boxed_slice();
         let mut rx_iov: Box<[libc::iovec]> = (0..n)
             .map(|i| libc::iovec {
-                iov_base: rx_data[i * slot..].as_mut_ptr().cast(),
+                iov_base: rx_data[i * slot / 8..].as_mut_ptr().cast(),
                 iov_len: slot,
             })
             .collect();
@@ -132,6 +140,8 @@ impl SocketDriver {
             gso,
             slot,
             rx_data,
+            scratch: Vec::new(),
+            oversized: 0,
             rx_names,
             rx_ctrl,
             rx_iov,
@@ -334,6 +344,10 @@ impl Driver for SocketDriver {
             }
         }
         Ok(done)
+    }
+
+    fn oversized(&self) -> u64 {
+        self.oversized
     }
 
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
@@ -582,6 +596,7 @@ impl SocketDriver {
                 h.msg_hdr.msg_controllen = if self.gro { CMSG_BUF } else { 0 };
                 h.msg_hdr.msg_flags = 0;
                 if truncated {
+                    self.oversized += 1;
                     continue;
                 }
                 let from = match known {
@@ -597,8 +612,8 @@ impl SocketDriver {
                 } else {
                     None
                 };
-                let payload = &self.rx_data[i * self.slot..i * self.slot + len];
-                delivered += deliver(from, payload, seg, &mut *f);
+                let payload = &self.rx_data.as_bytes()[i * self.slot..i * self.slot + len];
+                delivered += deliver(from, payload, seg, &mut self.scratch, &mut *f);
             }
             // The iovecs are never changed by the kernel for recvmmsg, but
             // keep the binding alive: the headers point at them.
@@ -1121,6 +1136,45 @@ mod tests {
             "a stranger holds the address: {} binds",
             held.len()
         );
+    }
+
+    /// Finding: receive slots spaced by an MTU that is not a multiple of
+    /// 8 left most datagrams of a batch misaligned. Batches of full-size
+    /// datagrams at MTU 1410 and 8972, with GRO and without: every
+    /// datagram handed out starts 8-aligned.
+    #[test]
+    fn batched_datagrams_start_aligned_whatever_the_mtu() {
+        for (mtu, gro) in [(1410, false), (8972, false), (1410, true), (8972, true)] {
+            let cfg = DriverConfig {
+                max_datagram: mtu,
+                gro,
+                ..DriverConfig::default()
+            };
+            let mut b = SocketDriver::open("127.0.0.1:0".parse().unwrap(), &cfg).unwrap();
+            let to = b.local_addr().unwrap();
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let d = vec![7u8; mtu];
+            let (mut got, mut misaligned) = (0, 0);
+            for _ in 0..20 {
+                for _ in 0..50 {
+                    sock.send_to(&d, to).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                for _ in 0..100 {
+                    b.recv(Wait::NoWait, 64, |_, p| {
+                        got += 1;
+                        assert_eq!(p.len(), mtu);
+                        misaligned += usize::from(p.as_ptr().align_offset(8) != 0);
+                    })
+                    .unwrap();
+                }
+            }
+            assert!(got > 100, "mtu {mtu} gro {gro}: only {got} received");
+            assert_eq!(
+                misaligned, 0,
+                "mtu {mtu} gro {gro}: {misaligned} of {got} misaligned"
+            );
+        }
     }
 
     #[test]

@@ -35,9 +35,58 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Options shared by both ends: batching for throughput, a liveness
-/// timeout with room for a busy machine.
+/// timeout with room for a busy machine; with `CONDUIT_NETNS_KEYED=1` in
+/// the environment, a key for both ends (the whole suite then runs keyed).
 fn opts(driver: &str) -> String {
-    format!("driver={driver}&linger=50us&liveness=3s")
+    let keyed = std::env::var("CONDUIT_NETNS_KEYED").is_ok_and(|v| v == "1" || v == "true");
+    if keyed {
+        keyed_opts(driver)
+    } else {
+        format!("driver={driver}&linger=50us&liveness=3s")
+    }
+}
+
+/// [`opts`] with the suite's key (`key=PATH`).
+fn keyed_opts(driver: &str) -> String {
+    format!("driver={driver}&linger=50us&liveness=3s&key={}", key_file())
+}
+
+/// A file of 32 random bytes, mode 0600, made once per run and shared by
+/// every process of the suite (they all run as this user, on this file
+/// system). Files of earlier runs whose process is gone are removed.
+fn key_file() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        for e in std::fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("conduit-netns-")
+                .and_then(|n| n.strip_suffix(".key"));
+            if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let path = std::env::temp_dir().join(format!("conduit-netns-{}.key", std::process::id()));
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .expect("random key");
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&key))
+            .expect("key file");
+        path.to_str().expect("utf-8 path").to_string()
+    })
 }
 
 fn counter(line: &str, key: &str) -> u64 {
@@ -66,7 +115,11 @@ fn start_pair(lab: &Lab, sub_uri: &str, pub_uri: &str) -> (udp_support::Node, ud
 /// Runs a subscriber on endpoint 1 and a publisher on endpoint 0 sending
 /// `MESSAGES` to `dest`; returns the subscriber's counters line.
 fn deliver(lab: &Lab, driver: &str, dest: std::net::SocketAddr) -> String {
-    let o = opts(driver);
+    deliver_with(lab, driver, dest, &opts(driver))
+}
+
+/// [`deliver`] with the options `o` on both ends.
+fn deliver_with(lab: &Lab, driver: &str, dest: std::net::SocketAddr, o: &str) -> String {
     let sub_uri = format!("udp://{}:{PORT}?{o}&wait=block", lab.addr(1));
     let (mut sub, mut publ) = start_pair(lab, &sub_uri, &format!("udp://{dest}?{o}"));
     let received = sub.expect_line("received", WAIT);
@@ -551,6 +604,34 @@ fn garbage(driver: &str) {
     );
 }
 
+/// On-path attacker with a key: the relay in the hub, which sees every
+/// datagram, replays older ones, reorders, overwrites bytes and injects
+/// forged datagrams (plain frames, keyed headers with random ciphertext),
+/// in both directions, during a keyed 1 M message stream. Nothing forged
+/// or altered is delivered (the subscriber checks every message), the
+/// stream completes exactly once and in order, and the drops are counted.
+fn on_path_attacker_keyed(driver: &str) {
+    let _g = serial();
+    let Some(lab) = lab_or_skip(2) else { return };
+    let imp = Impair {
+        delay: Some(Duration::from_micros(200)),
+        reorder: 5.0,
+        replay: 2.0,
+        mutate: 2.0,
+        inject: 2.0,
+        ..Impair::default()
+    };
+    let (dest, _relay) = lab
+        .impaired_path(0, 1, PORT, &imp, 11, Duration::from_secs(NODE_DEADLINE))
+        .unwrap();
+    eprintln!("on-path attacker {} via udp_relay, keyed", imp.relay_spec());
+    let counters = deliver_with(&lab, driver, dest, &keyed_opts(driver));
+    assert!(
+        counter(&counters, "dropped") > 0,
+        "the relay's forgeries were not counted: {counters}"
+    );
+}
+
 fn attack() -> &'static str {
     env!("CARGO_BIN_EXE_udp_attack")
 }
@@ -696,4 +777,5 @@ both_drivers!(
     garbage,
     long_lossy_memory_flat,
     off_path_attacker,
+    on_path_attacker_keyed,
 );

@@ -205,7 +205,13 @@ pub trait Driver {
     /// address and connected to `peer`, so that the kernel matches them by
     /// their full address and no source address is copied out per datagram.
     /// Datagrams from anyone else still arrive, through the bound socket.
-    /// The default does nothing.
+    /// The address is never open to another user's socket: the two share
+    /// it through `SO_REUSEPORT` (which the kernel grants only to sockets
+    /// of the same effective uid), set for the one bind of the second
+    /// socket and cleared on both before anything else; `SO_REUSEADDR` is
+    /// never set. A process of the same user can still join during that
+    /// one bind (as it could debug this process); no one else can. The
+    /// default does nothing.
     ///
     /// # Errors
     /// The second socket cannot be set up; the driver then goes on as

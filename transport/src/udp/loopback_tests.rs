@@ -358,6 +358,17 @@ fn uring_subscription_follows_its_sender() {
     }
 }
 
+/// An 8-aligned message: its first field is a `u64`.
+#[repr(C)]
+#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+struct Order {
+    id: u64,
+}
+
+impl crate::Message for Order {
+    const TYPE_ID: u32 = 7;
+}
+
 /// Finding: with an MTU that is not a multiple of 8, receive slots were
 /// spaced by the MTU, and most payloads lost their 8-byte alignment
 /// (`Received::get` failed with `Misaligned`). Every payload must start
@@ -386,8 +397,10 @@ fn payloads_stay_aligned(driver: &str) {
                 publ.is_connected();
                 sub.poll(
                     |m| {
-                        if m.payload().as_ptr().align_offset(8) != 0 {
-                            misaligned += 1;
+                        match m.get::<Order>() {
+                            Ok(o) => assert_eq!(o.id as u8, m.payload()[0]),
+                            Err(crate::ViewError::Misaligned) => misaligned += 1,
+                            Err(e) => panic!("{e}"),
                         }
                         got += 1;
                     },

@@ -1,8 +1,11 @@
 //! UDP channels between network namespaces, publisher and subscriber in
 //! separate processes: exactly-once in-order delivery of 1 M messages under
 //! each impairment, a killed and restarted subscriber, a garbage sprayer in
-//! a third namespace, and resident memory that stays flat over a long run
-//! at 1 % loss. Every case runs with both drivers.
+//! a third namespace, an off-path attacker (forged frames with spoofed
+//! sources, rival publications), a keyed stream through an on-path
+//! attacker (replays, reordering, altered and forged datagrams), and
+//! resident memory that stays flat over a long run at 1 % loss. Every case
+//! runs with both drivers; `CONDUIT_NETNS_KEYED=1` runs them all keyed.
 //!
 //! Needs root and iproute2: prints `SKIP` otherwise, and fails under
 //! `CI=true`. Impairments use `tc netem` when the kernel has it, else the

@@ -2,9 +2,10 @@
 //! tests. Every mode has a deadline after which it exits with status 3, so
 //! no process outlives a failed test for long.
 //!
-//! - `udp_node pub URI COUNT DEADLINE_SECS [rss-every=N]`: waits for the
-//!   subscriber, sends COUNT 32-byte messages carrying sequence numbers 0..,
-//!   flushes, prints `sent COUNT` and its counters.
+//! - `udp_node pub URI COUNT DEADLINE_SECS [rss-every=N] [pace=N]`: waits
+//!   for the subscriber, sends COUNT 32-byte messages carrying sequence
+//!   numbers 0.. (with `pace=N`, at most N per millisecond, so that a
+//!   stream lasts), flushes, prints `sent COUNT` and its counters.
 //! - `udp_node pub-forever URI DEADLINE_SECS`: sends sequence-numbered
 //!   messages as long as a subscriber is connected; prints `connected` and
 //!   `disconnected after MS ms of silence` at every change.
@@ -134,7 +135,7 @@ fn msg(seq: u64) -> [u8; 32] {
     m
 }
 
-fn publisher(uri: &str, count: u64, rss_every: Option<u64>) {
+fn publisher(uri: &str, count: u64, rss_every: Option<u64>, pace: Option<u64>) {
     let mut rss = RssSampler::new(rss_every);
     let mut p = Publication::open(uri).unwrap_or_else(|e| {
         eprintln!("open {uri}: {e}");
@@ -150,6 +151,9 @@ fn publisher(uri: &str, count: u64, rss_every: Option<u64>) {
             Ok(_) => {
                 seq += 1;
                 rss.tick(seq);
+                if pace.is_some_and(|n| seq % n.max(1) == 0) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
             Err(Error::BackPressured) => std::thread::yield_now(),
             Err(Error::NotConnected) => {
@@ -349,7 +353,11 @@ fn main() {
     match arg(0) {
         "pub" => {
             deadline_watch(num(3), "pub");
-            publisher(arg(1), num(2), rss_every(4));
+            let pace = a.iter().skip(4).find_map(|s| {
+                s.strip_prefix("pace=")
+                    .map(|v| v.parse().expect("pace=N: a number"))
+            });
+            publisher(arg(1), num(2), rss_every(4), pace);
         }
         "pub-forever" => {
             deadline_watch(num(2), "pub-forever");

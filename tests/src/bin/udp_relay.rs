@@ -14,6 +14,16 @@
 //! `ge=P/R/LOSS_BAD/LOSS_GOOD` in percent, `dup=1`, `reorder=10`,
 //! `reorder_delay=1ms`, `corrupt=1`) or `none`. Prints `ready` once bound and
 //! the per-direction counters on exit.
+//!
+//! An on-path attacker, beyond what netem does (percent per datagram
+//! forwarded, each direction): `replay=P` sends, besides, a copy of an
+//! older datagram of the same direction (one of the last 4096, at random);
+//! `mutate=P` overwrites 1 to 8 random bytes of the datagram (header, ids,
+//! positions, payload, tag alike); `inject=P` sends, besides, a forged
+//! datagram: random bytes, or a plausible plain frame header (version 1 or
+//! 2, a frame kind, the default stream), or a keyed header (magic 0xCE, a
+//! phase, a session id and packet number taken from a real datagram) with
+//! random ciphertext.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,6 +43,9 @@ struct Spec {
     reorder: f64,
     reorder_delay: Duration,
     corrupt: f64,
+    replay: f64,
+    mutate: f64,
+    inject: f64,
 }
 
 fn parse_duration(s: &str) -> Duration {
@@ -75,6 +88,9 @@ fn parse_spec(s: &str) -> Spec {
             "reorder" => spec.reorder = pct(v),
             "reorder_delay" => spec.reorder_delay = parse_duration(v),
             "corrupt" => spec.corrupt = pct(v),
+            "replay" => spec.replay = pct(v),
+            "mutate" => spec.mutate = pct(v),
+            "inject" => spec.inject = pct(v),
             other => panic!("unknown impairment {other:?}"),
         }
     }
@@ -107,7 +123,13 @@ struct Stats {
     duplicated: u64,
     reordered: u64,
     corrupted: u64,
+    replayed: u64,
+    mutated: u64,
+    injected: u64,
 }
+
+/// Datagrams a direction keeps for replays.
+const HISTORY: usize = 4096;
 
 struct Impairer {
     spec: Spec,
@@ -116,6 +138,8 @@ struct Impairer {
     seq: u64,
     queue: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
     stats: Stats,
+    /// The last [`HISTORY`] datagrams (with `replay`), oldest overwritten.
+    history: Vec<Vec<u8>>,
 }
 
 impl Impairer {
@@ -143,8 +167,37 @@ impl Impairer {
         } else {
             1
         };
+        if s.replay > 0.0 {
+            let d = data.to_vec();
+            if self.history.len() < HISTORY {
+                self.history.push(d);
+            } else {
+                let i = (self.seq as usize) % HISTORY;
+                self.history[i] = d;
+            }
+            if self.rng.chance(s.replay) {
+                let i = (self.rng.next() % self.history.len() as u64) as usize;
+                let old = self.history[i].clone();
+                self.stats.replayed += 1;
+                self.seq += 1;
+                self.queue.push(Reverse((now + s.delay, self.seq, old)));
+            }
+        }
+        if self.rng.chance(s.inject) {
+            let d = self.forged(data);
+            self.stats.injected += 1;
+            self.seq += 1;
+            self.queue.push(Reverse((now + s.delay, self.seq, d)));
+        }
         for _ in 0..copies {
             let mut d = data.to_vec();
+            if !d.is_empty() && self.rng.chance(s.mutate) {
+                for _ in 0..1 + self.rng.next() % 8 {
+                    let i = (self.rng.next() % d.len() as u64) as usize;
+                    d[i] = self.rng.next() as u8;
+                }
+                self.stats.mutated += 1;
+            }
             if !d.is_empty() && self.rng.chance(s.corrupt) {
                 let i = (self.rng.next() % d.len() as u64) as usize;
                 d[i] ^= 1 << (self.rng.next() % 8);
@@ -161,6 +214,34 @@ impl Impairer {
             self.seq += 1;
             self.queue.push(Reverse((at, self.seq, d)));
         }
+    }
+
+    /// A forged datagram, shaped after the real one `like` sometimes.
+    fn forged(&mut self, like: &[u8]) -> Vec<u8> {
+        let len = match self.rng.next() % 3 {
+            0 => like.len(),
+            1 => (self.rng.next() % 1500) as usize,
+            _ => [24, 32, 40, 72][(self.rng.next() % 4) as usize],
+        };
+        let mut d: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+        match self.rng.next() % 3 {
+            // A plain frame header: a version, a kind, the default stream.
+            0 if len >= 16 => {
+                d[0] = 1 + (self.rng.next() % 2) as u8;
+                d[1] = 1 + (self.rng.next() % 8) as u8;
+                d[8..12].copy_from_slice(&1u32.to_le_bytes());
+            }
+            // A keyed header copied from the real datagram (its session
+            // and a nearby packet number), random ciphertext and tag.
+            1 if len >= 16 && like.len() >= 16 => {
+                d[..16].copy_from_slice(&like[..16]);
+                let pn = u64::from_le_bytes(like[8..16].try_into().expect("8 bytes"));
+                let pn = pn.wrapping_add(self.rng.next() % 64);
+                d[8..16].copy_from_slice(&pn.to_le_bytes());
+            }
+            _ => {}
+        }
+        d
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -250,6 +331,7 @@ fn direction(d: Direction) -> thread::JoinHandle<()> {
             seq: 0,
             queue: BinaryHeap::new(),
             stats: Stats::default(),
+            history: Vec::new(),
         };
         let mut buf = vec![0u8; 65_536];
         // Relaxed: a stop flag only; nothing is published through it.

@@ -103,6 +103,14 @@ pub struct Impair {
     pub reorder: f64,
     /// Corruption, percent.
     pub corrupt: f64,
+    /// On-path attacker (relay only): replays of older datagrams, percent.
+    pub replay: f64,
+    /// On-path attacker (relay only): datagrams with 1-8 random bytes
+    /// overwritten, percent.
+    pub mutate: f64,
+    /// On-path attacker (relay only): forged datagrams sent besides,
+    /// percent.
+    pub inject: f64,
 }
 
 fn us(d: Duration) -> String {
@@ -148,6 +156,11 @@ impl Impair {
         a
     }
 
+    /// Whether only the relay can apply it (an attacker's knobs).
+    pub fn relay_only(&self) -> bool {
+        self.replay > 0.0 || self.mutate > 0.0 || self.inject > 0.0
+    }
+
     /// The `udp_relay` spec string.
     pub fn relay_spec(&self) -> String {
         let mut a = Vec::new();
@@ -171,6 +184,15 @@ impl Impair {
         }
         if self.corrupt > 0.0 {
             a.push(format!("corrupt={}", self.corrupt));
+        }
+        if self.replay > 0.0 {
+            a.push(format!("replay={}", self.replay));
+        }
+        if self.mutate > 0.0 {
+            a.push(format!("mutate={}", self.mutate));
+        }
+        if self.inject > 0.0 {
+            a.push(format!("inject={}", self.inject));
         }
         if a.is_empty() {
             "none".into()
@@ -335,7 +357,7 @@ impl Lab {
         deadline: Duration,
     ) -> Result<(SocketAddr, Option<Node>), String> {
         let target = SocketAddr::from((self.addr(to), port));
-        if self.netem {
+        if self.netem && !imp.relay_only() {
             self.netem(from, imp)?;
             self.netem(to, imp)?;
             return Ok((target, None));

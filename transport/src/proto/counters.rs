@@ -30,10 +30,13 @@ pub enum DropReason {
     MessageTooLarge,
     /// A NAK ignored because the same range was just retransmitted (rate limiting).
     NakSuppressed,
+    /// Larger than the receive buffer (a datagram of a peer with a larger
+    /// MTU): cut by the kernel, dropped by the driver.
+    Oversized,
 }
 
 /// Number of [`DropReason`]s.
-pub const DROP_REASONS: usize = 13;
+pub const DROP_REASONS: usize = 14;
 
 impl DropReason {
     /// All reasons, in counter order.
@@ -51,6 +54,7 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::MessageTooLarge,
         DropReason::NakSuppressed,
+        DropReason::Oversized,
     ];
 
     /// Stable snake-case name (for counters output).
@@ -69,6 +73,7 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::MessageTooLarge => "message_too_large",
             DropReason::NakSuppressed => "nak_suppressed",
+            DropReason::Oversized => "oversized",
         }
     }
 }

@@ -140,13 +140,17 @@ impl DriverConfig {
         self.rx_batch * self.rx_slot_size()
     }
 
-    /// Size of one receive slot.
+    /// Size of one receive slot, a multiple of 8: slots lie end to end in
+    /// an 8-aligned allocation, so every datagram starts 8-aligned and the
+    /// messages in it keep the alignment the sender gave them, whatever
+    /// the MTU.
     pub fn rx_slot_size(&self) -> usize {
-        if self.gro {
+        let slot = if self.gro {
             MAX_UDP_PAYLOAD + 29
         } else {
             self.max_datagram.clamp(64, MAX_UDP_PAYLOAD)
-        }
+        };
+        slot.next_multiple_of(8)
     }
 }
 
@@ -201,7 +205,13 @@ pub trait Driver {
     /// address and connected to `peer`, so that the kernel matches them by
     /// their full address and no source address is copied out per datagram.
     /// Datagrams from anyone else still arrive, through the bound socket.
-    /// The default does nothing.
+    /// The address is never open to another user's socket: the two share
+    /// it through `SO_REUSEPORT` (which the kernel grants only to sockets
+    /// of the same effective uid), set for the one bind of the second
+    /// socket and cleared on both before anything else; `SO_REUSEADDR` is
+    /// never set. A process of the same user can still join during that
+    /// one bind (as it could debug this process); no one else can. The
+    /// default does nothing.
     ///
     /// # Errors
     /// The second socket cannot be set up; the driver then goes on as
@@ -209,6 +219,13 @@ pub trait Driver {
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
         let _ = peer;
         Ok(())
+    }
+
+    /// Datagrams dropped so far because they were larger than a receive
+    /// slot (the kernel cut them: `MSG_TRUNC`, a truncated completion).
+    /// The default counts none.
+    fn oversized(&self) -> u64 {
+        0
     }
 
     /// Sends a batch. Returns how many transmits, from the front, went out;
@@ -280,6 +297,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Uring(d) => d.follow(peer),
             AnyDriver::Socket(d) => d.follow(peer),
+        }
+    }
+    fn oversized(&self) -> u64 {
+        match self {
+            AnyDriver::Uring(d) => d.oversized(),
+            AnyDriver::Socket(d) => d.oversized(),
         }
     }
     #[inline]
@@ -517,18 +540,27 @@ pub(crate) fn find_gro_segment(ctrl: &[u8]) -> Option<usize> {
 
 /// Hands `payload` to `f`, split into `seg`-sized datagrams when GRO
 /// coalesced several. Returns the number of datagrams.
+///
+/// `payload` starts 8-aligned (a receive slot); a segment that does not
+/// (the segment size is not a multiple of 8) is copied to `scratch`
+/// first, so that every datagram handed out is 8-aligned.
 #[inline]
 pub(crate) fn deliver<F: FnMut(SocketAddr, &[u8])>(
     from: SocketAddr,
     payload: &[u8],
     seg: Option<usize>,
+    scratch: &mut Vec<u64>,
     f: &mut F,
 ) -> usize {
     match seg {
         Some(s) if s < payload.len() => {
             let mut n = 0;
             for chunk in payload.chunks(s) {
-                f(from, chunk);
+                if chunk.as_ptr().align_offset(8) == 0 {
+                    f(from, chunk);
+                } else {
+                    f(from, aligned_copy(scratch, chunk));
+                }
                 n += 1;
             }
             n
@@ -538,6 +570,18 @@ pub(crate) fn deliver<F: FnMut(SocketAddr, &[u8])>(
             1
         }
     }
+}
+
+/// `b` copied to the front of `scratch` (grown as needed), 8-aligned.
+fn aligned_copy<'a>(scratch: &'a mut Vec<u64>, b: &[u8]) -> &'a [u8] {
+    use zerocopy::IntoBytes;
+    let words = b.len().div_ceil(8);
+    if scratch.len() < words {
+        scratch.resize(words, 0);
+    }
+    let out = &mut scratch.as_mut_bytes()[..b.len()];
+    out.copy_from_slice(b);
+    out
 }
 
 /// One datagram to the peer `fd` is connected to: plain `send`, as a

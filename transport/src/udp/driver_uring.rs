@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, EnterFlags, IoUring};
+use zerocopy::IntoBytes;
 
 use super::driver::{
     bind_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer, write_udp_segment,
@@ -67,7 +68,9 @@ struct BufRing {
     ring: *mut BufRingEntry,
     ring_bytes: usize,
     entries: u16,
-    data: Box<[u8]>,
+    /// The buffers, `buf_len` bytes each (a multiple of 8); `u64`s so
+    /// that each starts 8-aligned, and with it the payload in it.
+    data: Box<[u64]>,
     buf_len: usize,
     /// Our copy of the tail; published to the kernel by `publish`.
     tail: u16,
@@ -95,7 +98,7 @@ impl BufRing {
             ring: p.cast(),
             ring_bytes,
             entries,
-            data: vec![0u8; entries as usize * buf_len].into_boxed_slice(),
+            data: vec![0u64; entries as usize * buf_len / 8].into_boxed_slice(),
             buf_len,
             tail: 0,
         };
@@ -109,7 +112,7 @@ impl BufRing {
     /// Puts buffer `bid` back at our tail (not yet visible to the kernel).
     fn push(&mut self, bid: u16) {
         let idx = (self.tail & (self.entries - 1)) as usize;
-        let addr = self.data[bid as usize * self.buf_len..].as_ptr() as u64;
+        let addr = self.data.as_bytes()[bid as usize * self.buf_len..].as_ptr() as u64;
         // SAFETY: `idx < entries`, so the entry lies inside the mapping; the
         // kernel does not read entries at or past the published tail, so we
         // are the only one touching it.
@@ -133,7 +136,9 @@ impl BufRing {
 
     fn buf(&self, bid: u16, len: usize) -> Option<&[u8]> {
         let start = (bid as usize).checked_mul(self.buf_len)?;
-        self.data.get(start..start + len.min(self.buf_len))
+        self.data
+            .as_bytes()
+            .get(start..start + len.min(self.buf_len))
     }
 }
 
@@ -165,6 +170,10 @@ pub struct UringDriver {
     defer_taskrun: bool,
     /// Receive completions seen while waiting for sends: (result, flags).
     pending: VecDeque<(i32, u32)>,
+    /// Where GRO segments that are not 8-aligned are copied.
+    scratch: Vec<u64>,
+    /// Datagrams larger than a buffer, cut by the kernel and dropped.
+    oversized: u64,
     slots: Box<[SendSlot]>,
 }
 
@@ -230,6 +239,8 @@ impl UringDriver {
             peer: None,
             defer_taskrun: defer,
             pending: VecDeque::new(),
+            scratch: Vec::new(),
+            oversized: 0,
             slots,
         };
         if !defer {
@@ -346,14 +357,16 @@ impl UringDriver {
         if res >= 0 {
             if let Some(buf) = self.bufs.buf(bid, res as usize) {
                 if let Ok(out) = RecvMsgOut::parse(buf, &self.recv_hdr) {
-                    if !out.is_payload_truncated() && !out.is_name_data_truncated() {
+                    if out.is_payload_truncated() {
+                        self.oversized += 1;
+                    } else if !out.is_name_data_truncated() {
                         if let Some(from) = parse_sockaddr(out.name_data()) {
                             let seg = if self.gro {
                                 find_gro_segment(out.control_data())
                             } else {
                                 None
                             };
-                            n = deliver(from, out.payload_data(), seg, f);
+                            n = deliver(from, out.payload_data(), seg, &mut self.scratch, f);
                         }
                     }
                 }
@@ -398,6 +411,10 @@ impl Driver for UringDriver {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
+    }
+
+    fn oversized(&self) -> u64 {
+        self.oversized
     }
 
     fn max_segments(&self) -> usize {

@@ -203,11 +203,14 @@ impl SubCore {
     fn counters(&self) -> Counters {
         let c = self.receiver.counters();
         let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
+        // Cut by the kernel, seen by the driver only.
+        let oversized = self.driver.oversized();
+        by[crate::proto::DropReason::Oversized as usize].1 += oversized;
         by.push(("send_failed", self.send_errors));
         Counters {
             received: self.received,
             naks_sent: c.naks_sent,
-            dropped: c.dropped_total(),
+            dropped: c.dropped_total() + oversized,
             datagrams_sent: c.datagrams_sent,
             datagrams_received: c.datagrams_received,
             drops_by_reason: by,

@@ -55,6 +55,26 @@ pub enum Error {
     },
     /// A bug in conduit: please report it.
     Internal(String),
+    /// The subscription refused this publication's session: another live publisher owns
+    /// it. The publication keeps asking and takes over once that publisher is gone; nothing
+    /// offered while refused was accepted.
+    SessionRefused,
+    /// A restarted publisher's new session replaced the old one (reported once by the
+    /// subscription's poll); data of the old session not yet delivered is lost.
+    SessionReplaced {
+        /// The old session id.
+        old: u32,
+        /// The new session id.
+        new: u32,
+    },
+    /// The publication's datagrams would be larger than the subscription receives; both
+    /// ends report it and the publication stops. Use the same `mtu` on both ends.
+    MtuMismatch {
+        /// This end's MTU.
+        local: usize,
+        /// The peer's MTU.
+        remote: usize,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -85,6 +105,12 @@ pub mod code {
     pub const INTERNAL: i32 = -11;
     /// See [`crate::Error::UnrecoverableLoss`].
     pub const UNRECOVERABLE_LOSS: i32 = -12;
+    /// See [`crate::Error::SessionRefused`].
+    pub const SESSION_REFUSED: i32 = -13;
+    /// See [`crate::Error::SessionReplaced`].
+    pub const SESSION_REPLACED: i32 = -14;
+    /// See [`crate::Error::MtuMismatch`].
+    pub const MTU_MISMATCH: i32 = -17;
 }
 
 impl Error {
@@ -103,6 +129,9 @@ impl Error {
             Error::TimedOut => code::TIMED_OUT,
             Error::UnrecoverableLoss { .. } => code::UNRECOVERABLE_LOSS,
             Error::Internal(_) => code::INTERNAL,
+            Error::SessionRefused => code::SESSION_REFUSED,
+            Error::SessionReplaced { .. } => code::SESSION_REPLACED,
+            Error::MtuMismatch { .. } => code::MTU_MISMATCH,
         }
     }
 
@@ -149,6 +178,17 @@ impl fmt::Display for Error {
                 write!(f, "unrecoverable loss of stream bytes {from}..{to}")
             }
             Error::Internal(m) => write!(f, "internal error (a bug in conduit): {m}"),
+            Error::SessionRefused => f.write_str(
+                "session refused: another live publisher owns the subscription (retrying)",
+            ),
+            Error::SessionReplaced { old, new } => write!(
+                f,
+                "session {old:#010x} replaced by session {new:#010x} of a restarted publisher"
+            ),
+            Error::MtuMismatch { local, remote } => write!(
+                f,
+                "mtu mismatch: this side's mtu is {local}, the peer's {remote}; the subscription must take the publication's datagrams (use the same mtu on both)"
+            ),
         }
     }
 }

@@ -60,7 +60,7 @@ pub const MAX_MTU: usize = 65_504;
 /// Largest message length a configuration may allow.
 pub const MAX_MESSAGE_LEN_LIMIT: usize = 16 << 20;
 /// Protocol versions this implementation speaks.
-pub const SUPPORTED_VERSIONS: (u16, u16) = (1, 1);
+pub const SUPPORTED_VERSIONS: (u16, u16) = (2, 2);
 
 impl Default for Config {
     fn default() -> Self {

@@ -30,10 +30,17 @@ pub enum DropReason {
     MessageTooLarge,
     /// A NAK ignored because the same range was just retransmitted (rate limiting).
     NakSuppressed,
+    /// A setup with a cookie that this receiver did not issue for it, or that expired (the
+    /// sender is challenged again).
+    BadCookie,
+    /// A proven setup refused because another live session owns the receiver.
+    SessionRefused,
+    /// A proven setup rejected because the sender's MTU exceeds the receiver's.
+    MtuMismatch,
 }
 
 /// Number of [`DropReason`]s.
-pub const DROP_REASONS: usize = 13;
+pub const DROP_REASONS: usize = 16;
 
 impl DropReason {
     /// All reasons, in counter order.
@@ -51,6 +58,9 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::MessageTooLarge,
         DropReason::NakSuppressed,
+        DropReason::BadCookie,
+        DropReason::SessionRefused,
+        DropReason::MtuMismatch,
     ];
 
     /// Stable snake-case name (for counters output).
@@ -69,6 +79,9 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::MessageTooLarge => "message_too_large",
             DropReason::NakSuppressed => "nak_suppressed",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::SessionRefused => "session_refused",
+            DropReason::MtuMismatch => "mtu_mismatch",
         }
     }
 }

@@ -66,6 +66,7 @@
 use std::net::SocketAddr;
 
 mod config;
+mod cookie;
 mod counters;
 mod event;
 mod flow;

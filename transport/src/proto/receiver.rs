@@ -14,6 +14,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::config::{Config, GapPolicy};
+use super::cookie::{Entropy, Secrets};
 use super::counters::{Counters, DropReason};
 use super::event::Event;
 use super::frame::{self, FrameKind, Header, RecordHeader, RECORD_HEADER_LEN};
@@ -21,7 +22,7 @@ use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{canonical, same_addr, Transmit, MAX_EVENTS};
+use super::{same_addr, Transmit, MAX_EVENTS};
 
 /// Reassembles fragmented messages and delivers complete ones.
 #[derive(Debug)]
@@ -125,6 +126,10 @@ struct Session {
     next_status: Instant,
     next_rtt: Instant,
     rtt_echo: Option<u64>,
+    /// This receiver's nonce for the session (sent on accepting it).
+    nonce: [u8; frame::NONCE_LEN],
+    /// The sender's nonce for the session.
+    peer_nonce: [u8; frame::NONCE_LEN],
 }
 
 /// Validates the records of a data frame; returns the stream bytes they span.
@@ -180,18 +185,36 @@ pub struct Receiver {
     last_rejected: u32,
     close_to: Option<(SocketAddr, u32, u8)>,
     nak_ranges: Vec<(u64, u64)>,
+    secrets: Secrets,
 }
 
 impl Receiver {
-    /// A receiver; `seed` drives its id.
+    /// A reproducible receiver: `seed` drives its id, its cookie secret and its nonces (for
+    /// simulation and tests; a real endpoint uses [`Receiver::with_os_random`]).
     ///
     /// # Errors
     /// The configuration is invalid ([`Config::validate`]).
     pub fn new(config: Config, now: Instant, seed: u64) -> Result<Receiver, String> {
+        Receiver::build(config, now, Entropy::Seeded(Rng::new(seed ^ 0x7265_6376)))
+    }
+
+    /// A receiver whose id, cookie secret and nonces come from the operating system's CSPRNG.
+    /// `seed` drives nothing a peer could exploit (it is kept for symmetry with
+    /// [`Receiver::new`]).
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]), or the OS random source failed.
+    pub fn with_os_random(config: Config, now: Instant, seed: u64) -> Result<Receiver, String> {
+        let _ = seed;
+        Receiver::build(config, now, Entropy::Os)
+    }
+
+    fn build(config: Config, now: Instant, mut entropy: Entropy) -> Result<Receiver, String> {
         config.validate()?;
-        let mut rng = Rng::new(seed ^ 0x7265_6376);
-        let receiver_id = rng.nonzero_u32();
+        let receiver_id = entropy.nonzero_u32()?;
+        let secrets = Secrets::new(&mut entropy, now)?;
         Ok(Receiver {
+            secrets,
             receiver_id,
             session: None,
             ring: super::log::committed(config.window / 8),
@@ -240,6 +263,11 @@ impl Receiver {
     /// The current sender session id.
     pub fn session_id(&self) -> Option<u32> {
         self.session.as_ref().map(|s| s.session_id)
+    }
+
+    /// The current session's nonces: the sender's and this receiver's.
+    pub fn session_nonces(&self) -> Option<([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN])> {
+        self.session.as_ref().map(|s| (s.peer_nonce, s.nonce))
     }
 
     /// The current sender's address.
@@ -424,8 +452,10 @@ impl Receiver {
         sid: u32,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
-        let (s, _) = frame::Setup::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
-        let remote = (s.min_version.get(), s.max_version.get());
+        // The version 1 prefix first: a peer of another version learns of the mismatch.
+        let (p, _) =
+            frame::SetupPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let remote = (p.min_version.get(), p.max_version.get());
         let local = self.config.versions;
         let Some(version) = negotiate(local, remote) else {
             let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT, 0);
@@ -437,11 +467,41 @@ impl Receiver {
             }
             return Err(DropReason::BadVersion);
         };
+        let (s, _) = frame::Setup::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         let join = s.join_position.get();
-        if join & 7 != 0 {
+        if join & 7 != 0 || join >= 1 << 63 {
             return Err(DropReason::BadLength);
         }
+        let stream = self.config.stream_id;
+        // Prove the address before anything changes: no state is kept for an unproven setup.
+        if !self
+            .secrets
+            .verify(now, from, sid, stream, &s.nonce, &s.cookie)
+        {
+            let mut r = self.reply_frame(sid, version, frame::FLAG_RETRY, 0);
+            r.cookie = self.secrets.cookie(now, from, sid, stream, &s.nonce);
+            self.reply = Some((from, r));
+            if s.cookie != [0; frame::COOKIE_LEN] {
+                return Err(DropReason::BadCookie);
+            }
+            return Ok(());
+        }
+        let peer_mtu = usize::from(s.mtu.get());
+        if peer_mtu > self.config.mtu {
+            let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT | frame::FLAG_MTU, 0);
+            r.header.version = version as u8;
+            self.reply = Some((from, r));
+            if self.last_rejected != sid {
+                self.last_rejected = sid;
+                self.push_event(Event::MtuMismatch {
+                    local: self.config.mtu,
+                    remote: peer_mtu,
+                });
+            }
+            return Err(DropReason::MtuMismatch);
+        }
         let mut loss = None;
+        let liveness = self.config.liveness_timeout;
         match self.session.as_mut() {
             Some(cur) if cur.session_id == sid => {
                 if !same_addr(from, cur.peer) {
@@ -464,32 +524,49 @@ impl Receiver {
                 }
             }
             Some(cur) => {
-                if cur.connected && !cur.failed && canonical(from).ip() != canonical(cur.peer).ip()
-                {
-                    return Err(DropReason::WrongSource);
+                // A live session is replaced only by a sender at its exact address (a
+                // publisher restarted on a fixed port); anyone else is refused, and the live
+                // stream goes on untouched.
+                let live = cur.connected && !cur.failed && now < cur.last_heard + liveness;
+                if live && !same_addr(from, cur.peer) {
+                    let mut r = self.reply_frame(sid, version, frame::FLAG_BUSY, 0);
+                    r.header.version = version as u8;
+                    self.reply = Some((from, r));
+                    return Err(DropReason::SessionRefused);
                 }
                 let old = cur.session_id;
                 self.push_event(Event::SessionReplaced { old, new: sid });
-                self.start_session(now, from, sid, version, join);
+                self.start_session(now, from, sid, version, join, s.nonce);
             }
-            None => self.start_session(now, from, sid, version, join),
+            None => self.start_session(now, from, sid, version, join, s.nonce),
         }
         if let Some((from_pos, to_pos)) = loss {
             self.unrecoverable(from_pos, to_pos);
         }
         let position = self.position();
-        let r = self.reply_frame(sid, version, 0, position);
-        self.reply = Some((from, r));
+        let mut r = self.reply_frame(sid, version, 0, position);
         if let Some(cur) = self.session.as_mut() {
             cur.status_due = true;
+            r.nonce = cur.nonce;
         }
+        self.reply = Some((from, r));
         Ok(())
     }
 
-    fn start_session(&mut self, now: Instant, peer: SocketAddr, sid: u32, version: u16, join: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn start_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        sid: u32,
+        version: u16,
+        join: u64,
+        peer_nonce: [u8; frame::NONCE_LEN],
+    ) {
         self.gaps.clear();
         self.asm.reset();
         self.asm.skip_partial = false;
+        let nonce = self.secrets.nonce(sid);
         self.session = Some(Session {
             peer,
             session_id: sid,
@@ -503,6 +580,8 @@ impl Receiver {
             next_status: now,
             next_rtt: now,
             rtt_echo: None,
+            nonce,
+            peer_nonce,
         });
         self.push_event(Event::Connected {
             session_id: sid,
@@ -522,10 +601,12 @@ impl Receiver {
             version: U16::new(version),
             min_version: U16::new(self.config.versions.0),
             max_version: U16::new(self.config.versions.1),
-            reserved: U16::new(0),
+            mtu: U16::new(self.config.mtu as u16),
             receiver_id: U32::new(self.receiver_id),
             window: U32::new(self.config.window as u32),
             position: U64::new(position),
+            nonce: [0; frame::NONCE_LEN],
+            cookie: [0; frame::COOKIE_LEN],
         }
     }
 

@@ -10,6 +10,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::FromBytes;
 
 use super::config::Config;
+use super::cookie::Entropy;
 use super::counters::{Counters, DropReason};
 use super::event::Event;
 use super::flow::Flow;
@@ -37,8 +38,12 @@ pub enum OfferError {
     },
     /// The sender was closed.
     Closed,
-    /// The handshake failed for good (no common version).
+    /// The handshake failed for good (no common version, or the receiver takes smaller
+    /// datagrams than this sender's MTU).
     Failed,
+    /// The receiver refused this session: another live session owns it. The sender keeps
+    /// asking and takes over once that session is gone; retry later.
+    Refused,
 }
 
 /// Handshake state of a [`Sender`].
@@ -85,7 +90,20 @@ pub struct Sender {
     next_rtt: Instant,
     rtt_echo: Option<u64>,
     close_pending: bool,
+    /// This session's random nonce, sent in every setup.
+    nonce: [u8; frame::NONCE_LEN],
+    /// The cookie of the receiver's last challenge (zero before one).
+    cookie: [u8; frame::COOKIE_LEN],
+    /// The receiver's nonce for this session (from its accepting reply).
+    peer_nonce: [u8; frame::NONCE_LEN],
+    /// The receiver refused the session (busy) since the last accept.
+    refused: bool,
+    /// Interval between setups while refused (doubles up to [`MAX_REFUSED_BACKOFF`]).
+    refused_backoff: Duration,
 }
+
+/// Longest interval between setups of a refused sender.
+const MAX_REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Space claimed in the sender's log: fill [`Claim::as_mut_slice`], then [`Claim::commit`].
 /// Dropping a claim without committing aborts it.
@@ -127,7 +145,9 @@ impl Claim<'_> {
 }
 
 impl Sender {
-    /// A sender streaming to `destination`; `seed` drives its session id.
+    /// A reproducible sender streaming to `destination`: `seed` drives its session id, initial
+    /// position and nonce (for simulation and tests; a real endpoint uses
+    /// [`Sender::with_os_random`]).
     ///
     /// # Errors
     /// The configuration is invalid ([`Config::validate`]).
@@ -137,9 +157,35 @@ impl Sender {
         now: Instant,
         seed: u64,
     ) -> Result<Sender, String> {
+        Sender::build(config, destination, now, Entropy::Seeded(Rng::new(seed)))
+    }
+
+    /// A sender whose session id, initial position and nonce come from the operating system's
+    /// CSPRNG, so that nobody can predict them. `seed` drives nothing a peer could exploit.
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]), or the OS random source failed.
+    pub fn with_os_random(
+        config: Config,
+        destination: SocketAddr,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Sender, String> {
+        let _ = seed;
+        Sender::build(config, destination, now, Entropy::Os)
+    }
+
+    fn build(
+        config: Config,
+        destination: SocketAddr,
+        now: Instant,
+        mut entropy: Entropy,
+    ) -> Result<Sender, String> {
         config.validate()?;
-        let mut rng = Rng::new(seed);
-        let session_id = rng.nonzero_u32();
+        let session_id = entropy.nonzero_u32()?;
+        let start = entropy.position()?;
+        let mut nonce = [0u8; frame::NONCE_LEN];
+        entropy.fill(&mut nonce)?;
         let log = Log::new(config.retransmit_buffer);
         let max_record = config.max_record_payload();
         let framed_max = config.framed_len(config.max_message_len) as u64;
@@ -154,9 +200,9 @@ impl Sender {
             log,
             max_record,
             framed_max,
-            tail: 0,
-            sent: 0,
-            flow: Flow::new(0, window),
+            tail: start,
+            sent: start,
+            flow: Flow::new(start, window),
             retransmits: Retransmits::new(),
             fragmented: VecDeque::with_capacity(config.retransmit_buffer / max_record + 2),
             events: VecDeque::new(),
@@ -171,6 +217,11 @@ impl Sender {
             next_rtt: now,
             rtt_echo: None,
             close_pending: false,
+            nonce,
+            cookie: [0; frame::COOKIE_LEN],
+            peer_nonce: [0; frame::NONCE_LEN],
+            refused: false,
+            refused_backoff: config.setup_interval,
             config,
         })
     }
@@ -236,9 +287,21 @@ impl Sender {
         &self.counters
     }
 
+    /// Whether the receiver refused this session (another live session owns it) and has not
+    /// accepted it since.
+    pub fn is_refused(&self) -> bool {
+        self.refused && self.state == SenderState::Connecting
+    }
+
+    /// This session's nonce and the receiver's (zero before an accepting reply).
+    pub fn nonces(&self) -> ([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN]) {
+        (self.nonce, self.peer_nonce)
+    }
+
     fn check_open(&mut self) -> Result<(), OfferError> {
         match self.state {
             SenderState::Connected => Ok(()),
+            SenderState::Connecting if self.refused => Err(OfferError::Refused),
             SenderState::Connecting => Err(OfferError::NotConnected),
             SenderState::Closed => Err(OfferError::Closed),
             SenderState::Failed => Err(OfferError::Failed),
@@ -523,18 +586,46 @@ impl Sender {
     }
 
     fn on_reply(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
-        let (r, _) =
-            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let (p, _) =
+            frame::SetupReplyPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         if self.state != SenderState::Connecting {
             return Err(DropReason::Duplicate);
         }
-        let remote = (r.min_version.get(), r.max_version.get());
+        let remote = (p.min_version.get(), p.max_version.get());
         if flags & frame::FLAG_REJECT != 0 {
             self.state = SenderState::Failed;
-            self.push_event(Event::VersionMismatch {
-                local: self.config.versions,
-                remote,
-            });
+            if flags & frame::FLAG_MTU != 0 {
+                self.push_event(Event::MtuMismatch {
+                    local: self.config.mtu,
+                    remote: usize::from(p.mtu.get()),
+                });
+            } else {
+                self.push_event(Event::VersionMismatch {
+                    local: self.config.versions,
+                    remote,
+                });
+            }
+            return Ok(());
+        }
+        let (r, _) =
+            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if flags & frame::FLAG_RETRY != 0 {
+            // The receiver wants proof of our address: answer at once with its cookie.
+            self.cookie = r.cookie;
+            self.next_setup = now;
+            return Ok(());
+        }
+        if flags & frame::FLAG_BUSY != 0 {
+            if !self.refused {
+                self.refused = true;
+                self.refused_backoff = self.config.setup_interval;
+                self.push_event(Event::SessionRefused);
+            } else {
+                self.refused_backoff = (self.refused_backoff * 2)
+                    .min(MAX_REFUSED_BACKOFF)
+                    .max(self.config.setup_interval);
+            }
+            self.next_setup = now + self.refused_backoff;
             return Ok(());
         }
         let version = r.version.get();
@@ -558,6 +649,8 @@ impl Sender {
         self.retransmits.clear();
         self.version = version as u8;
         self.receiver_id = r.receiver_id.get();
+        self.peer_nonce = r.nonce;
+        self.refused = false;
         self.state = SenderState::Connected;
         self.last_heard = now;
         self.next_rtt = now;
@@ -724,7 +817,12 @@ impl Sender {
                 if now < self.next_setup {
                     return None;
                 }
-                self.next_setup = now + self.config.setup_interval;
+                self.next_setup = now
+                    + if self.refused {
+                        self.refused_backoff
+                    } else {
+                        self.config.setup_interval
+                    };
                 let (lo, hi) = self.config.versions;
                 let s = frame::Setup {
                     header: frame::header(
@@ -741,6 +839,8 @@ impl Sender {
                     max_message_len: U32::new(self.config.max_message_len as u32),
                     reserved2: U32::new(0),
                     join_position: U64::new(self.retained_from()),
+                    nonce: self.nonce,
+                    cookie: self.cookie,
                 };
                 frame::write(buf, &s)
             }

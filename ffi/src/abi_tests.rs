@@ -195,6 +195,13 @@ fn static_strings() {
     for code in -12..=0 {
         assert_ne!(text(conduit_status_string(code)), "CONDUIT_UNKNOWN_STATUS");
     }
+    for (code, name) in [
+        (CONDUIT_SESSION_REFUSED, "CONDUIT_SESSION_REFUSED"),
+        (CONDUIT_SESSION_REPLACED, "CONDUIT_SESSION_REPLACED"),
+        (CONDUIT_MTU_MISMATCH, "CONDUIT_MTU_MISMATCH"),
+    ] {
+        assert_eq!(text(conduit_status_string(code)), name);
+    }
 }
 
 #[test]

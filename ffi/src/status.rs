@@ -32,6 +32,17 @@ pub const CONDUIT_TIMED_OUT: c_int = -10;
 pub const CONDUIT_INTERNAL: c_int = -11;
 /// Stream data was lost beyond recovery (udp with the `gap=fail` policy).
 pub const CONDUIT_UNRECOVERABLE_LOSS: c_int = -12;
+/// udp publication: the subscription refused this publication's session
+/// because another live publisher owns it. Nothing offered was accepted; the
+/// publication keeps asking and takes over once that publisher is gone.
+pub const CONDUIT_SESSION_REFUSED: c_int = -13;
+/// udp subscription, returned once by a poll: a restarted publisher's new
+/// session replaced the old one (data of the old one not yet delivered is
+/// lost).
+pub const CONDUIT_SESSION_REPLACED: c_int = -14;
+/// udp: the publication's `mtu` is larger than the subscription's; both ends
+/// report it and the publication stops. Use the same `mtu` on both ends.
+pub const CONDUIT_MTU_MISMATCH: c_int = -17;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -54,6 +65,9 @@ const _: () = {
     assert!(CONDUIT_TIMED_OUT == code::TIMED_OUT);
     assert!(CONDUIT_INTERNAL == code::INTERNAL);
     assert!(CONDUIT_UNRECOVERABLE_LOSS == code::UNRECOVERABLE_LOSS);
+    assert!(CONDUIT_SESSION_REFUSED == code::SESSION_REFUSED);
+    assert!(CONDUIT_SESSION_REPLACED == code::SESSION_REPLACED);
+    assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
 };
 
 /// The name of a status code.
@@ -72,6 +86,9 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_TIMED_OUT => c"CONDUIT_TIMED_OUT",
         CONDUIT_INTERNAL => c"CONDUIT_INTERNAL",
         CONDUIT_UNRECOVERABLE_LOSS => c"CONDUIT_UNRECOVERABLE_LOSS",
+        CONDUIT_SESSION_REFUSED => c"CONDUIT_SESSION_REFUSED",
+        CONDUIT_SESSION_REPLACED => c"CONDUIT_SESSION_REPLACED",
+        CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

@@ -379,3 +379,175 @@ fn uring_subscription_follows_its_sender() {
         follows_its_sender("uring");
     }
 }
+
+/// Finding 2, as a new user met it: two strategy processes on one host send
+/// orders to one gateway. The first one's stream arrives complete, exactly
+/// once and in order; the second is refused, and says so: its offers and
+/// flush fail with `SessionRefused`, never `Ok` for data that was not
+/// delivered.
+#[test]
+fn second_publisher_to_one_subscription_is_refused_and_told() {
+    let (mut first, mut sub) = pair("socket", "");
+    let addr = sub.local_addr().unwrap();
+    connect(&mut first, &mut sub);
+    let mut second =
+        UdpPublication::open(ChannelUri::parse(&format!("udp://{addr}?driver=socket")).unwrap())
+            .unwrap();
+    let count = 20_000u64;
+    let end = Instant::now() + Duration::from_secs(60);
+    let (mut sent, mut next, mut refused) = (0u64, 0u64, 0u64);
+    while next < count {
+        assert!(
+            Instant::now() < end,
+            "stalled at {next}/{count}: {:?}",
+            sub.counters()
+        );
+        if sent < count {
+            match first.offer(7, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured) => {}
+                Err(e) => panic!("first: {e}"),
+            }
+        } else {
+            first.is_connected();
+        }
+        match second.offer(8, &u64::MAX.to_le_bytes()) {
+            Err(Error::SessionRefused) => refused += 1,
+            Err(Error::NotConnected) => {}
+            r => panic!("second publisher's offer: {r:?}"),
+        }
+        sub.poll(
+            |m| {
+                assert_eq!(
+                    m.type_id(),
+                    7,
+                    "the second publisher's message was delivered"
+                );
+                let seq = u64::from_le_bytes(m.payload().try_into().unwrap());
+                assert_eq!(seq, next, "out of order or duplicate");
+                next += 1;
+            },
+            64,
+        )
+        .unwrap();
+    }
+    flush(&mut first, &mut sub);
+    assert!(refused > 0, "the second publisher was never told");
+    assert!(matches!(
+        second.flush(Duration::from_millis(10)),
+        Err(Error::SessionRefused)
+    ));
+    assert!(!second.is_connected());
+    assert_eq!(second.counters().sent, 0);
+    let c = sub.counters();
+    assert_eq!(c.received, count);
+    let refusals = c
+        .drops_by_reason
+        .iter()
+        .find(|(r, _)| *r == "session_refused")
+        .map(|(_, n)| *n);
+    assert!(refusals.unwrap_or(0) > 0, "{c:?}");
+}
+
+/// A publisher restarted at the same address (a fixed port) replaces its
+/// old session, and the subscription's poll reports it once.
+#[test]
+fn replaced_session_is_reported_once_by_poll() {
+    use crate::proto::{Config, Sender};
+    let mut sub =
+        UdpSubscription::open(ChannelUri::parse("udp://127.0.0.1:0?driver=socket").unwrap())
+            .unwrap();
+    let to = sub.local_addr().unwrap();
+    // The publisher: the protocol sender on a socket of its own, fixed port.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let (mut buf, mut rbuf) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut errors = Vec::new();
+    let mut sessions = Vec::new();
+    for seed in [1, 2] {
+        // A new process: a new session from the same address.
+        let mut sender = Sender::new(Config::default(), to, Instant::now(), seed).unwrap();
+        sessions.push(sender.session_id());
+        while !sender.is_connected() {
+            assert!(Instant::now() < end, "no handshake within 10 s");
+            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+                sock.send_to(&buf[..t.len], to).unwrap();
+            }
+            if let Err(e) = sub.poll(|_| {}, 16) {
+                errors.push(e);
+            }
+            while let Ok((n, from)) = sock.recv_from(&mut rbuf) {
+                sender.handle_datagram(Instant::now(), from, &rbuf[..n]);
+            }
+        }
+    }
+    for _ in 0..100 {
+        if let Err(e) = sub.poll(|_| {}, 16) {
+            errors.push(e);
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        matches!(errors[0], Error::SessionReplaced { old, new } if old == sessions[0] && new == sessions[1]),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].code(), crate::code::SESSION_REPLACED);
+}
+
+/// Finding 13: a publication with a larger `mtu` than its subscription
+/// stalled silently. Now both ends report `MtuMismatch`, and nothing hangs.
+#[test]
+fn mtu_mismatch_is_reported_by_both_ends() {
+    let sub = UdpSubscription::open(
+        ChannelUri::parse("udp://127.0.0.1:0?driver=socket&mtu=1408").unwrap(),
+    );
+    let mut sub = sub.unwrap();
+    let addr = sub.local_addr().unwrap();
+    let mut publ = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://{addr}?driver=socket&mtu=9000")).unwrap(),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut pub_err, mut sub_err) = (None, None);
+    while pub_err.is_none() || sub_err.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no mtu mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
+        );
+        match publ.offer(1, &[0u8; 4000]) {
+            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
+            Err(Error::NotConnected) => {}
+            Err(e) => pub_err = Some(e),
+        }
+        match sub.poll(|_| panic!("delivered"), 16) {
+            Ok(_) => {}
+            Err(e) => sub_err = Some(e),
+        }
+    }
+    assert!(
+        matches!(
+            pub_err,
+            Some(Error::MtuMismatch {
+                local: 9000,
+                remote: 1408
+            })
+        ),
+        "{pub_err:?}"
+    );
+    assert!(
+        matches!(
+            sub_err,
+            Some(Error::MtuMismatch {
+                local: 1408,
+                remote: 9000
+            })
+        ),
+        "{sub_err:?}"
+    );
+    assert!(matches!(
+        publ.flush(Duration::from_secs(1)),
+        Err(Error::MtuMismatch { .. })
+    ));
+    assert_eq!(pub_err.unwrap().code(), crate::code::MTU_MISMATCH);
+}

@@ -469,6 +469,15 @@ fn receiver_checks_every_setup_field() {
             DropReason::BadLength,
         );
     }
+    // A version 1 peer (40-byte setup, versions 1..=1) gets a rejection it can read.
+    let mut v1 = s.as_bytes()[..frame::SETUP_V1_LEN].to_vec();
+    v1[0] = 1;
+    v1[16..20].copy_from_slice(&[1, 0, 1, 0]);
+    assert_rx_drop(&mut p, other, &sealed(v1), DropReason::BadVersion);
+    let reply = rx_reply_to(&mut p, other).expect("a rejection");
+    assert_eq!(reply_flags(&reply), frame::FLAG_REJECT);
+    let (r, _) = frame::SetupReplyPrefix::read_from_prefix(&reply).unwrap();
+    assert_eq!((r.min_version.get(), r.max_version.get()), (2, 2));
     // A first setup is challenged; nothing is kept, nothing counted as a drop.
     let drops = p.rx.counters().dropped_total();
     to_rx(&mut p, other, &setup);

@@ -37,9 +37,35 @@
 //! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
 //! buffer grown on demand up to `max_message_len`. Nothing else grows with the input.
 //!
+//! # Handshake
+//! The sender sends [`frame::Setup`] (its version range, MTU, join position and a fresh random
+//! nonce) every [`Config::setup_interval`] until answered. The receiver first negotiates the
+//! version (a peer of another version gets a rejection it can read, whatever its version),
+//! then asks for proof of the address: a setup without a valid cookie is answered with
+//! [`frame::FLAG_RETRY`] and a cookie (a MAC of the source address, session id, stream id and
+//! nonce under the receiver's secret, valid for one to two seconds), and the receiver keeps
+//! no state for it. The sender sends the setup again at once with the cookie. Only then is
+//! the session accepted (the reply carries the receiver's nonce), refused with
+//! [`frame::FLAG_BUSY`] or rejected for a larger MTU ([`frame::FLAG_REJECT`] |
+//! [`frame::FLAG_MTU`]). A host that cannot receive at the address it claims (an off-path
+//! spoofer) can therefore neither start, replace nor take over a session.
+//!
+//! Session ids, initial stream positions (a random multiple of 8 below 2^62), nonces and the
+//! cookie secret come from the OS's CSPRNG in real endpoints ([`Sender::with_os_random`],
+//! [`Receiver::with_os_random`]); [`Sender::new`] and [`Receiver::new`] derive them from a
+//! seed, for reproducible simulation.
+//!
 //! # Limits
-//! A receiver serves one sender session at a time. A new session (a restarted sender) replaces
-//! the current one when it comes from the same IP address or when the current one is gone.
+//! A receiver serves one sender session at a time. A new session replaces the current one
+//! only when the current one is not live (silent past the liveness timeout, closed, or
+//! failed), or when it comes from the current session's exact address (IP and port: a
+//! publisher restarted on a fixed port); the receiver reports
+//! [`Event::SessionReplaced`]. Any other sender is refused ([`frame::FLAG_BUSY`], counted as
+//! [`DropReason::SessionRefused`]) and nothing of the live session changes; the refused
+//! sender reports [`Event::SessionRefused`], its offers fail with [`OfferError::Refused`],
+//! and it keeps asking (backing off to one setup per 100 ms) so that it takes over once the
+//! live one is gone. A sender whose MTU exceeds the receiver's is rejected, and both report
+//! [`Event::MtuMismatch`].
 //!
 //! ```
 //! use std::time::Instant;

@@ -30,6 +30,14 @@ pub enum DropReason {
     MessageTooLarge,
     /// A NAK ignored because the same range was just retransmitted (rate limiting).
     NakSuppressed,
+    /// A keyed datagram whose tag did not verify (wrong key, or altered on the way).
+    AuthFailed,
+    /// A keyed datagram whose packet number was seen before or is older than the replay window.
+    Replay,
+    /// A plain datagram at an endpoint that has a key.
+    Plaintext,
+    /// A keyed datagram at an endpoint that has no key.
+    Encrypted,
     /// A setup with a cookie that this receiver did not issue for it, or that expired (the
     /// sender is challenged again).
     BadCookie,
@@ -40,7 +48,7 @@ pub enum DropReason {
 }
 
 /// Number of [`DropReason`]s.
-pub const DROP_REASONS: usize = 16;
+pub const DROP_REASONS: usize = 20;
 
 impl DropReason {
     /// All reasons, in counter order.
@@ -58,6 +66,10 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::MessageTooLarge,
         DropReason::NakSuppressed,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::Plaintext,
+        DropReason::Encrypted,
         DropReason::BadCookie,
         DropReason::SessionRefused,
         DropReason::MtuMismatch,
@@ -79,6 +91,10 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::MessageTooLarge => "message_too_large",
             DropReason::NakSuppressed => "nak_suppressed",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::Plaintext => "plaintext",
+            DropReason::Encrypted => "encrypted",
             DropReason::BadCookie => "bad_cookie",
             DropReason::SessionRefused => "session_refused",
             DropReason::MtuMismatch => "mtu_mismatch",

@@ -133,6 +133,12 @@
 #define CONDUIT_MTU_MISMATCH -17
 
 /**
+ * One end of a udp stream has a key (`key=PATH`) and the other none, or the
+ * keys differ: the ends cannot talk.
+ */
+#define CONDUIT_KEY_MISMATCH -15
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.

@@ -43,6 +43,9 @@ pub const CONDUIT_SESSION_REPLACED: c_int = -14;
 /// udp: the publication's `mtu` is larger than the subscription's; both ends
 /// report it and the publication stops. Use the same `mtu` on both ends.
 pub const CONDUIT_MTU_MISMATCH: c_int = -17;
+/// One end of a udp stream has a key (`key=PATH`) and the other none, or the
+/// keys differ: the ends cannot talk.
+pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -68,6 +71,7 @@ const _: () = {
     assert!(CONDUIT_SESSION_REFUSED == code::SESSION_REFUSED);
     assert!(CONDUIT_SESSION_REPLACED == code::SESSION_REPLACED);
     assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
+    assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
 };
 
 /// The name of a status code.
@@ -89,6 +93,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_SESSION_REFUSED => c"CONDUIT_SESSION_REFUSED",
         CONDUIT_SESSION_REPLACED => c"CONDUIT_SESSION_REPLACED",
         CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
+        CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

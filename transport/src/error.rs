@@ -75,6 +75,9 @@ pub enum Error {
         /// The peer's MTU.
         remote: usize,
     },
+    /// One end of a UDP stream has a key and the other none, or the keys
+    /// differ: the ends cannot talk (see `key=` in [`crate::udp::options`]).
+    KeyMismatch,
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -111,6 +114,8 @@ pub mod code {
     pub const SESSION_REPLACED: i32 = -14;
     /// See [`crate::Error::MtuMismatch`].
     pub const MTU_MISMATCH: i32 = -17;
+    /// See [`crate::Error::KeyMismatch`].
+    pub const KEY_MISMATCH: i32 = -15;
 }
 
 impl Error {
@@ -132,6 +137,7 @@ impl Error {
             Error::SessionRefused => code::SESSION_REFUSED,
             Error::SessionReplaced { .. } => code::SESSION_REPLACED,
             Error::MtuMismatch { .. } => code::MTU_MISMATCH,
+            Error::KeyMismatch => code::KEY_MISMATCH,
         }
     }
 
@@ -188,6 +194,9 @@ impl fmt::Display for Error {
             Error::MtuMismatch { local, remote } => write!(
                 f,
                 "mtu mismatch: this side's mtu is {local}, the peer's {remote}; the subscription must take the publication's datagrams (use the same mtu on both)"
+            ),
+            Error::KeyMismatch => f.write_str(
+                "key mismatch: one end has a key and the other none, or the keys differ",
             ),
         }
     }

@@ -37,7 +37,9 @@ fn connected(n: u64, cfg: Config) -> (Pair, Gen, Vec<u8>) {
     let mut buf = vec![0u8; 2048];
     let mut captured = None;
     while let Some(t) = pair.tx.poll_transmit(pair.now, &mut buf) {
-        if buf[1] == FrameKind::DATA.0 {
+        // Keyed, the kind is sealed: the data frame is the only one this long.
+        let keyed_data = buf[0] == conduit::proto::crypto::MAGIC && t.len >= 80;
+        if buf[1] == FrameKind::DATA.0 || keyed_data {
             captured = Some(buf[..t.len].to_vec());
         }
         pair.net.send(pair.now, TX, t.destination, &buf[..t.len]);
@@ -837,4 +839,87 @@ fn config_validation_names_the_knob() {
         ..Config::default()
     };
     big.validate().unwrap();
+}
+
+fn keyed(key: u8) -> Config {
+    Config {
+        key: Some(conduit::proto::Psk::new([key; 32])),
+        ..Config::default()
+    }
+}
+
+/// Keyed ends: every datagram is sealed (nothing plain on the wire, frames within the MTU),
+/// the stream is exact, an altered datagram fails authentication and a replayed one is a
+/// replay; neither changes anything.
+#[test]
+fn keyed_stream_seals_every_datagram() {
+    let (mut p, mut gen, data) = connected(300, keyed(7));
+    assert_eq!(data[0], conduit::proto::crypto::MAGIC);
+    assert!(data.len() <= 1408);
+    // Replayed: dropped as a replay.
+    assert_rx_drop(&mut p, TX, &data, DropReason::Replay);
+    // A fresh datagram, altered (in the ciphertext, or in the header it authenticates): it
+    // fails authentication and changes nothing; the original is delivered after it.
+    gen.total += 1;
+    assert_eq!(gen.offer(&mut p.tx, 1).unwrap(), 1);
+    let mut buf = vec![0u8; 2048];
+    let mut fresh = None;
+    while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+        if t.len >= 80 {
+            fresh = Some(buf[..t.len].to_vec());
+        }
+    }
+    let fresh = fresh.expect("a data datagram");
+    for at in [12, 40, fresh.len() - 1] {
+        let mut d = fresh.clone();
+        d[at] ^= 1;
+        assert_rx_drop(&mut p, TX, &d, DropReason::AuthFailed);
+    }
+    let delivered = p.checker.delivered;
+    to_rx(&mut p, TX, &fresh);
+    assert_eq!(p.checker.delivered, delivered + 1);
+    // A plain frame at a keyed receiver.
+    let mut plain = vec![2u8, FrameKind::DATA.0];
+    plain.resize(64, 0);
+    assert_rx_drop(&mut p, TX, &plain, DropReason::Plaintext);
+    still_streams(&mut p, &mut gen);
+    assert_eq!(p.rx.counters().dropped(DropReason::Checksum), 0);
+}
+
+/// Keyed against unkeyed, and different keys: they never connect, both ends report the
+/// mismatch, nothing is delivered, nothing hangs.
+#[test]
+fn key_mismatch_is_reported_by_both_ends() {
+    for (tx_cfg, rx_cfg) in [
+        (keyed(1), Config::default()),
+        (Config::default(), keyed(1)),
+        (keyed(1), keyed(2)),
+    ] {
+        let mut p = Pair::new(
+            9,
+            tx_cfg,
+            rx_cfg,
+            LinkConfig::perfect(Duration::from_micros(10)),
+        );
+        let end = p.now + Duration::from_millis(200);
+        while p.now < end {
+            p.pump().unwrap();
+            assert!(p.advance(Some(end)));
+            let _ = p.tx.offer(1, b"never delivered");
+        }
+        p.pump().unwrap();
+        assert!(!p.tx.is_connected() && !p.rx.is_connected());
+        assert_eq!(p.checker.delivered, 0);
+        assert_eq!(p.tx.offer(1, b"x"), Err(OfferError::KeyMismatch));
+        for events in [&p.tx_events, &p.rx_events] {
+            let n = events.iter().filter(|e| **e == Event::KeyMismatch).count();
+            assert_eq!(n, 1, "{events:?}");
+        }
+        // The plaintext rejections are rate limited.
+        assert!(
+            p.rx.counters().datagrams_sent <= 25,
+            "{:?}",
+            p.rx.counters()
+        );
+    }
 }

@@ -92,7 +92,16 @@ impl Default for Config {
 impl Config {
     /// Largest payload of one record (one unfragmented message, or one fragment).
     pub fn max_record_payload(&self) -> usize {
-        (self.mtu - frame::DATA_HEADER_LEN - frame::RECORD_HEADER_LEN) & !7
+        (self.frame_mtu() - frame::DATA_HEADER_LEN - frame::RECORD_HEADER_LEN) & !7
+    }
+
+    /// Largest plain frame: the MTU, less the AEAD overhead when keyed.
+    pub fn frame_mtu(&self) -> usize {
+        if self.key.is_some() {
+            self.mtu - super::crypto::OVERHEAD
+        } else {
+            self.mtu
+        }
     }
 
     /// Bytes a message of `len` bytes occupies in the log, fragment headers and padding included.

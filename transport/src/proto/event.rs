@@ -49,4 +49,7 @@ pub enum Event {
         /// The peer's MTU.
         remote: usize,
     },
+    /// One end has a key and the other none, or the keys differ: the ends cannot talk.
+    /// Reported once per peer; nothing else changes (the evidence is unauthenticated).
+    KeyMismatch,
 }

@@ -16,6 +16,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::config::{Config, GapPolicy};
 use super::cookie::{Entropy, Secrets};
 use super::counters::{Counters, DropReason};
+use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::frame::{self, FrameKind, Header, RecordHeader, RECORD_HEADER_LEN};
 use super::handshake::negotiate;
@@ -130,6 +131,8 @@ struct Session {
     nonce: [u8; frame::NONCE_LEN],
     /// The sender's nonce for the session.
     peer_nonce: [u8; frame::NONCE_LEN],
+    /// Keyed: the session's keys (phase 1).
+    keys: Option<SessionKeys>,
 }
 
 /// Validates the records of a data frame; returns the stream bytes they span.
@@ -186,6 +189,17 @@ pub struct Receiver {
     close_to: Option<(SocketAddr, u32, u8)>,
     nak_ranges: Vec<(u64, u64)>,
     secrets: Secrets,
+    /// Keyed: the handshake keys (phase 0).
+    hs_keys: Option<HandshakeKeys>,
+    /// Keyed: the keys of a session closed by [`Receiver::close`], for its close frame.
+    close_keys: Option<SessionKeys>,
+    /// Keyed: 8-aligned buffer the datagrams are opened into (payloads stay aligned).
+    open_buf: Vec<u64>,
+    /// A plaintext key rejection to send (`FLAG_REJECT | FLAG_KEY`).
+    key_reject: Option<(SocketAddr, frame::SetupReply)>,
+    next_key_reject: Instant,
+    /// The key mismatch was reported (until a session is accepted).
+    key_mismatch_reported: bool,
 }
 
 impl Receiver {
@@ -213,8 +227,23 @@ impl Receiver {
         config.validate()?;
         let receiver_id = entropy.nonzero_u32()?;
         let secrets = Secrets::new(&mut entropy, now)?;
+        let hs_keys = config
+            .key
+            .as_ref()
+            .map(|k| HandshakeKeys::new(k, Direction::SubToPub));
+        let open_buf = if hs_keys.is_some() {
+            super::log::committed(65_536 / 8)
+        } else {
+            Vec::new()
+        };
         Ok(Receiver {
             secrets,
+            hs_keys,
+            close_keys: None,
+            open_buf,
+            key_reject: None,
+            next_key_reject: now,
+            key_mismatch_reported: false,
             receiver_id,
             session: None,
             ring: super::log::committed(config.window / 8),
@@ -316,6 +345,7 @@ impl Receiver {
     pub fn close(&mut self, _now: Instant) {
         if let Some(s) = self.session.take() {
             self.close_to = Some((s.peer, s.session_id, s.version));
+            self.close_keys = s.keys;
         }
         self.gaps.clear();
         self.asm.reset();
@@ -358,10 +388,104 @@ impl Receiver {
     ) -> usize {
         self.counters.datagrams_received += 1;
         let before = self.counters.messages;
-        if let Err(reason) = self.handle_inner(now, from, bytes, &mut deliver) {
+        let r = if self.hs_keys.is_some() {
+            self.handle_keyed(now, from, bytes, &mut deliver)
+        } else if let Some(h) = CryptoHeader::peek(bytes) {
+            // A keyed sender: tell it (plainly) that this end has no key.
+            if h.phase == crypto::PHASE_HANDSHAKE {
+                self.reject_key(now, from, h.session_id.get());
+            }
+            Err(DropReason::Encrypted)
+        } else {
+            self.handle_inner(now, from, bytes, &mut deliver)
+        };
+        if let Err(reason) = r {
             self.counters.drop(reason);
         }
         (self.counters.messages - before) as usize
+    }
+
+    /// A keyed receiver: opens the datagram (into the aligned buffer), then handles the
+    /// plain frame. A datagram that does not authenticate changes nothing.
+    fn handle_keyed<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        deliver: &mut F,
+    ) -> Result<(), DropReason> {
+        let Some(h) = CryptoHeader::peek(bytes) else {
+            // A plain sender: a setup is told (plainly) that this end has a key.
+            if let Ok((h, _)) = Header::ref_from_prefix(bytes) {
+                if h.kind == FrameKind::SETUP {
+                    self.reject_key(now, from, h.session_id.get());
+                }
+            }
+            return Err(DropReason::Plaintext);
+        };
+        let sid = h.session_id.get();
+        let mut buf = std::mem::take(&mut self.open_buf);
+        let r = match h.phase {
+            crypto::PHASE_HANDSHAKE => {
+                let opened = match &self.hs_keys {
+                    Some(k) => k.open(None, bytes, buf.as_mut_bytes()),
+                    None => Err(DropReason::Unexpected),
+                };
+                match opened {
+                    Ok(plain) => match Header::ref_from_prefix(plain) {
+                        Ok((p, _)) if p.session_id.get() != sid => Err(DropReason::WrongSession),
+                        Ok((p, _)) if p.kind != FrameKind::SETUP => Err(DropReason::Unexpected),
+                        Ok(_) => self.handle_inner(now, from, plain, deliver),
+                        Err(_) => Err(DropReason::Truncated),
+                    },
+                    Err(DropReason::AuthFailed) => {
+                        // Another key: tell the sender (plainly), change nothing else.
+                        self.reject_key(now, from, sid);
+                        Err(DropReason::AuthFailed)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let keys = self
+                    .session
+                    .as_mut()
+                    .filter(|s| s.session_id == sid)
+                    .and_then(|s| s.keys.as_mut());
+                match keys {
+                    Some(k) => match k.open(bytes, buf.as_mut_bytes()) {
+                        Ok(plain) => self.handle_inner(now, from, plain, deliver),
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        if self.session.is_none() && h.phase == crypto::PHASE_SESSION {
+                            // A sender of a session this receiver does not know (it
+                            // restarted): ask for a setup, under the handshake key.
+                            self.ask_setup(now, from, sid);
+                        }
+                        Err(DropReason::WrongSession)
+                    }
+                }
+            }
+        };
+        self.open_buf = buf;
+        r
+    }
+
+    /// Answers a setup of the other key state with a plaintext `FLAG_REJECT | FLAG_KEY`
+    /// (rate limited: it is unauthenticated and costs a datagram), and reports the mismatch
+    /// once.
+    fn reject_key(&mut self, now: Instant, from: SocketAddr, sid: u32) {
+        if now >= self.next_key_reject {
+            self.next_key_reject = now + self.config.setup_interval;
+            let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT | frame::FLAG_KEY, 0);
+            r.header.version = self.config.versions.1.min(255) as u8;
+            self.key_reject = Some((from, r));
+        }
+        if !self.key_mismatch_reported {
+            self.key_mismatch_reported = true;
+            self.push_event(Event::KeyMismatch);
+        }
     }
 
     fn handle_inner<F: FnMut(u32, &[u8])>(
@@ -384,7 +508,11 @@ impl Receiver {
             }
             _ => return Err(DropReason::UnknownType),
         }
-        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+        // Keyed: the tag covers the datagram, no checksum.
+        if self.config.checksum
+            && self.hs_keys.is_none()
+            && h.checksum.get() != frame::checksum(bytes)
+        {
             return Err(DropReason::Checksum);
         }
         if h.stream_id.get() != self.config.stream_id {
@@ -567,7 +695,14 @@ impl Receiver {
         self.asm.reset();
         self.asm.skip_partial = false;
         let nonce = self.secrets.nonce(sid);
+        let keys = self
+            .config
+            .key
+            .as_ref()
+            .map(|k| SessionKeys::new(k, Direction::SubToPub, &peer_nonce, &nonce, sid));
+        self.key_mismatch_reported = false;
         self.session = Some(Session {
+            keys,
             peer,
             session_id: sid,
             version: version as u8,
@@ -861,6 +996,7 @@ impl Receiver {
     /// reached, `poll_transmit` returns `None`, and a caller may skip it.
     pub fn transmit_pending(&self) -> bool {
         self.reply.is_some()
+            || self.key_reject.is_some()
             || self.need_setup.is_some()
             || self.close_to.is_some()
             || self.session.as_ref().is_some_and(|s| {
@@ -878,10 +1014,40 @@ impl Receiver {
         if mtu < 64 {
             return None;
         }
-        let (destination, len) = self.next_datagram(now, &mut buf[..mtu])?;
-        frame::seal(&mut buf[..len], self.config.checksum);
+        let (destination, len) = if let Some((to, r)) = self.key_reject.take() {
+            // Plain whatever this end's key: the peer cannot open it otherwise.
+            let len = frame::write(buf, &r)?;
+            frame::seal(&mut buf[..len], true);
+            (to, len)
+        } else if self.hs_keys.is_some() {
+            self.keyed_datagram(now, &mut buf[..mtu])?
+        } else {
+            let (to, len) = self.next_datagram(now, &mut buf[..mtu])?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            (to, len)
+        };
         self.counters.datagrams_sent += 1;
         Some(Transmit { destination, len })
+    }
+
+    /// The next frame, built into `mtu - 32` and sealed: the handshake key for setup replies
+    /// and setup requests, the session's keys for the rest.
+    fn keyed_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let end = buf.len() - crypto::TAG_LEN;
+        let (to, len) = self.next_datagram(now, &mut buf[crypto::HEADER_LEN..end])?;
+        let (h, _) = Header::read_from_prefix(&buf[crypto::HEADER_LEN..]).ok()?;
+        let handshake = h.kind == FrameKind::SETUP_REPLY
+            || (h.kind == FrameKind::STATUS && h.flags.get() & frame::FLAG_NEED_SETUP != 0);
+        let n = if handshake {
+            self.hs_keys.as_ref()?.seal(h.session_id.get(), buf, len)?
+        } else if h.kind == FrameKind::CLOSE && self.close_keys.is_some() {
+            let n = self.close_keys.as_mut()?.seal(buf, len)?;
+            self.close_keys = None;
+            n
+        } else {
+            self.session.as_mut()?.keys.as_mut()?.seal(buf, len)?
+        };
+        Some((to, n))
     }
 
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {

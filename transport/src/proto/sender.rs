@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::config::Config;
 use super::cookie::Entropy;
 use super::counters::{Counters, DropReason};
+use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::flow::Flow;
 use super::frame::{self, FrameKind, Header};
@@ -44,6 +45,9 @@ pub enum OfferError {
     /// The receiver refused this session: another live session owns it. The sender keeps
     /// asking and takes over once that session is gone; retry later.
     Refused,
+    /// The receiver says one end has a key and the other none, or the keys differ. The sender
+    /// keeps asking (the reply is unauthenticated and changes nothing).
+    KeyMismatch,
 }
 
 /// Handshake state of a [`Sender`].
@@ -100,6 +104,14 @@ pub struct Sender {
     refused: bool,
     /// Interval between setups while refused (doubles up to [`MAX_REFUSED_BACKOFF`]).
     refused_backoff: Duration,
+    /// Keyed: the handshake keys (phase 0).
+    hs_keys: Option<HandshakeKeys>,
+    /// Keyed: the session's keys (phase 1), from both nonces once accepted.
+    session_keys: Option<SessionKeys>,
+    /// Keyed: 8-aligned buffer the datagrams are opened into.
+    open_buf: Vec<u64>,
+    /// The receiver said the keys do not match (until accepted).
+    key_mismatch: bool,
 }
 
 /// Longest interval between setups of a refused sender.
@@ -222,6 +234,17 @@ impl Sender {
             peer_nonce: [0; frame::NONCE_LEN],
             refused: false,
             refused_backoff: config.setup_interval,
+            hs_keys: config
+                .key
+                .as_ref()
+                .map(|k| HandshakeKeys::new(k, Direction::PubToSub)),
+            session_keys: None,
+            open_buf: if config.key.is_some() {
+                vec![0u64; 65_536 / 8]
+            } else {
+                Vec::new()
+            },
+            key_mismatch: false,
             config,
         })
     }
@@ -293,6 +316,12 @@ impl Sender {
         self.refused && self.state == SenderState::Connecting
     }
 
+    /// Whether the receiver said that the keys do not match (one end keyed and the other
+    /// not, or different keys) and has not accepted the session since.
+    pub fn is_key_mismatch(&self) -> bool {
+        self.key_mismatch && self.state == SenderState::Connecting
+    }
+
     /// This session's nonce and the receiver's (zero before an accepting reply).
     pub fn nonces(&self) -> ([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN]) {
         (self.nonce, self.peer_nonce)
@@ -301,6 +330,7 @@ impl Sender {
     fn check_open(&mut self) -> Result<(), OfferError> {
         match self.state {
             SenderState::Connected => Ok(()),
+            SenderState::Connecting if self.key_mismatch => Err(OfferError::KeyMismatch),
             SenderState::Connecting if self.refused => Err(OfferError::Refused),
             SenderState::Connecting => Err(OfferError::NotConnected),
             SenderState::Closed => Err(OfferError::Closed),
@@ -515,8 +545,64 @@ impl Sender {
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.counters.datagrams_received += 1;
-        if let Err(reason) = self.handle_inner(now, from, bytes) {
+        let r = if self.hs_keys.is_some() {
+            self.handle_keyed(now, from, bytes)
+        } else if crypto::is_keyed(bytes) {
+            Err(DropReason::Encrypted)
+        } else {
+            self.handle_inner(now, from, bytes)
+        };
+        if let Err(reason) = r {
             self.counters.drop(reason);
+        }
+    }
+
+    /// A keyed sender: opens the datagram, then handles the plain frame. Only a plaintext
+    /// key rejection is read unopened, and it changes nothing but the report.
+    fn handle_keyed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        if !same_addr(from, self.destination) {
+            return Err(DropReason::WrongSource);
+        }
+        let Some(h) = CryptoHeader::peek(bytes) else {
+            if let Ok((r, _)) = frame::SetupReplyPrefix::ref_from_prefix(bytes) {
+                let key_reject = frame::FLAG_REJECT | frame::FLAG_KEY;
+                if r.header.kind == FrameKind::SETUP_REPLY
+                    && r.header.flags.get() & key_reject == key_reject
+                    && r.header.session_id.get() == self.session_id
+                {
+                    self.report_key_mismatch();
+                }
+            }
+            return Err(DropReason::Plaintext);
+        };
+        let mut buf = std::mem::take(&mut self.open_buf);
+        let opened = match h.phase {
+            crypto::PHASE_HANDSHAKE => match &self.hs_keys {
+                Some(k) => k.open(Some(self.session_id), bytes, buf.as_mut_bytes()),
+                None => Err(DropReason::Unexpected),
+            },
+            _ => match self.session_keys.as_mut() {
+                Some(k) => k.open(bytes, buf.as_mut_bytes()),
+                None => Err(DropReason::Unexpected),
+            },
+        };
+        let r = match opened {
+            Ok(plain) => self.handle_inner(now, from, plain),
+            Err(e) => Err(e),
+        };
+        self.open_buf = buf;
+        r
+    }
+
+    fn report_key_mismatch(&mut self) {
+        if self.state == SenderState::Connecting && !self.key_mismatch {
+            self.key_mismatch = true;
+            self.push_event(Event::KeyMismatch);
         }
     }
 
@@ -544,7 +630,10 @@ impl Sender {
         if !same_addr(from, self.destination) {
             return Err(DropReason::WrongSource);
         }
-        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+        if self.config.checksum
+            && self.hs_keys.is_none()
+            && h.checksum.get() != frame::checksum(bytes)
+        {
             return Err(DropReason::Checksum);
         }
         if h.stream_id.get() != self.config.stream_id {
@@ -592,6 +681,11 @@ impl Sender {
             return Err(DropReason::Duplicate);
         }
         let remote = (p.min_version.get(), p.max_version.get());
+        if flags & frame::FLAG_KEY != 0 {
+            // Unauthenticated (plaintext): report, change nothing.
+            self.report_key_mismatch();
+            return Ok(());
+        }
         if flags & frame::FLAG_REJECT != 0 {
             self.state = SenderState::Failed;
             if flags & frame::FLAG_MTU != 0 {
@@ -649,8 +743,21 @@ impl Sender {
         self.retransmits.clear();
         self.version = version as u8;
         self.receiver_id = r.receiver_id.get();
+        if let Some(k) = &self.config.key {
+            // The same receiver session resumed keeps its keys (and packet numbers).
+            if self.session_keys.is_none() || self.peer_nonce != r.nonce {
+                self.session_keys = Some(SessionKeys::new(
+                    k,
+                    Direction::PubToSub,
+                    &self.nonce,
+                    &r.nonce,
+                    self.session_id,
+                ));
+            }
+        }
         self.peer_nonce = r.nonce;
         self.refused = false;
+        self.key_mismatch = false;
         self.state = SenderState::Connected;
         self.last_heard = now;
         self.next_rtt = now;
@@ -789,13 +896,35 @@ impl Sender {
         if mtu < 64 {
             return None;
         }
-        let len = self.next_datagram(now, &mut buf[..mtu])?;
-        frame::seal(&mut buf[..len], self.config.checksum);
+        let len = if self.hs_keys.is_some() {
+            self.keyed_datagram(now, &mut buf[..mtu])?
+        } else {
+            let len = self.next_datagram(now, &mut buf[..mtu])?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            len
+        };
         self.counters.datagrams_sent += 1;
         Some(Transmit {
             destination: self.destination,
             len,
         })
+    }
+
+    /// The next frame, built into `mtu - 32` and sealed: setups under the handshake key, the
+    /// rest under the session's keys.
+    fn keyed_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let end = buf.len() - crypto::TAG_LEN;
+        let len = self.next_datagram(now, &mut buf[crypto::HEADER_LEN..end])?;
+        self.seal(buf, len)
+    }
+
+    /// Seals the plain frame at `buf[HEADER_LEN..HEADER_LEN + len]`.
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        if buf.get(crypto::HEADER_LEN + 1) == Some(&FrameKind::SETUP.0) {
+            self.hs_keys.as_ref()?.seal(self.session_id, buf, len)
+        } else {
+            self.session_keys.as_mut()?.seal(buf, len)
+        }
     }
 
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -946,10 +1075,22 @@ impl Sender {
         if !alone || mtu < 64 {
             return Ok((pos, None));
         }
-        let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
-            return Ok((pos, None));
+        let len = if self.hs_keys.is_some() {
+            let end = mtu - crypto::TAG_LEN;
+            let Some(len) = self.new_data(now, &mut buf[crypto::HEADER_LEN..end]) else {
+                return Ok((pos, None));
+            };
+            let Some(len) = self.seal(&mut buf[..mtu], len) else {
+                return Ok((pos, None));
+            };
+            len
+        } else {
+            let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
+                return Ok((pos, None));
+            };
+            frame::seal(&mut buf[..len], self.config.checksum);
+            len
         };
-        frame::seal(&mut buf[..len], self.config.checksum);
         self.counters.datagrams_sent += 1;
         Ok((pos, Some(len)))
     }

@@ -242,6 +242,7 @@ impl PubCore {
             OfferError::MessageTooLarge { len, max } => Error::MessageTooLarge { len, max },
             OfferError::Closed => Error::Closed,
             OfferError::Refused => Error::SessionRefused,
+            OfferError::KeyMismatch => Error::KeyMismatch,
             OfferError::Failed => match &self.failure {
                 Some(Error::VersionMismatch { local, remote }) => Error::VersionMismatch {
                     local: *local,
@@ -289,7 +290,12 @@ impl PubCore {
             self.due_timers(now);
         }
         let r = match self.sender.offer(type_id, payload) {
-            Err(OfferError::BackPressured | OfferError::NotConnected | OfferError::Refused) => {
+            Err(
+                OfferError::BackPressured
+                | OfferError::NotConnected
+                | OfferError::Refused
+                | OfferError::KeyMismatch,
+            ) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now.unwrap_or_else(Instant::now));
                 self.sender.offer(type_id, payload)
@@ -332,7 +338,12 @@ impl PubCore {
         let mtu = self.opts.proto.mtu;
         let buf = &mut self.txbuf[..mtu];
         let r = match self.sender.offer_and_transmit(now, type_id, payload, buf) {
-            Err(OfferError::BackPressured | OfferError::NotConnected | OfferError::Refused) => {
+            Err(
+                OfferError::BackPressured
+                | OfferError::NotConnected
+                | OfferError::Refused
+                | OfferError::KeyMismatch,
+            ) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now);
                 let buf = &mut self.txbuf[..mtu];
@@ -367,6 +378,9 @@ impl PubCore {
                     }
                 }
                 // Not acknowledged by a receiver of this session: never Ok.
+                SenderState::Connecting if self.sender.is_key_mismatch() => {
+                    return Err(Error::KeyMismatch)
+                }
                 SenderState::Connecting if self.sender.is_refused() => {
                     return Err(Error::SessionRefused)
                 }
@@ -542,6 +556,9 @@ impl UdpPublication {
                 } else {
                     match c.sender.state() {
                         SenderState::Connected => Ok(()),
+                        SenderState::Connecting if c.sender.is_key_mismatch() => {
+                            Err(OfferError::KeyMismatch)
+                        }
                         SenderState::Connecting if c.sender.is_refused() => {
                             Err(OfferError::Refused)
                         }
@@ -552,7 +569,12 @@ impl UdpPublication {
                 }
             };
             match check(c) {
-                Err(OfferError::BackPressured | OfferError::NotConnected | OfferError::Refused) => {
+                Err(
+                    OfferError::BackPressured
+                    | OfferError::NotConnected
+                    | OfferError::Refused
+                    | OfferError::KeyMismatch,
+                ) => {
                     c.progress(Instant::now());
                     check(c)
                 }

@@ -96,6 +96,7 @@ impl SubCore {
                     }
                 }
                 Event::MtuMismatch { local, remote } => Some(Error::MtuMismatch { local, remote }),
+                Event::KeyMismatch => Some(Error::KeyMismatch),
                 Event::Connected { .. } | Event::SessionReplaced { .. } => {
                     if let Some(peer) = self.receiver.peer() {
                         // The sender's datagrams get a socket of their own;

@@ -21,6 +21,10 @@
 //! session, and the receiver keeps no state for a setup until then. A proven setup is refused
 //! with [`FLAG_BUSY`] when another live session owns the receiver, and with
 //! [`FLAG_REJECT`] | [`FLAG_MTU`] when the sender's MTU exceeds the receiver's.
+//!
+//! On a keyed endpoint every frame travels sealed inside a
+//! [`CryptoHeader`](super::crypto::CryptoHeader) (32 bytes more), except the plaintext
+//! [`FLAG_REJECT`] | [`FLAG_KEY`] reply that tells a peer of another key state.
 
 use core::mem::size_of;
 

@@ -35,7 +35,8 @@
 //! # Memory
 //! Sender: `retransmit_buffer * (1 + 1/64)` bytes (log and record-start bitmap), allocated at
 //! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
-//! buffer grown on demand up to `max_message_len`. Nothing else grows with the input.
+//! buffer grown on demand up to `max_message_len`; keyed endpoints 64 KiB more (the buffer
+//! datagrams are opened into). Nothing else grows with the input.
 //!
 //! # Handshake
 //! The sender sends [`frame::Setup`] (its version range, MTU, join position and a fresh random
@@ -54,6 +55,18 @@
 //! cookie secret come from the OS's CSPRNG in real endpoints ([`Sender::with_os_random`],
 //! [`Receiver::with_os_random`]); [`Sender::new`] and [`Receiver::new`] derive them from a
 //! seed, for reproducible simulation.
+//!
+//! # Keyed endpoints
+//! With [`Config::key`] (a pre-shared key), every datagram is sealed ([`crypto`]): the
+//! handshake key for the setup, its replies and the need-setup status, the session's keys
+//! (derived from the key, both nonces and the session id) for the rest. Frames are built into
+//! `mtu - 32` bytes, checksums are off (the tag covers more), and every datagram is opened
+//! into an 8-aligned buffer before it is parsed, so payloads stay aligned. A datagram that does
+//! not authenticate changes no state. An end whose setup meets the other key state (keyed and
+//! unkeyed, or another key) gets a plaintext, rate-limited [`frame::FLAG_REJECT`] |
+//! [`frame::FLAG_KEY`] reply; it changes no state, and after a few in a row with nothing
+//! authentic in between (one may be a corrupted setup) both ends report
+//! [`Event::KeyMismatch`].
 //!
 //! # Limits
 //! A receiver serves one sender session at a time. A new session replaces the current one

@@ -200,6 +200,8 @@ pub struct Receiver {
     next_key_reject: Instant,
     /// The key mismatch was reported (until a session is accepted).
     key_mismatch_reported: bool,
+    /// Key failures since the last datagram that was authentic (or plain, unkeyed).
+    key_failures: u32,
 }
 
 impl Receiver {
@@ -244,6 +246,7 @@ impl Receiver {
             key_reject: None,
             next_key_reject: now,
             key_mismatch_reported: false,
+            key_failures: 0,
             receiver_id,
             session: None,
             ring: super::log::committed(config.window / 8),
@@ -399,8 +402,9 @@ impl Receiver {
         } else {
             self.handle_inner(now, from, bytes, &mut deliver)
         };
-        if let Err(reason) = r {
-            self.counters.drop(reason);
+        match r {
+            Err(reason) => self.counters.drop(reason),
+            Ok(()) => self.key_failures = 0,
         }
         (self.counters.messages - before) as usize
     }
@@ -482,7 +486,11 @@ impl Receiver {
             r.header.version = self.config.versions.1.min(255) as u8;
             self.key_reject = Some((from, r));
         }
-        if !self.key_mismatch_reported {
+        // One failure may be a corrupted datagram; several in a row, with nothing authentic
+        // in between, are a mismatch.
+        self.key_failures += 1;
+        if !self.key_mismatch_reported && self.key_failures >= super::sender::KEY_MISMATCH_EVIDENCE
+        {
             self.key_mismatch_reported = true;
             self.push_event(Event::KeyMismatch);
         }

@@ -112,7 +112,13 @@ pub struct Sender {
     open_buf: Vec<u64>,
     /// The receiver said the keys do not match (until accepted).
     key_mismatch: bool,
+    /// Key rejections since the last datagram that authenticated (one may be a corrupted
+    /// setup: [`KEY_MISMATCH_EVIDENCE`] in a row are a mismatch).
+    key_rejects: u32,
 }
+
+/// Key failures in a row, with nothing authentic in between, that make a key mismatch.
+pub(crate) const KEY_MISMATCH_EVIDENCE: u32 = 3;
 
 /// Longest interval between setups of a refused sender.
 const MAX_REFUSED_BACKOFF: Duration = Duration::from_millis(100);
@@ -245,6 +251,7 @@ impl Sender {
                 Vec::new()
             },
             key_mismatch: false,
+            key_rejects: 0,
             config,
         })
     }
@@ -592,7 +599,11 @@ impl Sender {
             },
         };
         let r = match opened {
-            Ok(plain) => self.handle_inner(now, from, plain),
+            Ok(plain) => {
+                // The peer has our key: a key rejection before was a corrupted setup.
+                self.key_rejects = 0;
+                self.handle_inner(now, from, plain)
+            }
             Err(e) => Err(e),
         };
         self.open_buf = buf;
@@ -600,7 +611,11 @@ impl Sender {
     }
 
     fn report_key_mismatch(&mut self) {
-        if self.state == SenderState::Connecting && !self.key_mismatch {
+        if self.state != SenderState::Connecting || self.key_mismatch {
+            return;
+        }
+        self.key_rejects += 1;
+        if self.key_rejects >= KEY_MISMATCH_EVIDENCE {
             self.key_mismatch = true;
             self.push_event(Event::KeyMismatch);
         }
@@ -758,6 +773,7 @@ impl Sender {
         self.peer_nonce = r.nonce;
         self.refused = false;
         self.key_mismatch = false;
+        self.key_rejects = 0;
         self.state = SenderState::Connected;
         self.last_heard = now;
         self.next_rtt = now;

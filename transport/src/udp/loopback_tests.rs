@@ -551,3 +551,58 @@ fn mtu_mismatch_is_reported_by_both_ends() {
     ));
     assert_eq!(pub_err.unwrap().code(), crate::code::MTU_MISMATCH);
 }
+
+/// A private key file of `byte`s in a fresh directory.
+fn key_file(tag: &str, byte: u8) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("conduit-hs-key-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("key");
+    std::fs::write(&p, [byte; 32]).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// With the same key on both ends the stream is exact (every datagram
+/// sealed, checksums off, frames within mtu - 32).
+#[test]
+fn keyed_stream_in_order() {
+    let k = key_file("same", 5);
+    stream("socket", &format!("&key={}", k.display()), 20_000, 64);
+}
+
+/// Keyed against unkeyed: both ends report KeyMismatch, nothing hangs.
+#[test]
+fn key_mismatch_is_reported_by_both_ends() {
+    let k = key_file("one", 6);
+    let mut sub =
+        UdpSubscription::open(ChannelUri::parse("udp://127.0.0.1:0?driver=socket").unwrap())
+            .unwrap();
+    let addr = sub.local_addr().unwrap();
+    let mut publ = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://{addr}?driver=socket&key={}", k.display())).unwrap(),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut pub_err, mut sub_err) = (None, None);
+    while pub_err.is_none() || sub_err.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no key mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
+        );
+        match publ.offer(1, b"secret") {
+            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
+            Err(Error::NotConnected) => {}
+            Err(e) => pub_err = Some(e),
+        }
+        if let Err(e) = sub.poll(|_| panic!("delivered"), 16) {
+            sub_err = Some(e);
+        }
+    }
+    assert!(matches!(pub_err, Some(Error::KeyMismatch)), "{pub_err:?}");
+    assert!(matches!(sub_err, Some(Error::KeyMismatch)), "{sub_err:?}");
+    assert!(matches!(
+        publ.flush(Duration::from_millis(10)),
+        Err(Error::KeyMismatch)
+    ));
+}

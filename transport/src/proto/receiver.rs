@@ -202,6 +202,8 @@ pub struct Receiver {
     key_mismatch_reported: bool,
     /// Key failures since the last datagram that was authentic (or plain, unkeyed).
     key_failures: u32,
+    /// The position of a session closed by [`Receiver::close`], for its close frame.
+    close_position: u64,
 }
 
 impl Receiver {
@@ -247,6 +249,7 @@ impl Receiver {
             next_key_reject: now,
             key_mismatch_reported: false,
             key_failures: 0,
+            close_position: 0,
             receiver_id,
             session: None,
             ring: super::log::committed(config.window / 8),
@@ -348,6 +351,7 @@ impl Receiver {
     pub fn close(&mut self, _now: Instant) {
         if let Some(s) = self.session.take() {
             self.close_to = Some((s.peer, s.session_id, s.version));
+            self.close_position = s.position;
             self.close_keys = s.keys;
         }
         self.gaps.clear();
@@ -1080,7 +1084,11 @@ impl Receiver {
         if let Some((to, sid, version)) = self.close_to.take() {
             let c = frame::Close {
                 header: frame::header(version, FrameKind::CLOSE, 0, sid, self.config.stream_id),
-                position: U64::new(self.position()),
+                position: U64::new(
+                    self.session
+                        .as_ref()
+                        .map_or(self.close_position, |s| s.position),
+                ),
             };
             return Some((to, frame::write(buf, &c)?));
         }

@@ -112,6 +112,9 @@ pub struct Sender {
     open_buf: Vec<u64>,
     /// The receiver said the keys do not match (until accepted).
     key_mismatch: bool,
+    /// Everything before it was acknowledged by a receiver of this session (what
+    /// [`disconnect`](Self::disconnect) releases unacknowledged is not).
+    confirmed: u64,
     /// Key rejections since the last datagram that authenticated (one may be a corrupted
     /// setup: [`KEY_MISMATCH_EVIDENCE`] in a row are a mismatch).
     key_rejects: u32,
@@ -252,6 +255,7 @@ impl Sender {
             },
             key_mismatch: false,
             key_rejects: 0,
+            confirmed: start,
             config,
         })
     }
@@ -290,6 +294,12 @@ impl Sender {
     /// went away).
     pub fn acked_position(&self) -> u64 {
         self.flow.acked
+    }
+
+    /// Whether a receiver of this session acknowledged everything offered (also after it
+    /// closed or went away): the data is known to be delivered.
+    pub fn is_delivered(&self) -> bool {
+        self.confirmed == self.tail
     }
 
     /// Whether the receiver is connected and has acknowledged everything offered.
@@ -465,6 +475,7 @@ impl Sender {
     /// Advances the acknowledged position.
     fn set_acked(&mut self, acked: u64) {
         self.flow.acked = acked;
+        self.confirmed = acked;
         while self.fragmented.front().is_some_and(|f| f.1 <= acked) {
             self.fragmented.pop_front();
         }
@@ -542,7 +553,9 @@ impl Sender {
     /// blocks the sender; a receiver that comes back learns of the loss) and handshake again.
     fn disconnect(&mut self, now: Instant) {
         self.state = SenderState::Connecting;
+        let confirmed = self.confirmed;
         self.set_acked(self.tail);
+        self.confirmed = confirmed;
         self.sent = self.tail;
         self.retransmits.clear();
         self.next_setup = now;
@@ -679,6 +692,16 @@ impl Sender {
                     FrameKind::NAK => self.on_nak(now, bytes),
                     FrameKind::RTT => self.on_rtt(now, bytes, flags),
                     _ => {
+                        // The receiver's final position acknowledges what it took.
+                        if let Ok((c, _)) = frame::Close::ref_from_prefix(bytes) {
+                            let p = c.position.get();
+                            if p > self.confirmed
+                                && p <= self.sent
+                                && (p == self.sent || self.log.is_record_start(p))
+                            {
+                                self.confirmed = p;
+                            }
+                        }
                         self.disconnect(now);
                         self.push_event(Event::Closed);
                         Ok(())

@@ -606,3 +606,39 @@ fn key_mismatch_is_reported_by_both_ends() {
         Err(Error::KeyMismatch)
     ));
 }
+
+/// A publication is never told its data was delivered when it was not:
+/// `flush` is `Ok` after the subscriber took everything (even if it closed
+/// since), and an error when it closed without taking it (it was `Ok`).
+#[test]
+fn flush_is_ok_only_for_delivered_data() {
+    for take in [true, false] {
+        let (mut publ, mut sub) = pair("socket", "");
+        connect(&mut publ, &mut sub);
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut sent = 0u64;
+        while sent < 10 {
+            assert!(Instant::now() < end, "offers refused for 10 s");
+            match publ.offer(1, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured) => {}
+                Err(e) => panic!("offer: {e}"),
+            }
+        }
+        if take {
+            let mut got = 0;
+            while got < 10 {
+                assert!(Instant::now() < end, "not received within 10 s");
+                got += sub.poll(|_| {}, 16).unwrap();
+            }
+        }
+        // The subscriber closes (its close frame carries what it took).
+        drop(sub);
+        let r = publ.flush(Duration::from_secs(5));
+        if take {
+            r.unwrap();
+        } else {
+            assert!(matches!(r, Err(Error::NotConnected)), "{r:?}");
+        }
+    }
+}

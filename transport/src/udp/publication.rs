@@ -384,6 +384,8 @@ impl PubCore {
                 SenderState::Connecting if self.sender.is_refused() => {
                     return Err(Error::SessionRefused)
                 }
+                // The subscriber acknowledged everything, then closed or went away.
+                SenderState::Connecting if self.sender.is_delivered() => return Ok(()),
                 SenderState::Connecting => return Err(Error::NotConnected),
                 SenderState::Closed => return Err(Error::Closed),
                 SenderState::Failed => return Err(self.map(OfferError::Failed)),
@@ -603,8 +605,9 @@ impl UdpPublication {
     }
 
     /// Drives progress until the subscriber of this publication's session
-    /// has acknowledged every offered message. Returns `Ok` only then: at
-    /// once with an error when no subscriber is connected.
+    /// has acknowledged every offered message (also when it closed or went
+    /// away after that). Returns `Ok` only then: at once with an error when
+    /// no subscriber is connected and something offered is unacknowledged.
     ///
     /// # Errors
     /// [`Error::NotConnected`] (no subscriber, or it went away: what it did

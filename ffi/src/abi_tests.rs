@@ -329,3 +329,78 @@ fn keyed_udp_uris_open_and_carry_messages_from_c() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Through the C ABI: a second publication to a live udp subscription gets
+/// `CONDUIT_SESSION_REFUSED` from offer and flush (never 0); a publication
+/// with a larger `mtu` gets `CONDUIT_MTU_MISMATCH`, and so does the
+/// subscription's poll.
+#[test]
+fn udp_refusal_and_mtu_mismatch_are_c_statuses() {
+    unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
+    let port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port()
+    };
+    let p1 = port();
+    let uri = format!("udp://127.0.0.1:{p1}\0");
+    let p2 = port();
+    let sub_uri = format!("udp://127.0.0.1:{p2}?mtu=1408\0");
+    let big_uri = format!("udp://127.0.0.1:{p2}?mtu=9000\0");
+    // SAFETY: NUL-terminated URIs; the handles are closed below.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        let first = conduit_publication_open(uri.as_ptr().cast());
+        let second = conduit_publication_open(uri.as_ptr().cast());
+        assert!(!first.is_null() && !second.is_null(), "{}", last_error());
+        let mut refused = false;
+        // Bounded: a refusal that is never reported fails here.
+        for _ in 0..20_000 {
+            let _ = conduit_publication_offer(first, 1, b"a".as_ptr().cast(), 1);
+            let r = conduit_publication_offer(second, 2, b"b".as_ptr().cast(), 1);
+            assert!(r < 0, "the second publication's offer was accepted");
+            let n = conduit_subscription_poll(s, Some(ignore), std::ptr::null_mut(), 16);
+            assert!(n >= 0, "{}", last_error());
+            if r == i64::from(CONDUIT_SESSION_REFUSED) {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert!(refused, "{}", last_error());
+        assert_eq!(
+            conduit_publication_flush(second, 10),
+            CONDUIT_SESSION_REFUSED
+        );
+        conduit_publication_close(second);
+        conduit_publication_close(first);
+        conduit_subscription_close(s);
+
+        let s = conduit_subscription_open(sub_uri.as_ptr().cast());
+        let p = conduit_publication_open(big_uri.as_ptr().cast());
+        assert!(!s.is_null() && !p.is_null(), "{}", last_error());
+        let (mut pub_code, mut sub_code) = (0i64, 0);
+        for _ in 0..20_000 {
+            let r = conduit_publication_offer(p, 1, b"x".as_ptr().cast(), 1);
+            if r < 0 && r != i64::from(CONDUIT_NOT_CONNECTED) {
+                pub_code = r;
+            }
+            let n = conduit_subscription_poll(s, Some(ignore), std::ptr::null_mut(), 16);
+            if n < 0 {
+                sub_code = n;
+            }
+            if pub_code != 0 && sub_code != 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert_eq!(
+            (pub_code, sub_code),
+            (i64::from(CONDUIT_MTU_MISMATCH), CONDUIT_MTU_MISMATCH)
+        );
+        conduit_publication_close(p);
+        conduit_subscription_close(s);
+    }
+}

@@ -642,6 +642,21 @@ fn sender_checks_every_reply_field() {
     tx.handle_datagram(later, RX, &sealed(reply(0, 2).as_bytes().to_vec()));
     assert_eq!(tx.counters().dropped(DropReason::Duplicate), before + 1);
 
+    // A version 1 receiver's rejection (40 bytes, versions 1..=1): a clear mismatch.
+    let mut tx = new();
+    let _ = first_setup(&mut tx, now);
+    let mut v1 = reply(frame::FLAG_REJECT, 0).as_bytes()[..frame::SETUP_V1_LEN].to_vec();
+    v1[18..22].copy_from_slice(&[1, 0, 1, 0]);
+    tx.handle_datagram(now, RX, &sealed(v1));
+    assert_eq!(tx.offer(1, b"x"), Err(OfferError::Failed));
+    assert_eq!(
+        tx.poll_event(),
+        Some(Event::VersionMismatch {
+            local: (2, 2),
+            remote: (1, 1)
+        })
+    );
+
     // MTU rejected: the sender stops and says why.
     let mut tx = new();
     let _ = first_setup(&mut tx, now);

@@ -113,6 +113,32 @@
 #define CONDUIT_UNRECOVERABLE_LOSS -12
 
 /**
+ * udp publication: the subscription refused this publication's session
+ * because another live publisher owns it. Nothing offered was accepted; the
+ * publication keeps asking and takes over once that publisher is gone.
+ */
+#define CONDUIT_SESSION_REFUSED -13
+
+/**
+ * udp subscription, returned once by a poll: a restarted publisher's new
+ * session replaced the old one (data of the old one not yet delivered is
+ * lost).
+ */
+#define CONDUIT_SESSION_REPLACED -14
+
+/**
+ * udp: the publication's `mtu` is larger than the subscription's; both ends
+ * report it and the publication stops. Use the same `mtu` on both ends.
+ */
+#define CONDUIT_MTU_MISMATCH -17
+
+/**
+ * One end of a udp stream has a key (`key=PATH`) and the other none, or the
+ * keys differ: the ends cannot talk.
+ */
+#define CONDUIT_KEY_MISMATCH -15
+
+/**
  * A shared-memory ring under the channel's name is owned by a uid that is
  * not allowed (a subscription attaches to its own uid's rings and those
  * named by `owners=`; a publication's name is squatted by another uid).
@@ -312,7 +338,9 @@ struct conduit_publication *conduit_publication_open(const char *uri);
  *
  * Returns the stream position after the message (non-negative) on success,
  * or a negative status: `CONDUIT_BACK_PRESSURED` and `CONDUIT_NOT_CONNECTED`
- * (retry: nothing was lost), `CONDUIT_MESSAGE_TOO_LARGE`,
+ * (retry: nothing was lost), `CONDUIT_SESSION_REFUSED` (udp: another live
+ * publisher owns the subscription; retry later, nothing was accepted),
+ * `CONDUIT_MESSAGE_TOO_LARGE`, `CONDUIT_MTU_MISMATCH` (udp),
  * `CONDUIT_INVALID_ARGUMENT` (NULL `p`, NULL `data` with `len > 0`, a
  * claim open on `p`), `CONDUIT_CORRUPT`, `CONDUIT_PEER_GONE`, ...
  *
@@ -380,9 +408,12 @@ int conduit_publication_is_connected(const struct conduit_publication *p);
 /**
  * Waits up to `timeout_ms` milliseconds until every message offered so far
  * has been consumed (shm) or acknowledged (udp) by the connected
- * subscribers, driving I/O meanwhile. Returns 0 then (at once when no
- * subscriber is connected), `CONDUIT_TIMED_OUT` when the time runs out,
- * `CONDUIT_PEER_GONE` if the peer goes away meanwhile,
+ * subscribers, driving I/O meanwhile. Returns 0 only then; at once
+ * `CONDUIT_NOT_CONNECTED` when no udp subscriber is connected (what it did
+ * not acknowledge is not known to be delivered) or `CONDUIT_SESSION_REFUSED`
+ * when the udp subscription serves another live publisher;
+ * `CONDUIT_TIMED_OUT` when the time runs out, `CONDUIT_PEER_GONE` if the
+ * peer goes away meanwhile, `CONDUIT_MTU_MISMATCH` (udp),
  * `CONDUIT_INVALID_ARGUMENT` for a NULL `p`, a negative timeout or a claim
  * open on `p`.
  *
@@ -492,7 +523,10 @@ struct conduit_subscription *conduit_subscription_open(const char *uri);
  * closed cleanly, `CONDUIT_PEER_GONE` once when its process died (after
  * every message it committed was delivered; later polls wait for a new
  * publication), `CONDUIT_CORRUPT`, `CONDUIT_UNRECOVERABLE_LOSS` (udp with
- * `gap=fail`), `CONDUIT_INVALID_ARGUMENT` (NULL `s` or `handler`, `limit <
+ * `gap=fail`), `CONDUIT_SESSION_REPLACED` (udp, once: a restarted
+ * publisher's new session replaced the old one), `CONDUIT_MTU_MISMATCH` (udp,
+ * once: a publication with a larger `mtu` was rejected),
+ * `CONDUIT_INVALID_ARGUMENT` (NULL `s` or `handler`, `limit <
  * 1`, a call from this subscription's own handler).
  *
  * Drives the subscription's I/O and timers.

@@ -196,8 +196,16 @@ fn static_strings() {
         "CONDUIT_FOREIGN_OWNER"
     );
     assert_eq!(text(conduit_status_string(-99)), "CONDUIT_UNKNOWN_STATUS");
-    for code in -12..=0 {
+    for code in -17..=0 {
         assert_ne!(text(conduit_status_string(code)), "CONDUIT_UNKNOWN_STATUS");
+    }
+    for (code, name) in [
+        (CONDUIT_SESSION_REFUSED, "CONDUIT_SESSION_REFUSED"),
+        (CONDUIT_SESSION_REPLACED, "CONDUIT_SESSION_REPLACED"),
+        (CONDUIT_MTU_MISMATCH, "CONDUIT_MTU_MISMATCH"),
+        (CONDUIT_KEY_MISMATCH, "CONDUIT_KEY_MISMATCH"),
+    ] {
+        assert_eq!(text(conduit_status_string(code)), name);
     }
 }
 
@@ -390,5 +398,142 @@ fn a_full_directory_and_a_foreign_ring_fail_open_with_a_message() {
         assert!(!s.is_null(), "{}", last_error());
         conduit_subscription_close(s);
         conduit_publication_close(p);
+    }
+}
+
+#[test]
+fn keyed_udp_uris_open_and_carry_messages_from_c() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("conduit-abi-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k");
+    std::fs::write(&key, [0x5Au8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let uri = format!("udp://127.0.0.1:{port}?key={}\0", key.display());
+
+    unsafe extern "C" fn count(user: *mut std::ffi::c_void, _: u32, _: *const u8, len: usize) {
+        // SAFETY: `user` is the `usize` counter passed to the poll below.
+        unsafe { *user.cast::<usize>() += len };
+    }
+    // SAFETY: NUL-terminated URI; the handles are closed below; `got`
+    // outlives every poll that writes it.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        let p = conduit_publication_open(uri.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        let mut got = 0usize;
+        let mut sent = false;
+        // Bounded: a stream that never connects fails here, it does not hang.
+        for _ in 0..20_000 {
+            if !sent {
+                sent = conduit_publication_offer(p, 3, b"keyed".as_ptr().cast(), 5) >= 0;
+            }
+            let n = conduit_subscription_poll(s, Some(count), (&raw mut got).cast(), 16);
+            assert!(n >= 0, "{}", last_error());
+            if got > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        assert_eq!(got, 5, "{}", last_error());
+        conduit_publication_close(p);
+        conduit_subscription_close(s);
+    }
+
+    // A key file others can read is refused, with the reason in the error.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: NUL-terminated URI.
+    let p = unsafe { conduit_publication_open(uri.as_ptr().cast()) };
+    assert!(p.is_null());
+    let e = last_error();
+    assert!(
+        e.starts_with("conduit_publication_open: invalid channel URI")
+            && e.contains("readable or writable by group or others"),
+        "{e}"
+    );
+    assert_eq!(
+        text(conduit_status_string(CONDUIT_KEY_MISMATCH)),
+        "CONDUIT_KEY_MISMATCH"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Through the C ABI: a second publication to a live udp subscription gets
+/// `CONDUIT_SESSION_REFUSED` from offer and flush (never 0); a publication
+/// with a larger `mtu` gets `CONDUIT_MTU_MISMATCH`, and so does the
+/// subscription's poll.
+#[test]
+fn udp_refusal_and_mtu_mismatch_are_c_statuses() {
+    unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
+    let port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap()
+            .port()
+    };
+    let p1 = port();
+    let uri = format!("udp://127.0.0.1:{p1}\0");
+    let p2 = port();
+    let sub_uri = format!("udp://127.0.0.1:{p2}?mtu=1408\0");
+    let big_uri = format!("udp://127.0.0.1:{p2}?mtu=9000\0");
+    // SAFETY: NUL-terminated URIs; the handles are closed below.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        let first = conduit_publication_open(uri.as_ptr().cast());
+        let second = conduit_publication_open(uri.as_ptr().cast());
+        assert!(!first.is_null() && !second.is_null(), "{}", last_error());
+        let mut refused = false;
+        // Bounded: a refusal that is never reported fails here.
+        for _ in 0..20_000 {
+            let _ = conduit_publication_offer(first, 1, b"a".as_ptr().cast(), 1);
+            let r = conduit_publication_offer(second, 2, b"b".as_ptr().cast(), 1);
+            assert!(r < 0, "the second publication's offer was accepted");
+            let n = conduit_subscription_poll(s, Some(ignore), std::ptr::null_mut(), 16);
+            assert!(n >= 0, "{}", last_error());
+            if r == i64::from(CONDUIT_SESSION_REFUSED) {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert!(refused, "{}", last_error());
+        assert_eq!(
+            conduit_publication_flush(second, 10),
+            CONDUIT_SESSION_REFUSED
+        );
+        conduit_publication_close(second);
+        conduit_publication_close(first);
+        conduit_subscription_close(s);
+
+        let s = conduit_subscription_open(sub_uri.as_ptr().cast());
+        let p = conduit_publication_open(big_uri.as_ptr().cast());
+        assert!(!s.is_null() && !p.is_null(), "{}", last_error());
+        let (mut pub_code, mut sub_code) = (0i64, 0);
+        for _ in 0..20_000 {
+            let r = conduit_publication_offer(p, 1, b"x".as_ptr().cast(), 1);
+            if r < 0 && r != i64::from(CONDUIT_NOT_CONNECTED) {
+                pub_code = r;
+            }
+            let n = conduit_subscription_poll(s, Some(ignore), std::ptr::null_mut(), 16);
+            if n < 0 {
+                sub_code = n;
+            }
+            if pub_code != 0 && sub_code != 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        assert_eq!(
+            (pub_code, sub_code),
+            (i64::from(CONDUIT_MTU_MISMATCH), CONDUIT_MTU_MISMATCH)
+        );
+        conduit_publication_close(p);
+        conduit_subscription_close(s);
     }
 }

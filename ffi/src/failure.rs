@@ -59,6 +59,9 @@ impl From<conduit::Error> for Failure {
                 Detail::Static("not connected: no subscriber is attached yet (retry)")
             }
             conduit::Error::TimedOut => Detail::Static("timed out"),
+            conduit::Error::SessionRefused => Detail::Static(
+                "session refused: another live publisher owns the subscription (retrying)",
+            ),
             other => Detail::Owned(other.to_string()),
         };
         Failure { code, detail }

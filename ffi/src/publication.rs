@@ -210,7 +210,9 @@ pub unsafe extern "C" fn conduit_publication_open(uri: *const c_char) -> *mut co
 ///
 /// Returns the stream position after the message (non-negative) on success,
 /// or a negative status: `CONDUIT_BACK_PRESSURED` and `CONDUIT_NOT_CONNECTED`
-/// (retry: nothing was lost), `CONDUIT_MESSAGE_TOO_LARGE`,
+/// (retry: nothing was lost), `CONDUIT_SESSION_REFUSED` (udp: another live
+/// publisher owns the subscription; retry later, nothing was accepted),
+/// `CONDUIT_MESSAGE_TOO_LARGE`, `CONDUIT_MTU_MISMATCH` (udp),
 /// `CONDUIT_INVALID_ARGUMENT` (NULL `p`, NULL `data` with `len > 0`, a
 /// claim open on `p`), `CONDUIT_CORRUPT`, `CONDUIT_PEER_GONE`, ...
 ///
@@ -333,9 +335,12 @@ pub unsafe extern "C" fn conduit_publication_is_connected(p: *const conduit_publ
 
 /// Waits up to `timeout_ms` milliseconds until every message offered so far
 /// has been consumed (shm) or acknowledged (udp) by the connected
-/// subscribers, driving I/O meanwhile. Returns 0 then (at once when no
-/// subscriber is connected), `CONDUIT_TIMED_OUT` when the time runs out,
-/// `CONDUIT_PEER_GONE` if the peer goes away meanwhile,
+/// subscribers, driving I/O meanwhile. Returns 0 only then; at once
+/// `CONDUIT_NOT_CONNECTED` when no udp subscriber is connected (what it did
+/// not acknowledge is not known to be delivered) or `CONDUIT_SESSION_REFUSED`
+/// when the udp subscription serves another live publisher;
+/// `CONDUIT_TIMED_OUT` when the time runs out, `CONDUIT_PEER_GONE` if the
+/// peer goes away meanwhile, `CONDUIT_MTU_MISMATCH` (udp),
 /// `CONDUIT_INVALID_ARGUMENT` for a NULL `p`, a negative timeout or a claim
 /// open on `p`.
 ///

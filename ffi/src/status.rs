@@ -32,6 +32,20 @@ pub const CONDUIT_TIMED_OUT: c_int = -10;
 pub const CONDUIT_INTERNAL: c_int = -11;
 /// Stream data was lost beyond recovery (udp with the `gap=fail` policy).
 pub const CONDUIT_UNRECOVERABLE_LOSS: c_int = -12;
+/// udp publication: the subscription refused this publication's session
+/// because another live publisher owns it. Nothing offered was accepted; the
+/// publication keeps asking and takes over once that publisher is gone.
+pub const CONDUIT_SESSION_REFUSED: c_int = -13;
+/// udp subscription, returned once by a poll: a restarted publisher's new
+/// session replaced the old one (data of the old one not yet delivered is
+/// lost).
+pub const CONDUIT_SESSION_REPLACED: c_int = -14;
+/// udp: the publication's `mtu` is larger than the subscription's; both ends
+/// report it and the publication stops. Use the same `mtu` on both ends.
+pub const CONDUIT_MTU_MISMATCH: c_int = -17;
+/// One end of a udp stream has a key (`key=PATH`) and the other none, or the
+/// keys differ: the ends cannot talk.
+pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 /// A shared-memory ring under the channel's name is owned by a uid that is
 /// not allowed (a subscription attaches to its own uid's rings and those
 /// named by `owners=`; a publication's name is squatted by another uid).
@@ -59,6 +73,10 @@ const _: () = {
     assert!(CONDUIT_TIMED_OUT == code::TIMED_OUT);
     assert!(CONDUIT_INTERNAL == code::INTERNAL);
     assert!(CONDUIT_UNRECOVERABLE_LOSS == code::UNRECOVERABLE_LOSS);
+    assert!(CONDUIT_SESSION_REFUSED == code::SESSION_REFUSED);
+    assert!(CONDUIT_SESSION_REPLACED == code::SESSION_REPLACED);
+    assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
+    assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
     assert!(CONDUIT_FOREIGN_OWNER == code::FOREIGN_OWNER);
 };
 
@@ -78,6 +96,10 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_TIMED_OUT => c"CONDUIT_TIMED_OUT",
         CONDUIT_INTERNAL => c"CONDUIT_INTERNAL",
         CONDUIT_UNRECOVERABLE_LOSS => c"CONDUIT_UNRECOVERABLE_LOSS",
+        CONDUIT_SESSION_REFUSED => c"CONDUIT_SESSION_REFUSED",
+        CONDUIT_SESSION_REPLACED => c"CONDUIT_SESSION_REPLACED",
+        CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
+        CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         CONDUIT_FOREIGN_OWNER => c"CONDUIT_FOREIGN_OWNER",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }

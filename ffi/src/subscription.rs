@@ -266,7 +266,10 @@ unsafe fn poll_wait(
 /// closed cleanly, `CONDUIT_PEER_GONE` once when its process died (after
 /// every message it committed was delivered; later polls wait for a new
 /// publication), `CONDUIT_CORRUPT`, `CONDUIT_UNRECOVERABLE_LOSS` (udp with
-/// `gap=fail`), `CONDUIT_INVALID_ARGUMENT` (NULL `s` or `handler`, `limit <
+/// `gap=fail`), `CONDUIT_SESSION_REPLACED` (udp, once: a restarted
+/// publisher's new session replaced the old one), `CONDUIT_MTU_MISMATCH` (udp,
+/// once: a publication with a larger `mtu` was rejected),
+/// `CONDUIT_INVALID_ARGUMENT` (NULL `s` or `handler`, `limit <
 /// 1`, a call from this subscription's own handler).
 ///
 /// Drives the subscription's I/O and timers.

@@ -55,6 +55,29 @@ pub enum Error {
     },
     /// A bug in conduit: please report it.
     Internal(String),
+    /// The subscription refused this publication's session: another live publisher owns
+    /// it. The publication keeps asking and takes over once that publisher is gone; nothing
+    /// offered while refused was accepted.
+    SessionRefused,
+    /// A restarted publisher's new session replaced the old one (reported once by the
+    /// subscription's poll); data of the old session not yet delivered is lost.
+    SessionReplaced {
+        /// The old session id.
+        old: u32,
+        /// The new session id.
+        new: u32,
+    },
+    /// The publication's datagrams would be larger than the subscription receives; both
+    /// ends report it and the publication stops. Use the same `mtu` on both ends.
+    MtuMismatch {
+        /// This end's MTU.
+        local: usize,
+        /// The peer's MTU.
+        remote: usize,
+    },
+    /// One end of a UDP stream has a key and the other none, or the keys
+    /// differ: the ends cannot talk (see `key=` in [`crate::udp::options`]).
+    KeyMismatch,
     /// A shared-memory ring file under the channel's name is owned by a uid
     /// that is not allowed: for a subscription, neither its own uid nor one
     /// named by `owners=`; for a publication, any other uid (the name is
@@ -93,6 +116,14 @@ pub mod code {
     pub const INTERNAL: i32 = -11;
     /// See [`crate::Error::UnrecoverableLoss`].
     pub const UNRECOVERABLE_LOSS: i32 = -12;
+    /// See [`crate::Error::SessionRefused`].
+    pub const SESSION_REFUSED: i32 = -13;
+    /// See [`crate::Error::SessionReplaced`].
+    pub const SESSION_REPLACED: i32 = -14;
+    /// See [`crate::Error::MtuMismatch`].
+    pub const MTU_MISMATCH: i32 = -17;
+    /// See [`crate::Error::KeyMismatch`].
+    pub const KEY_MISMATCH: i32 = -15;
     /// See [`crate::Error::ForeignOwner`].
     pub const FOREIGN_OWNER: i32 = -16;
 }
@@ -113,6 +144,10 @@ impl Error {
             Error::TimedOut => code::TIMED_OUT,
             Error::UnrecoverableLoss { .. } => code::UNRECOVERABLE_LOSS,
             Error::Internal(_) => code::INTERNAL,
+            Error::SessionRefused => code::SESSION_REFUSED,
+            Error::SessionReplaced { .. } => code::SESSION_REPLACED,
+            Error::MtuMismatch { .. } => code::MTU_MISMATCH,
+            Error::KeyMismatch => code::KEY_MISMATCH,
             Error::ForeignOwner { .. } => code::FOREIGN_OWNER,
         }
     }
@@ -160,6 +195,20 @@ impl fmt::Display for Error {
                 write!(f, "unrecoverable loss of stream bytes {from}..{to}")
             }
             Error::Internal(m) => write!(f, "internal error (a bug in conduit): {m}"),
+            Error::SessionRefused => f.write_str(
+                "session refused: another live publisher owns the subscription (retrying)",
+            ),
+            Error::SessionReplaced { old, new } => write!(
+                f,
+                "session {old:#010x} replaced by session {new:#010x} of a restarted publisher"
+            ),
+            Error::MtuMismatch { local, remote } => write!(
+                f,
+                "mtu mismatch: this side's mtu is {local}, the peer's {remote}; the subscription must take the publication's datagrams (use the same mtu on both)"
+            ),
+            Error::KeyMismatch => f.write_str(
+                "key mismatch: one end has a key and the other none, or the keys differ",
+            ),
             Error::ForeignOwner { uid } => write!(
                 f,
                 "the shared-memory ring is owned by uid {uid}, which is not an allowed owner (see owners=)"

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::crypto::Psk;
 use super::frame;
 
 /// What the receiver does when data it is missing is no longer held by the sender.
@@ -52,6 +53,9 @@ pub struct Config {
     pub versions: (u16, u16),
     /// Checksum every datagram (detects corruption the network did not catch). Default on.
     pub checksum: bool,
+    /// Pre-shared key: when set, every datagram is encrypted and authenticated
+    /// ([`crypto`](super::crypto)). Both ends need the same key. Default none.
+    pub key: Option<Psk>,
 }
 
 /// Lowest MTU accepted: a data frame must fit a record header and some payload.
@@ -61,7 +65,7 @@ pub const MAX_MTU: usize = 65_504;
 /// Largest message length a configuration may allow.
 pub const MAX_MESSAGE_LEN_LIMIT: usize = 16 << 20;
 /// Protocol versions this implementation speaks.
-pub const SUPPORTED_VERSIONS: (u16, u16) = (1, 1);
+pub const SUPPORTED_VERSIONS: (u16, u16) = (2, 2);
 
 impl Default for Config {
     fn default() -> Self {
@@ -81,6 +85,7 @@ impl Default for Config {
             gap_policy: GapPolicy::Fail,
             versions: SUPPORTED_VERSIONS,
             checksum: true,
+            key: None,
         }
     }
 }
@@ -88,7 +93,16 @@ impl Default for Config {
 impl Config {
     /// Largest payload of one record (one unfragmented message, or one fragment).
     pub fn max_record_payload(&self) -> usize {
-        (self.mtu - frame::DATA_HEADER_LEN - frame::RECORD_HEADER_LEN) & !7
+        (self.frame_mtu() - frame::DATA_HEADER_LEN - frame::RECORD_HEADER_LEN) & !7
+    }
+
+    /// Largest plain frame: the MTU, less the AEAD overhead when keyed.
+    pub fn frame_mtu(&self) -> usize {
+        if self.key.is_some() {
+            self.mtu - super::crypto::OVERHEAD
+        } else {
+            self.mtu
+        }
     }
 
     /// Bytes a message of `len` bytes occupies in the log, fragment headers and padding included.

@@ -30,13 +30,28 @@ pub enum DropReason {
     MessageTooLarge,
     /// A NAK ignored because the same range was just retransmitted (rate limiting).
     NakSuppressed,
+    /// A keyed datagram whose tag did not verify (wrong key, or altered on the way).
+    AuthFailed,
+    /// A keyed datagram whose packet number was seen before or is older than the replay window.
+    Replay,
+    /// A plain datagram at an endpoint that has a key.
+    Plaintext,
+    /// A keyed datagram at an endpoint that has no key.
+    Encrypted,
+    /// A setup with a cookie that this receiver did not issue for it, or that expired (the
+    /// sender is challenged again).
+    BadCookie,
+    /// A proven setup refused because another live session owns the receiver.
+    SessionRefused,
+    /// A proven setup rejected because the sender's MTU exceeds the receiver's.
+    MtuMismatch,
     /// Larger than the receive buffer (a datagram of a peer with a larger
     /// MTU): cut by the kernel, dropped by the driver.
     Oversized,
 }
 
 /// Number of [`DropReason`]s.
-pub const DROP_REASONS: usize = 14;
+pub const DROP_REASONS: usize = 21;
 
 impl DropReason {
     /// All reasons, in counter order.
@@ -54,6 +69,13 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::MessageTooLarge,
         DropReason::NakSuppressed,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::Plaintext,
+        DropReason::Encrypted,
+        DropReason::BadCookie,
+        DropReason::SessionRefused,
+        DropReason::MtuMismatch,
         DropReason::Oversized,
     ];
 
@@ -73,6 +95,13 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::MessageTooLarge => "message_too_large",
             DropReason::NakSuppressed => "nak_suppressed",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::Plaintext => "plaintext",
+            DropReason::Encrypted => "encrypted",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::SessionRefused => "session_refused",
+            DropReason::MtuMismatch => "mtu_mismatch",
             DropReason::Oversized => "oversized",
         }
     }

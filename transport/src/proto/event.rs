@@ -38,4 +38,18 @@ pub enum Event {
     },
     /// The peer closed the stream.
     Closed,
+    /// Sender: the receiver refused this session because another live session owns it. The
+    /// sender keeps asking (backing off), and takes over once that session is gone.
+    SessionRefused,
+    /// The sender's datagrams would be larger than the receiver takes: the receiver rejected
+    /// the session. Reported by both ends; the sender stops.
+    MtuMismatch {
+        /// This end's MTU.
+        local: usize,
+        /// The peer's MTU.
+        remote: usize,
+    },
+    /// One end has a key and the other none, or the keys differ: the ends cannot talk.
+    /// Reported once per peer; nothing else changes (the evidence is unauthenticated).
+    KeyMismatch,
 }

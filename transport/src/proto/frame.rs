@@ -6,6 +6,25 @@
 //! payload padded to 8 bytes. Records never straddle a datagram, and every payload starts at a
 //! multiple of 8 from the start of the datagram, so a `#[repr(C)]` struct with alignment up to 8
 //! can be read in place from an 8-aligned receive buffer.
+//!
+//! # Session setup (version 2)
+//! A [`Setup`] and a [`SetupReply`] are 72 bytes; their first 40 bytes keep the version 1
+//! layout, so a version 1 peer still reads the version range and gets a clear version
+//! mismatch. The extra 32 bytes are a 16-byte nonce (the sender's, or on an accepting reply
+//! the receiver's, fresh random per session) and a 16-byte cookie.
+//!
+//! A receiver answers a setup without a valid cookie with [`FLAG_RETRY`] and a cookie: a MAC
+//! (HMAC-SHA256 under a secret of the receiver) of the setup's source address, session id,
+//! stream id, nonce and a one-second time bucket. The sender sends its setup again at once
+//! with that cookie. Only a setup that echoes a cookie of the current or previous bucket
+//! (it proves the sender receives at the address it claims) can start, replace or resume a
+//! session, and the receiver keeps no state for a setup until then. A proven setup is refused
+//! with [`FLAG_BUSY`] when another live session owns the receiver, and with
+//! [`FLAG_REJECT`] | [`FLAG_MTU`] when the sender's MTU exceeds the receiver's.
+//!
+//! On a keyed endpoint every frame travels sealed inside a
+//! [`CryptoHeader`](super::crypto::CryptoHeader) (32 bytes more), except the plaintext
+//! [`FLAG_REJECT`] | [`FLAG_KEY`] reply that tells a peer of another key state.
 
 use core::mem::size_of;
 
@@ -20,9 +39,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub struct FrameKind(pub u8);
 
 impl FrameKind {
-    /// Sender to receiver: open a session (version range, join position).
+    /// Sender to receiver: open a session (version range, join position, MTU, nonce, cookie).
     pub const SETUP: FrameKind = FrameKind(1);
-    /// Receiver to sender: accept (chosen version, window) or reject (flag [`FLAG_REJECT`]).
+    /// Receiver to sender: accept (chosen version, window, nonce), challenge ([`FLAG_RETRY`]),
+    /// refuse ([`FLAG_BUSY`]) or reject ([`FLAG_REJECT`]).
     pub const SETUP_REPLY: FrameKind = FrameKind(2);
     /// Sender to receiver: records.
     pub const DATA: FrameKind = FrameKind(3);
@@ -44,6 +64,25 @@ pub const FLAG_REJECT: u16 = 1;
 pub const FLAG_REPLY: u16 = 2;
 /// Header flag on [`FrameKind::STATUS`]: the receiver does not know this session; set it up.
 pub const FLAG_NEED_SETUP: u16 = 4;
+/// Header flag on [`FrameKind::SETUP_REPLY`]: a cookie challenge; send the setup again with
+/// the reply's `cookie`.
+pub const FLAG_RETRY: u16 = 8;
+/// Header flag on [`FrameKind::SETUP_REPLY`]: refused, another live session owns the
+/// receiver; try again later.
+pub const FLAG_BUSY: u16 = 16;
+/// Header flag on [`FrameKind::SETUP_REPLY`] (with [`FLAG_REJECT`]): a key is required, or
+/// the keys differ.
+pub const FLAG_KEY: u16 = 32;
+/// Header flag on [`FrameKind::SETUP_REPLY`] (with [`FLAG_REJECT`]): the sender's MTU exceeds
+/// the receiver's, which is in the reply's `mtu`.
+pub const FLAG_MTU: u16 = 64;
+
+/// Length of a session nonce.
+pub const NONCE_LEN: usize = 16;
+/// Length of a setup cookie.
+pub const COOKIE_LEN: usize = 16;
+/// Length of the version 1 part of [`Setup`] and [`SetupReply`], which every version keeps.
+pub const SETUP_V1_LEN: usize = 40;
 /// Header flag on [`FrameKind::HEARTBEAT`]: the answer to a NAK for data the sender no longer
 /// holds; [`Heartbeat::nonce`] echoes that NAK's [`NakHeader::nonce`]. Only such a heartbeat
 /// makes a receiver declare loss, so a forger who has not seen the NAK cannot end a stream.
@@ -138,8 +177,26 @@ pub struct Setup {
     pub reserved2: U32,
     /// Position where the receiver starts (the oldest data the sender still holds).
     pub join_position: U64,
+    /// The sender's fresh random for this session (version 2).
+    pub nonce: [u8; NONCE_LEN],
+    /// Zero on a first setup; the cookie of a [`FLAG_RETRY`] reply when sent again
+    /// (version 2).
+    pub cookie: [u8; COOKIE_LEN],
 }
-const _: () = assert!(size_of::<Setup>() == 40);
+const _: () = assert!(size_of::<Setup>() == 72);
+
+/// The version 1 part of a [`Setup`]: enough to negotiate the version with any peer.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SetupPrefix {
+    /// Common header.
+    pub header: Header,
+    /// Lowest version the sender speaks.
+    pub min_version: U16,
+    /// Highest version the sender speaks.
+    pub max_version: U16,
+}
+const _: () = assert!(size_of::<SetupPrefix>() == 20);
 
 /// Receiver to sender: accept or reject a setup.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -153,16 +210,38 @@ pub struct SetupReply {
     pub min_version: U16,
     /// Highest version the receiver speaks.
     pub max_version: U16,
-    /// Zero.
-    pub reserved: U16,
+    /// The receiver's MTU (version 2; zero in version 1).
+    pub mtu: U16,
     /// The receiver's random id (changes when the receiver restarts).
     pub receiver_id: U32,
     /// The receiver's window.
     pub window: U32,
     /// The receiver's position.
     pub position: U64,
+    /// On an accepting reply: the receiver's fresh random for this session (version 2).
+    pub nonce: [u8; NONCE_LEN],
+    /// With [`FLAG_RETRY`]: the cookie to echo in the next setup (version 2).
+    pub cookie: [u8; COOKIE_LEN],
 }
-const _: () = assert!(size_of::<SetupReply>() == 40);
+const _: () = assert!(size_of::<SetupReply>() == 72);
+
+/// The first fields of a [`SetupReply`], the same in every version: enough to read a
+/// rejection from any peer.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SetupReplyPrefix {
+    /// Common header.
+    pub header: Header,
+    /// Chosen version (0 when rejected).
+    pub version: U16,
+    /// Lowest version the receiver speaks.
+    pub min_version: U16,
+    /// Highest version the receiver speaks.
+    pub max_version: U16,
+    /// The receiver's MTU (zero from a version 1 peer).
+    pub mtu: U16,
+}
+const _: () = assert!(size_of::<SetupReplyPrefix>() == 24);
 
 /// Sender to receiver when idle: where the stream ends and what the sender still holds.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

@@ -70,13 +70,52 @@
 //! # Memory
 //! Sender: `retransmit_buffer * (1 + 1/64)` bytes (log and record-start bitmap), allocated at
 //! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
-//! buffer grown on demand up to `max_message_len`; at most 64 out-of-order ranges and 64 queued
-//! events. Sender: at most 16 queued retransmission ranges and 32 lingering ones. Nothing else
-//! grows with the input.
+//! buffer grown on demand up to `max_message_len`; keyed endpoints 64 KiB more (the buffer
+//! datagrams are opened into); at most 64 out-of-order ranges and 64 queued events. Sender: at
+//! most 16 queued retransmission ranges and 32 lingering ones. Nothing else grows with the
+//! input.
+//!
+//! # Handshake
+//! The sender sends [`frame::Setup`] (its version range, MTU, join position and a fresh random
+//! nonce) every [`Config::setup_interval`] until answered. The receiver first negotiates the
+//! version (a peer of another version gets a rejection it can read, whatever its version),
+//! then asks for proof of the address: a setup without a valid cookie is answered with
+//! [`frame::FLAG_RETRY`] and a cookie (a MAC of the source address, session id, stream id and
+//! nonce under the receiver's secret, valid for one to two seconds), and the receiver keeps
+//! no state for it. The sender sends the setup again at once with the cookie. Only then is
+//! the session accepted (the reply carries the receiver's nonce), refused with
+//! [`frame::FLAG_BUSY`] or rejected for a larger MTU ([`frame::FLAG_REJECT`] |
+//! [`frame::FLAG_MTU`]). A host that cannot receive at the address it claims (an off-path
+//! spoofer) can therefore neither start, replace nor take over a session.
+//!
+//! Session ids, initial stream positions (a random multiple of 8 below 2^62), nonces and the
+//! cookie secret come from the OS's CSPRNG in real endpoints ([`Sender::with_os_random`],
+//! [`Receiver::with_os_random`]); [`Sender::new`] and [`Receiver::new`] derive them from a
+//! seed, for reproducible simulation.
+//!
+//! # Keyed endpoints
+//! With [`Config::key`] (a pre-shared key), every datagram is sealed ([`crypto`]): the
+//! handshake key for the setup, its replies and the need-setup status, the session's keys
+//! (derived from the key, both nonces and the session id) for the rest. Frames are built into
+//! `mtu - 32` bytes, checksums are off (the tag covers more), and every datagram is opened
+//! into an 8-aligned buffer before it is parsed, so payloads stay aligned. A datagram that does
+//! not authenticate changes no state. An end whose setup meets the other key state (keyed and
+//! unkeyed, or another key) gets a plaintext, rate-limited [`frame::FLAG_REJECT`] |
+//! [`frame::FLAG_KEY`] reply; it changes no state, and after a few in a row with nothing
+//! authentic in between (one may be a corrupted setup) both ends report
+//! [`Event::KeyMismatch`].
 //!
 //! # Limits
-//! A receiver serves one sender session at a time. A new session (a restarted sender) replaces
-//! the current one when it comes from the same IP address or when the current one is gone.
+//! A receiver serves one sender session at a time. A new session replaces the current one
+//! only when the current one is not live (silent past the liveness timeout, closed, or
+//! failed), or when it comes from the current session's exact address (IP and port: a
+//! publisher restarted on a fixed port); the receiver reports
+//! [`Event::SessionReplaced`]. Any other sender is refused ([`frame::FLAG_BUSY`], counted as
+//! [`DropReason::SessionRefused`]) and nothing of the live session changes; the refused
+//! sender reports [`Event::SessionRefused`], its offers fail with [`OfferError::Refused`],
+//! and it keeps asking (backing off to one setup per 100 ms) so that it takes over once the
+//! live one is gone. A sender whose MTU exceeds the receiver's is rejected, and both report
+//! [`Event::MtuMismatch`].
 //!
 //! ```
 //! use std::time::Instant;
@@ -103,7 +142,9 @@
 use std::net::SocketAddr;
 
 mod config;
+mod cookie;
 mod counters;
+pub mod crypto;
 mod event;
 mod flow;
 pub mod frame;
@@ -122,6 +163,7 @@ pub mod sim;
 
 pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};
 pub use counters::{Counters, DropReason, DROP_REASONS};
+pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};
 pub use event::Event;
 pub use handshake::negotiate;
 pub use receiver::Receiver;

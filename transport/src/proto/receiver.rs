@@ -14,14 +14,16 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::config::{Config, GapPolicy};
+use super::cookie::{Entropy, Secrets};
 use super::counters::{Counters, DropReason};
+use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::frame::{self, FrameKind, Header, RecordHeader, MAX_POSITION, RECORD_HEADER_LEN};
 use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{canonical, same_addr, Transmit, MAX_EVENTS};
+use super::{same_addr, Transmit, MAX_EVENTS};
 
 /// Reassembles fragmented messages and delivers complete ones.
 #[derive(Debug)]
@@ -125,6 +127,12 @@ struct Session {
     next_status: Instant,
     next_rtt: Instant,
     rtt_echo: Option<u64>,
+    /// This receiver's nonce for the session (sent on accepting it).
+    nonce: [u8; frame::NONCE_LEN],
+    /// The sender's nonce for the session.
+    peer_nonce: [u8; frame::NONCE_LEN],
+    /// Keyed: the session's keys (phase 1).
+    keys: Option<SessionKeys>,
 }
 
 /// Validates the records of a data frame; returns the stream bytes they span.
@@ -180,6 +188,22 @@ pub struct Receiver {
     last_rejected: u32,
     close_to: Option<(SocketAddr, u32, u8)>,
     nak_ranges: Vec<(u64, u64)>,
+    secrets: Secrets,
+    /// Keyed: the handshake keys (phase 0).
+    hs_keys: Option<HandshakeKeys>,
+    /// Keyed: the keys of a session closed by [`Receiver::close`], for its close frame.
+    close_keys: Option<SessionKeys>,
+    /// Keyed: 8-aligned buffer the datagrams are opened into (payloads stay aligned).
+    open_buf: Vec<u64>,
+    /// A plaintext key rejection to send (`FLAG_REJECT | FLAG_KEY`).
+    key_reject: Option<(SocketAddr, frame::SetupReply)>,
+    next_key_reject: Instant,
+    /// The key mismatch was reported (until a session is accepted).
+    key_mismatch_reported: bool,
+    /// Key failures since the last datagram that was authentic (or plain, unkeyed).
+    key_failures: u32,
+    /// The position of a session closed by [`Receiver::close`], for its close frame.
+    close_position: u64,
     /// Draws the nonce of every NAK.
     rng: Rng,
     /// Nonces of the last NAKs sent: a [`frame::FLAG_LOSS`] heartbeat must echo one of them.
@@ -193,15 +217,53 @@ pub struct Receiver {
 const NAK_NONCES: usize = 4;
 
 impl Receiver {
-    /// A receiver; `seed` drives its id.
+    /// A reproducible receiver: `seed` drives its id, its cookie secret and its nonces (for
+    /// simulation and tests; a real endpoint uses [`Receiver::with_os_random`]).
     ///
     /// # Errors
     /// The configuration is invalid ([`Config::validate`]).
     pub fn new(config: Config, now: Instant, seed: u64) -> Result<Receiver, String> {
+        Receiver::build(config, now, Entropy::Seeded(Rng::new(seed ^ 0x7265_6376)))
+    }
+
+    /// A receiver whose id, cookie secret and nonces come from the operating system's CSPRNG.
+    /// `seed` drives nothing a peer could exploit (it is kept for symmetry with
+    /// [`Receiver::new`]).
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]), or the OS random source failed.
+    pub fn with_os_random(config: Config, now: Instant, seed: u64) -> Result<Receiver, String> {
+        let _ = seed;
+        Receiver::build(config, now, Entropy::Os)
+    }
+
+    fn build(config: Config, now: Instant, mut entropy: Entropy) -> Result<Receiver, String> {
         config.validate()?;
-        let mut rng = Rng::new(seed ^ 0x7265_6376);
-        let receiver_id = rng.nonzero_u32();
+        let receiver_id = entropy.nonzero_u32()?;
+        let secrets = Secrets::new(&mut entropy, now)?;
+        // NAK nonces: from the same source as the session secrets (the OS's in real endpoints).
+        let mut seed = [0u8; 8];
+        entropy.fill(&mut seed)?;
+        let rng = Rng::new(u64::from_le_bytes(seed));
+        let hs_keys = config
+            .key
+            .as_ref()
+            .map(|k| HandshakeKeys::new(k, Direction::SubToPub));
+        let open_buf = if hs_keys.is_some() {
+            super::log::committed(65_536 / 8)
+        } else {
+            Vec::new()
+        };
         Ok(Receiver {
+            secrets,
+            hs_keys,
+            close_keys: None,
+            open_buf,
+            key_reject: None,
+            next_key_reject: now,
+            key_mismatch_reported: false,
+            key_failures: 0,
+            close_position: 0,
             receiver_id,
             session: None,
             ring: super::log::committed(config.window / 8),
@@ -255,6 +317,11 @@ impl Receiver {
         self.session.as_ref().map(|s| s.session_id)
     }
 
+    /// The current session's nonces: the sender's and this receiver's.
+    pub fn session_nonces(&self) -> Option<([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN])> {
+        self.session.as_ref().map(|s| (s.peer_nonce, s.nonce))
+    }
+
     /// The current sender's address.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.session.as_ref().map(|s| s.peer)
@@ -301,6 +368,8 @@ impl Receiver {
     pub fn close(&mut self, _now: Instant) {
         if let Some(s) = self.session.take() {
             self.close_to = Some((s.peer, s.session_id, s.version));
+            self.close_position = s.position;
+            self.close_keys = s.keys;
         }
         self.gaps.clear();
         self.asm.reset();
@@ -343,10 +412,109 @@ impl Receiver {
     ) -> usize {
         self.counters.datagrams_received += 1;
         let before = self.counters.messages;
-        if let Err(reason) = self.handle_inner(now, from, bytes, &mut deliver) {
-            self.counters.drop(reason);
+        let r = if self.hs_keys.is_some() {
+            self.handle_keyed(now, from, bytes, &mut deliver)
+        } else if let Some(h) = CryptoHeader::peek(bytes) {
+            // A keyed sender: tell it (plainly) that this end has no key.
+            if h.phase == crypto::PHASE_HANDSHAKE {
+                self.reject_key(now, from, h.session_id.get());
+            }
+            Err(DropReason::Encrypted)
+        } else {
+            self.handle_inner(now, from, bytes, &mut deliver)
+        };
+        match r {
+            Err(reason) => self.counters.drop(reason),
+            Ok(()) => self.key_failures = 0,
         }
         (self.counters.messages - before) as usize
+    }
+
+    /// A keyed receiver: opens the datagram (into the aligned buffer), then handles the
+    /// plain frame. A datagram that does not authenticate changes nothing.
+    fn handle_keyed<F: FnMut(u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        deliver: &mut F,
+    ) -> Result<(), DropReason> {
+        let Some(h) = CryptoHeader::peek(bytes) else {
+            // A plain sender: a setup is told (plainly) that this end has a key.
+            if let Ok((h, _)) = Header::ref_from_prefix(bytes) {
+                if h.kind == FrameKind::SETUP {
+                    self.reject_key(now, from, h.session_id.get());
+                }
+            }
+            return Err(DropReason::Plaintext);
+        };
+        let sid = h.session_id.get();
+        let mut buf = std::mem::take(&mut self.open_buf);
+        let r = match h.phase {
+            crypto::PHASE_HANDSHAKE => {
+                let opened = match &self.hs_keys {
+                    Some(k) => k.open(None, bytes, buf.as_mut_bytes()),
+                    None => Err(DropReason::Unexpected),
+                };
+                match opened {
+                    Ok(plain) => match Header::ref_from_prefix(plain) {
+                        Ok((p, _)) if p.session_id.get() != sid => Err(DropReason::WrongSession),
+                        Ok((p, _)) if p.kind != FrameKind::SETUP => Err(DropReason::Unexpected),
+                        Ok(_) => self.handle_inner(now, from, plain, deliver),
+                        Err(_) => Err(DropReason::Truncated),
+                    },
+                    Err(DropReason::AuthFailed) => {
+                        // Another key: tell the sender (plainly), change nothing else.
+                        self.reject_key(now, from, sid);
+                        Err(DropReason::AuthFailed)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => {
+                let keys = self
+                    .session
+                    .as_mut()
+                    .filter(|s| s.session_id == sid)
+                    .and_then(|s| s.keys.as_mut());
+                match keys {
+                    Some(k) => match k.open(bytes, buf.as_mut_bytes()) {
+                        Ok(plain) => self.handle_inner(now, from, plain, deliver),
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        if self.session.is_none() && h.phase == crypto::PHASE_SESSION {
+                            // A sender of a session this receiver does not know (it
+                            // restarted): ask for a setup, under the handshake key.
+                            self.ask_setup(now, from, sid);
+                        }
+                        Err(DropReason::WrongSession)
+                    }
+                }
+            }
+        };
+        self.open_buf = buf;
+        r
+    }
+
+    /// Answers a setup of the other key state with a plaintext `FLAG_REJECT | FLAG_KEY`
+    /// (rate limited: it is unauthenticated and costs a datagram), and reports the mismatch
+    /// once.
+    fn reject_key(&mut self, now: Instant, from: SocketAddr, sid: u32) {
+        if now >= self.next_key_reject {
+            self.next_key_reject = now + self.config.setup_interval;
+            let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT | frame::FLAG_KEY, 0);
+            r.header.version = self.config.versions.1.min(255) as u8;
+            self.key_reject = Some((from, r));
+        }
+        // One failure may be a corrupted datagram; several in a row, with nothing authentic
+        // in between, are a mismatch.
+        self.key_failures += 1;
+        if !self.key_mismatch_reported && self.key_failures >= super::sender::KEY_MISMATCH_EVIDENCE
+        {
+            self.key_mismatch_reported = true;
+            self.push_event(Event::KeyMismatch);
+        }
     }
 
     fn handle_inner<F: FnMut(u32, &[u8])>(
@@ -369,7 +537,11 @@ impl Receiver {
             }
             _ => return Err(DropReason::UnknownType),
         }
-        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+        // Keyed: the tag covers the datagram, no checksum.
+        if self.config.checksum
+            && self.hs_keys.is_none()
+            && h.checksum.get() != frame::checksum(bytes)
+        {
             return Err(DropReason::Checksum);
         }
         if h.stream_id.get() != self.config.stream_id {
@@ -446,8 +618,10 @@ impl Receiver {
         sid: u32,
         bytes: &[u8],
     ) -> Result<(), DropReason> {
-        let (s, _) = frame::Setup::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
-        let remote = (s.min_version.get(), s.max_version.get());
+        // The version 1 prefix first: a peer of another version learns of the mismatch.
+        let (p, _) =
+            frame::SetupPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let remote = (p.min_version.get(), p.max_version.get());
         let local = self.config.versions;
         let Some(version) = negotiate(local, remote) else {
             let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT, 0);
@@ -459,6 +633,7 @@ impl Receiver {
             }
             return Err(DropReason::BadVersion);
         };
+        let (s, _) = frame::Setup::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         let join = s.join_position.get();
         if join & 7 != 0 {
             return Err(DropReason::BadLength);
@@ -466,7 +641,36 @@ impl Receiver {
         if join >= MAX_POSITION {
             return Err(DropReason::OutOfWindow);
         }
+        let stream = self.config.stream_id;
+        // Prove the address before anything changes: no state is kept for an unproven setup.
+        if !self
+            .secrets
+            .verify(now, from, sid, stream, &s.nonce, &s.cookie)
+        {
+            let mut r = self.reply_frame(sid, version, frame::FLAG_RETRY, 0);
+            r.cookie = self.secrets.cookie(now, from, sid, stream, &s.nonce);
+            self.reply = Some((from, r));
+            if s.cookie != [0; frame::COOKIE_LEN] {
+                return Err(DropReason::BadCookie);
+            }
+            return Ok(());
+        }
+        let peer_mtu = usize::from(s.mtu.get());
+        if peer_mtu > self.config.mtu {
+            let mut r = self.reply_frame(sid, 0, frame::FLAG_REJECT | frame::FLAG_MTU, 0);
+            r.header.version = version as u8;
+            self.reply = Some((from, r));
+            if self.last_rejected != sid {
+                self.last_rejected = sid;
+                self.push_event(Event::MtuMismatch {
+                    local: self.config.mtu,
+                    remote: peer_mtu,
+                });
+            }
+            return Err(DropReason::MtuMismatch);
+        }
         let mut loss = None;
+        let liveness = self.config.liveness_timeout;
         match self.session.as_mut() {
             Some(cur) if cur.session_id == sid => {
                 if !same_addr(from, cur.peer) {
@@ -492,15 +696,21 @@ impl Receiver {
                 }
             }
             Some(cur) => {
-                if cur.connected && !cur.failed && canonical(from).ip() != canonical(cur.peer).ip()
-                {
-                    return Err(DropReason::WrongSource);
+                // A live session is replaced only by a sender at its exact address (a
+                // publisher restarted on a fixed port); anyone else is refused, and the live
+                // stream goes on untouched.
+                let live = cur.connected && !cur.failed && now < cur.last_heard + liveness;
+                if live && !same_addr(from, cur.peer) {
+                    let mut r = self.reply_frame(sid, version, frame::FLAG_BUSY, 0);
+                    r.header.version = version as u8;
+                    self.reply = Some((from, r));
+                    return Err(DropReason::SessionRefused);
                 }
                 let old = cur.session_id;
                 self.push_event(Event::SessionReplaced { old, new: sid });
-                self.start_session(now, from, sid, version, join);
+                self.start_session(now, from, sid, version, join, s.nonce);
             }
-            None => self.start_session(now, from, sid, version, join),
+            None => self.start_session(now, from, sid, version, join, s.nonce),
         }
         if let Some((from_pos, to_pos)) = loss {
             // Unconfirmed, as from a heartbeat: the gap is NAKed, and the sender resends it or
@@ -509,19 +719,37 @@ impl Receiver {
                 .set_tail(from_pos, to_pos, now, self.config.nak_delay);
         }
         let position = self.position();
-        let r = self.reply_frame(sid, version, 0, position);
-        self.reply = Some((from, r));
+        let mut r = self.reply_frame(sid, version, 0, position);
         if let Some(cur) = self.session.as_mut() {
             cur.status_due = true;
+            r.nonce = cur.nonce;
         }
+        self.reply = Some((from, r));
         Ok(())
     }
 
-    fn start_session(&mut self, now: Instant, peer: SocketAddr, sid: u32, version: u16, join: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn start_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        sid: u32,
+        version: u16,
+        join: u64,
+        peer_nonce: [u8; frame::NONCE_LEN],
+    ) {
         self.gaps.clear();
         self.asm.reset();
         self.asm.skip_partial = false;
+        let nonce = self.secrets.nonce(sid);
+        let keys = self
+            .config
+            .key
+            .as_ref()
+            .map(|k| SessionKeys::new(k, Direction::SubToPub, &peer_nonce, &nonce, sid));
+        self.key_mismatch_reported = false;
         self.session = Some(Session {
+            keys,
             peer,
             session_id: sid,
             version: version as u8,
@@ -534,6 +762,8 @@ impl Receiver {
             next_status: now,
             next_rtt: now,
             rtt_echo: None,
+            nonce,
+            peer_nonce,
         });
         self.push_event(Event::Connected {
             session_id: sid,
@@ -553,10 +783,12 @@ impl Receiver {
             version: U16::new(version),
             min_version: U16::new(self.config.versions.0),
             max_version: U16::new(self.config.versions.1),
-            reserved: U16::new(0),
+            mtu: U16::new(self.config.mtu as u16),
             receiver_id: U32::new(self.receiver_id),
             window: U32::new(self.config.window as u32),
             position: U64::new(position),
+            nonce: [0; frame::NONCE_LEN],
+            cookie: [0; frame::COOKIE_LEN],
         }
     }
 
@@ -841,6 +1073,7 @@ impl Receiver {
     /// reached, `poll_transmit` returns `None`, and a caller may skip it.
     pub fn transmit_pending(&self) -> bool {
         self.reply.is_some()
+            || self.key_reject.is_some()
             || self.need_setup.is_some()
             || self.close_to.is_some()
             || self.session.as_ref().is_some_and(|s| {
@@ -859,10 +1092,40 @@ impl Receiver {
         if mtu < 64 {
             return None;
         }
-        let (destination, len) = self.next_datagram(now, &mut buf[..mtu])?;
-        frame::seal(&mut buf[..len], self.config.checksum);
+        let (destination, len) = if let Some((to, r)) = self.key_reject.take() {
+            // Plain whatever this end's key: the peer cannot open it otherwise.
+            let len = frame::write(buf, &r)?;
+            frame::seal(&mut buf[..len], true);
+            (to, len)
+        } else if self.hs_keys.is_some() {
+            self.keyed_datagram(now, &mut buf[..mtu])?
+        } else {
+            let (to, len) = self.next_datagram(now, &mut buf[..mtu])?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            (to, len)
+        };
         self.counters.datagrams_sent += 1;
         Some(Transmit { destination, len })
+    }
+
+    /// The next frame, built into `mtu - 32` and sealed: the handshake key for setup replies
+    /// and setup requests, the session's keys for the rest.
+    fn keyed_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let end = buf.len() - crypto::TAG_LEN;
+        let (to, len) = self.next_datagram(now, &mut buf[crypto::HEADER_LEN..end])?;
+        let (h, _) = Header::read_from_prefix(&buf[crypto::HEADER_LEN..]).ok()?;
+        let handshake = h.kind == FrameKind::SETUP_REPLY
+            || (h.kind == FrameKind::STATUS && h.flags.get() & frame::FLAG_NEED_SETUP != 0);
+        let n = if handshake {
+            self.hs_keys.as_ref()?.seal(h.session_id.get(), buf, len)?
+        } else if h.kind == FrameKind::CLOSE && self.close_keys.is_some() {
+            let n = self.close_keys.as_mut()?.seal(buf, len)?;
+            self.close_keys = None;
+            n
+        } else {
+            self.session.as_mut()?.keys.as_mut()?.seal(buf, len)?
+        };
+        Some((to, n))
     }
 
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
@@ -887,7 +1150,11 @@ impl Receiver {
         if let Some((to, sid, version)) = self.close_to.take() {
             let c = frame::Close {
                 header: frame::header(version, FrameKind::CLOSE, 0, sid, self.config.stream_id),
-                position: U64::new(self.position()),
+                position: U64::new(
+                    self.session
+                        .as_ref()
+                        .map_or(self.close_position, |s| s.position),
+                ),
             };
             return Some((to, frame::write(buf, &c)?));
         }

@@ -12,10 +12,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::config::Config;
+use super::cookie::Entropy;
 use super::counters::{Counters, DropReason};
+use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::flow::Flow;
 use super::frame::{self, FrameKind, Header, MAX_POSITION};
@@ -42,9 +44,16 @@ pub enum OfferError {
     },
     /// The sender was closed.
     Closed,
-    /// The handshake failed for good (no common version), or the stream reached the end of
-    /// the position space (2^62 bytes after its start).
+    /// The handshake failed for good (no common version, or the receiver takes smaller
+    /// datagrams than this sender's MTU), or the stream reached the end of the position space
+    /// (2^62 bytes after its start).
     Failed,
+    /// The receiver refused this session: another live session owns it. The sender keeps
+    /// asking and takes over once that session is gone; retry later.
+    Refused,
+    /// The receiver says one end has a key and the other none, or the keys differ. The sender
+    /// keeps asking (the reply is unauthenticated and changes nothing).
+    KeyMismatch,
 }
 
 /// Handshake state of a [`Sender`].
@@ -91,6 +100,30 @@ pub struct Sender {
     next_rtt: Instant,
     rtt_echo: Option<u64>,
     close_pending: bool,
+    /// This session's random nonce, sent in every setup.
+    nonce: [u8; frame::NONCE_LEN],
+    /// The cookie of the receiver's last challenge (zero before one).
+    cookie: [u8; frame::COOKIE_LEN],
+    /// The receiver's nonce for this session (from its accepting reply).
+    peer_nonce: [u8; frame::NONCE_LEN],
+    /// The receiver refused the session (busy) since the last accept.
+    refused: bool,
+    /// Interval between setups while refused (doubles up to [`MAX_REFUSED_BACKOFF`]).
+    refused_backoff: Duration,
+    /// Keyed: the handshake keys (phase 0).
+    hs_keys: Option<HandshakeKeys>,
+    /// Keyed: the session's keys (phase 1), from both nonces once accepted.
+    session_keys: Option<SessionKeys>,
+    /// Keyed: 8-aligned buffer the datagrams are opened into.
+    open_buf: Vec<u64>,
+    /// The receiver said the keys do not match (until accepted).
+    key_mismatch: bool,
+    /// Everything before it was acknowledged by a receiver of this session (what
+    /// [`disconnect`](Self::disconnect) releases unacknowledged is not).
+    confirmed: u64,
+    /// Key rejections since the last datagram that authenticated (one may be a corrupted
+    /// setup: [`KEY_MISMATCH_EVIDENCE`] in a row are a mismatch).
+    key_rejects: u32,
     /// The address the receiver's accepting reply came from.
     peer: Option<SocketAddr>,
     /// Nonce of a NAK that asked for released data: the next heartbeat confirms the loss.
@@ -103,6 +136,12 @@ pub struct Sender {
     /// datagram's worth.
     repair_wait: Option<Instant>,
 }
+
+/// Key failures in a row, with nothing authentic in between, that make a key mismatch.
+pub(crate) const KEY_MISMATCH_EVIDENCE: u32 = 3;
+
+/// Longest interval between setups of a refused sender.
+const MAX_REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Space claimed in the sender's log: fill [`Claim::as_mut_slice`], then [`Claim::commit`].
 /// Dropping a claim without committing aborts it.
@@ -144,7 +183,9 @@ impl Claim<'_> {
 }
 
 impl Sender {
-    /// A sender streaming to `destination`; `seed` drives its session id.
+    /// A reproducible sender streaming to `destination`: `seed` drives its session id, initial
+    /// position and nonce (for simulation and tests; a real endpoint uses
+    /// [`Sender::with_os_random`]).
     ///
     /// # Errors
     /// The configuration is invalid ([`Config::validate`]).
@@ -154,9 +195,35 @@ impl Sender {
         now: Instant,
         seed: u64,
     ) -> Result<Sender, String> {
+        Sender::build(config, destination, now, Entropy::Seeded(Rng::new(seed)))
+    }
+
+    /// A sender whose session id, initial position and nonce come from the operating system's
+    /// CSPRNG, so that nobody can predict them. `seed` drives nothing a peer could exploit.
+    ///
+    /// # Errors
+    /// The configuration is invalid ([`Config::validate`]), or the OS random source failed.
+    pub fn with_os_random(
+        config: Config,
+        destination: SocketAddr,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Sender, String> {
+        let _ = seed;
+        Sender::build(config, destination, now, Entropy::Os)
+    }
+
+    fn build(
+        config: Config,
+        destination: SocketAddr,
+        now: Instant,
+        mut entropy: Entropy,
+    ) -> Result<Sender, String> {
         config.validate()?;
-        let mut rng = Rng::new(seed);
-        let session_id = rng.nonzero_u32();
+        let session_id = entropy.nonzero_u32()?;
+        let start = entropy.position()?;
+        let mut nonce = [0u8; frame::NONCE_LEN];
+        entropy.fill(&mut nonce)?;
         let log = Log::new(config.retransmit_buffer);
         let max_record = config.max_record_payload();
         let framed_max = config.framed_len(config.max_message_len) as u64;
@@ -171,9 +238,9 @@ impl Sender {
             log,
             max_record,
             framed_max,
-            tail: 0,
-            sent: 0,
-            flow: Flow::new(0, window),
+            tail: start,
+            sent: start,
+            flow: Flow::new(start, window),
             retransmits: Retransmits::new(),
             fragmented: VecDeque::with_capacity(config.retransmit_buffer / max_record + 2),
             events: VecDeque::new(),
@@ -188,6 +255,24 @@ impl Sender {
             next_rtt: now,
             rtt_echo: None,
             close_pending: false,
+            nonce,
+            cookie: [0; frame::COOKIE_LEN],
+            peer_nonce: [0; frame::NONCE_LEN],
+            refused: false,
+            refused_backoff: config.setup_interval,
+            hs_keys: config
+                .key
+                .as_ref()
+                .map(|k| HandshakeKeys::new(k, Direction::PubToSub)),
+            session_keys: None,
+            open_buf: if config.key.is_some() {
+                vec![0u64; 65_536 / 8]
+            } else {
+                Vec::new()
+            },
+            key_mismatch: false,
+            key_rejects: 0,
+            confirmed: start,
             peer: None,
             loss_echo: None,
             repair_budget: window,
@@ -233,6 +318,12 @@ impl Sender {
         self.flow.acked
     }
 
+    /// Whether a receiver of this session acknowledged everything offered (also after it
+    /// closed or went away): the data is known to be delivered.
+    pub fn is_delivered(&self) -> bool {
+        self.confirmed == self.tail
+    }
+
     /// Whether the receiver is connected and has acknowledged everything offered.
     pub fn is_flushed(&self) -> bool {
         self.state == SenderState::Connected && self.flow.acked == self.tail
@@ -258,12 +349,31 @@ impl Sender {
         &self.counters
     }
 
+    /// Whether the receiver refused this session (another live session owns it) and has not
+    /// accepted it since.
+    pub fn is_refused(&self) -> bool {
+        self.refused && self.state == SenderState::Connecting
+    }
+
+    /// Whether the receiver said that the keys do not match (one end keyed and the other
+    /// not, or different keys) and has not accepted the session since.
+    pub fn is_key_mismatch(&self) -> bool {
+        self.key_mismatch && self.state == SenderState::Connecting
+    }
+
+    /// This session's nonce and the receiver's (zero before an accepting reply).
+    pub fn nonces(&self) -> ([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN]) {
+        (self.nonce, self.peer_nonce)
+    }
+
     fn check_open(&mut self) -> Result<(), OfferError> {
         match self.state {
             // The end of the position space (2^62 bytes past any initial position): no
             // offer may take the stream near `MAX_POSITION`.
             SenderState::Connected if self.tail >= self.end_of_stream() => Err(OfferError::Failed),
             SenderState::Connected => Ok(()),
+            SenderState::Connecting if self.key_mismatch => Err(OfferError::KeyMismatch),
+            SenderState::Connecting if self.refused => Err(OfferError::Refused),
             SenderState::Connecting => Err(OfferError::NotConnected),
             SenderState::Closed => Err(OfferError::Closed),
             SenderState::Failed => Err(OfferError::Failed),
@@ -410,6 +520,7 @@ impl Sender {
     /// Advances the acknowledged position.
     fn set_acked(&mut self, acked: u64) {
         self.flow.acked = acked;
+        self.confirmed = acked;
         while self.fragmented.front().is_some_and(|f| f.1 <= acked) {
             self.fragmented.pop_front();
         }
@@ -491,7 +602,9 @@ impl Sender {
     /// blocks the sender; a receiver that comes back learns of the loss) and handshake again.
     fn disconnect(&mut self, now: Instant) {
         self.state = SenderState::Connecting;
+        let confirmed = self.confirmed;
         self.set_acked(self.tail);
+        self.confirmed = confirmed;
         self.sent = self.tail;
         self.retransmits.clear();
         self.next_setup = now;
@@ -502,8 +615,72 @@ impl Sender {
     /// Handles one datagram from the network.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.counters.datagrams_received += 1;
-        if let Err(reason) = self.handle_inner(now, from, bytes) {
+        let r = if self.hs_keys.is_some() {
+            self.handle_keyed(now, from, bytes)
+        } else if crypto::is_keyed(bytes) {
+            Err(DropReason::Encrypted)
+        } else {
+            self.handle_inner(now, from, bytes)
+        };
+        if let Err(reason) = r {
             self.counters.drop(reason);
+        }
+    }
+
+    /// A keyed sender: opens the datagram, then handles the plain frame. Only a plaintext
+    /// key rejection is read unopened, and it changes nothing but the report.
+    fn handle_keyed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        if !same_addr(from, self.destination) {
+            return Err(DropReason::WrongSource);
+        }
+        let Some(h) = CryptoHeader::peek(bytes) else {
+            if let Ok((r, _)) = frame::SetupReplyPrefix::ref_from_prefix(bytes) {
+                let key_reject = frame::FLAG_REJECT | frame::FLAG_KEY;
+                if r.header.kind == FrameKind::SETUP_REPLY
+                    && r.header.flags.get() & key_reject == key_reject
+                    && r.header.session_id.get() == self.session_id
+                {
+                    self.report_key_mismatch();
+                }
+            }
+            return Err(DropReason::Plaintext);
+        };
+        let mut buf = std::mem::take(&mut self.open_buf);
+        let opened = match h.phase {
+            crypto::PHASE_HANDSHAKE => match &self.hs_keys {
+                Some(k) => k.open(Some(self.session_id), bytes, buf.as_mut_bytes()),
+                None => Err(DropReason::Unexpected),
+            },
+            _ => match self.session_keys.as_mut() {
+                Some(k) => k.open(bytes, buf.as_mut_bytes()),
+                None => Err(DropReason::Unexpected),
+            },
+        };
+        let r = match opened {
+            Ok(plain) => {
+                // The peer has our key: a key rejection before was a corrupted setup.
+                self.key_rejects = 0;
+                self.handle_inner(now, from, plain)
+            }
+            Err(e) => Err(e),
+        };
+        self.open_buf = buf;
+        r
+    }
+
+    fn report_key_mismatch(&mut self) {
+        if self.state != SenderState::Connecting || self.key_mismatch {
+            return;
+        }
+        self.key_rejects += 1;
+        if self.key_rejects >= KEY_MISMATCH_EVIDENCE {
+            self.key_mismatch = true;
+            self.push_event(Event::KeyMismatch);
         }
     }
 
@@ -531,7 +708,10 @@ impl Sender {
         if !same_addr(from, self.destination) {
             return Err(DropReason::WrongSource);
         }
-        if self.config.checksum && h.checksum.get() != frame::checksum(bytes) {
+        if self.config.checksum
+            && self.hs_keys.is_none()
+            && h.checksum.get() != frame::checksum(bytes)
+        {
             return Err(DropReason::Checksum);
         }
         if h.stream_id.get() != self.config.stream_id {
@@ -574,6 +754,16 @@ impl Sender {
                     FrameKind::NAK => self.on_nak(now, bytes),
                     FrameKind::RTT => self.on_rtt(now, bytes, flags),
                     _ => {
+                        // The receiver's final position acknowledges what it took.
+                        if let Ok((c, _)) = frame::Close::ref_from_prefix(bytes) {
+                            let p = c.position.get();
+                            if p > self.confirmed
+                                && p <= self.sent
+                                && (p == self.sent || self.log.is_record_start(p))
+                            {
+                                self.confirmed = p;
+                            }
+                        }
                         self.disconnect(now);
                         self.push_event(Event::Closed);
                         Ok(())
@@ -585,18 +775,51 @@ impl Sender {
     }
 
     fn on_reply(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
-        let (r, _) =
-            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let (p, _) =
+            frame::SetupReplyPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         if self.state != SenderState::Connecting {
             return Err(DropReason::Duplicate);
         }
-        let remote = (r.min_version.get(), r.max_version.get());
+        let remote = (p.min_version.get(), p.max_version.get());
+        if flags & frame::FLAG_KEY != 0 {
+            // Unauthenticated (plaintext): report, change nothing.
+            self.report_key_mismatch();
+            return Ok(());
+        }
         if flags & frame::FLAG_REJECT != 0 {
             self.state = SenderState::Failed;
-            self.push_event(Event::VersionMismatch {
-                local: self.config.versions,
-                remote,
-            });
+            if flags & frame::FLAG_MTU != 0 {
+                self.push_event(Event::MtuMismatch {
+                    local: self.config.mtu,
+                    remote: usize::from(p.mtu.get()),
+                });
+            } else {
+                self.push_event(Event::VersionMismatch {
+                    local: self.config.versions,
+                    remote,
+                });
+            }
+            return Ok(());
+        }
+        let (r, _) =
+            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if flags & frame::FLAG_RETRY != 0 {
+            // The receiver wants proof of our address: answer at once with its cookie.
+            self.cookie = r.cookie;
+            self.next_setup = now;
+            return Ok(());
+        }
+        if flags & frame::FLAG_BUSY != 0 {
+            if !self.refused {
+                self.refused = true;
+                self.refused_backoff = self.config.setup_interval;
+                self.push_event(Event::SessionRefused);
+            } else {
+                self.refused_backoff = (self.refused_backoff * 2)
+                    .min(MAX_REFUSED_BACKOFF)
+                    .max(self.config.setup_interval);
+            }
+            self.next_setup = now + self.refused_backoff;
             return Ok(());
         }
         let version = r.version.get();
@@ -620,6 +843,22 @@ impl Sender {
         self.retransmits.clear();
         self.version = version as u8;
         self.receiver_id = r.receiver_id.get();
+        if let Some(k) = &self.config.key {
+            // The same receiver session resumed keeps its keys (and packet numbers).
+            if self.session_keys.is_none() || self.peer_nonce != r.nonce {
+                self.session_keys = Some(SessionKeys::new(
+                    k,
+                    Direction::PubToSub,
+                    &self.nonce,
+                    &r.nonce,
+                    self.session_id,
+                ));
+            }
+        }
+        self.peer_nonce = r.nonce;
+        self.refused = false;
+        self.key_mismatch = false;
+        self.key_rejects = 0;
         self.state = SenderState::Connected;
         self.last_heard = now;
         self.next_rtt = now;
@@ -829,13 +1068,35 @@ impl Sender {
         if mtu < 64 {
             return None;
         }
-        let len = self.next_datagram(now, &mut buf[..mtu])?;
-        frame::seal(&mut buf[..len], self.config.checksum);
+        let len = if self.hs_keys.is_some() {
+            self.keyed_datagram(now, &mut buf[..mtu])?
+        } else {
+            let len = self.next_datagram(now, &mut buf[..mtu])?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            len
+        };
         self.counters.datagrams_sent += 1;
         Some(Transmit {
             destination: self.destination,
             len,
         })
+    }
+
+    /// The next frame, built into `mtu - 32` and sealed: setups under the handshake key, the
+    /// rest under the session's keys.
+    fn keyed_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let end = buf.len() - crypto::TAG_LEN;
+        let len = self.next_datagram(now, &mut buf[crypto::HEADER_LEN..end])?;
+        self.seal(buf, len)
+    }
+
+    /// Seals the plain frame at `buf[HEADER_LEN..HEADER_LEN + len]`.
+    fn seal(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        if buf.get(crypto::HEADER_LEN + 1) == Some(&FrameKind::SETUP.0) {
+            self.hs_keys.as_ref()?.seal(self.session_id, buf, len)
+        } else {
+            self.session_keys.as_mut()?.seal(buf, len)
+        }
     }
 
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -857,7 +1118,12 @@ impl Sender {
                 if now < self.next_setup {
                     return None;
                 }
-                self.next_setup = now + self.config.setup_interval;
+                self.next_setup = now
+                    + if self.refused {
+                        self.refused_backoff
+                    } else {
+                        self.config.setup_interval
+                    };
                 let (lo, hi) = self.config.versions;
                 let s = frame::Setup {
                     header: frame::header(
@@ -874,6 +1140,8 @@ impl Sender {
                     max_message_len: U32::new(self.config.max_message_len as u32),
                     reserved2: U32::new(0),
                     join_position: U64::new(self.retained_from()),
+                    nonce: self.nonce,
+                    cookie: self.cookie,
                 };
                 frame::write(buf, &s)
             }
@@ -997,10 +1265,22 @@ impl Sender {
         if !alone || mtu < 64 {
             return Ok((pos, None));
         }
-        let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
-            return Ok((pos, None));
+        let len = if self.hs_keys.is_some() {
+            let end = mtu - crypto::TAG_LEN;
+            let Some(len) = self.new_data(now, &mut buf[crypto::HEADER_LEN..end]) else {
+                return Ok((pos, None));
+            };
+            let Some(len) = self.seal(&mut buf[..mtu], len) else {
+                return Ok((pos, None));
+            };
+            len
+        } else {
+            let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
+                return Ok((pos, None));
+            };
+            frame::seal(&mut buf[..len], self.config.checksum);
+            len
         };
-        frame::seal(&mut buf[..len], self.config.checksum);
         self.counters.datagrams_sent += 1;
         Ok((pos, Some(len)))
     }

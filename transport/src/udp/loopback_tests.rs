@@ -36,8 +36,30 @@ fn uring_available() -> bool {
 fn connect(publ: &mut UdpPublication, sub: &mut UdpSubscription) {
     let end = Instant::now() + Duration::from_secs(10);
     while !publ.is_connected() {
-        sub.poll(|_| {}, 16).unwrap();
+        match sub.poll(|_| {}, 16) {
+            // A publisher taking over from a dead one.
+            Ok(_) | Err(Error::PeerGone | Error::SessionReplaced { .. }) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
         assert!(Instant::now() < end, "no handshake within 10 s");
+    }
+}
+
+/// Flushes `publ` while `sub` keeps polling (its last status acknowledges the tail): a
+/// flush is `Ok` only once the subscriber acknowledged everything.
+fn flush(publ: &mut UdpPublication, sub: &mut UdpSubscription) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match publ.flush(Duration::from_millis(1)) {
+            Ok(()) => return,
+            Err(Error::TimedOut) => assert!(Instant::now() < end, "not flushed within 10 s"),
+            Err(e) => panic!(
+                "flush: {e}\npub {:?}\nsub {:?}",
+                publ.counters(),
+                sub.counters()
+            ),
+        }
+        let _ = sub.poll(|_| {}, 64);
     }
 }
 
@@ -81,7 +103,7 @@ fn stream(driver: &str, extra: &str, count: u64, limit: usize) {
             )
         });
     }
-    publ.flush(Duration::from_secs(10)).unwrap();
+    flush(&mut publ, &mut sub);
     let c = sub.counters();
     assert_eq!(c.received, count);
     assert_eq!(publ.counters().sent, count);
@@ -477,5 +499,268 @@ fn socket_oversized_datagrams_are_counted() {
 fn uring_oversized_datagrams_are_counted() {
     if uring_available() {
         oversized_datagrams_are_counted("uring");
+    }
+}
+
+/// Finding 2, as a new user met it: two strategy processes on one host send
+/// orders to one gateway. The first one's stream arrives complete, exactly
+/// once and in order; the second is refused, and says so: its offers and
+/// flush fail with `SessionRefused`, never `Ok` for data that was not
+/// delivered.
+#[test]
+fn second_publisher_to_one_subscription_is_refused_and_told() {
+    let (mut first, mut sub) = pair("socket", "");
+    let addr = sub.local_addr().unwrap();
+    connect(&mut first, &mut sub);
+    let mut second =
+        UdpPublication::open(ChannelUri::parse(&format!("udp://{addr}?driver=socket")).unwrap())
+            .unwrap();
+    let count = 20_000u64;
+    let end = Instant::now() + Duration::from_secs(60);
+    let (mut sent, mut next, mut refused) = (0u64, 0u64, 0u64);
+    while next < count {
+        assert!(
+            Instant::now() < end,
+            "stalled at {next}/{count}: {:?}",
+            sub.counters()
+        );
+        if sent < count {
+            match first.offer(7, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured) => {}
+                Err(e) => panic!("first: {e}"),
+            }
+        } else {
+            first.is_connected();
+        }
+        match second.offer(8, &u64::MAX.to_le_bytes()) {
+            Err(Error::SessionRefused) => refused += 1,
+            Err(Error::NotConnected) => {}
+            r => panic!("second publisher's offer: {r:?}"),
+        }
+        sub.poll(
+            |m| {
+                assert_eq!(
+                    m.type_id(),
+                    7,
+                    "the second publisher's message was delivered"
+                );
+                let seq = u64::from_le_bytes(m.payload().try_into().unwrap());
+                assert_eq!(seq, next, "out of order or duplicate");
+                next += 1;
+            },
+            64,
+        )
+        .unwrap();
+    }
+    flush(&mut first, &mut sub);
+    assert!(refused > 0, "the second publisher was never told");
+    assert!(matches!(
+        second.flush(Duration::from_millis(10)),
+        Err(Error::SessionRefused)
+    ));
+    assert!(!second.is_connected());
+    assert_eq!(second.counters().sent, 0);
+    let c = sub.counters();
+    assert_eq!(c.received, count);
+    let refusals = c
+        .drops_by_reason
+        .iter()
+        .find(|(r, _)| *r == "session_refused")
+        .map(|(_, n)| *n);
+    assert!(refusals.unwrap_or(0) > 0, "{c:?}");
+}
+
+/// A publisher restarted at the same address (a fixed port) replaces its
+/// old session, and the subscription's poll reports it once.
+#[test]
+fn replaced_session_is_reported_once_by_poll() {
+    use crate::proto::{Config, Sender};
+    let mut sub =
+        UdpSubscription::open(ChannelUri::parse("udp://127.0.0.1:0?driver=socket").unwrap())
+            .unwrap();
+    let to = sub.local_addr().unwrap();
+    // The publisher: the protocol sender on a socket of its own, fixed port.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let (mut buf, mut rbuf) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut errors = Vec::new();
+    let mut sessions = Vec::new();
+    for seed in [1, 2] {
+        // A new process: a new session from the same address.
+        let mut sender = Sender::new(Config::default(), to, Instant::now(), seed).unwrap();
+        sessions.push(sender.session_id());
+        while !sender.is_connected() {
+            assert!(Instant::now() < end, "no handshake within 10 s");
+            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+                sock.send_to(&buf[..t.len], to).unwrap();
+            }
+            if let Err(e) = sub.poll(|_| {}, 16) {
+                errors.push(e);
+            }
+            while let Ok((n, from)) = sock.recv_from(&mut rbuf) {
+                sender.handle_datagram(Instant::now(), from, &rbuf[..n]);
+            }
+        }
+    }
+    for _ in 0..100 {
+        if let Err(e) = sub.poll(|_| {}, 16) {
+            errors.push(e);
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        matches!(errors[0], Error::SessionReplaced { old, new } if old == sessions[0] && new == sessions[1]),
+        "{errors:?}"
+    );
+    assert_eq!(errors[0].code(), crate::code::SESSION_REPLACED);
+}
+
+/// Finding 13: a publication with a larger `mtu` than its subscription
+/// stalled silently. Now both ends report `MtuMismatch`, and nothing hangs.
+#[test]
+fn mtu_mismatch_is_reported_by_both_ends() {
+    let sub = UdpSubscription::open(
+        ChannelUri::parse("udp://127.0.0.1:0?driver=socket&mtu=1408").unwrap(),
+    );
+    let mut sub = sub.unwrap();
+    let addr = sub.local_addr().unwrap();
+    let mut publ = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://{addr}?driver=socket&mtu=9000")).unwrap(),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut pub_err, mut sub_err) = (None, None);
+    while pub_err.is_none() || sub_err.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no mtu mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
+        );
+        match publ.offer(1, &[0u8; 4000]) {
+            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
+            Err(Error::NotConnected) => {}
+            Err(e) => pub_err = Some(e),
+        }
+        match sub.poll(|_| panic!("delivered"), 16) {
+            Ok(_) => {}
+            Err(e) => sub_err = Some(e),
+        }
+    }
+    assert!(
+        matches!(
+            pub_err,
+            Some(Error::MtuMismatch {
+                local: 9000,
+                remote: 1408
+            })
+        ),
+        "{pub_err:?}"
+    );
+    assert!(
+        matches!(
+            sub_err,
+            Some(Error::MtuMismatch {
+                local: 1408,
+                remote: 9000
+            })
+        ),
+        "{sub_err:?}"
+    );
+    assert!(matches!(
+        publ.flush(Duration::from_secs(1)),
+        Err(Error::MtuMismatch { .. })
+    ));
+    assert_eq!(pub_err.unwrap().code(), crate::code::MTU_MISMATCH);
+}
+
+/// A private key file of `byte`s in a fresh directory.
+fn key_file(tag: &str, byte: u8) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("conduit-hs-key-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("key");
+    std::fs::write(&p, [byte; 32]).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// With the same key on both ends the stream is exact (every datagram
+/// sealed, checksums off, frames within mtu - 32).
+#[test]
+fn keyed_stream_in_order() {
+    let k = key_file("same", 5);
+    stream("socket", &format!("&key={}", k.display()), 20_000, 64);
+}
+
+/// Keyed against unkeyed: both ends report KeyMismatch, nothing hangs.
+#[test]
+fn key_mismatch_is_reported_by_both_ends() {
+    let k = key_file("one", 6);
+    let mut sub =
+        UdpSubscription::open(ChannelUri::parse("udp://127.0.0.1:0?driver=socket").unwrap())
+            .unwrap();
+    let addr = sub.local_addr().unwrap();
+    let mut publ = UdpPublication::open(
+        ChannelUri::parse(&format!("udp://{addr}?driver=socket&key={}", k.display())).unwrap(),
+    )
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut pub_err, mut sub_err) = (None, None);
+    while pub_err.is_none() || sub_err.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no key mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
+        );
+        match publ.offer(1, b"secret") {
+            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
+            Err(Error::NotConnected) => {}
+            Err(e) => pub_err = Some(e),
+        }
+        if let Err(e) = sub.poll(|_| panic!("delivered"), 16) {
+            sub_err = Some(e);
+        }
+    }
+    assert!(matches!(pub_err, Some(Error::KeyMismatch)), "{pub_err:?}");
+    assert!(matches!(sub_err, Some(Error::KeyMismatch)), "{sub_err:?}");
+    assert!(matches!(
+        publ.flush(Duration::from_millis(10)),
+        Err(Error::KeyMismatch)
+    ));
+}
+
+/// A publication is never told its data was delivered when it was not:
+/// `flush` is `Ok` after the subscriber took everything (even if it closed
+/// since), and an error when it closed without taking it (it was `Ok`).
+#[test]
+fn flush_is_ok_only_for_delivered_data() {
+    for take in [true, false] {
+        let (mut publ, mut sub) = pair("socket", "");
+        connect(&mut publ, &mut sub);
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut sent = 0u64;
+        while sent < 10 {
+            assert!(Instant::now() < end, "offers refused for 10 s");
+            match publ.offer(1, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured) => {}
+                Err(e) => panic!("offer: {e}"),
+            }
+        }
+        if take {
+            let mut got = 0;
+            while got < 10 {
+                assert!(Instant::now() < end, "not received within 10 s");
+                got += sub.poll(|_| {}, 16).unwrap();
+            }
+        }
+        // The subscriber closes (its close frame carries what it took).
+        drop(sub);
+        let r = publ.flush(Duration::from_secs(5));
+        if take {
+            r.unwrap();
+        } else {
+            assert!(matches!(r, Err(Error::NotConnected)), "{r:?}");
+        }
     }
 }

@@ -11,6 +11,22 @@
 //!   `flush`); `progress=thread` adds a background thread for applications
 //!   that go idle. There is no async runtime.
 //!
+//! # Sessions
+//! A subscription serves one publication session at a time. A publication
+//! proves its address with a cookie before its session is accepted (see
+//! [`crate::proto`]); session ids, initial positions and nonces come from
+//! the OS random source. While a publication is live, another one is
+//! refused: its `offer` and `flush` fail with [`Error::SessionRefused`](crate::Error::SessionRefused)
+//! (`CONDUIT_SESSION_REFUSED`), nothing it offers is accepted, and it keeps
+//! asking, so it takes over once the live one is gone (closed, or silent past
+//! `liveness`). A publication restarted at the same address (a fixed
+//! `bind=` port) replaces its old session at once, and the subscription's
+//! `poll` reports [`Error::SessionReplaced`](crate::Error::SessionReplaced) once. A publication whose `mtu`
+//! exceeds the subscription's is rejected: both ends report
+//! [`Error::MtuMismatch`](crate::Error::MtuMismatch), so bulk options (`mtu=60k`) go on both ends.
+//! `flush` is `Ok` only once the publication's own subscriber acknowledged
+//! everything offered.
+//!
 //! # Drivers
 //! The I/O layer lives in the `driver*` modules, the only place in this
 //! crate with `unsafe` code: [`driver_socket`] (non-blocking socket,
@@ -61,6 +77,13 @@
 //! `window` within the receiver's `rcvbuf`, or the kernel drops what
 //! overflows (repaired by NAKs, at a cost).
 //!
+//! # Keys
+//! `key=PATH` (or `CONDUIT_UDP_KEY_FILE`) names a 32-byte pre-shared key
+//! file; with it every datagram is encrypted and authenticated
+//! (AES-256-GCM, 32 bytes per datagram, per-session keys, a replay window).
+//! What that protects and what not, and how to make a key file:
+//! [`key_file`].
+//!
 //! # Memory per channel
 //! Bounded by the configuration, never by the peer:
 //! - publication: `retransmit` (a power of two at least `window` plus the
@@ -78,6 +101,7 @@
 pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
+pub mod key_file;
 pub mod options;
 mod progress;
 mod publication;

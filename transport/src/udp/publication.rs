@@ -100,8 +100,14 @@ impl PubCore {
             self.transmit(now);
         }
         while let Some(e) = self.sender.poll_event() {
-            if let Event::VersionMismatch { local, remote } = e {
-                self.failure = Some(Error::VersionMismatch { local, remote });
+            match e {
+                Event::VersionMismatch { local, remote } => {
+                    self.failure = Some(Error::VersionMismatch { local, remote });
+                }
+                Event::MtuMismatch { local, remote } => {
+                    self.failure = Some(Error::MtuMismatch { local, remote });
+                }
+                _ => {}
             }
         }
         self.unsent = 0;
@@ -235,8 +241,14 @@ impl PubCore {
             OfferError::NotConnected => Error::NotConnected,
             OfferError::MessageTooLarge { len, max } => Error::MessageTooLarge { len, max },
             OfferError::Closed => Error::Closed,
+            OfferError::Refused => Error::SessionRefused,
+            OfferError::KeyMismatch => Error::KeyMismatch,
             OfferError::Failed => match &self.failure {
                 Some(Error::VersionMismatch { local, remote }) => Error::VersionMismatch {
+                    local: *local,
+                    remote: *remote,
+                },
+                Some(Error::MtuMismatch { local, remote }) => Error::MtuMismatch {
                     local: *local,
                     remote: *remote,
                 },
@@ -278,7 +290,12 @@ impl PubCore {
             self.due_timers(now);
         }
         let r = match self.sender.offer(type_id, payload) {
-            Err(OfferError::BackPressured | OfferError::NotConnected) => {
+            Err(
+                OfferError::BackPressured
+                | OfferError::NotConnected
+                | OfferError::Refused
+                | OfferError::KeyMismatch,
+            ) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now.unwrap_or_else(Instant::now));
                 self.sender.offer(type_id, payload)
@@ -321,7 +338,12 @@ impl PubCore {
         let mtu = self.opts.proto.mtu;
         let buf = &mut self.txbuf[..mtu];
         let r = match self.sender.offer_and_transmit(now, type_id, payload, buf) {
-            Err(OfferError::BackPressured | OfferError::NotConnected) => {
+            Err(
+                OfferError::BackPressured
+                | OfferError::NotConnected
+                | OfferError::Refused
+                | OfferError::KeyMismatch,
+            ) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now);
                 let buf = &mut self.txbuf[..mtu];
@@ -355,7 +377,16 @@ impl PubCore {
                         return Ok(());
                     }
                 }
-                SenderState::Connecting => return Ok(()),
+                // Not acknowledged by a receiver of this session: never Ok.
+                SenderState::Connecting if self.sender.is_key_mismatch() => {
+                    return Err(Error::KeyMismatch)
+                }
+                SenderState::Connecting if self.sender.is_refused() => {
+                    return Err(Error::SessionRefused)
+                }
+                // The subscriber acknowledged everything, then closed or went away.
+                SenderState::Connecting if self.sender.is_delivered() => return Ok(()),
+                SenderState::Connecting => return Err(Error::NotConnected),
                 SenderState::Closed => return Err(Error::Closed),
                 SenderState::Failed => return Err(self.map(OfferError::Failed)),
             }
@@ -424,7 +455,7 @@ impl UdpPublication {
         let mut driver = open_driver(bind, &opts.driver).map_err(Error::Io)?;
         driver.connect(opts.addr).map_err(Error::Io)?;
         let now = Instant::now();
-        let sender = Sender::new(opts.proto.clone(), opts.addr, now, seed())
+        let sender = Sender::with_os_random(opts.proto.clone(), opts.addr, now, seed())
             .map_err(Error::InvalidArgument)?;
         let mtu = opts.proto.mtu;
         let max_message_len = sender.max_message_len();
@@ -495,8 +526,10 @@ impl UdpPublication {
     ///
     /// # Errors
     /// [`Error::BackPressured`] (window full: retry), [`Error::NotConnected`]
-    /// (no subscriber yet, or it went away), [`Error::MessageTooLarge`],
-    /// [`Error::Closed`], [`Error::VersionMismatch`].
+    /// (no subscriber yet, or it went away), [`Error::SessionRefused`] (the
+    /// subscription serves another live publisher; retry later),
+    /// [`Error::MessageTooLarge`], [`Error::Closed`], [`Error::VersionMismatch`],
+    /// [`Error::MtuMismatch`].
     // Out of line, as `UdpSubscription::poll` is.
     #[inline(never)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
@@ -528,6 +561,12 @@ impl UdpPublication {
                 } else {
                     match c.sender.state() {
                         SenderState::Connected => Ok(()),
+                        SenderState::Connecting if c.sender.is_key_mismatch() => {
+                            Err(OfferError::KeyMismatch)
+                        }
+                        SenderState::Connecting if c.sender.is_refused() => {
+                            Err(OfferError::Refused)
+                        }
                         SenderState::Connecting => Err(OfferError::NotConnected),
                         SenderState::Closed => Err(OfferError::Closed),
                         SenderState::Failed => Err(OfferError::Failed),
@@ -535,7 +574,12 @@ impl UdpPublication {
                 }
             };
             match check(c) {
-                Err(OfferError::BackPressured | OfferError::NotConnected) => {
+                Err(
+                    OfferError::BackPressured
+                    | OfferError::NotConnected
+                    | OfferError::Refused
+                    | OfferError::KeyMismatch,
+                ) => {
                     c.progress(Instant::now());
                     check(c)
                 }
@@ -553,7 +597,9 @@ impl UdpPublication {
         })
     }
 
-    /// True while the subscriber is live. Drives progress.
+    /// True while the subscriber is live. Drives progress. False while the
+    /// subscription refuses this publication (see [`Error::SessionRefused`],
+    /// which `offer` and `flush` report).
     pub fn is_connected(&mut self) -> bool {
         self.with(|c| {
             c.progress(Instant::now());
@@ -561,11 +607,17 @@ impl UdpPublication {
         })
     }
 
-    /// Drives progress until every offered message is acknowledged, or
-    /// returns at once when no subscriber is connected.
+    /// Drives progress until the subscriber of this publication's session
+    /// has acknowledged every offered message (also when it closed or went
+    /// away after that). Returns `Ok` only then: at once with an error when
+    /// no subscriber is connected and something offered is unacknowledged.
     ///
     /// # Errors
-    /// [`Error::TimedOut`], [`Error::Closed`], [`Error::PeerGone`].
+    /// [`Error::NotConnected`] (no subscriber, or it went away: what it did
+    /// not acknowledge is not known to be delivered), [`Error::SessionRefused`]
+    /// (another live publisher owns the subscription), [`Error::TimedOut`],
+    /// [`Error::Closed`], [`Error::PeerGone`], [`Error::VersionMismatch`],
+    /// [`Error::MtuMismatch`].
     pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
         self.with(|c| c.flush(timeout))
     }

@@ -95,6 +95,8 @@ impl SubCore {
                         None
                     }
                 }
+                Event::MtuMismatch { local, remote } => Some(Error::MtuMismatch { local, remote }),
+                Event::KeyMismatch => Some(Error::KeyMismatch),
                 Event::Connected { .. } | Event::SessionReplaced { .. } => {
                     if let Some(peer) = self.receiver.peer() {
                         // The sender's datagrams get a socket of their own;
@@ -104,8 +106,15 @@ impl SubCore {
                             log_follow_failure(&e);
                         }
                     }
-                    None
+                    match e {
+                        Event::SessionReplaced { old, new } => {
+                            Some(Error::SessionReplaced { old, new })
+                        }
+                        _ => None,
+                    }
                 }
+                // Sender-side events.
+                Event::SessionRefused => None,
             };
             if let Some(err) = err {
                 if self.errors.len() < 16 {
@@ -248,7 +257,7 @@ impl UdpSubscription {
     pub fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
         let opts = UdpOptions::from_uri(uri)?;
         let driver = open_driver(opts.addr, &opts.driver).map_err(Error::Io)?;
-        let receiver = Receiver::new(opts.proto.clone(), Instant::now(), seed())
+        let receiver = Receiver::with_os_random(opts.proto.clone(), Instant::now(), seed())
             .map_err(Error::InvalidArgument)?;
         let wait = opts.wait;
         let core = SubCore {
@@ -291,7 +300,9 @@ impl UdpSubscription {
     /// # Errors
     /// Once each: [`Error::PeerGone`] (publisher silent past the liveness
     /// timeout), [`Error::Closed`], [`Error::UnrecoverableLoss`] (gap policy
-    /// `fail`), [`Error::VersionMismatch`]; [`Error::Io`] for socket errors.
+    /// `fail`), [`Error::VersionMismatch`], [`Error::SessionReplaced`] (a
+    /// restarted publisher took over), [`Error::MtuMismatch`] (a publication
+    /// with a larger `mtu` was rejected); [`Error::Io`] for socket errors.
     // Out of line: a UDP poll is a system call anyway, and inlined it would
     // weigh on the `shm:` path of every `Subscription::poll` caller.
     #[inline(never)]

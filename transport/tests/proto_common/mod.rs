@@ -246,7 +246,16 @@ pub struct Pair {
     pub steps: u64,
     /// Most ranges seen in one NAK (several gaps repaired at once).
     pub max_nak_ranges: u16,
+    /// More senders on the network, towards the same receiver (see [`Pair::add_sender`]).
+    pub others: Vec<Other>,
     buf: Vec<u8>,
+}
+
+/// A further sender on the simulated network: its address, the sender, its events.
+pub struct Other {
+    pub addr: SocketAddr,
+    pub tx: Sender,
+    pub events: Vec<Event>,
 }
 
 impl Pair {
@@ -269,6 +278,7 @@ impl Pair {
             rx_events: Vec::new(),
             steps: 0,
             max_nak_ranges: 0,
+            others: Vec::new(),
             buf: vec![0; 70_000],
         }
     }
@@ -278,8 +288,29 @@ impl Pair {
         self.now - self.start
     }
 
+    /// Adds a sender at `addr` (another process: its own session) towards the receiver;
+    /// returns its index in [`Pair::others`]. Its messages are not checked by the checker.
+    pub fn add_sender(&mut self, addr: SocketAddr, config: Config, seed: u64) -> usize {
+        let tx = Sender::new(config, RX, self.now, seed).expect("sender config");
+        self.others.push(Other {
+            addr,
+            tx,
+            events: Vec::new(),
+        });
+        self.others.len() - 1
+    }
+
     /// Sends what both endpoints want to send.
     pub fn pump(&mut self) -> Result<(), String> {
+        for o in &mut self.others {
+            while let Some(t) = o.tx.poll_transmit(self.now, &mut self.buf) {
+                self.net
+                    .send(self.now, o.addr, t.destination, &self.buf[..t.len]);
+            }
+            while let Some(e) = o.tx.poll_event() {
+                o.events.push(e);
+            }
+        }
         while let Some(t) = self.tx.poll_transmit(self.now, &mut self.buf) {
             if t.len > self.tx_config.mtu {
                 return Err(format!("sender emitted {} bytes over mtu", t.len));
@@ -322,9 +353,11 @@ impl Pair {
     pub fn advance(&mut self, limit: Option<Instant>) -> bool {
         self.steps += 1;
         let mut next = self.net.next_arrival();
+        let others = self.others.iter().filter_map(|o| o.tx.poll_timeout());
         for t in [self.tx.poll_timeout(), self.rx.poll_timeout(), limit]
             .into_iter()
             .flatten()
+            .chain(others)
         {
             next = Some(next.map_or(t, |n: Instant| n.min(t)));
         }
@@ -339,7 +372,12 @@ impl Pair {
                     .handle_datagram(self.now, from, &bytes, |ty, p| checker.check(ty, p));
             } else if to == TX {
                 self.tx.handle_datagram(self.now, from, &bytes);
+            } else if let Some(o) = self.others.iter_mut().find(|o| o.addr == to) {
+                o.tx.handle_datagram(self.now, from, &bytes);
             }
+        }
+        for o in &mut self.others {
+            o.tx.handle_timeout(self.now);
         }
         self.tx.handle_timeout(self.now);
         self.rx.handle_timeout(self.now);

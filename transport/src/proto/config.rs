@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::crypto::Psk;
 use super::frame;
 
 /// What the receiver does when data it is missing is no longer held by the sender.
@@ -51,6 +52,9 @@ pub struct Config {
     pub versions: (u16, u16),
     /// Checksum every datagram (detects corruption the network did not catch). Default on.
     pub checksum: bool,
+    /// Pre-shared key: when set, every datagram is encrypted and authenticated
+    /// ([`crypto`](super::crypto)). Both ends need the same key. Default none.
+    pub key: Option<Psk>,
 }
 
 /// Lowest MTU accepted: a data frame must fit a record header and some payload.
@@ -80,6 +84,7 @@ impl Default for Config {
             gap_policy: GapPolicy::Fail,
             versions: SUPPORTED_VERSIONS,
             checksum: true,
+            key: None,
         }
     }
 }

@@ -30,10 +30,18 @@ pub enum DropReason {
     MessageTooLarge,
     /// A NAK ignored because the same range was just retransmitted (rate limiting).
     NakSuppressed,
+    /// A keyed datagram whose tag did not verify (wrong key, or altered on the way).
+    AuthFailed,
+    /// A keyed datagram whose packet number was seen before or is older than the replay window.
+    Replay,
+    /// A plain datagram at an endpoint that has a key.
+    Plaintext,
+    /// A keyed datagram at an endpoint that has no key.
+    Encrypted,
 }
 
 /// Number of [`DropReason`]s.
-pub const DROP_REASONS: usize = 13;
+pub const DROP_REASONS: usize = 17;
 
 impl DropReason {
     /// All reasons, in counter order.
@@ -51,6 +59,10 @@ impl DropReason {
         DropReason::Unexpected,
         DropReason::MessageTooLarge,
         DropReason::NakSuppressed,
+        DropReason::AuthFailed,
+        DropReason::Replay,
+        DropReason::Plaintext,
+        DropReason::Encrypted,
     ];
 
     /// Stable snake-case name (for counters output).
@@ -69,6 +81,10 @@ impl DropReason {
             DropReason::Unexpected => "unexpected",
             DropReason::MessageTooLarge => "message_too_large",
             DropReason::NakSuppressed => "nak_suppressed",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replay => "replay",
+            DropReason::Plaintext => "plaintext",
+            DropReason::Encrypted => "encrypted",
         }
     }
 }

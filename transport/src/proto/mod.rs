@@ -67,6 +67,7 @@ use std::net::SocketAddr;
 
 mod config;
 mod counters;
+pub mod crypto;
 mod event;
 mod flow;
 pub mod frame;
@@ -85,6 +86,7 @@ pub mod sim;
 
 pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};
 pub use counters::{Counters, DropReason, DROP_REASONS};
+pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};
 pub use event::Event;
 pub use handshake::negotiate;
 pub use receiver::Receiver;

@@ -61,6 +61,13 @@
 //! `window` within the receiver's `rcvbuf`, or the kernel drops what
 //! overflows (repaired by NAKs, at a cost).
 //!
+//! # Keys
+//! `key=PATH` (or `CONDUIT_UDP_KEY_FILE`) names a 32-byte pre-shared key
+//! file; with it every datagram is encrypted and authenticated
+//! (AES-256-GCM, 32 bytes per datagram, per-session keys, a replay window).
+//! What that protects and what not, and how to make a key file:
+//! [`key_file`].
+//!
 //! # Memory per channel
 //! Bounded by the configuration, never by the peer:
 //! - publication: `retransmit` (a power of two at least `window` plus the
@@ -78,6 +85,7 @@
 pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
+pub mod key_file;
 pub mod options;
 mod progress;
 mod publication;

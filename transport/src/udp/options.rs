@@ -23,6 +23,21 @@
 //! | `rcvbuf`, `sndbuf` | socket buffers | 4m |
 //! | `bind` | local address of a publication | `0.0.0.0:0` |
 //! | `checksum` | `on`/`off` | `on` |
+//! | `key` | path of a 32-byte pre-shared key file: encrypt and authenticate every datagram (else `CONDUIT_UDP_KEY_FILE`) | none |
+//!
+//! # Keys
+//! `key=PATH` (or `CONDUIT_UDP_KEY_FILE=PATH` for every UDP channel of the
+//! process; the URI wins) makes the channel keyed: both ends need the same
+//! key. Make a key file with
+//!
+//! ```sh
+//! head -c 32 /dev/urandom > conduit.key && chmod 600 conduit.key
+//! ```
+//!
+//! It must be exactly 32 bytes, a regular file, and neither readable nor
+//! writable by group or others; anything else is refused with an error
+//! saying which. What a key protects and what it does not:
+//! [`super::key_file`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -32,6 +47,7 @@ use crate::uri::{ChannelUri, Scheme};
 use crate::Error;
 
 use super::driver::{DriverChoice, DriverConfig};
+use super::key_file::{channel_key, KEY_ENV};
 
 /// How `poll_timeout` waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +108,9 @@ impl UdpOptions {
     /// key is an error).
     ///
     /// # Errors
-    /// [`Error::InvalidUri`] naming the first bad option.
+    /// [`Error::InvalidUri`] naming the first bad option;
+    /// [`Error::InvalidArgument`] when the key file named by
+    /// `CONDUIT_UDP_KEY_FILE` cannot be used.
     pub fn from_uri(mut uri: ChannelUri) -> Result<UdpOptions, Error> {
         let Scheme::Udp { host, port } = uri.scheme.clone() else {
             return Err(uri.invalid("not a udp:// URI"));
@@ -138,6 +156,12 @@ impl UdpOptions {
                 .map_err(|_| uri.invalid(format!("stream={v}: must fit in 32 bits")))?;
         }
         p.checksum = on_off(&mut uri, "checksum", true)?;
+        let key_option = uri.take_str("key");
+        p.key = channel_key(
+            &uri,
+            key_option.as_deref(),
+            std::env::var_os(KEY_ENV).as_deref(),
+        )?;
         let linger = uri.take_duration("linger")?.unwrap_or(Duration::ZERO);
         if linger > Duration::from_secs(1) {
             return Err(uri.invalid(format!("linger={linger:?}: at most 1s")));

@@ -113,6 +113,12 @@
 #define CONDUIT_UNRECOVERABLE_LOSS -12
 
 /**
+ * One end of a udp stream has a key (`key=PATH`) and the other none, or the
+ * keys differ: the ends cannot talk.
+ */
+#define CONDUIT_KEY_MISMATCH -15
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.

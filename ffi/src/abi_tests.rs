@@ -260,3 +260,65 @@ fn counters_honour_the_callers_size() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keyed_udp_uris_open_and_carry_messages_from_c() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("conduit-abi-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("k");
+    std::fs::write(&key, [0x5Au8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let uri = format!("udp://127.0.0.1:{port}?key={}\0", key.display());
+
+    unsafe extern "C" fn count(user: *mut std::ffi::c_void, _: u32, _: *const u8, len: usize) {
+        // SAFETY: `user` is the `usize` counter passed to the poll below.
+        unsafe { *user.cast::<usize>() += len };
+    }
+    // SAFETY: NUL-terminated URI; the handles are closed below; `got`
+    // outlives every poll that writes it.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        let p = conduit_publication_open(uri.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        let mut got = 0usize;
+        let mut sent = false;
+        // Bounded: a stream that never connects fails here, it does not hang.
+        for _ in 0..20_000 {
+            if !sent {
+                sent = conduit_publication_offer(p, 3, b"keyed".as_ptr().cast(), 5) >= 0;
+            }
+            let n = conduit_subscription_poll(s, Some(count), (&raw mut got).cast(), 16);
+            assert!(n >= 0, "{}", last_error());
+            if got > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        assert_eq!(got, 5, "{}", last_error());
+        conduit_publication_close(p);
+        conduit_subscription_close(s);
+    }
+
+    // A key file others can read is refused, with the reason in the error.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: NUL-terminated URI.
+    let p = unsafe { conduit_publication_open(uri.as_ptr().cast()) };
+    assert!(p.is_null());
+    let e = last_error();
+    assert!(
+        e.starts_with("conduit_publication_open: invalid channel URI")
+            && e.contains("readable or writable by group or others"),
+        "{e}"
+    );
+    assert_eq!(
+        text(conduit_status_string(CONDUIT_KEY_MISMATCH)),
+        "CONDUIT_KEY_MISMATCH"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,6 +32,9 @@ pub const CONDUIT_TIMED_OUT: c_int = -10;
 pub const CONDUIT_INTERNAL: c_int = -11;
 /// Stream data was lost beyond recovery (udp with the `gap=fail` policy).
 pub const CONDUIT_UNRECOVERABLE_LOSS: c_int = -12;
+/// One end of a udp stream has a key (`key=PATH`) and the other none, or the
+/// keys differ: the ends cannot talk.
+pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -54,6 +57,7 @@ const _: () = {
     assert!(CONDUIT_TIMED_OUT == code::TIMED_OUT);
     assert!(CONDUIT_INTERNAL == code::INTERNAL);
     assert!(CONDUIT_UNRECOVERABLE_LOSS == code::UNRECOVERABLE_LOSS);
+    assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
 };
 
 /// The name of a status code.
@@ -72,6 +76,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_TIMED_OUT => c"CONDUIT_TIMED_OUT",
         CONDUIT_INTERNAL => c"CONDUIT_INTERNAL",
         CONDUIT_UNRECOVERABLE_LOSS => c"CONDUIT_UNRECOVERABLE_LOSS",
+        CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

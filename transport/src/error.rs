@@ -55,6 +55,9 @@ pub enum Error {
     },
     /// A bug in conduit: please report it.
     Internal(String),
+    /// One end of a UDP stream has a key and the other none, or the keys
+    /// differ: the ends cannot talk (see `key=` in [`crate::udp::options`]).
+    KeyMismatch,
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -85,6 +88,8 @@ pub mod code {
     pub const INTERNAL: i32 = -11;
     /// See [`crate::Error::UnrecoverableLoss`].
     pub const UNRECOVERABLE_LOSS: i32 = -12;
+    /// See [`crate::Error::KeyMismatch`].
+    pub const KEY_MISMATCH: i32 = -15;
 }
 
 impl Error {
@@ -103,6 +108,7 @@ impl Error {
             Error::TimedOut => code::TIMED_OUT,
             Error::UnrecoverableLoss { .. } => code::UNRECOVERABLE_LOSS,
             Error::Internal(_) => code::INTERNAL,
+            Error::KeyMismatch => code::KEY_MISMATCH,
         }
     }
 
@@ -149,6 +155,9 @@ impl fmt::Display for Error {
                 write!(f, "unrecoverable loss of stream bytes {from}..{to}")
             }
             Error::Internal(m) => write!(f, "internal error (a bug in conduit): {m}"),
+            Error::KeyMismatch => f.write_str(
+                "key mismatch: one end has a key and the other none, or the keys differ",
+            ),
         }
     }
 }

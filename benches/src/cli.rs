@@ -29,6 +29,8 @@ CHANNELS:
   udp-raw     plain non-blocking UDP sockets on 127.0.0.1, two processes
   udp, udp-uring, udp-socket
               conduit over UDP on 127.0.0.1 (default / io_uring / socket driver)
+  udp-aead    udp with a pre-shared key (key=PATH, a fresh 0600 key file):
+              every datagram encrypted and authenticated
   udp-raw-block
               udp-raw with blocking sockets: each side asleep in recv
   udp-block, udp-uring-block, udp-socket-block

@@ -24,6 +24,7 @@ pub const DEFAULT_CHANNELS: &[Channel] = &[
     Channel::Udp,
     Channel::UdpUring,
     Channel::UdpSocket,
+    Channel::UdpAead,
     Channel::UdpRawBlock,
     Channel::UdpBlock,
     Channel::UdpUringBlock,
@@ -278,6 +279,7 @@ pub fn run(
         }
         for c in [
             Channel::Udp,
+            Channel::UdpAead,
             Channel::UdpUring,
             Channel::UdpSocket,
             Channel::Proto,
@@ -446,11 +448,13 @@ impl CompareReport {
     }
 
     /// The row a throughput row is judged against: 32 B shm against 32 B
-    /// crossbeam, lossy protocol against lossless protocol.
+    /// crossbeam, lossy protocol against lossless protocol, keyed UDP against
+    /// plain UDP.
     fn reference_for(&self, t: &ThroughputResult) -> Option<(&'static str, f64)> {
         let (name, size) = match (t.channel.as_str(), t.size) {
             ("shm", 32) => ("crossbeam", 32),
             ("proto-loss", s) => ("proto", s),
+            ("udp-aead", s) => ("udp", s),
             _ => return None,
         };
         self.throughput

@@ -250,6 +250,15 @@ fn latency_udp_block() {
     latency_run("udp-block", &[]);
 }
 
+/// `udp-aead`: conduit over UDP with a pre-shared key file made for the
+/// run; round trips and the bulk throughput options.
+#[cfg(feature = "conduit")]
+#[test]
+fn latency_and_throughput_udp_aead() {
+    latency_run("udp-aead", &[]);
+    throughput_run("udp-aead", 32);
+}
+
 #[cfg(feature = "conduit")]
 #[test]
 fn throughput_proto() {
@@ -362,6 +371,41 @@ fn compare_interleaves_udp_with_udp_raw() {
         let v = num(&json, key);
         assert!(v.is_finite() && v > 0.0, "{key}: {json}");
     }
+}
+
+/// `udp-aead` is interleaved with `udp-raw` like the other spinning UDP
+/// channels, and its throughput row is judged against plain `udp`.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_runs_udp_aead_against_udp_raw_and_udp() {
+    let json_path = tmp("compare-aead.json");
+    let out = ok(&[
+        "compare",
+        "--channels",
+        "udp-raw,udp,udp-aead",
+        "--messages",
+        "3000",
+        "--json",
+        json_path.to_str().expect("utf-8"),
+    ]);
+    let json = std::fs::read_to_string(&json_path).expect("json written");
+    let _ = std::fs::remove_file(&json_path);
+    let pair = json
+        .split('{')
+        .find(|o| o.contains("\"role\":\"vs_udp_raw\"") && o.contains("\"channel\":\"udp-aead\""))
+        .unwrap_or_else(|| panic!("no udp-aead pair: {json}"));
+    assert!(pair.contains("\"udp_raw_channel\":\"udp-raw\""), "{json}");
+    let row = out
+        .lines()
+        .skip_while(|l| !l.contains("One-way throughput"))
+        .find(|l| l.starts_with("udp-aead "))
+        .unwrap_or_else(|| panic!("no udp-aead throughput row:\n{out}"));
+    assert!(row.contains("× udp"), "{row}");
+    let t = json
+        .split('{')
+        .find(|o| o.contains("\"channel\":\"udp-aead\"") && o.contains("msgs_per_sec"))
+        .unwrap_or_else(|| panic!("no udp-aead throughput result: {json}"));
+    assert!(t.contains("\"reference\":\"udp\""), "{t}");
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub enum Channel {
     UdpUring,
     /// conduit over UDP, plain-socket driver.
     UdpSocket,
+    /// conduit over UDP with its default driver and a pre-shared key
+    /// (`key=PATH`): every datagram encrypted and authenticated.
+    UdpAead,
     /// Plain UDP sockets on loopback, each side blocked in `recv` until a
     /// datagram arrives: the kernel limit for a receiver that sleeps.
     UdpRawBlock,
@@ -71,7 +74,7 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in the order `compare` runs them.
-    pub const ALL: [Channel; 16] = [
+    pub const ALL: [Channel; 17] = [
         Channel::Limit,
         Channel::Limit2Line,
         Channel::LimitRing,
@@ -82,6 +85,7 @@ impl Channel {
         Channel::Udp,
         Channel::UdpUring,
         Channel::UdpSocket,
+        Channel::UdpAead,
         Channel::UdpRawBlock,
         Channel::UdpBlock,
         Channel::UdpUringBlock,
@@ -103,6 +107,7 @@ impl Channel {
             Channel::Udp => "udp",
             Channel::UdpUring => "udp-uring",
             Channel::UdpSocket => "udp-socket",
+            Channel::UdpAead => "udp-aead",
             Channel::UdpRawBlock => "udp-raw-block",
             Channel::UdpBlock => "udp-block",
             Channel::UdpUringBlock => "udp-uring-block",
@@ -137,6 +142,7 @@ impl Channel {
             Channel::Udp
                 | Channel::UdpUring
                 | Channel::UdpSocket
+                | Channel::UdpAead
                 | Channel::UdpBlock
                 | Channel::UdpUringBlock
                 | Channel::UdpSocketBlock
@@ -198,6 +204,7 @@ impl Channel {
             Channel::Udp
             | Channel::UdpUring
             | Channel::UdpSocket
+            | Channel::UdpAead
             | Channel::UdpBlock
             | Channel::UdpUringBlock
             | Channel::UdpSocketBlock => udp::latency(self, cfg),
@@ -206,6 +213,7 @@ impl Channel {
             | Channel::Udp
             | Channel::UdpUring
             | Channel::UdpSocket
+            | Channel::UdpAead
             | Channel::UdpBlock
             | Channel::UdpUringBlock
             | Channel::UdpSocketBlock => Err(without_conduit()),
@@ -232,13 +240,15 @@ impl Channel {
             Channel::Shm => shm::throughput(size, messages),
             Channel::Crossbeam => crossbeam::throughput(size, messages),
             #[cfg(feature = "conduit")]
-            Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
+            Channel::Udp | Channel::UdpUring | Channel::UdpSocket | Channel::UdpAead => {
                 udp::throughput(self, size, messages)
             }
             #[cfg(not(feature = "conduit"))]
-            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket => {
-                Err(without_conduit())
-            }
+            Channel::Shm
+            | Channel::Udp
+            | Channel::UdpUring
+            | Channel::UdpSocket
+            | Channel::UdpAead => Err(without_conduit()),
             #[cfg(feature = "conduit")]
             Channel::Proto => proto::throughput(size, messages, 0.0),
             #[cfg(feature = "conduit")]
@@ -254,7 +264,7 @@ impl Channel {
             | Channel::UdpBlock
             | Channel::UdpUringBlock
             | Channel::UdpSocketBlock => Err(BenchError(format!(
-                "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, proto, proto-loss)",
+                "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, udp-aead, proto, proto-loss)",
                 self.name()
             ))),
         };
@@ -533,9 +543,10 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         #[cfg(feature = "conduit")]
         ("__pong", c) if c == Channel::Shm || c.is_conduit_udp() => conduit_api::pong(args, ready)?,
         #[cfg(feature = "conduit")]
-        ("__send", Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket) => {
-            conduit_api::send(args, ready)?
-        }
+        (
+            "__send",
+            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket | Channel::UdpAead,
+        ) => conduit_api::send(args, ready)?,
         #[cfg(feature = "conduit")]
         ("__pong-pair", c) if c.is_conduit_udp() => udp::pong_vs_raw(args, ready)?,
         (role, c) => {

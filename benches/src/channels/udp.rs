@@ -2,16 +2,22 @@
 //! (`udp://127.0.0.1:PORT`, with `?driver=uring|socket` for the forced
 //! variants), busy-spinning, between two processes; `udp-block`,
 //! `udp-uring-block`, `udp-socket-block`: the same with `wait=block`, each
-//! subscription waiting in the kernel. The endpoints live in
+//! subscription waiting in the kernel; `udp-aead`: `udp` with a pre-shared
+//! key (`key=PATH`, a fresh 32-byte 0600 file in the temporary directory for
+//! each run, removed after it), so every datagram is encrypted and
+//! authenticated. The endpoints live in
 //! [`super::conduit_api`]; this module picks ports and URIs, and runs a
 //! conduit channel interleaved with `udp-raw` in the same two processes
 //! ([`latency_vs_raw`]).
 
+use std::io::{Read, Write};
 use std::net::UdpSocket;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 #[cfg(feature = "conduit")]
 use super::conduit_api;
-use super::{ping_pair_with_peer, udp_raw, Channel, PeerArgs};
+use super::{ping_pair_with_peer, udp_raw, unique_name, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::latency::{run_pong_pair, LatencyConfig};
 use crate::report::{LatencyResult, ThroughputResult};
@@ -23,15 +29,54 @@ fn free_port() -> Result<u16> {
     Ok(s.local_addr()?.port())
 }
 
-fn uri(channel: Channel, port: u16) -> String {
+/// The key file of a keyed run: 32 bytes from the OS random source in a
+/// new file only its owner can read (conduit refuses any other), removed
+/// when dropped, after both processes have opened their channels.
+struct RunKey(PathBuf);
+
+impl RunKey {
+    /// A key file for `channel` when it is keyed.
+    ///
+    /// # Errors
+    /// The random source cannot be read or the file cannot be written.
+    fn for_channel(channel: Channel) -> Result<Option<RunKey>> {
+        if channel != Channel::UdpAead {
+            return Ok(None);
+        }
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .map_err(|e| BenchError(format!("cannot read /dev/urandom: {e}")))?;
+        let path = std::env::temp_dir().join(unique_name("aead.key"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&key))
+            .map_err(|e| BenchError(format!("cannot write key file {}: {e}", path.display())))?;
+        Ok(Some(RunKey(path)))
+    }
+}
+
+impl Drop for RunKey {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn uri(channel: Channel, port: u16, key: Option<&RunKey>) -> String {
     let mut options = Vec::new();
     match channel {
-        Channel::UdpUring | Channel::UdpUringBlock => options.push("driver=uring"),
-        Channel::UdpSocket | Channel::UdpSocketBlock => options.push("driver=socket"),
+        Channel::UdpUring | Channel::UdpUringBlock => options.push("driver=uring".to_string()),
+        Channel::UdpSocket | Channel::UdpSocketBlock => options.push("driver=socket".to_string()),
         _ => {}
     }
     if channel.blocks() {
-        options.push("wait=block");
+        options.push("wait=block".to_string());
+    }
+    if let Some(k) = key {
+        options.push(format!("key={}", k.0.display()));
     }
     if options.is_empty() {
         format!("udp://127.0.0.1:{port}")
@@ -45,8 +90,9 @@ fn uri(channel: Channel, port: u16) -> String {
 /// # Errors
 /// See [`conduit_api::latency`].
 pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
-    let a2b = uri(channel, free_port()?);
-    let b2a = uri(channel, free_port()?);
+    let key = RunKey::for_channel(channel)?;
+    let a2b = uri(channel, free_port()?, key.as_ref());
+    let b2a = uri(channel, free_port()?, key.as_ref());
     conduit_api::latency(channel, cfg, &a2b, &b2a)
 }
 
@@ -64,8 +110,9 @@ pub fn latency_vs_raw(
     channel: Channel,
     cfg: &LatencyConfig,
 ) -> Result<(LatencyResult, LatencyResult)> {
-    let a2b = uri(channel, free_port()?);
-    let b2a = uri(channel, free_port()?);
+    let key = RunKey::for_channel(channel)?;
+    let a2b = uri(channel, free_port()?, key.as_ref());
+    let b2a = uri(channel, free_port()?, key.as_ref());
     let block = channel.blocks();
     let ping = conduit_api::open_ping(&a2b, &b2a, cfg.size, block)?;
     let (sock, raw_port) = udp_raw::ping_socket(cfg.size, block)?;
@@ -109,7 +156,8 @@ pub const THROUGHPUT_OPTIONS: &str = "linger=50us&window=16m&mtu=60k";
 /// # Errors
 /// See [`conduit_api::throughput`].
 pub fn throughput(channel: Channel, size: usize, messages: u64) -> Result<ThroughputResult> {
-    let base = uri(channel, free_port()?);
+    let key = RunKey::for_channel(channel)?;
+    let base = uri(channel, free_port()?, key.as_ref());
     let sep = if base.contains('?') { '&' } else { '?' };
     let uri = format!("{base}{sep}{THROUGHPUT_OPTIONS}");
     conduit_api::throughput(channel, size, messages, &uri)

@@ -1517,3 +1517,23 @@ fn inconsistent_buffered_records_never_move_the_position_past_the_data() {
     assert!(rx.position() < frame::MAX_POSITION);
     assert_eq!(rx.counters().dropped(DropReason::BadLength), before + 1);
 }
+
+/// A stranger's plain setups at a keyed receiver with a live session are counted drops, never
+/// a reported key mismatch: a stranger cannot make a working stream report an error.
+#[test]
+fn strangers_plain_setups_do_not_report_a_mismatch_on_a_live_keyed_stream() {
+    let (mut p, mut gen, _) = connected(100, keyed(7));
+    let stranger: SocketAddr = "10.9.9.9:999".parse().unwrap();
+    let mut plain = Sender::new(Config::default(), RX, p.now, 77).unwrap();
+    let setup = first_setup(&mut plain, p.now);
+    for _ in 0..10 {
+        assert_rx_drop(&mut p, stranger, &setup, DropReason::Plaintext);
+    }
+    p.pump().unwrap();
+    assert!(
+        !p.rx_events.contains(&Event::KeyMismatch),
+        "{:?}",
+        p.rx_events
+    );
+    still_streams(&mut p, &mut gen);
+}

@@ -508,7 +508,11 @@ impl Receiver {
             self.key_reject = Some((from, r));
         }
         // One failure may be a corrupted datagram; several in a row, with nothing authentic
-        // in between, are a mismatch.
+        // in between, are a mismatch. While a session is live they are a stranger's (counted
+        // as drops, not reported: a stranger cannot make a working stream report an error).
+        if self.is_connected() {
+            return;
+        }
         self.key_failures += 1;
         if !self.key_mismatch_reported && self.key_failures >= super::sender::KEY_MISMATCH_EVIDENCE
         {

@@ -118,7 +118,7 @@ pub fn polled(data: &[u8]) -> usize {
             }
             _ => {
                 // A late joiner validates the scribbled header and slots.
-                if let Ok(mut s2) = Subscriber::open("ring", Some(dir())) {
+                if let Ok(mut s2) = Subscriber::open(&ring_name(), Some(dir())) {
                     let _ = s2.is_connected();
                     let _ = p.is_connected();
                     let _ = s2.poll(|_, b| assert!(b.len() <= MAX_MESSAGE), 64);
@@ -140,8 +140,8 @@ fn fresh_ring() -> (Publisher, Subscriber, File) {
         dir: Some(dir().to_path_buf()),
         mode: 0o600,
     };
-    let mut p = Publisher::create("ring", &config).expect("harness: creating the ring");
-    let mut s = Subscriber::open("ring", Some(dir())).expect("harness: opening the ring");
+    let mut p = Publisher::create(&ring_name(), &config).expect("harness: creating the ring");
+    let mut s = Subscriber::open(&ring_name(), Some(dir())).expect("harness: opening the ring");
     for _ in 0..1000 {
         if p.is_connected() && s.is_connected() {
             let file = File::options()
@@ -163,6 +163,17 @@ fn scribble(file: &File, off: usize, bytes: &[u8]) {
 
 /// This process's ring directory, created on first use; directories left by
 /// earlier fuzzing processes that are gone are removed then.
+/// The ring's name: one per thread (test threads share the process and its directory; each
+/// keeps one ring, made anew per input under the old ring's publisher lock).
+fn ring_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NAME: String = format!("ring{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    }
+    NAME.with(String::clone)
+}
+
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

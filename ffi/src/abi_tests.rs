@@ -4,6 +4,7 @@
 use crate::boundary::guard;
 use crate::failure::Failure;
 use crate::*;
+use conduit_test_util::root_or_skip;
 use std::ffi::{c_char, CStr};
 
 fn last_error() -> String {
@@ -332,21 +333,6 @@ fn a_stale_claim_of_a_closed_publication_never_commits_a_new_handles_claim() {
         conduit_subscription_close(s);
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// True when running as root; otherwise says why the test is skipped (and
-/// fails under `CI=true`, where the tests run as root).
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root under CI"
-    );
-    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
-    false
 }
 
 #[test]

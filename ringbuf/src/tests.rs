@@ -3,6 +3,7 @@
 
 use crate::layout::{self, RECORD_HEADER_LEN};
 use crate::{OfferError, PollError, Publisher, RingConfig, RingError, Subscriber, WaitStrategy};
+use conduit_test_util::root_or_skip;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -702,21 +703,6 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
     });
     rx.recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("watchdog: {what} still running after 30 s: hang"))
-}
-
-/// True when running as root; otherwise says why the test is skipped (and
-/// fails under `CI=true`, where the tests run as root).
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root under CI"
-    );
-    eprintln!("skipping {test}: needs root");
-    false
 }
 
 fn chown(path: &std::path::Path, uid: u32) {

@@ -1,6 +1,7 @@
 //! The ring across processes: a long checked run, `kill -9` of either side,
 //! reuse of a stale file and pick-up of a restarted publisher. Helper
 //! processes are `ring_peer` (src/bin/ring_peer.rs).
+use conduit_test_util::root_or_skip;
 
 use conduit_ringbuf::{OfferError, PollError, Publisher, RingConfig, Subscriber, WaitStrategy};
 use std::io::{BufRead, BufReader};
@@ -283,21 +284,6 @@ fn killed_publisher_is_reported_stale_file_reused_and_restart_picked_up() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("a live publisher (pid"), "{e}");
-}
-
-/// True when running as root; otherwise prints why the test is skipped
-/// (a failure under `CI=true`, where the tests run as root).
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root under CI"
-    );
-    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
-    false
 }
 
 /// Polls `s` until it reports something other than `Ok`.

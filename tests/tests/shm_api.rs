@@ -2,6 +2,7 @@
 //! order, zero-length messages, claims and bad URIs, through real rings.
 
 use conduit::{Error, Message, Publication, Received, Subscription, ViewError};
+use conduit_test_util::root_or_skip;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -200,21 +201,6 @@ fn bad_uris_and_parameters_get_clear_errors() {
             }
         }
     }
-}
-
-/// True when running as root; otherwise prints why the test is skipped
-/// (a failure under `CI=true`, where the tests run as root).
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test} needs root under CI"
-    );
-    println!("SKIPPED {test}: needs root (CI=true makes this a failure)");
-    false
 }
 
 /// A fresh directory, removed (and unmounted if a test mounted it) on drop.

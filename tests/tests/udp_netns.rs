@@ -60,8 +60,7 @@ fn keyed_opts(driver: &str) -> String {
 fn key_file() -> &'static str {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
-        use std::io::{Read, Write};
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::io::Read;
         for e in std::fs::read_dir(std::env::temp_dir())
             .into_iter()
             .flatten()
@@ -81,13 +80,7 @@ fn key_file() -> &'static str {
             .and_then(|mut f| f.read_exact(&mut key))
             .expect("random key");
         let _ = std::fs::remove_file(&path);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&key))
-            .expect("key file");
+        conduit_test_util::write_key_file(&path, &key).expect("key file");
         path.to_str().expect("utf-8 path").to_string()
     })
 }

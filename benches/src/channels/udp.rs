@@ -10,9 +10,8 @@
 //! conduit channel interleaved with `udp-raw` in the same two processes
 //! ([`latency_vs_raw`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::UdpSocket;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 #[cfg(feature = "conduit")]
@@ -48,12 +47,7 @@ impl RunKey {
             .and_then(|mut f| f.read_exact(&mut key))
             .map_err(|e| BenchError(format!("cannot read /dev/urandom: {e}")))?;
         let path = std::env::temp_dir().join(unique_name("aead.key"));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&key))
+        conduit_test_util::write_key_file(&path, &key)
             .map_err(|e| BenchError(format!("cannot write key file {}: {e}", path.display())))?;
         Ok(Some(RunKey(path)))
     }

@@ -23,6 +23,21 @@ const RECV_INTERVAL: Duration = Duration::from_micros(50);
 /// stream does not pay a clock read per message; it fills datagrams anyway).
 const CLOCK_EVERY: u32 = 16;
 
+/// Whether a refused offer is worth one more try after `progress` (status,
+/// handshake): back-pressure, a connection not yet made, a refusal or a key
+/// mismatch may clear when the receiver's answers are read. Offers and
+/// claims follow this one rule.
+#[inline(always)]
+fn progress_may_clear(e: OfferError) -> bool {
+    matches!(
+        e,
+        OfferError::BackPressured
+            | OfferError::NotConnected
+            | OfferError::Refused
+            | OfferError::KeyMismatch
+    )
+}
+
 /// The protocol sender, its driver and send staging.
 pub(crate) struct PubCore {
     sender: Sender,
@@ -290,12 +305,7 @@ impl PubCore {
             self.due_timers(now);
         }
         let r = match self.sender.offer(type_id, payload) {
-            Err(
-                OfferError::BackPressured
-                | OfferError::NotConnected
-                | OfferError::Refused
-                | OfferError::KeyMismatch,
-            ) => {
+            Err(e) if progress_may_clear(e) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now.unwrap_or_else(Instant::now));
                 self.sender.offer(type_id, payload)
@@ -338,12 +348,7 @@ impl PubCore {
         let mtu = self.opts.proto.mtu;
         let buf = &mut self.txbuf[..mtu];
         let r = match self.sender.offer_and_transmit(now, type_id, payload, buf) {
-            Err(
-                OfferError::BackPressured
-                | OfferError::NotConnected
-                | OfferError::Refused
-                | OfferError::KeyMismatch,
-            ) => {
+            Err(e) if progress_may_clear(e) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now);
                 let buf = &mut self.txbuf[..mtu];
@@ -574,12 +579,7 @@ impl UdpPublication {
                 }
             };
             match check(c) {
-                Err(
-                    OfferError::BackPressured
-                    | OfferError::NotConnected
-                    | OfferError::Refused
-                    | OfferError::KeyMismatch,
-                ) => {
+                Err(e) if progress_may_clear(e) => {
                     c.progress(Instant::now());
                     check(c)
                 }

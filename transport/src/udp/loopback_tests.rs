@@ -617,6 +617,35 @@ fn replaced_session_is_reported_once_by_poll() {
     assert_eq!(errors[0].code(), crate::code::SESSION_REPLACED);
 }
 
+/// Offers `payload` and polls until both ends have reported an error other
+/// than `NotConnected` (a watchdog of 10 s names `what` was not reported);
+/// an accepted offer or a delivered message fails the test. The errors are
+/// the publication's and the subscription's.
+fn errors_of_both_ends(
+    publ: &mut UdpPublication,
+    sub: &mut UdpSubscription,
+    payload: &[u8],
+    what: &str,
+) -> (Option<Error>, Option<Error>) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let (mut pub_err, mut sub_err) = (None, None);
+    while pub_err.is_none() || sub_err.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no {what} reported within 10 s: {pub_err:?} {sub_err:?}"
+        );
+        match publ.offer(1, payload) {
+            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
+            Err(Error::NotConnected) => {}
+            Err(e) => pub_err = Some(e),
+        }
+        if let Err(e) = sub.poll(|_| panic!("delivered"), 16) {
+            sub_err = Some(e);
+        }
+    }
+    (pub_err, sub_err)
+}
+
 /// Finding 13: a publication with a larger `mtu` than its subscription
 /// stalled silently. Now both ends report `MtuMismatch`, and nothing hangs.
 #[test]
@@ -630,23 +659,7 @@ fn mtu_mismatch_is_reported_by_both_ends() {
         ChannelUri::parse(&format!("udp://{addr}?driver=socket&mtu=9000")).unwrap(),
     )
     .unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let (mut pub_err, mut sub_err) = (None, None);
-    while pub_err.is_none() || sub_err.is_none() {
-        assert!(
-            Instant::now() < end,
-            "no mtu mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
-        );
-        match publ.offer(1, &[0u8; 4000]) {
-            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
-            Err(Error::NotConnected) => {}
-            Err(e) => pub_err = Some(e),
-        }
-        match sub.poll(|_| panic!("delivered"), 16) {
-            Ok(_) => {}
-            Err(e) => sub_err = Some(e),
-        }
-    }
+    let (pub_err, sub_err) = errors_of_both_ends(&mut publ, &mut sub, &[0u8; 4000], "mtu mismatch");
     assert!(
         matches!(
             pub_err,
@@ -705,22 +718,7 @@ fn key_mismatch_is_reported_by_both_ends() {
         ChannelUri::parse(&format!("udp://{addr}?driver=socket&key={}", k.display())).unwrap(),
     )
     .unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let (mut pub_err, mut sub_err) = (None, None);
-    while pub_err.is_none() || sub_err.is_none() {
-        assert!(
-            Instant::now() < end,
-            "no key mismatch reported within 10 s: {pub_err:?} {sub_err:?}"
-        );
-        match publ.offer(1, b"secret") {
-            Ok(_) => panic!("an offer was accepted by a stream that cannot deliver it"),
-            Err(Error::NotConnected) => {}
-            Err(e) => pub_err = Some(e),
-        }
-        if let Err(e) = sub.poll(|_| panic!("delivered"), 16) {
-            sub_err = Some(e);
-        }
-    }
+    let (pub_err, sub_err) = errors_of_both_ends(&mut publ, &mut sub, b"secret", "key mismatch");
     assert!(matches!(pub_err, Some(Error::KeyMismatch)), "{pub_err:?}");
     assert!(matches!(sub_err, Some(Error::KeyMismatch)), "{sub_err:?}");
     assert!(matches!(

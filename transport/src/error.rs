@@ -8,6 +8,7 @@ use std::fmt;
 /// nothing was lost, and the same call may be retried. Every variant maps to
 /// a negative status code ([`Error::code`]) shared with the C ABI.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// The receiver has not made room yet; retry later. Nothing was lost.
     BackPressured,

@@ -741,6 +741,9 @@ fn truncated() -> OfferError {
 
 /// Takes a dead (or departed) owner's sleeper count away from `attention`.
 pub(crate) fn reclaim_waiter(map: &Mapping, slot: &crate::mapping::Slot) {
+    // Acquire partner: the sleeper's SeqCst store of `waiting` after its count
+    // (wait.rs); taking the flag with a swap makes the count come
+    // off exactly once, by whichever reclaimer or sleeper gets it.
     if slot.waiting.swap(0, Ordering::AcqRel) == 1 {
         map.signal()
             .attention

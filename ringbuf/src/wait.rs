@@ -127,6 +127,7 @@ impl Subscriber {
         signal
             .attention
             .fetch_add(ATTENTION_WAITER, Ordering::SeqCst);
+        // Release partner: the AcqRel swap in `reclaim_waiter` (publisher.rs).
         c.slot().waiting.store(1, Ordering::SeqCst);
         // (3) Pairs with the publisher's barrier between its commit store and
         // its load of `attention`.

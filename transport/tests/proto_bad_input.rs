@@ -202,31 +202,8 @@ fn receiver_drops_each_bad_datagram_with_its_reason() {
 fn sender_drops_each_bad_datagram_with_its_reason() {
     let (mut p, mut gen, data) = connected(100, Config::default());
     let (hdr, _) = DataHeader::read_from_prefix(&data).unwrap();
-    let nak = |ranges: &[(u64, u64)], count: u16| {
-        let h = NakHeader {
-            header: frame::header(
-                hdr.header.version,
-                FrameKind::NAK,
-                0,
-                hdr.header.session_id.get(),
-                1,
-            ),
-            count: U16::new(count),
-            reserved: U16::new(0),
-            nonce: U32::new(0),
-        };
-        let mut b = h.as_bytes().to_vec();
-        for &(f, t) in ranges {
-            b.extend_from_slice(
-                NakRange {
-                    from: U64::new(f),
-                    to: U64::new(t),
-                }
-                .as_bytes(),
-            );
-        }
-        sealed(b)
-    };
+    let sid = hdr.header.session_id.get();
+    let nak = |ranges: &[(u64, u64)], count: u16| nak_bytes_counted(sid, count, ranges, 0);
     assert_tx_drop(&mut p, RX, &nak(&[], 0), DropReason::BadLength);
     assert_tx_drop(&mut p, RX, &nak(&[(0, 8)], 1000), DropReason::BadLength);
     assert_tx_drop(&mut p, RX, &nak(&[(0, 8)], 3), DropReason::Truncated);
@@ -1012,9 +989,14 @@ fn data_bytes(sid: u32, position: u64) -> Vec<u8> {
 }
 
 fn nak_bytes(sid: u32, ranges: &[(u64, u64)], nonce: u32) -> Vec<u8> {
+    nak_bytes_counted(sid, ranges.len() as u16, ranges, nonce)
+}
+
+/// A NAK whose `count` field says `count`, whatever the ranges that follow.
+fn nak_bytes_counted(sid: u32, count: u16, ranges: &[(u64, u64)], nonce: u32) -> Vec<u8> {
     let h = NakHeader {
         header: frame::header(V, FrameKind::NAK, 0, sid, 1),
-        count: U16::new(ranges.len() as u16),
+        count: U16::new(count),
         reserved: U16::new(0),
         nonce: U32::new(nonce),
     };

@@ -129,8 +129,6 @@ struct Session {
     rtt_echo: Option<u64>,
     /// This receiver's nonce for the session (sent on accepting it).
     nonce: [u8; frame::NONCE_LEN],
-    /// The sender's nonce for the session.
-    peer_nonce: [u8; frame::NONCE_LEN],
     /// Keyed: the session's keys (phase 1).
     keys: Option<SessionKeys>,
 }
@@ -315,11 +313,6 @@ impl Receiver {
     /// The current sender session id.
     pub fn session_id(&self) -> Option<u32> {
         self.session.as_ref().map(|s| s.session_id)
-    }
-
-    /// The current session's nonces: the sender's and this receiver's.
-    pub fn session_nonces(&self) -> Option<([u8; frame::NONCE_LEN], [u8; frame::NONCE_LEN])> {
-        self.session.as_ref().map(|s| (s.peer_nonce, s.nonce))
     }
 
     /// The current sender's address.
@@ -767,7 +760,6 @@ impl Receiver {
             next_rtt: now,
             rtt_echo: None,
             nonce,
-            peer_nonce,
         });
         self.push_event(Event::Connected {
             session_id: sid,

@@ -11,6 +11,8 @@ mod latency;
 mod pin;
 mod plot;
 mod progress;
+#[cfg(feature = "conduit")]
+mod proto_harness;
 mod report;
 mod rss;
 mod spawn;

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conduit::proto::frame::{self, FrameKind};
-use conduit::proto::{Config, Receiver, Sender};
+use conduit_proto::frame::{self, FrameKind};
+use conduit_proto::{Config, Receiver, Sender};
 
 use crate::Input;
 
@@ -223,7 +223,7 @@ pub fn drain(
     what: &str,
     buf: &mut [u8],
     out: &mut VecDeque<(SocketAddr, Vec<u8>)>,
-    mut poll: impl FnMut(&mut [u8]) -> Option<conduit::proto::Transmit>,
+    mut poll: impl FnMut(&mut [u8]) -> Option<conduit_proto::Transmit>,
 ) {
     for _ in 0..MAX_DRAIN {
         let Some(t) = poll(buf) else {

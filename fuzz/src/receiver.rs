@@ -1,4 +1,4 @@
-//! `receiver_datagram`: a [`Receiver`](conduit::proto::Receiver) with a live
+//! `receiver_datagram`: a [`Receiver`](conduit_proto::Receiver) with a live
 //! session, fed raw datagrams, frames forged with valid checksums, and the
 //! real sender's datagrams (reordered, duplicated, dropped, mutated), with
 //! time steps in between; its output goes back to the sender.
@@ -12,8 +12,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use conduit::proto::frame::{self, FrameKind};
-use conduit::proto::{Event, SUPPORTED_VERSIONS};
+use conduit_proto::frame::{self, FrameKind};
+use conduit_proto::{Event, SUPPORTED_VERSIONS};
 
 use crate::net::{self, Frame, Pair, MAX_MESSAGE, MTU};
 use crate::Input;

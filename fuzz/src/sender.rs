@@ -1,4 +1,4 @@
-//! `sender_datagram`: a [`Sender`](conduit::proto::Sender) with a live session
+//! `sender_datagram`: a [`Sender`](conduit_proto::Sender) with a live session
 //! and messages offered, fed raw datagrams and forged replies, statuses, NAKs,
 //! RTT probes and closes (valid checksums, the session's header fields,
 //! positions near its own), the real receiver's answers, offers, claims and
@@ -11,8 +11,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use conduit::proto::frame::{self, FrameKind};
-use conduit::proto::{SenderState, SUPPORTED_VERSIONS};
+use conduit_proto::frame::{self, FrameKind};
+use conduit_proto::{SenderState, SUPPORTED_VERSIONS};
 
 use crate::net::{self, Pair, MAX_MESSAGE, MTU};
 use crate::Input;

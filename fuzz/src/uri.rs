@@ -45,7 +45,7 @@ pub fn run(data: &[u8]) {
                 match UdpOptions::from_uri(uri) {
                     Ok(o) => {
                         assert!(
-                            (conduit::proto::MIN_MTU..=conduit::proto::MAX_MTU)
+                            (conduit_proto::MIN_MTU..=conduit_proto::MAX_MTU)
                                 .contains(&o.proto.mtu),
                             "accepted mtu {}",
                             o.proto.mtu

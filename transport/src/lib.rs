@@ -29,12 +29,15 @@
 mod channel;
 mod error;
 mod message;
-pub mod proto;
 mod shm;
 pub mod udp;
 pub mod uri;
 
+// The protocol crate under its old path: the UDP endpoints name it `crate::proto`.
+use conduit_proto as proto;
+
 pub use channel::{Claim, Counters, Publication, Subscription, TypedClaim};
+pub use conduit_proto::GapPolicy;
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
 pub use message::{Message, Received, ViewError};

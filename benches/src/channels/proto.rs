@@ -15,7 +15,7 @@ const SEED: u64 = 0x00C0_FFEE;
 /// A message was lost, duplicated or reordered.
 pub fn throughput(size: usize, messages: u64, loss: f64) -> Result<ThroughputResult> {
     reset_peak();
-    let r = conduit::proto::bench::throughput(size, messages, loss, SEED);
+    let r = crate::proto_harness::throughput(size, messages, loss, SEED);
     if !r.in_order || r.messages != messages {
         return Err(BenchError(format!(
             "protocol delivered {} of {messages} messages (in order: {})",

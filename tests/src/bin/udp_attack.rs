@@ -23,8 +23,8 @@ use std::net::SocketAddrV4;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use conduit::proto::frame::seal;
 use conduit::{Error, Publication};
+use conduit_proto::frame::seal;
 
 /// The type id of every message the attacker hopes to get delivered.
 const MARKER_TYPE: u32 = 0x0BAD_0BAD;

@@ -4,15 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Config, Receiver, Rng, Sender};
+use conduit_proto::{Config, Receiver, Rng, Sender};
 
 /// Result of [`throughput`].
 #[derive(Debug, Clone)]
 pub struct ThroughputReport {
     /// Messages delivered.
     pub messages: u64,
-    /// Payload bytes delivered.
-    pub bytes: u64,
     /// Wall time from the first offer to the last delivery.
     pub elapsed: Duration,
     /// Data-path datagrams sent by the sender (including retransmissions).
@@ -21,13 +19,6 @@ pub struct ThroughputReport {
     pub retransmits: u64,
     /// Whether every message arrived exactly once and in order.
     pub in_order: bool,
-}
-
-impl ThroughputReport {
-    /// Messages per second.
-    pub fn rate(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
 }
 
 /// Sends `messages` messages of `msg_size` bytes (a sequence number in the first 8 bytes when
@@ -55,7 +46,6 @@ pub fn throughput_with(
     let mut payload = vec![0u8; msg_size];
     let mut offered = 0u64;
     let mut delivered = 0u64;
-    let mut bytes = 0u64;
     let mut in_order = true;
     let mut began = None;
     let mut now = start;
@@ -88,7 +78,6 @@ pub fn throughput_with(
                     in_order &= seq == delivered;
                 }
                 delivered += 1;
-                bytes += p.len() as u64;
             });
         }
         while let Some(t) = rx.poll_transmit(now, &mut rbuf) {
@@ -114,10 +103,27 @@ pub fn throughput_with(
     let c = tx.counters();
     ThroughputReport {
         messages: delivered,
-        bytes,
         elapsed: now.duration_since(began.unwrap_or(start)),
         datagrams: c.datagrams_sent,
         retransmits: c.retransmitted,
         in_order: in_order && delivered == messages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_hook_delivers_in_order() {
+        let r = throughput(32, 200_000, 0.0, 1);
+        assert!(r.in_order && r.messages == 200_000, "{r:?}");
+        let r = throughput(32, 200_000, 0.01, 2);
+        assert!(
+            r.in_order && r.messages == 200_000 && r.retransmits > 0,
+            "{r:?}"
+        );
+        let r = throughput(3000, 2_000, 0.01, 3);
+        assert!(r.in_order && r.messages == 2_000, "{r:?}");
     }
 }

@@ -5,8 +5,8 @@ mod proto_common;
 
 use std::time::Duration;
 
-use conduit::proto::sim::LinkConfig;
-use conduit::proto::{Config, Event, OfferError};
+use conduit_proto::sim::LinkConfig;
+use conduit_proto::{Config, Event, OfferError};
 use proto_common::{Pair, TX};
 
 fn connected_pair(cfg: Config) -> Pair {
@@ -125,19 +125,6 @@ fn close_reaches_the_peer() {
         p.advance(Some(until));
     }
     assert!(p.tx_events.contains(&Event::Closed), "{:?}", p.tx_events);
-}
-
-#[test]
-fn throughput_hook_delivers_in_order() {
-    let r = conduit::proto::bench::throughput(32, 200_000, 0.0, 1);
-    assert!(r.in_order && r.messages == 200_000, "{r:?}");
-    let r = conduit::proto::bench::throughput(32, 200_000, 0.01, 2);
-    assert!(
-        r.in_order && r.messages == 200_000 && r.retransmits > 0,
-        "{r:?}"
-    );
-    let r = conduit::proto::bench::throughput(3000, 2_000, 0.01, 3);
-    assert!(r.in_order && r.messages == 2_000, "{r:?}");
 }
 
 /// `offer_and_transmit` builds exactly the datagram `poll_transmit` would have sent first, or

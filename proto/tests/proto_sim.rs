@@ -7,8 +7,8 @@ mod proto_common;
 
 use std::time::Duration;
 
-use conduit::proto::sim::LinkConfig;
-use conduit::proto::{Config, Event, GapPolicy, Rng};
+use conduit_proto::sim::LinkConfig;
+use conduit_proto::{Config, Event, GapPolicy, Rng};
 use proto_common::{for_seeds, seeds, watchdog, Gen, Pair};
 
 const MAX_STEPS: u64 = 20_000_000;
@@ -165,7 +165,7 @@ fn hostile_network_many_seeds() {
 fn keyed_hostile_network_seeds() {
     let _watchdog = watchdog("keyed_hostile_network_seeds", 300 + 3 * seeds(200));
     let cfg = Config {
-        key: Some(conduit::proto::Psk::new([9; 32])),
+        key: Some(conduit_proto::Psk::new([9; 32])),
         ..hostile_config()
     };
     for_seeds("keyed hostile", seeds(200) / 10, |seed| {
@@ -361,7 +361,7 @@ fn liveness_detects_dead_peers_without_flapping() {
     );
     // Receiver dies: the sender notices within the liveness timeout plus one status interval.
     let died = pair.now;
-    pair.rx = conduit::proto::Receiver::new(cfg.clone(), died, 1).unwrap();
+    pair.rx = conduit_proto::Receiver::new(cfg.clone(), died, 1).unwrap();
     pair.net.partition(died, died + Duration::from_secs(3600));
     while !pair.tx_events.contains(&Event::PeerGone) {
         pair.pump().unwrap();
@@ -460,7 +460,7 @@ fn stream_ends_cleanly_at_the_end_of_the_position_space() {
     let mut link = LinkConfig::perfect(Duration::from_micros(100));
     link.loss = 0.02;
     let mut pair = Pair::new(5, cfg.clone(), cfg.clone(), link);
-    let end = conduit::proto::frame::MAX_POSITION - 2 * cfg.retransmit_buffer as u64;
+    let end = conduit_proto::frame::MAX_POSITION - 2 * cfg.retransmit_buffer as u64;
     pair.tx.set_initial_position(end - (2 << 20));
     let mut gen = Gen::new(5, 0, u64::MAX, false);
     let mut refused = false;
@@ -482,7 +482,7 @@ fn stream_ends_cleanly_at_the_end_of_the_position_space() {
         assert!(pair.advance(None), "stalled");
         assert!(pair.steps < MAX_STEPS, "no end");
     }
-    assert!(pair.rx.position() >= end && pair.rx.position() < conduit::proto::frame::MAX_POSITION);
+    assert!(pair.rx.position() >= end && pair.rx.position() < conduit_proto::frame::MAX_POSITION);
     assert!(gen.next > 1_000, "{}", gen.next);
     unexpected_events(&pair).unwrap();
 }
@@ -492,7 +492,7 @@ fn stream_ends_cleanly_at_the_end_of_the_position_space() {
 /// `gap=fail` runs: the stream still completes exactly once and in order, no loss is
 /// declared, and the sender's repair stays within its budget.
 fn one_forged_control(seed: u64) -> Result<(), String> {
-    use conduit::proto::frame::{self, FrameKind};
+    use conduit_proto::frame::{self, FrameKind};
     use zerocopy::little_endian::{U16, U32, U64};
     use zerocopy::IntoBytes;
     let mut rng = Rng::new(seed);

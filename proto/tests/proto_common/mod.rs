@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conduit::proto::sim::{LinkConfig, Network};
-use conduit::proto::{Config, Event, OfferError, Receiver, Rng, Sender};
+use conduit_proto::sim::{LinkConfig, Network};
+use conduit_proto::{Config, Event, OfferError, Receiver, Rng, Sender};
 
 pub const TX: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)),
@@ -332,7 +332,7 @@ impl Pair {
             if t.len > self.rx_config.mtu {
                 return Err(format!("receiver emitted {} bytes over mtu", t.len));
             }
-            if self.buf[1] == conduit::proto::frame::FrameKind::NAK.0 && t.len >= 18 {
+            if self.buf[1] == conduit_proto::frame::FrameKind::NAK.0 && t.len >= 18 {
                 let n = u16::from_le_bytes([self.buf[16], self.buf[17]]);
                 self.max_nak_ranges = self.max_nak_ranges.max(n);
             }

@@ -6,18 +6,18 @@ mod proto_common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use conduit::proto::frame::{
+use conduit_proto::frame::{
     self, Close, DataHeader, FrameKind, Heartbeat, NakHeader, NakRange, RecordHeader, Rtt, Setup,
     SetupReply, Status,
 };
-use conduit::proto::sim::LinkConfig;
-use conduit::proto::{Config, DropReason, Event, OfferError, Receiver, Sender};
+use conduit_proto::sim::LinkConfig;
+use conduit_proto::{Config, DropReason, Event, OfferError, Receiver, Sender};
 use proto_common::{Gen, Pair, RX, TX};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The protocol version every forged frame carries (the one endpoints negotiate).
-const V: u8 = conduit::proto::SUPPORTED_VERSIONS.1 as u8;
+const V: u8 = conduit_proto::SUPPORTED_VERSIONS.1 as u8;
 
 /// A connected pair that has streamed `n` messages; also returns a captured data datagram.
 fn connected(n: u64, cfg: Config) -> (Pair, Gen, Vec<u8>) {
@@ -42,7 +42,7 @@ fn connected(n: u64, cfg: Config) -> (Pair, Gen, Vec<u8>) {
     let mut captured = None;
     while let Some(t) = pair.tx.poll_transmit(pair.now, &mut buf) {
         // Keyed, the kind is sealed: the data frame is the only one this long.
-        let keyed_data = buf[0] == conduit::proto::crypto::MAGIC && t.len >= 80;
+        let keyed_data = buf[0] == conduit_proto::crypto::MAGIC && t.len >= 80;
         if buf[1] == FrameKind::DATA.0 || keyed_data {
             captured = Some(buf[..t.len].to_vec());
         }
@@ -838,7 +838,7 @@ fn config_validation_names_the_knob() {
 
 fn keyed(key: u8) -> Config {
     Config {
-        key: Some(conduit::proto::Psk::new([key; 32])),
+        key: Some(conduit_proto::Psk::new([key; 32])),
         ..Config::default()
     }
 }
@@ -849,7 +849,7 @@ fn keyed(key: u8) -> Config {
 #[test]
 fn keyed_stream_seals_every_datagram() {
     let (mut p, mut gen, data) = connected(300, keyed(7));
-    assert_eq!(data[0], conduit::proto::crypto::MAGIC);
+    assert_eq!(data[0], conduit_proto::crypto::MAGIC);
     assert!(data.len() <= 1408);
     // Replayed: dropped as a replay.
     assert_rx_drop(&mut p, TX, &data, DropReason::Replay);
@@ -1308,7 +1308,7 @@ fn sender_answers_only_its_session_address() {
 fn forged_heartbeat_does_not_stop_a_fail_stream() {
     let _watchdog = proto_common::watchdog("forged_heartbeat", 60);
     let (mut p, mut gen, _) = connected(100, Config::default());
-    assert_eq!(p.rx_config.gap_policy, conduit::proto::GapPolicy::Fail);
+    assert_eq!(p.rx_config.gap_policy, conduit_proto::GapPolicy::Fail);
     let sid = p.rx.session_id().unwrap();
     // Unacknowledged data on the way, so the receiver is behind.
     gen.total += 20;

@@ -119,7 +119,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use conduit::proto::{Config, Receiver, Sender};
+//! use conduit_proto::{Config, Receiver, Sender};
 //! let (a, b) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
 //! let now = Instant::now();
 //! let mut tx = Sender::new(Config::default(), b, now, 1).unwrap();
@@ -138,6 +138,7 @@
 //! assert_eq!(got[0], (7, b"hello".to_vec()));
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::net::SocketAddr;
 
@@ -156,9 +157,7 @@ mod rng;
 mod rtt;
 mod sender;
 
-#[doc(hidden)]
-pub mod bench;
-#[doc(hidden)]
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};

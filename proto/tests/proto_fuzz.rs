@@ -9,8 +9,8 @@ mod proto_common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conduit::proto::sim::LinkConfig;
-use conduit::proto::{Config, Receiver, Rng, Sender};
+use conduit_proto::sim::LinkConfig;
+use conduit_proto::{Config, Receiver, Rng, Sender};
 use proto_common::{watchdog, Gen, Pair, RX, TX};
 
 fn iters(default: u64) -> u64 {
@@ -60,7 +60,7 @@ fn mutate(rng: &mut Rng, src: &[u8]) -> Vec<u8> {
 
 fn reseal(b: &mut [u8], on: bool) {
     if on && b.len() >= 16 {
-        conduit::proto::frame::seal(b, true);
+        conduit_proto::frame::seal(b, true);
     }
 }
 

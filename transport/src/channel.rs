@@ -112,19 +112,8 @@ impl Publication {
         fill: F,
     ) -> Result<u64, Error> {
         match &mut self.inner {
-            PubInner::Shm(p) => {
-                let pos = p
-                    .ring
-                    .offer_with(type_id, len, fill)
-                    .map_err(crate::shm::offer_error)?;
-                p.sent += 1;
-                Ok(pos)
-            }
-            PubInner::Udp(p) => {
-                let mut claim = p.try_claim(type_id, len)?;
-                fill(claim.as_mut_slice());
-                Ok(claim.commit())
-            }
+            PubInner::Shm(p) => p.offer_with(type_id, len, fill),
+            PubInner::Udp(p) => p.offer_with(type_id, len, fill),
         }
     }
 
@@ -165,16 +154,9 @@ impl Publication {
     #[inline(always)]
     pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, Error> {
         match &mut self.inner {
-            PubInner::Shm(p) => {
-                let c = p
-                    .ring
-                    .try_claim(type_id, len)
-                    .map_err(crate::shm::offer_error)?;
-                p.sent += 1;
-                Ok(Claim {
-                    inner: ClaimInner::Shm(c),
-                })
-            }
+            PubInner::Shm(p) => Ok(Claim {
+                inner: ClaimInner::Shm(p.try_claim(type_id, len)?),
+            }),
             PubInner::Udp(p) => Ok(Claim {
                 inner: ClaimInner::Udp(p.try_claim(type_id, len)?),
             }),
@@ -207,7 +189,7 @@ impl Publication {
     /// live (udp). Also drives the channel's timers.
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
-            PubInner::Shm(p) => p.ring.is_connected(),
+            PubInner::Shm(p) => p.is_connected(),
             PubInner::Udp(p) => p.is_connected(),
         }
     }
@@ -229,7 +211,7 @@ impl Publication {
     /// Largest payload this channel accepts.
     pub fn max_message_len(&self) -> usize {
         match &self.inner {
-            PubInner::Shm(p) => p.ring.max_message_len(),
+            PubInner::Shm(p) => p.max_message_len(),
             PubInner::Udp(p) => p.max_message_len(),
         }
     }
@@ -237,10 +219,7 @@ impl Publication {
     /// This handle's counters.
     pub fn counters(&self) -> Counters {
         match &self.inner {
-            PubInner::Shm(p) => Counters {
-                sent: p.sent,
-                ..Counters::default()
-            },
+            PubInner::Shm(p) => p.counters(),
             PubInner::Udp(p) => p.counters(),
         }
     }
@@ -298,7 +277,7 @@ impl Subscription {
     #[inline]
     pub fn poll_idle(&mut self) -> bool {
         match &mut self.inner {
-            SubInner::Shm(s) => s.ring.poll_idle(),
+            SubInner::Shm(s) => s.poll_idle(),
             SubInner::Udp(_) => false,
         }
     }
@@ -314,27 +293,25 @@ impl Subscription {
         limit: usize,
         timeout: Duration,
     ) -> Result<usize, Error> {
-        if let SubInner::Udp(s) = &mut self.inner {
-            return s.poll_timeout(handler, limit, timeout);
-        }
+        let s = match &mut self.inner {
+            SubInner::Shm(s) => s,
+            SubInner::Udp(s) => return s.poll_timeout(handler, limit, timeout),
+        };
         let deadline = Instant::now() + timeout;
         loop {
-            let n = self.poll(&mut handler, limit)?;
+            let n = s.poll(&mut handler, limit)?;
             let now = Instant::now();
             if n > 0 || now >= deadline {
                 return Ok(n);
             }
-            match &mut self.inner {
-                SubInner::Shm(s) => s.wait(deadline - now)?,
-                SubInner::Udp(_) => {}
-            }
+            s.wait(deadline - now)?;
         }
     }
 
     /// True while attached to a live publisher.
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
-            SubInner::Shm(s) => s.ring.is_connected(),
+            SubInner::Shm(s) => s.is_connected(),
             SubInner::Udp(s) => s.is_connected(),
         }
     }
@@ -342,10 +319,7 @@ impl Subscription {
     /// This handle's counters.
     pub fn counters(&self) -> Counters {
         match &self.inner {
-            SubInner::Shm(s) => Counters {
-                received: s.received,
-                ..Counters::default()
-            },
+            SubInner::Shm(s) => s.counters(),
             SubInner::Udp(s) => s.counters(),
         }
     }

@@ -51,7 +51,7 @@ fn claim_commit_abort_and_in_place_aligned_delivery() {
     let bytes = zerocopy::IntoBytes::as_mut_bytes(buf.as_mut_slice());
     let mut seen = Vec::new();
     let now = p.now;
-    while let Some(t) = p.tx.poll_transmit(now, bytes) {
+    while let Some(t) = p.tx.poll_transmit(now, 1, bytes) {
         let d = &bytes[..t.len];
         let base = d.as_ptr() as usize;
         p.rx.handle_datagram(now, TX, d, |ty, payload| {
@@ -193,7 +193,7 @@ fn offer_and_transmit_sends_what_poll_transmit_would() {
         }
         for (p, sent) in [(&mut a, &mut sent_a), (&mut b, &mut sent_b)] {
             let now = p.now;
-            while let Some(t) = p.tx.poll_transmit(now, &mut buf) {
+            while let Some(t) = p.tx.poll_transmit(now, 1, &mut buf) {
                 sent.push(buf[..t.len].to_vec());
             }
             for d in sent.iter() {

@@ -101,9 +101,9 @@
 pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
+mod endpoint;
 pub mod key_file;
 pub mod options;
-mod progress;
 mod publication;
 mod subscription;
 
@@ -111,8 +111,8 @@ pub use driver::{
     open_driver, AnyDriver, Driver, DriverChoice, DriverConfig, DriverKind, Transmit, Wait,
 };
 pub use options::{UdpOptions, WaitMode};
-pub use publication::{UdpClaim, UdpPublication};
-pub use subscription::UdpSubscription;
+pub(crate) use publication::{UdpClaim, UdpPublication};
+pub(crate) use subscription::UdpSubscription;
 
 /// A random seed for session and receiver ids (std's per-process random
 /// hash keys mixed with the time).

@@ -98,8 +98,11 @@ impl Publication {
 
     /// Reserves `len` bytes for a message with `type_id`, lets `fill` write
     /// them in place and publishes the message: [`try_claim`](Self::try_claim)
-    /// and [`Claim::commit`] in one call, with no claim to hold. Over `shm:`
-    /// `fill` writes ring memory directly; its bytes are not zeroed first.
+    /// and [`Claim::commit`] in one call, with no claim to hold. `fill` writes
+    /// in place: ring memory over `shm:`, the UDP sender's log (where the
+    /// datagram is built from) over `udp:`, for messages up to one record
+    /// (longer UDP messages go through a scratch buffer); its bytes are not
+    /// zeroed first.
     /// Returns the stream position after the message.
     ///
     /// # Errors
@@ -141,9 +144,12 @@ impl Publication {
         self.offer(T::TYPE_ID, msg.as_bytes())
     }
 
-    /// Reserves `len` bytes in place (ring memory or send buffer) for a
-    /// message with `type_id`. Fill them, then [`Claim::commit`]; dropping
-    /// the claim aborts it.
+    /// Reserves `len` bytes in place for a message with `type_id`: in ring
+    /// memory over `shm:`, in the UDP sender's log (where its datagram is
+    /// built from) over `udp:`. Fill them, then [`Claim::commit`]; dropping
+    /// the claim aborts it. Over `udp:` a claim is at most one record (a
+    /// little under the `mtu`) and holds the channel's core until it is
+    /// committed or dropped (a `progress=thread` thread waits meanwhile).
     ///
     /// When the message is filled at once, [`offer_with`](Self::offer_with)
     /// does the same in one call and compiles to tighter code: moving a

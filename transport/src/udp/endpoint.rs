@@ -68,8 +68,6 @@ pub(crate) struct Core<E> {
     staged: Vec<(SocketAddr, usize, usize, usize)>,
     /// Datagrams the driver did not take (lost like on the wire; the protocol repairs them).
     send_errors: u64,
-    /// The last send error.
-    io_error: Option<std::io::Error>,
 }
 
 impl<E: End> Core<E> {
@@ -133,12 +131,9 @@ impl<E: End> Core<E> {
                 match self.driver.send(&batch[sent..]) {
                     Ok(0) => break,
                     Ok(k) => sent += k,
-                    Err(e) => {
-                        // The datagrams are lost like on the wire; the protocol repairs
-                        // them. Keep the error for counters.
-                        self.io_error = Some(e);
-                        break;
-                    }
+                    // The datagrams are lost like on the wire; the protocol repairs them
+                    // (counted below).
+                    Err(_) => break,
                 }
             }
             let lost: usize = batch[sent..].iter().map(Transmit::segments).sum();
@@ -161,20 +156,9 @@ impl<E: End> Core<E> {
             contents: &self.txbuf[..len],
             segment_size: len,
         }];
-        match self.driver.send(&tx) {
-            Ok(1) => {}
-            Ok(_) => self.send_errors += 1,
-            Err(e) => {
-                self.send_errors += 1;
-                self.io_error = Some(e);
-            }
+        if !matches!(self.driver.send(&tx), Ok(1)) {
+            self.send_errors += 1;
         }
-    }
-
-    /// The last send error, if any.
-    #[cfg(test)]
-    pub(crate) fn io_error(&self) -> Option<&std::io::Error> {
-        self.io_error.as_ref()
     }
 
     /// The counters both ends have, then the end's own.
@@ -253,7 +237,6 @@ impl<E: End> Endpoint<E> {
             txbuf: vec![0u8; tx_bytes],
             staged: Vec::with_capacity(slots),
             send_errors: 0,
-            io_error: None,
             opts,
         });
         let progress = match E::thread_period(&core.opts) {

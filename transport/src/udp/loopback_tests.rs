@@ -756,3 +756,56 @@ fn flush_is_ok_only_for_delivered_data() {
         }
     }
 }
+
+/// Claims are written in place in the sender's log and hold the core while they live: with a
+/// progress thread running, a claim held across several of its periods is still the record
+/// that is sent. A claim is one record at most; `offer_with` takes longer messages (copied).
+#[test]
+fn claims_hold_the_core_and_are_one_record() {
+    let (mut publ, mut sub) = pair("socket", "&progress=thread&heartbeat=1ms&status=1ms");
+    connect(&mut publ, &mut sub);
+    let max = publ.max_claim_len();
+    assert!(max >= 1024 && max < publ.max_message_len());
+    match publ.try_claim(1, max + 1) {
+        Err(Error::MessageTooLarge { len, max: m }) => assert_eq!((len, m), (max + 1, max)),
+        r => panic!("a claim past one record: {r:?}"),
+    }
+    let mut last = 0;
+    for seq in 0..20u64 {
+        let mut c = publ.try_claim(2, 16).unwrap();
+        assert_eq!(c.as_slice().len(), 16);
+        c.as_mut_slice()[..8].copy_from_slice(&seq.to_le_bytes());
+        if seq % 5 == 0 {
+            // The thread steps every ~250 µs; it must not touch the held core.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        c.as_mut_slice()[8..].copy_from_slice(&(!seq).to_le_bytes());
+        let pos = c.commit();
+        assert!(
+            pos > last,
+            "commit returns the stream position after the message"
+        );
+        last = pos;
+    }
+    drop(publ.try_claim(2, 16).unwrap()); // aborted: nothing is sent
+    let big = vec![7u8; max + 100];
+    let pos = publ
+        .offer_with(3, big.len(), |b| b.copy_from_slice(&big))
+        .unwrap();
+    assert!(pos > last);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < 21 {
+        assert!(Instant::now() < end, "got {} of 21", got.len());
+        sub.poll(|m| got.push((m.type_id(), m.payload().to_vec())), 64)
+            .unwrap();
+    }
+    for (seq, (ty, p)) in got[..20].iter().enumerate() {
+        let seq = seq as u64;
+        assert_eq!(*ty, 2);
+        assert_eq!(p[..8], seq.to_le_bytes());
+        assert_eq!(p[8..], (!seq).to_le_bytes());
+    }
+    assert_eq!(got[20], (3, big));
+    flush(&mut publ, &mut sub);
+}

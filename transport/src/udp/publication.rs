@@ -517,19 +517,10 @@ impl UdpPublication {
         self.ep.counters()
     }
 
-    /// The local socket address.
-    ///
-    /// # Errors
-    /// The socket's error.
+    /// Largest claim: one record's payload.
     #[cfg(test)]
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr, Error> {
-        self.ep.local_addr()
-    }
-
-    /// The last send error, if any (sends that fail are repaired like loss).
-    #[cfg(test)]
-    pub(crate) fn last_io_error(&self) -> Option<String> {
-        self.ep.with_ref(|c| c.io_error().map(|e| e.to_string()))
+    pub(crate) fn max_claim_len(&self) -> usize {
+        self.max_claim_len
     }
 }
 

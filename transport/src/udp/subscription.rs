@@ -2,7 +2,6 @@
 //! polls and following the sender.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::proto::{self, Event, GapPolicy, Receiver};
@@ -358,7 +357,7 @@ impl UdpSubscription {
     /// # Errors
     /// The socket's error.
     #[cfg(test)]
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr, Error> {
+    pub(crate) fn local_addr(&self) -> Result<std::net::SocketAddr, Error> {
         self.ep.local_addr()
     }
 }

@@ -68,7 +68,7 @@ pub fn throughput_with(
             }
         }
         let dbuf = zerocopy::IntoBytes::as_mut_bytes(buf.as_mut_slice());
-        while let Some(t) = tx.poll_transmit(now, dbuf) {
+        while let Some(t) = tx.poll_transmit(now, 1, dbuf) {
             if loss > 0.0 && rng.chance(loss) {
                 continue;
             }
@@ -80,7 +80,7 @@ pub fn throughput_with(
                 delivered += 1;
             });
         }
-        while let Some(t) = rx.poll_transmit(now, &mut rbuf) {
+        while let Some(t) = rx.poll_transmit(now, 1, &mut rbuf) {
             if loss > 0.0 && rng.chance(loss) {
                 continue;
             }

@@ -84,11 +84,11 @@ pub fn connected_pair() -> Pair {
     let mut buf = vec![0u8; 2 * MTU];
     let mut version = 0;
     for _ in 0..64 {
-        while let Some(t) = tx.poll_transmit(now, &mut buf) {
+        while let Some(t) = tx.poll_transmit(now, 1, &mut buf) {
             version = buf[0];
             rx.handle_datagram(now, tx_addr(), &buf[..t.len], |_, _| {});
         }
-        while let Some(t) = rx.poll_transmit(now, &mut buf) {
+        while let Some(t) = rx.poll_transmit(now, 1, &mut buf) {
             tx.handle_datagram(now, rx_addr(), &buf[..t.len]);
         }
         if tx.is_connected() && rx.is_connected() && version != 0 {

@@ -253,7 +253,7 @@ impl Harness {
         let now = self.pair.now;
         let rx = &mut self.pair.rx;
         net::drain("receiver", &mut self.buf, &mut self.replies, |b| {
-            rx.poll_transmit(now, b)
+            rx.poll_transmit(now, 1, b)
         });
         while let Some((to, d)) = self.replies.pop_front() {
             if to == net::tx_addr() {
@@ -268,7 +268,7 @@ impl Harness {
         let now = self.pair.now;
         let tx = &mut self.pair.tx;
         net::drain("sender", &mut self.buf, &mut self.in_flight, |b| {
-            tx.poll_transmit(now, b)
+            tx.poll_transmit(now, 1, b)
         });
         while tx.poll_event().is_some() {}
     }

@@ -62,14 +62,14 @@ fn captured_data(offers: &[(u32, usize)]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for &(t, len) in offers {
         let _ = pair.tx.offer(t, &vec![t as u8; len]);
-        while let Some(x) = pair.tx.poll_transmit(pair.now, &mut buf) {
+        while let Some(x) = pair.tx.poll_transmit(pair.now, 1, &mut buf) {
             out.push(buf[..x.len].to_vec());
         }
     }
     // Idle: a heartbeat follows.
     pair.now += Duration::from_millis(60);
     pair.tx.handle_timeout(pair.now);
-    while let Some(x) = pair.tx.poll_transmit(pair.now, &mut buf) {
+    while let Some(x) = pair.tx.poll_transmit(pair.now, 1, &mut buf) {
         out.push(buf[..x.len].to_vec());
     }
     out

@@ -161,7 +161,7 @@ impl Harness {
         let now = self.pair.now;
         let rx = &mut self.pair.rx;
         net::drain("receiver", &mut self.buf, &mut self.replies, |b| {
-            rx.poll_transmit(now, b)
+            rx.poll_transmit(now, 1, b)
         });
         while rx.poll_event().is_some() {}
         while let Some((to, d)) = self.replies.pop_front() {
@@ -244,7 +244,7 @@ impl Harness {
         let now = self.pair.now;
         let tx = &mut self.pair.tx;
         net::drain("sender", &mut self.buf, &mut self.in_flight, |b| {
-            tx.poll_transmit(now, b)
+            tx.poll_transmit(now, 1, b)
         });
         while tx.poll_event().is_some() {}
     }
@@ -284,7 +284,7 @@ pub fn capture_replies(prefix: &[u8]) -> Vec<Vec<u8>> {
         let now = h.pair.now;
         let rx = &mut h.pair.rx;
         net::drain("receiver", &mut h.buf, &mut h.replies, |b| {
-            rx.poll_transmit(now, b)
+            rx.poll_transmit(now, 1, b)
         });
         out.extend(
             h.replies

@@ -3,8 +3,8 @@
 //! A [`Sender`] (publication side) and a [`Receiver`] (subscription side) are deterministic
 //! state machines: they never touch a socket or read a clock. Their owner feeds them datagrams
 //! ([`Sender::handle_datagram`], [`Receiver::handle_datagram`]) and the time
-//! (`handle_timeout(now)`), and drains what they produce: datagrams (`poll_transmit(now, buf)`
-//! until `None`), the next deadline (`poll_timeout()`) and events (`poll_event()`).
+//! (`handle_timeout(now)`), and drains what they produce: datagrams
+//! (`poll_transmit(now, max_datagrams, buf)` until `None`), the next deadline (`poll_timeout()`) and events (`poll_event()`).
 //!
 //! # Stream model
 //! A stream is a sequence of bytes addressed by 64-bit positions. Messages are records in it:
@@ -51,12 +51,15 @@
 //!   [`DropReason::WrongSource`].
 //!
 //! # Driving an endpoint
-//! After every input (a datagram, an offer, a timeout), call `poll_transmit(now, buf)` until it
-//! returns `None`, sending `buf[..len]` to `destination` each time; then wait for a datagram
+//! After every input (a datagram, an offer, a timeout), call
+//! `poll_transmit(now, max_datagrams, buf)` until it returns `None`, sending `buf[..len]` to
+//! `destination` each time (as datagrams of `segment_size` bytes: one GSO send, or one send per
+//! segment without GSO); then wait for a datagram
 //! or until `poll_timeout()`, and call `handle_timeout(now)` when that deadline has passed.
 //! Drain `poll_event()` whenever convenient (the queue is bounded). Each `poll_transmit`
-//! produces at most one datagram, so the work per call is bounded even while a large message
-//! is being sent, and several endpoints sharing a socket interleave fairly.
+//! produces at most `max_datagrams` datagrams of one size to one destination (a GSO batch, as
+//! quinn-proto's does), so the work per call is bounded even while a large message is being
+//! sent, and several endpoints sharing a socket interleave fairly.
 //!
 //! # Zero copy
 //! * Send: [`Sender::try_claim`] hands out the payload bytes of a record in the log to fill in
@@ -127,10 +130,10 @@
 //! let mut buf = vec![0u8; 2048];
 //! let mut got = Vec::new();
 //! for _ in 0..4 {
-//!     while let Some(t) = tx.poll_transmit(now, &mut buf) {
+//!     while let Some(t) = tx.poll_transmit(now, 1, &mut buf) {
 //!         rx.handle_datagram(now, a, &buf[..t.len], |ty, p| got.push((ty, p.to_vec())));
 //!     }
-//!     while let Some(t) = rx.poll_transmit(now, &mut buf) {
+//!     while let Some(t) = rx.poll_transmit(now, 1, &mut buf) {
 //!         tx.handle_datagram(now, b, &buf[..t.len]);
 //!     }
 //!     let _ = tx.offer(7, b"hello");
@@ -172,14 +175,91 @@ pub use sender::{Claim, OfferError, Sender, SenderState};
 /// Most events queued before new ones are dropped (events are rare; this bounds memory).
 const MAX_EVENTS: usize = 64;
 
-/// A datagram written into the caller's buffer by `poll_transmit`: send `buf[..len]` to
-/// `destination`.
+/// Datagrams written into the caller's buffer by `poll_transmit`: `buf[..len]` goes to
+/// `destination` as datagrams of `segment_size` bytes each, the last one possibly shorter (one
+/// GSO batch; a single datagram when `len == segment_size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// Where to send it.
+    /// Where to send them.
     pub destination: SocketAddr,
-    /// Its length at the start of the buffer.
+    /// Their total length at the start of the buffer.
     pub len: usize,
+    /// The length of each datagram but the last, which may be shorter.
+    pub segment_size: usize,
+}
+
+impl Transmit {
+    /// How many datagrams the batch holds.
+    pub fn datagrams(&self) -> usize {
+        self.len.div_ceil(self.segment_size.max(1))
+    }
+}
+
+/// A datagram `poll_transmit` built that could not join the batch it was built for (another
+/// destination, or larger than the batch's segments): it leads the next batch.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    to: Option<SocketAddr>,
+    bytes: Vec<u8>,
+}
+
+impl Held {
+    /// Whether a datagram waits.
+    #[inline]
+    pub(crate) fn is_some(&self) -> bool {
+        self.to.is_some()
+    }
+}
+
+/// Fills `buf` with up to `max_datagrams` datagrams to one destination, each as long as the
+/// first but the last, which may be shorter (a GSO batch), and returns them. `next` builds one
+/// datagram into the slice it is given (`mtu` long) and returns its destination and length.
+/// A datagram that does not fit the batch is kept in `held` and leads the next one, so no
+/// datagram is built twice and none is dropped.
+#[inline]
+pub(crate) fn fill_batch(
+    buf: &mut [u8],
+    mtu: usize,
+    max_datagrams: usize,
+    held: &mut Held,
+    mut next: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize)>,
+) -> Option<Transmit> {
+    let (destination, segment_size) = match held.to.take() {
+        Some(to) if held.bytes.len() > buf.len() => {
+            // A buffer shorter than the one it was built in: it waits for a longer one.
+            held.to = Some(to);
+            return None;
+        }
+        Some(to) => {
+            let len = held.bytes.len();
+            buf[..len].copy_from_slice(&held.bytes);
+            (to, len)
+        }
+        None => next(&mut buf[..mtu])?,
+    };
+    let mut len = segment_size;
+    let mut count = 1;
+    while count < max_datagrams && len + mtu <= buf.len() {
+        let Some((to, n)) = next(&mut buf[len..len + mtu]) else {
+            break;
+        };
+        if to != destination || n > segment_size {
+            held.bytes.clear();
+            held.bytes.extend_from_slice(&buf[len..len + n]);
+            held.to = Some(to);
+            break;
+        }
+        len += n;
+        count += 1;
+        if n < segment_size {
+            break;
+        }
+    }
+    Some(Transmit {
+        destination,
+        len,
+        segment_size,
+    })
 }
 
 /// `addr` with an IPv4-mapped IPv6 address turned into plain IPv4 (dual-stack sockets report

@@ -23,7 +23,7 @@ use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{same_addr, Transmit, MAX_EVENTS};
+use super::{fill_batch, same_addr, Held, Transmit, MAX_EVENTS};
 
 /// Reassembles fragmented messages and delivers complete ones.
 #[derive(Debug)]
@@ -208,6 +208,8 @@ pub struct Receiver {
     nak_nonces: [u32; NAK_NONCES],
     /// Where the next nonce goes in `nak_nonces`.
     nak_nonce_next: usize,
+    /// A datagram built for a batch it did not fit: it leads the next one.
+    held: Held,
 }
 
 /// NAK nonces remembered (a loss answer to one of the last few NAKs is accepted, so a
@@ -289,6 +291,7 @@ impl Receiver {
             rng,
             nak_nonces: [0; NAK_NONCES],
             nak_nonce_next: 0,
+            held: Held::default(),
             config,
         })
     }
@@ -1069,6 +1072,7 @@ impl Receiver {
     /// reached, `poll_transmit` returns `None`, and a caller may skip it.
     pub fn transmit_pending(&self) -> bool {
         self.reply.is_some()
+            || self.held.is_some()
             || self.key_reject.is_some()
             || self.need_setup.is_some()
             || self.close_to.is_some()
@@ -1082,26 +1086,45 @@ impl Receiver {
             })
     }
 
-    /// Writes the next datagram to send into `buf` (at least the MTU long), if any.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    /// Writes the next datagrams to send into `buf` (at least the MTU long), if any: up to
+    /// `max_datagrams` to one destination, of one size (the last may be shorter), as many as
+    /// fit, to send as one GSO batch ([`Transmit::segment_size`]). With `max_datagrams` 1, one
+    /// datagram.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
         let mtu = self.config.mtu.min(buf.len());
         if mtu < 64 {
             return None;
         }
+        let mut held = std::mem::take(&mut self.held);
+        let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
+            self.next_sealed(now, b)
+        });
+        self.held = held;
+        t
+    }
+
+    /// The next datagram, sealed, in `buf` (the MTU long), and where it goes.
+    #[inline]
+    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
         let (destination, len) = if let Some((to, r)) = self.key_reject.take() {
             // Plain whatever this end's key: the peer cannot open it otherwise.
             let len = frame::write(buf, &r)?;
             frame::seal(&mut buf[..len], true);
             (to, len)
         } else if self.hs_keys.is_some() {
-            self.keyed_datagram(now, &mut buf[..mtu])?
+            self.keyed_datagram(now, buf)?
         } else {
-            let (to, len) = self.next_datagram(now, &mut buf[..mtu])?;
+            let (to, len) = self.next_datagram(now, buf)?;
             frame::seal(&mut buf[..len], self.config.checksum);
             (to, len)
         };
         self.counters.datagrams_sent += 1;
-        Some(Transmit { destination, len })
+        Some((destination, len))
     }
 
     /// The next frame, built into `mtu - 32` and sealed: the handshake key for setup replies

@@ -7,6 +7,7 @@
 //! data and a slow floor refill, so whatever NAKs arrive, retransmitted bytes stay within one
 //! window plus the new data sent plus `max(window / 8, mtu)` per heartbeat interval.
 
+use std::borrow::BorrowMut;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use super::log::Log;
 use super::nak::Retransmits;
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{same_addr, Transmit, MAX_EVENTS};
+use super::{fill_batch, same_addr, Held, Transmit, MAX_EVENTS};
 
 /// Why an offer or claim did not go into the log. Nothing offered is ever lost by a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +136,8 @@ pub struct Sender {
     /// The budget is empty while retransmissions wait: when the floor will have credited a
     /// datagram's worth.
     repair_wait: Option<Instant>,
+    /// A datagram built for a batch it did not fit: it leads the next one.
+    held: Held,
 }
 
 /// Key failures in a row, with nothing authentic in between, that make a key mismatch.
@@ -145,18 +148,34 @@ const MAX_REFUSED_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Space claimed in the sender's log: fill [`Claim::as_mut_slice`], then [`Claim::commit`].
 /// Dropping a claim without committing aborts it.
+///
+/// The claim holds the sender through `S`: `&mut Sender` from [`Sender::try_claim`], or any
+/// owner of it that [`Sender::claim_in`] was given (an endpoint holding its lock, say), which
+/// [`Claim::finish`] hands back. Nothing else can touch the sender while the claim lives, so
+/// the room it reserved stays reserved and the commit cannot fail.
 #[derive(Debug)]
-pub struct Claim<'a> {
-    sender: &'a mut Sender,
+pub struct Claim<S: BorrowMut<Sender>> {
+    sender: S,
     offset: usize,
     len: usize,
 }
 
-impl Claim<'_> {
+impl<S: BorrowMut<Sender>> Claim<S> {
     /// The payload bytes to fill in place.
+    #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let start = self.offset + frame::RECORD_HEADER_LEN;
-        self.sender.log.bytes_mut_range(start, self.len)
+        self.sender
+            .borrow_mut()
+            .log
+            .bytes_mut_range(start, self.len)
+    }
+
+    /// The payload bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        let start = self.offset + frame::RECORD_HEADER_LEN;
+        &self.sender.borrow().log.bytes()[start..start + self.len]
     }
 
     /// Length of the claimed payload.
@@ -170,12 +189,22 @@ impl Claim<'_> {
     }
 
     /// Publishes the message; returns the new stream position.
+    #[inline]
     pub fn commit(self) -> u64 {
-        let s = self.sender;
-        s.tail += frame::record_size(self.len) as u64;
+        self.finish().0
+    }
+
+    /// Publishes the message; returns the new stream position and the sender's holder.
+    #[inline]
+    pub fn finish(self) -> (u64, S) {
+        let Claim {
+            mut sender, len, ..
+        } = self;
+        let s = sender.borrow_mut();
+        s.tail += frame::record_size(len) as u64;
         s.counters.messages += 1;
-        s.counters.bytes += self.len as u64;
-        s.tail
+        s.counters.bytes += len as u64;
+        (s.tail, sender)
     }
 
     /// Abandons the claim (same as dropping it).
@@ -278,6 +307,7 @@ impl Sender {
             repair_budget: window,
             repair_refilled: now,
             repair_wait: None,
+            held: Held::default(),
             config,
         })
     }
@@ -531,19 +561,43 @@ impl Sender {
     /// # Errors
     /// As [`Sender::offer`]; claims are limited to [`Sender::max_claim_len`].
     #[inline]
-    pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, OfferError> {
-        self.check_open()?;
-        let max = self.max_claim_len();
-        if len > max {
-            return Err(OfferError::MessageTooLarge { len, max });
+    pub fn try_claim(
+        &mut self,
+        type_id: u32,
+        len: usize,
+    ) -> Result<Claim<&mut Sender>, OfferError> {
+        Sender::claim_in(self, type_id, len).map_err(|(_, e)| e)
+    }
+
+    /// [`try_claim`](Self::try_claim) through an owner of the sender (`&mut Sender`, a lock
+    /// guard, an endpoint): the claim keeps `holder` while it lives and
+    /// [`Claim::finish`] hands it back; a refusal hands it back with the error.
+    ///
+    /// # Errors
+    /// As [`Sender::try_claim`].
+    #[inline]
+    pub fn claim_in<S: BorrowMut<Sender>>(
+        mut holder: S,
+        type_id: u32,
+        len: usize,
+    ) -> Result<Claim<S>, (S, OfferError)> {
+        let s = holder.borrow_mut();
+        if let Err(e) = s.check_open() {
+            return Err((holder, e));
         }
-        self.reserve(frame::record_size(len))?;
-        let pos = self.tail;
-        self.log
+        let max = s.max_claim_len();
+        if len > max {
+            return Err((holder, OfferError::MessageTooLarge { len, max }));
+        }
+        if let Err(e) = s.reserve(frame::record_size(len)) {
+            return Err((holder, e));
+        }
+        let pos = s.tail;
+        s.log
             .write_record(pos, frame::REC_BEGIN | frame::REC_END, type_id, len);
-        let offset = self.log.offset(pos);
+        let offset = s.log.offset(pos);
         Ok(Claim {
-            sender: self,
+            sender: holder,
             offset,
             len,
         })
@@ -1062,24 +1116,40 @@ impl Sender {
         )
     }
 
-    /// Writes the next datagram to send into `buf` (at least the MTU long), if any.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    /// Writes the next datagrams to send into `buf` (at least the MTU long), if any: up to
+    /// `max_datagrams` of one size (the last may be shorter), as many as fit, to send as one
+    /// GSO batch ([`Transmit::segment_size`]). With `max_datagrams` 1, one datagram.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
         let mtu = self.config.mtu.min(buf.len());
         if mtu < 64 {
             return None;
         }
+        let mut held = std::mem::take(&mut self.held);
+        let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
+            let len = self.next_sealed(now, b)?;
+            Some((self.destination, len))
+        });
+        self.held = held;
+        t
+    }
+
+    /// The next datagram, sealed, in `buf` (the MTU long).
+    #[inline]
+    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let len = if self.hs_keys.is_some() {
-            self.keyed_datagram(now, &mut buf[..mtu])?
+            self.keyed_datagram(now, buf)?
         } else {
-            let len = self.next_datagram(now, &mut buf[..mtu])?;
+            let len = self.next_datagram(now, buf)?;
             frame::seal(&mut buf[..len], self.config.checksum);
             len
         };
         self.counters.datagrams_sent += 1;
-        Some(Transmit {
-            destination: self.destination,
-            len,
-        })
+        Some(len)
     }
 
     /// The next frame, built into `mtu - 32` and sealed: setups under the handshake key, the
@@ -1253,36 +1323,41 @@ impl Sender {
     ) -> Result<(u64, Option<usize>), OfferError> {
         let before = self.tail;
         let pos = self.offer(type_id, payload)?;
-        // Nothing before the data (an RTT answer, repairs) and nothing
+        Ok((pos, self.transmit_offered(now, before, buf)))
+    }
+
+    /// The first datagram of what was offered from position `from` (the position before an
+    /// offer or a claim's commit), sealed, in `buf`, when that is all the sender has to send:
+    /// connected, nothing older unsent, no answer, repair, heartbeat or probe waiting, and the
+    /// receiver's window admits it. `None` otherwise: [`poll_transmit`](Self::poll_transmit)
+    /// sends it then, as usual. See [`offer_and_transmit`](Self::offer_and_transmit).
+    #[inline]
+    pub fn transmit_offered(&mut self, now: Instant, from: u64, buf: &mut [u8]) -> Option<usize> {
+        // Nothing before the data (an RTT answer, repairs, a held datagram) and nothing
         // after it (an asked-for heartbeat, an RTT probe) is due.
         let alone = self.state == SenderState::Connected
-            && self.sent == before
+            && self.sent == from
+            && from != self.tail
             && self.rtt_echo.is_none()
             && self.retransmits.is_empty()
+            && !self.held.is_some()
             && !self.heartbeat_now
             && now < self.next_rtt;
         let mtu = self.config.mtu.min(buf.len());
         if !alone || mtu < 64 {
-            return Ok((pos, None));
+            return None;
         }
         let len = if self.hs_keys.is_some() {
             let end = mtu - crypto::TAG_LEN;
-            let Some(len) = self.new_data(now, &mut buf[crypto::HEADER_LEN..end]) else {
-                return Ok((pos, None));
-            };
-            let Some(len) = self.seal(&mut buf[..mtu], len) else {
-                return Ok((pos, None));
-            };
-            len
+            let len = self.new_data(now, &mut buf[crypto::HEADER_LEN..end])?;
+            self.seal(&mut buf[..mtu], len)?
         } else {
-            let Some(len) = self.new_data(now, &mut buf[..mtu]) else {
-                return Ok((pos, None));
-            };
+            let len = self.new_data(now, &mut buf[..mtu])?;
             frame::seal(&mut buf[..len], self.config.checksum);
             len
         };
         self.counters.datagrams_sent += 1;
-        Ok((pos, Some(len)))
+        Some(len)
     }
 
     /// Whether everything offered has been sent at least once.

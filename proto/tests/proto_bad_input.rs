@@ -40,7 +40,7 @@ fn connected(n: u64, cfg: Config) -> (Pair, Gen, Vec<u8>) {
     gen.offer(&mut pair.tx, 1).unwrap();
     let mut buf = vec![0u8; 2048];
     let mut captured = None;
-    while let Some(t) = pair.tx.poll_transmit(pair.now, &mut buf) {
+    while let Some(t) = pair.tx.poll_transmit(pair.now, 1, &mut buf) {
         // Keyed, the kind is sealed: the data frame is the only one this long.
         let keyed_data = buf[0] == conduit_proto::crypto::MAGIC && t.len >= 80;
         if buf[1] == FrameKind::DATA.0 || keyed_data {
@@ -219,7 +219,7 @@ fn sender_drops_each_bad_datagram_with_its_reason() {
     gen.total += 3;
     assert_eq!(gen.offer(&mut p.tx, 3).unwrap(), 3);
     let mut buf = vec![0u8; 2048];
-    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    while p.tx.poll_transmit(p.now, 1, &mut buf).is_some() {}
     assert_tx_drop(
         &mut p,
         RX,
@@ -267,7 +267,7 @@ fn repeated_naks_are_rate_limited() {
     gen.offer(&mut pair.tx, 200).unwrap();
     let mut buf = vec![0u8; 2048];
     let mut first = None;
-    while let Some(t) = pair.tx.poll_transmit(pair.now, &mut buf) {
+    while let Some(t) = pair.tx.poll_transmit(pair.now, 1, &mut buf) {
         if buf[1] == FrameKind::DATA.0 && first.is_none() {
             first = Some(DataHeader::read_from_prefix(&buf[..t.len]).unwrap().0);
         }
@@ -296,7 +296,7 @@ fn repeated_naks_are_rate_limited() {
     let b = sealed(b);
     for _ in 0..100 {
         pair.tx.handle_datagram(pair.now, RX, &b);
-        while pair.tx.poll_transmit(pair.now, &mut buf).is_some() {}
+        while pair.tx.poll_transmit(pair.now, 1, &mut buf).is_some() {}
     }
     assert_eq!(
         pair.tx.counters().retransmitted,
@@ -380,7 +380,7 @@ fn version_mismatch_is_explicit_on_both_sides() {
 /// The first setup `tx` sends (no cookie yet).
 fn first_setup(tx: &mut Sender, now: std::time::Instant) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
-    let t = tx.poll_transmit(now, &mut buf).expect("a setup");
+    let t = tx.poll_transmit(now, 1, &mut buf).expect("a setup");
     assert_eq!(buf[1], FrameKind::SETUP.0);
     buf[..t.len].to_vec()
 }
@@ -389,7 +389,7 @@ fn first_setup(tx: &mut Sender, now: std::time::Instant) -> Vec<u8> {
 fn rx_reply_to(pair: &mut Pair, to: SocketAddr) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 2048];
     let mut found = None;
-    while let Some(t) = pair.rx.poll_transmit(pair.now, &mut buf) {
+    while let Some(t) = pair.rx.poll_transmit(pair.now, 1, &mut buf) {
         if t.destination == to {
             found = Some(buf[..t.len].to_vec());
         } else {
@@ -583,7 +583,7 @@ fn sender_checks_every_reply_field() {
     // A challenge: the setup goes again at once, with the cookie.
     tx.handle_datagram(now, RX, &retry);
     let t = tx
-        .poll_transmit(now, &mut buf)
+        .poll_transmit(now, 1, &mut buf)
         .expect("the setup again, at once");
     let (again, _) = Setup::read_from_prefix(&buf[..t.len]).unwrap();
     assert_eq!(again.cookie, [9; frame::COOKIE_LEN]);
@@ -599,7 +599,7 @@ fn sender_checks_every_reply_field() {
     assert!(tx.is_refused());
     assert_eq!(tx.offer(1, b"x"), Err(OfferError::Refused));
     assert!(
-        tx.poll_transmit(now, &mut buf).is_none(),
+        tx.poll_transmit(now, 1, &mut buf).is_none(),
         "a refused setup backs off"
     );
     let mut events = Vec::new();
@@ -609,7 +609,7 @@ fn sender_checks_every_reply_field() {
     assert_eq!(events, [Event::SessionRefused]);
     let later = now + Duration::from_millis(100);
     assert!(
-        tx.poll_transmit(later, &mut buf).is_some(),
+        tx.poll_transmit(later, 1, &mut buf).is_some(),
         "a refused sender keeps asking"
     );
     // Accepted at last: connected, not refused, the receiver's nonce kept.
@@ -859,7 +859,7 @@ fn keyed_stream_seals_every_datagram() {
     assert_eq!(gen.offer(&mut p.tx, 1).unwrap(), 1);
     let mut buf = vec![0u8; 2048];
     let mut fresh = None;
-    while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+    while let Some(t) = p.tx.poll_transmit(p.now, 1, &mut buf) {
         if t.len >= 80 {
             fresh = Some(buf[..t.len].to_vec());
         }
@@ -923,7 +923,7 @@ fn key_mismatch_is_reported_by_both_ends() {
 fn setup_bytes(now: std::time::Instant, sid: u32, join: u64) -> Vec<u8> {
     let mut s = Sender::new(Config::default(), RX, now, 4242).unwrap();
     let mut buf = vec![0u8; 2048];
-    let t = s.poll_transmit(now, &mut buf).unwrap();
+    let t = s.poll_transmit(now, 1, &mut buf).unwrap();
     let mut b = buf[..t.len].to_vec();
     assert_eq!(b[1], FrameKind::SETUP.0);
     b[4..8].copy_from_slice(&sid.to_le_bytes());
@@ -945,7 +945,7 @@ fn proven_setup_bytes(
     rx.handle_datagram(now, from, &b, |_, _| {});
     let mut buf = vec![0u8; 2048];
     let mut cookie = None;
-    while let Some(t) = rx.poll_transmit(now, &mut buf) {
+    while let Some(t) = rx.poll_transmit(now, 1, &mut buf) {
         let reply = &buf[..t.len];
         if reply[1] == FrameKind::SETUP_REPLY.0 && reply_flags(reply) == frame::FLAG_RETRY {
             let (r, _) = SetupReply::read_from_prefix(reply).unwrap();
@@ -1072,7 +1072,7 @@ fn setup_joining_near_the_top_of_the_position_space_is_refused() {
                 &heartbeat_bytes(sid, 0, pos & !7, pos & !7, 0),
             );
         }
-        while p.rx.poll_transmit(p.now, &mut [0u8; 2048]).is_some() {}
+        while p.rx.poll_transmit(p.now, 1, &mut [0u8; 2048]).is_some() {}
     }
     assert_eq!(p.checker.delivered, 0);
     // The real sender still gets the subscription and streams through it.
@@ -1205,7 +1205,7 @@ fn sender_checks_every_field_before_arithmetic() {
         assert_tx_drop(&mut p, RX, &nak_bytes(sid, &[(f, t)], 1), reason);
     }
     let mut buf = vec![0u8; 2048];
-    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    while p.tx.poll_transmit(p.now, 1, &mut buf).is_some() {}
     assert_eq!(p.tx.counters().retransmitted, before);
     // Status position and window.
     let acked = p.tx.acked_position();
@@ -1260,7 +1260,7 @@ fn sender_answers_only_its_session_address() {
     gen.total += 10;
     gen.offer(&mut p.tx, 10).unwrap();
     let mut buf = vec![0u8; 2048];
-    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    while p.tx.poll_transmit(p.now, 1, &mut buf).is_some() {}
     let acked = p.tx.acked_position();
     let sent = p.tx.position();
     let frames = [
@@ -1280,7 +1280,7 @@ fn sender_answers_only_its_session_address() {
                 before + 1,
                 "{name} from {stranger} not dropped"
             );
-            while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+            while let Some(t) = p.tx.poll_transmit(p.now, 1, &mut buf) {
                 assert!(
                     buf[1] != FrameKind::DATA.0 && buf[1] != FrameKind::RTT.0,
                     "{name} from {stranger} was answered with kind {} ({} bytes)",
@@ -1357,7 +1357,7 @@ fn loss_is_declared_on_the_senders_confirmation() {
     gen.total += 20;
     gen.offer(&mut p.tx, 20).unwrap();
     let mut buf = vec![0u8; 2048];
-    while p.tx.poll_transmit(p.now, &mut buf).is_some() {}
+    while p.tx.poll_transmit(p.now, 1, &mut buf).is_some() {}
     let sent = p.tx.position();
     p.tx.handle_datagram(p.now, RX, &status_bytes(sid, sent, 1 << 18, rid));
     assert_eq!(p.tx.acked_position(), sent);
@@ -1393,7 +1393,7 @@ fn nak_flood_is_bounded_by_the_repair_budget() {
     loop {
         let n = gen.offer(&mut p.tx, 1000).unwrap();
         let mut any = false;
-        while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+        while let Some(t) = p.tx.poll_transmit(p.now, 1, &mut buf) {
             if buf[1] == FrameKind::DATA.0 {
                 new_bytes += (t.len - frame::DATA_HEADER_LEN) as u64;
                 any = true;
@@ -1416,7 +1416,7 @@ fn nak_flood_is_bounded_by_the_repair_budget() {
         // The whole window, several times over in one NAK.
         let ranges = [(acked, u64::MAX - 8); 32];
         p.tx.handle_datagram(p.now, RX, &nak_bytes(sid, &ranges, i + 1));
-        while let Some(t) = p.tx.poll_transmit(p.now, &mut buf) {
+        while let Some(t) = p.tx.poll_transmit(p.now, 1, &mut buf) {
             if buf[1] == FrameKind::DATA.0 {
                 resent += (t.len - frame::DATA_HEADER_LEN) as u64;
             }

@@ -98,12 +98,12 @@ fn decoder_survives_random_bytes() {
             rx.handle_timeout(t);
             tx.handle_timeout(t);
             for _ in 0..64 {
-                if rx.poll_transmit(t, &mut buf).is_none() {
+                if rx.poll_transmit(t, 1, &mut buf).is_none() {
                     break;
                 }
             }
             for _ in 0..64 {
-                if tx.poll_transmit(t, &mut buf).is_none() {
+                if tx.poll_transmit(t, 1, &mut buf).is_none() {
                     break;
                 }
             }
@@ -140,13 +140,13 @@ fn live_endpoints_survive_mutated_datagrams() {
             while pair.now - start < Duration::from_secs(5) {
                 let _ = gen.offer(&mut pair.tx, 32);
                 // Capture what both sides send, then send it on.
-                while let Some(t) = pair.tx.poll_transmit(pair.now, &mut buf) {
+                while let Some(t) = pair.tx.poll_transmit(pair.now, 1, &mut buf) {
                     if corpus.len() < 512 {
                         corpus.push((true, buf[..t.len].to_vec()));
                     }
                     pair.net.send(pair.now, TX, t.destination, &buf[..t.len]);
                 }
-                while let Some(t) = pair.rx.poll_transmit(pair.now, &mut buf) {
+                while let Some(t) = pair.rx.poll_transmit(pair.now, 1, &mut buf) {
                     if corpus.len() < 512 {
                         corpus.push((false, buf[..t.len].to_vec()));
                     }

@@ -98,8 +98,11 @@ impl Publication {
 
     /// Reserves `len` bytes for a message with `type_id`, lets `fill` write
     /// them in place and publishes the message: [`try_claim`](Self::try_claim)
-    /// and [`Claim::commit`] in one call, with no claim to hold. Over `shm:`
-    /// `fill` writes ring memory directly; its bytes are not zeroed first.
+    /// and [`Claim::commit`] in one call, with no claim to hold. `fill` writes
+    /// in place: ring memory over `shm:`, the UDP sender's log (where the
+    /// datagram is built from) over `udp:`, for messages up to one record
+    /// (longer UDP messages go through a scratch buffer); its bytes are not
+    /// zeroed first.
     /// Returns the stream position after the message.
     ///
     /// # Errors
@@ -112,19 +115,8 @@ impl Publication {
         fill: F,
     ) -> Result<u64, Error> {
         match &mut self.inner {
-            PubInner::Shm(p) => {
-                let pos = p
-                    .ring
-                    .offer_with(type_id, len, fill)
-                    .map_err(crate::shm::offer_error)?;
-                p.sent += 1;
-                Ok(pos)
-            }
-            PubInner::Udp(p) => {
-                let mut claim = p.try_claim(type_id, len)?;
-                fill(claim.as_mut_slice());
-                Ok(claim.commit())
-            }
+            PubInner::Shm(p) => p.offer_with(type_id, len, fill),
+            PubInner::Udp(p) => p.offer_with(type_id, len, fill),
         }
     }
 
@@ -152,9 +144,12 @@ impl Publication {
         self.offer(T::TYPE_ID, msg.as_bytes())
     }
 
-    /// Reserves `len` bytes in place (ring memory or send buffer) for a
-    /// message with `type_id`. Fill them, then [`Claim::commit`]; dropping
-    /// the claim aborts it.
+    /// Reserves `len` bytes in place for a message with `type_id`: in ring
+    /// memory over `shm:`, in the UDP sender's log (where its datagram is
+    /// built from) over `udp:`. Fill them, then [`Claim::commit`]; dropping
+    /// the claim aborts it. Over `udp:` a claim is at most one record (a
+    /// little under the `mtu`) and holds the channel's core until it is
+    /// committed or dropped (a `progress=thread` thread waits meanwhile).
     ///
     /// When the message is filled at once, [`offer_with`](Self::offer_with)
     /// does the same in one call and compiles to tighter code: moving a
@@ -165,16 +160,9 @@ impl Publication {
     #[inline(always)]
     pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<Claim<'_>, Error> {
         match &mut self.inner {
-            PubInner::Shm(p) => {
-                let c = p
-                    .ring
-                    .try_claim(type_id, len)
-                    .map_err(crate::shm::offer_error)?;
-                p.sent += 1;
-                Ok(Claim {
-                    inner: ClaimInner::Shm(c),
-                })
-            }
+            PubInner::Shm(p) => Ok(Claim {
+                inner: ClaimInner::Shm(p.try_claim(type_id, len)?),
+            }),
             PubInner::Udp(p) => Ok(Claim {
                 inner: ClaimInner::Udp(p.try_claim(type_id, len)?),
             }),
@@ -207,7 +195,7 @@ impl Publication {
     /// live (udp). Also drives the channel's timers.
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
-            PubInner::Shm(p) => p.ring.is_connected(),
+            PubInner::Shm(p) => p.is_connected(),
             PubInner::Udp(p) => p.is_connected(),
         }
     }
@@ -229,7 +217,7 @@ impl Publication {
     /// Largest payload this channel accepts.
     pub fn max_message_len(&self) -> usize {
         match &self.inner {
-            PubInner::Shm(p) => p.ring.max_message_len(),
+            PubInner::Shm(p) => p.max_message_len(),
             PubInner::Udp(p) => p.max_message_len(),
         }
     }
@@ -237,10 +225,7 @@ impl Publication {
     /// This handle's counters.
     pub fn counters(&self) -> Counters {
         match &self.inner {
-            PubInner::Shm(p) => Counters {
-                sent: p.sent,
-                ..Counters::default()
-            },
+            PubInner::Shm(p) => p.counters(),
             PubInner::Udp(p) => p.counters(),
         }
     }
@@ -298,7 +283,7 @@ impl Subscription {
     #[inline]
     pub fn poll_idle(&mut self) -> bool {
         match &mut self.inner {
-            SubInner::Shm(s) => s.ring.poll_idle(),
+            SubInner::Shm(s) => s.poll_idle(),
             SubInner::Udp(_) => false,
         }
     }
@@ -314,27 +299,25 @@ impl Subscription {
         limit: usize,
         timeout: Duration,
     ) -> Result<usize, Error> {
-        if let SubInner::Udp(s) = &mut self.inner {
-            return s.poll_timeout(handler, limit, timeout);
-        }
+        let s = match &mut self.inner {
+            SubInner::Shm(s) => s,
+            SubInner::Udp(s) => return s.poll_timeout(handler, limit, timeout),
+        };
         let deadline = Instant::now() + timeout;
         loop {
-            let n = self.poll(&mut handler, limit)?;
+            let n = s.poll(&mut handler, limit)?;
             let now = Instant::now();
             if n > 0 || now >= deadline {
                 return Ok(n);
             }
-            match &mut self.inner {
-                SubInner::Shm(s) => s.wait(deadline - now)?,
-                SubInner::Udp(_) => {}
-            }
+            s.wait(deadline - now)?;
         }
     }
 
     /// True while attached to a live publisher.
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
-            SubInner::Shm(s) => s.ring.is_connected(),
+            SubInner::Shm(s) => s.is_connected(),
             SubInner::Udp(s) => s.is_connected(),
         }
     }
@@ -342,10 +325,7 @@ impl Subscription {
     /// This handle's counters.
     pub fn counters(&self) -> Counters {
         match &self.inner {
-            SubInner::Shm(s) => Counters {
-                received: s.received,
-                ..Counters::default()
-            },
+            SubInner::Shm(s) => s.counters(),
             SubInner::Udp(s) => s.counters(),
         }
     }

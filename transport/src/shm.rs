@@ -198,6 +198,48 @@ impl ShmPublication {
             }
         }
     }
+
+    /// Writes a message of `len` bytes in place with `fill` and publishes it.
+    #[inline(always)]
+    pub(crate) fn offer_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        type_id: u32,
+        len: usize,
+        fill: F,
+    ) -> Result<u64, Error> {
+        let pos = self
+            .ring
+            .offer_with(type_id, len, fill)
+            .map_err(offer_error)?;
+        self.sent += 1;
+        Ok(pos)
+    }
+
+    /// Reserves `len` bytes in ring memory for a message.
+    #[inline(always)]
+    pub(crate) fn try_claim(&mut self, type_id: u32, len: usize) -> Result<ring::Claim<'_>, Error> {
+        let c = self.ring.try_claim(type_id, len).map_err(offer_error)?;
+        self.sent += 1;
+        Ok(c)
+    }
+
+    /// True while at least one subscriber is attached.
+    pub(crate) fn is_connected(&mut self) -> bool {
+        self.ring.is_connected()
+    }
+
+    /// Largest payload the ring accepts.
+    pub(crate) fn max_message_len(&self) -> usize {
+        self.ring.max_message_len()
+    }
+
+    /// This handle's counters.
+    pub(crate) fn counters(&self) -> crate::Counters {
+        crate::Counters {
+            sent: self.sent,
+            ..crate::Counters::default()
+        }
+    }
 }
 
 /// The subscription side of an `shm:` channel.
@@ -244,5 +286,25 @@ impl ShmSubscription {
             .wait(self.wait, Some(timeout))
             .map(|_| ())
             .map_err(poll_error)
+    }
+
+    /// Does the work of an empty poll when that is all a poll would do now (see
+    /// `Subscription::poll_idle`).
+    #[inline]
+    pub(crate) fn poll_idle(&mut self) -> bool {
+        self.ring.poll_idle()
+    }
+
+    /// True while attached to a live publisher.
+    pub(crate) fn is_connected(&mut self) -> bool {
+        self.ring.is_connected()
+    }
+
+    /// This handle's counters.
+    pub(crate) fn counters(&self) -> crate::Counters {
+        crate::Counters {
+            received: self.received,
+            ..crate::Counters::default()
+        }
     }
 }

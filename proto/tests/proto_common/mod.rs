@@ -303,7 +303,7 @@ impl Pair {
     /// Sends what both endpoints want to send.
     pub fn pump(&mut self) -> Result<(), String> {
         for o in &mut self.others {
-            while let Some(t) = o.tx.poll_transmit(self.now, &mut self.buf) {
+            while let Some(t) = o.tx.poll_transmit(self.now, 1, &mut self.buf) {
                 self.net
                     .send(self.now, o.addr, t.destination, &self.buf[..t.len]);
             }
@@ -311,7 +311,7 @@ impl Pair {
                 o.events.push(e);
             }
         }
-        while let Some(t) = self.tx.poll_transmit(self.now, &mut self.buf) {
+        while let Some(t) = self.tx.poll_transmit(self.now, 1, &mut self.buf) {
             if t.len > self.tx_config.mtu {
                 return Err(format!("sender emitted {} bytes over mtu", t.len));
             }
@@ -322,7 +322,7 @@ impl Pair {
         // (the UDP subscription skips `poll_transmit` then).
         let mut quiet =
             !self.rx.transmit_pending() && self.rx.poll_timeout().is_none_or(|t| t > self.now);
-        while let Some(t) = self.rx.poll_transmit(self.now, &mut self.buf) {
+        while let Some(t) = self.rx.poll_transmit(self.now, 1, &mut self.buf) {
             if std::mem::take(&mut quiet) {
                 return Err(format!(
                     "receiver sent frame kind {} while transmit_pending() and poll_timeout() said nothing was due",

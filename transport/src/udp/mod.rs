@@ -1,9 +1,14 @@
 //! UDP channels: conduit's reliable protocol ([`crate::proto`]) carried over
 //! UDP by an io_uring driver or a plain socket driver.
 //!
-//! - [`UdpPublication`] (`Publication::open("udp://HOST:PORT?...")`) sends a
-//!   stream to one subscription; [`UdpSubscription`]
-//!   (`Subscription::open("udp://BIND_ADDR:PORT?...")`) receives it.
+//! - A [`Publication`](crate::Publication) opened with
+//!   `Publication::open("udp://HOST:PORT?...")` sends a stream to one
+//!   subscription; a [`Subscription`](crate::Subscription) opened with
+//!   `Subscription::open("udp://BIND_ADDR:PORT?...")` receives it.
+//! - Both ends share one endpoint core (`endpoint.rs`): the protocol end,
+//!   the driver, the send staging and the transmit loop, run inline or with
+//!   a progress thread. The protocol builds every datagram and GSO batch
+//!   (`poll_transmit`); this layer only sends them.
 //! - Options are listed in [`options`]; every one is validated with an error
 //!   naming it.
 //! - Progress (handshake, heartbeats, status messages, NAK repair, liveness)
@@ -42,11 +47,26 @@
 //! `poll` on both of the socket driver's sockets; after it, only the sockets
 //! it found ready are read.
 //!
+//! # Claims
+//! `Publication::try_claim`, `claim` and `offer_with` write in place over
+//! UDP too: a claim is one record reserved in the protocol sender's log
+//! ([`Sender::claim_in`](crate::proto::Sender::claim_in)), the memory its
+//! datagram is built from, so the message is copied once, into the
+//! datagram. A claim is at most one record's payload (a little under the
+//! `mtu`; [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) beyond);
+//! `offer_with` copies longer messages through a scratch buffer. The claim
+//! holds the publication's core while it lives: with `progress=thread`,
+//! the core is taken from the thread, which skips its steps until the
+//! claim is committed or dropped, so commit and abort keep it brief. The
+//! room is reserved when the claim is made, and nothing else runs on the
+//! sender meanwhile, so a commit cannot fail and returns the stream
+//! position after the message.
+//!
 //! # The latency path
 //! With the socket driver an offer is one `send` on a connected socket and a
-//! busy poll one `recv`, as with a bare socket. An offer that is all the
-//! sender has to send builds its datagram with the offer
-//! ([`Sender::offer_and_transmit`](crate::proto::Sender::offer_and_transmit));
+//! busy poll one `recv`, as with a bare socket. An offer or commit that is
+//! all the sender has to send builds its datagram at once
+//! ([`Sender::transmit_offered`](crate::proto::Sender::transmit_offered));
 //! a poll after a delivery calls `poll_transmit` only when a timer is due or
 //! [`Receiver::transmit_pending`](crate::proto::Receiver::transmit_pending).
 //! A subscription that has a
@@ -101,9 +121,9 @@
 pub mod driver;
 pub mod driver_socket;
 pub mod driver_uring;
+mod endpoint;
 pub mod key_file;
 pub mod options;
-mod progress;
 mod publication;
 mod subscription;
 
@@ -111,8 +131,8 @@ pub use driver::{
     open_driver, AnyDriver, Driver, DriverChoice, DriverConfig, DriverKind, Transmit, Wait,
 };
 pub use options::{UdpOptions, WaitMode};
-pub use publication::{UdpClaim, UdpPublication};
-pub use subscription::UdpSubscription;
+pub(crate) use publication::{UdpClaim, UdpPublication};
+pub(crate) use subscription::UdpSubscription;
 
 /// A random seed for session and receiver ids (std's per-process random
 /// hash keys mixed with the time).

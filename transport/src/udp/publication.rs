@@ -1,19 +1,18 @@
-//! The sending end of a UDP channel: a protocol [`Sender`] plus a driver.
+//! The sending end of a UDP channel: a protocol [`Sender`] on the endpoint core, with offers
+//! and claims.
 
+use std::borrow::{Borrow, BorrowMut};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::proto::{Event, OfferError, Sender, SenderState};
+use crate::proto::{self, Event, OfferError, Sender, SenderState};
 use crate::uri::ChannelUri;
 use crate::{Counters, Error};
 
-use super::driver::{open_driver, AnyDriver, Driver, Transmit, Wait, MAX_UDP_PAYLOAD};
+use super::endpoint::{Core, End, Endpoint, Hold};
 use super::options::{tx_slots, UdpOptions};
-use super::progress::Progress;
 use super::seed;
 
-/// Most datagrams sent per progress call, so an offer's work stays bounded.
-const MAX_DATAGRAMS_PER_PROGRESS: usize = 512;
 /// The offer fast path reads the socket at least every this many sends...
 const RECV_EVERY: u32 = 16;
 /// ...and at least this often.
@@ -38,16 +37,10 @@ fn progress_may_clear(e: OfferError) -> bool {
     )
 }
 
-/// The protocol sender, its driver and send staging.
-pub(crate) struct PubCore {
+/// The protocol sender and the publication's batching and pacing state.
+pub(crate) struct PubEnd {
     sender: Sender,
-    driver: AnyDriver,
-    opts: UdpOptions,
-    /// Staging for outgoing datagrams: `slots` × `mtu`.
-    txbuf: Vec<u8>,
-    /// (destination, offset, len) of staged datagrams.
-    staged: Vec<(SocketAddr, usize, usize)>,
-    /// Sticky error from an event (version mismatch).
+    /// Sticky error from an event (version or MTU mismatch).
     failure: Option<Error>,
     /// Bytes offered since the last transmit (linger accounting).
     unsent: usize,
@@ -59,13 +52,64 @@ pub(crate) struct PubCore {
     /// When the offer fast path reads the socket next, at the latest.
     next_recv: Instant,
     sends_since_recv: u32,
-    send_errors: u64,
-    /// Committed claims the stream refused (connection lost in between).
-    claims_lost: u64,
-    io_error: Option<std::io::Error>,
 }
 
-impl PubCore {
+impl End for PubEnd {
+    const THREAD: &'static str = "conduit-udp-pub";
+
+    #[inline(always)]
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut [u8],
+    ) -> Option<proto::Transmit> {
+        self.sender.poll_transmit(now, max_datagrams, buf)
+    }
+
+    fn proto_counters(&self) -> &proto::Counters {
+        self.sender.counters()
+    }
+
+    fn counters(&self, base: Counters) -> Counters {
+        let c = self.sender.counters();
+        Counters {
+            sent: c.messages,
+            retransmitted: c.retransmitted,
+            naks_received: c.naks_received,
+            ..base
+        }
+    }
+
+    fn thread_period(opts: &UdpOptions) -> Option<Duration> {
+        if !opts.thread {
+            return None;
+        }
+        // Often enough for heartbeats, and for the tail of a lingering
+        // batch to leave within about `linger`.
+        let mut period = (opts.proto.heartbeat_interval / 4).min(Duration::from_millis(1));
+        if !opts.linger.is_zero() {
+            period = period.min(opts.linger);
+        }
+        Some(period.max(Duration::from_micros(20)))
+    }
+
+    fn step(core: &mut Core<Self>, now: Instant) {
+        let period = Self::thread_period(&core.opts).unwrap_or_default();
+        // While the application is offering, leave the batching to it; step
+        // in when it went quiet.
+        if now.duration_since(core.end.last_transmit) >= period {
+            core.progress(now);
+        }
+    }
+
+    fn close(core: &mut Core<Self>, now: Instant) {
+        core.end.sender.close(now);
+        core.transmit(now);
+    }
+}
+
+impl Core<PubEnd> {
     /// Receives, runs timers, sends what is due and handles events.
     fn progress(&mut self, now: Instant) {
         self.receive(now);
@@ -74,19 +118,25 @@ impl PubCore {
 
     /// Takes in status messages, NAKs and RTT replies.
     fn receive(&mut self, now: Instant) {
-        let PubCore { sender, driver, .. } = self;
-        let _ = driver.recv(Wait::NoWait, usize::MAX, |from, bytes| {
-            sender.handle_datagram(now, from, bytes);
-        });
-        self.next_recv = now + RECV_INTERVAL;
-        self.sends_since_recv = 0;
+        let Core { end, driver, .. } = self;
+        let sender = &mut end.sender;
+        let _ = super::driver::Driver::recv(
+            driver,
+            super::driver::Wait::NoWait,
+            usize::MAX,
+            |from, bytes| {
+                sender.handle_datagram(now, from, bytes);
+            },
+        );
+        self.end.next_recv = now + RECV_INTERVAL;
+        self.end.sends_since_recv = 0;
     }
 
     /// Progress without reading the socket (the offer fast path): timers,
     /// transmit, events. The socket is still read every
     /// [`RECV_EVERY`] offers or [`RECV_INTERVAL`].
     fn progress_send(&mut self, now: Instant) {
-        let sender = &mut self.sender;
+        let sender = &mut self.end.sender;
         if sender.poll_timeout().is_some_and(|t| t <= now) {
             sender.handle_timeout(now);
         }
@@ -94,7 +144,7 @@ impl PubCore {
     }
 
     /// [`progress_send`](Self::progress_send) after the timers were run
-    /// for `now` (an offer's [`due_timers`](Self::due_timers)).
+    /// for `now` (an offer's [`clock`](Self::clock)).
     // Inlined: it is open across a system call (see "The latency path"
     // in the `udp` module docs).
     #[inline(always)]
@@ -108,146 +158,27 @@ impl PubCore {
     /// what came in, take the sender's events.
     #[inline(always)]
     fn after_send(&mut self, now: Instant) {
-        self.sends_since_recv += 1;
-        if self.sends_since_recv >= RECV_EVERY || now >= self.next_recv {
+        self.end.sends_since_recv += 1;
+        if self.end.sends_since_recv >= RECV_EVERY || now >= self.end.next_recv {
             self.receive(now);
             // Answer what came in (retransmissions for NAKs, RTT replies).
             self.transmit(now);
         }
-        while let Some(e) = self.sender.poll_event() {
+        let end = &mut self.end;
+        while let Some(e) = end.sender.poll_event() {
             match e {
                 Event::VersionMismatch { local, remote } => {
-                    self.failure = Some(Error::VersionMismatch { local, remote });
+                    end.failure = Some(Error::VersionMismatch { local, remote });
                 }
                 Event::MtuMismatch { local, remote } => {
-                    self.failure = Some(Error::MtuMismatch { local, remote });
+                    end.failure = Some(Error::MtuMismatch { local, remote });
                 }
                 _ => {}
             }
         }
-        self.unsent = 0;
-        self.offers_since_transmit = 0;
-        self.last_transmit = now;
-    }
-
-    /// Drains `poll_transmit` into batches (GSO super-datagrams where
-    /// consecutive datagrams have the same size) and sends them.
-    // Inlined: it is open across a system call (see "The latency path"
-    // in the `udp` module docs).
-    #[inline(always)]
-    fn transmit(&mut self, now: Instant) {
-        let mtu = self.opts.proto.mtu;
-        let slots = self.txbuf.len() / mtu;
-        let max_segs = self.driver.max_segments();
-        let mut total = 0;
-        loop {
-            self.staged.clear();
-            let mut off = 0;
-            // Whether the sender has nothing more to send (or the staging
-            // filled up and it must be asked again).
-            let mut drained = false;
-            while self.staged.len() < slots {
-                let Some(t) = self
-                    .sender
-                    .poll_transmit(now, &mut self.txbuf[off..off + mtu])
-                else {
-                    drained = true;
-                    break;
-                };
-                self.staged.push((t.destination, off, t.len));
-                off += t.len;
-            }
-            if self.staged.is_empty() {
-                return;
-            }
-            total += self.staged.len();
-            // The latency path: one datagram, no batch to build.
-            let single;
-            let mut built;
-            let batch: &[Transmit<'_>] = if let [(dest, start, len)] = self.staged[..] {
-                single = [Transmit {
-                    dest,
-                    contents: &self.txbuf[start..start + len],
-                    segment_size: len,
-                }];
-                &single
-            } else {
-                built = Vec::with_capacity(self.staged.len());
-                let mut i = 0;
-                while i < self.staged.len() {
-                    let (dest, start, seg) = self.staged[i];
-                    let mut end = start + seg;
-                    let mut j = i + 1;
-                    if max_segs > 1 {
-                        while j < self.staged.len() && j - i < max_segs {
-                            let (d2, s2, l2) = self.staged[j];
-                            if d2 != dest
-                                || s2 != end
-                                || l2 > seg
-                                || end + l2 - start > MAX_UDP_PAYLOAD
-                            {
-                                break;
-                            }
-                            end += l2;
-                            j += 1;
-                            if l2 < seg {
-                                break;
-                            }
-                        }
-                    }
-                    built.push(Transmit {
-                        dest,
-                        contents: &self.txbuf[start..end],
-                        segment_size: seg,
-                    });
-                    i = j;
-                }
-                &built
-            };
-            let mut sent = 0;
-            while sent < batch.len() {
-                match self.driver.send(&batch[sent..]) {
-                    Ok(0) => break,
-                    Ok(k) => sent += k,
-                    Err(e) => {
-                        // The datagrams are lost like on the wire; the
-                        // protocol repairs them. Keep the error for counters
-                        // (the lost datagrams are counted below).
-                        self.io_error = Some(e);
-                        break;
-                    }
-                }
-            }
-            if sent < batch.len() {
-                self.send_errors += (batch.len() - sent) as u64;
-            }
-            // Sending changes nothing the sender would answer with more.
-            if drained || total >= MAX_DATAGRAMS_PER_PROGRESS {
-                return;
-            }
-        }
-    }
-
-    /// Sends the datagram the sender built in `txbuf[..len]` (see
-    /// [`offer_now`](Self::offer_now)); a datagram that cannot go is lost
-    /// like on the wire and counted.
-    // Inlined: it is open across a system call (see "The latency path"
-    // in the `udp` module docs).
-    #[inline(always)]
-    fn send_built(&mut self, len: usize) {
-        let tx = [Transmit {
-            dest: self.sender.destination(),
-            contents: &self.txbuf[..len],
-            segment_size: len,
-        }];
-        match self.driver.send(&tx) {
-            Ok(1) => {}
-            Ok(_) => self.send_errors += 1,
-            Err(e) => {
-                self.send_errors += 1;
-                self.io_error = Some(e);
-            }
-        }
+        end.unsent = 0;
+        end.offers_since_transmit = 0;
+        end.last_transmit = now;
     }
 
     fn map(&self, e: OfferError) -> Error {
@@ -258,7 +189,7 @@ impl PubCore {
             OfferError::Closed => Error::Closed,
             OfferError::Refused => Error::SessionRefused,
             OfferError::KeyMismatch => Error::KeyMismatch,
-            OfferError::Failed => match &self.failure {
+            OfferError::Failed => match &self.end.failure {
                 Some(Error::VersionMismatch { local, remote }) => Error::VersionMismatch {
                     local: *local,
                     remote: *remote,
@@ -276,11 +207,80 @@ impl PubCore {
     /// socket (a status that arrived while the application was idle must
     /// count before the receiver's liveness is judged).
     fn due_timers(&mut self, now: Instant) {
-        if self.sender.poll_timeout().is_some_and(|t| t <= now) {
+        if self.end.sender.poll_timeout().is_some_and(|t| t <= now) {
             self.receive(now);
-            if self.sender.poll_timeout().is_some_and(|t| t <= now) {
-                self.sender.handle_timeout(now);
+            if self.end.sender.poll_timeout().is_some_and(|t| t <= now) {
+                self.end.sender.handle_timeout(now);
             }
+        }
+    }
+
+    /// The clock read of an offer or claim of `len` bytes, and its timers, before the
+    /// message is accepted: a call that runs the timers runs them *before*, so a receiver
+    /// found gone (liveness) refuses it with NotConnected rather than the stream taking it
+    /// and then releasing it unsent.
+    ///
+    /// Without `linger` the clock is always read. With it, the clock is read for the first
+    /// offers of a batch, then every CLOCK_EVERY offers, and for the offer that fills a
+    /// batch; `None` when it is not read.
+    #[inline(always)]
+    fn clock(&mut self, len: usize) -> Option<Instant> {
+        let now = if self.opts.linger.is_zero() {
+            Some(Instant::now())
+        } else {
+            let n = self.end.offers_since_transmit + 1;
+            let fills = self.end.unsent + len + 8 >= self.end.batch_bytes;
+            (fills || n <= CLOCK_EVERY || n % CLOCK_EVERY == 0).then(Instant::now)
+        };
+        if let Some(now) = now {
+            self.due_timers(now);
+        }
+        now
+    }
+
+    /// Sends what an accepted offer or commit of `len` bytes makes due: `before` is the
+    /// stream position before it, `now` the clock read of [`clock`](Self::clock).
+    ///
+    /// Without `linger` the message leaves at once: when it is all the sender has to send
+    /// (the latency case), the sender builds its datagram and it goes out without the
+    /// general transmit loop; otherwise the loop sends what is due. With `linger`, it waits
+    /// until a batch fills or `linger` passed (a background thread, when present, sends
+    /// what lingers).
+    // Inlined: it is open across a system call (see "The latency path"
+    // in the `udp` module docs).
+    #[inline(always)]
+    fn offered(&mut self, now: Option<Instant>, before: u64, len: usize) {
+        if self.opts.linger.is_zero() {
+            let now = now.unwrap_or_else(Instant::now);
+            let mtu = self.opts.proto.mtu;
+            let Core { end, txbuf, .. } = self;
+            match end.sender.transmit_offered(now, before, &mut txbuf[..mtu]) {
+                Some(len) => {
+                    let dest = self.end.sender.destination();
+                    self.send_one(dest, len);
+                    // The rest of a fragmented message, if any.
+                    if !self.end.sender.all_sent() {
+                        self.transmit(now);
+                    }
+                    self.after_send(now);
+                }
+                None => self.send_due(now),
+            }
+            return;
+        }
+        let n = self.end.offers_since_transmit + 1;
+        self.end.unsent += len + 8;
+        match now {
+            // The timers ran for `now` in `clock`.
+            Some(now) if self.end.unsent >= self.end.batch_bytes => self.send_due(now),
+            Some(now) => {
+                self.end.offers_since_transmit = n;
+                if now.duration_since(self.end.last_transmit) >= self.opts.linger {
+                    self.send_due(now);
+                }
+            }
+            // No clock read: a background thread, when present, sends what lingers.
+            None => self.end.offers_since_transmit = n,
         }
     }
 
@@ -288,86 +288,19 @@ impl PubCore {
     // in the `udp` module docs).
     #[inline(always)]
     fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
-        if self.opts.linger.is_zero() {
-            return self.offer_now(type_id, payload);
-        }
-        // Batching (`linger`). Whether this call reads the clock is decided
-        // up front: a call that runs the timers runs them *before* the
-        // message is accepted, so a receiver found gone (liveness) refuses
-        // it with NotConnected rather than the stream taking it and then
-        // releasing it unsent. The clock is read for the first offers of a
-        // batch, then every CLOCK_EVERY offers, and for the offer that fills
-        // a batch.
-        let n = self.offers_since_transmit + 1;
-        let fills = self.unsent + payload.len() + 8 >= self.batch_bytes;
-        let now = (fills || n <= CLOCK_EVERY || n % CLOCK_EVERY == 0).then(Instant::now);
-        if let Some(now) = now {
-            self.due_timers(now);
-        }
-        let r = match self.sender.offer(type_id, payload) {
+        let now = self.clock(payload.len());
+        let before = self.end.sender.position();
+        let r = match self.end.sender.offer(type_id, payload) {
             Err(e) if progress_may_clear(e) => {
                 // Make progress (status, handshake), then try once more.
                 self.progress(now.unwrap_or_else(Instant::now));
-                self.sender.offer(type_id, payload)
+                let before = self.end.sender.position();
+                self.end.sender.offer(type_id, payload).map(|p| (p, before))
             }
-            r => r,
+            r => r.map(|p| (p, before)),
         };
-        match r {
-            Ok(pos) => {
-                self.unsent += payload.len() + 8;
-                match now {
-                    // The timers ran for `now` above.
-                    Some(now) if self.unsent >= self.batch_bytes => self.send_due(now),
-                    Some(now) => {
-                        self.offers_since_transmit = n;
-                        if now.duration_since(self.last_transmit) >= self.opts.linger {
-                            self.send_due(now);
-                        }
-                    }
-                    // No clock read: a background thread, when present,
-                    // sends what lingers.
-                    None => self.offers_since_transmit = n,
-                }
-                Ok(pos)
-            }
-            Err(e) => Err(self.map(e)),
-        }
-    }
-
-    /// An offer without `linger`: the message leaves at once. When it is
-    /// all the sender has to send (the latency case), the sender builds its
-    /// datagram with the offer and it goes out without the general transmit
-    /// loop; otherwise the loop sends what is due.
-    // Inlined: it is open across a system call (see "The latency path"
-    // in the `udp` module docs).
-    #[inline(always)]
-    fn offer_now(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
-        // The timers run before the message is accepted (see `offer`).
-        let now = Instant::now();
-        self.due_timers(now);
-        let mtu = self.opts.proto.mtu;
-        let buf = &mut self.txbuf[..mtu];
-        let r = match self.sender.offer_and_transmit(now, type_id, payload, buf) {
-            Err(e) if progress_may_clear(e) => {
-                // Make progress (status, handshake), then try once more.
-                self.progress(now);
-                let buf = &mut self.txbuf[..mtu];
-                self.sender.offer_and_transmit(now, type_id, payload, buf)
-            }
-            r => r,
-        };
-        let (pos, built) = r.map_err(|e| self.map(e))?;
-        match built {
-            Some(len) => {
-                self.send_built(len);
-                // The rest of a fragmented message, if any.
-                if !self.sender.all_sent() {
-                    self.transmit(now);
-                }
-                self.after_send(now);
-            }
-            None => self.send_due(now),
-        }
+        let (pos, before) = r.map_err(|e| self.map(e))?;
+        self.offered(now, before, payload.len());
         Ok(pos)
     }
 
@@ -376,21 +309,22 @@ impl PubCore {
         loop {
             let now = Instant::now();
             self.progress(now);
-            match self.sender.state() {
+            let sender = &self.end.sender;
+            match sender.state() {
                 SenderState::Connected => {
-                    if self.sender.is_flushed() {
+                    if sender.is_flushed() {
                         return Ok(());
                     }
                 }
                 // Not acknowledged by a receiver of this session: never Ok.
-                SenderState::Connecting if self.sender.is_key_mismatch() => {
+                SenderState::Connecting if sender.is_key_mismatch() => {
                     return Err(Error::KeyMismatch)
                 }
-                SenderState::Connecting if self.sender.is_refused() => {
+                SenderState::Connecting if sender.is_refused() => {
                     return Err(Error::SessionRefused)
                 }
                 // The subscriber acknowledged everything, then closed or went away.
-                SenderState::Connecting if self.sender.is_delivered() => return Ok(()),
+                SenderState::Connecting if sender.is_delivered() => return Ok(()),
                 SenderState::Connecting => return Err(Error::NotConnected),
                 SenderState::Closed => return Err(Error::Closed),
                 SenderState::Failed => return Err(self.map(OfferError::Failed)),
@@ -401,27 +335,6 @@ impl PubCore {
             std::hint::spin_loop();
         }
     }
-
-    fn counters(&self) -> Counters {
-        let c = self.sender.counters();
-        let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
-        // Cut by the kernel, seen by the driver only.
-        let oversized = self.driver.oversized();
-        by[crate::proto::DropReason::Oversized as usize].1 += oversized;
-        by.push(("send_failed", self.send_errors));
-        by.push(("claim_lost", self.claims_lost));
-        Counters {
-            sent: c.messages,
-            retransmitted: c.retransmitted,
-            naks_received: c.naks_received,
-            dropped: c.dropped_total() + oversized,
-            datagrams_sent: c.datagrams_sent,
-            datagrams_received: c.datagrams_received,
-            drops_by_reason: by,
-            driver: Some(self.driver.kind().name()),
-            ..Counters::default()
-        }
-    }
 }
 
 /// The sending end of a `udp://HOST:PORT` channel.
@@ -430,10 +343,12 @@ impl PubCore {
 /// inside [`offer`](Self::offer), [`is_connected`](Self::is_connected) and
 /// [`flush`](Self::flush); with `progress=thread` a background thread also
 /// drives it every heartbeat/4 (at least every 1 ms) for idle applications.
-pub struct UdpPublication {
-    inner: Progress<PubCore>,
+pub(crate) struct UdpPublication {
+    ep: Endpoint<PubEnd>,
     max_message_len: usize,
-    staging: Vec<u8>,
+    max_claim_len: usize,
+    /// The bytes of an [`offer_with`](Self::offer_with) too long for one claim.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for UdpPublication {
@@ -448,83 +363,46 @@ impl UdpPublication {
     /// # Errors
     /// [`Error::InvalidUri`] for bad options, [`Error::Io`] for socket or
     /// io_uring setup failures.
-    pub fn open(uri: ChannelUri) -> Result<UdpPublication, Error> {
+    pub(crate) fn open(uri: ChannelUri) -> Result<UdpPublication, Error> {
         let opts = UdpOptions::from_uri(uri)?;
         let bind = opts.bind.unwrap_or_else(|| {
             if opts.addr.is_ipv4() {
-                "0.0.0.0:0".parse().expect("literal")
+                SocketAddr::from(([0, 0, 0, 0], 0))
             } else {
-                "[::]:0".parse().expect("literal")
+                SocketAddr::from(([0u16; 8], 0))
             }
         });
-        let mut driver = open_driver(bind, &opts.driver).map_err(Error::Io)?;
-        driver.connect(opts.addr).map_err(Error::Io)?;
-        let now = Instant::now();
-        let sender = Sender::with_os_random(opts.proto.clone(), opts.addr, now, seed())
-            .map_err(Error::InvalidArgument)?;
         let mtu = opts.proto.mtu;
-        let max_message_len = sender.max_message_len();
-        let core = PubCore {
-            sender,
-            driver,
-            txbuf: vec![0u8; tx_slots(mtu) * mtu],
-            staged: Vec::with_capacity(tx_slots(mtu)),
-            failure: None,
-            unsent: 0,
-            offers_since_transmit: 0,
-            // A GSO batch's worth, within a quarter of the window.
-            batch_bytes: (tx_slots(mtu) * mtu)
-                .min(opts.proto.window / 4)
-                .min(super::driver::MAX_UDP_PAYLOAD),
-            last_transmit: now,
-            next_recv: now,
-            sends_since_recv: 0,
-            send_errors: 0,
-            claims_lost: 0,
-            io_error: None,
-            opts,
-        };
-        let inner = if core.opts.thread {
-            // Often enough for heartbeats, and for the tail of a lingering
-            // batch to leave within about `linger`.
-            let mut period = (core.opts.proto.heartbeat_interval / 4).min(Duration::from_millis(1));
-            if !core.opts.linger.is_zero() {
-                period = period.min(core.opts.linger);
-            }
-            let period = period.max(Duration::from_micros(20));
-            Progress::with_thread(
-                core,
-                "conduit-udp-pub",
-                period,
-                move |core: &mut PubCore| {
-                    let now = Instant::now();
-                    // While the application is offering, leave the batching to
-                    // it; step in when it went quiet.
-                    if now.duration_since(core.last_transmit) >= period {
-                        core.progress(now);
-                    }
-                },
-            )?
-        } else {
-            Progress::local(core)
-        };
+        let peer = opts.addr;
+        let ep = Endpoint::open(opts, bind, Some(peer), tx_slots(mtu) * mtu, |opts, now| {
+            let sender = Sender::with_os_random(opts.proto.clone(), opts.addr, now, seed())
+                .map_err(Error::InvalidArgument)?;
+            Ok(PubEnd {
+                sender,
+                failure: None,
+                unsent: 0,
+                offers_since_transmit: 0,
+                // A GSO batch's worth, within a quarter of the window.
+                batch_bytes: (tx_slots(mtu) * mtu)
+                    .min(opts.proto.window / 4)
+                    .min(super::driver::MAX_UDP_PAYLOAD),
+                last_transmit: now,
+                next_recv: now,
+                sends_since_recv: 0,
+            })
+        })?;
         let mut p = UdpPublication {
-            inner,
-            max_message_len,
-            staging: Vec::new(),
+            ep,
+            max_message_len: 0,
+            max_claim_len: 0,
+            scratch: Vec::new(),
         };
-        // Start the handshake at once.
-        p.with(|c| c.progress(Instant::now()));
+        (p.max_message_len, p.max_claim_len) = p.ep.with(|c| {
+            // Start the handshake at once.
+            c.progress(Instant::now());
+            (c.end.sender.max_message_len(), c.end.sender.max_claim_len())
+        });
         Ok(p)
-    }
-
-    #[inline]
-    fn with<R>(&mut self, f: impl FnOnce(&mut PubCore) -> R) -> R {
-        self.inner.with(f)
-    }
-
-    fn with_ref<R>(&self, f: impl FnOnce(&PubCore) -> R) -> R {
-        self.inner.with_ref(f)
     }
 
     /// Copies a message into the stream and sends what is due.
@@ -537,73 +415,80 @@ impl UdpPublication {
     /// [`Error::MtuMismatch`].
     // Out of line, as `UdpSubscription::poll` is.
     #[inline(never)]
-    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
-        self.with(|c| c.offer(type_id, payload))
+    pub(crate) fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
+        self.ep.with(|c| c.offer(type_id, payload))
     }
 
-    /// Reserves `len` bytes for a message; [`UdpClaim::commit`] sends it.
-    /// The bytes are staged in a buffer of the publication and copied into
-    /// the stream on commit.
+    /// Reserves `len` bytes for a message in the sender's log, where the
+    /// datagrams are built from; [`UdpClaim::commit`] publishes it and sends
+    /// what is due. At most [`max_claim_len`](Self::max_claim_len) bytes (one
+    /// record: claims are not fragmented). The claim holds the core while it
+    /// lives; with a progress thread, the thread pauses meanwhile.
     ///
     /// # Errors
     /// As [`offer`](Self::offer): [`Error::BackPressured`],
-    /// [`Error::NotConnected`], [`Error::MessageTooLarge`], ...
-    pub fn try_claim(&mut self, type_id: u32, len: usize) -> Result<UdpClaim<'_>, Error> {
+    /// [`Error::NotConnected`], [`Error::MessageTooLarge`] beyond one record, ...
+    #[inline(always)]
+    pub(crate) fn try_claim(&mut self, type_id: u32, len: usize) -> Result<UdpClaim<'_>, Error> {
+        let mut hold = self.ep.hold();
+        let now = hold.clock(len);
+        let before = hold.end.sender.position();
+        let claim = match Sender::claim_in(SenderHold(hold), type_id, len) {
+            Ok(claim) => UdpClaim { claim, now, before },
+            Err((SenderHold(mut hold), e)) if progress_may_clear(e) => {
+                // Make progress (status, handshake), then try once more.
+                hold.progress(now.unwrap_or_else(Instant::now));
+                let before = hold.end.sender.position();
+                match Sender::claim_in(SenderHold(hold), type_id, len) {
+                    Ok(claim) => UdpClaim { claim, now, before },
+                    Err((SenderHold(hold), e)) => return Err(hold.map(e)),
+                }
+            }
+            Err((SenderHold(hold), e)) => return Err(hold.map(e)),
+        };
+        Ok(claim)
+    }
+
+    /// Writes a message of `len` bytes with `fill` and publishes it: in
+    /// place through a claim up to [`max_claim_len`](Self::max_claim_len),
+    /// through a scratch buffer and [`offer`](Self::offer) beyond.
+    ///
+    /// # Errors
+    /// As [`offer`](Self::offer); `fill` is not called then.
+    #[inline(always)]
+    pub(crate) fn offer_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        type_id: u32,
+        len: usize,
+        fill: F,
+    ) -> Result<u64, Error> {
+        if len <= self.max_claim_len {
+            let mut claim = self.try_claim(type_id, len)?;
+            fill(claim.as_mut_slice());
+            return Ok(claim.commit());
+        }
         if len > self.max_message_len {
             return Err(Error::MessageTooLarge {
                 len,
                 max: self.max_message_len,
             });
         }
-        // Reserve up front, as a claim on shm does: a claim that fits one
-        // record is checked against the window now (the protocol's own claim,
-        // aborted at once), so the commit's offer cannot be refused for
-        // back-pressure; larger ones are checked for the connection only.
-        self.with(|c| {
-            let check = |c: &mut PubCore| -> Result<(), OfferError> {
-                if len <= c.sender.max_claim_len() {
-                    c.sender.try_claim(type_id, len).map(drop)
-                } else {
-                    match c.sender.state() {
-                        SenderState::Connected => Ok(()),
-                        SenderState::Connecting if c.sender.is_key_mismatch() => {
-                            Err(OfferError::KeyMismatch)
-                        }
-                        SenderState::Connecting if c.sender.is_refused() => {
-                            Err(OfferError::Refused)
-                        }
-                        SenderState::Connecting => Err(OfferError::NotConnected),
-                        SenderState::Closed => Err(OfferError::Closed),
-                        SenderState::Failed => Err(OfferError::Failed),
-                    }
-                }
-            };
-            match check(c) {
-                Err(e) if progress_may_clear(e) => {
-                    c.progress(Instant::now());
-                    check(c)
-                }
-                r => r,
-            }
-            .map_err(|e| c.map(e))
-        })?;
-        let mut staging = std::mem::take(&mut self.staging);
-        staging.clear();
-        staging.resize(len, 0);
-        Ok(UdpClaim {
-            publ: self,
-            type_id,
-            buf: staging,
-        })
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(len, 0);
+        fill(&mut scratch);
+        let r = self.offer(type_id, &scratch);
+        self.scratch = scratch;
+        r
     }
 
     /// True while the subscriber is live. Drives progress. False while the
     /// subscription refuses this publication (see [`Error::SessionRefused`],
     /// which `offer` and `flush` report).
-    pub fn is_connected(&mut self) -> bool {
-        self.with(|c| {
+    pub(crate) fn is_connected(&mut self) -> bool {
+        self.ep.with(|c| {
             c.progress(Instant::now());
-            c.sender.is_connected()
+            c.end.sender.is_connected()
         })
     }
 
@@ -618,114 +503,90 @@ impl UdpPublication {
     /// (another live publisher owns the subscription), [`Error::TimedOut`],
     /// [`Error::Closed`], [`Error::PeerGone`], [`Error::VersionMismatch`],
     /// [`Error::MtuMismatch`].
-    pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
-        self.with(|c| c.flush(timeout))
+    pub(crate) fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.ep.with(|c| c.flush(timeout))
     }
 
     /// Largest message accepted.
-    pub fn max_message_len(&self) -> usize {
+    pub(crate) fn max_message_len(&self) -> usize {
         self.max_message_len
     }
 
     /// Counters: messages sent, retransmissions, NAKs, drops by reason, driver.
-    pub fn counters(&self) -> Counters {
-        self.with_ref(|c| c.counters())
+    pub(crate) fn counters(&self) -> Counters {
+        self.ep.counters()
     }
 
-    /// The local socket address.
-    ///
-    /// # Errors
-    /// The socket's error.
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        self.with_ref(|c| c.driver.local_addr()).map_err(Error::Io)
-    }
-
-    /// The last send error, if any (sends that fail are repaired like loss).
-    pub fn last_io_error(&self) -> Option<String> {
-        self.with_ref(|c| c.io_error.as_ref().map(|e| e.to_string()))
+    /// Largest claim: one record's payload.
+    #[cfg(test)]
+    pub(crate) fn max_claim_len(&self) -> usize {
+        self.max_claim_len
     }
 }
 
-impl Drop for UdpPublication {
-    fn drop(&mut self) {
-        self.inner.stop_thread();
-        self.with(|c| {
-            let now = Instant::now();
-            c.sender.close(now);
-            c.transmit(now);
-        });
+/// The publication's core, held by a claim: the claim's sender.
+#[derive(Debug)]
+pub(crate) struct SenderHold<'a>(Hold<'a, Core<PubEnd>>);
+
+impl Borrow<Sender> for SenderHold<'_> {
+    #[inline(always)]
+    fn borrow(&self) -> &Sender {
+        &self.0.end.sender
     }
 }
 
-/// A message being written in place; [`commit`](Self::commit) sends it,
-/// dropping it aborts.
-pub struct UdpClaim<'a> {
-    publ: &'a mut UdpPublication,
-    type_id: u32,
-    buf: Vec<u8>,
+impl BorrowMut<Sender> for SenderHold<'_> {
+    #[inline(always)]
+    fn borrow_mut(&mut self) -> &mut Sender {
+        &mut self.0.end.sender
+    }
+}
+
+/// A message being written in place, in the sender's log where its
+/// datagram is built from; [`commit`](Self::commit) publishes it and sends
+/// what is due, dropping it aborts. The claim holds the publication's core
+/// while it lives (with `progress=thread`, the thread pauses meanwhile), so
+/// the room it reserved stays reserved and the commit cannot fail.
+pub(crate) struct UdpClaim<'a> {
+    claim: proto::Claim<SenderHold<'a>>,
+    /// The clock read of [`Core::clock`] for this message.
+    now: Option<Instant>,
+    /// The stream position before the claim.
+    before: u64,
 }
 
 impl std::fmt::Debug for UdpClaim<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpClaim")
-            .field("len", &self.buf.len())
+            .field("len", &self.claim.len())
             .finish()
     }
 }
 
 impl UdpClaim<'_> {
     /// The writable payload.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf
+    #[inline(always)]
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.claim.as_mut_slice()
     }
 
     /// The payload.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.buf
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.claim.as_slice()
     }
 
-    /// Publishes the message; returns the stream position after it. Room was
-    /// reserved by the claim; only a connection lost since the claim makes
-    /// the stream refuse it, then 0 is returned and the loss is counted
-    /// (`claim_lost`).
-    pub fn commit(mut self) -> u64 {
-        let buf = std::mem::take(&mut self.buf);
-        let ty = self.type_id;
-        let pos = self.publ.with(|c| {
-            // Room was reserved by `try_claim` for claims of one record; a
-            // larger claim waits for the window, at most one liveness
-            // timeout (the peer is gone by then).
-            let mut deadline = None;
-            loop {
-                match c.offer(ty, &buf) {
-                    Ok(p) => return p,
-                    Err(Error::BackPressured)
-                        if Instant::now()
-                            < *deadline.get_or_insert_with(|| {
-                                Instant::now() + c.opts.proto.liveness_timeout
-                            }) =>
-                    {
-                        std::hint::spin_loop()
-                    }
-                    Err(_) => {
-                        c.claims_lost += 1;
-                        return 0;
-                    }
-                }
-            }
-        });
-        self.publ.staging = buf;
+    /// Publishes the message and sends what is due; returns the stream
+    /// position after it.
+    #[inline(always)]
+    pub(crate) fn commit(self) -> u64 {
+        let UdpClaim { claim, now, before } = self;
+        let len = claim.len();
+        let (pos, SenderHold(mut core)) = claim.finish();
+        core.offered(now, before, len);
         pos
     }
 
     /// Drops the claim without publishing.
-    pub fn abort(self) {}
-}
-
-impl Drop for UdpClaim<'_> {
-    fn drop(&mut self) {
-        if self.buf.capacity() > 0 {
-            self.publ.staging = std::mem::take(&mut self.buf);
-        }
-    }
+    pub(crate) fn abort(self) {}
 }

@@ -1,16 +1,16 @@
-//! The receiving end of a UDP channel: a protocol [`Receiver`] plus a driver.
+//! The receiving end of a UDP channel: a protocol [`Receiver`] on the endpoint core, with
+//! polls and following the sender.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::proto::{Event, GapPolicy, Receiver};
+use crate::proto::{self, Event, GapPolicy, Receiver};
 use crate::uri::ChannelUri;
 use crate::{Counters, Error, Received};
 
-use super::driver::{open_driver, AnyDriver, Driver, Wait};
+use super::driver::{Driver, Wait};
+use super::endpoint::{Core, End, Endpoint};
 use super::options::{UdpOptions, WaitMode};
-use super::progress::Progress;
 use super::seed;
 
 /// Empty busy polls between two timer checks (status, NAK, liveness): at
@@ -46,42 +46,71 @@ fn log_follow_failure(e: &std::io::Error) {
     );
 }
 
-pub(crate) struct SubCore {
+/// The protocol receiver and what the subscription keeps beside it.
+pub(crate) struct SubEnd {
     receiver: Receiver,
-    driver: AnyDriver,
-    opts: UdpOptions,
-    txbuf: Vec<u8>,
     overflow: Overflow,
     /// Errors from events, reported once each by `poll`.
     errors: VecDeque<Error>,
     received: u64,
-    send_errors: u64,
     idle_polls: u32,
 }
 
-impl SubCore {
+impl End for SubEnd {
+    const THREAD: &'static str = "conduit-udp-sub";
+
+    #[inline(always)]
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        max_datagrams: usize,
+        buf: &mut [u8],
+    ) -> Option<proto::Transmit> {
+        self.receiver.poll_transmit(now, max_datagrams, buf)
+    }
+
+    fn proto_counters(&self) -> &proto::Counters {
+        self.receiver.counters()
+    }
+
+    fn counters(&self, base: Counters) -> Counters {
+        Counters {
+            received: self.received,
+            naks_sent: self.receiver.counters().naks_sent,
+            ..base
+        }
+    }
+
+    fn thread_period(opts: &UdpOptions) -> Option<Duration> {
+        opts.thread_requested.then(|| {
+            (opts.proto.status_interval / 4)
+                .min(Duration::from_millis(1))
+                .max(Duration::from_micros(50))
+        })
+    }
+
+    fn step(core: &mut Core<Self>, now: Instant) {
+        core.tick(now);
+    }
+
+    fn close(core: &mut Core<Self>, now: Instant) {
+        core.end.receiver.close(now);
+        core.tick(now);
+    }
+}
+
+impl Core<SubEnd> {
     /// Timers, status/NAK transmission and events; no socket read.
     fn tick(&mut self, now: Instant) {
-        let due = self.receiver.poll_timeout().is_some_and(|t| t <= now);
+        let due = self.end.receiver.poll_timeout().is_some_and(|t| t <= now);
         if due {
-            self.receiver.handle_timeout(now);
+            self.end.receiver.handle_timeout(now);
         }
         // Most ticks (after a delivery) have nothing to send.
-        let mtu = self.opts.proto.mtu;
-        while due || self.receiver.transmit_pending() {
-            let Some(t) = self.receiver.poll_transmit(now, &mut self.txbuf[..mtu]) else {
-                break;
-            };
-            let tx = [super::driver::Transmit {
-                dest: t.destination,
-                contents: &self.txbuf[..t.len],
-                segment_size: t.len,
-            }];
-            if !matches!(self.driver.send(&tx), Ok(1)) {
-                self.send_errors += 1;
-            }
+        if due || self.end.receiver.transmit_pending() {
+            self.transmit(now);
         }
-        while let Some(e) = self.receiver.poll_event() {
+        while let Some(e) = self.end.receiver.poll_event() {
             let err = match e {
                 Event::PeerGone => Some(Error::PeerGone),
                 Event::Closed => Some(Error::Closed),
@@ -98,7 +127,7 @@ impl SubCore {
                 Event::MtuMismatch { local, remote } => Some(Error::MtuMismatch { local, remote }),
                 Event::KeyMismatch => Some(Error::KeyMismatch),
                 Event::Connected { .. } | Event::SessionReplaced { .. } => {
-                    if let Some(peer) = self.receiver.peer() {
+                    if let Some(peer) = self.end.receiver.peer() {
                         // The sender's datagrams get a socket of their own;
                         // without it everything still arrives through the
                         // bound socket, a little slower.
@@ -117,8 +146,8 @@ impl SubCore {
                 Event::SessionRefused => None,
             };
             if let Some(err) = err {
-                if self.errors.len() < 16 {
-                    self.errors.push_back(err);
+                if self.end.errors.len() < 16 {
+                    self.end.errors.push_back(err);
                 }
             }
         }
@@ -135,10 +164,13 @@ impl SubCore {
     ) -> Result<usize, Error> {
         let mut n = 0;
         while n < limit {
-            let Some((ty, start, len)) = self.overflow.msgs.pop_front() else {
+            let Some((ty, start, len)) = self.end.overflow.msgs.pop_front() else {
                 break;
             };
-            handler(Received::new(ty, &self.overflow.bytes[start..start + len]));
+            handler(Received::new(
+                ty,
+                &self.end.overflow.bytes[start..start + len],
+            ));
             n += 1;
         }
         // A blocking wait ends by the receiver's next timer (a NAK due
@@ -153,12 +185,10 @@ impl SubCore {
         let mut now: Option<Instant> = None;
         let before = n;
         if n < limit {
-            let SubCore {
-                receiver,
-                driver,
-                overflow,
-                ..
-            } = self;
+            let Core { end, driver, .. } = self;
+            let SubEnd {
+                receiver, overflow, ..
+            } = end;
             let max = (limit - n).min(1024);
             let r = driver.recv(wait, max, |from, bytes| {
                 let t = *now.get_or_insert_with(Instant::now);
@@ -173,19 +203,19 @@ impl SubCore {
             });
             if let Err(e) = r {
                 self.tick(Instant::now());
-                self.received += n as u64;
+                self.end.received += n as u64;
                 return if n > 0 { Ok(n) } else { Err(Error::Io(e)) };
             }
         }
-        self.received += n as u64;
+        self.end.received += n as u64;
         let idle = n == before && now.is_none() && matches!(wait, Wait::NoWait);
         if idle {
-            self.idle_polls += 1;
-            if self.idle_polls < IDLE_POLLS_PER_TICK {
+            self.end.idle_polls += 1;
+            if self.end.idle_polls < IDLE_POLLS_PER_TICK {
                 return Ok(n);
             }
         }
-        self.idle_polls = 0;
+        self.end.idle_polls = 0;
         // After a blocking wait the time must be read afresh.
         let now = match (now, wait) {
             (Some(t), Wait::NoWait) => t,
@@ -193,7 +223,7 @@ impl SubCore {
         };
         self.tick(now);
         if n == 0 {
-            if let Some(e) = self.errors.pop_front() {
+            if let Some(e) = self.end.errors.pop_front() {
                 return Err(e);
             }
         }
@@ -203,28 +233,9 @@ impl SubCore {
     /// `wait`, cut short to when the receiver's next timer is due; the
     /// timers then run at the end of the poll.
     fn until_next_timer(&self, wait: Duration) -> Duration {
-        match self.receiver.poll_timeout() {
+        match self.end.receiver.poll_timeout() {
             Some(t) => wait.min(t.saturating_duration_since(Instant::now())),
             None => wait,
-        }
-    }
-
-    fn counters(&self) -> Counters {
-        let c = self.receiver.counters();
-        let mut by: Vec<(&'static str, u64)> = c.drops_by_reason().collect();
-        // Cut by the kernel, seen by the driver only.
-        let oversized = self.driver.oversized();
-        by[crate::proto::DropReason::Oversized as usize].1 += oversized;
-        by.push(("send_failed", self.send_errors));
-        Counters {
-            received: self.received,
-            naks_sent: c.naks_sent,
-            dropped: c.dropped_total() + oversized,
-            datagrams_sent: c.datagrams_sent,
-            datagrams_received: c.datagrams_received,
-            drops_by_reason: by,
-            driver: Some(self.driver.kind().name()),
-            ..Counters::default()
         }
     }
 }
@@ -237,8 +248,8 @@ impl SubCore {
 /// `progress=thread`, a background thread keeps status messages, NAKs and
 /// liveness going while the application does not poll (data then waits in
 /// the socket buffer).
-pub struct UdpSubscription {
-    inner: Progress<SubCore>,
+pub(crate) struct UdpSubscription {
+    ep: Endpoint<SubEnd>,
     wait: WaitMode,
 }
 
@@ -254,43 +265,22 @@ impl UdpSubscription {
     /// # Errors
     /// [`Error::InvalidUri`] for bad options, [`Error::Io`] when the address
     /// cannot be bound or the driver cannot be set up.
-    pub fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
+    pub(crate) fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
         let opts = UdpOptions::from_uri(uri)?;
-        let driver = open_driver(opts.addr, &opts.driver).map_err(Error::Io)?;
-        let receiver = Receiver::with_os_random(opts.proto.clone(), Instant::now(), seed())
-            .map_err(Error::InvalidArgument)?;
-        let wait = opts.wait;
-        let core = SubCore {
-            receiver,
-            driver,
-            txbuf: vec![0u8; opts.proto.mtu],
-            overflow: Overflow::default(),
-            errors: VecDeque::new(),
-            received: 0,
-            send_errors: 0,
-            idle_polls: 0,
-            opts,
-        };
-        let inner = if core.opts.thread_requested {
-            let period = (core.opts.proto.status_interval / 4)
-                .min(Duration::from_millis(1))
-                .max(Duration::from_micros(50));
-            Progress::with_thread(core, "conduit-udp-sub", period, |core: &mut SubCore| {
-                core.tick(Instant::now())
-            })?
-        } else {
-            Progress::local(core)
-        };
-        Ok(UdpSubscription { inner, wait })
-    }
-
-    #[inline]
-    fn with<R>(&mut self, f: impl FnOnce(&mut SubCore) -> R) -> R {
-        self.inner.with(f)
-    }
-
-    fn with_ref<R>(&self, f: impl FnOnce(&SubCore) -> R) -> R {
-        self.inner.with_ref(f)
+        let (bind, wait, mtu) = (opts.addr, opts.wait, opts.proto.mtu);
+        // One MTU of staging: status messages and NAKs go one at a time.
+        let ep = Endpoint::open(opts, bind, None, mtu, |opts, now| {
+            let receiver = Receiver::with_os_random(opts.proto.clone(), now, seed())
+                .map_err(Error::InvalidArgument)?;
+            Ok(SubEnd {
+                receiver,
+                overflow: Overflow::default(),
+                errors: VecDeque::new(),
+                received: 0,
+                idle_polls: 0,
+            })
+        })?;
+        Ok(UdpSubscription { ep, wait })
     }
 
     /// Hands up to `limit` messages to `handler`, in order, without blocking.
@@ -306,12 +296,12 @@ impl UdpSubscription {
     // Out of line: a UDP poll is a system call anyway, and inlined it would
     // weigh on the `shm:` path of every `Subscription::poll` caller.
     #[inline(never)]
-    pub fn poll<F: FnMut(Received<'_>)>(
+    pub(crate) fn poll<F: FnMut(Received<'_>)>(
         &mut self,
         mut handler: F,
         limit: usize,
     ) -> Result<usize, Error> {
-        self.with(|c| c.poll(&mut handler, limit, Wait::NoWait))
+        self.ep.with(|c| c.poll(&mut handler, limit, Wait::NoWait))
     }
 
     /// Like [`poll`](Self::poll), waiting up to `timeout` for a first
@@ -320,7 +310,7 @@ impl UdpSubscription {
     ///
     /// # Errors
     /// As [`poll`](Self::poll).
-    pub fn poll_timeout<F: FnMut(Received<'_>)>(
+    pub(crate) fn poll_timeout<F: FnMut(Received<'_>)>(
         &mut self,
         mut handler: F,
         limit: usize,
@@ -339,7 +329,7 @@ impl UdpSubscription {
             } else {
                 Wait::NoWait
             };
-            let n = self.with(|c| c.poll(&mut handler, limit, wait))?;
+            let n = self.ep.with(|c| c.poll(&mut handler, limit, wait))?;
             if n > 0 || Instant::now() >= deadline {
                 return Ok(n);
             }
@@ -350,35 +340,25 @@ impl UdpSubscription {
     }
 
     /// True while a publisher session is live. Drives progress.
-    pub fn is_connected(&mut self) -> bool {
-        self.with(|c| {
+    pub(crate) fn is_connected(&mut self) -> bool {
+        self.ep.with(|c| {
             c.tick(Instant::now());
-            c.receiver.is_connected()
+            c.end.receiver.is_connected()
         })
     }
 
     /// Counters: messages received, NAKs sent, drops by reason, driver.
-    pub fn counters(&self) -> Counters {
-        self.with_ref(|c| c.counters())
+    pub(crate) fn counters(&self) -> Counters {
+        self.ep.counters()
     }
 
     /// The bound local address.
     ///
     /// # Errors
     /// The socket's error.
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        self.with_ref(|c| c.driver.local_addr()).map_err(Error::Io)
-    }
-}
-
-impl Drop for UdpSubscription {
-    fn drop(&mut self) {
-        self.inner.stop_thread();
-        self.with(|c| {
-            let now = Instant::now();
-            c.receiver.close(now);
-            c.tick(now);
-        });
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> Result<std::net::SocketAddr, Error> {
+        self.ep.local_addr()
     }
 }
 
@@ -413,7 +393,7 @@ mod tests {
         let end = Instant::now() + Duration::from_secs(10);
         while sender.state() != SenderState::Connected {
             assert!(Instant::now() < end, "no handshake within 10 s");
-            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+            while let Some(t) = sender.poll_transmit(Instant::now(), 1, &mut buf) {
                 sock.send_to(&buf[..t.len], to).unwrap();
             }
             sub.poll(|_| {}, 16).unwrap();
@@ -425,7 +405,7 @@ mod tests {
         let mut datagrams = Vec::new();
         for i in 0..3u8 {
             sender.offer(1, &[i; 16]).unwrap();
-            while let Some(t) = sender.poll_transmit(Instant::now(), &mut buf) {
+            while let Some(t) = sender.poll_transmit(Instant::now(), 1, &mut buf) {
                 let (h, _) = Header::ref_from_prefix(&buf[..t.len]).unwrap();
                 if h.kind == FrameKind::DATA {
                     datagrams.push(buf[..t.len].to_vec());
@@ -442,13 +422,13 @@ mod tests {
             sub.poll(|m| got.push(m.payload()[0]), 16).unwrap();
         }
         assert_eq!(got, [0], "only the message before the gap");
-        let naks = sub.with(|c| c.receiver.counters().naks_sent);
+        let naks = sub.ep.with(|c| c.end.receiver.counters().naks_sent);
         // One blocking poll for up to 60 s, from another thread; nothing
         // arrives in that time unless the NAK goes out. A watchdog turns a
         // poll that sits on the due NAK into a failure.
         let (done_tx, done_rx) = mpsc::channel();
         let poller = std::thread::spawn(move || {
-            let r = sub.with(|c| {
+            let r = sub.ep.with(|c| {
                 c.poll(
                     &mut |_: Received<'_>| {},
                     16,
@@ -464,7 +444,7 @@ mod tests {
         let (sub, r) = poller.join().unwrap();
         assert_eq!(r.unwrap(), 0);
         assert!(
-            sub.with_ref(|c| c.receiver.counters().naks_sent) > naks,
+            sub.ep.with_ref(|c| c.end.receiver.counters().naks_sent) > naks,
             "the poll returned without sending the NAK"
         );
     }

@@ -220,7 +220,7 @@ fn offer_and_transmit_sends_what_poll_transmit_would() {
 
 /// Splits the batch `poll_transmit` wrote into its datagrams, checking that all but the last
 /// are `segment_size` long and the last is not longer.
-fn segments(buf: &[u8], t: conduit::proto::Transmit) -> Vec<Vec<u8>> {
+fn segments(buf: &[u8], t: conduit_proto::Transmit) -> Vec<Vec<u8>> {
     assert!(t.segment_size > 0 && t.len > 0, "{t:?}");
     let v: Vec<Vec<u8>> = buf[..t.len]
         .chunks(t.segment_size)

@@ -268,11 +268,6 @@ pub(crate) struct TxSlot {
     ctrl: CmsgBuf,
 }
 
-// SAFETY: the iovec's pointer is only set by `prepare` for the duration of
-// one send, whose payload outlives it; moving the slot to another thread
-// moves no borrow.
-unsafe impl Send for TxSlot {}
-
 impl TxSlot {
     pub(crate) fn new() -> TxSlot {
         TxSlot {

@@ -1,16 +1,14 @@
-//! Loopback ping-pong of 32-byte datagrams: a plain non-blocking `recv`
-//! spin loop against conduit's UDP drivers (busy-poll and blocking), to pick
-//! the default driver per mode.
+//! Loopback ping-pong of 32-byte messages: bare std sockets (a
+//! non-blocking `recv` spin loop, connected or not, and a blocking `recv`)
+//! against conduit's UDP channels with either driver.
 //!
-//! Usage: `udp_pingpong [ROUNDS] [MODE...]`, modes: raw, socket-spin,
-//! uring-spin, socket-block, uring-block (default: all, raw repeated first
-//! and last to expose placement drift).
+//! Usage: `udp_pingpong [ROUNDS] [MODE...]`, modes: raw, raw-unconn,
+//! raw-block, conduit-socket, conduit-uring (default: all, raw repeated
+//! first and last to expose placement drift).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use conduit::udp::{open_driver, Driver, DriverChoice, DriverConfig, Transmit, Wait};
 
 const LEN: usize = 32;
 
@@ -74,60 +72,31 @@ fn raw(rounds: usize, connected: bool) -> Vec<u64> {
     out
 }
 
-fn driver(rounds: usize, choice: DriverChoice, wait: Wait, connect: bool) -> Vec<u64> {
-    let cfg = DriverConfig {
-        choice,
-        gro: false,
-        gso: false,
-        rx_batch: 16,
-        ..DriverConfig::default()
-    };
-    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut a = open_driver(local, &cfg).unwrap();
-    let cfg_b = cfg.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let aa = a.local_addr().unwrap();
+/// The bare-socket baseline of a blocking wait: both sides sleep in
+/// `recv` on a blocking, connected socket.
+fn raw_block(rounds: usize) -> Vec<u64> {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    let timeout = Some(Duration::from_secs(10));
+    a.set_read_timeout(timeout).unwrap();
+    b.set_read_timeout(timeout).unwrap();
     let echo = thread::spawn(move || {
-        let mut b = open_driver(local, &cfg_b).unwrap();
-        if connect {
-            b.connect(aa).unwrap();
-        }
-        tx.send(b.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 64];
         for _ in 0..rounds {
-            let mut got = 0;
-            while got == 0 {
-                got = b
-                    .recv(wait, 16, |_, d| buf[..d.len()].copy_from_slice(d))
-                    .unwrap();
-            }
-            let t = [Transmit {
-                dest: aa,
-                contents: &buf[..LEN],
-                segment_size: LEN,
-            }];
-            while b.send(&t).unwrap() == 0 {}
+            let n = b.recv(&mut buf).expect("echo: no datagram in 10 s");
+            b.send(&buf[..n]).unwrap();
         }
     });
-    let bb = rx.recv().unwrap();
-    if connect {
-        a.connect(bb).unwrap();
-    }
     let msg = [7u8; LEN];
-    let t = [Transmit {
-        dest: bb,
-        contents: &msg,
-        segment_size: LEN,
-    }];
+    let mut buf = [0u8; 64];
     let mut out = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let s = Instant::now();
-        while a.send(&t).unwrap() == 0 {}
-        let mut got = 0;
-        while got == 0 {
-            got = a.recv(wait, 16, |_, _| {}).unwrap();
-        }
-        out.push(s.elapsed().as_nanos() as u64);
+        let t = Instant::now();
+        a.send(&msg).unwrap();
+        a.recv(&mut buf).expect("no reply in 10 s");
+        out.push(t.elapsed().as_nanos() as u64);
     }
     echo.join().unwrap();
     out
@@ -196,30 +165,27 @@ fn main() {
     if modes.is_empty() {
         modes = [
             "raw",
-            "socket-spin",
+            "conduit-socket",
             "raw-unconn",
-            "socket-spin-unconn",
-            "uring-spin",
+            "conduit-uring",
             "raw",
-            "socket-block",
-            "uring-block",
+            "raw-block",
             "raw",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
     }
-    let block = Wait::Timeout(Duration::from_millis(100));
     for m in modes {
         let v = match m.as_str() {
             "raw" => raw(rounds, true),
             "raw-unconn" => raw(rounds, false),
-            "socket-spin" => driver(rounds, DriverChoice::Socket, Wait::NoWait, true),
-            "socket-spin-unconn" => driver(rounds, DriverChoice::Socket, Wait::NoWait, false),
-            "uring-spin" => driver(rounds, DriverChoice::Uring, Wait::NoWait, true),
-            "socket-block" => driver(rounds, DriverChoice::Socket, block, true),
-            "uring-block" => driver(rounds, DriverChoice::Uring, block, true),
+            "raw-block" => raw_block(rounds),
             "conduit-socket" => conduit_api(rounds, "socket"),
+            "conduit-uring" if !conduit::udp::uring_available() => {
+                println!("{m:13} skipped: io_uring unavailable");
+                continue;
+            }
             "conduit-uring" => conduit_api(rounds, "uring"),
             other => panic!("unknown mode {other}"),
         };

@@ -2,21 +2,28 @@
 //! socket and the protocol, and nothing else.
 //!
 //! Two implementations exist:
-//! - [`super::driver_socket::SocketDriver`]: a non-blocking
-//!   socket with `recvmmsg`/`sendmmsg`, UDP GSO (`UDP_SEGMENT`) and GRO
-//!   (`UDP_GRO`) where the kernel has them;
-//! - [`super::driver_uring::UringDriver`]: io_uring with a
-//!   multishot `RecvMsgMulti` over a provided-buffer ring and batched
+//! - `SocketDriver` (`driver_socket.rs`): a non-blocking socket with
+//!   `recvmmsg`/`sendmmsg`, UDP GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`)
+//!   where the kernel has them;
+//! - `UringDriver` (`driver_uring.rs`, cargo feature `uring`): io_uring
+//!   with a multishot `RecvMsgMulti` over a provided-buffer ring and batched
 //!   `SendMsg` submissions (many datagrams per `io_uring_enter`).
+//!
+//! Both keep only their own system calls; the socket, addresses, headers,
+//! control messages and error classification they share live in
+//! `sys.rs`.
 //!
 //! [`open_driver`] picks one: the choice comes from the URI (`driver=`), else
 //! the environment variable `CONDUIT_UDP_DRIVER`, else [`DEFAULT_DRIVER`].
 //! `prefer-uring` (and `auto`, were the default io_uring) uses io_uring when
 //! its setup succeeds and the socket driver when it fails as unavailable
 //! (ENOSYS, EPERM from `kernel.io_uring_disabled` or a seccomp filter,
-//! EINVAL from a kernel without these features); `uring` forced fails
-//! instead. The driver in use is logged once per process and kind (one line
-//! on stderr) and can be queried with [`Driver::kind`].
+//! EINVAL from a kernel without these features) or when this build has no
+//! io_uring (the `uring` feature off); each fallback is counted
+//! ([`uring_fallbacks`]). `uring` forced fails instead: with the io_uring
+//! error, or `ErrorKind::Unsupported` when the feature is off. The driver in
+//! use is logged once per process and kind (through the `log` crate, with
+//! the `log` feature) and can be queried with [`Driver::kind`].
 //!
 //! Received datagrams are handed to a callback as slices that borrow the
 //! driver's own receive buffers (the socket's `recvmmsg` array or the io_uring
@@ -24,26 +31,30 @@
 //! buffers are reused as soon as the callback returns.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::driver_socket::SocketDriver;
+#[cfg(feature = "uring")]
 use super::driver_uring::UringDriver;
+use super::logging::log_once;
 
 /// Name of the environment variable that forces a driver (`socket` or `uring`).
-pub const DRIVER_ENV: &str = "CONDUIT_UDP_DRIVER";
+pub(crate) const DRIVER_ENV: &str = "CONDUIT_UDP_DRIVER";
 
 /// Largest number of GSO segments sent in one super-datagram.
-pub const MAX_GSO_SEGMENTS: usize = 64;
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 
 /// Largest UDP payload the kernel accepts in one (super-)datagram.
-pub const MAX_UDP_PAYLOAD: usize = 65_507;
+pub(crate) const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// Which driver moves the datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriverKind {
+pub(crate) enum DriverKind {
     /// io_uring.
+    // Named (and a possible default) even in a build without io_uring.
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     Uring,
     /// Plain non-blocking socket system calls.
     Socket,
@@ -51,14 +62,13 @@ pub enum DriverKind {
 
 impl DriverKind {
     /// The name used in URIs, counters and logs (`"uring"`, `"socket"`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DriverKind::Uring => "uring",
             DriverKind::Socket => "socket",
         }
     }
 }
-
 /// The requested driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DriverChoice {
@@ -76,7 +86,7 @@ pub enum DriverChoice {
 
 impl DriverChoice {
     /// Parses `"auto"`, `"uring"`, `"prefer-uring"` or `"socket"`.
-    pub fn parse(s: &str) -> Option<DriverChoice> {
+    pub(crate) fn parse(s: &str) -> Option<DriverChoice> {
         match s {
             "auto" => Some(DriverChoice::Auto),
             "uring" | "io_uring" => Some(DriverChoice::Uring),
@@ -89,7 +99,7 @@ impl DriverChoice {
 
 /// How long a receive call may wait for the first datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// Return at once with whatever is already there (busy-poll mode).
     NoWait,
     /// Block up to this long for the first datagram (blocking mode).
@@ -136,7 +146,7 @@ impl Default for DriverConfig {
 impl DriverConfig {
     /// Bytes of user-space receive buffer the driver will allocate: one slot per
     /// batch entry, each large enough for a GRO super-datagram when GRO is on.
-    pub fn rx_buffer_bytes(&self) -> usize {
+    pub(crate) fn rx_buffer_bytes(&self) -> usize {
         self.rx_batch * self.rx_slot_size()
     }
 
@@ -144,7 +154,7 @@ impl DriverConfig {
     /// an 8-aligned allocation, so every datagram starts 8-aligned and the
     /// messages in it keep the alignment the sender gave them, whatever
     /// the MTU.
-    pub fn rx_slot_size(&self) -> usize {
+    pub(crate) fn rx_slot_size(&self) -> usize {
         let slot = if self.gro {
             MAX_UDP_PAYLOAD + 29
         } else {
@@ -157,19 +167,19 @@ impl DriverConfig {
 /// One datagram, or several same-size datagrams for one destination sent as
 /// a GSO super-datagram.
 #[derive(Debug, Clone, Copy)]
-pub struct Transmit<'a> {
+pub(crate) struct Transmit<'a> {
     /// Where to send.
-    pub dest: SocketAddr,
+    pub(crate) dest: SocketAddr,
     /// The bytes: `contents.len() / segment_size` full segments, then possibly
     /// a shorter last one.
-    pub contents: &'a [u8],
+    pub(crate) contents: &'a [u8],
     /// Size of each datagram; `>= contents.len()` for a single datagram.
-    pub segment_size: usize,
+    pub(crate) segment_size: usize,
 }
 
 impl Transmit<'_> {
     /// Number of datagrams this transmit puts on the wire.
-    pub fn segments(&self) -> usize {
+    pub(crate) fn segments(&self) -> usize {
         if self.segment_size == 0 || self.contents.len() <= self.segment_size {
             1
         } else {
@@ -179,7 +189,7 @@ impl Transmit<'_> {
 }
 
 /// Moves batches of datagrams.
-pub trait Driver {
+pub(crate) trait Driver {
     /// The driver kind.
     fn kind(&self) -> DriverKind;
 
@@ -255,8 +265,9 @@ pub trait Driver {
 // One driver per channel, never moved on a hot path: the size difference
 // does not matter, and no indirection sits on the datagram path.
 #[allow(clippy::large_enum_variant)]
-pub enum AnyDriver {
+pub(crate) enum AnyDriver {
     /// The io_uring driver.
+    #[cfg(feature = "uring")]
     Uring(UringDriver),
     /// The socket driver.
     Socket(SocketDriver),
@@ -268,49 +279,39 @@ impl std::fmt::Debug for AnyDriver {
     }
 }
 
+/// Calls `$body` with `$d` bound to the driver inside `$self`.
+macro_rules! each {
+    ($self:expr, $d:ident => $body:expr) => {
+        match $self {
+            #[cfg(feature = "uring")]
+            AnyDriver::Uring($d) => $body,
+            AnyDriver::Socket($d) => $body,
+        }
+    };
+}
+
 impl Driver for AnyDriver {
     fn kind(&self) -> DriverKind {
-        match self {
-            AnyDriver::Uring(_) => DriverKind::Uring,
-            AnyDriver::Socket(_) => DriverKind::Socket,
-        }
+        each!(self, d => d.kind())
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        match self {
-            AnyDriver::Uring(d) => d.local_addr(),
-            AnyDriver::Socket(d) => d.local_addr(),
-        }
+        each!(self, d => d.local_addr())
     }
     fn max_segments(&self) -> usize {
-        match self {
-            AnyDriver::Uring(d) => d.max_segments(),
-            AnyDriver::Socket(d) => d.max_segments(),
-        }
+        each!(self, d => d.max_segments())
     }
     fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
-        match self {
-            AnyDriver::Uring(d) => d.connect(peer),
-            AnyDriver::Socket(d) => d.connect(peer),
-        }
+        each!(self, d => d.connect(peer))
     }
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
-        match self {
-            AnyDriver::Uring(d) => d.follow(peer),
-            AnyDriver::Socket(d) => d.follow(peer),
-        }
+        each!(self, d => d.follow(peer))
     }
     fn oversized(&self) -> u64 {
-        match self {
-            AnyDriver::Uring(d) => d.oversized(),
-            AnyDriver::Socket(d) => d.oversized(),
-        }
+        each!(self, d => d.oversized())
     }
     #[inline]
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
-        match self {
-            AnyDriver::Uring(d) => d.send(batch),
-            AnyDriver::Socket(d) => d.send(batch),
-        }
+        each!(self, d => d.send(batch))
     }
     #[inline]
     fn recv<F: FnMut(SocketAddr, &[u8])>(
@@ -319,10 +320,7 @@ impl Driver for AnyDriver {
         max: usize,
         f: F,
     ) -> io::Result<usize> {
-        match self {
-            AnyDriver::Uring(d) => d.recv(wait, max, f),
-            AnyDriver::Socket(d) => d.recv(wait, max, f),
-        }
+        each!(self, d => d.recv(wait, max, f))
     }
 }
 
@@ -331,7 +329,7 @@ impl Driver for AnyDriver {
 /// # Errors
 /// `InvalidInput` naming the variable when its value is not `auto`, `uring`
 /// or `socket`.
-pub fn env_choice() -> io::Result<Option<DriverChoice>> {
+pub(crate) fn env_choice() -> io::Result<Option<DriverChoice>> {
     parse_env_choice(std::env::var(DRIVER_ENV).ok().as_deref())
 }
 
@@ -349,7 +347,8 @@ fn parse_env_choice(v: Option<&str>) -> io::Result<Option<DriverChoice>> {
 
 /// Whether an io_uring setup error means "io_uring is not available here"
 /// (fall back) rather than a real failure.
-pub fn is_unavailable(e: &io::Error) -> bool {
+#[cfg(feature = "uring")]
+pub(crate) fn is_unavailable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP)
@@ -360,15 +359,76 @@ pub fn is_unavailable(e: &io::Error) -> bool {
 /// [`crate::udp`]): the socket driver's spin on `recvmmsg` has the lower
 /// latency and the higher throughput with GSO/GRO, so it is the default for
 /// both the busy-poll and the blocking mode; io_uring is opt-in.
-pub const DEFAULT_DRIVER: DriverKind = DriverKind::Socket;
+pub(crate) const DEFAULT_DRIVER: DriverKind = DriverKind::Socket;
+
+/// `prefer-uring` opens that fell back to the socket driver, in this process.
+static URING_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many UDP channels of this process asked for io_uring where it can be
+/// set up (`driver=prefer-uring`) and got the socket driver instead: the
+/// kernel refused io_uring (ENOSYS, EPERM from `kernel.io_uring_disabled` or
+/// a seccomp filter, EINVAL from an old kernel), or this build has no
+/// io_uring (cargo feature `uring` off). Each channel's
+/// [`Counters::driver`](crate::Counters::driver) names the driver it got.
+///
+/// ```
+/// let before = conduit::udp::uring_fallbacks();
+/// let _sub = conduit::Subscription::open("udp://127.0.0.1:0?driver=prefer-uring")?;
+/// let fell_back = conduit::udp::uring_fallbacks() > before;
+/// assert_eq!(fell_back, !conduit::udp::uring_available());
+/// # Ok::<(), conduit::Error>(())
+/// ```
+pub fn uring_fallbacks() -> u64 {
+    // Relaxed: a statistic; it orders nothing else.
+    URING_FALLBACKS.load(Ordering::Relaxed)
+}
+
+/// Whether this build and this host can run the io_uring driver
+/// (`driver=uring`): the cargo feature `uring` is on and the kernel lets
+/// this thread set up an io_uring instance with a provided-buffer ring.
+/// Each call tries afresh (a seccomp filter may differ between threads).
+///
+/// ```
+/// let uri = if conduit::udp::uring_available() {
+///     "udp://127.0.0.1:0?driver=uring"
+/// } else {
+///     "udp://127.0.0.1:0?driver=socket"
+/// };
+/// let _sub = conduit::Subscription::open(uri)?;
+/// # Ok::<(), conduit::Error>(())
+/// ```
+pub fn uring_available() -> bool {
+    #[cfg(feature = "uring")]
+    {
+        UringDriver::open(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &DriverConfig::default(),
+        )
+        .is_ok()
+    }
+    #[cfg(not(feature = "uring"))]
+    {
+        false
+    }
+}
+
+/// The error of `driver=uring` in a build without io_uring.
+#[cfg(not(feature = "uring"))]
+fn uring_not_built() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "driver=uring: this build of conduit has no io_uring (cargo feature `uring` is off)",
+    )
+}
 
 /// Opens a driver bound to `bind`, choosing the kind as described in the
 /// module docs. The URI's choice wins over the environment's.
 ///
 /// # Errors
 /// Socket errors (bind), an invalid environment value, or io_uring errors
-/// when io_uring was forced.
-pub fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver> {
+/// when io_uring was forced (`ErrorKind::Unsupported` in a build without
+/// the `uring` feature).
+pub(crate) fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver> {
     let choice = match cfg.choice {
         DriverChoice::Auto => env_choice()?.unwrap_or(DriverChoice::Auto),
         c => c,
@@ -378,342 +438,52 @@ pub fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<AnyDriver
         (DriverChoice::Auto, DriverKind::Uring) => DriverChoice::PreferUring,
         (c, _) => c,
     };
-    let (driver, note) = match choice {
-        DriverChoice::Uring => (AnyDriver::Uring(UringDriver::open(bind, cfg)?), None),
+    let driver = match choice {
+        #[cfg(feature = "uring")]
+        DriverChoice::Uring => AnyDriver::Uring(UringDriver::open(bind, cfg)?),
+        #[cfg(not(feature = "uring"))]
+        DriverChoice::Uring => return Err(uring_not_built()),
+        #[cfg(feature = "uring")]
         DriverChoice::PreferUring => match UringDriver::open(bind, cfg) {
-            Ok(d) => (AnyDriver::Uring(d), None),
-            Err(e) if is_unavailable(&e) => (
-                AnyDriver::Socket(SocketDriver::open(bind, cfg)?),
-                Some(format!(" (io_uring unavailable: {e})")),
-            ),
+            Ok(d) => AnyDriver::Uring(d),
+            Err(e) if is_unavailable(&e) => {
+                let d = AnyDriver::Socket(SocketDriver::open(bind, cfg)?);
+                fell_back(&e);
+                d
+            }
             Err(e) => return Err(e),
         },
+        #[cfg(not(feature = "uring"))]
+        DriverChoice::PreferUring => {
+            let d = AnyDriver::Socket(SocketDriver::open(bind, cfg)?);
+            fell_back(&uring_not_built());
+            d
+        }
         DriverChoice::Socket | DriverChoice::Auto => {
-            (AnyDriver::Socket(SocketDriver::open(bind, cfg)?), None)
+            AnyDriver::Socket(SocketDriver::open(bind, cfg)?)
         }
     };
-    log_once(driver.kind(), note.as_deref().unwrap_or(""));
+    match driver.kind() {
+        DriverKind::Uring => log_once!(info, "conduit: udp driver uring"),
+        DriverKind::Socket => log_once!(info, "conduit: udp driver socket"),
+    }
     Ok(driver)
 }
 
-static LOGGED_URING: AtomicBool = AtomicBool::new(false);
-static LOGGED_SOCKET: AtomicBool = AtomicBool::new(false);
-
-/// Prints `conduit: udp driver <kind>` once per process and kind.
-fn log_once(kind: DriverKind, note: &str) {
-    let flag = match kind {
-        DriverKind::Uring => &LOGGED_URING,
-        DriverKind::Socket => &LOGGED_SOCKET,
-    };
-    print_once(
-        flag,
-        format_args!("conduit: udp driver {}{note}", kind.name()),
+/// Counts a `prefer-uring` open that got the socket driver, and says so
+/// once per process.
+fn fell_back(why: &io::Error) {
+    // Relaxed: a statistic; it orders nothing else.
+    URING_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    log_once!(
+        warn,
+        "conduit: io_uring unavailable, udp driver socket instead: {why}"
     );
-}
-
-/// Prints `line` on stderr unless `flag` was already set (once per process
-/// and flag).
-pub(crate) fn print_once(flag: &AtomicBool, line: std::fmt::Arguments<'_>) {
-    // Relaxed: the flag only deduplicates a log line, it guards no data.
-    if !flag.swap(true, Ordering::Relaxed) {
-        eprintln!("{line}");
-    }
-}
-
-/// A socket address in the kernel's layout, ready to pass to `sendmsg`.
-#[derive(Clone, Copy)]
-pub(crate) enum RawAddr {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
-}
-
-impl RawAddr {
-    pub(crate) fn new(addr: &SocketAddr) -> RawAddr {
-        match addr {
-            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            }),
-            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            }),
-        }
-    }
-
-    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
-        match self {
-            RawAddr::V4(a) => (a as *const libc::sockaddr_in).cast(),
-            RawAddr::V6(a) => (a as *const libc::sockaddr_in6).cast(),
-        }
-    }
-
-    pub(crate) fn len(&self) -> libc::socklen_t {
-        match self {
-            RawAddr::V4(_) => size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            RawAddr::V6(_) => size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        }
-    }
-}
-
-/// Room for a received socket address (`sockaddr_in6` is the largest we take).
-pub(crate) const NAME_LEN: usize = 32;
-
-/// Decodes a socket address written by the kernel, from its bytes (native
-/// endian family, big endian port and address). `None` for another family or
-/// a truncated name.
-pub(crate) fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
-    let family = u16::from_ne_bytes(b.get(0..2)?.try_into().ok()?);
-    let port = u16::from_be_bytes(b.get(2..4)?.try_into().ok()?);
-    if family == libc::AF_INET as u16 {
-        let ip: [u8; 4] = b.get(4..8)?.try_into().ok()?;
-        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
-    } else if family == libc::AF_INET6 as u16 {
-        let flow = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
-        let ip: [u8; 16] = b.get(8..24)?.try_into().ok()?;
-        let scope = u32::from_ne_bytes(b.get(24..28)?.try_into().ok()?);
-        Some(SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::from(ip),
-            port,
-            flow,
-            scope,
-        )))
-    } else {
-        None
-    }
-}
-
-/// Size of the control buffer: room for one `UDP_GRO`/`UDP_SEGMENT` message
-/// plus slack for a second one.
-pub(crate) const CMSG_BUF: usize = 64;
-
-/// A control-message buffer aligned for `cmsghdr`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub(crate) struct CmsgBuf(pub(crate) [u8; CMSG_BUF]);
-
-const CMSG_HDR: usize = size_of::<libc::cmsghdr>();
-
-/// Writes one `SOL_UDP`/`UDP_SEGMENT` control message carrying `seg` into
-/// `buf`; returns the control length to put in `msg_controllen`.
-pub(crate) fn write_udp_segment(buf: &mut CmsgBuf, seg: u16) -> usize {
-    let data_len = size_of::<u16>();
-    let cmsg_len = CMSG_HDR + data_len;
-    let b = &mut buf.0;
-    b[..CMSG_BUF].fill(0);
-    b[..size_of::<usize>()].copy_from_slice(&cmsg_len.to_ne_bytes());
-    let lvl = size_of::<usize>();
-    b[lvl..lvl + 4].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-    b[lvl + 4..lvl + 8].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
-    b[CMSG_HDR..CMSG_HDR + data_len].copy_from_slice(&seg.to_ne_bytes());
-    (cmsg_len + 7) & !7
-}
-
-/// Finds a `SOL_UDP`/`UDP_GRO` control message in received control bytes
-/// and returns its segment size.
-pub(crate) fn find_gro_segment(ctrl: &[u8]) -> Option<usize> {
-    let mut off = 0usize;
-    while off + CMSG_HDR <= ctrl.len() {
-        let len = usize::from_ne_bytes(ctrl[off..off + 8].try_into().ok()?);
-        let level = i32::from_ne_bytes(ctrl[off + 8..off + 12].try_into().ok()?);
-        let ty = i32::from_ne_bytes(ctrl[off + 12..off + 16].try_into().ok()?);
-        if len < CMSG_HDR || off + len > ctrl.len() {
-            return None;
-        }
-        if level == libc::SOL_UDP && ty == libc::UDP_GRO && len >= CMSG_HDR + 4 {
-            let v = i32::from_ne_bytes(ctrl[off + CMSG_HDR..off + CMSG_HDR + 4].try_into().ok()?);
-            return usize::try_from(v).ok().filter(|&v| v > 0);
-        }
-        off += (len + 7) & !7;
-    }
-    None
-}
-
-/// Hands `payload` to `f`, split into `seg`-sized datagrams when GRO
-/// coalesced several. Returns the number of datagrams.
-///
-/// `payload` starts 8-aligned (a receive slot); a segment that does not
-/// (the segment size is not a multiple of 8) is copied to `scratch`
-/// first, so that every datagram handed out is 8-aligned.
-#[inline]
-pub(crate) fn deliver<F: FnMut(SocketAddr, &[u8])>(
-    from: SocketAddr,
-    payload: &[u8],
-    seg: Option<usize>,
-    scratch: &mut Vec<u64>,
-    f: &mut F,
-) -> usize {
-    match seg {
-        Some(s) if s < payload.len() => {
-            let mut n = 0;
-            for chunk in payload.chunks(s) {
-                if chunk.as_ptr().align_offset(8) == 0 {
-                    f(from, chunk);
-                } else {
-                    f(from, aligned_copy(scratch, chunk));
-                }
-                n += 1;
-            }
-            n
-        }
-        _ => {
-            f(from, payload);
-            1
-        }
-    }
-}
-
-/// `b` copied to the front of `scratch` (grown as needed), 8-aligned.
-fn aligned_copy<'a>(scratch: &'a mut Vec<u64>, b: &[u8]) -> &'a [u8] {
-    use zerocopy::IntoBytes;
-    let words = b.len().div_ceil(8);
-    if scratch.len() < words {
-        scratch.resize(words, 0);
-    }
-    let out = &mut scratch.as_mut_bytes()[..b.len()];
-    out.copy_from_slice(b);
-    out
-}
-
-/// One datagram to the peer `fd` is connected to: plain `send`, as a
-/// bare socket does (no message header, name or control data to build
-/// or copy in). Returns 1 when it left (or was lost to a queued ICMP error,
-/// as on the wire), 0 when the socket had no room.
-// Inlined: it is open across a system call (see "The latency path"
-// in the `udp` module docs).
-#[inline(always)]
-pub(crate) fn send_one_to_peer(fd: std::os::fd::RawFd, t: &Transmit<'_>) -> io::Result<usize> {
-    // SAFETY: `contents` is a live slice for the duration of the call; the
-    // kernel only reads `contents.len()` bytes from it.
-    let r = unsafe {
-        libc::send(
-            fd,
-            t.contents.as_ptr().cast(),
-            t.contents.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => Ok(0),
-            Some(libc::ECONNREFUSED) => Ok(1),
-            _ => Err(e),
-        };
-    }
-    Ok(1)
-}
-
-/// Sets an integer socket option.
-pub(crate) fn setsockopt_int(
-    fd: std::os::fd::RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size; the
-    // kernel only reads from the pointer during the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Binds a non-blocking UDP socket and applies the buffer sizes and GRO.
-/// Returns the socket and whether GRO is on.
-pub(crate) fn bind_socket(
-    bind: SocketAddr,
-    cfg: &DriverConfig,
-) -> io::Result<(std::net::UdpSocket, bool)> {
-    let sock = std::net::UdpSocket::bind(bind)?;
-    let gro = configure_socket(&sock, cfg)?;
-    Ok((sock, gro))
-}
-
-/// Makes `sock` non-blocking and applies the buffer sizes and GRO of `cfg`;
-/// returns whether GRO is on.
-pub(crate) fn configure_socket(sock: &std::net::UdpSocket, cfg: &DriverConfig) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    sock.set_nonblocking(true)?;
-    let fd = sock.as_raw_fd();
-    if cfg.rcvbuf > 0 {
-        let v = cfg.rcvbuf.min(i32::MAX as usize) as libc::c_int;
-        // FORCE needs CAP_NET_ADMIN; the plain option is capped by rmem_max.
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v).is_err() {
-            let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v);
-        }
-    }
-    if cfg.sndbuf > 0 {
-        let v = cfg.sndbuf.min(i32::MAX as usize) as libc::c_int;
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v).is_err() {
-            let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v);
-        }
-    }
-    Ok(cfg.gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sockaddr_roundtrip_through_bytes() {
-        for a in ["127.0.0.1:4000", "[::1]:5000", "10.9.8.7:65535"] {
-            let a: SocketAddr = a.parse().unwrap();
-            let raw = RawAddr::new(&a);
-            let mut bytes = [0u8; NAME_LEN];
-            match raw {
-                RawAddr::V4(s) => {
-                    bytes[0..2].copy_from_slice(&s.sin_family.to_ne_bytes());
-                    bytes[2..4].copy_from_slice(&s.sin_port.to_ne_bytes());
-                    bytes[4..8].copy_from_slice(&s.sin_addr.s_addr.to_ne_bytes());
-                }
-                RawAddr::V6(s) => {
-                    bytes[0..2].copy_from_slice(&s.sin6_family.to_ne_bytes());
-                    bytes[2..4].copy_from_slice(&s.sin6_port.to_ne_bytes());
-                    bytes[8..24].copy_from_slice(&s.sin6_addr.s6_addr);
-                }
-            }
-            assert_eq!(parse_sockaddr(&bytes), Some(a));
-        }
-        assert_eq!(parse_sockaddr(&[1, 2]), None);
-        assert_eq!(parse_sockaddr(&[0; 32]), None);
-    }
-
-    #[test]
-    fn cmsg_segment_roundtrip() {
-        let mut b = CmsgBuf([0; CMSG_BUF]);
-        let n = write_udp_segment(&mut b, 1400);
-        assert_eq!(n, 24);
-        // A GRO message has the same layout with an i32 payload.
-        let mut g = [0u8; 24];
-        g[..8].copy_from_slice(&20usize.to_ne_bytes());
-        g[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-        g[12..16].copy_from_slice(&libc::UDP_GRO.to_ne_bytes());
-        g[16..20].copy_from_slice(&1400i32.to_ne_bytes());
-        assert_eq!(find_gro_segment(&g), Some(1400));
-        assert_eq!(find_gro_segment(&b.0[..n]), None);
-        assert_eq!(find_gro_segment(&[0xff; 40]), None);
-    }
 
     #[test]
     fn environment_choice_is_validated() {
@@ -746,5 +516,41 @@ mod tests {
             segment_size: 100,
         };
         assert_eq!(t.segments(), 1);
+    }
+
+    /// Without the `uring` feature, forcing io_uring is a clear error and
+    /// preferring it falls back to the socket driver, counted.
+    #[cfg(not(feature = "uring"))]
+    #[test]
+    fn without_the_uring_feature_uring_is_refused_and_prefer_falls_back() {
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(!uring_available());
+        let forced = DriverConfig {
+            choice: DriverChoice::Uring,
+            ..DriverConfig::default()
+        };
+        let e = open_driver(bind, &forced).expect_err("no io_uring in this build");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("feature `uring`"), "{e}");
+        let before = uring_fallbacks();
+        let prefer = DriverConfig {
+            choice: DriverChoice::PreferUring,
+            ..DriverConfig::default()
+        };
+        let d = open_driver(bind, &prefer).unwrap();
+        assert_eq!(d.kind(), DriverKind::Socket);
+        assert!(uring_fallbacks() > before);
+    }
+
+    /// With the `uring` feature, the probe agrees with opening the driver.
+    #[cfg(feature = "uring")]
+    #[test]
+    fn the_uring_probe_agrees_with_open() {
+        let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let forced = DriverConfig {
+            choice: DriverChoice::Uring,
+            ..DriverConfig::default()
+        };
+        assert_eq!(uring_available(), open_driver(bind, &forced).is_ok());
     }
 }

@@ -1,17 +1,19 @@
 //! The socket driver: a non-blocking UDP socket driven with `recvmmsg` and
 //! `sendmmsg`, with UDP GSO on send and GRO on receive where the kernel
-//! supports them.
+//! supports them. Only its own system calls are here (`recvmmsg`,
+//! `sendmmsg`, `recv`/`recvfrom`/`recvmsg`, `poll`); the socket, headers and
+//! control messages come from `sys.rs`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use zerocopy::IntoBytes;
 
-use super::driver::{
-    bind_socket, configure_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer,
-    setsockopt_int, write_udp_segment, CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr,
-    Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS, NAME_LEN,
+use super::driver::{Driver, DriverConfig, DriverKind, Transmit, Wait};
+use super::sys::{
+    configure_socket, deliver, gro_segment, parse_sockaddr, recv_msghdr, send_one_to_peer,
+    setsockopt_int, socket_beside, CmsgBuf, NameBuf, Socket, TxSlot, CMSG_BUF, NAME_LEN,
 };
 
 /// Most transmits handed to one `sendmmsg` call.
@@ -46,17 +48,13 @@ enum Rx {
     Interrupted,
 }
 
-/// A received name, aligned for `sockaddr_in6`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct NameBuf([u8; NAME_LEN]);
-
 /// Non-blocking socket with `recvmmsg`/`sendmmsg`.
-pub struct SocketDriver {
-    sock: UdpSocket,
+pub(crate) struct SocketDriver {
+    sock: Socket,
+    /// The bound socket's descriptor.
     fd: RawFd,
+    /// Whether GRO is on (fixed at open).
     gro: bool,
-    gso: bool,
     slot: usize,
     /// The receive slots, `slot` bytes each; `u64`s so that every slot
     /// starts 8-aligned.
@@ -69,13 +67,11 @@ pub struct SocketDriver {
     rx_ctrl: Box<[CmsgBuf]>,
     rx_iov: Box<[libc::iovec]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
-    peer: Option<SocketAddr>,
     /// Datagrams the last receive call got: 0 or 1 selects the single
     /// `recvmsg` latency path, more the `recvmmsg` batch path.
     last_rx: usize,
-    tx_names: Vec<RawAddr>,
-    tx_ctrl: Vec<CmsgBuf>,
-    tx_iov: Vec<libc::iovec>,
+    /// What each header of a `sendmmsg` batch points at.
+    tx_slots: Box<[TxSlot]>,
     tx_hdrs: Vec<libc::mmsghdr>,
     /// Socket options for a followed peer's socket (GRO as on this one).
     cfg: DriverConfig,
@@ -95,20 +91,16 @@ impl SocketDriver {
     ///
     /// # Errors
     /// Bind or socket option errors.
-    pub fn open(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<SocketDriver> {
-        let (sock, gro) = bind_socket(bind, cfg)?;
-        let fd = sock.as_raw_fd();
-        // Probe GSO: setting a zero segment size is accepted by kernels that
-        // know UDP_SEGMENT (and turns nothing on).
-        let gso = cfg.gso
-            && super::driver::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
+    pub(crate) fn open(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<SocketDriver> {
+        let sock = Socket::bind(bind, cfg)?;
+        let (fd, gro) = (sock.fd(), sock.gro());
         let mut cfg = cfg.clone();
         cfg.gro = gro;
         let slot = cfg.rx_slot_size();
         let n = cfg.rx_batch.clamp(1, 1024);
         let mut rx_data = vec![0u64; n * slot / 8].into_boxed_slice();
         let mut rx_names = vec![NameBuf([0; NAME_LEN]); n].into_boxed_slice();
-        let mut rx_ctrl = vec![CmsgBuf([0; CMSG_BUF]); n].into_boxed_slice();
+        let mut rx_ctrl = vec![CmsgBuf::new(); n].into_boxed_slice();
         let mut rx_iov: Box<[libc::iovec]> = (0..n)
             .map(|i| libc::iovec {
                 iov_base: rx_data[i * slot / 8..].as_mut_ptr().cast(),
@@ -117,19 +109,11 @@ impl SocketDriver {
             .collect();
         let rx_hdrs: Box<[libc::mmsghdr]> = (0..n)
             .map(|i| libc::mmsghdr {
-                msg_hdr: libc::msghdr {
-                    msg_name: rx_names[i].0.as_mut_ptr().cast(),
-                    msg_namelen: NAME_LEN as libc::socklen_t,
-                    msg_iov: &mut rx_iov[i],
-                    msg_iovlen: 1,
-                    msg_control: if gro {
-                        rx_ctrl[i].0.as_mut_ptr().cast()
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                    msg_controllen: if gro { CMSG_BUF } else { 0 },
-                    msg_flags: 0,
-                },
+                msg_hdr: recv_msghdr(
+                    &mut rx_names[i],
+                    &mut rx_iov[i],
+                    gro.then_some(&mut rx_ctrl[i]),
+                ),
                 msg_len: 0,
             })
             .collect();
@@ -137,7 +121,6 @@ impl SocketDriver {
             sock,
             fd,
             gro,
-            gso,
             slot,
             rx_data,
             scratch: Vec::new(),
@@ -146,21 +129,13 @@ impl SocketDriver {
             rx_ctrl,
             rx_iov,
             rx_hdrs,
-            peer: None,
             last_rx: 0,
-            tx_names: Vec::with_capacity(TX_BATCH),
-            tx_ctrl: Vec::with_capacity(TX_BATCH),
-            tx_iov: Vec::with_capacity(TX_BATCH),
+            tx_slots: (0..TX_BATCH).map(|_| TxSlot::new()).collect(),
             tx_hdrs: Vec::with_capacity(TX_BATCH),
             cfg,
             followed: None,
             since_listen: 0,
         })
-    }
-
-    /// Whether GRO is on.
-    pub fn gro(&self) -> bool {
-        self.gro
     }
 
     /// Waits until a socket (the bound one, a followed peer's) is readable
@@ -202,53 +177,21 @@ impl SocketDriver {
     #[inline(always)]
     fn send_batch(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         if let [t] = batch {
+            if let Some(r) = self.sock.send_to_peer(t) {
+                return r;
+            }
             if t.segments() == 1 {
-                if self.peer == Some(t.dest) {
-                    return send_one_to_peer(self.fd, t);
-                }
                 if let Some(f) = self.followed.as_ref().filter(|f| f.peer == t.dest) {
                     return send_one_to_peer(f.fd, t);
                 }
             }
         }
         let n = batch.len().min(TX_BATCH);
-        self.tx_names.clear();
-        self.tx_ctrl.clear();
-        self.tx_iov.clear();
+        let peer = self.sock.peer();
         self.tx_hdrs.clear();
-        for t in &batch[..n] {
-            self.tx_names.push(RawAddr::new(&t.dest));
-            self.tx_iov.push(libc::iovec {
-                iov_base: t.contents.as_ptr() as *mut libc::c_void,
-                iov_len: t.contents.len(),
-            });
-            self.tx_ctrl.push(CmsgBuf([0; CMSG_BUF]));
-        }
-        for (i, t) in batch[..n].iter().enumerate() {
-            let ctrl_len = if t.segments() > 1 {
-                write_udp_segment(&mut self.tx_ctrl[i], t.segment_size as u16)
-            } else {
-                0
-            };
-            let to_peer = self.peer == Some(t.dest);
+        for (slot, t) in self.tx_slots.iter_mut().zip(&batch[..n]) {
             self.tx_hdrs.push(libc::mmsghdr {
-                msg_hdr: libc::msghdr {
-                    msg_name: if to_peer {
-                        std::ptr::null_mut()
-                    } else {
-                        self.tx_names[i].as_ptr() as *mut libc::c_void
-                    },
-                    msg_namelen: if to_peer { 0 } else { self.tx_names[i].len() },
-                    msg_iov: &mut self.tx_iov[i],
-                    msg_iovlen: 1,
-                    msg_control: if ctrl_len > 0 {
-                        self.tx_ctrl[i].0.as_mut_ptr().cast()
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                    msg_controllen: ctrl_len,
-                    msg_flags: 0,
-                },
+                msg_hdr: slot.prepare(t, peer == Some(t.dest)),
                 msg_len: 0,
             });
         }
@@ -262,9 +205,9 @@ impl SocketDriver {
             }
         } else {
             // SAFETY: every header points at a live name, iovec and control
-            // buffer in the vectors above (not resized until the call returns)
-            // and at the caller's payload slices, which outlive the call; the
-            // kernel only reads them.
+            // buffer in `tx_slots` (a boxed slice, not touched until the call
+            // returns) and at the caller's payload slices, which outlive the
+            // call; the kernel only reads them.
             unsafe {
                 libc::sendmmsg(
                     self.fd,
@@ -275,14 +218,7 @@ impl SocketDriver {
             }
         };
         if rc < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::ENOBUFS | libc::EINTR) => return Ok(0),
-                // A queued ICMP error from an earlier datagram (the peer's
-                // port is closed): this datagram is lost, like on the wire.
-                Some(libc::ECONNREFUSED) => return Ok(1),
-                _ => return Err(e),
-            }
+            return self.sock.send_failed(io::Error::last_os_error(), &batch[0]);
         }
         Ok(rc as usize)
     }
@@ -298,29 +234,18 @@ impl Driver for SocketDriver {
     }
 
     fn max_segments(&self) -> usize {
-        if self.gso {
-            MAX_GSO_SEGMENTS
-        } else {
-            1
-        }
+        self.sock.max_segments()
     }
 
     fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
-        self.sock.connect(peer)?;
-        self.peer = Some(peer);
-        Ok(())
+        self.sock.connect(peer)
     }
 
     // Inlined: it is open across a system call (see "The latency path"
     // in the `udp` module docs).
     #[inline(always)]
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
-        if !self.gso && batch.iter().any(|t| t.segments() > 1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "multi-segment transmit without GSO",
-            ));
-        }
+        self.sock.check_batch(batch)?;
         let mut done = 0;
         while done < batch.len() {
             match self.send_batch(&batch[done..]) {
@@ -331,16 +256,9 @@ impl Driver for SocketDriver {
                     let _ = e;
                     break;
                 }
-                Err(e) => {
-                    // GSO refused by the route's device: stop using it; the
-                    // caller re-sends as single datagrams.
-                    if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL))
-                        && batch[0].segments() > 1
-                    {
-                        self.gso = false;
-                    }
-                    return Err(e);
-                }
+                // GSO refused by the route's device is already off (see
+                // `Socket::send_failed`).
+                Err(e) => return Err(e),
             }
         }
         Ok(done)
@@ -352,7 +270,7 @@ impl Driver for SocketDriver {
 
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
         // A connected socket (a publication's) hears only its peer anyway.
-        if self.peer.is_some() || self.followed.as_ref().is_some_and(|f| f.peer == peer) {
+        if self.sock.peer().is_some() || self.followed.as_ref().is_some_and(|f| f.peer == peer) {
             return Ok(());
         }
         // The previous sender's socket goes: its session was replaced.
@@ -454,34 +372,6 @@ struct Ready {
     bound: bool,
     /// The followed peer's socket.
     followed: bool,
-}
-
-/// A UDP socket bound to `local`, which the driver's bound socket holds
-/// with `SO_REUSEPORT` on for the moment (see [`Driver::follow`]); the
-/// option is off on the new socket when it is returned.
-fn socket_beside(local: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if local.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: a plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket just created and owned by nothing else; the
-    // `UdpSocket` takes ownership and closes it.
-    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    let raw = RawAddr::new(&local);
-    // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes that lives for the
-    // call; the kernel only reads it.
-    if unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 0)?;
-    Ok(sock)
 }
 
 impl SocketDriver {
@@ -608,7 +498,7 @@ impl SocketDriver {
                     },
                 };
                 let seg = if ctrllen > 0 {
-                    find_gro_segment(&self.rx_ctrl[i].0[..ctrllen])
+                    gro_segment(&self.rx_ctrl[i].0[..ctrllen])
                 } else {
                     None
                 };
@@ -625,7 +515,9 @@ impl SocketDriver {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sys::RawAddr;
     use super::*;
+    use std::os::fd::FromRawFd;
     use std::time::Duration;
 
     fn pair(cfg: &DriverConfig) -> (SocketDriver, SocketDriver) {
@@ -1049,7 +941,7 @@ mod tests {
                 StrangerProcess::spawn(b_addr, libc::SO_REUSEPORT, Some(65534)),
             ));
         } else {
-            eprintln!("not root: no stranger of another user");
+            println!("not root: no stranger of another user");
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = stranger_thread(b_addr, stop.clone());

@@ -22,14 +22,18 @@
 //! is for, so it is not used. The socket driver, the default, has neither
 //! cost.
 //!
+//! Only its own system calls are here (io_uring setup, registration and
+//! submissions); the socket, headers and control messages come from
+//! `sys.rs`. Built with the cargo feature `uring` (on by default).
+//!
 //! Memory: `rx_batch` receive buffers of `rx_slot_size + 64` bytes each plus
 //! a 16-byte ring entry per buffer, and a submission/completion ring sized
 //! for the batch.
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -37,11 +41,8 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, EnterFlags, IoUring};
 use zerocopy::IntoBytes;
 
-use super::driver::{
-    bind_socket, deliver, find_gro_segment, parse_sockaddr, send_one_to_peer, write_udp_segment,
-    CmsgBuf, Driver, DriverConfig, DriverKind, RawAddr, Transmit, Wait, CMSG_BUF, MAX_GSO_SEGMENTS,
-    NAME_LEN,
-};
+use super::driver::{Driver, DriverConfig, DriverKind, Transmit, Wait};
+use super::sys::{deliver, gro_segment, parse_sockaddr, Socket, TxSlot, CMSG_BUF, NAME_LEN};
 
 /// Buffer group id of the receive ring.
 const BGID: u16 = 7;
@@ -54,12 +55,9 @@ const RECVMSG_OUT: usize = 16;
 
 /// A send slot: everything one `SendMsg` points at, kept at a fixed address
 /// until its completion is reaped.
-#[repr(C)]
 struct SendSlot {
     hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: RawAddr,
-    ctrl: CmsgBuf,
+    tx: TxSlot,
 }
 
 /// The provided-buffer ring: ring entries (page-aligned, shared with the
@@ -154,19 +152,19 @@ impl Drop for BufRing {
 }
 
 /// The io_uring driver.
-pub struct UringDriver {
+pub(crate) struct UringDriver {
     // Field order matters: the ring must be torn down before the buffers and
     // send slots it may still reference.
     ring: IoUring,
     bufs: BufRing,
     recv_hdr: Box<libc::msghdr>,
-    sock: UdpSocket,
+    sock: Socket,
+    /// The socket's descriptor.
     fd: RawFd,
+    /// Whether GRO is on (fixed at open).
     gro: bool,
-    gso: bool,
     armed: bool,
     enabled: bool,
-    peer: Option<SocketAddr>,
     defer_taskrun: bool,
     /// Receive completions seen while waiting for sends: (result, flags).
     pending: VecDeque<(i32, u32)>,
@@ -190,14 +188,12 @@ impl UringDriver {
     /// # Errors
     /// `io_uring_setup`/register failures (ENOSYS, EPERM, EINVAL on old
     /// kernels) and socket errors.
-    pub fn open(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<UringDriver> {
+    pub(crate) fn open(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<UringDriver> {
         let entries = (cfg.rx_batch.clamp(8, 4096) as u32).next_power_of_two();
         let sq = (TX_BATCH as u32 * 2).max(entries.min(256));
         let (ring, defer) = Self::setup(sq, entries * 4, cfg.single_thread)?;
-        let (sock, gro) = bind_socket(bind, cfg)?;
-        let fd = sock.as_raw_fd();
-        let gso = cfg.gso
-            && super::driver::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
+        let sock = Socket::bind(bind, cfg)?;
+        let (fd, gro) = (sock.fd(), sock.gro());
         let mut c = cfg.clone();
         c.gro = gro;
         let buf_len = RECVMSG_OUT + NAME_LEN + CMSG_BUF + c.rx_slot_size();
@@ -218,12 +214,9 @@ impl UringDriver {
         recv_hdr.msg_controllen = if gro { CMSG_BUF } else { 0 };
         let slots = (0..TX_BATCH)
             .map(|_| SendSlot {
-                // SAFETY: msghdr and iovec are plain old data; all-zero is valid.
+                // SAFETY: msghdr is plain old data; all-zero is valid.
                 hdr: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
-                name: RawAddr::new(&bind),
-                ctrl: CmsgBuf([0; CMSG_BUF]),
+                tx: TxSlot::new(),
             })
             .collect();
         let mut d = UringDriver {
@@ -233,10 +226,8 @@ impl UringDriver {
             sock,
             fd,
             gro,
-            gso,
             armed: false,
             enabled: !defer,
-            peer: None,
             defer_taskrun: defer,
             pending: VecDeque::new(),
             scratch: Vec::new(),
@@ -247,11 +238,6 @@ impl UringDriver {
             d.arm()?;
         }
         Ok(d)
-    }
-
-    /// Whether the ring runs with `SINGLE_ISSUER | DEFER_TASKRUN`.
-    pub fn defer_taskrun(&self) -> bool {
-        self.defer_taskrun
     }
 
     /// Creates the ring, with SINGLE_ISSUER|DEFER_TASKRUN when asked,
@@ -362,7 +348,7 @@ impl UringDriver {
                     } else if !out.is_name_data_truncated() {
                         if let Some(from) = parse_sockaddr(out.name_data()) {
                             let seg = if self.gro {
-                                find_gro_segment(out.control_data())
+                                gro_segment(out.control_data())
                             } else {
                                 None
                             };
@@ -418,68 +404,33 @@ impl Driver for UringDriver {
     }
 
     fn max_segments(&self) -> usize {
-        if self.gso {
-            MAX_GSO_SEGMENTS
-        } else {
-            1
-        }
+        self.sock.max_segments()
     }
 
     fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
-        self.sock.connect(peer)?;
-        self.peer = Some(peer);
-        Ok(())
+        self.sock.connect(peer)
     }
 
     fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
         self.ensure_enabled()?;
-        if !self.gso && batch.iter().any(|t| t.segments() > 1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "multi-segment transmit without GSO",
-            ));
-        }
+        self.sock.check_batch(batch)?;
         // One datagram to the connected peer (the latency path) leaves with
         // a plain `send`: through the ring it cost an `io_uring_enter` and
         // the request's setup and completion, ~0.4 us more per datagram on
         // the 2-vCPU VM. Batches go through the ring.
         if let [t] = batch {
-            if t.segments() == 1 && self.peer == Some(t.dest) {
-                return send_one_to_peer(self.fd, t);
+            if let Some(r) = self.sock.send_to_peer(t) {
+                return r;
             }
         }
         let n = batch.len().min(TX_BATCH);
         if n == 0 {
             return Ok(0);
         }
+        let peer = self.sock.peer();
         for (i, t) in batch[..n].iter().enumerate() {
             let s = &mut self.slots[i];
-            s.name = RawAddr::new(&t.dest);
-            s.iov = libc::iovec {
-                iov_base: t.contents.as_ptr() as *mut libc::c_void,
-                iov_len: t.contents.len(),
-            };
-            let ctrl_len = if t.segments() > 1 {
-                write_udp_segment(&mut s.ctrl, t.segment_size as u16)
-            } else {
-                0
-            };
-            if self.peer == Some(t.dest) {
-                s.hdr.msg_name = std::ptr::null_mut();
-                s.hdr.msg_namelen = 0;
-            } else {
-                s.hdr.msg_name = s.name.as_ptr() as *mut libc::c_void;
-                s.hdr.msg_namelen = s.name.len();
-            }
-            s.hdr.msg_iov = &mut s.iov;
-            s.hdr.msg_iovlen = 1;
-            s.hdr.msg_control = if ctrl_len > 0 {
-                s.ctrl.0.as_mut_ptr().cast()
-            } else {
-                std::ptr::null_mut()
-            };
-            s.hdr.msg_controllen = ctrl_len;
-            s.hdr.msg_flags = 0;
+            s.hdr = s.tx.prepare(t, peer == Some(t.dest));
             let mut e = opcode::SendMsg::new(Fd(self.fd), &s.hdr)
                 .flags(libc::MSG_DONTWAIT as u32)
                 .build()
@@ -525,17 +476,8 @@ impl Driver for UringDriver {
         }
         let ok = results[..n].iter().take_while(|&&r| r >= 0).count();
         if ok == 0 {
-            let r = results[0];
-            match -r {
-                libc::EAGAIN | libc::ENOBUFS | libc::EINTR | libc::ECANCELED => return Ok(0),
-                // Queued ICMP error (peer port closed): that datagram is lost.
-                libc::ECONNREFUSED => return Ok(1),
-                libc::EIO | libc::EINVAL if batch[0].segments() > 1 => {
-                    self.gso = false;
-                    return Err(io::Error::from_raw_os_error(-r));
-                }
-                e => return Err(io::Error::from_raw_os_error(e)),
-            }
+            let e = io::Error::from_raw_os_error(-results[0]);
+            return self.sock.send_failed(e, &batch[0]);
         }
         Ok(ok)
     }
@@ -598,7 +540,7 @@ mod tests {
         match UringDriver::open("127.0.0.1:0".parse().unwrap(), cfg) {
             Ok(d) => Some(d),
             Err(e) => {
-                eprintln!("SKIP: io_uring unavailable here: {e}");
+                println!("SKIP: io_uring unavailable here: {e}");
                 None
             }
         }

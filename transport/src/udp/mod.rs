@@ -33,10 +33,11 @@
 //! everything offered.
 //!
 //! # Drivers
-//! The I/O layer lives in the `driver*` modules, the only place in this
-//! crate with `unsafe` code: [`driver_socket`] (non-blocking socket,
-//! `recvmmsg`/`sendmmsg`, GSO/GRO) and [`driver_uring`] (io_uring, multishot
-//! receive into a provided-buffer ring, batched sends). The socket driver is
+//! The I/O layer lives in the crate-private `driver*` and `sys` modules,
+//! the only place in this crate with `unsafe` code: the socket driver
+//! (non-blocking socket, `recvmmsg`/`sendmmsg`, GSO/GRO) and the io_uring
+//! driver (multishot receive into a provided-buffer ring, batched sends;
+//! cargo feature `uring`, on by default, see [`uring_available`]). The socket driver is
 //! the default in both the busy-poll and the blocking mode (`conduit-bench
 //! compare` measures both; see the README's figures): busy-polling, a 32-byte
 //! round trip over loopback took 5.9 µs with the socket driver and 8.0 µs
@@ -71,7 +72,7 @@
 //! [`Receiver::transmit_pending`](crate::proto::Receiver::transmit_pending).
 //! A subscription that has a
 //! sender receives it on a second socket connected to that sender
-//! ([`Driver::follow`]): the kernel finds it by the full address pair and
+//! (see [`UdpSubscription`]): the kernel finds it by the full address pair and
 //! no source address is copied out; the bound socket still takes strangers
 //! and a restarted sender. The functions between the application's call and
 //! the system call are inlined (`#[inline(always)]`): on return from the
@@ -84,7 +85,9 @@
 //! `prefer-uring` takes io_uring where it can be set up and falls back to
 //! the socket driver where it cannot (ENOSYS, EPERM from
 //! `kernel.io_uring_disabled` or a seccomp filter, EINVAL from an old
-//! kernel). The driver in use is logged once (stderr) and shown in
+//! kernel) or where this build has no io_uring (counted by
+//! [`uring_fallbacks`]). The driver in use is logged once (through the
+//! `log` crate, with conduit's `log` feature) and shown in
 //! [`Counters::driver`](crate::Counters).
 //!
 //! # Throughput
@@ -118,18 +121,19 @@
 //! Kernel socket buffers (`rcvbuf`, `sndbuf`, 4 MiB requested) come on top,
 //! twice for a subscription with the socket driver once it follows a sender.
 
-pub mod driver;
-pub mod driver_socket;
-pub mod driver_uring;
+mod driver;
+mod driver_socket;
+#[cfg(feature = "uring")]
+mod driver_uring;
 mod endpoint;
 pub mod key_file;
+mod logging;
 pub mod options;
 mod publication;
 mod subscription;
+mod sys;
 
-pub use driver::{
-    open_driver, AnyDriver, Driver, DriverChoice, DriverConfig, DriverKind, Transmit, Wait,
-};
+pub use driver::{uring_available, uring_fallbacks, DriverChoice, DriverConfig};
 pub use options::{UdpOptions, WaitMode};
 pub(crate) use publication::{UdpClaim, UdpPublication};
 pub(crate) use subscription::UdpSubscription;
@@ -149,7 +153,11 @@ fn seed() -> u64 {
     h.finish()
 }
 
-#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(all(
+    test,
+    feature = "uring",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod driver_fallback_tests;
 #[cfg(test)]
 mod loopback_tests;

@@ -39,10 +39,9 @@ impl Overflow {
 /// Says once per process that a receiver could not give its sender a
 /// socket of its own (see [`Driver::follow`]).
 fn log_follow_failure(e: &std::io::Error) {
-    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    super::driver::print_once(
-        &LOGGED,
-        format_args!("conduit: udp receiver keeps its sender on the bound socket: {e}"),
+    super::logging::log_once!(
+        warn,
+        "conduit: udp receiver keeps its sender on the bound socket: {e}"
     );
 }
 

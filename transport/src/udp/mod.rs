@@ -62,6 +62,8 @@
 //! room is reserved when the claim is made, and nothing else runs on the
 //! sender meanwhile, so a commit cannot fail and returns the stream
 //! position after the message.
+//! A claim leaked with `mem::forget` keeps the core: the publication's next
+//! call panics (with `progress=thread`; without, the claim merely vanishes).
 //!
 //! # The latency path
 //! With the socket driver an offer is one `send` on a connected socket and a

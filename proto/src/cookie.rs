@@ -28,7 +28,7 @@ pub(crate) enum Entropy {
 
 impl Entropy {
     /// Fills `out`.
-    pub fn fill(&mut self, out: &mut [u8]) -> Result<(), String> {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) -> Result<(), String> {
         match self {
             Entropy::Seeded(rng) => {
                 for chunk in out.chunks_mut(8) {
@@ -44,7 +44,7 @@ impl Entropy {
     }
 
     /// A random non-zero 32-bit id.
-    pub fn nonzero_u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn nonzero_u32(&mut self) -> Result<u32, String> {
         loop {
             let mut b = [0u8; 4];
             self.fill(&mut b)?;
@@ -56,7 +56,7 @@ impl Entropy {
     }
 
     /// A random stream position: a multiple of 8 below 2^62 (far from overflow, aligned).
-    pub fn position(&mut self) -> Result<u64, String> {
+    pub(crate) fn position(&mut self) -> Result<u64, String> {
         let mut b = [0u8; 8];
         self.fill(&mut b)?;
         Ok(u64::from_le_bytes(b) & ((1 << 62) - 8))
@@ -79,7 +79,7 @@ impl fmt::Debug for Secrets {
 
 impl Secrets {
     /// Secrets of 32 bytes each from `entropy`; time buckets count from `epoch`.
-    pub fn new(entropy: &mut Entropy, epoch: Instant) -> Result<Secrets, String> {
+    pub(crate) fn new(entropy: &mut Entropy, epoch: Instant) -> Result<Secrets, String> {
         let mut k = [0u8; 64];
         entropy.fill(&mut k)?;
         Ok(Secrets {
@@ -120,7 +120,7 @@ impl Secrets {
     }
 
     /// The cookie for a setup from `from` now.
-    pub fn cookie(
+    pub(crate) fn cookie(
         &self,
         now: Instant,
         from: SocketAddr,
@@ -132,7 +132,7 @@ impl Secrets {
     }
 
     /// Whether `cookie` was issued for this setup in the current or the previous bucket.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         now: Instant,
         from: SocketAddr,
@@ -149,7 +149,7 @@ impl Secrets {
 
     /// A fresh nonce for a session (a PRF of a counter under a random key: unpredictable,
     /// never repeated, and no call to the OS on the receive path).
-    pub fn nonce(&mut self, sid: u32) -> [u8; NONCE_LEN] {
+    pub(crate) fn nonce(&mut self, sid: u32) -> [u8; NONCE_LEN] {
         self.nonces += 1;
         let mut ctx = hmac::Context::with_key(&self.nonce_key);
         ctx.update(&self.nonces.to_le_bytes());

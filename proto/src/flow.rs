@@ -3,16 +3,16 @@
 
 /// Sender-side flow control state.
 #[derive(Debug, Clone)]
-pub struct Flow {
+pub(crate) struct Flow {
     /// Receiver's position: everything before it is acknowledged and released.
-    pub acked: u64,
+    pub(crate) acked: u64,
     /// The receiver's advertised window (bytes beyond `acked` it accepts).
-    pub window: u64,
+    pub(crate) window: u64,
 }
 
 impl Flow {
     /// Starts at `position` with `window`.
-    pub fn new(position: u64, window: u64) -> Flow {
+    pub(crate) fn new(position: u64, window: u64) -> Flow {
         Flow {
             acked: position,
             window,
@@ -21,7 +21,7 @@ impl Flow {
 
     /// Highest position that may be sent.
     #[inline]
-    pub fn send_limit(&self) -> u64 {
+    pub(crate) fn send_limit(&self) -> u64 {
         self.acked + self.window
     }
 
@@ -31,7 +31,14 @@ impl Flow {
     /// as it is sent.
     /// `retained` is the oldest position the log must keep (at most `acked`).
     #[inline]
-    pub fn admits(&self, tail: u64, size: u64, slack: u64, capacity: u64, retained: u64) -> bool {
+    pub(crate) fn admits(
+        &self,
+        tail: u64,
+        size: u64,
+        slack: u64,
+        capacity: u64,
+        retained: u64,
+    ) -> bool {
         let used = tail - self.acked;
         (used + size <= self.window || used < self.window / 2)
             && tail - retained + size + slack <= capacity

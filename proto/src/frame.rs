@@ -31,6 +31,8 @@ use core::mem::size_of;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use super::counters::DropReason;
+
 /// Kind of a frame, the second byte of every datagram.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -156,6 +158,134 @@ pub const RECORD_HEADER_LEN: usize = size_of::<RecordHeader>();
 pub const fn record_size(len: usize) -> usize {
     RECORD_HEADER_LEN + ((len + 7) & !7)
 }
+
+/// One record of a data frame, as yielded by [`Records`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Its header.
+    pub header: &'a RecordHeader,
+    /// Its payload, `header.len` bytes; empty for padding (whose skipped bytes are not sent).
+    pub payload: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Whether this is a padding record ([`REC_PAD`]).
+    ///
+    /// ```
+    /// use conduit_proto::frame::{Records, REC_PAD};
+    /// // A padding record skipping 16 bytes of stream: only its header is sent.
+    /// let pad = [16, 0, REC_PAD, 0, 0, 0, 0, 0];
+    /// let r = Records::new(&pad).next().unwrap().unwrap();
+    /// assert!(r.is_padding() && r.payload.is_empty());
+    /// ```
+    pub fn is_padding(&self) -> bool {
+        self.header.flags & REC_PAD != 0
+    }
+
+    /// Stream bytes the record spans: [`record_size`] of its payload, or for padding its
+    /// header and the `len` bytes it skips.
+    ///
+    /// ```
+    /// use conduit_proto::frame::{Records, REC_BEGIN, REC_END, REC_PAD};
+    /// let msg = [3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0];
+    /// assert_eq!(Records::new(&msg).next().unwrap().unwrap().span(), 16);
+    /// let pad = [16, 0, REC_PAD, 0, 0, 0, 0, 0];
+    /// assert_eq!(Records::new(&pad).next().unwrap().unwrap().span(), 24);
+    /// ```
+    pub fn span(&self) -> u64 {
+        let len = usize::from(self.header.len.get());
+        if self.is_padding() {
+            (RECORD_HEADER_LEN + len) as u64
+        } else {
+            record_size(len) as u64
+        }
+    }
+}
+
+/// The records of one data frame (the bytes after its [`DataHeader`]), in order.
+///
+/// Each record is checked as the receiver checks it before using any of it: a whole header
+/// ([`DropReason::Truncated`] otherwise), flags of a message record among [`REC_BEGIN`] and
+/// [`REC_END`], a payload (padded to 8) within the bytes, and a padding record only as the
+/// last header, with exactly [`REC_PAD`] and a length that is a multiple of 8
+/// ([`DropReason::BadLength`] otherwise). The first malformed record yields one `Err` and ends
+/// the walk; a padding record ends it too. Whatever the bytes, it never panics and takes at
+/// most `len / 8` steps.
+///
+/// ```
+/// use conduit_proto::frame::{Records, REC_BEGIN, REC_END};
+/// use conduit_proto::DropReason;
+/// // Two messages: type 7 "abc" and type 9 with an empty payload.
+/// let mut bytes = vec![3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0];
+/// bytes.extend_from_slice(b"abc\0\0\0\0\0");
+/// bytes.extend_from_slice(&[0, 0, REC_BEGIN | REC_END, 0, 9, 0, 0, 0]);
+/// let got: Vec<_> = Records::new(&bytes)
+///     .map(|r| r.map(|r| (r.header.type_id.get(), r.payload)))
+///     .collect();
+/// assert_eq!(got, [Ok((7, &b"abc"[..])), Ok((9, &b""[..]))]);
+/// // Cut short: the first record is still whole, the second is not.
+/// let mut cut = Records::new(&bytes[..20]);
+/// assert!(cut.next().unwrap().is_ok());
+/// assert!(matches!(cut.next(), Some(Err(DropReason::Truncated))));
+/// assert!(cut.next().is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    bytes: &'a [u8],
+    /// Offset of the next record; `bytes.len()` once the walk has ended.
+    off: usize,
+}
+
+impl<'a> Records<'a> {
+    /// Walks the records in `records`, the bytes of a data frame after its [`DataHeader`].
+    ///
+    /// ```
+    /// use conduit_proto::frame::Records;
+    /// assert_eq!(Records::new(&[]).count(), 0);
+    /// ```
+    pub fn new(records: &'a [u8]) -> Records<'a> {
+        Records {
+            bytes: records,
+            off: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, DropReason>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let n = self.bytes.len();
+        let at = self.off;
+        let rest = self.bytes.get(at..).filter(|r| !r.is_empty())?;
+        // An error or a padding record ends the walk.
+        self.off = n;
+        let Ok((header, body)) = RecordHeader::ref_from_prefix(rest) else {
+            return Some(Err(DropReason::Truncated));
+        };
+        let len = usize::from(header.len.get());
+        if header.flags & REC_PAD != 0 {
+            if len % 8 != 0 || !body.is_empty() || header.flags != REC_PAD {
+                return Some(Err(DropReason::BadLength));
+            }
+            return Some(Ok(Record {
+                header,
+                payload: &[],
+            }));
+        }
+        if header.flags & !(REC_BEGIN | REC_END) != 0 {
+            return Some(Err(DropReason::BadLength));
+        }
+        let size = record_size(len);
+        let Some(payload) = body.get(..len).filter(|_| size <= rest.len()) else {
+            return Some(Err(DropReason::BadLength));
+        };
+        self.off = at + size;
+        Some(Ok(Record { header, payload }))
+    }
+}
+
+impl core::iter::FusedIterator for Records<'_> {}
 
 /// Sender to receiver: open or re-open a session.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -417,6 +547,161 @@ pub fn seal(datagram: &mut [u8], enabled: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records check as the receiver wrote it before [`Records`]: the reference that the
+    /// walk must agree with.
+    fn validate_reference(records: &[u8]) -> Result<u64, DropReason> {
+        let n = records.len();
+        let mut off = 0;
+        let mut span = 0u64;
+        while off < n {
+            let (h, _) = RecordHeader::ref_from_prefix(&records[off..])
+                .map_err(|_| DropReason::Truncated)?;
+            let len = usize::from(h.len.get());
+            if h.flags & REC_PAD != 0 {
+                if len % 8 != 0 || off + RECORD_HEADER_LEN != n || h.flags != REC_PAD {
+                    return Err(DropReason::BadLength);
+                }
+                span += (RECORD_HEADER_LEN + len) as u64;
+                break;
+            }
+            if h.flags & !(REC_BEGIN | REC_END) != 0 {
+                return Err(DropReason::BadLength);
+            }
+            let size = record_size(len);
+            if off + size > n {
+                return Err(DropReason::BadLength);
+            }
+            off += size;
+            span += size as u64;
+        }
+        Ok(span)
+    }
+
+    /// Random records, mostly well formed, with a random flag, length or cut now and then.
+    fn random_records(rng: &mut crate::Rng) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..rng.below(6) {
+            let len = match rng.below(4) {
+                0 => rng.below(64) as u16,
+                1 => rng.next_u32() as u16,
+                _ => rng.below(24) as u16 * 8,
+            };
+            let flags = match rng.below(8) {
+                0 => REC_PAD,
+                1 => rng.next_u32() as u8,
+                2 => REC_BEGIN,
+                3 => REC_END,
+                4 => 0,
+                _ => REC_BEGIN | REC_END,
+            };
+            let h = RecordHeader {
+                len: U16::new(len),
+                flags,
+                reserved: 0,
+                type_id: U32::new(rng.next_u32()),
+            };
+            out.extend_from_slice(h.as_bytes());
+            if flags & REC_PAD == 0 {
+                let body = record_size(usize::from(len)) - RECORD_HEADER_LEN;
+                out.extend((0..body.min(2048)).map(|i| i as u8));
+            }
+        }
+        if rng.chance(0.2) && !out.is_empty() {
+            let cut = rng.below(out.len() as u64) as usize;
+            out.truncate(cut);
+        }
+        out
+    }
+
+    #[test]
+    fn records_agree_with_the_receivers_check_and_never_panic() {
+        let mut rng = crate::Rng::new(0x5EED);
+        let (mut ok, mut bad) = (0, 0);
+        for _ in 0..200_000 {
+            let bytes = random_records(&mut rng);
+            let mut walk = Records::new(&bytes);
+            let mut span = 0u64;
+            let mut covered = 0usize;
+            let mut got = Ok(());
+            let mut steps = 0;
+            for r in walk.by_ref() {
+                steps += 1;
+                match r {
+                    Ok(r) => {
+                        span += r.span();
+                        let len = usize::from(r.header.len.get());
+                        if r.is_padding() {
+                            assert!(r.payload.is_empty());
+                            covered += RECORD_HEADER_LEN;
+                        } else {
+                            assert_eq!(r.payload.len(), len);
+                            covered += record_size(len);
+                        }
+                    }
+                    Err(e) => got = Err(e),
+                }
+            }
+            assert!(steps <= bytes.len() / RECORD_HEADER_LEN + 1);
+            assert!(walk.next().is_none(), "the walk is fused");
+            let mine = got.map(|()| span);
+            assert_eq!(mine, validate_reference(&bytes), "{bytes:?}");
+            if mine.is_ok() {
+                assert_eq!(covered, bytes.len());
+                ok += 1;
+            } else {
+                bad += 1;
+            }
+        }
+        assert!(
+            ok > 10_000 && bad > 10_000,
+            "{ok} well formed, {bad} malformed"
+        );
+    }
+
+    #[test]
+    fn records_stop_at_the_first_malformed_record() {
+        let rec = |len: u16, flags: u8| RecordHeader {
+            len: U16::new(len),
+            flags,
+            reserved: 0,
+            type_id: U32::new(5),
+        };
+        // A message, then padding that is not the last header: one Ok, one Err, then None.
+        let mut b = Vec::new();
+        b.extend_from_slice(rec(8, REC_BEGIN | REC_END).as_bytes());
+        b.extend_from_slice(&[1; 8]);
+        b.extend_from_slice(rec(16, REC_PAD).as_bytes());
+        b.extend_from_slice(rec(0, REC_BEGIN | REC_END).as_bytes());
+        let mut w = Records::new(&b);
+        assert_eq!(
+            w.next().map(|r| r.map(|r| r.payload)),
+            Some(Ok(&[1u8; 8][..]))
+        );
+        assert!(matches!(w.next(), Some(Err(DropReason::BadLength))));
+        assert!(w.next().is_none());
+        // A payload running past the bytes.
+        let mut b = rec(9, REC_BEGIN).as_bytes().to_vec();
+        b.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            Records::new(&b).next(),
+            Some(Err(DropReason::BadLength))
+        ));
+        // Unknown flags, padding with other flags or an unaligned length.
+        for (len, flags) in [(0, 0x01), (8, REC_PAD | REC_END), (12, REC_PAD)] {
+            let b = rec(len, flags);
+            let got = Records::new(b.as_bytes()).next();
+            assert!(
+                matches!(got, Some(Err(DropReason::BadLength))),
+                "{len} {flags:#x}"
+            );
+        }
+        // Half a header.
+        assert!(matches!(
+            Records::new(&[0; 5]).next(),
+            Some(Err(DropReason::Truncated))
+        ));
+    }
 
     #[test]
     fn checksum_ignores_its_field_and_sees_bit_flips() {

@@ -29,7 +29,7 @@ pub(crate) fn committed(n: usize) -> Vec<u64> {
 
 /// Ring of records.
 #[derive(Debug)]
-pub struct Log {
+pub(crate) struct Log {
     words: Vec<u64>,
     starts: Vec<u64>,
     mask: usize,
@@ -37,7 +37,7 @@ pub struct Log {
 
 impl Log {
     /// A log of `capacity` bytes (a power of two, multiple of 8).
-    pub fn new(capacity: usize) -> Log {
+    pub(crate) fn new(capacity: usize) -> Log {
         Log {
             words: committed(capacity / 8),
             starts: committed(capacity.div_ceil(512)),
@@ -47,37 +47,37 @@ impl Log {
 
     /// Capacity in bytes.
     #[inline]
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.mask + 1
     }
 
     /// Offset of `pos` in the ring.
     #[inline]
-    pub fn offset(&self, pos: u64) -> usize {
+    pub(crate) fn offset(&self, pos: u64) -> usize {
         pos as usize & self.mask
     }
 
     /// Bytes from `pos` to the end of the ring.
     #[inline]
-    pub fn room_before_end(&self, pos: u64) -> usize {
+    pub(crate) fn room_before_end(&self, pos: u64) -> usize {
         self.capacity() - self.offset(pos)
     }
 
     /// The ring's bytes.
     #[inline]
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.words.as_bytes()
     }
 
     /// `len` bytes of the ring from byte offset `start`, to fill in place.
     #[inline]
-    pub fn bytes_mut_range(&mut self, start: usize, len: usize) -> &mut [u8] {
+    pub(crate) fn bytes_mut_range(&mut self, start: usize, len: usize) -> &mut [u8] {
         &mut self.words.as_mut_bytes()[start..start + len]
     }
 
     /// Header of the record at `pos` (the caller knows `pos` is in the ring).
     #[inline]
-    pub fn header(&self, pos: u64) -> RecordHeader {
+    pub(crate) fn header(&self, pos: u64) -> RecordHeader {
         let off = self.offset(pos);
         match RecordHeader::read_from_prefix(&self.bytes()[off..]) {
             Ok((h, _)) => h,
@@ -93,7 +93,13 @@ impl Log {
     /// Writes a record header at `pos` and marks `pos` as a record start; returns the payload
     /// slice of `len` bytes (the record must fit before the end of the ring).
     #[inline(always)]
-    pub fn write_record(&mut self, pos: u64, flags: u8, type_id: u32, len: usize) -> &mut [u8] {
+    pub(crate) fn write_record(
+        &mut self,
+        pos: u64,
+        flags: u8,
+        type_id: u32,
+        len: usize,
+    ) -> &mut [u8] {
         let off = self.offset(pos);
         let size = if flags & frame::REC_PAD != 0 {
             RECORD_HEADER_LEN + len
@@ -153,7 +159,7 @@ impl Log {
 
     /// Whether a record starts at `pos` (meaningful for positions the ring still holds).
     #[inline]
-    pub fn is_record_start(&self, pos: u64) -> bool {
+    pub(crate) fn is_record_start(&self, pos: u64) -> bool {
         if pos & 7 != 0 {
             return false;
         }

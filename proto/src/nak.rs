@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 /// Most disjoint ranges the receiver tracks beyond its position.
-pub const MAX_RANGES: usize = 64;
+pub(crate) const MAX_RANGES: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -24,7 +24,7 @@ struct Range {
 
 /// Received ranges beyond the contiguous position, with the NAK timers of the gaps between.
 #[derive(Debug)]
-pub struct Gaps {
+pub(crate) struct Gaps {
     ranges: Vec<Range>,
     /// End of the stream the sender reported; a gap after the last range up to it is the tail.
     tail_end: u64,
@@ -33,7 +33,7 @@ pub struct Gaps {
 
 /// Result of [`Gaps::insert`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Insert {
+pub(crate) enum Insert {
     /// Stored (possibly merged).
     New,
     /// Everything already held.
@@ -44,7 +44,7 @@ pub enum Insert {
 
 impl Gaps {
     /// Empty.
-    pub fn new() -> Gaps {
+    pub(crate) fn new() -> Gaps {
         Gaps {
             ranges: Vec::with_capacity(MAX_RANGES + 1),
             tail_end: 0,
@@ -53,36 +53,42 @@ impl Gaps {
     }
 
     /// Forgets everything.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ranges.clear();
         self.tail_end = 0;
         self.tail_nak_at = None;
     }
 
     /// First held range, if any.
-    pub fn first(&self) -> Option<(u64, u64)> {
+    pub(crate) fn first(&self) -> Option<(u64, u64)> {
         self.ranges.first().map(|r| (r.start, r.end))
     }
 
     /// Removes the first range.
-    pub fn pop_first(&mut self) {
+    pub(crate) fn pop_first(&mut self) {
         if !self.ranges.is_empty() {
             self.ranges.remove(0);
         }
     }
 
     /// Highest position held, or `position` when none.
-    pub fn high(&self, position: u64) -> u64 {
+    pub(crate) fn high(&self, position: u64) -> u64 {
         self.ranges.last().map_or(position, |r| r.end).max(position)
     }
 
     /// Whether `[start, end)` is entirely held.
-    pub fn covers(&self, start: u64, end: u64) -> bool {
+    pub(crate) fn covers(&self, start: u64, end: u64) -> bool {
         self.ranges.iter().any(|r| r.start <= start && end <= r.end)
     }
 
     /// Records `[start, end)` (beyond the position) as received.
-    pub fn insert(&mut self, start: u64, end: u64, now: Instant, nak_delay: Duration) -> Insert {
+    pub(crate) fn insert(
+        &mut self,
+        start: u64,
+        end: u64,
+        now: Instant,
+        nak_delay: Duration,
+    ) -> Insert {
         if self.covers(start, end) {
             return Insert::Duplicate;
         }
@@ -129,7 +135,7 @@ impl Gaps {
     }
 
     /// The sender reported the stream reaches `end`; a tail gap is NAKed after `nak_delay`.
-    pub fn set_tail(&mut self, position: u64, end: u64, now: Instant, nak_delay: Duration) {
+    pub(crate) fn set_tail(&mut self, position: u64, end: u64, now: Instant, nak_delay: Duration) {
         if end > self.tail_end {
             self.tail_end = end;
         }
@@ -143,7 +149,7 @@ impl Gaps {
     }
 
     /// Drops ranges below `position` (after a skip) and clamps.
-    pub fn discard_below(&mut self, position: u64) {
+    pub(crate) fn discard_below(&mut self, position: u64) {
         self.ranges.retain(|r| r.end > position);
         if let Some(r) = self.ranges.first_mut() {
             r.start = r.start.max(position);
@@ -151,7 +157,7 @@ impl Gaps {
     }
 
     /// Earliest NAK timer.
-    pub fn next_nak(&self) -> Option<Instant> {
+    pub(crate) fn next_nak(&self) -> Option<Instant> {
         let t = self.ranges.iter().map(|r| r.nak_at).min();
         match (t, self.tail_nak_at) {
             (Some(a), Some((b, _))) => Some(a.min(b)),
@@ -161,7 +167,7 @@ impl Gaps {
 
     /// Collects the gaps whose timer is due into `out` (at most `max`), and re-arms each with
     /// back-off: first retry after `base`, doubling up to `max_retry`.
-    pub fn due(
+    pub(crate) fn due(
         &mut self,
         position: u64,
         now: Instant,
@@ -204,7 +210,7 @@ impl Gaps {
 
     /// After the contiguous position advanced: gaps no longer exist before it, so the first
     /// gap's timer restarts from the base if it had backed off (progress was made).
-    pub fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         if let Some(r) = self.ranges.first_mut() {
             r.retry = Duration::ZERO;
         }
@@ -218,19 +224,19 @@ impl Default for Gaps {
 }
 
 /// Most retransmissions queued at once.
-pub const MAX_RETRANSMITS: usize = 16;
+pub(crate) const MAX_RETRANSMITS: usize = 16;
 const MAX_LINGER: usize = 32;
 
 /// The sender's pending and recently performed retransmissions.
 #[derive(Debug)]
-pub struct Retransmits {
+pub(crate) struct Retransmits {
     queue: Vec<(u64, u64)>,
     recent: Vec<(u64, u64, Instant)>,
 }
 
 impl Retransmits {
     /// Empty.
-    pub fn new() -> Retransmits {
+    pub(crate) fn new() -> Retransmits {
         Retransmits {
             queue: Vec::with_capacity(MAX_RETRANSMITS),
             recent: Vec::with_capacity(MAX_LINGER),
@@ -238,14 +244,14 @@ impl Retransmits {
     }
 
     /// Forgets everything.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.queue.clear();
         self.recent.clear();
     }
 
     /// Queues `[from, to)` unless it is already queued or was resent less than a linger ago.
     /// Returns false when suppressed or the queue is full.
-    pub fn request(&mut self, from: u64, to: u64, now: Instant) -> bool {
+    pub(crate) fn request(&mut self, from: u64, to: u64, now: Instant) -> bool {
         self.recent.retain(|r| r.2 > now);
         if self.recent.iter().any(|r| r.0 <= from && from < r.1) {
             return false;
@@ -261,12 +267,12 @@ impl Retransmits {
     }
 
     /// The next range to resend, if any.
-    pub fn peek(&self) -> Option<(u64, u64)> {
+    pub(crate) fn peek(&self) -> Option<(u64, u64)> {
         self.queue.first().copied()
     }
 
     /// Part of the head range up to `next` was sent; `linger_until` suppresses repeats of it.
-    pub fn advance(&mut self, from: u64, next: u64, linger_until: Instant) {
+    pub(crate) fn advance(&mut self, from: u64, next: u64, linger_until: Instant) {
         if self.recent.len() >= MAX_LINGER {
             self.recent.remove(0);
         }
@@ -280,14 +286,14 @@ impl Retransmits {
     }
 
     /// Drops the head range (nothing sendable in it).
-    pub fn pop(&mut self) {
+    pub(crate) fn pop(&mut self) {
         if !self.queue.is_empty() {
             self.queue.remove(0);
         }
     }
 
     /// Drops queued ranges below `acked`.
-    pub fn release(&mut self, acked: u64) {
+    pub(crate) fn release(&mut self, acked: u64) {
         self.queue.retain(|q| q.1 > acked);
         for q in &mut self.queue {
             q.0 = q.0.max(acked);
@@ -295,7 +301,7 @@ impl Retransmits {
     }
 
     /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 }

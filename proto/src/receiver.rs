@@ -18,7 +18,9 @@ use super::cookie::{Entropy, Secrets};
 use super::counters::{Counters, DropReason};
 use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
-use super::frame::{self, FrameKind, Header, RecordHeader, MAX_POSITION, RECORD_HEADER_LEN};
+use super::frame::{
+    self, FrameKind, Header, RecordHeader, Records, MAX_POSITION, RECORD_HEADER_LEN,
+};
 use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
@@ -138,29 +140,9 @@ fn validate_records(records: &[u8]) -> Result<u64, DropReason> {
     if records.is_empty() {
         return Err(DropReason::BadLength);
     }
-    let n = records.len();
-    let mut off = 0;
     let mut span = 0u64;
-    while off < n {
-        let (h, _) =
-            RecordHeader::ref_from_prefix(&records[off..]).map_err(|_| DropReason::Truncated)?;
-        let len = usize::from(h.len.get());
-        if h.flags & frame::REC_PAD != 0 {
-            if len % 8 != 0 || off + RECORD_HEADER_LEN != n || h.flags != frame::REC_PAD {
-                return Err(DropReason::BadLength);
-            }
-            span += (RECORD_HEADER_LEN + len) as u64;
-            break;
-        }
-        if h.flags & !(frame::REC_BEGIN | frame::REC_END) != 0 {
-            return Err(DropReason::BadLength);
-        }
-        let size = frame::record_size(len);
-        if off + size > n {
-            return Err(DropReason::BadLength);
-        }
-        off += size;
-        span += size as u64;
+    for r in Records::new(records) {
+        span += r?.span();
     }
     Ok(span)
 }
@@ -933,35 +915,27 @@ impl Receiver {
             return Ok(());
         }
         // In order, possibly overlapping what was already delivered: skip to the position.
-        let mut off = 0;
+        let mut walk = Records::new(records);
         let mut q = p;
         while q < position {
-            let (h, _) = RecordHeader::ref_from_prefix(&records[off..])
-                .map_err(|_| DropReason::BadLength)?;
-            let len = usize::from(h.len.get());
-            if h.flags & frame::REC_PAD != 0 {
-                q += (RECORD_HEADER_LEN + len) as u64;
-                off += RECORD_HEADER_LEN;
-            } else {
-                let size = frame::record_size(len);
-                q += size as u64;
-                off += size;
-            }
+            let Some(Ok(r)) = walk.next() else {
+                return Err(DropReason::BadLength);
+            };
+            q += r.span();
         }
         if q != position {
             return Err(DropReason::BadLength);
         }
-        let n = records.len();
         let (mut messages, mut bytes) = (0u64, 0u64);
-        while off < n {
-            let Ok((h, rest)) = RecordHeader::ref_from_prefix(&records[off..]) else {
+        for r in walk {
+            let Ok(r) = r else {
                 break;
             };
-            let len = usize::from(h.len.get());
-            if h.flags & frame::REC_PAD != 0 {
+            if r.is_padding() {
                 break;
             }
-            let payload = &rest[..len];
+            let (h, payload) = (r.header, r.payload);
+            let len = payload.len();
             if h.flags == frame::REC_BEGIN | frame::REC_END
                 && len <= self.asm.max
                 && !self.asm.active
@@ -980,7 +954,6 @@ impl Receiver {
                     &mut self.counters,
                 );
             }
-            off += frame::record_size(len);
         }
         self.counters.messages += messages;
         self.counters.bytes += bytes;

@@ -4,14 +4,14 @@ use std::time::Duration;
 
 /// Smoothed RTT and its variation.
 #[derive(Debug, Clone)]
-pub struct RttEstimator {
+pub(crate) struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
 }
 
 impl RttEstimator {
     /// No sample yet.
-    pub fn new() -> RttEstimator {
+    pub(crate) fn new() -> RttEstimator {
         RttEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
@@ -19,7 +19,7 @@ impl RttEstimator {
     }
 
     /// Adds a sample.
-    pub fn sample(&mut self, rtt: Duration) {
+    pub(crate) fn sample(&mut self, rtt: Duration) {
         let rtt = rtt.min(Duration::from_secs(10));
         match self.srtt {
             None => {
@@ -35,12 +35,12 @@ impl RttEstimator {
     }
 
     /// Smoothed RTT, if measured.
-    pub fn smoothed(&self) -> Option<Duration> {
+    pub(crate) fn smoothed(&self) -> Option<Duration> {
         self.srtt
     }
 
     /// Smoothed RTT plus four deviations, or `default` before any sample.
-    pub fn timeout(&self, default: Duration) -> Duration {
+    pub(crate) fn timeout(&self, default: Duration) -> Duration {
         match self.srtt {
             Some(s) => s + 4 * self.rttvar,
             None => default,
@@ -55,6 +55,6 @@ impl Default for RttEstimator {
 }
 
 /// Nanoseconds of `d`, saturated to `u64`.
-pub fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

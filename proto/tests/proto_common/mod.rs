@@ -315,6 +315,7 @@ impl Pair {
             if t.len > self.tx_config.mtu {
                 return Err(format!("sender emitted {} bytes over mtu", t.len));
             }
+            check_data_frame(&self.buf[..t.len])?;
             self.net
                 .send(self.now, TX, t.destination, &self.buf[..t.len]);
         }
@@ -409,4 +410,26 @@ impl Pair {
         self.rx = Receiver::new(self.rx_config.clone(), self.now, seed).expect("receiver config");
         self.checker.rejoin = true;
     }
+}
+
+/// Checks a plaintext data frame's records as the receiver walks them: every record well
+/// formed and at least one. Other frames (and sealed ones) pass.
+pub fn check_data_frame(datagram: &[u8]) -> Result<(), String> {
+    if datagram.first() == Some(&conduit_proto::crypto::MAGIC)
+        || datagram.get(1) != Some(&conduit_proto::frame::FrameKind::DATA.0)
+    {
+        return Ok(());
+    }
+    let records = datagram
+        .get(conduit_proto::frame::DATA_HEADER_LEN..)
+        .ok_or("data frame shorter than its header")?;
+    let mut n = 0;
+    for r in conduit_proto::frame::Records::new(records) {
+        r.map_err(|e| format!("sender built a malformed record ({e:?}) in {datagram:?}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("sender built a data frame without records".to_string());
+    }
+    Ok(())
 }

@@ -291,13 +291,13 @@ fn names_and_configs_are_checked() {
     c.capacity = 5000;
     assert!(matches!(
         Publisher::create("cfg", &c),
-        Err(RingError::InvalidConfig(_))
+        Err(RingError::InvalidConfig { .. })
     ));
     let mut c = config(&d, 4096);
     c.max_message_len = 2048 - 15;
     assert!(matches!(
         Publisher::create("cfg", &c),
-        Err(RingError::InvalidConfig(_))
+        Err(RingError::InvalidConfig { .. })
     ));
 }
 

@@ -306,7 +306,7 @@ fn received_carries_its_stream_position() {
     let mut got = Vec::new();
     // Past the end of the ring several times: padding records in between.
     for i in 0..200u32 {
-        let payload = vec![i as u8; (i as usize * 37) % 700];
+        let payload = vec![i as u8; (i as usize * 37) % 500];
         loop {
             match publ.offer(i, &payload) {
                 Ok(pos) => {

@@ -56,7 +56,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// compile time by [`Publication::send`](crate::Publication::send),
 /// [`Publication::claim`](crate::Publication::claim) and [`Received::get`]:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// use conduit::{Message, Publication};
 /// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///
@@ -65,11 +65,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// struct CacheLine { bytes: [u8; 64] }
 /// impl Message for CacheLine { const TYPE_ID: u32 = 9; }
 ///
-/// fn publish(p: &mut Publication, m: &CacheLine) {
-///     let _ = p.send(m); // error: alignment 64 exceeds 8
+/// fn main() {
+///     let mut p = Publication::open("shm:cache-lines").unwrap();
+///     let _ = p.send(&CacheLine { bytes: [0; 64] }); // error: alignment 64 exceeds 8
 /// }
-/// # fn main() {}
 /// ```
+///
+/// The error comes when the code is built (`cargo build`, `cargo test`);
+/// `cargo check` does not evaluate it.
 pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable {
     /// The id written beside every message of this type. Never reuse or change it.
     const TYPE_ID: u32;
@@ -218,7 +221,9 @@ impl<'a> Received<'a> {
     /// # let name = format!("doc-received-position-{}", std::process::id());
     /// let mut sub = conduit::Subscription::open(&format!("shm:{name}"))?;
     /// let mut publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k"))?;
-    /// sub.poll(|_| {}, 1)?; // attaches
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?; // attaches
+    /// }
     /// let after_first = publ.offer(1, b"first")?;
     /// publ.offer(1, b"second")?;
     /// let mut positions = Vec::new();
@@ -240,7 +245,9 @@ impl<'a> Received<'a> {
     /// # let name = format!("doc-received-source-{}", std::process::id());
     /// let mut sub = conduit::Subscription::open(&format!("shm:{name}"))?;
     /// let mut publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k"))?;
-    /// sub.poll(|_| {}, 1)?;
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?;
+    /// }
     /// publ.offer(1, b"hello")?;
     /// sub.poll(|m| {
     ///     if let Some(source) = m.source() {

@@ -201,7 +201,7 @@ impl<'a> Received<'a> {
     /// Sets who sent the message.
     #[inline]
     #[allow(dead_code)] // filled by the transports that know their senders
-    pub(crate) fn from_source(mut self, source: Source) -> Self {
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
         self.source = Some(source);
         self
     }

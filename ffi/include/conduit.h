@@ -147,6 +147,30 @@
 #define CONDUIT_FOREIGN_OWNER -16
 
 /**
+ * shm publication open: a live publisher (in this process or another)
+ * already owns the channel's name. `conduit_last_error()` names its pid.
+ */
+#define CONDUIT_PUBLISHER_ALIVE -18
+
+/**
+ * shm subscription open: every subscriber slot of the ring is taken by a
+ * live subscriber (the publication's `subscribers=` sets how many).
+ */
+#define CONDUIT_NO_FREE_SLOT -19
+
+/**
+ * shm: the ring file under the name has another layout version (made by an
+ * incompatible version of conduit).
+ */
+#define CONDUIT_LAYOUT_VERSION -20
+
+/**
+ * shm: the file under the channel's name is not a conduit ring; it is left
+ * alone.
+ */
+#define CONDUIT_NOT_A_CHANNEL -21
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.
@@ -313,15 +337,37 @@ int conduit_claim_abort(struct conduit_claim *c);
 const char *conduit_last_error(void);
 
 /**
+ * The status code of this thread's last failed call (a negative
+ * `CONDUIT_*` value), or `CONDUIT_OK` (0) if no call has failed on this
+ * thread yet.
+ *
+ * Calls that return a status give it directly; this is for those that
+ * cannot: a `conduit_publication_open` or `conduit_subscription_open` that
+ * returns NULL leaves here why (`CONDUIT_INVALID_ARGUMENT` for a bad URI,
+ * `CONDUIT_PUBLISHER_ALIVE`, `CONDUIT_NO_FREE_SLOT`,
+ * `CONDUIT_LAYOUT_VERSION`, `CONDUIT_NOT_A_CHANNEL`,
+ * `CONDUIT_FOREIGN_OWNER`, `CONDUIT_IO_ERROR`, ...), beside the message of
+ * `conduit_last_error()`. Like that message, it stays until the next call
+ * that fails on the same thread (successful calls leave it alone).
+ *
+ * Threads: any thread; each thread sees its own last failure.
+ */
+int conduit_last_status(void);
+
+/**
  * Opens the publication of the channel at `uri`: `"shm:NAME?key=value..."`
  * for a shared-memory ring on this host, `"udp://HOST:PORT?key=value..."`
  * for a reliable stream to another host. Parameters are listed in the
  * README.
  *
- * Returns the new handle, or NULL on failure with `conduit_last_error()`
- * set: a NULL, non-UTF-8, over-long (more than 1024 bytes) or malformed URI,
- * an unknown parameter, a live publisher already owning the name, or an
- * operating system error.
+ * Returns the new handle, or NULL on failure with `conduit_last_status()`
+ * and `conduit_last_error()` set: `CONDUIT_INVALID_ARGUMENT` for a NULL,
+ * non-UTF-8, over-long (more than 1024 bytes) or malformed URI, an unknown
+ * parameter or one out of range; `CONDUIT_PUBLISHER_ALIVE` when a live
+ * publisher already owns the name; `CONDUIT_FOREIGN_OWNER`,
+ * `CONDUIT_NOT_A_CHANNEL` when the name is taken by another uid's file or
+ * by a file that is not a ring; `CONDUIT_IO_ERROR` for an operating system
+ * error.
  *
  * Threads: any thread. The handle may then be used from any thread, one
  * thread at a time.
@@ -504,9 +550,12 @@ const char *conduit_status_string(int status);
  * return 0 until it appears. Each subscription receives every message, in
  * order, from the point it joined.
  *
- * Returns the new handle, or NULL on failure with `conduit_last_error()`
- * set (a NULL, non-UTF-8, over-long or malformed URI, an unknown parameter,
- * an existing channel that cannot be opened).
+ * Returns the new handle, or NULL on failure with `conduit_last_status()`
+ * and `conduit_last_error()` set: `CONDUIT_INVALID_ARGUMENT` for a NULL,
+ * non-UTF-8, over-long or malformed URI or an unknown parameter; for an
+ * existing `shm:` ring that cannot be opened, `CONDUIT_NO_FREE_SLOT`,
+ * `CONDUIT_LAYOUT_VERSION`, `CONDUIT_NOT_A_CHANNEL`,
+ * `CONDUIT_FOREIGN_OWNER`, `CONDUIT_CORRUPT` or `CONDUIT_IO_ERROR`.
  *
  * Threads: any thread. The handle may then be used from any thread, one
  * thread at a time.

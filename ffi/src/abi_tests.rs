@@ -140,7 +140,6 @@ fn malformed_uris_are_refused_with_a_message() {
         (b"nope:x\0", "invalid channel URI"),
         (b"shm:\0", "invalid channel URI"),
         (b"shm:a/b\0", "invalid channel URI"),
-        (b"shm:x?capacity=3\0", "capacity"),
         (b"shm:x?what=1\0", "what"),
     ];
     for (uri, needle) in cases {
@@ -153,6 +152,17 @@ fn malformed_uris_are_refused_with_a_message() {
         assert!(s.is_null());
         assert!(last_error().contains(needle), "{uri:?}: {}", last_error());
     }
+    // A limit out of range is the ring's to refuse: at publication open,
+    // naming the URI option (a subscription ignores publication options).
+    // SAFETY: NUL-terminated.
+    let p = unsafe { conduit_publication_open(c"shm:x?capacity=3".as_ptr()) };
+    assert!(p.is_null());
+    assert_eq!(conduit_last_status(), CONDUIT_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("capacity: 3 is not a power of two"),
+        "{}",
+        last_error()
+    );
     // Longer than the limit: refused without scanning past it.
     let mut long = vec![b'a'; 5000];
     long[..4].copy_from_slice(b"shm:");
@@ -197,7 +207,7 @@ fn static_strings() {
         "CONDUIT_FOREIGN_OWNER"
     );
     assert_eq!(text(conduit_status_string(-99)), "CONDUIT_UNKNOWN_STATUS");
-    for code in -17..=0 {
+    for code in -21..=0 {
         assert_ne!(text(conduit_status_string(code)), "CONDUIT_UNKNOWN_STATUS");
     }
     for (code, name) in [
@@ -205,9 +215,82 @@ fn static_strings() {
         (CONDUIT_SESSION_REPLACED, "CONDUIT_SESSION_REPLACED"),
         (CONDUIT_MTU_MISMATCH, "CONDUIT_MTU_MISMATCH"),
         (CONDUIT_KEY_MISMATCH, "CONDUIT_KEY_MISMATCH"),
+        (CONDUIT_PUBLISHER_ALIVE, "CONDUIT_PUBLISHER_ALIVE"),
+        (CONDUIT_NO_FREE_SLOT, "CONDUIT_NO_FREE_SLOT"),
+        (CONDUIT_LAYOUT_VERSION, "CONDUIT_LAYOUT_VERSION"),
+        (CONDUIT_NOT_A_CHANNEL, "CONDUIT_NOT_A_CHANNEL"),
     ] {
         assert_eq!(text(conduit_status_string(code)), name);
     }
+}
+
+/// Each `shm:` open failure a program can act on has its own status, left
+/// readable by `conduit_last_status()` when the open returns NULL.
+#[test]
+fn failed_opens_leave_their_status() {
+    std::thread::spawn(|| assert_eq!(conduit_last_status(), CONDUIT_OK))
+        .join()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("conduit-abi-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = |name: &str, query: &str| format!("shm:{name}?dir={}{query}\0", dir.display());
+    // SAFETY: NUL-terminated URIs; the handles are closed below.
+    unsafe {
+        assert!(conduit_publication_open(std::ptr::null()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_INVALID_ARGUMENT);
+
+        // A second publication of a live name.
+        let one = uri("alive", "&subscribers=1");
+        let p = conduit_publication_open(one.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        assert!(conduit_publication_open(one.as_ptr().cast()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_PUBLISHER_ALIVE);
+        let pid = std::process::id().to_string();
+        assert!(last_error().contains(&pid), "{}", last_error());
+        // Successful calls leave the status alone.
+        assert_eq!(conduit_publication_is_connected(p), 0);
+        assert_eq!(conduit_last_status(), CONDUIT_PUBLISHER_ALIVE);
+
+        // Every subscriber slot taken.
+        let s = conduit_subscription_open(one.as_ptr().cast());
+        assert!(!s.is_null(), "{}", last_error());
+        assert!(conduit_subscription_open(one.as_ptr().cast()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_NO_FREE_SLOT);
+        assert!(last_error().contains("all 1 are taken"), "{}", last_error());
+        conduit_subscription_close(s);
+        conduit_publication_close(p);
+
+        // A file that is not a ring: refused by both ends, left alone.
+        std::fs::write(dir.join("junk"), vec![7u8; 8192]).unwrap();
+        let junk = uri("junk", "");
+        assert!(conduit_subscription_open(junk.as_ptr().cast()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_NOT_A_CHANNEL);
+        assert!(conduit_publication_open(junk.as_ptr().cast()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_NOT_A_CHANNEL);
+        assert_eq!(std::fs::read(dir.join("junk")).unwrap(), vec![7u8; 8192]);
+
+        // A ring of another layout version (the u32 after the magic): a
+        // copy of a live ring, patched.
+        let old = uri("old", "");
+        let p = conduit_publication_open(old.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        std::fs::copy(dir.join("old"), dir.join("old2")).unwrap();
+        conduit_publication_close_linger(p, 0);
+        std::fs::rename(dir.join("old2"), dir.join("old")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("old"))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &99u32.to_le_bytes(), 8).unwrap();
+        assert!(conduit_subscription_open(old.as_ptr().cast()).is_null());
+        assert_eq!(conduit_last_status(), CONDUIT_LAYOUT_VERSION);
+        assert!(
+            last_error().contains("layout version 99"),
+            "{}",
+            last_error()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -22,7 +22,7 @@ mod version;
 
 pub use claim::{conduit_claim, conduit_claim_abort, conduit_claim_commit};
 pub use counters::conduit_counters;
-pub use last_error::conduit_last_error;
+pub use last_error::{conduit_last_error, conduit_last_status};
 pub use publication::{
     conduit_publication, conduit_publication_close, conduit_publication_close_linger,
     conduit_publication_counters, conduit_publication_driver, conduit_publication_flush,

@@ -180,10 +180,14 @@ impl Drop for PublicationHandle {
 /// for a reliable stream to another host. Parameters are listed in the
 /// README.
 ///
-/// Returns the new handle, or NULL on failure with `conduit_last_error()`
-/// set: a NULL, non-UTF-8, over-long (more than 1024 bytes) or malformed URI,
-/// an unknown parameter, a live publisher already owning the name, or an
-/// operating system error.
+/// Returns the new handle, or NULL on failure with `conduit_last_status()`
+/// and `conduit_last_error()` set: `CONDUIT_INVALID_ARGUMENT` for a NULL,
+/// non-UTF-8, over-long (more than 1024 bytes) or malformed URI, an unknown
+/// parameter or one out of range; `CONDUIT_PUBLISHER_ALIVE` when a live
+/// publisher already owns the name; `CONDUIT_FOREIGN_OWNER`,
+/// `CONDUIT_NOT_A_CHANNEL` when the name is taken by another uid's file or
+/// by a file that is not a ring; `CONDUIT_IO_ERROR` for an operating system
+/// error.
 ///
 /// Threads: any thread. The handle may then be used from any thread, one
 /// thread at a time.

@@ -51,6 +51,18 @@ pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 /// named by `owners=`; a publication's name is squatted by another uid).
 /// `conduit_last_error()` names the owner's uid.
 pub const CONDUIT_FOREIGN_OWNER: c_int = -16;
+/// shm publication open: a live publisher (in this process or another)
+/// already owns the channel's name. `conduit_last_error()` names its pid.
+pub const CONDUIT_PUBLISHER_ALIVE: c_int = -18;
+/// shm subscription open: every subscriber slot of the ring is taken by a
+/// live subscriber (the publication's `subscribers=` sets how many).
+pub const CONDUIT_NO_FREE_SLOT: c_int = -19;
+/// shm: the ring file under the name has another layout version (made by an
+/// incompatible version of conduit).
+pub const CONDUIT_LAYOUT_VERSION: c_int = -20;
+/// shm: the file under the channel's name is not a conduit ring; it is left
+/// alone.
+pub const CONDUIT_NOT_A_CHANNEL: c_int = -21;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -78,6 +90,10 @@ const _: () = {
     assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
     assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
     assert!(CONDUIT_FOREIGN_OWNER == code::FOREIGN_OWNER);
+    assert!(CONDUIT_PUBLISHER_ALIVE == code::PUBLISHER_ALIVE);
+    assert!(CONDUIT_NO_FREE_SLOT == code::NO_FREE_SLOT);
+    assert!(CONDUIT_LAYOUT_VERSION == code::LAYOUT_VERSION);
+    assert!(CONDUIT_NOT_A_CHANNEL == code::NOT_A_CHANNEL);
 };
 
 /// The name of a status code.
@@ -101,6 +117,10 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
         CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         CONDUIT_FOREIGN_OWNER => c"CONDUIT_FOREIGN_OWNER",
+        CONDUIT_PUBLISHER_ALIVE => c"CONDUIT_PUBLISHER_ALIVE",
+        CONDUIT_NO_FREE_SLOT => c"CONDUIT_NO_FREE_SLOT",
+        CONDUIT_LAYOUT_VERSION => c"CONDUIT_LAYOUT_VERSION",
+        CONDUIT_NOT_A_CHANNEL => c"CONDUIT_NOT_A_CHANNEL",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

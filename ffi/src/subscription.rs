@@ -131,9 +131,12 @@ impl Drop for SubscriptionHandle {
 /// return 0 until it appears. Each subscription receives every message, in
 /// order, from the point it joined.
 ///
-/// Returns the new handle, or NULL on failure with `conduit_last_error()`
-/// set (a NULL, non-UTF-8, over-long or malformed URI, an unknown parameter,
-/// an existing channel that cannot be opened).
+/// Returns the new handle, or NULL on failure with `conduit_last_status()`
+/// and `conduit_last_error()` set: `CONDUIT_INVALID_ARGUMENT` for a NULL,
+/// non-UTF-8, over-long or malformed URI or an unknown parameter; for an
+/// existing `shm:` ring that cannot be opened, `CONDUIT_NO_FREE_SLOT`,
+/// `CONDUIT_LAYOUT_VERSION`, `CONDUIT_NOT_A_CHANNEL`,
+/// `CONDUIT_FOREIGN_OWNER`, `CONDUIT_CORRUPT` or `CONDUIT_IO_ERROR`.
 ///
 /// Threads: any thread. The handle may then be used from any thread, one
 /// thread at a time.

@@ -6,13 +6,19 @@ use std::path::PathBuf;
 
 /// Errors opening or creating a ring.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum RingError {
     /// A system call failed.
     Io(std::io::Error),
     /// The ring name is not usable as a file name.
     InvalidName(String),
-    /// The configuration is out of range.
-    InvalidConfig(String),
+    /// A [`RingConfig`](crate::RingConfig) field is out of range.
+    InvalidConfig {
+        /// The field: `capacity`, `max_message_len`, `max_subscribers` or `mode`.
+        field: &'static str,
+        /// What is wrong with its value (the value first).
+        reason: String,
+    },
     /// The file does not start with the ring magic.
     NotARing {
         /// The file.
@@ -97,6 +103,10 @@ impl RingError {
         }
     }
 
+    pub(crate) fn config(field: &'static str, reason: String) -> RingError {
+        RingError::InvalidConfig { field, reason }
+    }
+
     pub(crate) fn io(context: impl fmt::Display, e: std::io::Error) -> RingError {
         RingError::Io(std::io::Error::new(e.kind(), format!("{context}: {e}")))
     }
@@ -107,7 +117,9 @@ impl fmt::Display for RingError {
         match self {
             RingError::Io(e) => write!(f, "{e}"),
             RingError::InvalidName(m) => write!(f, "invalid ring name: {m}"),
-            RingError::InvalidConfig(m) => write!(f, "invalid ring configuration: {m}"),
+            RingError::InvalidConfig { field, reason } => {
+                write!(f, "invalid ring configuration: {field} {reason}")
+            }
             RingError::NotARing { path } => {
                 write!(f, "{} is not a conduit ring file (bad magic)", path.display())
             }

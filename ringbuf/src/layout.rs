@@ -66,6 +66,7 @@
 //! `end + 8 <= min(subscriber position) + capacity`, so it never touches a
 //! record a subscriber has yet to read.
 
+use crate::error::RingError;
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -200,26 +201,36 @@ pub const fn slot_offset(i: u32) -> usize {
 }
 
 impl Geometry {
-    /// Geometry of a new ring; checks the configuration.
+    /// Geometry of a new ring; checks the configuration (the one place its
+    /// limits are checked: callers such as the `shm:` URI only parse).
+    ///
+    /// # Errors
+    /// [`RingError::InvalidConfig`] naming the [`RingConfig`](crate::RingConfig)
+    /// field out of range.
     pub fn new(
         capacity: usize,
         max_message_len: usize,
         max_subscribers: u32,
-    ) -> Result<Geometry, String> {
+    ) -> Result<Geometry, RingError> {
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-            return Err(format!(
-                "capacity {capacity} must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"
+            return Err(RingError::config(
+                "capacity",
+                format!("{capacity} is not a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"),
             ));
         }
         if max_message_len > max_message_limit(capacity as u64) as usize {
-            return Err(format!(
-                "max_message_len {max_message_len} exceeds half the capacity less the record header ({})",
-                max_message_limit(capacity as u64)
+            return Err(RingError::config(
+                "max_message_len",
+                format!(
+                    "{max_message_len} exceeds half the capacity less the record header ({})",
+                    max_message_limit(capacity as u64)
+                ),
             ));
         }
         if !(1..=MAX_SUBSCRIBERS).contains(&max_subscribers) {
-            return Err(format!(
-                "max_subscribers {max_subscribers} must be 1 to {MAX_SUBSCRIBERS}"
+            return Err(RingError::config(
+                "max_subscribers",
+                format!("{max_subscribers} is not 1 to {MAX_SUBSCRIBERS}"),
             ));
         }
         let data_offset = data_offset(max_subscribers);

@@ -114,13 +114,15 @@ impl Publisher {
             config.capacity,
             config.max_message_len,
             config.max_subscribers,
-        )
-        .map_err(RingError::InvalidConfig)?;
+        )?;
         if config.mode & 0o600 != 0o600 || config.mode > 0o777 {
-            return Err(RingError::InvalidConfig(format!(
-                "mode {:o} must be file permissions including owner read-write",
-                config.mode
-            )));
+            return Err(RingError::config(
+                "mode",
+                format!(
+                    "{:o} is not octal file permissions including owner rw (e.g. 600, 660)",
+                    config.mode
+                ),
+            ));
         }
         let dir = ring_dir(config.dir.as_deref());
         let path = dir.join(name);
@@ -828,8 +830,12 @@ fn build(
     let file = file::create_new(tmp).map_err(|e| RingError::io(ctx("creating"), e))?;
     file.set_len(g.file_len)
         .map_err(|e| RingError::io(ctx("sizing"), e))?;
-    let len = libc::off_t::try_from(g.file_len)
-        .map_err(|_| RingError::InvalidConfig("ring too large".into()))?;
+    let len = libc::off_t::try_from(g.file_len).map_err(|_| {
+        RingError::config(
+            "capacity",
+            format!("{} makes the file too large", g.capacity),
+        )
+    })?;
     // Reserve the memory now: on a full tmpfs this fails here with ENOSPC
     // instead of a SIGBUS at the first touch of a page.
     // SAFETY: a valid fd and a range inside the file.

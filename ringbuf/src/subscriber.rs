@@ -437,6 +437,20 @@ impl Subscriber {
         mut handler: F,
         limit: usize,
     ) -> Result<usize, PollError> {
+        self.poll_at(|_, type_id, payload| handler(type_id, payload), limit)
+    }
+
+    /// [`poll`](Self::poll), handing each record's position too:
+    /// `handler(position, type_id, payload)`.
+    ///
+    /// # Errors
+    /// As [`poll`](Self::poll).
+    #[inline]
+    pub fn poll_at<F: FnMut(u64, u32, &[u8])>(
+        &mut self,
+        mut handler: F,
+        limit: usize,
+    ) -> Result<usize, PollError> {
         let Some(c) = self.conn.as_mut() else {
             self.try_reattach()?;
             return Ok(0);
@@ -485,7 +499,7 @@ impl Subscriber {
             // escape the call (higher-ranked lifetime). A hostile writer may
             // change the bytes meanwhile, which yields wrong bytes, nothing worse.
             let payload = unsafe { std::slice::from_raw_parts(d.payload_ptr(pos), len as usize) };
-            handler(type_w.load(Ordering::Relaxed), payload);
+            handler(pos, type_w.load(Ordering::Relaxed), payload);
             pos += layout::record_len(u64::from(len));
             n += 1;
         }

@@ -291,13 +291,42 @@ fn names_and_configs_are_checked() {
     c.capacity = 5000;
     assert!(matches!(
         Publisher::create("cfg", &c),
-        Err(RingError::InvalidConfig(_))
+        Err(RingError::InvalidConfig {
+            field: "capacity",
+            ..
+        })
     ));
     let mut c = config(&d, 4096);
     c.max_message_len = 2048 - 15;
     assert!(matches!(
         Publisher::create("cfg", &c),
-        Err(RingError::InvalidConfig(_))
+        Err(RingError::InvalidConfig {
+            field: "max_message_len",
+            ..
+        })
+    ));
+    let mut c = config(&d, 4096);
+    c.max_subscribers = 0;
+    let e = Publisher::create("cfg", &c).err().unwrap();
+    assert!(
+        matches!(
+            e,
+            RingError::InvalidConfig {
+                field: "max_subscribers",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "invalid ring configuration: max_subscribers 0 is not 1 to 1024"
+    );
+    let mut c = config(&d, 4096);
+    c.mode = 0o400;
+    assert!(matches!(
+        Publisher::create("cfg", &c),
+        Err(RingError::InvalidConfig { field: "mode", .. })
     ));
 }
 

@@ -50,39 +50,93 @@ enum SubInner {
 /// The sending end of a channel.
 ///
 /// Opened by URI: `shm:NAME` for a shared-memory ring on this host,
-/// `udp://HOST:PORT` for a reliable stream to another host. One publication
-/// per channel; it is not `Sync`: use it from one thread at a time.
+/// `udp://HOST:PORT` for a reliable stream to another host (options:
+/// [`crate::uri`]). One publication per channel.
+///
+/// **Threads:** a `Publication` is `Send` but not `Sync`: move it to the
+/// thread that sends, or guard it with a mutex; its methods take `&mut self`.
+/// Its `Debug` output shows the URI and, for `udp:`, the I/O driver.
+///
+/// ```
+/// # fn main() -> Result<(), conduit::Error> {
+/// # let name = format!("doc-publication-{}", std::process::id());
+/// let publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k"))?;
+/// let shown = format!("{publ:?}");
+/// assert!(shown.contains(&name), "{shown}");
+/// std::thread::spawn(move || drop(publ)).join().unwrap(); // Send
+/// # Ok(()) }
+/// ```
 pub struct Publication {
     inner: PubInner,
+    uri: Box<str>,
 }
 
 /// The receiving end of a channel.
 ///
 /// Each subscription receives every message, in order, from the point it
 /// joined. It may be opened before its publication exists.
+///
+/// **Threads:** a `Subscription` is `Send` but not `Sync`, like
+/// [`Publication`]. Its `Debug` output shows the URI and, for `udp:`, the
+/// I/O driver.
+///
+/// ```
+/// # fn main() -> Result<(), conduit::Error> {
+/// # let name = format!("doc-subscription-{}", std::process::id());
+/// let sub = conduit::Subscription::open(&format!("shm:{name}"))?;
+/// assert!(format!("{sub:?}").contains(&name));
+/// # Ok(()) }
+/// ```
 pub struct Subscription {
     inner: SubInner,
+    uri: Box<str>,
 }
 
 impl std::fmt::Debug for Publication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publication").finish_non_exhaustive()
+        let mut d = f.debug_struct("Publication");
+        d.field("uri", &&*self.uri);
+        if let Some(driver) = self.counters().driver {
+            d.field("driver", &driver);
+        }
+        d.finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").finish_non_exhaustive()
+        let mut d = f.debug_struct("Subscription");
+        d.field("uri", &&*self.uri);
+        if let Some(driver) = self.counters().driver {
+            d.field("driver", &driver);
+        }
+        d.finish_non_exhaustive()
     }
 }
 
 impl Publication {
     /// Opens the publication of the channel at `uri`.
     ///
+    /// Options and their limits are listed in [`crate::uri`]. Opening does
+    /// no network I/O: a `udp:` publication connects in its later calls.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let name = format!("doc-pub-open-{}", std::process::id());
+    /// let publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k&max_msg=1k"))?;
+    /// assert_eq!(publ.max_message_len(), 1024);
+    /// // One live publication per name.
+    /// let again = conduit::Publication::open(&format!("shm:{name}"));
+    /// assert!(matches!(again, Err(conduit::Error::PublisherAlive { .. })));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::InvalidUri`] for a malformed URI or parameter; for `shm:`,
-    /// [`Error::InvalidArgument`] when a live publisher already owns the name
-    /// and [`Error::Io`] when the ring file cannot be created.
+    /// [`Error::InvalidUri`] for a malformed URI, an unknown option or one
+    /// out of range; for `shm:`, [`Error::PublisherAlive`] when a live
+    /// publisher already owns the name, [`Error::ForeignOwner`] or
+    /// [`Error::NotAChannel`] when another uid's file or a file that is not a
+    /// ring holds it, and [`Error::Io`] when the ring file cannot be created.
     pub fn open(uri: &str) -> Result<Publication, Error> {
         let mut parsed = ChannelUri::parse(uri)?;
         let inner = match parsed.scheme.clone() {
@@ -93,7 +147,10 @@ impl Publication {
             }
             Scheme::Udp { .. } => PubInner::Udp(crate::udp::UdpPublication::open(parsed)?),
         };
-        Ok(Publication { inner })
+        Ok(Publication {
+            inner,
+            uri: uri.into(),
+        })
     }
 
     /// Reserves `len` bytes for a message with `type_id`, lets `fill` write
@@ -104,6 +161,21 @@ impl Publication {
     /// (longer UDP messages go through a scratch buffer); its bytes are not
     /// zeroed first.
     /// Returns the stream position after the message.
+    ///
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-offer-with-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer_with(7, 16, |buf| {
+    ///     buf[..8].copy_from_slice(&1u64.to_le_bytes());
+    ///     buf[8..].copy_from_slice(&2u64.to_le_bytes());
+    /// })?;
+    /// sub.poll(|m| assert_eq!(m.payload().len(), 16), 1)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`Publication::offer`]; `fill` is not called then.
@@ -122,7 +194,21 @@ impl Publication {
 
     /// Copies `payload` into a new message with `type_id`.
     ///
-    /// Returns the stream position after the message.
+    /// Returns the stream position after the message. Never blocks: a full
+    /// ring or window is [`Error::BackPressured`], and the message was not
+    /// taken (retry it later, after the subscribers caught up).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-offer-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let after = publ.offer(1, b"hello")?;
+    /// assert!(after > 0);
+    /// sub.poll(|m| assert_eq!(m.payload(), b"hello"), 1)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::BackPressured`] (retry: nothing lost), [`Error::NotConnected`]
@@ -137,10 +223,32 @@ impl Publication {
 
     /// Sends a typed message (a copy of its bytes).
     ///
+    /// A type aligned above 8 does not compile here (see [`Message`]).
+    ///
+    /// ```
+    /// use conduit::Message;
+    /// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    ///
+    /// #[repr(C)]
+    /// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// struct Tick { seq: u64, price: i64 }
+    /// impl Message for Tick { const TYPE_ID: u32 = 7; }
+    ///
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-send-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.send(&Tick { seq: 1, price: 100 })?;
+    /// sub.poll(|m| assert_eq!(m.get::<Tick>().unwrap().price, 100), 1)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`Publication::offer`].
     #[inline]
     pub fn send<T: Message>(&mut self, msg: &T) -> Result<u64, Error> {
+        crate::message::assert_alignment::<T>();
         self.offer(T::TYPE_ID, msg.as_bytes())
     }
 
@@ -154,6 +262,19 @@ impl Publication {
     /// When the message is filled at once, [`offer_with`](Self::offer_with)
     /// does the same in one call and compiles to tighter code: moving a
     /// `Claim` out of its `Result` can cost a stalled reload in a hot loop.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-try-claim-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let mut claim = publ.try_claim(3, 4)?;
+    /// claim.copy_from_slice(b"abcd");
+    /// claim.commit();
+    /// sub.poll(|m| assert_eq!(m.payload(), b"abcd"), 1)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`Publication::offer`].
@@ -170,10 +291,34 @@ impl Publication {
     }
 
     /// Reserves a zeroed `T` in place; fill it and [`TypedClaim::commit`].
+    /// A type aligned above 8 does not compile here (see [`Message`]).
+    ///
+    /// ```
+    /// use conduit::Message;
+    /// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    ///
+    /// #[repr(C)]
+    /// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// struct Quote { bid: i64, ask: i64 }
+    /// impl Message for Quote { const TYPE_ID: u32 = 8; }
+    ///
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-claim-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let mut q = publ.claim::<Quote>()?;
+    /// q.bid = 99;
+    /// q.ask = 101;
+    /// q.commit();
+    /// sub.poll(|m| assert_eq!(m.get::<Quote>().unwrap().ask, 101), 1)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`Publication::offer`].
     pub fn claim<T: Message>(&mut self) -> Result<TypedClaim<'_, T>, Error> {
+        crate::message::assert_alignment::<T>();
         let mut claim = self.try_claim(T::TYPE_ID, size_of::<T>())?;
         let bytes = claim.as_mut_slice();
         bytes.fill(0);
@@ -192,7 +337,20 @@ impl Publication {
     }
 
     /// True while at least one subscriber is attached (shm) or the peer is
-    /// live (udp). Also drives the channel's timers.
+    /// live (udp). Also drives the channel's timers (and, for `shm:`, admits
+    /// joining subscribers).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-pub-connected-{}", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// assert!(!publ.is_connected());
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
             PubInner::Shm(p) => p.is_connected(),
@@ -203,6 +361,20 @@ impl Publication {
     /// Waits until every message offered so far has been consumed (shm) or
     /// acknowledged (udp) by the connected subscribers, driving I/O meanwhile.
     /// Returns at once when no subscriber is connected.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-flush-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"last words")?;
+    /// std::thread::spawn(move || {
+    ///     while sub.poll(|_| {}, 16).unwrap() == 0 {}
+    /// });
+    /// publ.flush(std::time::Duration::from_secs(10))?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::TimedOut`] when `timeout` passes first; [`Error::PeerGone`]
@@ -215,6 +387,14 @@ impl Publication {
     }
 
     /// Largest payload this channel accepts.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-max-len-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// assert_eq!(publ.max_message_len(), 64 * 1024 / 8); // capacity / 8
+    /// # Ok(()) }
+    /// ```
     pub fn max_message_len(&self) -> usize {
         match &self.inner {
             PubInner::Shm(p) => p.max_message_len(),
@@ -223,6 +403,18 @@ impl Publication {
     }
 
     /// This handle's counters.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-pub-counters-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"x")?;
+    /// assert_eq!(publ.counters().sent, 1);
+    /// assert_eq!(publ.counters().driver, None); // shm: has no I/O driver
+    /// # Ok(()) }
+    /// ```
     pub fn counters(&self) -> Counters {
         match &self.inner {
             PubInner::Shm(p) => p.counters(),
@@ -235,10 +427,20 @@ impl Subscription {
     /// Opens a subscription to the channel at `uri`. The publication need not
     /// exist yet: polls return 0 until it appears.
     ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let name = format!("doc-sub-open-{}", std::process::id());
+    /// let mut sub = conduit::Subscription::open(&format!("shm:{name}?wait=block"))?;
+    /// assert_eq!(sub.poll(|_| {}, 16)?, 0); // no publication yet
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::InvalidUri`] for a malformed URI or parameter; [`Error::Io`]
-    /// or [`Error::InvalidArgument`] when an existing channel cannot be opened
-    /// (not a conduit file, wrong layout version, truncated).
+    /// [`Error::InvalidUri`] for a malformed URI or option; when an existing
+    /// `shm:` ring cannot be opened: [`Error::NoFreeSlot`],
+    /// [`Error::LayoutVersion`], [`Error::NotAChannel`],
+    /// [`Error::ForeignOwner`], [`Error::Corrupt`] (a truncated or
+    /// inconsistent header) or [`Error::Io`].
     pub fn open(uri: &str) -> Result<Subscription, Error> {
         let mut parsed = ChannelUri::parse(uri)?;
         let inner = match parsed.scheme.clone() {
@@ -249,12 +451,33 @@ impl Subscription {
             }
             Scheme::Udp { .. } => SubInner::Udp(crate::udp::UdpSubscription::open(parsed)?),
         };
-        Ok(Subscription { inner })
+        Ok(Subscription {
+            inner,
+            uri: uri.into(),
+        })
     }
 
     /// Hands up to `limit` messages to `handler`, in order, without blocking.
     /// Each [`Received`] borrows the channel's memory for the call only.
     /// Returns how many were handled.
+    ///
+    /// A poll drives the channel: over `shm:` it reads ring memory (no system
+    /// call; a liveness check every so often when idle); over `udp:` it reads
+    /// the socket and runs the protocol's timers (acknowledgements, NAKs).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-poll-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"a")?;
+    /// publ.offer(2, b"b")?;
+    /// let mut ids = Vec::new();
+    /// let n = sub.poll(|m| ids.push(m.type_id()), 16)?;
+    /// assert_eq!((n, ids), (2, vec![1, 2]));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::PeerGone`] once when the publisher's process died (after every
@@ -291,6 +514,15 @@ impl Subscription {
     /// Like [`Subscription::poll`], but waits up to `timeout` for a first
     /// message, using the channel's wait strategy (`wait=spin|yield|block`).
     ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-poll-timeout-{}?wait=block", std::process::id());
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// let n = sub.poll_timeout(|_| {}, 16, std::time::Duration::from_millis(10))?;
+    /// assert_eq!(n, 0); // nothing came within 10 ms
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// As [`Subscription::poll`].
     pub fn poll_timeout<F: FnMut(Received<'_>)>(
@@ -315,6 +547,19 @@ impl Subscription {
     }
 
     /// True while attached to a live publisher.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-sub-connected-{}", std::process::id());
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// assert!(!sub.is_connected());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?;
+    /// }
+    /// assert!(sub.is_connected());
+    /// # Ok(()) }
+    /// ```
     pub fn is_connected(&mut self) -> bool {
         match &mut self.inner {
             SubInner::Shm(s) => s.is_connected(),
@@ -323,6 +568,18 @@ impl Subscription {
     }
 
     /// This handle's counters.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-sub-counters-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"x")?;
+    /// while sub.poll(|_| {}, 16)? == 0 {}
+    /// assert_eq!(sub.counters().received, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn counters(&self) -> Counters {
         match &self.inner {
             SubInner::Shm(s) => s.counters(),
@@ -338,12 +595,41 @@ enum ClaimInner<'a> {
 
 /// Bytes reserved in place for one message: fill, then [`Claim::commit`].
 /// Dropping a claim aborts it (nothing is published).
+///
+/// A claim borrows its [`Publication`] mutably: nothing else can be sent
+/// until it is committed or dropped. It is `Send` when moved with its borrow.
 pub struct Claim<'a> {
     inner: ClaimInner<'a>,
 }
 
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = match &self.inner {
+            ClaimInner::Shm(_) => "shm",
+            ClaimInner::Udp(_) => "udp",
+        };
+        f.debug_struct("Claim")
+            .field("transport", &transport)
+            .field("len", &(**self).len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Claim<'_> {
-    /// The writable payload.
+    /// The writable payload (also reachable through `DerefMut`). Over `shm:`
+    /// it is ring memory, not zeroed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-claim-slice-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// # let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let mut claim = publ.try_claim(1, 3)?;
+    /// claim.as_mut_slice().copy_from_slice(b"abc");
+    /// claim.commit();
+    /// # Ok(()) }
+    /// ```
     #[inline(always)]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &mut self.inner {
@@ -353,6 +639,19 @@ impl Claim<'_> {
     }
 
     /// Publishes the message; returns the stream position after it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-claim-commit-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let claim = publ.try_claim(1, 0)?; // the type id alone is the message
+    /// let after = claim.commit();
+    /// assert!(after > 0);
+    /// sub.poll(|m| assert!(m.payload().is_empty()), 1)?;
+    /// # Ok(()) }
+    /// ```
     #[inline(always)]
     pub fn commit(self) -> u64 {
         match self.inner {
@@ -361,7 +660,18 @@ impl Claim<'_> {
         }
     }
 
-    /// Releases the claim without publishing anything.
+    /// Releases the claim without publishing anything (as dropping it does).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-claim-abort-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.try_claim(1, 8)?.abort();
+    /// assert_eq!(sub.poll(|_| {}, 16)?, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn abort(self) {
         match self.inner {
             ClaimInner::Shm(c) => c.abort(),
@@ -393,13 +703,58 @@ pub struct TypedClaim<'a, T: Message> {
     _t: PhantomData<T>,
 }
 
+impl<T: Message> std::fmt::Debug for TypedClaim<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedClaim")
+            .field("type_id", &T::TYPE_ID)
+            .field("claim", &self.claim)
+            .finish()
+    }
+}
+
 impl<T: Message> TypedClaim<'_, T> {
     /// Publishes the message; returns the stream position after it.
+    ///
+    /// ```
+    /// # use conduit::Message;
+    /// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    /// # #[repr(C)]
+    /// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// # struct Quote { bid: i64, ask: i64 }
+    /// # impl Message for Quote { const TYPE_ID: u32 = 8; }
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-typed-commit-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// let mut q = publ.claim::<Quote>()?;
+    /// q.bid = 1;
+    /// q.commit();
+    /// sub.poll(|m| assert_eq!(m.get::<Quote>().unwrap().bid, 1), 1)?;
+    /// # Ok(()) }
+    /// ```
     pub fn commit(self) -> u64 {
         self.claim.commit()
     }
 
-    /// Releases the claim without publishing anything.
+    /// Releases the claim without publishing anything (as dropping it does).
+    ///
+    /// ```
+    /// # use conduit::Message;
+    /// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    /// # #[repr(C)]
+    /// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// # struct Quote { bid: i64, ask: i64 }
+    /// # impl Message for Quote { const TYPE_ID: u32 = 8; }
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-typed-abort-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.claim::<Quote>()?.abort();
+    /// assert_eq!(sub.poll(|_| {}, 16)?, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn abort(self) {
         self.claim.abort()
     }
@@ -440,4 +795,32 @@ const _: fn() = || {
         const TYPE_ID: u32 = 0;
     }
     assert_bounds::<Probe>();
+};
+
+// Threading, stated in the type docs and held at compile time: handles and
+// claims move between threads (`Send`); handles are not `Sync` (every call
+// takes `&mut self`); errors and received messages are `Send + Sync`.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<Publication>();
+    send::<Subscription>();
+    send::<Claim<'static>>();
+    send_sync::<Error>();
+    send_sync::<Received<'static>>();
+    send_sync::<Counters>();
+};
+
+// Not `Sync`: resolving `some_item` is ambiguous for a type that is, so this
+// stops compiling if a handle becomes `Sync` without its docs changing.
+const _: fn() = || {
+    trait AmbiguousIfSync<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    #[allow(dead_code)]
+    struct IsSync;
+    impl<T: ?Sized + Sync> AmbiguousIfSync<IsSync> for T {}
+    let _ = <Publication as AmbiguousIfSync<_>>::some_item;
+    let _ = <Subscription as AmbiguousIfSync<_>>::some_item;
 };

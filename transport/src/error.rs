@@ -87,6 +87,29 @@ pub enum Error {
         /// The owner of the file.
         uid: u32,
     },
+    /// A `shm:` publication: a live publisher (another process, or another
+    /// handle in this one) already owns the channel's name.
+    PublisherAlive {
+        /// The process id recorded by that publisher.
+        pid: u32,
+    },
+    /// A `shm:` subscription: every subscriber slot of the ring is taken by a
+    /// live subscriber (the publication's `subscribers=` sets how many).
+    NoFreeSlot {
+        /// Subscriber slots in the ring.
+        max: u32,
+    },
+    /// The `shm:` ring file under the name has another layout version: it was
+    /// made by an incompatible version of conduit.
+    LayoutVersion {
+        /// The version in the file.
+        found: u32,
+        /// The version this library speaks.
+        expected: u32,
+    },
+    /// The file under the `shm:` channel's name is not a conduit ring (wrong
+    /// magic, or not a regular file); it is left alone.
+    NotAChannel,
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -127,10 +150,23 @@ pub mod code {
     pub const KEY_MISMATCH: i32 = -15;
     /// See [`crate::Error::ForeignOwner`].
     pub const FOREIGN_OWNER: i32 = -16;
+    /// See [`crate::Error::PublisherAlive`].
+    pub const PUBLISHER_ALIVE: i32 = -18;
+    /// See [`crate::Error::NoFreeSlot`].
+    pub const NO_FREE_SLOT: i32 = -19;
+    /// See [`crate::Error::LayoutVersion`].
+    pub const LAYOUT_VERSION: i32 = -20;
+    /// See [`crate::Error::NotAChannel`].
+    pub const NOT_A_CHANNEL: i32 = -21;
 }
 
 impl Error {
     /// The negative status code for this error (see [`code`]).
+    ///
+    /// ```
+    /// let e = conduit::Error::NoFreeSlot { max: 64 };
+    /// assert_eq!(e.code(), conduit::code::NO_FREE_SLOT);
+    /// ```
     pub fn code(&self) -> i32 {
         match self {
             Error::BackPressured => code::BACK_PRESSURED,
@@ -150,11 +186,27 @@ impl Error {
             Error::MtuMismatch { .. } => code::MTU_MISMATCH,
             Error::KeyMismatch => code::KEY_MISMATCH,
             Error::ForeignOwner { .. } => code::FOREIGN_OWNER,
+            Error::PublisherAlive { .. } => code::PUBLISHER_ALIVE,
+            Error::NoFreeSlot { .. } => code::NO_FREE_SLOT,
+            Error::LayoutVersion { .. } => code::LAYOUT_VERSION,
+            Error::NotAChannel => code::NOT_A_CHANNEL,
         }
     }
 
     /// True for the outcomes after which the same call may simply be retried
     /// ([`Error::BackPressured`], [`Error::NotConnected`]).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-retryable-{}", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// match publ.offer(1, b"early") {
+    ///     Err(e) if e.is_retryable() => {} // no subscriber yet: try again later
+    ///     Err(e) => return Err(e),
+    ///     Ok(_) => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::BackPressured | Error::NotConnected)
     }
@@ -214,6 +266,21 @@ impl fmt::Display for Error {
                 f,
                 "the shared-memory ring is owned by uid {uid}, which is not an allowed owner (see owners=)"
             ),
+            Error::PublisherAlive { pid } => write!(
+                f,
+                "a live publisher (pid {pid}) already owns the channel's name"
+            ),
+            Error::NoFreeSlot { max } => write!(
+                f,
+                "no free subscriber slot: all {max} are taken by live subscribers (see subscribers=)"
+            ),
+            Error::LayoutVersion { found, expected } => write!(
+                f,
+                "the ring file has layout version {found}, this library speaks {expected}"
+            ),
+            Error::NotAChannel => {
+                f.write_str("the file under the channel's name is not a conduit ring")
+            }
         }
     }
 }
@@ -230,5 +297,28 @@ impl std::error::Error for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+/// A ring error as the channel API reports it: the conditions a program acts
+/// on keep their own variants ([`Error::PublisherAlive`], [`Error::NoFreeSlot`],
+/// [`Error::LayoutVersion`], [`Error::NotAChannel`], [`Error::ForeignOwner`]).
+impl From<conduit_ringbuf::RingError> for Error {
+    fn from(e: conduit_ringbuf::RingError) -> Self {
+        use conduit_ringbuf::RingError as R;
+        match e {
+            R::Io(io) => Error::Io(io),
+            R::PublisherAlive { pid, .. } => Error::PublisherAlive { pid },
+            R::NoFreeSlot { max, .. } => Error::NoFreeSlot { max },
+            R::LayoutVersion {
+                found, expected, ..
+            } => Error::LayoutVersion { found, expected },
+            R::NotARing { .. } => Error::NotAChannel,
+            R::ForeignOwner { uid, .. } => Error::ForeignOwner { uid },
+            e @ (R::Truncated { .. } | R::CapacityMismatch { .. } | R::InvalidHeader { .. }) => {
+                Error::Corrupt(e.to_string())
+            }
+            other => Error::InvalidArgument(other.to_string()),
+        }
     }
 }

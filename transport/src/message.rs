@@ -47,9 +47,56 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///     const TYPE_ID: u32 = 1;
 /// }
 /// ```
+///
+/// # Alignment
+///
+/// A message type's alignment is at most 8 ([`MAX_ALIGN`]), the alignment
+/// every channel guarantees for payloads. A type aligned more strictly could
+/// be sent but never viewed in place by a receiver, so it is refused at
+/// compile time by [`Publication::send`](crate::Publication::send),
+/// [`Publication::claim`](crate::Publication::claim) and [`Received::get`]:
+///
+/// ```compile_fail,E0080
+/// use conduit::{Message, Publication};
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[repr(C, align(64))]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+/// struct CacheLine { bytes: [u8; 64] }
+/// impl Message for CacheLine { const TYPE_ID: u32 = 9; }
+///
+/// fn main() {
+///     let mut p = Publication::open("shm:cache-lines").unwrap();
+///     let _ = p.send(&CacheLine { bytes: [0; 64] }); // error: alignment 64 exceeds 8
+/// }
+/// ```
+///
+/// The error comes when the code is built (`cargo build`, `cargo test`);
+/// `cargo check` does not evaluate it.
 pub trait Message: FromBytes + IntoBytes + KnownLayout + Immutable {
     /// The id written beside every message of this type. Never reuse or change it.
     const TYPE_ID: u32;
+}
+
+/// The largest alignment of a [`Message`] type: payloads are 8-byte aligned
+/// on every channel.
+pub const MAX_ALIGN: usize = 8;
+
+/// Fails to compile (when instantiated) for a `T` aligned above [`MAX_ALIGN`].
+struct AlignCheck<T>(std::marker::PhantomData<T>);
+
+impl<T> AlignCheck<T> {
+    const OK: () = assert!(
+        align_of::<T>() <= MAX_ALIGN,
+        "a conduit Message type's alignment must be at most 8 (payloads are 8-byte aligned)"
+    );
+}
+
+/// Refuses, at compile time, a message type no receiver could view in place.
+#[inline(always)]
+pub(crate) const fn assert_alignment<T: Message>() {
+    #[allow(clippy::let_unit_value)]
+    let () = AlignCheck::<T>::OK;
 }
 
 /// Why a received payload could not be viewed as a `T`.
@@ -90,11 +137,36 @@ impl fmt::Display for ViewError {
 
 impl std::error::Error for ViewError {}
 
+/// Who sent a message, where the channel knows.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A publisher of a `shm:` channel: its publisher slot index and process id.
+    Shm {
+        /// The publisher's slot index in the ring.
+        index: u16,
+        /// The publisher's process id.
+        pid: u32,
+    },
+    /// A UDP publisher session: its address and session id.
+    Udp {
+        /// The publisher's address.
+        addr: std::net::SocketAddr,
+        /// The session id.
+        session: u32,
+    },
+}
+
 /// A received message, borrowed from ring memory or the receive buffer.
+///
+/// Handed to the handler of [`Subscription::poll`](crate::Subscription::poll);
+/// it lives for that call only.
 #[derive(Clone, Copy)]
 pub struct Received<'a> {
     type_id: u32,
     payload: &'a [u8],
+    position: u64,
+    source: Option<Source>,
 }
 
 impl fmt::Debug for Received<'_> {
@@ -102,32 +174,177 @@ impl fmt::Debug for Received<'_> {
         f.debug_struct("Received")
             .field("type_id", &self.type_id)
             .field("len", &self.payload.len())
+            .field("position", &self.position)
+            .field("source", &self.source)
             .finish()
     }
 }
 
 impl<'a> Received<'a> {
-    /// Wraps a payload handed out by a transport.
-    pub fn new(type_id: u32, payload: &'a [u8]) -> Self {
-        Received { type_id, payload }
+    /// Wraps a payload handed out by a transport (position 0, no source).
+    pub(crate) fn new(type_id: u32, payload: &'a [u8]) -> Self {
+        Received {
+            type_id,
+            payload,
+            position: 0,
+            source: None,
+        }
+    }
+
+    /// Sets the stream position of the message's first byte.
+    #[inline]
+    pub(crate) fn at(mut self, position: u64) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// Sets who sent the message.
+    #[inline]
+    #[allow(dead_code)] // filled by the transports that know their senders
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The stream position of the message: where its record starts in the
+    /// channel's stream of bytes. Positions grow with every message, so two
+    /// messages of one stream compare in the order they were sent; the gap
+    /// between them includes headers and padding, so it is not a count of
+    /// messages.
+    ///
+    /// Over `shm:` this is the record's position in the ring (the values
+    /// [`Publication::offer`](crate::Publication::offer) returns are the
+    /// positions *after* each message). Over `udp:` it is 0 for now.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let name = format!("doc-received-position-{}", std::process::id());
+    /// let mut sub = conduit::Subscription::open(&format!("shm:{name}"))?;
+    /// let mut publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k"))?;
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?; // attaches
+    /// }
+    /// let after_first = publ.offer(1, b"first")?;
+    /// publ.offer(1, b"second")?;
+    /// let mut positions = Vec::new();
+    /// sub.poll(|m| positions.push(m.position()), 8)?;
+    /// assert_eq!(positions.len(), 2);
+    /// assert_eq!(positions[1], after_first);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Who sent the message, where the channel knows; `None` otherwise
+    /// (today, on every channel: a channel has one publisher).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let name = format!("doc-received-source-{}", std::process::id());
+    /// let mut sub = conduit::Subscription::open(&format!("shm:{name}"))?;
+    /// let mut publ = conduit::Publication::open(&format!("shm:{name}?capacity=64k"))?;
+    /// while !publ.is_connected() {
+    ///     sub.poll(|_| {}, 1)?;
+    /// }
+    /// publ.offer(1, b"hello")?;
+    /// sub.poll(|m| {
+    ///     if let Some(source) = m.source() {
+    ///         println!("from {source:?}");
+    ///     }
+    /// }, 8)?;
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn source(&self) -> Option<Source> {
+        self.source
     }
 
     /// The message's type id.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-received-type-id-{}?capacity=64k", std::process::id());
+    /// # let mut publ = conduit::Publication::open(&uri)?;
+    /// # let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(42, b"")?;
+    /// sub.poll(|m| assert_eq!(m.type_id(), 42), 1)?;
+    /// # Ok(()) }
+    /// ```
     pub fn type_id(&self) -> u32 {
         self.type_id
     }
 
-    /// The raw payload.
+    /// The raw payload, 8-byte aligned, borrowed for the handler call.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-received-payload-{}?capacity=64k", std::process::id());
+    /// # let mut publ = conduit::Publication::open(&uri)?;
+    /// # let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"raw bytes")?;
+    /// let mut copy = Vec::new();
+    /// sub.poll(|m| copy.extend_from_slice(m.payload()), 1)?;
+    /// assert_eq!(copy, b"raw bytes");
+    /// # Ok(()) }
+    /// ```
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
 
     /// True if the message carries `T`'s type id.
+    ///
+    /// ```
+    /// use conduit::Message;
+    /// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    ///
+    /// #[repr(C)]
+    /// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// struct Ping { seq: u64 }
+    /// impl Message for Ping { const TYPE_ID: u32 = 1; }
+    ///
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-received-is-{}?capacity=64k", std::process::id());
+    /// # let mut publ = conduit::Publication::open(&uri)?;
+    /// # let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.send(&Ping { seq: 5 })?;
+    /// publ.offer(2, b"other")?;
+    /// let mut pings = 0;
+    /// sub.poll(|m| if m.is::<Ping>() { pings += 1 }, 8)?;
+    /// assert_eq!(pings, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn is<T: Message>(&self) -> bool {
         self.type_id == T::TYPE_ID
     }
 
     /// Views the payload as a `T` in place, with no copy.
+    ///
+    /// ```
+    /// use conduit::Message;
+    /// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+    ///
+    /// #[repr(C)]
+    /// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    /// struct Ping { seq: u64 }
+    /// impl Message for Ping { const TYPE_ID: u32 = 1; }
+    ///
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-received-get-{}?capacity=64k", std::process::id());
+    /// # let mut publ = conduit::Publication::open(&uri)?;
+    /// # let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.send(&Ping { seq: 5 })?;
+    /// sub.poll(|m| match m.get::<Ping>() {
+    ///     Ok(ping) => assert_eq!(ping.seq, 5),
+    ///     Err(e) => eprintln!("not a ping: {e}"),
+    /// }, 1)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`ViewError::WrongType`] if the type id differs, [`ViewError::TooShort`]
@@ -135,6 +352,7 @@ impl<'a> Received<'a> {
     /// append-only rule on [`Message`]), [`ViewError::Misaligned`]
     /// if `T`'s alignment exceeds the payload's.
     pub fn get<T: Message>(&self) -> Result<&'a T, ViewError> {
+        assert_alignment::<T>();
         if self.type_id != T::TYPE_ID {
             return Err(ViewError::WrongType {
                 expected: T::TYPE_ID,

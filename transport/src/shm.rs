@@ -1,39 +1,6 @@
 //! `shm:NAME` channels: the shared-memory ring of `conduit-ringbuf` behind the
-//! common channel API.
-//!
-//! URI parameters (all optional):
-//!
-//! | key | meaning | default |
-//! |---|---|---|
-//! | `capacity` | ring data bytes, a power of two (publication) | `1m` |
-//! | `max_msg` | largest payload, at most `capacity/2 - 16` (publication) | `capacity/8` |
-//! | `subscribers` | subscriber slots (publication) | 64 |
-//! | `mode` | octal file mode of the ring file (publication) | `600` |
-//! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
-//! | `wait` | `spin`, `yield` or `block`: how [`crate::Subscription::poll_timeout`] waits | `spin` |
-//! | `owners` | comma-separated uids, besides the process's own, whose rings a subscription attaches to (subscription; at most 64) | none |
-//!
-//! A subscription accepts the publication's parameters too (so one URI can
-//! serve both sides) and ignores them: the publisher's ring header is the
-//! truth. A publication accepts `owners` and ignores it.
-//!
-//! ## Who may own a ring
-//!
-//! The ring directory is shared by every local user, and whoever owns the
-//! file under a name writes every byte its subscribers read. So a
-//! subscription attaches only to a ring file owned by its own effective uid
-//! or one listed in `owners`; any other owner is [`Error::ForeignOwner`]
-//! naming that uid. A publication never touches a file of another uid under
-//! its name: it gets the same error, naming the squatter. The directory's
-//! sticky bit (as on `/dev/shm`) keeps others from removing or renaming a
-//! user's ring; a `dir` without it should not be writable by others.
-//!
-//! A ring is created with its memory reserved, so a full directory is
-//! [`Error::Io`] (`ENOSPC`, [`std::io::ErrorKind::StorageFull`]) at open, not
-//! a crash later. A ring file truncated by another process under a live
-//! handle makes that handle report [`Error::Corrupt`]; it never kills the
-//! process (see `conduit-ringbuf`'s mapping docs for the one exception: a
-//! program that replaces conduit's SIGBUS handler).
+//! common channel API. The URI options and the ownership rules are
+//! documented publicly in [`crate::uri`].
 
 use crate::uri::ChannelUri;
 use crate::{Error, Received};
@@ -42,6 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub(crate) struct ShmOptions {
+    /// The URI as given, for errors.
+    pub(crate) uri: String,
     pub(crate) name: String,
     pub(crate) config: ring::RingConfig,
     pub(crate) wait: ring::WaitStrategy,
@@ -74,43 +43,29 @@ fn parse_owners(uri: &ChannelUri, v: &str) -> Result<Vec<u32>, Error> {
     Ok(owners)
 }
 
+/// Parses the `shm:` options of `uri`. Only parses: the ring checks the
+/// limits (capacity, `max_msg`, subscribers, mode) when it is created, and
+/// [`ShmPublication::open`] reports a value out of range as
+/// [`Error::InvalidUri`] naming the option.
 pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, Error> {
     let mut config = ring::RingConfig::default();
     if let Some(cap) = uri.take_size("capacity")? {
-        if !cap.is_power_of_two() || !(4096..=(1 << 30)).contains(&cap) {
-            return Err(uri.invalid(format!(
-                "capacity={cap} must be a power of two from 4k to 1g"
-            )));
-        }
         config.capacity = cap;
         config.max_message_len = cap / 8;
     }
     if let Some(max) = uri.take_size("max_msg")? {
-        let limit = ring::layout::max_message_limit(config.capacity as u64) as usize;
-        if max > limit {
-            return Err(uri.invalid(format!(
-                "max_msg={max} exceeds the limit for capacity {} (half the capacity less a record header: {limit})",
-                config.capacity
-            )));
-        }
         config.max_message_len = max;
     }
     if let Some(n) = uri.take_u64("subscribers")? {
-        if !(1..=1024).contains(&n) {
-            return Err(uri.invalid(format!("subscribers={n} must be 1 to 1024")));
-        }
-        config.max_subscribers = n as u32;
+        config.max_subscribers = u32::try_from(n)
+            .map_err(|_| uri.invalid(format!("subscribers={n} is not a 32-bit count")))?;
     }
     if let Some(mode) = uri.take_str("mode") {
-        let m = u32::from_str_radix(&mode, 8)
-            .ok()
-            .filter(|m| *m <= 0o777 && *m & 0o600 == 0o600)
-            .ok_or_else(|| {
-                uri.invalid(format!(
-                    "mode={mode:?} must be octal file permissions including owner rw (e.g. 600, 660)"
-                ))
-            })?;
-        config.mode = m;
+        config.mode = u32::from_str_radix(&mode, 8).map_err(|_| {
+            uri.invalid(format!(
+                "mode={mode:?} is not octal file permissions (e.g. 600, 660)"
+            ))
+        })?;
     }
     if let Some(dir) = uri.take_str("dir") {
         config.dir = Some(PathBuf::from(dir));
@@ -128,6 +83,7 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         _ => ring::WaitStrategy::Block,
     };
     Ok(ShmOptions {
+        uri: uri.as_str().to_owned(),
         name,
         config,
         wait,
@@ -135,11 +91,22 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
     })
 }
 
-fn ring_error(e: ring::RingError) -> Error {
+/// A ring error at open: a configuration or name the ring refuses is the
+/// URI's fault, named by its URI option; the rest as [`From`] maps them.
+fn open_error(uri: &str, e: ring::RingError) -> Error {
     match e {
-        ring::RingError::Io(io) => Error::Io(io),
-        ring::RingError::ForeignOwner { uid, .. } => Error::ForeignOwner { uid },
-        other => Error::InvalidArgument(other.to_string()),
+        ring::RingError::InvalidConfig { field, reason } => {
+            let option = match field {
+                "max_message_len" => "max_msg",
+                "max_subscribers" => "subscribers",
+                other => other,
+            };
+            Error::invalid_uri(uri, format!("{option}: {reason}"))
+        }
+        ring::RingError::InvalidName(reason) => {
+            Error::invalid_uri(uri, format!("shared-memory name {reason}"))
+        }
+        other => other.into(),
     }
 }
 
@@ -169,7 +136,8 @@ pub(crate) struct ShmPublication {
 
 impl ShmPublication {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring = ring::Publisher::create(&opts.name, &opts.config).map_err(ring_error)?;
+        let ring = ring::Publisher::create(&opts.name, &opts.config)
+            .map_err(|e| open_error(&opts.uri, e))?;
         Ok(ShmPublication { ring, sent: 0 })
     }
 
@@ -256,7 +224,7 @@ impl ShmSubscription {
             opts.config.dir.as_deref(),
             &opts.owners,
         )
-        .map_err(ring_error)?;
+        .map_err(|e| open_error(&opts.uri, e))?;
         Ok(ShmSubscription {
             ring,
             wait: opts.wait,
@@ -272,8 +240,8 @@ impl ShmSubscription {
     ) -> Result<usize, Error> {
         let n = self
             .ring
-            .poll(
-                |type_id, payload| handler(Received::new(type_id, payload)),
+            .poll_at(
+                |pos, type_id, payload| handler(Received::new(type_id, payload).at(pos)),
                 limit,
             )
             .map_err(poll_error)?;

@@ -2,15 +2,74 @@
 //!
 //! Parsing is strict: every malformed piece gets an [`Error::InvalidUri`]
 //! that names it, and a parameter the channel does not know is an error, not
-//! silently ignored (see [`ChannelUri::finish`]).
+//! silently ignored (see [`ChannelUri::finish`]). The URI layer only parses;
+//! each limit (a ring's capacity, a message length, a slot count) is checked
+//! once, by the layer that owns it, and a value out of range is still an
+//! [`Error::InvalidUri`] naming the option.
+//!
+//! Sizes take a binary unit: `4096`, `64k`, `1m`, `2MiB`, `1g`. Durations
+//! need one: `100ns`, `50us`, `250ms`, `2s`.
+//!
+//! # `shm:NAME` options
+//!
+//! `NAME` is 1 to [`MAX_NAME_LEN`] of `A-Z a-z 0-9 . _ -`, not starting with
+//! `.`. All options are optional:
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `capacity` | ring data bytes, a power of two from 256 to 64g (publication) | `1m` |
+//! | `max_msg` | largest payload, at most `capacity/2 - 16` (publication) | `capacity/8` |
+//! | `subscribers` | subscriber slots, 1 to 1024 (publication) | 64 |
+//! | `mode` | octal file mode of the ring file, including owner `rw` (publication) | `600` |
+//! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
+//! | `wait` | `spin`, `yield` or `block`: how [`Subscription::poll_timeout`](crate::Subscription::poll_timeout) waits | `spin` |
+//! | `owners` | comma-separated uids, besides the process's own, whose rings a subscription attaches to (subscription; at most 64) | none |
+//!
+//! A subscription accepts the publication's options too (so one URI can
+//! serve both sides) and ignores them: the publisher's ring header is the
+//! truth. A publication accepts `owners` and ignores it.
+//!
+//! ```
+//! # fn main() -> Result<(), conduit::Error> {
+//! # let name = format!("doc-uri-{}", std::process::id());
+//! let uri = format!("shm:{name}?capacity=64k&max_msg=4k&subscribers=4&wait=block");
+//! let publ = conduit::Publication::open(&uri)?;
+//! assert_eq!(publ.max_message_len(), 4096);
+//! // Out of range: refused by the ring, reported against the option.
+//! let e = conduit::Publication::open(&format!("shm:{name}-b?capacity=1000")).unwrap_err();
+//! assert!(e.to_string().contains("capacity"), "{e}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Who may own a ring
+//!
+//! The ring directory is shared by every local user, and whoever owns the
+//! file under a name writes every byte its subscribers read. So a
+//! subscription attaches only to a ring file owned by its own effective uid
+//! or one listed in `owners`; any other owner is [`Error::ForeignOwner`]
+//! naming that uid. A publication never touches a file of another uid under
+//! its name: it gets the same error, naming the squatter. The directory's
+//! sticky bit (as on `/dev/shm`) keeps others from removing or renaming a
+//! user's ring; a `dir` without it should not be writable by others.
+//!
+//! A ring is created with its memory reserved, so a full directory is
+//! [`Error::Io`] (`ENOSPC`, [`std::io::ErrorKind::StorageFull`]) at open, not
+//! a crash later. A ring file truncated by another process under a live
+//! handle makes that handle report [`Error::Corrupt`]; it never kills the
+//! process (see `conduit-ringbuf`'s mapping docs for the one exception: a
+//! program that replaces conduit's SIGBUS handler).
+//!
+//! # `udp://HOST:PORT` options
+//!
+//! Listed in [`crate::udp::options`].
 
 use crate::Error;
 use std::time::Duration;
 
 /// Longest URI accepted, in bytes.
 pub const MAX_URI_LEN: usize = 1024;
-/// Longest shared-memory channel name, in bytes.
-pub const MAX_NAME_LEN: usize = 200;
+/// Longest shared-memory channel name, in bytes (the ring's limit).
+pub const MAX_NAME_LEN: usize = conduit_ringbuf::MAX_NAME_LEN;
 
 /// What a URI points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +98,10 @@ pub struct ChannelUri {
     params: Vec<(String, String)>,
 }
 
+/// The URI grammar of a name: its characters. Its length and a leading `.`
+/// are the ring's to refuse (`conduit_ringbuf::validate_name`).
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -51,6 +109,14 @@ fn valid_name(name: &str) -> bool {
 
 impl ChannelUri {
     /// Parses `uri`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// use conduit::uri::{ChannelUri, Scheme};
+    /// let uri = ChannelUri::parse("udp://[::1]:4000?mtu=9000")?;
+    /// assert_eq!(uri.scheme, Scheme::Udp { host: "::1".into(), port: 4000 });
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidUri`] naming what is wrong: unknown scheme, bad name,
@@ -71,7 +137,7 @@ impl ChannelUri {
             let name = name.strip_prefix("//").unwrap_or(name);
             if !valid_name(name) {
                 return Err(bad(format!(
-                    "shared-memory name {name:?} must be 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ - (and not . or ..)"
+                    "shared-memory name {name:?} must be A-Z a-z 0-9 . _ - (and not start with .)"
                 )));
             }
             Scheme::Shm {
@@ -126,6 +192,13 @@ impl ChannelUri {
     }
 
     /// The URI as given.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let uri = conduit::uri::ChannelUri::parse("shm:orders?capacity=64k")?;
+    /// assert_eq!(uri.as_str(), "shm:orders?capacity=64k");
+    /// # Ok(()) }
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.uri
     }
@@ -135,12 +208,27 @@ impl ChannelUri {
     }
 
     /// Removes and returns parameter `key`'s raw value.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut uri = conduit::uri::ChannelUri::parse("shm:a?dir=/tmp/rings")?;
+    /// assert_eq!(uri.take_str("dir").as_deref(), Some("/tmp/rings"));
+    /// assert_eq!(uri.take_str("dir"), None); // taken
+    /// # Ok(()) }
+    /// ```
     pub fn take_str(&mut self, key: &str) -> Option<String> {
         let i = self.params.iter().position(|(k, _)| k == key)?;
         Some(self.params.remove(i).1)
     }
 
     /// Takes a size such as `4096`, `64k`, `1m`, `2MiB` (binary multiples).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut uri = conduit::uri::ChannelUri::parse("shm:a?capacity=2MiB")?;
+    /// assert_eq!(uri.take_size("capacity")?, Some(2 << 20));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidUri`] if the value is not a size.
@@ -154,6 +242,14 @@ impl ChannelUri {
     }
 
     /// Takes a duration with a unit: `100ns`, `50us`, `250ms`, `2s`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// use std::time::Duration;
+    /// let mut uri = conduit::uri::ChannelUri::parse("udp://h:1?liveness=250ms")?;
+    /// assert_eq!(uri.take_duration("liveness")?, Some(Duration::from_millis(250)));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidUri`] if the value is not a duration with a unit.
@@ -170,6 +266,13 @@ impl ChannelUri {
 
     /// Takes an unsigned integer.
     ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut uri = conduit::uri::ChannelUri::parse("shm:a?subscribers=8")?;
+    /// assert_eq!(uri.take_u64("subscribers")?, Some(8));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidUri`] if the value is not an unsigned integer.
     pub fn take_u64(&mut self, key: &str) -> Result<Option<u64>, Error> {
@@ -182,6 +285,14 @@ impl ChannelUri {
     }
 
     /// Takes one of `allowed`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut uri = conduit::uri::ChannelUri::parse("shm:a?wait=block")?;
+    /// let wait = uri.take_choice("wait", &["spin", "yield", "block"])?;
+    /// assert_eq!(wait.as_deref(), Some("block"));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidUri`] listing the allowed values.
@@ -201,11 +312,28 @@ impl ChannelUri {
 
     /// Builds an [`Error::InvalidUri`] for this URI (for checks a transport
     /// makes on values it took).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let uri = conduit::uri::ChannelUri::parse("shm:a")?;
+    /// let e = uri.invalid("no good");
+    /// assert!(e.to_string().contains("no good"));
+    /// # Ok(()) }
+    /// ```
     pub fn invalid(&self, reason: impl Into<String>) -> Error {
         self.error(reason.into())
     }
 
     /// Ends parsing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut uri = conduit::uri::ChannelUri::parse("shm:a?capacity=4k&colour=red")?;
+    /// uri.take_size("capacity")?;
+    /// let e = uri.finish().unwrap_err(); // nobody took colour=
+    /// assert!(e.to_string().contains("colour"));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidUri`] naming every parameter nobody took.
@@ -311,7 +439,6 @@ mod tests {
             ("shm:", "shared-memory name"),
             ("shm:../etc/passwd", "shared-memory name"),
             ("shm:a/b", "shared-memory name"),
-            ("shm:..", "shared-memory name"),
             ("shm:a b", "character"),
             ("shm:a\n", "character"),
             ("udp://host", "HOST:PORT"),

@@ -121,6 +121,10 @@ static void test_static_strings(void) {
     CHECK(strcmp(conduit_status_string(CONDUIT_VERSION_MISMATCH), "CONDUIT_VERSION_MISMATCH") == 0);
     CHECK(strcmp(conduit_status_string(CONDUIT_TIMED_OUT), "CONDUIT_TIMED_OUT") == 0);
     CHECK(strcmp(conduit_status_string(CONDUIT_INTERNAL), "CONDUIT_INTERNAL") == 0);
+    CHECK(strcmp(conduit_status_string(CONDUIT_PUBLISHER_ALIVE), "CONDUIT_PUBLISHER_ALIVE") == 0);
+    CHECK(strcmp(conduit_status_string(CONDUIT_NO_FREE_SLOT), "CONDUIT_NO_FREE_SLOT") == 0);
+    CHECK(strcmp(conduit_status_string(CONDUIT_LAYOUT_VERSION), "CONDUIT_LAYOUT_VERSION") == 0);
+    CHECK(strcmp(conduit_status_string(CONDUIT_NOT_A_CHANNEL), "CONDUIT_NOT_A_CHANNEL") == 0);
     CHECK(strcmp(conduit_status_string(-1000), "CONDUIT_UNKNOWN_STATUS") == 0);
 }
 
@@ -132,6 +136,7 @@ static void test_bad_calls_without_channel(void) {
 
     CHECK(conduit_publication_open(NULL) == NULL);
     CHECK(strstr(conduit_last_error(), "conduit_publication_open: uri is NULL") != NULL);
+    CHECK(conduit_last_status() == CONDUIT_INVALID_ARGUMENT);
     CHECK(conduit_subscription_open(NULL) == NULL);
     CHECK(strstr(conduit_last_error(), "conduit_subscription_open: uri is NULL") != NULL);
 
@@ -150,6 +155,7 @@ static void test_bad_calls_without_channel(void) {
     CHECK(strstr(conduit_last_error(), "nonsense") != NULL);
     CHECK(conduit_publication_open("shm:x?capacity=1000") == NULL);
     CHECK(strstr(conduit_last_error(), "capacity") != NULL);
+    CHECK(conduit_last_status() == CONDUIT_INVALID_ARGUMENT);
 
     char *long_uri = malloc(4096);
     CHECK(long_uri != NULL);
@@ -200,6 +206,23 @@ static void *fail_on_other_thread(void *arg) {
     CHECK(conduit_publication_open(NULL) == NULL);
     CHECK(strstr(conduit_last_error(), "uri is NULL") != NULL);
     return NULL;
+}
+
+/* A failed open returns NULL and leaves its status in conduit_last_status(). */
+static void test_open_failure_status(void) {
+    char u[1024];
+    uri(u, sizeof u, "alive", "&capacity=64k&subscribers=1");
+    conduit_publication *p = conduit_publication_open(u);
+    CHECK(p != NULL);
+    CHECK(conduit_publication_open(u) == NULL);
+    CHECK(conduit_last_status() == CONDUIT_PUBLISHER_ALIVE);
+    CHECK(strstr(conduit_last_error(), "live publisher") != NULL);
+    conduit_subscription *s = conduit_subscription_open(u);
+    CHECK(s != NULL);
+    CHECK(conduit_subscription_open(u) == NULL);
+    CHECK(conduit_last_status() == CONDUIT_NO_FREE_SLOT);
+    conduit_subscription_close(s);
+    conduit_publication_close(p);
 }
 
 static void test_last_error_is_per_thread(void) {
@@ -406,6 +429,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s", argv[1]);
     test_static_strings();
     test_bad_calls_without_channel();
+    test_open_failure_status();
     test_last_error_is_per_thread();
     test_claims_and_bad_calls_on_handles();
     test_round_trip();

@@ -4,7 +4,7 @@
 use crate::boundary::guard;
 use crate::failure::Failure;
 use crate::*;
-use conduit_test_util::root_or_skip;
+use conduit_test_util::{free_udp_port, free_udp_ports, root_or_skip, TempDir};
 use std::ffi::{c_char, CStr};
 
 fn last_error() -> String {
@@ -310,8 +310,8 @@ fn a_foreign_pointer_is_not_a_handle() {
 
 #[test]
 fn counters_honour_the_callers_size() {
-    let dir = std::env::temp_dir().join(format!("conduit-abi-counters-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("abi-counters");
+    let dir = tmp.path();
     let uri = format!("shm:counters?dir={}\0", dir.display());
     // SAFETY: NUL-terminated URI; the handles are closed below.
     unsafe {
@@ -354,13 +354,12 @@ fn counters_honour_the_callers_size() {
         conduit_subscription_close(s);
         conduit_publication_close(p);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_stale_claim_of_a_closed_publication_never_commits_a_new_handles_claim() {
-    let dir = std::env::temp_dir().join(format!("conduit-abi-stale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("abi-stale");
+    let dir = tmp.path();
     let uri = format!("shm:stale?dir={}\0", dir.display());
     extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
     let claim = |p: *mut conduit_publication, s: *mut conduit_subscription| {
@@ -415,7 +414,6 @@ fn a_stale_claim_of_a_closed_publication_never_commits_a_new_handles_claim() {
         conduit_publication_close(b);
         conduit_subscription_close(s);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -423,8 +421,8 @@ fn a_full_directory_and_a_foreign_ring_fail_open_with_a_message() {
     if !root_or_skip("a_full_directory_and_a_foreign_ring_fail_open_with_a_message") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("conduit-abi-full-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("abi-full");
+    let dir = tmp.path().to_path_buf();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
         .arg(&dir)
@@ -432,12 +430,11 @@ fn a_full_directory_and_a_foreign_ring_fail_open_with_a_message() {
         .unwrap()
         .success();
     assert!(mounted, "mount failed");
-    /// Unmounts and removes the directory, also when the test fails.
+    /// Unmounts the directory (which `tmp` then removes), also when the test fails.
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
             let _ = std::process::Command::new("umount").arg(&self.0).status();
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
     let _unmount = Unmount(dir.clone());
@@ -473,15 +470,12 @@ fn a_full_directory_and_a_foreign_ring_fail_open_with_a_message() {
 #[test]
 fn keyed_udp_uris_open_and_carry_messages_from_c() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("conduit-abi-key-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("abi-key");
+    let dir = tmp.path();
     let key = dir.join("k");
     std::fs::write(&key, [0x5Au8; 32]).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .unwrap()
-        .port();
+    let port = free_udp_port();
     let uri = format!("udp://127.0.0.1:{port}?key={}\0", key.display());
 
     unsafe extern "C" fn count(user: *mut std::ffi::c_void, _: u32, _: *const u8, len: usize) {
@@ -529,7 +523,6 @@ fn keyed_udp_uris_open_and_carry_messages_from_c() {
         text(conduit_status_string(CONDUIT_KEY_MISMATCH)),
         "CONDUIT_KEY_MISMATCH"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Through the C ABI: a second publication to a live udp subscription gets
@@ -539,15 +532,8 @@ fn keyed_udp_uris_open_and_carry_messages_from_c() {
 #[test]
 fn udp_refusal_and_mtu_mismatch_are_c_statuses() {
     unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
-    let port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap()
-            .port()
-    };
-    let p1 = port();
+    let [p1, p2] = free_udp_ports();
     let uri = format!("udp://127.0.0.1:{p1}\0");
-    let p2 = port();
     let sub_uri = format!("udp://127.0.0.1:{p2}?mtu=1408\0");
     let big_uri = format!("udp://127.0.0.1:{p2}?mtu=9000\0");
     // SAFETY: NUL-terminated URIs; the handles are closed below.

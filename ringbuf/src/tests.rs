@@ -8,25 +8,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+/// A temporary directory removed on drop (by the shared `TempDir` it holds);
+/// `.0` is its path.
+struct TempDir(PathBuf, #[allow(dead_code)] conduit_test_util::TempDir);
 
 impl TempDir {
     fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "conduit-ring-unit-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = conduit_test_util::TempDir::new("ring-unit");
+        TempDir(dir.path().to_path_buf(), dir)
     }
 }
 

@@ -26,12 +26,12 @@ use crate::layout::{ATTENTION_WAITER, FENCE_MEMBARRIER, SLOT_JOINING};
 use crate::publisher::reclaim_waiter;
 use crate::subscriber::Subscriber;
 use crate::{futex, WaitStrategy};
+use crossbeam_utils::Backoff;
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
-/// Spins before yielding (`SpinYield`).
-const SPINS_BEFORE_YIELD: u32 = 256;
-/// Spins before sleeping (`Block`): about 10–20 µs.
+/// Spins before sleeping (`Block`): about 10–20 µs. `SpinYield` backs off
+/// with crossbeam's `Backoff` instead (spins of doubling length, then yields).
 const SPINS_BEFORE_SLEEP: u32 = 2048;
 /// Longest sleep; a sleeper re-checks the publisher's liveness at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
@@ -56,6 +56,7 @@ impl Subscriber {
         timeout: Option<Duration>,
     ) -> Result<bool, PollError> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let backoff = Backoff::new();
         let mut i: u32 = 0;
         loop {
             if self.ready() {
@@ -64,7 +65,7 @@ impl Subscriber {
             i = i.saturating_add(1);
             let slow = match strategy {
                 WaitStrategy::Spin => false,
-                WaitStrategy::SpinYield => i > SPINS_BEFORE_YIELD,
+                WaitStrategy::SpinYield => backoff.is_completed(),
                 WaitStrategy::Block => i > SPINS_BEFORE_SLEEP,
             };
             if slow || i % 64 == 0 {
@@ -76,10 +77,14 @@ impl Subscriber {
                     return Ok(true);
                 }
             }
-            if !slow {
+            // `Spin` busy-spins by definition. `Block` keeps its own spin
+            // count rather than `Backoff`: it must not yield (a yield only
+            // delays the futex sleep, whose wake-up is the publisher's), and
+            // its spin budget is sized against the cost of that sleep.
+            if strategy == WaitStrategy::SpinYield {
+                backoff.snooze();
+            } else if !slow {
                 std::hint::spin_loop();
-            } else if strategy == WaitStrategy::SpinYield {
-                std::thread::yield_now();
             } else {
                 self.sleep(deadline);
             }

@@ -4,8 +4,9 @@
 
 mod c_support;
 
-use c_support::{compile, expect_success, scratch, spawn, wait, watchdog, Link};
+use c_support::{compile, expect_success, scratch, spawn, wait, Link};
 use conduit::{Error, Publication, Subscription};
+use conduit_test_util::{free_udp_ports, watchdog};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ fn byte_of(k: u64, j: usize) -> u8 {
 #[test]
 fn c_publishes_rust_subscribes() {
     let _serial = serial();
-    watchdog(300, "c_publishes_rust_subscribes");
+    let _watchdog = watchdog("c_publishes_rust_subscribes", 300);
     let dir = scratch("c-to-rust");
     let exe = compile("tests/c/interop.c", &dir, Link::Static);
     let rings = scratch("c-to-rust-rings");
@@ -84,7 +85,7 @@ fn c_publishes_rust_subscribes() {
 #[test]
 fn rust_publishes_c_subscribes() {
     let _serial = serial();
-    watchdog(300, "rust_publishes_c_subscribes");
+    let _watchdog = watchdog("rust_publishes_c_subscribes", 300);
     let dir = scratch("rust-to-c");
     let exe = compile("tests/c/interop.c", &dir, Link::Shared);
     let rings = scratch("rust-to-c-rings");
@@ -151,14 +152,6 @@ fn c_ping_against_rust_pong() {
     println!("{stdout}");
 }
 
-/// Two distinct free UDP ports on loopback (bound together, then released).
-fn free_udp_ports() -> (u16, u16) {
-    let bind = || std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    let (a, b) = (bind(), bind());
-    let port = |s: &std::net::UdpSocket| s.local_addr().expect("local_addr").port();
-    (port(&a), port(&b))
-}
-
 /// The same C programs over `udp://` on loopback: the ABI passes any URI
 /// through to the transport.
 #[test]
@@ -167,7 +160,7 @@ fn c_ping_pong_over_udp() {
     let dir = scratch("udp-ping-pong");
     let ping = compile("examples/ping.c", &dir, Link::Shared);
     let pong = compile("examples/pong.c", &dir, Link::Static);
-    let (ping_port, pong_port) = free_udp_ports();
+    let [ping_port, pong_port] = free_udp_ports();
     let ping_uri = format!("udp://127.0.0.1:{ping_port}");
     let pong_uri = format!("udp://127.0.0.1:{pong_port}");
     let mut cmd = Command::new(&pong);

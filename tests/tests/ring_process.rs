@@ -1,54 +1,26 @@
 //! The ring across processes: a long checked run, `kill -9` of either side,
 //! reuse of a stale file and pick-up of a restarted publisher. Helper
 //! processes are `ring_peer` (src/bin/ring_peer.rs).
-use conduit_test_util::root_or_skip;
+use conduit_test_util::{root_or_skip, watchdog, TempDir};
 
 use conduit_ringbuf::{OfferError, PollError, Publisher, RingConfig, Subscriber, WaitStrategy};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const PEER: &str = env!("CARGO_BIN_EXE_ring_peer");
 
-fn watchdog(secs: u64) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: test still running after {secs} s: hang");
-        std::process::abort();
-    });
-}
-
 /// A scratch directory for ring files (on tmpfs when there is one), removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(TempDir);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let p = base.join(format!(
-            "conduit-ring-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).expect("scratch dir");
-        Scratch(p)
+        Scratch(TempDir::on_tmpfs(&format!("ring-test-{tag}")))
     }
 
     fn arg(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().to_str().expect("utf-8 path")
     }
 }
 
@@ -123,7 +95,7 @@ fn config(dir: &Scratch, capacity: usize) -> RingConfig {
         capacity,
         max_message_len: 1 << 10,
         max_subscribers: 8,
-        dir: Some(dir.0.clone()),
+        dir: Some(dir.0.path().to_path_buf()),
         mode: 0o600,
     }
 }
@@ -151,7 +123,7 @@ fn verify(payload: &[u8]) -> u64 {
 
 #[test]
 fn ten_million_checked_messages_between_processes() {
-    watchdog(240);
+    let _watchdog = watchdog("ten_million_checked_messages_between_processes", 240);
     let dir = Scratch::new("10m");
     // Subscriber first: start order does not matter.
     let sub = Peer::spawn(&["subscribe", "bulk", dir.arg(), "10000000"]);
@@ -164,7 +136,7 @@ fn ten_million_checked_messages_between_processes() {
 
 #[test]
 fn blocking_subscriber_across_processes() {
-    watchdog(240);
+    let _watchdog = watchdog("blocking_subscriber_across_processes", 240);
     let dir = Scratch::new("block");
     let publ = Peer::spawn(&["publish", "blk", dir.arg(), "300000"]);
     publ.expect_line("created");
@@ -176,10 +148,10 @@ fn blocking_subscriber_across_processes() {
 
 #[test]
 fn killed_subscriber_stops_holding_the_publisher_back() {
-    watchdog(120);
+    let _watchdog = watchdog("killed_subscriber_stops_holding_the_publisher_back", 120);
     let dir = Scratch::new("killsub");
     let mut p = Publisher::create("ks", &config(&dir, 4096)).unwrap();
-    let mut live = Subscriber::open("ks", Some(&dir.0)).unwrap();
+    let mut live = Subscriber::open("ks", Some(dir.0.path())).unwrap();
     let mut holder = Peer::spawn(&["hold", "ks", dir.arg()]);
     // The holder connects once the publisher has activated it.
     let (tx, rx) = mpsc::channel();
@@ -235,9 +207,12 @@ fn killed_subscriber_stops_holding_the_publisher_back() {
 
 #[test]
 fn killed_publisher_is_reported_stale_file_reused_and_restart_picked_up() {
-    watchdog(120);
+    let _watchdog = watchdog(
+        "killed_publisher_is_reported_stale_file_reused_and_restart_picked_up",
+        120,
+    );
     let dir = Scratch::new("killpub");
-    let mut s = Subscriber::open("kp", Some(&dir.0)).unwrap();
+    let mut s = Subscriber::open("kp", Some(dir.0.path())).unwrap();
     let mut publ = Peer::spawn(&["publish", "kp", dir.arg(), "0"]);
     publ.expect_line("created");
     let mut next = 0u64;
@@ -299,7 +274,10 @@ fn poll_until_err(s: &mut Subscriber) -> PollError {
 
 #[test]
 fn a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive() {
-    watchdog(120);
+    let _watchdog = watchdog(
+        "a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive",
+        120,
+    );
     if !root_or_skip("a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive") {
         return;
     }
@@ -311,7 +289,7 @@ fn a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive() {
     let line = reader.expect_line("locked");
     assert_eq!(line, "locked ring=1 lockfiles=0 denied=1");
     let mut subs: Vec<Subscriber> = (0..3)
-        .map(|_| Subscriber::open("rd", Some(&dir.0)).expect("a subscriber attaches"))
+        .map(|_| Subscriber::open("rd", Some(dir.0.path())).expect("a subscriber attaches"))
         .collect();
     for s in &mut subs {
         // The idle publisher activates joiners every 10 ms.
@@ -327,7 +305,10 @@ fn a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive() {
 
 #[test]
 fn a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed() {
-    watchdog(120);
+    let _watchdog = watchdog(
+        "a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed",
+        120,
+    );
     let dir = Scratch::new("sleeper");
     let mut p = Publisher::create("zz", &config(&dir, 1 << 16)).unwrap();
     let mut sleeper = Peer::spawn(&["subscribe", "zz", dir.arg(), "1000000", "block"]);
@@ -368,7 +349,7 @@ fn a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed() {
         std::thread::sleep(Duration::from_millis(1));
     }
     // A live spinning subscriber: the publisher's commits make no FUTEX_WAKE.
-    let mut s = Subscriber::open("zz", Some(&dir.0)).unwrap();
+    let mut s = Subscriber::open("zz", Some(dir.0.path())).unwrap();
     while !(p.is_connected() && s.is_connected()) {
         std::thread::sleep(Duration::from_millis(1));
     }

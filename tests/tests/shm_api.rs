@@ -2,18 +2,9 @@
 //! order, zero-length messages, claims and bad URIs, through real rings.
 
 use conduit::{Error, Message, Publication, Received, Subscription, ViewError};
-use conduit_test_util::root_or_skip;
+use conduit_test_util::{root_or_skip, watchdog, TempDir};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
-fn watchdog(secs: u64) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: test still running after {secs} s: hang");
-        std::process::abort();
-    });
-}
 
 fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -73,7 +64,7 @@ fn connect(uri: &str) -> (Publication, Subscription) {
 
 #[test]
 fn typed_messages_and_append_only_rule() {
-    watchdog(60);
+    let _watchdog = watchdog("typed_messages_and_append_only_rule", 60);
     let uri = format!("shm:{}", unique("typed"));
     let (mut publ, mut sub) = connect(&uri);
     let v2 = OrderV2 {
@@ -115,7 +106,7 @@ fn typed_messages_and_append_only_rule() {
 
 #[test]
 fn zero_length_messages_and_claims() {
-    watchdog(60);
+    let _watchdog = watchdog("zero_length_messages_and_claims", 60);
     let uri = format!("shm:{}", unique("claims"));
     let (mut publ, mut sub) = connect(&uri);
     publ.offer(7, &[]).unwrap();
@@ -145,7 +136,7 @@ fn zero_length_messages_and_claims() {
 
 #[test]
 fn offer_before_any_subscriber_is_not_connected() {
-    watchdog(60);
+    let _watchdog = watchdog("offer_before_any_subscriber_is_not_connected", 60);
     let uri = format!("shm:{}", unique("noconn"));
     let mut publ = Publication::open(&uri).unwrap();
     assert!(!publ.is_connected());
@@ -155,7 +146,7 @@ fn offer_before_any_subscriber_is_not_connected() {
 
 #[test]
 fn too_large_is_refused_not_truncated() {
-    watchdog(60);
+    let _watchdog = watchdog("too_large_is_refused_not_truncated", 60);
     let uri = format!("shm:{}?capacity=64k", unique("large"));
     let (mut publ, _sub) = connect(&uri);
     let max = publ.max_message_len();
@@ -247,7 +238,7 @@ fn limits_out_of_range_are_refused_by_the_ring_naming_the_option() {
 #[test]
 fn open_failures_are_typed() {
     let d = Dir::new("typed");
-    let uri = |name: &str, q: &str| format!("shm:{name}?dir={}{q}", d.0.display());
+    let uri = |name: &str, q: &str| format!("shm:{name}?dir={}{q}", d.0.path().display());
 
     let alive = uri("alive", "&subscribers=1");
     let _publ = Publication::open(&alive).unwrap();
@@ -342,19 +333,17 @@ fn received_carries_its_stream_position() {
 }
 
 /// A fresh directory, removed (and unmounted if a test mounted it) on drop.
-struct Dir(std::path::PathBuf, bool);
+struct Dir(TempDir, bool);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d, false)
+        Dir(TempDir::new(&format!("shm-api-{tag}")), false)
     }
 
     fn mount_tmpfs(&mut self, size: &str) {
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&self.0)
+            .arg(self.0.path())
             .status()
             .unwrap()
             .success();
@@ -366,20 +355,22 @@ impl Dir {
 impl Drop for Dir {
     fn drop(&mut self) {
         if self.1 {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
         }
-        let _ = std::fs::remove_dir_all(&self.0);
+        // The TempDir, dropped next, removes the directory.
     }
 }
 
 #[test]
 fn rings_of_other_uids_need_owners() {
-    watchdog(60);
+    let _watchdog = watchdog("rings_of_other_uids_need_owners", 60);
     if !root_or_skip("rings_of_other_uids_need_owners") {
         return;
     }
     let dir = Dir::new("owners");
-    let uri = format!("shm:owned?dir={}", dir.0.display());
+    let uri = format!("shm:owned?dir={}", dir.0.path().display());
     let mut publ = Publication::open(&uri).unwrap();
     // Hand the ring (and its lock file) to uid 65534, as if that user made it.
     for e in std::fs::read_dir(&dir.0).unwrap().flatten() {
@@ -404,7 +395,7 @@ fn rings_of_other_uids_need_owners() {
     let squat = dir.0.join("squatted");
     std::fs::write(&squat, b"not yours").unwrap();
     std::os::unix::fs::chown(&squat, Some(65534), None).unwrap();
-    match Publication::open(&format!("shm:squatted?dir={}", dir.0.display())) {
+    match Publication::open(&format!("shm:squatted?dir={}", dir.0.path().display())) {
         Err(Error::ForeignOwner { uid: 65534 }) => {}
         other => panic!("expected ForeignOwner, got {:?}", other.map(|_| ())),
     }
@@ -412,13 +403,13 @@ fn rings_of_other_uids_need_owners() {
 
 #[test]
 fn a_full_directory_is_an_io_error_at_open() {
-    watchdog(60);
+    let _watchdog = watchdog("a_full_directory_is_an_io_error_at_open", 60);
     if !root_or_skip("a_full_directory_is_an_io_error_at_open") {
         return;
     }
     let mut dir = Dir::new("full");
     dir.mount_tmpfs("512k");
-    let uri = format!("shm:big?capacity=4m&dir={}", dir.0.display());
+    let uri = format!("shm:big?capacity=4m&dir={}", dir.0.path().display());
     match Publication::open(&uri) {
         Err(e @ Error::Io(_)) => {
             assert_eq!(e.code(), conduit::code::IO_ERROR);

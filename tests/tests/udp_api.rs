@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use conduit::{Error, Message, Publication, Subscription};
+use conduit_test_util::{free_udp_port, io_uring_check, uring_or_skip};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 #[repr(C)]
@@ -18,24 +19,8 @@ impl Message for Tick {
     const TYPE_ID: u32 = 42;
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn uring_ok() -> bool {
-    let ok = conduit::udp::uring_available();
-    if !ok {
-        eprintln!("SKIP: io_uring unavailable");
-    }
-    ok
-}
-
 fn typed_round_trip(driver: &str, expect: &str) {
-    let port = free_port();
+    let port = free_udp_port();
     let mut sub = Subscription::open(&format!("udp://127.0.0.1:{port}?driver={driver}")).unwrap();
     let mut publ = Publication::open(&format!("udp://127.0.0.1:{port}?driver={driver}")).unwrap();
     let end = Instant::now() + Duration::from_secs(20);
@@ -107,19 +92,24 @@ fn typed_messages_socket() {
 
 #[test]
 fn typed_messages_uring() {
-    if uring_ok() {
+    if uring_or_skip() {
         typed_round_trip("uring", "uring");
     }
 }
 
 #[test]
 fn typed_messages_prefer_uring() {
-    typed_round_trip("prefer-uring", if uring_ok() { "uring" } else { "socket" });
+    let expect = if io_uring_check().is_ok() {
+        "uring"
+    } else {
+        "socket"
+    };
+    typed_round_trip("prefer-uring", expect);
 }
 
 #[test]
 fn offer_before_a_subscriber_is_not_connected() {
-    let port = free_port();
+    let port = free_udp_port();
     let mut publ = Publication::open(&format!("udp://127.0.0.1:{port}")).unwrap();
     assert!(matches!(publ.offer(1, b"x"), Err(Error::NotConnected)));
     assert!(!publ.is_connected());

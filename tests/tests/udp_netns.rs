@@ -16,7 +16,8 @@ mod udp_support;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use udp_support::{lab_or_skip, watchdog, Impair, Lab};
+use conduit_test_util::watchdog;
+use udp_support::{lab_or_skip, Impair, Lab};
 
 /// One lab at a time: the cases are CPU-bound on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -33,7 +34,8 @@ fn node() -> &'static str {
 }
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    WATCHDOG.call_once(|| watchdog(1200, "udp_netns suite"));
+    // Namespaces of a run killed by the watchdog are reaped by the next run.
+    WATCHDOG.call_once(|| watchdog("udp_netns suite", 1200).keep_armed());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -317,7 +319,7 @@ fn throughput_report_socket() {
 #[test]
 #[ignore = "measurement for the report, not a check"]
 fn throughput_report_uring() {
-    if uring_available() {
+    if conduit_test_util::uring_or_skip_outside_ci() {
         throughput_report("uring");
     }
 }
@@ -734,26 +736,13 @@ fn off_path_attacker(driver: &str) {
     eprintln!("rival publications accepted: {accepted}");
 }
 
-/// Whether io_uring can be used here; prints why not (fails under `CI=true`).
-fn uring_available() -> bool {
-    if conduit::udp::uring_available() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").map(|v| v != "true").unwrap_or(true),
-        "io_uring unavailable in CI"
-    );
-    eprintln!("SKIP: io_uring unavailable here");
-    false
-}
-
 macro_rules! both_drivers {
     ($($case:ident),* $(,)?) => {
         mod socket {
             $(#[test] fn $case() { super::$case("socket"); })*
         }
         mod uring {
-            $(#[test] fn $case() { if super::uring_available() { super::$case("uring"); } })*
+            $(#[test] fn $case() { if conduit_test_util::uring_or_skip_outside_ci() { super::$case("uring"); } })*
         }
     };
 }

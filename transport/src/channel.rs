@@ -586,6 +586,26 @@ impl Subscription {
             SubInner::Udp(s) => s.counters(),
         }
     }
+
+    /// The local address a `udp:` subscription is bound to, so a subscription
+    /// opened on port 0 can tell its publishers where to send; `None` for `shm:`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket cannot report its address.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let sub = conduit::Subscription::open("udp://127.0.0.1:0")?;
+    /// let addr = sub.local_addr()?.expect("a udp subscription has an address");
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn local_addr(&self) -> Result<Option<std::net::SocketAddr>, Error> {
+        match &self.inner {
+            SubInner::Shm(_) => Ok(None),
+            SubInner::Udp(s) => s.local_addr().map(Some),
+        }
+    }
 }
 
 enum ClaimInner<'a> {

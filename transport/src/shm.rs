@@ -5,6 +5,7 @@
 use crate::uri::ChannelUri;
 use crate::{Error, Received};
 use conduit_ringbuf as ring;
+use crossbeam_utils::Backoff;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,7 @@ impl ShmPublication {
 
     pub(crate) fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        let mut spins = 0u32;
+        let backoff = Backoff::new();
         loop {
             if self.ring.all_consumed() {
                 return Ok(());
@@ -158,11 +159,10 @@ impl ShmPublication {
             if Instant::now() >= deadline {
                 return Err(Error::TimedOut);
             }
-            spins += 1;
-            if spins < 1000 {
-                std::hint::spin_loop();
-            } else {
+            if backoff.is_completed() {
                 std::thread::sleep(Duration::from_micros(50));
+            } else {
+                backoff.snooze();
             }
         }
     }

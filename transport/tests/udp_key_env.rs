@@ -15,8 +15,7 @@ fn opts(uri: &str) -> Result<UdpOptions, Error> {
 
 #[test]
 fn the_environment_keys_channels_and_the_uri_wins() {
-    let dir = std::env::temp_dir().join(format!("conduit-key-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = conduit_test_util::TempDir::new("key-env");
     let write = |name: &str, mode: u32| {
         let p = dir.join(name);
         std::fs::write(&p, [7u8; 32]).unwrap();
@@ -49,5 +48,4 @@ fn the_environment_keys_channels_and_the_uri_wins() {
     std::env::set_var(KEY_ENV, "");
     assert!(opts("udp://127.0.0.1:1").unwrap().proto.key.is_none());
     std::env::remove_var(KEY_ENV);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -59,14 +59,6 @@ fn verify(payload: &[u8]) -> Result<u64, String> {
     Ok(seq)
 }
 
-fn watchdog(secs: u64) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("ring_peer: watchdog fired after {secs} s");
-        std::process::exit(124);
-    });
-}
-
 fn config(dir: PathBuf) -> RingConfig {
     RingConfig {
         capacity: 1 << 18,
@@ -255,7 +247,7 @@ fn main() {
         eprintln!("usage: ring_peer publish|subscribe|hold NAME DIR [COUNT] [block]");
         std::process::exit(2);
     }
-    watchdog(120);
+    let _watchdog = conduit_system_tests::watchdog("ring_peer", 120);
     let (name, dir) = (&args[2], PathBuf::from(&args[3]));
     let count: u64 = args.get(4).and_then(|c| c.parse().ok()).unwrap_or(0);
     let strategy = if args.get(5).map(String::as_str) == Some("block") {

@@ -106,14 +106,7 @@ fn raw_block(rounds: usize) -> Vec<u64> {
 /// its subscription and offers on its publication.
 fn conduit_api(rounds: usize, driver: &str) -> Vec<u64> {
     use conduit::{Publication, Subscription};
-    let free_port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = conduit_system_tests::free_udp_ports();
     let o = format!("driver={driver}");
     let mut sub_a = Subscription::open(&format!("udp://127.0.0.1:{pa}?{o}")).unwrap();
     let ob = o.clone();

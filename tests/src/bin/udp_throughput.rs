@@ -28,15 +28,8 @@ fn main() {
         .map(|s| s.parse().expect("COUNT"))
         .unwrap_or(10_000_000);
     let extra = args.next().unwrap_or_default();
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(300));
-        eprintln!("udp_throughput: deadline");
-        std::process::exit(3);
-    });
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe port");
-        s.local_addr().expect("addr").port()
-    };
+    let _watchdog = conduit_system_tests::watchdog("udp_throughput", 300);
+    let port = conduit_system_tests::free_udp_port();
     let sub_uri = format!("udp://127.0.0.1:{port}?{extra}");
     let pub_uri = format!("udp://127.0.0.1:{port}?{extra}");
     let mut sub = Subscription::open(&sub_uri).expect("subscription");

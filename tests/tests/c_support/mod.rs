@@ -13,7 +13,6 @@ pub use shared::{expect_success, in_ci, run, spawn, wait, Link};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 /// The workspace's `ffi/` directory.
 pub fn ffi_dir() -> PathBuf {
@@ -60,14 +59,4 @@ pub fn compile(source: &str, out_dir: &Path, link: Link) -> PathBuf {
     let lib = lib_dir();
     shared::compile_c(&ffi_dir(), &lib, source, out_dir, link, &[])
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Aborts the whole test process if it is still running after `secs`
-/// (for loops in the test process itself).
-pub fn watchdog(secs: u64, what: &'static str) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: {what} still running after {secs} s: hang");
-        std::process::abort();
-    });
 }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 pub const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// True when running in CI, where missing tools are failures, not skips.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| v == "true")
-}
+pub use conduit_test_util::in_ci;
 
 /// A fresh scratch directory `{prefix}-{pid}-{n}-{name}` under the including
 /// crate's target tmp dir.

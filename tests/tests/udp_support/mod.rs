@@ -514,13 +514,3 @@ impl Drop for Node {
         self.kill();
     }
 }
-
-/// Aborts the process with a message when `secs` pass: turns a hang into a
-/// failure. Namespaces of a killed run are reaped by the next run.
-pub fn watchdog(secs: u64, what: &'static str) {
-    thread::spawn(move || {
-        thread::sleep(Duration::from_secs(secs));
-        eprintln!("WATCHDOG: {what} still running after {secs}s; aborting");
-        std::process::abort();
-    });
-}

@@ -537,13 +537,8 @@ mod tests {
     use super::*;
 
     fn open(cfg: &DriverConfig) -> Option<UringDriver> {
-        match UringDriver::open("127.0.0.1:0".parse().unwrap(), cfg) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                println!("SKIP: io_uring unavailable here: {e}");
-                None
-            }
-        }
+        conduit_test_util::uring_or_skip()
+            .then(|| UringDriver::open("127.0.0.1:0".parse().unwrap(), cfg).unwrap())
     }
 
     #[test]

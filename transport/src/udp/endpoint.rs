@@ -317,7 +317,6 @@ impl<E: End> Endpoint<E> {
     ///
     /// # Errors
     /// The socket's error.
-    #[cfg(test)]
     pub(crate) fn local_addr(&self) -> Result<SocketAddr, Error> {
         self.with_ref(|c| c.driver.local_addr()).map_err(Error::Io)
     }

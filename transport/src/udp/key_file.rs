@@ -144,17 +144,11 @@ mod tests {
     use std::path::PathBuf;
 
     /// A fresh directory for one test's files, removed at the end.
-    struct Dir(PathBuf);
+    struct Dir(conduit_test_util::TempDir);
 
     impl Dir {
         fn new(tag: &str) -> Dir {
-            let d = std::env::temp_dir().join(format!(
-                "conduit-key-{}-{tag}-{:x}",
-                std::process::id(),
-                crate::udp::seed()
-            ));
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
+            Dir(conduit_test_util::TempDir::new(&format!("key-{tag}")))
         }
 
         fn file(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
@@ -162,12 +156,6 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             p
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -225,7 +213,7 @@ mod tests {
     #[test]
     fn other_file_kinds_and_missing_files_are_refused() {
         let d = Dir::new("kind");
-        let e = err(&d.0);
+        let e = err(d.0.path());
         assert!(e.contains("not a regular file"), "{e}");
         let e = err(&d.0.join("missing"));
         assert!(e.contains("cannot open key file"), "{e}");

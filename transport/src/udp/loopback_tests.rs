@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use conduit_test_util::{uring_or_skip, TempDir};
+
 use crate::uri::ChannelUri;
 use crate::Error;
 
@@ -18,15 +20,6 @@ fn pair(driver: &str, extra: &str) -> (UdpPublication, UdpSubscription) {
     )
     .unwrap();
     (publ, sub)
-}
-
-/// Whether io_uring can be set up here; says SKIP when not.
-fn uring_available() -> bool {
-    let ok = super::uring_available();
-    if !ok {
-        println!("SKIP: io_uring unavailable");
-    }
-    ok
 }
 
 fn connect(publ: &mut UdpPublication, sub: &mut UdpSubscription) {
@@ -113,7 +106,7 @@ fn socket_stream_in_order() {
 
 #[test]
 fn uring_stream_in_order() {
-    if !uring_available() {
+    if !uring_or_skip() {
         return;
     }
     stream("uring", "", 200_000, 1000);
@@ -365,7 +358,7 @@ fn socket_subscription_follows_its_sender() {
 
 #[test]
 fn uring_subscription_follows_its_sender() {
-    if uring_available() {
+    if uring_or_skip() {
         follows_its_sender("uring");
     }
 }
@@ -435,7 +428,7 @@ fn socket_payloads_stay_aligned() {
 
 #[test]
 fn uring_payloads_stay_aligned() {
-    if uring_available() {
+    if uring_or_skip() {
         payloads_stay_aligned("uring");
     }
 }
@@ -487,7 +480,7 @@ fn socket_oversized_datagrams_are_counted() {
 
 #[test]
 fn uring_oversized_datagrams_are_counted() {
-    if uring_available() {
+    if uring_or_skip() {
         oversized_datagrams_are_counted("uring");
     }
 }
@@ -677,29 +670,27 @@ fn mtu_mismatch_is_reported_by_both_ends() {
     assert_eq!(pub_err.unwrap().code(), crate::code::MTU_MISMATCH);
 }
 
-/// A private key file of `byte`s in a fresh directory.
-fn key_file(tag: &str, byte: u8) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("conduit-hs-key-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A private key file of `byte`s in a fresh directory (removed when the
+/// returned `TempDir` is dropped).
+fn key_file(tag: &str, byte: u8) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(&format!("hs-key-{tag}"));
     let p = dir.join("key");
-    std::fs::write(&p, [byte; 32]).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
+    conduit_test_util::write_key_file(&p, &[byte; 32]).unwrap();
+    (dir, p)
 }
 
 /// With the same key on both ends the stream is exact (every datagram
 /// sealed, checksums off, frames within mtu - 32).
 #[test]
 fn keyed_stream_in_order() {
-    let k = key_file("same", 5);
+    let (_dir, k) = key_file("same", 5);
     stream("socket", &format!("&key={}", k.display()), 20_000, 64);
 }
 
 /// Keyed against unkeyed: both ends report KeyMismatch, nothing hangs.
 #[test]
 fn key_mismatch_is_reported_by_both_ends() {
-    let k = key_file("one", 6);
+    let (_dir, k) = key_file("one", 6);
     let mut sub =
         UdpSubscription::open(ChannelUri::parse("udp://127.0.0.1:0?driver=socket").unwrap())
             .unwrap();

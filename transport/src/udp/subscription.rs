@@ -355,7 +355,6 @@ impl UdpSubscription {
     ///
     /// # Errors
     /// The socket's error.
-    #[cfg(test)]
     pub(crate) fn local_addr(&self) -> Result<std::net::SocketAddr, Error> {
         self.ep.local_addr()
     }

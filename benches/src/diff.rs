@@ -141,10 +141,13 @@ mod tests {
 
     #[test]
     fn worse_is_slower_for_times_and_rates() {
-        assert_eq!(worse_percent(100.0, 120.0, false), Some(20.0));
-        assert_eq!(worse_percent(100.0, 80.0, false), Some(-20.0));
-        let w = worse_percent(100.0, 80.0, true).unwrap();
-        assert!((w - 25.0).abs() < 1e-9, "{w}");
+        let near = |w: Option<f64>, want: f64| {
+            let w = w.expect("a figure");
+            assert!((w - want).abs() < 1e-9, "{w} vs {want}");
+        };
+        near(worse_percent(100.0, 120.0, false), 20.0);
+        near(worse_percent(100.0, 80.0, false), -20.0);
+        near(worse_percent(100.0, 80.0, true), 25.0);
         assert!(worse_percent(120.0, 100.0, true).unwrap() > 19.9);
         assert!(worse_percent(100.0, 120.0, true).unwrap() < 0.0);
         assert_eq!(worse_percent(0.0, 1.0, false), None);

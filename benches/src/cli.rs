@@ -1,22 +1,16 @@
-//! Command-line parsing: `latency`, `throughput`, `compare`, and the hidden
-//! peer subcommands `__pong` / `__pong-pair` / `__send`.
+//! The command line (clap derive): `compare`, `latency`, `throughput`,
+//! `report`, `diff`, and the hidden peer subcommands `__pong` /
+//! `__pong-pair` / `__send`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 use crate::channels::{Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 
-/// Usage text.
-pub const USAGE: &str = "\
-conduit-bench: conduit against the physical limit and its peers, in one run
-
-USAGE:
-  conduit-bench compare [--size BYTES] [--messages N] [--warmup N]
-                        [--channels a,b,..] [--no-throughput]
-                        [--json FILE] [--plot FILE.svg]
-  conduit-bench latency --channel NAME [--size BYTES] [--messages N]
-                        [--warmup N] [--rate MSGS_PER_SEC] [--json FILE]
-  conduit-bench throughput --channel NAME [--size BYTES] [--messages N]
-                        [--json FILE]
-
+/// The channels, as `help` lists them.
+pub const CHANNELS: &str = "\
 CHANNELS:
   limit       one cache line bounced between two processes (the physical limit)
   limit-2line two cache lines, one written by each process: the floor for any
@@ -40,64 +34,149 @@ CHANNELS:
               conduit's protocol core in memory (throughput only; 0 % / 1 % loss)
 
 Sizes take k/m suffixes (KiB/MiB); counts take k/m (thousands/millions).
-With two or more CPUs, ping and pong are pinned to separate cores.
-";
+With two or more CPUs, ping and pong are pinned to separate cores.";
 
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq)]
+/// conduit-bench: conduit against the physical limit and its peers, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "conduit-bench", version, after_help = CHANNELS)]
+pub struct Cli {
+    /// What to run (without one: this help).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// A subcommand.
+#[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum Command {
-    /// Print usage.
-    Help,
+    /// Every channel's round trip in one run, each against the `limit` runs
+    /// just before and after it; conduit over UDP interleaved with the bare
+    /// socket; one-way throughput rows.
+    #[command(after_help = compare_after_help())]
+    Compare(CompareArgs),
     /// Round-trip latency of one channel.
-    Latency {
-        /// Channel to test.
-        channel: Channel,
-        /// Payload bytes.
-        size: usize,
-        /// Measured round trips (default depends on the channel).
-        messages: Option<u64>,
-        /// Warm-up round trips.
-        warmup: Option<u64>,
-        /// Fixed send rate.
-        rate: Option<f64>,
-        /// JSON output file.
-        json: Option<String>,
-    },
+    #[command(after_help = CHANNELS)]
+    Latency(LatencyArgs),
     /// One-way throughput of one channel.
-    Throughput {
-        /// Channel to test.
-        channel: Channel,
-        /// Payload bytes.
-        size: usize,
-        /// Messages (default depends on the size).
-        messages: Option<u64>,
-        /// JSON output file.
-        json: Option<String>,
-    },
-    /// Every channel in one run against interleaved `limit` runs.
-    Compare {
-        /// Payload bytes for the latency tests.
-        size: usize,
-        /// Measured round trips per channel (default depends on the channel).
-        messages: Option<u64>,
-        /// Warm-up round trips per channel.
-        warmup: Option<u64>,
-        /// Channels (`None`: the default set).
-        channels: Option<Vec<Channel>>,
-        /// Skip the throughput rows.
-        no_throughput: bool,
-        /// JSON output file.
-        json: Option<String>,
-        /// SVG plot file.
-        plot: Option<String>,
-    },
-    /// Peer process (hidden): `__pong` or `__send`.
-    Peer {
-        /// `__pong` or `__send`.
-        role: String,
-        /// What to run.
-        args: PeerArgs,
-    },
+    #[command(after_help = CHANNELS)]
+    Throughput(ThroughputArgs),
+    /// Prints the tables of a saved run (`--json`) again, and redraws its
+    /// percentile plot from the raw histograms kept in the file.
+    Report(ReportArgs),
+    /// Compares two saved runs figure by figure (p50 and p99 per channel,
+    /// throughput); fails when any figure is worse than the threshold.
+    Diff(DiffArgs),
+    /// Peer process: echoes round trips.
+    #[command(name = "__pong", hide = true)]
+    Pong(PeerArgs),
+    /// Peer process: echoes two interleaved channels.
+    #[command(name = "__pong-pair", hide = true)]
+    PongPair(PeerArgs),
+    /// Peer process: sends a throughput stream.
+    #[command(name = "__send", hide = true)]
+    Send(PeerArgs),
+}
+
+fn compare_after_help() -> String {
+    format!(
+        "PEERS (each at the settings a user would choose for speed, with the \
+         buffer bytes of conduit's default 1 MiB ring):\n{}\n\n{CHANNELS}",
+        crate::channels::PEERS
+            .iter()
+            .map(|(name, config)| format!("  {name:<10} {config}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// `compare`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct CompareArgs {
+    /// Payload bytes of the round trips.
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Measured round trips per channel (default depends on the channel).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Warm-up round trips per channel.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub warmup: Option<u64>,
+    /// Channels to run (default: all but `limit`, which runs between them anyway).
+    #[arg(long, value_name = "a,b,..", value_delimiter = ',', value_parser = Channel::parse)]
+    pub channels: Option<Vec<Channel>>,
+    /// Skip the throughput rows.
+    #[arg(long)]
+    pub no_throughput: bool,
+    /// Write the results (with raw histograms) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+    /// Write the percentile plot as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<String>,
+}
+
+/// `latency`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct LatencyArgs {
+    /// Channel to test.
+    #[arg(long, value_name = "NAME", value_parser = Channel::parse)]
+    pub channel: Channel,
+    /// Payload bytes.
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Measured round trips (default depends on the channel).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Warm-up round trips.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub warmup: Option<u64>,
+    /// Fixed send rate; each round trip is timed from its intended send time.
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Write the result (with its raw histogram) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+}
+
+/// `throughput`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ThroughputArgs {
+    /// Channel to test.
+    #[arg(long, value_name = "NAME", value_parser = Channel::parse)]
+    pub channel: Channel,
+    /// Payload bytes.
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Messages (default depends on the size).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+}
+
+/// `report`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ReportArgs {
+    /// A run saved with `--json`.
+    #[arg(value_name = "FILE.json")]
+    pub file: PathBuf,
+    /// Draw the percentile plot from the saved histograms.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `diff`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct DiffArgs {
+    /// The earlier run (`--json`).
+    #[arg(value_name = "OLD.json")]
+    pub old: PathBuf,
+    /// The later run (`--json`).
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+    /// How much worse, in percent, a figure may get before `diff` fails.
+    #[arg(long, value_name = "PCT", default_value = "10", value_parser = parse_threshold)]
+    pub threshold: f64,
 }
 
 /// Parses `1000`, `10k` (thousands), `2m` (millions).
@@ -134,69 +213,6 @@ fn split_suffix(s: &str, k: u64, m: u64) -> (&str, u64) {
     }
 }
 
-/// The `--key value` options after the subcommand.
-struct Opts {
-    pairs: Vec<(String, Option<String>)>,
-}
-
-impl Opts {
-    fn parse(args: &[String], flags: &[&str]) -> Result<Opts> {
-        let mut pairs = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let Some(key) = a.strip_prefix("--") else {
-                return Err(BenchError(format!("unexpected argument `{a}`")));
-            };
-            if let Some((k, v)) = key.split_once('=') {
-                pairs.push((k.to_string(), Some(v.to_string())));
-            } else if flags.contains(&key) {
-                pairs.push((key.to_string(), None));
-            } else {
-                let v = it
-                    .next()
-                    .ok_or_else(|| BenchError(format!("--{key} needs a value")))?;
-                pairs.push((key.to_string(), Some(v.clone())));
-            }
-        }
-        Ok(Opts { pairs })
-    }
-
-    fn take(&mut self, key: &str) -> Option<String> {
-        let i = self.pairs.iter().position(|(k, _)| k == key)?;
-        self.pairs.remove(i).1
-    }
-
-    fn flag(&mut self, key: &str) -> bool {
-        match self.pairs.iter().position(|(k, _)| k == key) {
-            Some(i) => {
-                self.pairs.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn finish(self) -> Result<()> {
-        match self.pairs.first() {
-            Some((k, _)) => Err(BenchError(format!("unknown or repeated option --{k}"))),
-            None => Ok(()),
-        }
-    }
-}
-
-fn channel_opt(o: &mut Opts) -> Result<Channel> {
-    let name = o
-        .take("channel")
-        .ok_or_else(|| BenchError::msg("--channel NAME is required"))?;
-    Channel::parse(&name)
-}
-
-fn opt<T>(o: &mut Opts, key: &str, parse: fn(&str) -> Result<T>) -> Result<Option<T>> {
-    o.take(key)
-        .map(|v| parse(&v).map_err(|e| e.context(&format!("--{key}"))))
-        .transpose()
-}
-
 fn parse_rate(s: &str) -> Result<f64> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
@@ -206,131 +222,58 @@ fn parse_rate(s: &str) -> Result<f64> {
     }
 }
 
-fn parse_pid(s: &str) -> Result<u32> {
-    s.parse()
-        .map_err(|_| BenchError(format!("`{s}` is not a pid")))
-}
-
-fn parse_cpu(s: &str) -> Result<usize> {
-    s.parse()
-        .map_err(|_| BenchError(format!("`{s}` is not a cpu number")))
-}
-
-/// Parses the arguments after the program name.
-///
-/// # Errors
-/// Unknown subcommand or option, missing or malformed value.
-pub fn parse(args: &[String]) -> Result<Command> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Ok(Command::Help);
-    };
-    let flags = ["no-throughput", "help"];
-    let mut o = Opts::parse(rest, &flags)?;
-    if o.flag("help") {
-        return Ok(Command::Help);
+fn parse_threshold(s: &str) -> Result<f64> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(BenchError(format!(
+            "`{s}` is not a percentage (e.g. 5, 12.5)"
+        ))),
     }
-    let command = match cmd.as_str() {
-        "help" | "-h" | "--help" => Command::Help,
-        "latency" => Command::Latency {
-            channel: channel_opt(&mut o)?,
-            size: opt(&mut o, "size", parse_size)?.unwrap_or(32),
-            messages: opt(&mut o, "messages", parse_count)?,
-            warmup: opt(&mut o, "warmup", parse_count)?,
-            rate: opt(&mut o, "rate", parse_rate)?,
-            json: o.take("json"),
-        },
-        "throughput" => Command::Throughput {
-            channel: channel_opt(&mut o)?,
-            size: opt(&mut o, "size", parse_size)?.unwrap_or(32),
-            messages: opt(&mut o, "messages", parse_count)?,
-            json: o.take("json"),
-        },
-        "compare" => Command::Compare {
-            size: opt(&mut o, "size", parse_size)?.unwrap_or(32),
-            messages: opt(&mut o, "messages", parse_count)?,
-            warmup: opt(&mut o, "warmup", parse_count)?,
-            channels: o
-                .take("channels")
-                .map(|list| {
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(Channel::parse)
-                        .collect::<Result<Vec<_>>>()
-                })
-                .transpose()?,
-            no_throughput: o.flag("no-throughput"),
-            json: o.take("json"),
-            plot: o.take("plot"),
-        },
-        role @ ("__pong" | "__pong-pair" | "__send") => Command::Peer {
-            role: role.to_string(),
-            args: PeerArgs {
-                channel: channel_opt(&mut o)?,
-                size: opt(&mut o, "size", parse_size)?
-                    .ok_or_else(|| BenchError::msg("--size is required"))?,
-                count: opt(&mut o, "count", parse_count)?
-                    .ok_or_else(|| BenchError::msg("--count is required"))?,
-                param: o.take("param").unwrap_or_default(),
-                cpu: opt(&mut o, "cpu", parse_cpu)?,
-                parent: opt(&mut o, "parent", parse_pid)?
-                    .ok_or_else(|| BenchError::msg("--parent is required"))?,
-            },
-        },
-        other => {
-            return Err(BenchError(format!(
-                "unknown command `{other}` (try `conduit-bench help`)"
-            )))
-        }
-    };
-    o.finish()?;
-    Ok(command)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse(s: &str) -> std::result::Result<Option<Command>, clap::Error> {
+        Cli::try_parse_from(std::iter::once("conduit-bench").chain(s.split_whitespace()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn parses_commands_and_rejects_bad_input() {
-        assert_eq!(parse(&[]).unwrap(), Command::Help);
-        match parse(&args(
-            "latency --channel shm --size 1k --messages 10k --rate 1000",
-        ))
-        .unwrap()
-        {
-            Command::Latency {
-                channel,
-                size,
-                messages,
-                rate,
-                ..
-            } => {
-                assert_eq!(channel, Channel::Shm);
-                assert_eq!(size, 1024);
-                assert_eq!(messages, Some(10_000));
-                assert_eq!(rate, Some(1000.0));
+        assert_eq!(parse("").unwrap(), None);
+        match parse("latency --channel shm --size 1k --messages 10k --rate 1000").unwrap() {
+            Some(Command::Latency(a)) => {
+                assert_eq!(a.channel, Channel::Shm);
+                assert_eq!(a.size, 1024);
+                assert_eq!(a.messages, Some(10_000));
+                assert_eq!(a.rate, Some(1000.0));
             }
             c => panic!("{c:?}"),
         }
-        match parse(&args(
-            "compare --channels limit,udp-raw --no-throughput --plot p.svg",
-        ))
-        .unwrap()
-        {
-            Command::Compare {
-                channels,
-                no_throughput,
-                plot,
-                ..
-            } => {
-                assert_eq!(channels, Some(vec![Channel::Limit, Channel::UdpRaw]));
-                assert!(no_throughput);
-                assert_eq!(plot.as_deref(), Some("p.svg"));
+        match parse("compare --channels limit,udp-raw --no-throughput --plot p.svg").unwrap() {
+            Some(Command::Compare(a)) => {
+                assert_eq!(a.channels, Some(vec![Channel::Limit, Channel::UdpRaw]));
+                assert!(a.no_throughput);
+                assert_eq!(a.plot.as_deref(), Some("p.svg"));
+                assert_eq!(a.size, 32);
+            }
+            c => panic!("{c:?}"),
+        }
+        match parse("diff a.json b.json --threshold 5").unwrap() {
+            Some(Command::Diff(a)) => assert_eq!(a.threshold, 5.0),
+            c => panic!("{c:?}"),
+        }
+        match parse("__send --channel shm --size 32 --count 2m --param x --parent 7").unwrap() {
+            Some(Command::Send(a)) => {
+                assert_eq!((a.count, a.parent, a.cpu), (2_000_000, 7, None));
             }
             c => panic!("{c:?}"),
         }
@@ -341,9 +284,11 @@ mod tests {
             "latency --channel shm --bogus 1",
             "latency --channel shm --rate -1",
             "latency --channel shm --messages",
+            "diff a.json",
+            "diff a.json b.json --threshold -3",
             "frobnicate",
         ] {
-            assert!(parse(&args(bad)).is_err(), "{bad}");
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -4,12 +4,15 @@
 //! wait mode (`udp-raw`, `udp-raw-block`), interleaved in the same two
 //! processes; plus one-way throughput rows.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::channels::{cpus, Channel};
 use crate::error::{BenchError, Result};
-use crate::json::Json;
 use crate::latency::{LatencyConfig, PAIR_BLOCK};
 use crate::plot::{self, Series, PALETTE};
-use crate::report::{fmt_kib, fmt_si, write_json, LatencyResult, ThroughputResult};
+use crate::report::{fmt_kib, fmt_si, save, LatencyResult, Run, ThroughputResult};
 
 /// Channels `compare` runs when `--channels` is not given (`limit` runs
 /// between them anyway).
@@ -88,13 +91,6 @@ pub fn latency_config(
     }
 }
 
-/// One channel's latency with the limit runs around it.
-struct Row {
-    result: LatencyResult,
-    before: usize,
-    after: usize,
-}
-
 /// Mean of two limit runs' percentile `f`.
 fn baseline(limits: &[LatencyResult], a: usize, b: usize, f: fn(&LatencyResult) -> u64) -> f64 {
     (f(&limits[a]) as f64 + f(&limits[b]) as f64) / 2.0
@@ -111,11 +107,60 @@ fn short_count(n: u64) -> String {
     }
 }
 
-fn ratio(v: u64, base: f64) -> f64 {
-    if base > 0.0 {
-        v as f64 / base
-    } else {
-        f64::NAN
+/// `v / base`, or `None` when the base is zero.
+fn ratio(v: u64, base: f64) -> Option<f64> {
+    (base > 0.0).then(|| v as f64 / base)
+}
+
+/// A row's name: `udp [driver]` for the default-driver UDP channels.
+fn display_name(r: &LatencyResult) -> String {
+    match &r.driver {
+        Some(d) if r.channel == "udp" || r.channel == "udp-block" => {
+            format!("{} [{d}]", r.channel)
+        }
+        _ => r.channel.clone(),
+    }
+}
+
+/// One channel's latency against the limit runs just before and after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRow {
+    /// The channel's result.
+    #[serde(flatten)]
+    pub result: LatencyResult,
+    /// The limit runs before and after it (1-based, as the table numbers them).
+    pub baseline_runs: (usize, usize),
+    /// Mean p50 of those two limit runs, ns.
+    pub baseline_p50_ns: f64,
+    /// Mean p99 of those two limit runs, ns.
+    pub baseline_p99_ns: f64,
+    /// Mean p99.99 of those two limit runs, ns.
+    pub baseline_p9999_ns: f64,
+    /// p50 over the baseline p50.
+    pub p50_vs_limit: Option<f64>,
+    /// p99 over the baseline p99.
+    pub p99_vs_limit: Option<f64>,
+    /// p99.99 over the baseline p99.99.
+    pub p9999_vs_limit: Option<f64>,
+}
+
+impl ChannelRow {
+    /// `result` between limit runs `before` and `after` (indexes into `limits`).
+    fn new(result: LatencyResult, limits: &[LatencyResult], before: usize, after: usize) -> Self {
+        let b50 = baseline(limits, before, after, |r| r.pct.p50);
+        let b99 = baseline(limits, before, after, |r| r.pct.p99);
+        let b9999 = baseline(limits, before, after, |r| r.pct.p9999);
+        let p = result.pct;
+        ChannelRow {
+            baseline_runs: (before + 1, after + 1),
+            baseline_p50_ns: b50,
+            baseline_p99_ns: b99,
+            baseline_p9999_ns: b9999,
+            p50_vs_limit: ratio(p.p50, b50),
+            p99_vs_limit: ratio(p.p99, b99),
+            p9999_vs_limit: ratio(p.p9999, b9999),
+            result,
+        }
     }
 }
 
@@ -124,30 +169,74 @@ fn ratio(v: u64, base: f64) -> f64 {
 /// ([`crate::channels::udp::latency_vs_raw`]): UDP over loopback moves more
 /// from run to run than the cache-line limit does, so conduit is judged
 /// against the bare socket measured in the same moments.
-struct UdpVsRaw {
-    conduit: LatencyResult,
-    raw: LatencyResult,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UdpVsRaw {
+    /// conduit's half.
+    pub conduit: LatencyResult,
+    /// The bare socket's half (`udp-raw` or `udp-raw-block`).
+    pub raw: LatencyResult,
+    /// Round trips per block.
+    pub block: u64,
+    /// conduit's p50 over the bare socket's.
+    pub p50_vs_udp_raw: Option<f64>,
+    /// conduit's p99 over the bare socket's.
+    pub p99_vs_udp_raw: Option<f64>,
 }
 
-/// A row's name: `udp [driver]` for the default-driver UDP channels.
-fn display_name(r: &LatencyResult) -> String {
-    match r.driver {
-        Some(d) if r.channel == "udp" || r.channel == "udp-block" => {
-            format!("{} [{d}]", r.channel)
+impl UdpVsRaw {
+    fn new(conduit: LatencyResult, raw: LatencyResult) -> Self {
+        UdpVsRaw {
+            block: PAIR_BLOCK,
+            p50_vs_udp_raw: ratio(conduit.pct.p50, raw.pct.p50 as f64),
+            p99_vs_udp_raw: ratio(conduit.pct.p99, raw.pct.p99 as f64),
+            conduit,
+            raw,
         }
-        _ => r.channel.clone(),
     }
 }
 
-/// Everything `compare` measured.
+/// A throughput result and the row it is judged against, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    /// The result.
+    #[serde(flatten)]
+    pub result: ThroughputResult,
+    /// The channel it is judged against.
+    pub reference: Option<String>,
+    /// Its message rate over the reference's.
+    pub vs_reference: Option<f64>,
+}
+
+/// A run that failed, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What ran.
+    pub what: String,
+    /// The error.
+    pub error: String,
+}
+
+/// Everything `compare` measured: what `--json` writes and `report` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareReport {
-    limits: Vec<LatencyResult>,
-    rows: Vec<Row>,
-    udp_vs_raw: Vec<UdpVsRaw>,
-    throughput: Vec<ThroughputResult>,
-    failures: Vec<(String, String)>,
-    warnings: Vec<String>,
-    size: usize,
+    /// Payload bytes of the round trips.
+    pub size: usize,
+    /// The CPUs ping and pong were pinned to.
+    pub cpus: Option<(usize, usize)>,
+    /// How each peer in the run was configured (channel name, settings).
+    pub peers: BTreeMap<String, String>,
+    /// The `limit` runs, in order.
+    pub limits: Vec<LatencyResult>,
+    /// Each channel against the limit runs around it.
+    pub channels: Vec<ChannelRow>,
+    /// conduit over UDP interleaved with the bare socket.
+    pub udp_vs_raw: Vec<UdpVsRaw>,
+    /// One-way throughput.
+    pub throughput: Vec<ThroughputRow>,
+    /// Warnings about the run's conditions.
+    pub warnings: Vec<String>,
+    /// Runs that failed.
+    pub failures: Vec<Failure>,
 }
 
 /// Runs `compare`.
@@ -185,13 +274,22 @@ pub fn run(
     );
 
     let mut report = CompareReport {
+        size,
+        cpus: cpus(),
+        peers: list
+            .iter()
+            .chain([Channel::Limit].iter())
+            .filter_map(|c| {
+                c.peer_config()
+                    .map(|t| (c.name().to_string(), t.to_string()))
+            })
+            .collect(),
         limits: Vec::new(),
-        rows: Vec::new(),
+        channels: Vec::new(),
         udp_vs_raw: Vec::new(),
         throughput: Vec::new(),
         failures: Vec::new(),
         warnings: Vec::new(),
-        size,
     };
     let run_limit = |report: &mut CompareReport| -> Result<usize> {
         let cfg = latency_config(Channel::Limit, size, messages, warmup, None);
@@ -213,16 +311,16 @@ pub fn run(
             Ok(r) => {
                 eprintln!("  {}: p50 {} ns, p99 {} ns", c.name(), r.pct.p50, r.pct.p99);
                 let after = run_limit(&mut report)?;
-                report.rows.push(Row {
-                    result: r,
-                    before: last_limit,
-                    after,
-                });
+                let row = ChannelRow::new(r, &report.limits, last_limit, after);
+                report.channels.push(row);
                 last_limit = after;
             }
             Err(e) => {
                 eprintln!("  {}: FAILED: {e}", c.name());
-                report.failures.push((c.name().to_string(), e.to_string()));
+                report.failures.push(Failure {
+                    what: c.name().to_string(),
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -246,11 +344,14 @@ pub fn run(
                         "  {what}: p50 {} / {} ns, p99 {} / {} ns",
                         conduit.pct.p50, raw.pct.p50, conduit.pct.p99, raw.pct.p99
                     );
-                    report.udp_vs_raw.push(UdpVsRaw { conduit, raw });
+                    report.udp_vs_raw.push(UdpVsRaw::new(conduit, raw));
                 }
                 Err(e) => {
                     eprintln!("  {what}: FAILED: {e}");
-                    report.failures.push((what, e.to_string()));
+                    report.failures.push(Failure {
+                        what,
+                        error: e.to_string(),
+                    });
                 }
             }
         }
@@ -298,73 +399,122 @@ pub fn run(
                         c.name(),
                         fmt_si(r.msgs_per_sec())
                     );
-                    report.throughput.push(r);
+                    report.throughput.push(ThroughputRow {
+                        result: r,
+                        reference: None,
+                        vs_reference: None,
+                    });
                 }
                 Err(e) => {
                     eprintln!("  throughput {} {s} B: FAILED: {e}", c.name());
-                    report
-                        .failures
-                        .push((format!("{} throughput {s} B", c.name()), e.to_string()));
+                    report.failures.push(Failure {
+                        what: format!("{} throughput {s} B", c.name()),
+                        error: e.to_string(),
+                    });
                 }
             }
         }
     }
 
+    report.judge_throughput();
     report.print();
-    if let Some(path) = json {
-        write_json(path, &report.to_json())?;
-        eprintln!("wrote {path}");
-    }
     if let Some(path) = plot_path {
-        std::fs::write(path, report.plot())
-            .map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
+        report.write_plot(path)?;
         eprintln!("wrote {path}");
     }
-    if report.failures.is_empty() {
+    let failures: Vec<String> = report.failures.iter().map(|f| f.what.clone()).collect();
+    if let Some(path) = json {
+        save(path, Run::Compare(report))?;
+        eprintln!("wrote {path}");
+    }
+    if failures.is_empty() {
         Ok(())
     } else {
         Err(BenchError(format!(
             "{} run(s) failed: {}",
-            report.failures.len(),
-            report
-                .failures
-                .iter()
-                .map(|f| f.0.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            failures.len(),
+            failures.join(", ")
         )))
     }
 }
 
+/// A ratio as printed: two decimals, `-` when there is none.
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
+}
+
 impl CompareReport {
-    fn print(&self) {
+    /// Checks what the tables index: a file read back may be damaged.
+    ///
+    /// # Errors
+    /// No limit run, or a row names a limit run that is not there.
+    pub fn validate(&self) -> Result<()> {
+        if self.limits.is_empty() {
+            return Err(BenchError::msg("compare run without a limit run"));
+        }
+        let n = self.limits.len();
+        for row in &self.channels {
+            let (a, b) = row.baseline_runs;
+            if !(1..=n).contains(&a) || !(1..=n).contains(&b) {
+                return Err(BenchError(format!(
+                    "row {} names limit runs {a} and {b}; the run has {n}",
+                    row.result.channel
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on every latency result in the run.
+    pub fn for_each_latency(&mut self, mut f: impl FnMut(&mut LatencyResult)) {
+        self.limits.iter_mut().for_each(&mut f);
+        for row in &mut self.channels {
+            f(&mut row.result);
+        }
+        for u in &mut self.udp_vs_raw {
+            f(&mut u.conduit);
+            f(&mut u.raw);
+        }
+    }
+
+    /// Prints the tables.
+    pub fn print(&self) {
         println!();
         println!(
             "Round trip, {} B, {} — each channel against the mean of the limit runs just before and after it",
             self.size,
-            match cpus() {
+            match self.cpus {
                 Some((a, b)) => format!("ping/pong pinned to cpus {a}/{b}"),
                 None => "unpinned".to_string(),
             }
         );
+        if !self.peers.is_empty() {
+            println!("Peers, as configured in this run:");
+            for (name, config) in &self.peers {
+                println!("  {name:<10} {config}");
+            }
+        }
         println!(
             "{:<18} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  peak RSS (ping / pong)",
             "channel", "p50 ns", "×limit", "p99 ns", "×limit", "p99.99 ns", "×limit", "max ns"
         );
-        let line = |name: &str, r: &LatencyResult, base: Option<(f64, f64, f64)>| {
-            let rt = |v: u64, b: Option<f64>| match b {
-                Some(b) => format!("{:.2}", ratio(v, b)),
-                None => "-".to_string(),
+        let line = |name: &str, r: &LatencyResult, ratios: [Option<f64>; 3], with: bool| {
+            let rt = |x: Option<f64>| {
+                if with {
+                    fmt_ratio(x)
+                } else {
+                    "-".to_string()
+                }
             };
             println!(
                 "{:<18} {:>9} {:>7} {:>9} {:>7} {:>10} {:>7} {:>11}  {}",
                 name,
                 r.pct.p50,
-                rt(r.pct.p50, base.map(|b| b.0)),
+                rt(ratios[0]),
                 r.pct.p99,
-                rt(r.pct.p99, base.map(|b| b.1)),
+                rt(ratios[1]),
                 r.pct.p9999,
-                rt(r.pct.p9999, base.map(|b| b.2)),
+                rt(ratios[2]),
                 r.pct.max,
                 match r.rss_pong_kib {
                     Some(p) => format!("{} / {}", fmt_kib(r.rss_ping_kib), fmt_kib(p)),
@@ -372,24 +522,27 @@ impl CompareReport {
                 }
             );
         };
-        line("limit #1", &self.limits[0], None);
-        for row in &self.rows {
-            line(
-                &display_name(&row.result),
-                &row.result,
-                Some(self.baselines(row)),
-            );
-            line(
-                &format!("limit #{}", row.after + 1),
-                &self.limits[row.after],
-                None,
-            );
+        if let Some(first) = self.limits.first() {
+            line("limit #1", first, [None; 3], false);
+        }
+        for row in &self.channels {
+            let r = &row.result;
+            let ratios = [
+                ratio(r.pct.p50, row.baseline_p50_ns),
+                ratio(r.pct.p99, row.baseline_p99_ns),
+                ratio(r.pct.p9999, row.baseline_p9999_ns),
+            ];
+            line(&display_name(r), r, ratios, true);
+            let after = row.baseline_runs.1;
+            if let Some(l) = after.checked_sub(1).and_then(|i| self.limits.get(i)) {
+                line(&format!("limit #{after}"), l, [None; 3], false);
+            }
         }
         if let Some(first) = self.udp_vs_raw.first() {
             println!();
             println!(
                 "conduit over UDP against the bare socket in the same wait mode (raw: udp-raw, spinning on recv; for *-block rows udp-raw-block, asleep in recv), interleaved: the same two processes alternate blocks of {} round trips over each ({} each)",
-                PAIR_BLOCK,
+                first.block,
                 short_count(first.conduit.messages)
             );
             println!(
@@ -399,14 +552,14 @@ impl CompareReport {
             for u in &self.udp_vs_raw {
                 let (c, r) = (&u.conduit.pct, &u.raw.pct);
                 println!(
-                    "{:<20} {:>8} {:>8} {:>8.2}   {:>8} {:>8} {:>8.2}",
+                    "{:<20} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
                     display_name(&u.conduit),
                     c.p50,
                     r.p50,
-                    ratio(c.p50, r.p50 as f64),
+                    fmt_ratio(ratio(c.p50, r.p50 as f64)),
                     c.p99,
                     r.p99,
-                    ratio(c.p99, r.p99 as f64)
+                    fmt_ratio(ratio(c.p99, r.p99 as f64))
                 );
             }
         }
@@ -417,11 +570,12 @@ impl CompareReport {
                 "{:<12} {:>7} {:>12} {:>12} {:>12}  {:<18} peak RSS (receiver / sender)",
                 "channel", "size", "msgs/s", "B/s", "datagrams/s", "vs"
             );
-            for t in &self.throughput {
-                let vs = self
-                    .reference_for(t)
-                    .map(|(name, rate)| format!("{:.2}× {name}", t.msgs_per_sec() / rate))
-                    .unwrap_or_default();
+            for row in &self.throughput {
+                let t = &row.result;
+                let vs = match (&row.reference, row.vs_reference) {
+                    (Some(name), Some(v)) => format!("{v:.2}× {name}"),
+                    _ => String::new(),
+                };
                 println!(
                     "{:<12} {:>7} {:>12} {:>12} {:>12}  {:<18} {}",
                     t.channel,
@@ -442,107 +596,55 @@ impl CompareReport {
         for w in &self.warnings {
             println!("WARNING: {w}");
         }
-        for (what, e) in &self.failures {
-            println!("FAILED: {what}: {e}");
+        for f in &self.failures {
+            println!("FAILED: {}: {}", f.what, f.error);
         }
     }
 
-    /// The row a throughput row is judged against: 32 B shm against 32 B
-    /// crossbeam, lossy protocol against lossless protocol, keyed UDP against
-    /// plain UDP.
-    fn reference_for(&self, t: &ThroughputResult) -> Option<(&'static str, f64)> {
-        let (name, size) = match (t.channel.as_str(), t.size) {
-            ("shm", 32) => ("crossbeam", 32),
-            ("proto-loss", s) => ("proto", s),
-            ("udp-aead", s) => ("udp", s),
-            _ => return None,
-        };
-        self.throughput
+    /// Sets each throughput row's reference: 32 B shm against 32 B
+    /// crossbeam, lossy protocol against lossless protocol, keyed UDP
+    /// against plain UDP.
+    fn judge_throughput(&mut self) {
+        let rates: Vec<(String, usize, f64)> = self
+            .throughput
             .iter()
-            .find(|r| r.channel == name && r.size == size)
-            .map(|r| (name, r.msgs_per_sec()))
-            .filter(|&(_, rate)| rate > 0.0)
-    }
-
-    fn baselines(&self, row: &Row) -> (f64, f64, f64) {
-        (
-            baseline(&self.limits, row.before, row.after, |r| r.pct.p50),
-            baseline(&self.limits, row.before, row.after, |r| r.pct.p99),
-            baseline(&self.limits, row.before, row.after, |r| r.pct.p9999),
-        )
-    }
-
-    fn to_json(&self) -> Json {
-        let mut results = Vec::new();
-        for (i, l) in self.limits.iter().enumerate() {
-            results.push(l.to_json().with("role", "baseline").with("run", i + 1));
-        }
-        for row in &self.rows {
-            let (b50, b99, b9999) = self.baselines(row);
-            let p = &row.result.pct;
-            results.push(
-                row.result
-                    .to_json()
-                    .with("role", "channel")
-                    .with(
-                        "baseline_runs",
-                        vec![Json::from(row.before + 1), Json::from(row.after + 1)],
-                    )
-                    .with("baseline_p50_ns", b50)
-                    .with("baseline_p99_ns", b99)
-                    .with("baseline_p9999_ns", b9999)
-                    .with("p50_vs_limit", ratio(p.p50, b50))
-                    .with("p99_vs_limit", ratio(p.p99, b99))
-                    .with("p9999_vs_limit", ratio(p.p9999, b9999)),
-            );
-        }
-        for u in &self.udp_vs_raw {
-            let (c, r) = (&u.conduit.pct, &u.raw.pct);
-            results.push(
-                u.conduit
-                    .to_json()
-                    .with("role", "vs_udp_raw")
-                    .with("udp_raw_channel", u.raw.channel.as_str())
-                    .with("block", PAIR_BLOCK)
-                    .with("udp_raw_p50_ns", r.p50)
-                    .with("udp_raw_p99_ns", r.p99)
-                    .with("udp_raw_p9999_ns", r.p9999)
-                    .with("p50_vs_udp_raw", ratio(c.p50, r.p50 as f64))
-                    .with("p99_vs_udp_raw", ratio(c.p99, r.p99 as f64)),
-            );
-        }
-        for t in &self.throughput {
-            let mut j = t.to_json();
-            if let Some((name, rate)) = self.reference_for(t) {
-                j = j
-                    .with("reference", name)
-                    .with("vs_reference", t.msgs_per_sec() / rate);
+            .map(|r| {
+                (
+                    r.result.channel.clone(),
+                    r.result.size,
+                    r.result.msgs_per_sec(),
+                )
+            })
+            .collect();
+        for row in &mut self.throughput {
+            let t = &row.result;
+            let (name, size) = match (t.channel.as_str(), t.size) {
+                ("shm", 32) => ("crossbeam", 32),
+                ("proto-loss", s) => ("proto", s),
+                ("udp-aead", s) => ("udp", s),
+                _ => continue,
+            };
+            if let Some((_, _, rate)) = rates
+                .iter()
+                .find(|(c, s, rate)| c == name && *s == size && *rate > 0.0)
+            {
+                row.reference = Some(name.to_string());
+                row.vs_reference = Some(t.msgs_per_sec() / rate);
             }
-            results.push(j);
         }
-        Json::object()
-            .with("results", results)
-            .with(
-                "warnings",
-                self.warnings
-                    .iter()
-                    .map(|w| Json::from(w.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .with(
-                "failures",
-                self.failures
-                    .iter()
-                    .map(|(w, e)| {
-                        Json::object()
-                            .with("what", w.as_str())
-                            .with("error", e.as_str())
-                    })
-                    .collect::<Vec<_>>(),
-            )
     }
 
-    fn plot(&self) -> String {
+    /// Writes the percentile plot to `path`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_plot(&self, path: &str) -> Result<()> {
+        std::fs::write(path, self.plot())
+            .map_err(|e| BenchError(format!("cannot write {path}: {e}")))
+    }
+
+    /// The percentile plot (SVG).
+    pub fn plot(&self) -> String {
         let mut series = Vec::new();
         for (i, l) in self.limits.iter().enumerate() {
             series.push(Series {
@@ -550,10 +652,10 @@ impl CompareReport {
                 color: "#555555".to_string(),
                 faint: true,
                 in_legend: i == 0,
-                points: l.dist.clone(),
+                points: l.dist(),
             });
         }
-        for (i, row) in self.rows.iter().enumerate() {
+        for (i, row) in self.channels.iter().enumerate() {
             series.push(Series {
                 label: format!(
                     "{} ({})",
@@ -563,7 +665,7 @@ impl CompareReport {
                 color: PALETTE[i % PALETTE.len()].to_string(),
                 faint: false,
                 in_legend: true,
-                points: row.result.dist.clone(),
+                points: row.result.dist(),
             });
         }
         plot::render(

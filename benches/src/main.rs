@@ -4,9 +4,9 @@
 mod channels;
 mod cli;
 mod compare;
+mod diff;
 mod error;
 mod hist;
-mod json;
 mod latency;
 mod pin;
 mod plot;
@@ -20,70 +20,78 @@ mod throughput;
 
 use std::process::ExitCode;
 
-use cli::Command;
-use error::Result;
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+use error::{BenchError, Result};
+use report::Run;
+
+/// A path given on the command line, as text.
+fn path_text(p: &std::path::Path) -> Result<&str> {
+    p.to_str()
+        .ok_or_else(|| BenchError(format!("path {} is not UTF-8", p.display())))
+}
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            Ok(())
-        }
-        Command::Latency {
-            channel,
-            size,
-            messages,
-            warmup,
-            rate,
-            json,
-        } => {
-            let cfg = compare::latency_config(channel, size, messages, warmup, rate);
-            let r = channel.latency(&cfg)?;
+        Command::Latency(a) => {
+            let cfg = compare::latency_config(a.channel, a.size, a.messages, a.warmup, a.rate);
+            let r = a.channel.latency(&cfg)?;
             r.print();
-            if let Some(path) = json {
-                report::write_json(&path, &r.to_json())?;
+            if let Some(path) = a.json {
+                report::save(&path, Run::Latency(r))?;
             }
             Ok(())
         }
-        Command::Throughput {
-            channel,
-            size,
-            messages,
-            json,
-        } => {
-            let n = messages.unwrap_or_else(|| compare::default_throughput_messages(channel, size));
-            let r = channel.throughput(size, n)?;
+        Command::Throughput(a) => {
+            let n = a
+                .messages
+                .unwrap_or_else(|| compare::default_throughput_messages(a.channel, a.size));
+            let r = a.channel.throughput(a.size, n)?;
             r.print();
-            if let Some(path) = json {
-                report::write_json(&path, &r.to_json())?;
+            if let Some(path) = a.json {
+                report::save(&path, Run::Throughput(r))?;
             }
             Ok(())
         }
-        Command::Compare {
-            size,
-            messages,
-            warmup,
-            channels,
-            no_throughput,
-            json,
-            plot,
-        } => compare::run(
-            size,
-            messages,
-            warmup,
-            channels,
-            no_throughput,
-            json.as_deref(),
-            plot.as_deref(),
+        Command::Compare(a) => compare::run(
+            a.size,
+            a.messages,
+            a.warmup,
+            a.channels,
+            a.no_throughput,
+            a.json.as_deref(),
+            a.plot.as_deref(),
         ),
-        Command::Peer { role, args } => channels::peer_main(&role, &args),
+        Command::Report(a) => {
+            let run = report::load(path_text(&a.file)?)?;
+            run.print();
+            if let Some(plot) = a.plot {
+                let path = path_text(&plot)?;
+                std::fs::write(path, run.plot()?)
+                    .map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
+                eprintln!("wrote {path}");
+            }
+            Ok(())
+        }
+        Command::Diff(a) => {
+            let old = report::load(path_text(&a.old)?)?;
+            let new = report::load(path_text(&a.new)?)?;
+            diff::diff(&old, &new, a.threshold)
+        }
+        Command::Pong(a) => channels::peer_main("__pong", &a),
+        Command::PongPair(a) => channels::peer_main("__pong-pair", &a),
+        Command::Send(a) => channels::peer_main("__send", &a),
     }
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = cli::parse(&args).and_then(run);
-    match result {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("conduit-bench: {e}");

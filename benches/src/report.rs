@@ -1,12 +1,23 @@
-//! Results of a run, their printed form and their JSON form.
+//! Results of a run, their printed form and their JSON form (derived
+//! `serde` types; [`SavedRun`] is what a `--json` file holds and what
+//! `report` and `diff` read back).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::hist::{DistPoint, Percentiles};
-use crate::json::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::CompareReport;
+use crate::error::{BenchError, Result};
+use crate::hist::{distribution, DistPoint, Percentiles, RawHistogram};
+
+/// Version of the JSON layout written by `--json`. Version 1 (no `schema`
+/// field) was a flat `results` list without histograms; 2 keeps each run's
+/// raw histogram and is read back by `report` and `diff`.
+pub const SCHEMA: u32 = 2;
 
 /// One latency (round-trip) result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyResult {
     /// Channel name (`limit`, `shm`, ...).
     pub channel: String,
@@ -18,46 +29,27 @@ pub struct LatencyResult {
     pub warmup: u64,
     /// Fixed send rate (msgs/s), if any.
     pub rate: Option<f64>,
-    /// Round-trip percentiles, ns.
+    /// Whether ping and pong were separate processes.
+    pub processes: bool,
+    /// Round-trip percentiles, ns (read from [`LatencyResult::histogram`]).
+    #[serde(flatten)]
     pub pct: Percentiles,
-    /// Percentile distribution for the plot.
-    pub dist: Vec<DistPoint>,
     /// Peak RSS of the ping process, KiB.
     pub rss_ping_kib: u64,
     /// Peak RSS of the pong process, KiB (`None` when pong is a thread of ping).
     pub rss_pong_kib: Option<u64>,
     /// CPUs ping and pong were pinned to, if pinned.
     pub cpus: Option<(usize, usize)>,
-    /// Whether ping and pong were separate processes.
-    pub processes: bool,
     /// The I/O driver used (conduit UDP), if any.
-    pub driver: Option<&'static str>,
+    pub driver: Option<String>,
+    /// Every recorded round trip, ns.
+    pub histogram: RawHistogram,
 }
 
 impl LatencyResult {
-    /// The result as a JSON object.
-    pub fn to_json(&self) -> Json {
-        let p = &self.pct;
-        Json::object()
-            .with("kind", "latency")
-            .with("channel", self.channel.as_str())
-            .with("size", self.size)
-            .with("messages", self.messages)
-            .with("warmup", self.warmup)
-            .with("rate", self.rate)
-            .with("processes", self.processes)
-            .with("p50_ns", p.p50)
-            .with("p90_ns", p.p90)
-            .with("p99_ns", p.p99)
-            .with("p999_ns", p.p999)
-            .with("p9999_ns", p.p9999)
-            .with("max_ns", p.max)
-            .with("mean_ns", p.mean)
-            .with("rss_ping_kib", self.rss_ping_kib)
-            .with("rss_pong_kib", self.rss_pong_kib)
-            .with("ping_cpu", self.cpus.map(|c| c.0))
-            .with("pong_cpu", self.cpus.map(|c| c.1))
-            .with("driver", self.driver)
+    /// The percentile distribution for the plot.
+    pub fn dist(&self) -> Vec<DistPoint> {
+        distribution(&self.histogram.0, 5)
     }
 
     /// Prints the percentiles, one line per figure.
@@ -96,14 +88,15 @@ impl LatencyResult {
             "  peak RSS: {}",
             rss_text(self.rss_ping_kib, self.rss_pong_kib, "ping", "pong")
         );
-        if let Some(d) = self.driver {
+        if let Some(d) = &self.driver {
             println!("  driver: {d}");
         }
     }
 }
 
 /// One one-way throughput result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ThroughputJson", from = "ThroughputJson")]
 pub struct ThroughputResult {
     /// Channel name.
     pub channel: String,
@@ -124,7 +117,62 @@ pub struct ThroughputResult {
     /// Extra figures a channel reports (name, value), e.g. datagrams/s.
     pub extra: Vec<(String, f64)>,
     /// The I/O driver used (conduit UDP), if any.
-    pub driver: Option<&'static str>,
+    pub driver: Option<String>,
+}
+
+/// [`ThroughputResult`] as written to JSON: the window in ns, the rates it
+/// gives (for readers of the file; recomputed when read back) and the extra
+/// figures as an object.
+#[derive(Serialize, Deserialize)]
+struct ThroughputJson {
+    channel: String,
+    size: usize,
+    messages: u64,
+    timed_messages: u64,
+    processes: bool,
+    elapsed_ns: u64,
+    msgs_per_sec: f64,
+    bytes_per_sec: f64,
+    rss_receiver_kib: u64,
+    rss_sender_kib: Option<u64>,
+    driver: Option<String>,
+    extra: BTreeMap<String, f64>,
+}
+
+impl From<ThroughputResult> for ThroughputJson {
+    fn from(r: ThroughputResult) -> Self {
+        ThroughputJson {
+            msgs_per_sec: r.msgs_per_sec(),
+            bytes_per_sec: r.bytes_per_sec(),
+            elapsed_ns: u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            channel: r.channel,
+            size: r.size,
+            messages: r.messages,
+            timed_messages: r.timed_messages,
+            processes: r.processes,
+            rss_receiver_kib: r.rss_rx_kib,
+            rss_sender_kib: r.rss_tx_kib,
+            driver: r.driver,
+            extra: r.extra.into_iter().collect(),
+        }
+    }
+}
+
+impl From<ThroughputJson> for ThroughputResult {
+    fn from(j: ThroughputJson) -> Self {
+        ThroughputResult {
+            channel: j.channel,
+            size: j.size,
+            messages: j.messages,
+            timed_messages: j.timed_messages,
+            elapsed: Duration::from_nanos(j.elapsed_ns),
+            rss_rx_kib: j.rss_receiver_kib,
+            rss_tx_kib: j.rss_sender_kib,
+            processes: j.processes,
+            extra: j.extra.into_iter().collect(),
+            driver: j.driver,
+        }
+    }
 }
 
 impl ThroughputResult {
@@ -146,29 +194,6 @@ impl ThroughputResult {
     /// Payload bytes per second.
     pub fn bytes_per_sec(&self) -> f64 {
         self.msgs_per_sec() * self.size as f64
-    }
-
-    /// The result as a JSON object.
-    pub fn to_json(&self) -> Json {
-        let mut j = Json::object()
-            .with("kind", "throughput")
-            .with("channel", self.channel.as_str())
-            .with("size", self.size)
-            .with("messages", self.messages)
-            .with("processes", self.processes)
-            .with(
-                "elapsed_ns",
-                u64::try_from(self.elapsed.as_nanos()).unwrap_or(u64::MAX),
-            )
-            .with("msgs_per_sec", self.msgs_per_sec())
-            .with("bytes_per_sec", self.bytes_per_sec())
-            .with("rss_receiver_kib", self.rss_rx_kib)
-            .with("rss_sender_kib", self.rss_tx_kib)
-            .with("driver", self.driver);
-        for (k, v) in &self.extra {
-            j = j.with(k, *v);
-        }
-        j
     }
 
     /// Prints the figures.
@@ -200,7 +225,7 @@ impl ThroughputResult {
             "  peak RSS: {}",
             rss_text(self.rss_rx_kib, self.rss_tx_kib, "receiver", "sender")
         );
-        if let Some(d) = self.driver {
+        if let Some(d) = &self.driver {
             println!("  driver: {d}");
         }
     }
@@ -236,13 +261,120 @@ pub fn fmt_si(v: f64) -> String {
     }
 }
 
-/// Writes `{"results": [...]}` or a single object to `path`.
+/// What a `--json` file holds: the layout version and the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRun {
+    /// [`SCHEMA`] when written.
+    pub schema: u32,
+    /// The run.
+    #[serde(flatten)]
+    pub run: Run,
+}
+
+/// A saved run: one of the three measuring commands' results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Run {
+    /// `compare`.
+    Compare(CompareReport),
+    /// `latency`.
+    Latency(LatencyResult),
+    /// `throughput`.
+    Throughput(ThroughputResult),
+}
+
+impl Run {
+    /// Prints the run's tables, as the command that measured it did.
+    pub fn print(&self) {
+        match self {
+            Run::Compare(c) => c.print(),
+            Run::Latency(r) => r.print(),
+            Run::Throughput(r) => r.print(),
+        }
+    }
+
+    /// The run's percentile plot (SVG), drawn from its histograms.
+    ///
+    /// # Errors
+    /// A throughput run has no percentiles.
+    pub fn plot(&self) -> Result<String> {
+        match self {
+            Run::Compare(c) => Ok(c.plot()),
+            Run::Latency(r) => Ok(crate::plot::render(
+                &format!("Round-trip latency by percentile, {} B messages", r.size),
+                "conduit-bench latency",
+                &[crate::plot::Series {
+                    label: r.channel.clone(),
+                    color: crate::plot::PALETTE[0].to_string(),
+                    faint: false,
+                    in_legend: true,
+                    points: r.dist(),
+                }],
+            )),
+            Run::Throughput(_) => Err(BenchError::msg(
+                "a throughput run has no percentiles to plot",
+            )),
+        }
+    }
+}
+
+/// Writes `run` as JSON ([`SavedRun`]) to `path`.
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write_json(path: &str, value: &Json) -> crate::error::Result<()> {
-    let mut text = value.render();
+pub fn save(path: &str, run: Run) -> Result<()> {
+    let saved = SavedRun {
+        schema: SCHEMA,
+        run,
+    };
+    let mut text = serde_json::to_string(&saved)
+        .map_err(|e| BenchError(format!("cannot encode the results: {e}")))?;
     text.push('\n');
-    std::fs::write(path, text)
-        .map_err(|e| crate::error::BenchError(format!("cannot write {path}: {e}")))
+    std::fs::write(path, text).map_err(|e| BenchError(format!("cannot write {path}: {e}")))
+}
+
+/// Reads a run written by [`save`].
+///
+/// # Errors
+/// The file cannot be read, is not JSON, is of another layout version, or
+/// does not hold a run.
+pub fn load(path: &str) -> Result<Run> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError(format!("cannot read {path}: {e}")))?;
+    parse(&text).map_err(|e| e.context(path))
+}
+
+/// Parses the text of a [`SavedRun`]; the percentiles of every latency result
+/// are read again from its histogram.
+///
+/// # Errors
+/// Not JSON, another layout version, or not a run.
+pub fn parse(text: &str) -> Result<Run> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| BenchError(format!("not JSON: {e}")))?;
+    match value.get("schema").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(SCHEMA) => {}
+        Some(v) => {
+            return Err(BenchError(format!(
+                "layout version {v}; this conduit-bench reads version {SCHEMA}"
+            )))
+        }
+        None => {
+            return Err(BenchError(format!(
+                "no `schema` field: a version 1 file (no raw histograms), or not conduit-bench's; this conduit-bench reads version {SCHEMA}"
+            )))
+        }
+    }
+    let saved: SavedRun = serde_json::from_value(value)
+        .map_err(|e| BenchError(format!("not a conduit-bench run: {e}")))?;
+    let mut run = saved.run;
+    match &mut run {
+        Run::Compare(c) => {
+            c.validate()?;
+            c.for_each_latency(|r| r.pct = Percentiles::of(&r.histogram.0));
+        }
+        Run::Latency(r) => r.pct = Percentiles::of(&r.histogram.0),
+        Run::Throughput(_) => {}
+    }
+    Ok(run)
 }

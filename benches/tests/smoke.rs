@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 const WATCHDOG: Duration = Duration::from_secs(180);
 
 /// Runs the binary with `args`; kills it and fails if it outlives the watchdog.
@@ -76,44 +78,25 @@ fn tmp(name: &str) -> PathBuf {
     ))
 }
 
-/// The raw text of `"key":value` in a flat JSON object (value up to `,`/`}`).
-fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":");
-    let start = json.find(&pat)? + pat.len();
-    let rest = &json[start..];
-    let end = if let Some(quoted) = rest.strip_prefix('"') {
-        1 + quoted.find('"')? + 1
-    } else {
-        rest.find([',', '}']).unwrap_or(rest.len())
-    };
-    Some(&rest[..end])
-}
-
-fn num(json: &str, key: &str) -> f64 {
-    let v = field(json, key).unwrap_or_else(|| panic!("no field {key} in {json}"));
-    v.parse::<f64>()
-        .unwrap_or_else(|_| panic!("field {key} = {v} is not a number in {json}"))
-}
-
-fn check_latency_json(json: &str, channel: &str, size: u64, messages: u64) {
-    assert_eq!(
-        field(json, "channel"),
-        Some(format!("\"{channel}\"").as_str()),
-        "{json}"
-    );
-    assert_eq!(num(json, "size"), size as f64, "{json}");
-    assert_eq!(num(json, "messages"), messages as f64, "{json}");
+/// Checks one latency result's fields.
+fn check_latency(j: &Value, channel: &str, size: u64, messages: u64) {
+    assert_eq!(j["channel"], channel, "{j}");
+    assert_eq!(j["size"], size, "{j}");
+    assert_eq!(j["messages"], messages, "{j}");
     let keys = [
         "p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns",
     ];
-    let vals: Vec<f64> = keys.iter().map(|k| num(json, k)).collect();
-    assert!(vals[0] > 0.0, "{json}");
+    let vals: Vec<u64> = keys
+        .iter()
+        .map(|k| j[k].as_u64().unwrap_or_else(|| panic!("no {k} in {j}")))
+        .collect();
+    assert!(vals[0] > 0, "{j}");
     assert!(
         vals.windows(2).all(|w| w[0] <= w[1]),
-        "percentiles not ascending: {json}"
+        "percentiles not ascending: {j}"
     );
-    assert!(num(json, "mean_ns") > 0.0, "{json}");
-    assert!(num(json, "rss_ping_kib") > 0.0, "{json}");
+    assert!(j["mean_ns"].as_f64().expect("mean") > 0.0, "{j}");
+    assert!(j["rss_ping_kib"].as_u64().expect("rss") > 0, "{j}");
 }
 
 fn latency_run(channel: &str, extra: &[&str]) {
@@ -135,12 +118,24 @@ fn latency_run(channel: &str, extra: &[&str]) {
     for label in ["p50", "p90", "p99", "p99.9", "p99.99", "max", "peak RSS"] {
         assert!(out.contains(label), "no {label} in output:\n{out}");
     }
-    let json = std::fs::read_to_string(&path).expect("json written");
+    let json = read_json(&path);
+    // `report` prints the saved run again, percentiles read from its
+    // histogram.
+    let again = ok(&["report", p]);
+    let p50 = json["p50_ns"].as_u64().expect("p50");
+    assert!(
+        again
+            .lines()
+            .any(|l| l.split_whitespace().eq(["p50", &p50.to_string(), "ns"])),
+        "{again}"
+    );
     let _ = std::fs::remove_file(&path);
-    check_latency_json(&json, channel, 32, 2000);
+    assert_eq!(json["schema"], 2, "{json}");
+    assert_eq!(json["command"], "latency", "{json}");
+    check_latency(&json, channel, 32, 2000);
     if channel != "crossbeam" {
         assert!(
-            num(&json, "rss_pong_kib") > 0.0,
+            json["rss_pong_kib"].as_u64().expect("pong rss") > 0,
             "child RSS missing: {json}"
         );
     }
@@ -208,18 +203,15 @@ fn throughput_run(channel: &str, size: u64) {
         p,
     ]);
     assert!(out.contains("msgs/s"), "{out}");
-    let json = std::fs::read_to_string(&path).expect("json written");
+    let json = read_json(&path);
     let _ = std::fs::remove_file(&path);
-    assert_eq!(
-        field(&json, "channel"),
-        Some(format!("\"{channel}\"").as_str()),
-        "{json}"
-    );
-    assert_eq!(num(&json, "size"), size as f64);
-    assert_eq!(num(&json, "messages"), 50000.0);
-    let mps = num(&json, "msgs_per_sec");
+    assert_eq!(json["command"], "throughput", "{json}");
+    assert_eq!(json["channel"], channel, "{json}");
+    assert_eq!(json["size"], size, "{json}");
+    assert_eq!(json["messages"], 50000, "{json}");
+    let mps = json["msgs_per_sec"].as_f64().expect("msgs_per_sec");
     assert!(mps > 0.0, "{json}");
-    let bps = num(&json, "bytes_per_sec");
+    let bps = json["bytes_per_sec"].as_f64().expect("bytes_per_sec");
     assert!(
         (bps - mps * size as f64).abs() <= 1e-6 * bps.max(1.0),
         "{json}"
@@ -266,8 +258,31 @@ fn throughput_proto() {
     throughput_run("proto-loss", 32);
 }
 
+/// The result of a failing run, with its output for the message.
+fn fails(args: &[&str]) -> String {
+    let o = bench(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "`conduit-bench {}` succeeded:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    err
+}
+
+fn read_json(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("json written");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The tables of a compare run's stdout (after the progress lines).
+fn tables(out: &str) -> &str {
+    &out[out.find("Round trip").expect("tables")..]
+}
+
 #[test]
-fn compare_writes_table_json_and_plot() {
+fn compare_writes_table_json_and_plot_and_reads_them_back() {
     let json_path = tmp("compare.json");
     let plot_path = tmp("compare.svg");
     let out = ok(&[
@@ -287,18 +302,32 @@ fn compare_writes_table_json_and_plot() {
         "udp-raw",
         "limit #3",
         "One-way throughput",
+        "1 MiB of slots",
     ] {
         assert!(out.contains(row), "no `{row}` in table:\n{out}");
     }
-    let json = std::fs::read_to_string(&json_path).expect("json written");
+    let json = read_json(&json_path);
     let svg = std::fs::read_to_string(&plot_path).expect("plot written");
-    let _ = std::fs::remove_file(&json_path);
-    let _ = std::fs::remove_file(&plot_path);
-    assert!(json.starts_with("{\"results\":["), "{json}");
+    assert_eq!(json["schema"], 2, "{json}");
+    assert_eq!(json["command"], "compare", "{json}");
     // Three limit runs, two channels, one throughput row.
-    assert_eq!(json.matches("\"kind\":\"latency\"").count(), 5, "{json}");
-    assert_eq!(json.matches("\"kind\":\"throughput\"").count(), 1, "{json}");
-    assert_eq!(json.matches("\"p50_vs_limit\":").count(), 2, "{json}");
+    assert_eq!(json["limits"].as_array().expect("limits").len(), 3);
+    let channels = json["channels"].as_array().expect("channels");
+    assert_eq!(channels.len(), 2, "{json}");
+    for c in channels {
+        check_latency(c, c["channel"].as_str().expect("name"), 32, 1000);
+        assert!(c["p50_vs_limit"].as_f64().expect("ratio") > 0.0, "{c}");
+        assert!(
+            c["histogram"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("HISTF")),
+            "{c}"
+        );
+    }
+    let tput = json["throughput"].as_array().expect("throughput");
+    assert_eq!(tput.len(), 1, "{json}");
+    assert_eq!(tput[0]["channel"], "crossbeam");
+    assert!(json["peers"]["crossbeam"].as_str().is_some(), "{json}");
     assert!(
         svg.starts_with("<svg") && svg.contains("<polyline"),
         "{svg}"
@@ -307,6 +336,70 @@ fn compare_writes_table_json_and_plot() {
         svg.contains("udp-raw") && svg.contains("limit"),
         "legend missing"
     );
+
+    // `report` prints the same tables and draws the same plot from the file.
+    let replot = tmp("report.svg");
+    let again = ok(&[
+        "report",
+        json_path.to_str().expect("utf-8"),
+        "--plot",
+        replot.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(tables(&again), tables(&out));
+    assert_eq!(std::fs::read_to_string(&replot).expect("replot"), svg);
+
+    // `diff`: a run against itself passes; against a copy whose crossbeam
+    // throughput took twice as long, it fails unless the threshold allows it.
+    let p = json_path.to_str().expect("utf-8");
+    let same = ok(&["diff", p, p]);
+    assert!(same.contains("crossbeam 32 B msgs/s"), "{same}");
+    assert!(same.contains("crossbeam p99 ns"), "{same}");
+    let mut slower = json.clone();
+    let elapsed = slower["throughput"][0]["elapsed_ns"]
+        .as_u64()
+        .expect("elapsed");
+    slower["throughput"][0]["elapsed_ns"] = Value::from(elapsed * 2);
+    let slower_path = tmp("slower.json");
+    std::fs::write(&slower_path, slower.to_string()).expect("write");
+    let q = slower_path.to_str().expect("utf-8");
+    let err = fails(&["diff", p, q]);
+    assert!(
+        err.contains("worse") && err.contains("crossbeam 32 B msgs/s"),
+        "{err}"
+    );
+    ok(&["diff", p, q, "--threshold", "150"]);
+    // Faster is not worse.
+    ok(&["diff", q, p]);
+
+    for f in [&json_path, &plot_path, &replot, &slower_path] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// `report` and `diff` refuse files they cannot read with a clear reason.
+#[test]
+fn report_refuses_other_files() {
+    let old = tmp("v1.json");
+    std::fs::write(
+        &old,
+        r#"{"results":[{"kind":"latency","channel":"limit"}]}"#,
+    )
+    .expect("write");
+    let o = old.to_str().expect("utf-8");
+    assert!(fails(&["report", o]).contains("schema"));
+    assert!(fails(&["diff", o, o]).contains("schema"));
+    let damaged = tmp("damaged.json");
+    std::fs::write(
+        &damaged,
+        r#"{"schema":2,"command":"latency","channel":"limit","histogram":"AAAA"}"#,
+    )
+    .expect("write");
+    assert!(
+        fails(&["report", damaged.to_str().expect("utf-8")]).contains("not a conduit-bench run")
+    );
+    assert!(fails(&["report", "/nonexistent/run.json"]).contains("cannot read"));
+    let _ = std::fs::remove_file(&old);
+    let _ = std::fs::remove_file(&damaged);
 }
 
 /// conduit over UDP is also measured interleaved with the bare socket in
@@ -326,7 +419,7 @@ fn compare_interleaves_udp_with_udp_raw() {
         "--json",
         json_path.to_str().expect("utf-8"),
     ]);
-    let json = std::fs::read_to_string(&json_path).expect("json written");
+    let json = read_json(&json_path);
     let _ = std::fs::remove_file(&json_path);
     assert!(out.contains("interleaved"), "no interleaved table:\n{out}");
     for row in ["udp [", "udp-block ["] {
@@ -352,24 +445,25 @@ fn compare_interleaves_udp_with_udp_raw() {
         }
     }
     // One pair per wait mode, each against the bare socket in that mode.
-    assert_eq!(json.matches("\"role\":\"vs_udp_raw\"").count(), 2, "{json}");
-    let pairs: Vec<&str> = json
-        .split('{')
-        .filter(|o| o.contains("\"role\":\"vs_udp_raw\""))
-        .collect();
+    let pairs = json["udp_vs_raw"].as_array().expect("udp_vs_raw");
+    assert_eq!(pairs.len(), 2, "{json}");
     for (channel, raw) in [("udp", "udp-raw"), ("udp-block", "udp-raw-block")] {
-        let o = pairs
+        let pair = pairs
             .iter()
-            .find(|o| o.contains(&format!("\"channel\":\"{channel}\"")))
+            .find(|p| p["conduit"]["channel"] == channel)
             .unwrap_or_else(|| panic!("no {channel} pair: {json}"));
-        assert!(
-            o.contains(&format!("\"udp_raw_channel\":\"{raw}\"")),
+        assert_eq!(
+            pair["raw"]["channel"], raw,
             "{channel} not against {raw}: {json}"
         );
-    }
-    for key in ["p50_vs_udp_raw", "p99_vs_udp_raw", "udp_raw_p50_ns"] {
-        let v = num(&json, key);
-        assert!(v.is_finite() && v > 0.0, "{key}: {json}");
+        for key in ["p50_vs_udp_raw", "p99_vs_udp_raw"] {
+            let v = pair[key].as_f64().expect(key);
+            assert!(v.is_finite() && v > 0.0, "{key}: {json}");
+        }
+        assert!(
+            pair["raw"]["p50_ns"].as_u64().expect("raw p50") > 0,
+            "{json}"
+        );
     }
 }
 
@@ -388,24 +482,28 @@ fn compare_runs_udp_aead_against_udp_raw_and_udp() {
         "--json",
         json_path.to_str().expect("utf-8"),
     ]);
-    let json = std::fs::read_to_string(&json_path).expect("json written");
+    let json = read_json(&json_path);
     let _ = std::fs::remove_file(&json_path);
-    let pair = json
-        .split('{')
-        .find(|o| o.contains("\"role\":\"vs_udp_raw\"") && o.contains("\"channel\":\"udp-aead\""))
+    let pair = json["udp_vs_raw"]
+        .as_array()
+        .expect("udp_vs_raw")
+        .iter()
+        .find(|p| p["conduit"]["channel"] == "udp-aead")
         .unwrap_or_else(|| panic!("no udp-aead pair: {json}"));
-    assert!(pair.contains("\"udp_raw_channel\":\"udp-raw\""), "{json}");
+    assert_eq!(pair["raw"]["channel"], "udp-raw", "{json}");
     let row = out
         .lines()
         .skip_while(|l| !l.contains("One-way throughput"))
         .find(|l| l.starts_with("udp-aead "))
         .unwrap_or_else(|| panic!("no udp-aead throughput row:\n{out}"));
     assert!(row.contains("× udp"), "{row}");
-    let t = json
-        .split('{')
-        .find(|o| o.contains("\"channel\":\"udp-aead\"") && o.contains("msgs_per_sec"))
+    let t = json["throughput"]
+        .as_array()
+        .expect("throughput")
+        .iter()
+        .find(|t| t["channel"] == "udp-aead")
         .unwrap_or_else(|| panic!("no udp-aead throughput result: {json}"));
-    assert!(t.contains("\"reference\":\"udp\""), "{t}");
+    assert_eq!(t["reference"], "udp", "{t}");
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! `crossbeam`: crossbeam-channel between two threads of one process, what a
 //! Rust program uses in-process today. Messages are `[u8; N]` arrays moved
-//! through bounded channels; both sides spin on `try_recv`.
+//! through bounded channels of [`super::BUFFER_BYTES`] (the bytes of
+//! conduit's default ring: 32 768 slots of 32 B); the sender spins on
+//! `try_send`, the receiver on `try_recv`, and the receiver checks every
+//! sequence number as conduit's runs do.
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
 use super::cpus;
 use crate::error::{BenchError, Result};
-use crate::hist::{distribution, Percentiles};
+use crate::hist::{Percentiles, RawHistogram};
 use crate::latency::Stop;
 use crate::latency::{run_ping, run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
 use crate::pin;
@@ -15,8 +18,10 @@ use crate::rss::{peak_rss_kib, reset_peak};
 use crate::spawn::PeerWatch;
 use crate::throughput::{run_rx, run_tx, RxEnd, TxEnd};
 
-/// Slots in the throughput test's channel.
-const THROUGHPUT_CAPACITY: usize = 4096;
+/// Slots of `N`-byte messages in the same bytes as conduit's default ring.
+const fn slots<const N: usize>() -> usize {
+    super::BUFFER_BYTES / N
+}
 
 /// Message sizes this channel supports (payloads are fixed-size arrays).
 const SIZES: &str = "8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096";
@@ -109,8 +114,10 @@ pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
 
 fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
     reset_peak();
-    let (tx_ab, rx_ab) = bounded::<[u8; N]>(1);
-    let (tx_ba, rx_ba) = bounded::<[u8; N]>(1);
+    // Each direction gets the bytes of a conduit ring, as `shm` has: the
+    // round trips walk through them as conduit's do through its ring.
+    let (tx_ab, rx_ab) = bounded::<[u8; N]>(slots::<N>());
+    let (tx_ba, rx_ba) = bounded::<[u8; N]>(slots::<N>());
     let cpus = cpus();
     let total = cfg.total();
     let pong = std::thread::Builder::new()
@@ -145,12 +152,12 @@ fn latency_n<const N: usize>(cfg: &LatencyConfig) -> Result<LatencyResult> {
         warmup: cfg.warmup,
         rate: cfg.rate,
         pct: Percentiles::of(&hist),
-        dist: distribution(&hist, 5),
         rss_ping_kib: peak_rss_kib(),
         rss_pong_kib: None,
         cpus,
         processes: false,
         driver: None,
+        histogram: RawHistogram(hist),
     })
 }
 
@@ -207,7 +214,7 @@ pub fn throughput(size: usize, messages: u64) -> Result<ThroughputResult> {
 
 fn throughput_n<const N: usize>(messages: u64) -> Result<ThroughputResult> {
     reset_peak();
-    let (tx, rx) = bounded::<[u8; N]>(THROUGHPUT_CAPACITY);
+    let (tx, rx) = bounded::<[u8; N]>(slots::<N>());
     let cpus = cpus();
     let sender = std::thread::Builder::new()
         .name("sender".into())

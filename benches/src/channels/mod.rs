@@ -20,7 +20,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::error::{BenchError, Result};
-use crate::hist::{distribution, Percentiles};
+use crate::hist::{Percentiles, RawHistogram};
 use crate::latency::{run_ping, run_ping_pair, LatencyConfig, PingEnd, Stop};
 use crate::pin;
 use crate::report::{LatencyResult, ThroughputResult};
@@ -273,19 +273,25 @@ impl Channel {
 }
 
 /// What the parent tells a peer process (the `__pong` / `__send` subcommands).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct PeerArgs {
     /// Channel to run.
+    #[arg(long, value_parser = Channel::parse)]
     pub channel: Channel,
     /// Payload bytes.
+    #[arg(long, value_parser = crate::cli::parse_size)]
     pub size: usize,
     /// Messages to echo (pong) or send (sender).
+    #[arg(long, value_parser = crate::cli::parse_count)]
     pub count: u64,
     /// Channel-specific rendezvous: a file path, a channel name, a port.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub param: String,
     /// CPU to pin to.
+    #[arg(long)]
     pub cpu: Option<usize>,
     /// The parent's pid (the peer dies with it).
+    #[arg(long)]
     pub parent: u32,
 }
 
@@ -306,6 +312,44 @@ impl PeerArgs {
             v.push(c.to_string());
         }
         v
+    }
+}
+
+/// Buffer bytes every channel's throughput run gets: those of conduit's
+/// default `shm:` ring (`capacity=1m`).
+pub const BUFFER_BYTES: usize = 1 << 20;
+
+/// How each peer is configured: the settings a user would choose for speed,
+/// with the buffer bytes of conduit's default ring ([`BUFFER_BYTES`]).
+/// `compare --help` and the report header print this; docs/benchmarks.md
+/// ("Peers") says the same.
+pub const PEERS: &[(&str, &str)] = &[
+    (
+        "shm",
+        "conduit `shm:NAME?wait=spin`, default 1 MiB ring; offer (latency) and offer_with in place (throughput); busy-spin poll",
+    ),
+    (
+        "crossbeam",
+        "crossbeam-channel bounded, [u8; N] messages, 1 MiB of slots (1 MiB / N: 32 768 at 32 B); try_send spin, try_recv spin, in-order sequence check; two threads",
+    ),
+    (
+        "iceoryx2",
+        "iceoryx2 ipc publish-subscribe of [u8], loan + write in place + send, 1 subscriber, buffer 1, history 0, safe overflow; busy-spin receive (round trips only)",
+    ),
+    (
+        "udp-raw",
+        "non-blocking std UdpSocket on 127.0.0.1, send/recv one datagram per message, busy-spin (udp-raw-block: blocking recv)",
+    ),
+];
+
+impl Channel {
+    /// How `self` is configured, for the peers (see [`PEERS`]).
+    pub fn peer_config(self) -> Option<&'static str> {
+        let name = match self {
+            Channel::UdpRawBlock => "udp-raw",
+            c => c.name(),
+        };
+        PEERS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
     }
 }
 
@@ -356,7 +400,7 @@ pub fn ping_with_peer<P: PingEnd>(
     )?;
     let driver = ping.driver();
     drop(ping);
-    Ok(latency_result(channel, cfg, &hist, rss_pong, driver))
+    Ok(latency_result(channel, cfg, hist, rss_pong, driver))
 }
 
 /// Like [`ping_with_peer`] for two channels interleaved in the same two
@@ -392,8 +436,8 @@ pub fn ping_pair_with_peer<A: PingEnd, B: PingEnd>(
         ..*cfg
     };
     Ok((
-        latency_result(names.0, &half, &ha, rss_pong, da),
-        latency_result(names.1, &half, &hb, rss_pong, db),
+        latency_result(names.0, &half, ha, rss_pong, da),
+        latency_result(names.1, &half, hb, rss_pong, db),
     ))
 }
 
@@ -436,7 +480,7 @@ fn against_peer<E, H>(
 fn latency_result(
     channel: &str,
     cfg: &LatencyConfig,
-    hist: &Histogram<u64>,
+    hist: Histogram<u64>,
     rss_pong: u64,
     driver: Option<&'static str>,
 ) -> LatencyResult {
@@ -446,13 +490,13 @@ fn latency_result(
         messages: hist.len(),
         warmup: cfg.warmup,
         rate: cfg.rate,
-        pct: Percentiles::of(hist),
-        dist: distribution(hist, 5),
+        pct: Percentiles::of(&hist),
         rss_ping_kib: peak_rss_kib(),
         rss_pong_kib: Some(rss_pong),
         cpus: cpus(),
         processes: true,
-        driver,
+        driver: driver.map(String::from),
+        histogram: RawHistogram(hist),
     }
 }
 
@@ -504,7 +548,7 @@ pub fn rx_with_peer<R: RxEnd>(
         rss_tx_kib: Some(rss_tx),
         processes: true,
         extra: Vec::new(),
-        driver,
+        driver: driver.map(String::from),
     };
     if let Some((d, m)) = datagrams {
         // Over the whole run (handshake and status included): the timed

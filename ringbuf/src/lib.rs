@@ -135,8 +135,10 @@
 #![deny(missing_docs)]
 
 mod error;
+mod evict;
 mod file;
 mod futex;
+mod history;
 pub mod layout;
 mod liveness;
 mod mapping;
@@ -150,6 +152,8 @@ mod loom_model;
 mod tests;
 
 pub use error::{OfferError, PollError, RingError};
+pub use evict::{Retention, SlowPolicy};
+pub use history::Start;
 pub use publisher::{Claim, Publisher};
 pub use subscriber::Subscriber;
 

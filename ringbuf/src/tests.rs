@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+mod slow;
+
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);
 

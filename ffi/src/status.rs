@@ -51,6 +51,11 @@ pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 /// named by `owners=`; a publication's name is squatted by another uid).
 /// `conduit_last_error()` names the owner's uid.
 pub const CONDUIT_FOREIGN_OWNER: c_int = -16;
+/// shm with `slow=evict`: once from a poll, this subscription held the
+/// publisher back for longer than `evict_after` and was cut loose; it
+/// continues from the live position. `conduit_last_error()` says how many
+/// bytes it missed.
+pub const CONDUIT_EVICTED: c_int = -23;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -78,6 +83,7 @@ const _: () = {
     assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
     assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
     assert!(CONDUIT_FOREIGN_OWNER == code::FOREIGN_OWNER);
+    assert!(CONDUIT_EVICTED == code::EVICTED);
 };
 
 /// The name of a status code.
@@ -101,6 +107,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
         CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         CONDUIT_FOREIGN_OWNER => c"CONDUIT_FOREIGN_OWNER",
+        CONDUIT_EVICTED => c"CONDUIT_EVICTED",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

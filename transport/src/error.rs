@@ -87,6 +87,14 @@ pub enum Error {
         /// The owner of the file.
         uid: u32,
     },
+    /// `shm:` with `slow=evict`: this subscription held the publisher back
+    /// for longer than `evict_after` and was cut loose; it continues from
+    /// the live position. Reported once by a poll; the messages in between
+    /// are lost to this subscription only.
+    Evicted {
+        /// Stream bytes this subscription skipped.
+        missed: u64,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -127,6 +135,8 @@ pub mod code {
     pub const KEY_MISMATCH: i32 = -15;
     /// See [`crate::Error::ForeignOwner`].
     pub const FOREIGN_OWNER: i32 = -16;
+    /// See [`crate::Error::Evicted`].
+    pub const EVICTED: i32 = -23;
 }
 
 impl Error {
@@ -150,6 +160,7 @@ impl Error {
             Error::MtuMismatch { .. } => code::MTU_MISMATCH,
             Error::KeyMismatch => code::KEY_MISMATCH,
             Error::ForeignOwner { .. } => code::FOREIGN_OWNER,
+            Error::Evicted { .. } => code::EVICTED,
         }
     }
 
@@ -213,6 +224,10 @@ impl fmt::Display for Error {
             Error::ForeignOwner { uid } => write!(
                 f,
                 "the shared-memory ring is owned by uid {uid}, which is not an allowed owner (see owners=)"
+            ),
+            Error::Evicted { missed } => write!(
+                f,
+                "evicted for holding the publisher back longer than evict_after; {missed} bytes skipped"
             ),
         }
     }

@@ -12,10 +12,41 @@
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
 //! | `wait` | `spin`, `yield` or `block`: how [`crate::Subscription::poll_timeout`] waits | `spin` |
 //! | `owners` | comma-separated uids, besides the process's own, whose rings a subscription attaches to (subscription; at most 64) | none |
+//! | `slow` | `block` or `evict`: what the publisher does with a subscriber that holds it back (publication; see below) | `block` |
+//! | `evict_after` | with `slow=evict`: how long a subscriber may hold the publisher back, a duration with a unit, 1ns to 1h (publication) | `1s` |
+//! | `history` | bytes of the most recent messages kept readable for `from=history` joiners, a size (publication; see below) | `0` |
+//! | `from` | `live` or `history`: where a subscription starts (subscription) | `live` |
 //!
 //! A subscription accepts the publication's parameters too (so one URI can
 //! serve both sides) and ignores them: the publisher's ring header is the
 //! truth. A publication accepts `owners` and ignores it.
+//!
+//! ## Slow subscribers
+//!
+//! With `slow=block` (the default) nothing is ever overwritten: the slowest
+//! subscription back-pressures the publication ([`Error::BackPressured`]).
+//! With `slow=evict&evict_after=DURATION`, a subscription that has held the
+//! publication back for longer than `evict_after` is cut loose, as Aeron's
+//! untethered subscriptions are: the publication and the other
+//! subscriptions go on. The evicted subscription's next poll that finds it
+//! rejoined returns [`Error::Evicted`] once, with the bytes it missed, and
+//! later polls deliver live messages. On an evicting channel a subscription
+//! copies each message out of the ring and checks that it was not evicted
+//! before handing it over, so it never sees a message overwritten under it
+//! (`slow=block` channels keep zero-copy reads). `evict_after` without
+//! `slow=evict` is [`Error::InvalidUri`].
+//!
+//! ## Late-join history
+//!
+//! `history=BYTES` makes the ring keep at least that many bytes of the most
+//! recent messages readable (records count with their 16-byte header,
+//! rounded up to 32 bytes). The capacity must allow it: at most `capacity`
+//! less `capacity/32` and less twice the largest record (or 1 KiB), else
+//! [`Error::InvalidUri`] naming the limit. A subscription with
+//! `from=history` starts at the oldest whole message inside that window
+//! (never a torn one, also while the publication writes); the default,
+//! `from=live`, receives what is published after it joined. With no
+//! history on the channel, `from=history` is `from=live`.
 //!
 //! ## Who may own a ring
 //!
@@ -47,6 +78,10 @@ pub(crate) struct ShmOptions {
     pub(crate) wait: ring::WaitStrategy,
     /// Uids besides our own whose rings a subscription attaches to.
     pub(crate) owners: Vec<u32>,
+    /// `slow=`, `evict_after=` and `history=` (publication).
+    pub(crate) retention: ring::Retention,
+    /// `from=` (subscription).
+    pub(crate) start: ring::Start,
 }
 
 /// Most uids `owners=` may list.
@@ -119,6 +154,7 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         Some(v) => parse_owners(uri, &v)?,
         None => Vec::new(),
     };
+    let (retention, start) = retention(uri, &config)?;
     let wait = match uri
         .take_choice("wait", &["spin", "yield", "block"])?
         .as_deref()
@@ -132,7 +168,47 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         config,
         wait,
         owners,
+        retention,
+        start,
     })
+}
+
+/// Default `evict_after` with `slow=evict`.
+const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// Parses `slow=`, `evict_after=`, `history=` and `from=`.
+fn retention(
+    uri: &mut ChannelUri,
+    config: &ring::RingConfig,
+) -> Result<(ring::Retention, ring::Start), Error> {
+    let evict = uri.take_choice("slow", &["block", "evict"])?.as_deref() == Some("evict");
+    let after = uri.take_duration("evict_after")?;
+    let slow = match (evict, after) {
+        (false, None) => ring::SlowPolicy::Block,
+        (false, Some(_)) => {
+            return Err(uri.invalid("evict_after= needs slow=evict"));
+        }
+        (true, after) => {
+            let after = after.unwrap_or(DEFAULT_EVICT_AFTER);
+            if after.is_zero() || after > Duration::from_secs(3600) {
+                return Err(uri.invalid(format!("evict_after={after:?} must be from 1ns to 1h")));
+            }
+            ring::SlowPolicy::Evict { after }
+        }
+    };
+    let history = uri.take_size("history")?.unwrap_or(0) as u64;
+    let max = ring::layout::max_history(config.capacity as u64, config.max_message_len as u64);
+    if history > max {
+        return Err(uri.invalid(format!(
+            "history={history} exceeds {max}, the most a ring of capacity {} with max_msg {} keeps (raise capacity or lower max_msg)",
+            config.capacity, config.max_message_len
+        )));
+    }
+    let start = match uri.take_choice("from", &["live", "history"])?.as_deref() {
+        Some("history") => ring::Start::History,
+        _ => ring::Start::Live,
+    };
+    Ok((ring::Retention { slow, history }, start))
 }
 
 fn ring_error(e: ring::RingError) -> Error {
@@ -158,6 +234,7 @@ fn poll_error(e: ring::PollError) -> Error {
         ring::PollError::PublisherGone => Error::PeerGone,
         ring::PollError::Corrupt(m) => Error::Corrupt(m),
         ring::PollError::ForeignOwner { uid } => Error::ForeignOwner { uid },
+        ring::PollError::Evicted { missed } => Error::Evicted { missed },
     }
 }
 
@@ -169,7 +246,8 @@ pub(crate) struct ShmPublication {
 
 impl ShmPublication {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring = ring::Publisher::create(&opts.name, &opts.config).map_err(ring_error)?;
+        let ring = ring::Publisher::create_with(&opts.name, &opts.config, &opts.retention)
+            .map_err(ring_error)?;
         Ok(ShmPublication { ring, sent: 0 })
     }
 
@@ -209,10 +287,11 @@ pub(crate) struct ShmSubscription {
 
 impl ShmSubscription {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring = ring::Subscriber::open_with_owners(
+        let ring = ring::Subscriber::open_from(
             &opts.name,
             opts.config.dir.as_deref(),
             &opts.owners,
+            opts.start,
         )
         .map_err(ring_error)?;
         Ok(ShmSubscription {
@@ -244,5 +323,70 @@ impl ShmSubscription {
             .wait(self.wait, Some(timeout))
             .map(|_| ())
             .map_err(poll_error)
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn parse(uri: &str) -> Result<ShmOptions, Error> {
+        let mut u = ChannelUri::parse(uri)?;
+        let crate::uri::Scheme::Shm { name } = u.scheme.clone() else {
+            panic!("not shm");
+        };
+        let o = options(name, &mut u)?;
+        u.finish()?;
+        Ok(o)
+    }
+
+    #[test]
+    fn slow_history_and_from_parse() {
+        let o = parse("shm:a").unwrap();
+        assert_eq!(o.retention, ring::Retention::default());
+        assert_eq!(o.start, ring::Start::Live);
+        let o = parse("shm:a?slow=evict&evict_after=50ms&history=64k&from=history").unwrap();
+        assert_eq!(
+            o.retention.slow,
+            ring::SlowPolicy::Evict {
+                after: Duration::from_millis(50)
+            }
+        );
+        assert_eq!(o.retention.history, 64 << 10);
+        assert_eq!(o.start, ring::Start::History);
+        let o = parse("shm:a?slow=evict").unwrap();
+        assert_eq!(
+            o.retention.slow,
+            ring::SlowPolicy::Evict {
+                after: DEFAULT_EVICT_AFTER
+            }
+        );
+        let o = parse("shm:a?slow=block&from=live").unwrap();
+        assert_eq!(o.retention.slow, ring::SlowPolicy::Block);
+    }
+
+    #[test]
+    fn bad_slow_history_and_from_are_named() {
+        for (uri, expect) in [
+            ("shm:a?slow=drop", "slow=\"drop\""),
+            ("shm:a?evict_after=1s", "evict_after= needs slow=evict"),
+            (
+                "shm:a?slow=evict&evict_after=0ns",
+                "evict_after=0ns must be",
+            ),
+            ("shm:a?slow=evict&evict_after=2h", "not a duration"),
+            (
+                "shm:a?slow=evict&evict_after=3601s",
+                "must be from 1ns to 1h",
+            ),
+            ("shm:a?slow=evict&evict_after=fast", "evict_after=\"fast\""),
+            ("shm:a?history=lots", "history"),
+            ("shm:a?capacity=64k&history=64k", "history=65536 exceeds"),
+            ("shm:a?from=start", "from=\"start\""),
+        ] {
+            let e = parse(uri).err().unwrap_or_else(|| panic!("{uri} parsed"));
+            assert!(matches!(e, Error::InvalidUri { .. }), "{uri}: {e:?}");
+            assert!(e.to_string().contains(expect), "{uri}: {e}");
+        }
     }
 }

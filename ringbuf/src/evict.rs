@@ -288,6 +288,8 @@ impl Conn {
                 Ok(n)
             }
             Step::Evicted => {
+                // Records before `pos` were delivered; the rest is missed.
+                self.pos = pos;
                 self.rejoin()?;
                 Ok(n)
             }

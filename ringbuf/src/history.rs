@@ -85,8 +85,10 @@ impl Marks {
     }
 
     /// Start position of a history joiner: the first record starting at or
-    /// after `tail - history`. `zeroed` bounds what the publisher has
-    /// touched, so data from `zeroed - capacity` on is intact.
+    /// after `tail - history`. The publisher has touched nothing at or past
+    /// `zeroed`, nor past `tail + 2 × record_len(max_len) + 8` (an aborted
+    /// claim after padding), so data from the larger of those less
+    /// `capacity` on is intact.
     pub(crate) fn start(
         &self,
         data: DataArea,
@@ -96,7 +98,8 @@ impl Marks {
         max_len: u64,
     ) -> u64 {
         let target = layout::align_up(tail.saturating_sub(self.history), RECORD_ALIGN as u64);
-        let intact = zeroed.saturating_sub(capacity);
+        let touched = zeroed.max(tail + 2 * layout::record_len(max_len) + 8);
+        let intact = touched.saturating_sub(capacity);
         let marks = || self.marks.iter().filter(|m| **m != 0).map(|m| *m - 1);
         let before = marks().filter(|m| (intact..=target).contains(m)).max();
         if let Some(from) = before {

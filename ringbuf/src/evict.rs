@@ -3,10 +3,9 @@
 //! With [`SlowPolicy::Evict`], a subscriber that holds the publisher back
 //! for longer than `after` is cut loose, as Aeron's untethered
 //! subscriptions are: the publisher's back-pressured offers measure how long
-//! it has been held back (an episode ends with the first offer that finds
-//! room, or when no back-pressured offer came for `after`), and once that
-//! exceeds `after` every active slot whose position still blocks the record
-//! is moved ACTIVE → EVICTED by CAS. An EVICTED slot no longer counts in
+//! its tail has been stuck (from the first back-pressured offer at that
+//! tail), and once that reaches `after` every active slot whose position
+//! still blocks the record is moved ACTIVE → EVICTED by CAS. An EVICTED slot no longer counts in
 //! the publisher's limit (it is still attached: `subscriber_count` counts
 //! it), so neither the publisher nor the other subscribers wait longer than
 //! `after` (plus one rescan) for it.
@@ -98,10 +97,8 @@ impl Retention {
 #[derive(Debug)]
 pub(crate) struct Evictor {
     after: Duration,
-    /// Start of the current back-pressure episode.
-    since: Option<Instant>,
-    /// Last back-pressured offer.
-    last: Option<Instant>,
+    /// The tail at which the publisher is stuck, and since when.
+    stuck: Option<(u64, Instant)>,
     /// Subscribers evicted so far.
     pub(crate) evicted: u64,
 }
@@ -110,27 +107,22 @@ impl Evictor {
     pub(crate) fn new(after: Duration) -> Evictor {
         Evictor {
             after,
-            since: None,
-            last: None,
+            stuck: None,
             evicted: 0,
         }
     }
 
-    /// A back-pressured offer at `now`: true when the episode has lasted
-    /// `after`, so the blocking subscribers are to be evicted.
-    pub(crate) fn held_back(&mut self, now: Instant) -> bool {
-        if self.last.is_none_or(|t| now.duration_since(t) > self.after) {
-            self.since = Some(now);
+    /// A back-pressured offer at `tail` at `now`: true when the tail has
+    /// been stuck there for `after`, so the blocking subscribers are to be
+    /// evicted.
+    pub(crate) fn held_back(&mut self, tail: u64, now: Instant) -> bool {
+        match self.stuck {
+            Some((t, since)) if t == tail => now.duration_since(since) >= self.after,
+            _ => {
+                self.stuck = Some((tail, now));
+                false
+            }
         }
-        self.last = Some(now);
-        self.since
-            .is_some_and(|s| now.duration_since(s) >= self.after)
-    }
-
-    /// An offer found room: the episode is over.
-    pub(crate) fn relieved(&mut self) {
-        self.since = None;
-        self.last = None;
     }
 
     /// Evicts every ACTIVE slot whose position keeps a record ending at

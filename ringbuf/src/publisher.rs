@@ -332,15 +332,12 @@ impl Publisher {
         self.scan()?;
         if needed <= self.limit {
             self.last_bp_reap = None;
-            if let Some(e) = &mut self.evictor {
-                e.relieved();
-            }
             return Ok(true);
         }
         let now = Instant::now();
         let evicted = match &mut self.evictor {
             Some(e) => {
-                e.held_back(now)
+                e.held_back(self.tail, now)
                     && e.evict(
                         &self.map,
                         self.geometry.max_subscribers,
@@ -353,9 +350,6 @@ impl Publisher {
         if evicted {
             self.scan()?;
             if needed <= self.limit {
-                if let Some(e) = &mut self.evictor {
-                    e.relieved();
-                }
                 return Ok(true);
             }
         }

@@ -418,7 +418,9 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
     use std::time::Instant;
     watchdog(180);
     let dir = Scratch::new("evict");
-    let after = Duration::from_millis(250);
+    // Long enough that the subscriber that keeps up is not evicted when this
+    // busy machine deschedules it for a while.
+    let after = Duration::from_secs(1);
     let retention = Retention {
         slow: SlowPolicy::Evict { after },
         history: 0,
@@ -477,7 +479,7 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
     stopped.expect_line("live ");
     stopped.wait_success();
     assert_eq!(p.evictions(), 1, "only the stopped subscriber was evicted");
-    // Generous: the point is that the stall is bounded by about evict_after,
-    // not held for as long as the subscriber is stopped (20,000 messages).
-    assert!(longest < after * 20, "longest stall {longest:?}");
+    // Generous: the point is that the stall is bounded by about evict_after
+    // while the subscriber stays stopped.
+    assert!(longest < after * 10, "longest stall {longest:?}");
 }

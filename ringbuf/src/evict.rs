@@ -314,7 +314,9 @@ impl Conn {
             .signal()
             .attention
             .fetch_add(ATTENTION_MEMBERSHIP, Ordering::Release);
-        self.evicted_from = Some(self.pos);
+        // Evicted again before the first eviction was reported: the bytes
+        // missed count from the first.
+        self.evicted_from.get_or_insert(self.pos);
         self.active = false;
         Ok(())
     }

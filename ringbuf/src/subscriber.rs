@@ -141,7 +141,7 @@ impl Conn {
         // subscriber may have been evicted (its next poll rejoins).
         if state != expected
             && (self.active || state != SLOT_ACTIVE)
-            && !(self.evict && self.active && state == SLOT_EVICTED)
+            && !(self.evict && state == SLOT_EVICTED)
         {
             self.pending = Some(PollError::Corrupt(format!(
                 "subscriber slot {} holds state {state} where {expected} was expected",
@@ -198,6 +198,15 @@ impl Conn {
                 self.pos = pos;
                 self.active = true;
                 Ok(true)
+            }
+            // Activated, then evicted before we ever polled: rejoin.
+            SLOT_EVICTED if self.evict => {
+                let pos = slot.position.load(Ordering::Relaxed);
+                if pos % RECORD_ALIGN as u64 == 0 && pos <= layout::MAX_POSITION {
+                    self.pos = pos;
+                }
+                self.rejoin()?;
+                Ok(false)
             }
             other => Err(PollError::Corrupt(format!(
                 "subscriber slot {} holds state {other} while joining",

@@ -496,7 +496,14 @@ impl Publisher {
         self.active > 0
     }
 
-    /// Live subscribers attached.
+    /// Live subscribers attached (reaps dead ones; an evicted subscriber
+    /// counts until it leaves: it rejoins at its next poll).
+    ///
+    /// ```no_run
+    /// # let mut p = conduit_ringbuf::Publisher::create("q", &Default::default())?;
+    /// println!("{} subscribers", p.subscriber_count());
+    /// # Ok::<(), conduit_ringbuf::RingError>(())
+    /// ```
     pub fn subscriber_count(&mut self) -> usize {
         self.refresh();
         self.active as usize

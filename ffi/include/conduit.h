@@ -171,6 +171,14 @@
 #define CONDUIT_NOT_A_CHANNEL -21
 
 /**
+ * shm with `slow=evict`: once from a poll, this subscription held the
+ * publisher back for longer than `evict_after` and was cut loose; it
+ * continues from the live position. `conduit_last_error()` says how many
+ * bytes it missed.
+ */
+#define CONDUIT_EVICTED -23
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.
@@ -450,6 +458,39 @@ int conduit_publication_try_claim(struct conduit_publication *p,
  * `p` is NULL or a live publication.
  */
 int conduit_publication_is_connected(const struct conduit_publication *p);
+
+/**
+ * Subscribers attached to `p` now: for shm, live subscriptions holding a
+ * slot (dead ones are reaped first; an evicted one counts until it
+ * leaves); for udp, 1 while the subscriber's session is connected, else 0.
+ * A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
+ * a claim open on `p`).
+ *
+ * Drives the publication's I/O and timers.
+ *
+ * Threads: the thread currently using `p`.
+ *
+ * # Safety
+ * `p` is NULL or a live publication.
+ */
+int64_t conduit_publication_subscriber_count(const struct conduit_publication *p);
+
+/**
+ * Waits up to `timeout_ns` nanoseconds until at least `n` subscribers are
+ * attached (as `conduit_publication_subscriber_count` counts them),
+ * driving I/O meanwhile. Returns the count (0 or more) once there are
+ * enough; `CONDUIT_TIMED_OUT` when the time runs out first;
+ * `CONDUIT_INVALID_ARGUMENT` for a NULL `p`, a negative timeout or a claim
+ * open on `p`.
+ *
+ * Threads: the thread currently using `p`.
+ *
+ * # Safety
+ * `p` is NULL or a live publication.
+ */
+int conduit_publication_wait_for_subscribers(struct conduit_publication *p,
+                                             uint32_t n,
+                                             int64_t timeout_ns);
 
 /**
  * Waits up to `timeout_ms` milliseconds until every message offered so far

@@ -219,6 +219,7 @@ fn static_strings() {
         (CONDUIT_NO_FREE_SLOT, "CONDUIT_NO_FREE_SLOT"),
         (CONDUIT_LAYOUT_VERSION, "CONDUIT_LAYOUT_VERSION"),
         (CONDUIT_NOT_A_CHANNEL, "CONDUIT_NOT_A_CHANNEL"),
+        (CONDUIT_EVICTED, "CONDUIT_EVICTED"),
     ] {
         assert_eq!(text(conduit_status_string(code)), name);
     }

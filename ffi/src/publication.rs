@@ -337,6 +337,66 @@ pub unsafe extern "C" fn conduit_publication_is_connected(p: *const conduit_publ
     )
 }
 
+/// Subscribers attached to `p` now: for shm, live subscriptions holding a
+/// slot (dead ones are reaped first; an evicted one counts until it
+/// leaves); for udp, 1 while the subscriber's session is connected, else 0.
+/// A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
+/// a claim open on `p`).
+///
+/// Drives the publication's I/O and timers.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_subscriber_count(
+    p: *const conduit_publication,
+) -> i64 {
+    guard("conduit_publication_subscriber_count", i64::from, || {
+        // SAFETY: the caller passes NULL or a live publication.
+        let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+        handle.with_publication(|p| Ok(i64::try_from(p.subscriber_count()).unwrap_or(i64::MAX)))
+    })
+}
+
+/// Waits up to `timeout_ns` nanoseconds until at least `n` subscribers are
+/// attached (as `conduit_publication_subscriber_count` counts them),
+/// driving I/O meanwhile. Returns the count (0 or more) once there are
+/// enough; `CONDUIT_TIMED_OUT` when the time runs out first;
+/// `CONDUIT_INVALID_ARGUMENT` for a NULL `p`, a negative timeout or a claim
+/// open on `p`.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_wait_for_subscribers(
+    p: *mut conduit_publication,
+    n: u32,
+    timeout_ns: i64,
+) -> c_int {
+    guard(
+        "conduit_publication_wait_for_subscribers",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            let timeout = u64::try_from(timeout_ns)
+                .map(Duration::from_nanos)
+                .map_err(|_| {
+                    Failure::invalid(format!("timeout_ns is {timeout_ns}; it must be 0 or more"))
+                })?;
+            let count = handle.with_publication(|p| {
+                p.wait_for_subscribers(n as usize, timeout)
+                    .map_err(Failure::from)
+            })?;
+            Ok(c_int::try_from(count).unwrap_or(c_int::MAX))
+        },
+    )
+}
+
 /// Waits up to `timeout_ms` milliseconds until every message offered so far
 /// has been consumed (shm) or acknowledged (udp) by the connected
 /// subscribers, driving I/O meanwhile. Returns 0 only then; at once

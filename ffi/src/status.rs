@@ -63,6 +63,11 @@ pub const CONDUIT_LAYOUT_VERSION: c_int = -20;
 /// shm: the file under the channel's name is not a conduit ring; it is left
 /// alone.
 pub const CONDUIT_NOT_A_CHANNEL: c_int = -21;
+/// shm with `slow=evict`: once from a poll, this subscription held the
+/// publisher back for longer than `evict_after` and was cut loose; it
+/// continues from the live position. `conduit_last_error()` says how many
+/// bytes it missed.
+pub const CONDUIT_EVICTED: c_int = -23;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -94,6 +99,7 @@ const _: () = {
     assert!(CONDUIT_NO_FREE_SLOT == code::NO_FREE_SLOT);
     assert!(CONDUIT_LAYOUT_VERSION == code::LAYOUT_VERSION);
     assert!(CONDUIT_NOT_A_CHANNEL == code::NOT_A_CHANNEL);
+    assert!(CONDUIT_EVICTED == code::EVICTED);
 };
 
 /// The name of a status code.
@@ -121,6 +127,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_NO_FREE_SLOT => c"CONDUIT_NO_FREE_SLOT",
         CONDUIT_LAYOUT_VERSION => c"CONDUIT_LAYOUT_VERSION",
         CONDUIT_NOT_A_CHANNEL => c"CONDUIT_NOT_A_CHANNEL",
+        CONDUIT_EVICTED => c"CONDUIT_EVICTED",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

@@ -238,6 +238,13 @@ pub enum PollError {
         /// The owner of the file.
         uid: u32,
     },
+    /// `slow=evict`: this subscriber held the publisher back for longer than
+    /// the ring's `evict_after` and was cut loose; it has rejoined at the
+    /// live position. Reported once; later polls deliver live records.
+    Evicted {
+        /// Stream bytes skipped (padding included).
+        missed: u64,
+    },
 }
 
 impl fmt::Display for PollError {
@@ -249,6 +256,10 @@ impl fmt::Display for PollError {
             PollError::ForeignOwner { uid } => write!(
                 f,
                 "the ring file under the name is owned by uid {uid}, which is not an allowed owner"
+            ),
+            PollError::Evicted { missed } => write!(
+                f,
+                "evicted for holding the publisher back; {missed} bytes were skipped"
             ),
         }
     }

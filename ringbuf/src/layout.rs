@@ -10,9 +10,14 @@
 //! 128               128               publisher block: closed u32, fence_mode u32, tail u64
 //! 256               128               signal block: attention u64, futex u32
 //! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
-//!                                     generation u64, waiting u32 (S = max_subscribers)
+//!                                     generation u64, waiting u32, start u32
+//!                                     (S = max_subscribers)
 //! data_offset       capacity          records (data_offset = 384 + 128 × S rounded up to 4096)
 //! ```
+//!
+//! Layout version 3 added the slow-subscriber policy and the history window
+//! to the header (`slow_policy`, `evict_after_ns`, `history`), the
+//! [`SLOT_EVICTED`] state and the slot's `start` word (`from=history`).
 //!
 //! Layout version 2 added `waiting` to the slots and moved the liveness
 //! locks from bytes past the end of the ring file to a separate lock file
@@ -73,7 +78,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Magic bytes at offset 0 of every ring file.
 pub const MAGIC: [u8; 8] = *b"CNDTRING";
 /// Version of this layout; a file with another version is refused.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of [`Header`].
 pub const HEADER_LEN: usize = 128;
 /// Size of every shared block (publisher, signal, each subscriber slot).
@@ -109,6 +114,22 @@ pub const SLOT_FREE: u32 = 0;
 pub const SLOT_JOINING: u32 = 1;
 /// Slot state: the subscriber reads from its position; it holds the publisher back.
 pub const SLOT_ACTIVE: u32 = 2;
+/// Slot state: the publisher cut the subscriber loose (`slow=evict`): it no
+/// longer holds the publisher back, and rejoins at the live position.
+pub const SLOT_EVICTED: u32 = 3;
+
+/// `slow_policy`: the slowest subscriber back-pressures the publisher.
+pub const SLOW_BLOCK: u32 = 0;
+/// `slow_policy`: a subscriber holding the publisher back for longer than
+/// `evict_after_ns` is evicted.
+pub const SLOW_EVICT: u32 = 1;
+/// Largest `evict_after_ns` (one hour).
+pub const MAX_EVICT_AFTER_NS: u64 = 3_600_000_000_000;
+
+/// Slot `start` value: join at the publisher's tail (the default).
+pub const START_LIVE: u32 = 0;
+/// Slot `start` value: join at the oldest whole record of the history window.
+pub const START_HISTORY: u32 = 1;
 
 /// `fence_mode`: the publisher fences after each commit; sleepers need nothing more.
 pub const FENCE_PUBLISHER: u32 = 0;
@@ -149,8 +170,23 @@ pub struct Header {
     /// even when the file system reuses the inode number, and names the
     /// ring's lock file.
     pub incarnation: U64,
+    /// Most concurrent publishers (multi-writer rings).
+    pub max_publishers: U32,
+    /// Reserved for multi-writer rings, zero.
+    pub reserved_mpsc: U32,
+    /// What the publisher does with a subscriber that holds it back:
+    /// [`SLOW_BLOCK`] or [`SLOW_EVICT`].
+    pub slow_policy: U32,
     /// Reserved, zero.
-    pub reserved: [u8; 56],
+    pub reserved_slow: U32,
+    /// With [`SLOW_EVICT`]: nanoseconds a subscriber may hold the publisher
+    /// back before it is evicted (1 ns to [`MAX_EVICT_AFTER_NS`]); else 0.
+    pub evict_after_ns: U64,
+    /// Bytes of the most recent records the ring keeps readable for
+    /// `from=history` joiners (at most [`max_history`] of the capacity).
+    pub history: U64,
+    /// Reserved, zero.
+    pub reserved: [u8; 24],
 }
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
 
@@ -257,7 +293,13 @@ impl Geometry {
             file_len: U64::new(self.file_len),
             flags: U64::new(0),
             incarnation: U64::new(incarnation),
-            reserved: [0; 56],
+            max_publishers: U32::new(0),
+            reserved_mpsc: U32::new(0),
+            slow_policy: U32::new(SLOW_BLOCK),
+            reserved_slow: U32::new(0),
+            evict_after_ns: U64::new(0),
+            history: U64::new(0),
+            reserved: [0; 24],
         }
     }
 }
@@ -353,6 +395,7 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), Heade
             expected: h.file_len.get(),
         });
     }
+    check_retention(h, max)?;
     let g = Geometry {
         capacity: cap,
         max_message_len: max,
@@ -361,6 +404,48 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), Heade
         file_len: h.file_len.get(),
     };
     Ok((h.clone(), g))
+}
+
+/// Most bytes the publisher may write (or zero) ahead of its tail: its
+/// zeroing-ahead batch.
+pub const ZERO_AHEAD: u64 = 1024;
+
+/// Largest `history` for a ring: the capacity less what the publisher may
+/// touch ahead of its tail (a padding record and a largest record plus the
+/// next commit word, or a zeroing batch) and less 1/32 of the capacity
+/// (the publisher finds record boundaries in that window from marks it
+/// takes every `capacity / 64` bytes). 0 when the capacity leaves no room.
+pub const fn max_history(capacity: u64, max_message_len: u64) -> u64 {
+    let rec = record_len(max_message_len);
+    let ahead = if 2 * rec + 8 > ZERO_AHEAD {
+        2 * rec + 8
+    } else {
+        ZERO_AHEAD
+    };
+    capacity.saturating_sub(ahead + capacity / 32)
+}
+
+/// Checks the slow-subscriber and history fields of a header.
+fn check_retention(h: &Header, max_message_len: u64) -> Result<(), HeaderError> {
+    let evict = h.evict_after_ns.get();
+    match h.slow_policy.get() {
+        SLOW_BLOCK if evict == 0 => {}
+        SLOW_EVICT if (1..=MAX_EVICT_AFTER_NS).contains(&evict) => {}
+        p => {
+            return Err(HeaderError::Invalid(format!(
+                "slow policy {p} with evict_after {evict} ns (policy 0 with 0, or 1 with 1 to {MAX_EVICT_AFTER_NS})"
+            )))
+        }
+    }
+    let cap = h.capacity.get();
+    let history = h.history.get();
+    if history > max_history(cap, max_message_len) {
+        return Err(HeaderError::Invalid(format!(
+            "history {history} exceeds {} for capacity {cap}",
+            max_history(cap, max_message_len)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@
 //! [`RingConfig::dir`]) that every party maps. The [`Publisher`] appends
 //! variable-length records (a 32-bit type id and 0 to `max_message_len` bytes,
 //! payload 16-byte aligned); every [`Subscriber`] receives every record in
-//! order from the point it joined. Nothing is overwritten: a full ring
-//! back-pressures the publisher. The data path makes no system call.
+//! order from the point it joined. By default nothing is overwritten: a
+//! full ring back-pressures the publisher; a ring created with
+//! [`SlowPolicy::Evict`] instead cuts loose a subscriber that holds it back
+//! too long (see `evict.rs`), and one with a [`Retention::history`] lets
+//! late joiners ([`Start::History`]) begin with recent records (see
+//! `history.rs`). The data path makes no system call.
 //!
 //! The byte layout and the commit protocol are described in [`layout`]. The
 //! rest of the protocol:
@@ -135,8 +139,10 @@
 #![deny(missing_docs)]
 
 mod error;
+mod evict;
 mod file;
 mod futex;
+mod history;
 pub mod layout;
 mod liveness;
 mod mapping;
@@ -150,6 +156,8 @@ mod loom_model;
 mod tests;
 
 pub use error::{OfferError, PollError, RingError};
+pub use evict::{Retention, SlowPolicy};
+pub use history::Start;
 pub use publisher::{Claim, Publisher};
 pub use subscriber::Subscriber;
 

@@ -229,3 +229,72 @@ fn loom_no_lost_wakeup() {
         }
     });
 }
+
+const EVICTED: u32 = 3;
+
+/// `slow=evict`: the publisher evicts the subscriber that blocks it (at
+/// once, standing in for `evict_after`) and overwrites its unread records;
+/// the subscriber reads the payload (an atomic here: the race is the point),
+/// then fences and re-checks its state, and accepts the value only if still
+/// ACTIVE (`evict.rs`). An accepted value must be the one committed at that
+/// position, never a later lap's.
+#[test]
+fn loom_eviction_never_delivers_overwritten() {
+    model(|| {
+        let commit: Arc<[AtomicU64; CAP as usize]> =
+            Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let payload: Arc<[AtomicU64; CAP as usize]> =
+            Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let state = Arc::new(AtomicU32::new(ACTIVE));
+        let position = Arc::new(AtomicU64::new(0));
+        let n = 5;
+        let reader = {
+            let (commit, payload, state, position) = (
+                commit.clone(),
+                payload.clone(),
+                state.clone(),
+                position.clone(),
+            );
+            thread::spawn(move || {
+                let mut pos = 0;
+                while pos < n {
+                    let s = (pos % CAP) as usize;
+                    let c = commit[s].load(Ordering::Acquire);
+                    if c != pos + 1 {
+                        if state.load(Ordering::Relaxed) == EVICTED {
+                            return;
+                        }
+                        thread::yield_now();
+                        continue;
+                    }
+                    let v = payload[s].load(Ordering::Relaxed);
+                    fence(Ordering::Acquire);
+                    if state.load(Ordering::Relaxed) != ACTIVE {
+                        return;
+                    }
+                    assert_eq!(v, pos * 10 + 7, "delivered an overwritten payload");
+                    pos += 1;
+                    position.store(pos, Ordering::Release);
+                }
+            })
+        };
+        let mut evicted = false;
+        for tail in 0..n {
+            // Record plus the zeroed word after it must fit behind the reader.
+            if !evicted && tail + 2 > position.load(Ordering::Acquire) + CAP {
+                if state
+                    .compare_exchange(ACTIVE, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    fence(Ordering::Release);
+                }
+                evicted = true;
+            }
+            let s = (tail % CAP) as usize;
+            payload[s].store(tail * 10 + 7, Ordering::Relaxed);
+            commit[((tail + 1) % CAP) as usize].store(0, Ordering::Relaxed);
+            commit[s].store(tail + 1, Ordering::Release);
+        }
+        reader.join().unwrap();
+    });
+}

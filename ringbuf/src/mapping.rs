@@ -40,7 +40,7 @@ const _: () = assert!(core::mem::size_of::<SignalBlock>() == BLOCK_LEN);
 /// One subscriber slot.
 #[repr(C, align(128))]
 pub(crate) struct Slot {
-    /// `SLOT_FREE`, `SLOT_JOINING` or `SLOT_ACTIVE`.
+    /// `SLOT_FREE`, `SLOT_JOINING`, `SLOT_ACTIVE` or `SLOT_EVICTED`.
     pub(crate) state: AtomicU32,
     /// Pid of the owner (diagnostics).
     pub(crate) pid: AtomicU32,
@@ -52,7 +52,11 @@ pub(crate) struct Slot {
     /// swaps it back to 0 (the sleeper on waking, or whoever reclaims the
     /// slot of a dead owner) takes the count away.
     pub(crate) waiting: AtomicU32,
-    _pad: [u8; BLOCK_LEN - 28],
+    /// Where a joining subscriber starts: [`layout::START_LIVE`] or
+    /// [`layout::START_HISTORY`]; written by the subscriber before its
+    /// JOINING store, read by the publisher when it activates the slot.
+    pub(crate) start: AtomicU32,
+    _pad: [u8; BLOCK_LEN - 32],
 }
 const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
 

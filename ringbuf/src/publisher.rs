@@ -1,9 +1,11 @@
 //! The publisher: creates the ring file and appends records.
 
 use crate::error::{OfferError, RingError};
+use crate::evict::{Evictor, Retention, SlowPolicy};
+use crate::history::Marks;
 use crate::layout::{
     self, Geometry, ATTENTION_MEMBERSHIP, FENCE_MEMBARRIER, FENCE_PUBLISHER, PADDING_LEN,
-    RECORD_ALIGN, SLOT_ACTIVE, SLOT_FREE, SLOT_JOINING,
+    RECORD_ALIGN, SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, ZERO_AHEAD,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping};
@@ -19,8 +21,6 @@ use std::sync::atomic::{compiler_fence, fence, Ordering};
 use std::time::Instant;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// Bytes zeroed ahead of the tail in one go.
-const ZERO_AHEAD: u64 = 1024;
 /// Zeroing ahead starts again when fewer bytes than this are zeroed.
 const ZERO_LOW_WATER: u64 = 512;
 
@@ -56,6 +56,10 @@ pub struct Publisher {
     last_bp_reap: Option<Instant>,
     /// `FUTEX_WAKE` calls made.
     wakes: u64,
+    /// `slow=evict`: measures how long subscribers hold us back.
+    evictor: Option<Evictor>,
+    /// `history`: record-boundary marks for history joiners.
+    marks: Option<Marks>,
 }
 
 // SAFETY: all state is owned; the mapping is shared memory accessed through
@@ -109,12 +113,51 @@ impl Publisher {
     /// call failures, with `ENOSPC` when the directory has no room for the
     /// ring.
     pub fn create(name: &str, config: &RingConfig) -> Result<Publisher, RingError> {
+        Self::create_with(name, config, &Retention::default())
+    }
+
+    /// As [`Publisher::create`], with a slow-subscriber policy and a
+    /// history window (see [`Retention`]).
+    ///
+    /// ```no_run
+    /// use conduit_ringbuf::{Publisher, RingConfig, Retention, SlowPolicy};
+    /// use std::time::Duration;
+    /// let retention = Retention {
+    ///     slow: SlowPolicy::Evict { after: Duration::from_millis(50) },
+    ///     history: 64 << 10,
+    /// };
+    /// let p = Publisher::create_with("quotes", &RingConfig::default(), &retention)?;
+    /// # Ok::<(), conduit_ringbuf::RingError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`Publisher::create`]; [`RingError::InvalidConfig`] for an
+    /// eviction time outside 1 ns to one hour or a history above
+    /// [`layout::max_history`].
+    pub fn create_with(
+        name: &str,
+        config: &RingConfig,
+        retention: &Retention,
+    ) -> Result<Publisher, RingError> {
         validate_name(name)?;
         let geometry = Geometry::new(
             config.capacity,
             config.max_message_len,
             config.max_subscribers,
         )?;
+        let (slow_policy, evict_after_ns) = retention
+            .policy_fields()
+            .map_err(|reason| RingError::config("evict_after", reason))?;
+        let max_history = layout::max_history(geometry.capacity, geometry.max_message_len);
+        if retention.history > max_history {
+            return Err(RingError::config(
+                "history",
+                format!(
+                    "{} exceeds {max_history} bytes, the most a ring of capacity {} with messages up to {} bytes can keep",
+                    retention.history, geometry.capacity, geometry.max_message_len
+                ),
+            ));
+        }
         if config.mode & 0o600 != 0o600 || config.mode > 0o777 {
             return Err(RingError::config(
                 "mode",
@@ -135,7 +178,11 @@ impl Publisher {
         let lock_path = dir.join(liveness::lock_name(name, incarnation));
         let lock = build_lock(&lock_path, config.mode)?;
         let tmp = dir.join(format!(".{name}.{pid}.{:016x}.tmp", rnd("name")?));
-        let placed = build(&tmp, &geometry, config.mode, pid, incarnation)
+        let mut header = geometry.header(pid, incarnation);
+        header.slow_policy = slow_policy.into();
+        header.evict_after_ns = evict_after_ns.into();
+        header.history = retention.history.into();
+        let placed = build(&tmp, &geometry, &header, config.mode)
             .and_then(|(file, map)| place(&dir, name, &tmp).map(|()| (file, map)));
         let (file, map) = match placed {
             Ok(v) => v,
@@ -169,7 +216,23 @@ impl Publisher {
             last_reap: Instant::now(),
             last_bp_reap: None,
             wakes: 0,
+            evictor: match retention.slow {
+                SlowPolicy::Block => None,
+                SlowPolicy::Evict { after } => Some(Evictor::new(after)),
+            },
+            marks: Marks::new(geometry.capacity, retention.history),
         })
+    }
+
+    /// Subscribers evicted so far (`slow=evict`; 0 otherwise).
+    ///
+    /// ```no_run
+    /// # let p = conduit_ringbuf::Publisher::create("q", &Default::default())?;
+    /// assert_eq!(p.evictions(), 0);
+    /// # Ok::<(), conduit_ringbuf::RingError>(())
+    /// ```
+    pub fn evictions(&self) -> u64 {
+        self.evictor.as_ref().map_or(0, |e| e.evicted)
     }
 
     /// `FUTEX_WAKE` calls this publisher has made (diagnostics): it grows
@@ -277,6 +340,24 @@ impl Publisher {
             return Ok(true);
         }
         let now = Instant::now();
+        let evicted = match &mut self.evictor {
+            Some(e) => {
+                e.held_back(self.tail, now)
+                    && e.evict(
+                        &self.map,
+                        self.geometry.max_subscribers,
+                        self.capacity,
+                        needed,
+                    ) > 0
+            }
+            None => false,
+        };
+        if evicted {
+            self.scan()?;
+            if needed <= self.limit {
+                return Ok(true);
+            }
+        }
         if self
             .last_bp_reap
             .is_none_or(|t| now.duration_since(t) >= BACKPRESSURE_REAP_INTERVAL)
@@ -306,7 +387,21 @@ impl Publisher {
             match slot.state.load(Ordering::Acquire) {
                 SLOT_FREE => {}
                 SLOT_JOINING => {
-                    slot.position.store(self.tail, Ordering::Relaxed);
+                    let start = match &self.marks {
+                        Some(m) if slot.start.load(Ordering::Relaxed) == layout::START_HISTORY => {
+                            let g = &self.geometry;
+                            m.start(
+                                self.data,
+                                self.tail,
+                                self.zeroed,
+                                g.capacity,
+                                g.max_message_len,
+                            )
+                        }
+                        _ => self.tail,
+                    };
+                    min = min.min(start);
+                    slot.position.store(start, Ordering::Relaxed);
                     slot.generation.fetch_add(1, Ordering::Relaxed);
                     // Release partner: the subscriber's Acquire load of ACTIVE,
                     // after which it reads `position`.
@@ -340,6 +435,8 @@ impl Publisher {
                     min = min.min(pos);
                     active += 1;
                 }
+                // Attached but cut loose (`slow=evict`): not waited for.
+                SLOT_EVICTED if self.evictor.is_some() => active += 1,
                 other => {
                     return Err(OfferError::Corrupt(format!(
                         "subscriber slot {i} holds unknown state {other}"
@@ -404,7 +501,14 @@ impl Publisher {
         self.active > 0
     }
 
-    /// Live subscribers attached.
+    /// Live subscribers attached (reaps dead ones; an evicted subscriber
+    /// counts until it leaves: it rejoins at its next poll).
+    ///
+    /// ```no_run
+    /// # let mut p = conduit_ringbuf::Publisher::create("q", &Default::default())?;
+    /// println!("{} subscribers", p.subscriber_count());
+    /// # Ok::<(), conduit_ringbuf::RingError>(())
+    /// ```
     pub fn subscriber_count(&mut self) -> usize {
         self.refresh();
         self.active as usize
@@ -439,9 +543,13 @@ impl Publisher {
     /// Zeroes the data ahead of the tail, up to [`ZERO_AHEAD`] bytes but never
     /// past `limit` (data a subscriber may still read). Runs after a commit,
     /// so these stores never delay the visibility of a record.
+    /// `record` is the start of the record just committed: a history mark.
     #[cold]
     #[inline(never)]
-    fn zero_ahead(&mut self) {
+    fn zero_ahead(&mut self, record: u64) {
+        if let Some(m) = &mut self.marks {
+            m.mark(record);
+        }
         let target = (self.tail + ZERO_AHEAD).min(self.limit);
         let mut from = self.zeroed.max(self.tail);
         while from < target {
@@ -555,7 +663,7 @@ impl Claim<'_> {
         }
         p.tail = end;
         if p.zeroed - end < ZERO_LOW_WATER {
-            p.zero_ahead();
+            p.zero_ahead(self.start);
         }
         // Wake-up protocol step (b): a full barrier between the commit store
         // and the load of `attention` (see the crate docs). With membarrier,
@@ -822,9 +930,8 @@ fn process_is_gone(pid: i32) -> bool {
 fn build(
     tmp: &Path,
     g: &Geometry,
+    header: &layout::Header,
     mode: u32,
-    pid: u32,
-    incarnation: u64,
 ) -> Result<(File, Mapping), RingError> {
     let ctx = |what: &str| format!("{what} {}", tmp.display());
     let file = file::create_new(tmp).map_err(|e| RingError::io(ctx("creating"), e))?;
@@ -850,7 +957,7 @@ fn build(
         .map_err(|e| RingError::io(ctx("chmod of"), e))?;
     let map = Mapping::map(&file, g.file_len).map_err(|e| RingError::io(ctx("mapping"), e))?;
     let mut bytes = [0u8; layout::HEADER_LEN];
-    bytes.copy_from_slice(g.header(pid, incarnation).as_bytes());
+    bytes.copy_from_slice(header.as_bytes());
     map.write_header(&bytes);
     let mode = if futex::register_global_expedited() {
         FENCE_MEMBARRIER

@@ -1,9 +1,10 @@
 //! The subscriber: attaches to a ring (now or when it appears) and reads records.
 
 use crate::error::{PollError, RingError};
+use crate::history::Start;
 use crate::layout::{
     self, ATTENTION_MEMBERSHIP, PADDING_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, SLOT_ACTIVE,
-    SLOT_FREE, SLOT_JOINING,
+    SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, Slot};
@@ -33,6 +34,8 @@ pub struct Subscriber {
     /// not attached again.
     stale: Option<FileId>,
     last_attach: Option<Instant>,
+    /// Where this subscriber starts in each ring it joins.
+    start: Start,
 }
 
 /// Identity of a ring file: device, inode and the header's incarnation.
@@ -47,8 +50,15 @@ pub(crate) struct Conn {
     header: [u8; layout::HEADER_LEN],
     pub(crate) data: DataArea,
     slot: u32,
-    capacity: u64,
-    max_len: u64,
+    pub(crate) capacity: u64,
+    pub(crate) max_len: u64,
+    /// The ring evicts slow subscribers: read through `copy_buf`.
+    pub(crate) evict: bool,
+    /// Payload copies of an evicting ring (16-byte aligned, grown on demand
+    /// up to the maximum message length).
+    pub(crate) copy_buf: Vec<u128>,
+    /// Our position when we were evicted, until the rejoin is reported.
+    pub(crate) evicted_from: Option<u64>,
     /// Next position to read.
     pub(crate) pos: u64,
     /// The publisher has assigned our start position.
@@ -81,9 +91,14 @@ impl Conn {
         self.map.slot(self.slot)
     }
 
+    /// Index of our slot.
+    pub(crate) fn slot_index(&self) -> u32 {
+        self.slot
+    }
+
     /// Corruption at the current position, given the commit word seen.
     #[cold]
-    fn bad_commit(&self, commit: u64) -> PollError {
+    pub(crate) fn bad_commit(&self, commit: u64) -> PollError {
         let pos = self.pos;
         if commit > pos + 1 && (commit - 1) % self.capacity == pos % self.capacity {
             PollError::Corrupt(format!(
@@ -122,8 +137,12 @@ impl Conn {
         } else {
             SLOT_JOINING
         };
-        // A joiner may already have been activated.
-        if state != expected && (self.active || state != SLOT_ACTIVE) {
+        // A joiner may already have been activated; an evicting ring's
+        // subscriber may have been evicted (its next poll rejoins).
+        if state != expected
+            && (self.active || state != SLOT_ACTIVE)
+            && !(self.evict && state == SLOT_EVICTED)
+        {
             self.pending = Some(PollError::Corrupt(format!(
                 "subscriber slot {} holds state {state} where {expected} was expected",
                 self.slot
@@ -180,6 +199,15 @@ impl Conn {
                 self.active = true;
                 Ok(true)
             }
+            // Activated, then evicted before we ever polled: rejoin.
+            SLOT_EVICTED if self.evict => {
+                let pos = slot.position.load(Ordering::Relaxed);
+                if pos % RECORD_ALIGN as u64 == 0 && pos <= layout::MAX_POSITION {
+                    self.pos = pos;
+                }
+                self.rejoin()?;
+                Ok(false)
+            }
             other => Err(PollError::Corrupt(format!(
                 "subscriber slot {} holds state {other} while joining",
                 self.slot
@@ -226,6 +254,50 @@ impl Subscriber {
         Self::open_with_owners(name, dir, &[])
     }
 
+    /// As [`Subscriber::open_with_owners`], joining every ring at `start`:
+    /// [`Start::History`] begins at the oldest whole record within the
+    /// ring's history window (see `history.rs`).
+    ///
+    /// ```no_run
+    /// use conduit_ringbuf::{Start, Subscriber};
+    /// let s = Subscriber::open_from("quotes", None, &[], Start::History)?;
+    /// # Ok::<(), conduit_ringbuf::RingError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`Subscriber::open`].
+    pub fn open_from(
+        name: &str,
+        dir: Option<&Path>,
+        owners: &[u32],
+        start: Start,
+    ) -> Result<Subscriber, RingError> {
+        validate_name(name)?;
+        let mut s = Self::detached(name, dir, owners);
+        s.start = start;
+        match s.attach() {
+            Ok(()) | Err(Attach::Absent) => Ok(s),
+            Err(Attach::Failed(e)) => Err(e),
+        }
+    }
+
+    fn detached(name: &str, dir: Option<&Path>, owners: &[u32]) -> Subscriber {
+        let dir = ring_dir(dir);
+        let me = file::euid();
+        let mut allowed = vec![me];
+        allowed.extend(owners.iter().copied().filter(|u| *u != me));
+        Subscriber {
+            path: dir.join(name),
+            dir,
+            name: name.to_owned(),
+            owners: allowed,
+            conn: None,
+            stale: None,
+            last_attach: None,
+            start: Start::Live,
+        }
+    }
+
     /// As [`Subscriber::open`], also attaching to rings owned by the uids in
     /// `owners`. A ring file (or its lock file) owned by any other uid is
     /// [`RingError::ForeignOwner`]: whoever owns a ring controls every byte a
@@ -240,19 +312,7 @@ impl Subscriber {
         owners: &[u32],
     ) -> Result<Subscriber, RingError> {
         validate_name(name)?;
-        let dir = ring_dir(dir);
-        let me = file::euid();
-        let mut allowed = vec![me];
-        allowed.extend(owners.iter().copied().filter(|u| *u != me));
-        let mut s = Subscriber {
-            path: dir.join(name),
-            dir,
-            name: name.to_owned(),
-            owners: allowed,
-            conn: None,
-            stale: None,
-            last_attach: None,
-        };
+        let mut s = Self::detached(name, dir, owners);
         match s.attach() {
             Ok(()) | Err(Attach::Absent) => Ok(s),
             Err(Attach::Failed(e)) => Err(e),
@@ -347,6 +407,8 @@ impl Subscriber {
         // sleeper count away if it died asleep.
         reclaim_waiter(&map, slot);
         slot.pid.store(std::process::id(), Ordering::Relaxed);
+        // Published by the Release CAS to JOINING below.
+        slot.start.store(self.start.word(), Ordering::Relaxed);
         // We hold the slot's lock, so only the publisher may still change the
         // state (reaping ACTIVE/JOINING -> FREE once); the loop is bounded.
         let mut joined = false;
@@ -385,6 +447,9 @@ impl Subscriber {
             slot: slot_idx,
             capacity: g.capacity,
             max_len: g.max_message_len,
+            evict: h.slow_policy.get() == SLOW_EVICT,
+            copy_buf: Vec::new(),
+            evicted_from: None,
             pos: 0,
             active: false,
             empty: 0,
@@ -455,8 +520,26 @@ impl Subscriber {
             self.try_reattach()?;
             return Ok(0);
         };
-        if !c.active && !c.try_activate()? {
-            return self.idle_joining();
+        if !c.active {
+            if !c.try_activate()? {
+                return self.idle_joining();
+            }
+            if let Some(old) = c.evicted_from.take() {
+                return Err(PollError::Evicted {
+                    missed: c.pos.saturating_sub(old),
+                });
+            }
+        }
+        if c.evict {
+            let n = c.poll_evictable(&mut handler, limit)?;
+            if n > 0 || !c.active {
+                return Ok(n);
+            }
+            c.empty = c.empty.wrapping_add(1);
+            if c.empty % IDLE_CHECK_EVERY != 0 && c.pending.is_none() {
+                return Ok(0);
+            }
+            return self.idle_active();
         }
         let d = c.data;
         let cap = c.capacity;
@@ -598,7 +681,8 @@ impl Subscriber {
             let _ = self.try_reattach();
             return false;
         };
-        if !c.active && !matches!(c.try_activate(), Ok(true)) {
+        // An evicted subscriber's rejoin is completed (and reported) by `poll`.
+        if !c.active && (c.evicted_from.is_some() || !matches!(c.try_activate(), Ok(true))) {
             return false;
         }
         c.maybe_health_check(Instant::now());

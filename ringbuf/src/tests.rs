@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+mod slow;
+
 /// A temporary directory removed on drop (by the shared `TempDir` it holds);
 /// `.0` is its path.
 struct TempDir(PathBuf, #[allow(dead_code)] conduit_test_util::TempDir);

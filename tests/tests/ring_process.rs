@@ -369,3 +369,98 @@ fn a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed() {
     }
     assert_eq!(p.wake_calls(), before, "commits still wake a dead sleeper");
 }
+
+/// Fills message `seq` as `ring_peer` does.
+fn fill(seq: u64, buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    let len = buf.len() as u64;
+    let sum = (seq ^ (len << 56))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29);
+    buf[8..16].copy_from_slice(&sum.to_le_bytes());
+    for (k, b) in buf[16..].iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_add(k as u8);
+    }
+}
+
+fn signal(peer: &Peer, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(peer.child.id() as libc::pid_t, sig) };
+    assert_eq!(r, 0, "kill({sig})");
+}
+
+/// `slow=evict`: one subscriber stopped with SIGSTOP is evicted after about
+/// `evict_after`; the publisher's longest stall stays near that, the other
+/// subscriber gets everything, and after SIGCONT the stopped one reports
+/// the eviction once and then reads live data.
+#[test]
+fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
+    use conduit_ringbuf::{Retention, SlowPolicy};
+    use std::time::Instant;
+    let _watchdog = watchdog("a_stopped_subscriber_is_evicted_and_the_others_go_on", 180);
+    let dir = Scratch::new("evict");
+    // Long enough that the subscriber that keeps up is not evicted when this
+    // busy machine deschedules it for a while.
+    let after = Duration::from_secs(1);
+    let retention = Retention {
+        slow: SlowPolicy::Evict { after },
+        history: 0,
+    };
+    let mut p = Publisher::create_with("evict", &config(&dir, 1 << 16), &retention).unwrap();
+    const N: u64 = 300_000;
+    let all = Peer::spawn(&["subscribe", "evict", dir.arg(), &N.to_string()]);
+    let stopped = Peer::spawn(&["evictee", "evict", dir.arg()]);
+    let t0 = Instant::now();
+    while p.subscriber_count() < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "subscribers never attached"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut longest = Duration::ZERO;
+    let mut cont_at = None;
+    let mut buf = [0u8; 64];
+    for seq in 0..N {
+        if seq == 2000 {
+            stopped.expect_line("reading");
+            signal(&stopped, libc::SIGSTOP);
+        }
+        if cont_at.is_none() && p.evictions() > 0 {
+            cont_at = Some(seq + 20_000);
+        }
+        if cont_at == Some(seq) {
+            signal(&stopped, libc::SIGCONT);
+        }
+        let msg = &mut buf[..16 + (seq % 7) as usize * 8];
+        fill(seq, msg);
+        let mut stall: Option<Instant> = None;
+        loop {
+            match p.offer(1, msg) {
+                Ok(_) => break,
+                Err(OfferError::BackPressured) => {
+                    stall.get_or_insert_with(Instant::now);
+                    std::hint::spin_loop();
+                }
+                Err(e) => panic!("offer {seq}: {e:?}"),
+            }
+        }
+        if let Some(t) = stall {
+            longest = longest.max(t.elapsed());
+        }
+    }
+    eprintln!(
+        "evict_after {after:?}: longest publisher stall {longest:?}, evictions {}",
+        p.evictions()
+    );
+    all.wait_success();
+    let evicted = stopped.expect_line("evicted ");
+    let missed: u64 = evicted["evicted ".len()..].parse().unwrap();
+    assert!(missed > 0, "{evicted}");
+    stopped.expect_line("live ");
+    stopped.wait_success();
+    assert_eq!(p.evictions(), 1, "only the stopped subscriber was evicted");
+    // Generous: the point is that the stall is bounded by about evict_after
+    // while the subscriber stays stopped.
+    assert!(longest < after * 10, "longest stall {longest:?}");
+}

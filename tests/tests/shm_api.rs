@@ -4,6 +4,7 @@
 use conduit::{Error, Message, Publication, Received, Subscription, ViewError};
 use conduit_test_util::{root_or_skip, watchdog, TempDir};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 fn unique(tag: &str) -> String {
@@ -418,4 +419,94 @@ fn a_full_directory_is_an_io_error_at_open() {
         }
         other => panic!("expected Io(ENOSPC), got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn subscriber_count_and_wait_for_subscribers() {
+    let _watchdog = watchdog("subscriber_count_and_wait_for_subscribers", 60);
+    let uri = format!("shm:{}", unique("count"));
+    let mut p = Publication::open(&uri).unwrap();
+    assert_eq!(p.subscriber_count(), 0);
+    assert_eq!(p.wait_for_subscribers(0, Duration::ZERO).unwrap(), 0);
+    assert!(matches!(
+        p.wait_for_subscribers(1, Duration::from_millis(5)),
+        Err(Error::TimedOut)
+    ));
+    let joiners = {
+        let uri = uri.clone();
+        std::thread::spawn(move || {
+            let subs: Vec<_> = (0..3).map(|_| Subscription::open(&uri).unwrap()).collect();
+            subs
+        })
+    };
+    assert_eq!(
+        p.wait_for_subscribers(3, Duration::from_secs(30)).unwrap(),
+        3
+    );
+    let mut subs = joiners.join().unwrap();
+    assert_eq!(p.subscriber_count(), 3);
+    subs.pop();
+    assert_eq!(p.subscriber_count(), 2);
+    p.offer(1, b"hi").unwrap();
+    for s in &mut subs {
+        assert_eq!(poll_all(s, 1), vec![(1, b"hi".to_vec())]);
+    }
+}
+
+#[test]
+fn evicted_and_history_through_the_api() {
+    let _watchdog = watchdog("evicted_and_history_through_the_api", 60);
+    let name = unique("slowapi");
+    let uri = format!("shm:{name}?capacity=4k&max_msg=64&slow=evict&evict_after=10ms&history=2k");
+    let mut p = Publication::open(&uri).unwrap();
+    let mut fast = Subscription::open(&uri).unwrap();
+    let mut slow = Subscription::open(&uri).unwrap();
+    p.wait_for_subscribers(2, Duration::from_secs(30)).unwrap();
+    let mut seq = 0u64;
+    // The slow one never polls: it is evicted, the publication goes on.
+    while seq < 2000 {
+        match p.offer(1, &seq.to_le_bytes()) {
+            Ok(_) => seq += 1,
+            Err(Error::BackPressured) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        fast.poll(|_| {}, usize::MAX).unwrap();
+    }
+    let mut outcome = None;
+    for _ in 0..10_000 {
+        p.offer(1, &seq.to_le_bytes()).unwrap();
+        seq += 1;
+        fast.poll(|_| {}, usize::MAX).unwrap();
+        match slow.poll(|_| {}, usize::MAX) {
+            Ok(_) => {}
+            Err(e) => {
+                outcome = Some(e);
+                break;
+            }
+        }
+    }
+    let e = outcome.expect("the slow subscription was never told");
+    assert!(
+        matches!(e, Error::Evicted { missed } if missed > 0),
+        "{e:?}"
+    );
+    assert_eq!(e.code(), conduit::code::EVICTED);
+    // A history joiner starts with whole messages from inside the window.
+    let mut late = Subscription::open(&format!("{uri}&from=history")).unwrap();
+    p.wait_for_subscribers(3, Duration::from_secs(30)).unwrap();
+    let mut first = None;
+    let mut count = 0;
+    late.poll(
+        |m| {
+            let v = u64::from_le_bytes(m.payload().try_into().unwrap());
+            first.get_or_insert(v);
+            count += 1;
+        },
+        usize::MAX,
+    )
+    .unwrap();
+    let first = first.expect("history was delivered");
+    assert_eq!(first + count, seq, "from the window's start to the tail");
+    // 32-byte records: about 2k / 32 of them.
+    assert!((60..=64).contains(&count), "{count} messages of history");
 }

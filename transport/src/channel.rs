@@ -358,6 +358,60 @@ impl Publication {
         }
     }
 
+    /// Subscribers attached now: for `shm:`, live subscriptions holding a
+    /// slot (an evicted one still counts until it leaves; dead ones are
+    /// reaped first); for `udp:`, 1 while the subscriber's session is
+    /// connected, else 0. Also drives the channel's timers.
+    ///
+    /// ```no_run
+    /// # use conduit::Publication;
+    /// let mut p = Publication::open("shm:quotes")?;
+    /// println!("{} subscribers", p.subscriber_count());
+    /// # Ok::<(), conduit::Error>(())
+    /// ```
+    pub fn subscriber_count(&mut self) -> usize {
+        match &mut self.inner {
+            PubInner::Shm(p) => p.ring.subscriber_count(),
+            PubInner::Udp(p) => usize::from(p.is_connected()),
+        }
+    }
+
+    /// Waits until at least `n` subscribers are attached (see
+    /// [`subscriber_count`](Self::subscriber_count)), driving the channel
+    /// meanwhile; returns the count. Checks often at first, then about
+    /// every millisecond. `n = 0` returns at once.
+    ///
+    /// ```no_run
+    /// # use conduit::Publication;
+    /// # use std::time::Duration;
+    /// let mut p = Publication::open("shm:orders")?;
+    /// p.wait_for_subscribers(2, Duration::from_secs(5))?;
+    /// p.offer(1, b"go")?;
+    /// # Ok::<(), conduit::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] when `timeout` passes with fewer attached.
+    pub fn wait_for_subscribers(&mut self, n: usize, timeout: Duration) -> Result<usize, Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut tries = 0u32;
+        loop {
+            let count = self.subscriber_count();
+            if count >= n {
+                return Ok(count);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::TimedOut);
+            }
+            tries = tries.saturating_add(1);
+            if tries < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     /// Waits until every message offered so far has been consumed (shm) or
     /// acknowledged (udp) by the connected subscribers, driving I/O meanwhile.
     /// Returns at once when no subscriber is connected.

@@ -110,6 +110,14 @@ pub enum Error {
     /// The file under the `shm:` channel's name is not a conduit ring (wrong
     /// magic, or not a regular file); it is left alone.
     NotAChannel,
+    /// `shm:` with `slow=evict`: this subscription held the publisher back
+    /// for longer than `evict_after` and was cut loose; it continues from
+    /// the live position. Reported once by a poll; the messages in between
+    /// are lost to this subscription only.
+    Evicted {
+        /// Stream bytes this subscription skipped.
+        missed: u64,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -158,6 +166,8 @@ pub mod code {
     pub const LAYOUT_VERSION: i32 = -20;
     /// See [`crate::Error::NotAChannel`].
     pub const NOT_A_CHANNEL: i32 = -21;
+    /// See [`crate::Error::Evicted`].
+    pub const EVICTED: i32 = -23;
 }
 
 impl Error {
@@ -190,6 +200,7 @@ impl Error {
             Error::NoFreeSlot { .. } => code::NO_FREE_SLOT,
             Error::LayoutVersion { .. } => code::LAYOUT_VERSION,
             Error::NotAChannel => code::NOT_A_CHANNEL,
+            Error::Evicted { .. } => code::EVICTED,
         }
     }
 
@@ -281,6 +292,10 @@ impl fmt::Display for Error {
             Error::NotAChannel => {
                 f.write_str("the file under the channel's name is not a conduit ring")
             }
+            Error::Evicted { missed } => write!(
+                f,
+                "evicted for holding the publisher back longer than evict_after; {missed} bytes skipped"
+            ),
         }
     }
 }

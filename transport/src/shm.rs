@@ -17,6 +17,10 @@ pub(crate) struct ShmOptions {
     pub(crate) wait: ring::WaitStrategy,
     /// Uids besides our own whose rings a subscription attaches to.
     pub(crate) owners: Vec<u32>,
+    /// `slow=`, `evict_after=` and `history=` (publication).
+    pub(crate) retention: ring::Retention,
+    /// `from=` (subscription).
+    pub(crate) start: ring::Start,
 }
 
 /// Most uids `owners=` may list.
@@ -75,6 +79,7 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         Some(v) => parse_owners(uri, &v)?,
         None => Vec::new(),
     };
+    let (retention, start) = retention(uri)?;
     let wait = match uri
         .take_choice("wait", &["spin", "yield", "block"])?
         .as_deref()
@@ -89,7 +94,37 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         config,
         wait,
         owners,
+        retention,
+        start,
     })
+}
+
+/// Default `evict_after` with `slow=evict`.
+const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(1);
+
+/// Parses `slow=`, `evict_after=`, `history=` and `from=`.
+fn retention(uri: &mut ChannelUri) -> Result<(ring::Retention, ring::Start), Error> {
+    let evict = uri.take_choice("slow", &["block", "evict"])?.as_deref() == Some("evict");
+    let after = uri.take_duration("evict_after")?;
+    let slow = match (evict, after) {
+        (false, None) => ring::SlowPolicy::Block,
+        (false, Some(_)) => {
+            return Err(uri.invalid("evict_after= needs slow=evict"));
+        }
+        (true, after) => {
+            // The range (1 ns to 1 h) is the ring's to check, at creation.
+            ring::SlowPolicy::Evict {
+                after: after.unwrap_or(DEFAULT_EVICT_AFTER),
+            }
+        }
+    };
+    // How much history a ring can keep is the ring's to check, at creation.
+    let history = uri.take_size("history")?.unwrap_or(0) as u64;
+    let start = match uri.take_choice("from", &["live", "history"])?.as_deref() {
+        Some("history") => ring::Start::History,
+        _ => ring::Start::Live,
+    };
+    Ok((ring::Retention { slow, history }, start))
 }
 
 /// A ring error at open: a configuration or name the ring refuses is the
@@ -126,6 +161,7 @@ fn poll_error(e: ring::PollError) -> Error {
         ring::PollError::PublisherGone => Error::PeerGone,
         ring::PollError::Corrupt(m) => Error::Corrupt(m),
         ring::PollError::ForeignOwner { uid } => Error::ForeignOwner { uid },
+        ring::PollError::Evicted { missed } => Error::Evicted { missed },
     }
 }
 
@@ -137,7 +173,7 @@ pub(crate) struct ShmPublication {
 
 impl ShmPublication {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring = ring::Publisher::create(&opts.name, &opts.config)
+        let ring = ring::Publisher::create_with(&opts.name, &opts.config, &opts.retention)
             .map_err(|e| open_error(&opts.uri, e))?;
         Ok(ShmPublication { ring, sent: 0 })
     }
@@ -219,10 +255,11 @@ pub(crate) struct ShmSubscription {
 
 impl ShmSubscription {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
-        let ring = ring::Subscriber::open_with_owners(
+        let ring = ring::Subscriber::open_from(
             &opts.name,
             opts.config.dir.as_deref(),
             &opts.owners,
+            opts.start,
         )
         .map_err(|e| open_error(&opts.uri, e))?;
         Ok(ShmSubscription {
@@ -273,6 +310,71 @@ impl ShmSubscription {
         crate::Counters {
             received: self.received,
             ..crate::Counters::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    fn parse(uri: &str) -> Result<ShmOptions, Error> {
+        let mut u = ChannelUri::parse(uri)?;
+        let crate::uri::Scheme::Shm { name } = u.scheme.clone() else {
+            panic!("not shm");
+        };
+        let o = options(name, &mut u)?;
+        u.finish()?;
+        Ok(o)
+    }
+
+    #[test]
+    fn slow_history_and_from_parse() {
+        let o = parse("shm:a").unwrap();
+        assert_eq!(o.retention, ring::Retention::default());
+        assert_eq!(o.start, ring::Start::Live);
+        let o = parse("shm:a?slow=evict&evict_after=50ms&history=64k&from=history").unwrap();
+        assert_eq!(
+            o.retention.slow,
+            ring::SlowPolicy::Evict {
+                after: Duration::from_millis(50)
+            }
+        );
+        assert_eq!(o.retention.history, 64 << 10);
+        assert_eq!(o.start, ring::Start::History);
+        let o = parse("shm:a?slow=evict").unwrap();
+        assert_eq!(
+            o.retention.slow,
+            ring::SlowPolicy::Evict {
+                after: DEFAULT_EVICT_AFTER
+            }
+        );
+        let o = parse("shm:a?slow=block&from=live").unwrap();
+        assert_eq!(o.retention.slow, ring::SlowPolicy::Block);
+    }
+
+    #[test]
+    fn bad_slow_history_and_from_are_named() {
+        for (uri, expect) in [
+            ("shm:a?slow=drop", "slow=\"drop\""),
+            ("shm:a?evict_after=1s", "evict_after= needs slow=evict"),
+            (
+                "shm:a?slow=evict&evict_after=0ns",
+                "evict_after=0ns must be",
+            ),
+            ("shm:a?slow=evict&evict_after=2h", "not a duration"),
+            (
+                "shm:a?slow=evict&evict_after=3601s",
+                "must be from 1ns to 1h",
+            ),
+            ("shm:a?slow=evict&evict_after=fast", "evict_after=\"fast\""),
+            ("shm:a?history=lots", "history"),
+            ("shm:a?capacity=64k&history=64k", "history=65536 exceeds"),
+            ("shm:a?from=start", "from=\"start\""),
+        ] {
+            let e = parse(uri).err().unwrap_or_else(|| panic!("{uri} parsed"));
+            assert!(matches!(e, Error::InvalidUri { .. }), "{uri}: {e:?}");
+            assert!(e.to_string().contains(expect), "{uri}: {e}");
         }
     }
 }

@@ -24,6 +24,10 @@
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
 //! | `wait` | `spin`, `yield` or `block`: how [`Subscription::poll_timeout`](crate::Subscription::poll_timeout) waits | `spin` |
 //! | `owners` | comma-separated uids, besides the process's own, whose rings a subscription attaches to (subscription; at most 64) | none |
+//! | `slow` | `block` or `evict`: what the publisher does with a subscriber that holds it back (publication; see below) | `block` |
+//! | `evict_after` | with `slow=evict`: how long a subscriber may hold the publisher back, a duration with a unit, 1ns to 1h (publication) | `1s` |
+//! | `history` | bytes of the most recent messages kept readable for `from=history` joiners, a size (publication; see below) | `0` |
+//! | `from` | `live` or `history`: where a subscription starts (subscription) | `live` |
 //!
 //! A subscription accepts the publication's options too (so one URI can
 //! serve both sides) and ignores them: the publisher's ring header is the
@@ -40,6 +44,33 @@
 //! assert!(e.to_string().contains("capacity"), "{e}");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Slow subscribers
+//!
+//! With `slow=block` (the default) nothing is ever overwritten: the slowest
+//! subscription back-pressures the publication ([`Error::BackPressured`]).
+//! With `slow=evict&evict_after=DURATION`, a subscription that has held the
+//! publication back for longer than `evict_after` is cut loose, as Aeron's
+//! untethered subscriptions are: the publication and the other
+//! subscriptions go on. The evicted subscription's next poll that finds it
+//! rejoined returns [`Error::Evicted`] once, with the bytes it missed, and
+//! later polls deliver live messages. On an evicting channel a subscription
+//! copies each message out of the ring and checks that it was not evicted
+//! before handing it over, so it never sees a message overwritten under it
+//! (`slow=block` channels keep zero-copy reads). `evict_after` without
+//! `slow=evict` is [`Error::InvalidUri`].
+//!
+//! ## Late-join history
+//!
+//! `history=BYTES` makes the ring keep at least that many bytes of the most
+//! recent messages readable (records count with their 16-byte header,
+//! rounded up to 32 bytes). The capacity must allow it: at most `capacity`
+//! less `capacity/32` and less twice the largest record (or 1 KiB), else
+//! [`Error::InvalidUri`] naming the limit. A subscription with
+//! `from=history` starts at the oldest whole message inside that window
+//! (never a torn one, also while the publication writes); the default,
+//! `from=live`, receives what is published after it joined. With no
+//! history on the channel, `from=history` is `from=live`.
 //!
 //! ## Who may own a ring
 //!

@@ -421,6 +421,40 @@ static void test_close_from_handler(void) {
     conduit_publication_close(p);
 }
 
+static void test_subscriber_count_and_wait(void) {
+    char u[700];
+    uri(u, sizeof u, "c_count", "&slow=evict&evict_after=50ms&history=4k");
+    conduit_publication *p = conduit_publication_open(u);
+    CHECK(p != NULL);
+    if (!p) {
+        fprintf(stderr, "open %s: %s\n", u, conduit_last_error());
+        return;
+    }
+    CHECK(conduit_publication_subscriber_count(p) == 0);
+    CHECK_ERR(conduit_publication_wait_for_subscribers(p, 1, 1000000), CONDUIT_TIMED_OUT,
+              "timed out");
+    CHECK_ERR(conduit_publication_wait_for_subscribers(p, 1, -1), CONDUIT_INVALID_ARGUMENT,
+              "timeout_ns is -1");
+    CHECK_ERR(conduit_publication_wait_for_subscribers(NULL, 1, 0), CONDUIT_INVALID_ARGUMENT,
+              "publication is NULL");
+    CHECK_ERR(conduit_publication_subscriber_count(NULL), CONDUIT_INVALID_ARGUMENT,
+              "publication is NULL");
+    CHECK(conduit_publication_wait_for_subscribers(p, 0, 0) == 0);
+    char su[700];
+    uri(su, sizeof su, "c_count", "&from=history");
+    conduit_subscription *a = conduit_subscription_open(su);
+    conduit_subscription *b = conduit_subscription_open(su);
+    CHECK(a != NULL && b != NULL);
+    CHECK(conduit_publication_wait_for_subscribers(p, 2, 5000000000LL) == 2);
+    CHECK(conduit_publication_subscriber_count(p) == 2);
+    conduit_subscription_close(b);
+    CHECK(conduit_publication_subscriber_count(p) == 1);
+    CHECK(strcmp(conduit_status_string(CONDUIT_EVICTED), "CONDUIT_EVICTED") == 0);
+    CHECK(CONDUIT_EVICTED == -23);
+    conduit_subscription_close(a);
+    conduit_publication_close(p);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -434,6 +468,7 @@ int main(int argc, char **argv) {
     test_claims_and_bad_calls_on_handles();
     test_round_trip();
     test_close_from_handler();
+    test_subscriber_count_and_wait();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

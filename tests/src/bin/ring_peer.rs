@@ -4,6 +4,10 @@
 //! ring_peer publish NAME DIR COUNT [block]   # COUNT = 0: publish until killed
 //! ring_peer subscribe NAME DIR COUNT [block] # verify COUNT messages, then exit 0
 //! ring_peer hold NAME DIR                    # attach, print "held", never read
+//! ring_peer evictee NAME DIR                 # read (print "reading" at the first
+//!                                            # message), expect one Evicted ("evicted
+//!                                            # MISSED"), then 1000 consecutive live
+//!                                            # messages ("live FIRST LAST"), exit 0
 //! ring_peer idle NAME DIR [MODE]             # create a publisher (octal file mode), never send
 //! ring_peer readlock NAME DIR                # read-lock every byte of every file of the
 //!                                            # ring it can open read-only, print
@@ -13,7 +17,7 @@
 //! Message `seq` carries `seq` and a checksum of its length and filler bytes;
 //! lengths cycle through 16..=64 bytes. Every mode has a watchdog.
 
-use conduit_ringbuf::{OfferError, Publisher, RingConfig, Subscriber, WaitStrategy};
+use conduit_ringbuf::{OfferError, PollError, Publisher, RingConfig, Subscriber, WaitStrategy};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,6 +148,69 @@ pub fn subscribe(
     Ok(next)
 }
 
+/// A subscriber that is expected to be stopped (SIGSTOP) and evicted.
+fn evictee(name: &str, dir: PathBuf) -> Result<(), String> {
+    let mut s = Subscriber::open(name, Some(&dir)).map_err(|e| e.to_string())?;
+    let mut last: Option<u64> = None;
+    let mut before_eviction = None;
+    let mut first_live = None;
+    let mut live = 0u64;
+    let mut err = None;
+    loop {
+        let r = s.poll(
+            |_, b| {
+                if err.is_some() {
+                    return;
+                }
+                let seq = match verify(b) {
+                    Ok(seq) => seq,
+                    Err(e) => return err = Some(e),
+                };
+                match last {
+                    None if before_eviction.is_none() => {
+                        println!("reading");
+                        let _ = std::io::stdout().flush();
+                    }
+                    None => first_live = Some(seq),
+                    Some(l) if seq != l + 1 => {
+                        return err = Some(format!("message {seq} after {l}"));
+                    }
+                    Some(_) => {}
+                }
+                if before_eviction.is_some() {
+                    live += 1;
+                }
+                last = Some(seq);
+            },
+            256,
+        );
+        if let Some(e) = err.take() {
+            return Err(e);
+        }
+        match r {
+            Ok(_) => {}
+            Err(PollError::Evicted { missed }) => {
+                if before_eviction.is_some() {
+                    return Err("evicted twice".into());
+                }
+                before_eviction = Some(last.unwrap_or(0));
+                last = None;
+                println!("evicted {missed}");
+                let _ = std::io::stdout().flush();
+            }
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        if live >= 1000 {
+            let (first, before) = (first_live.unwrap_or(0), before_eviction.unwrap_or(0));
+            if first <= before {
+                return Err(format!("live data from {first}, not after {before}"));
+            }
+            println!("live {first} {}", last.unwrap_or(0));
+            return Ok(());
+        }
+    }
+}
+
 fn hold(name: &str, dir: PathBuf) -> Result<(), String> {
     let mut s = Subscriber::open(name, Some(&dir)).map_err(|e| e.to_string())?;
     while !s.is_connected() {
@@ -259,6 +326,7 @@ fn main() {
         "publish" => publish(name, dir, count),
         "subscribe" => subscribe(name, dir, count, strategy).map(|n| println!("ok {n}")),
         "hold" => hold(name, dir),
+        "evictee" => evictee(name, dir),
         "idle" => idle(name, dir, args.get(4)),
         "readlock" => readlock(name, dir),
         other => Err(format!("unknown mode {other}")),

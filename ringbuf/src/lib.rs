@@ -151,7 +151,7 @@ mod tests;
 
 pub use error::{OfferError, PollError, RingError};
 pub use publisher::{Claim, Publisher};
-pub use subscriber::Subscriber;
+pub use subscriber::{RecordInfo, Subscriber, DEAD_CLAIM_CHECK};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -177,6 +177,12 @@ pub struct RingConfig {
     pub max_message_len: usize,
     /// Most subscribers attached at once (slots in the header).
     pub max_subscribers: u32,
+    /// Most publishers attached at once. 1 (the default) is the
+    /// single-writer protocol; more makes a multi-writer ring that other
+    /// processes attach to with [`Publisher::create`] (see "Several
+    /// publishers"); its `max_message_len` is at most
+    /// [`layout::MAX_MULTI_MESSAGE_LEN`].
+    pub max_publishers: u32,
     /// Directory of the ring files; `None` means `$CONDUIT_SHM_DIR` or `/dev/shm`.
     pub dir: Option<PathBuf>,
     /// File mode of a created ring file. Subscribers must be able to write
@@ -192,6 +198,7 @@ impl Default for RingConfig {
             capacity: 1 << 20,
             max_message_len: 1 << 17,
             max_subscribers: 64,
+            max_publishers: 1,
             dir: None,
             mode: 0o600,
         }

@@ -19,6 +19,9 @@ use std::sync::atomic::{compiler_fence, fence, Ordering};
 use std::time::Instant;
 use zerocopy::{FromBytes, IntoBytes};
 
+mod multi;
+use multi::Multi;
+
 /// Bytes zeroed ahead of the tail in one go.
 const ZERO_AHEAD: u64 = 1024;
 /// Zeroing ahead starts again when fewer bytes than this are zeroed.
@@ -56,6 +59,8 @@ pub struct Publisher {
     last_bp_reap: Option<Instant>,
     /// `FUTEX_WAKE` calls made.
     wakes: u64,
+    /// The multi-writer state; `None` on a single-writer ring.
+    multi: Option<Multi>,
 }
 
 // SAFETY: all state is owned; the mapping is shared memory accessed through
@@ -72,6 +77,8 @@ pub struct Claim<'a> {
     start: u64,
     len: usize,
     type_id: u32,
+    /// A claim on a multi-writer ring (its commit and abort differ).
+    multi: bool,
 }
 
 impl Publisher {
@@ -114,8 +121,21 @@ impl Publisher {
             config.capacity,
             config.max_message_len,
             config.max_subscribers,
+            config.max_publishers,
         )
         .map_err(RingError::InvalidConfig)?;
+        if geometry.max_publishers > 1 {
+            return multi::create_or_attach(name, config, geometry);
+        }
+        Self::create_new(name, config, geometry)
+    }
+
+    /// Builds a new ring and puts it under `name` (see [`Publisher::create`]).
+    fn create_new(
+        name: &str,
+        config: &RingConfig,
+        geometry: Geometry,
+    ) -> Result<Publisher, RingError> {
         if config.mode & 0o600 != 0o600 || config.mode > 0o777 {
             return Err(RingError::InvalidConfig(format!(
                 "mode {:o} must be file permissions including owner read-write",
@@ -167,6 +187,7 @@ impl Publisher {
             last_reap: Instant::now(),
             last_bp_reap: None,
             wakes: 0,
+            multi: None,
         })
     }
 
@@ -220,6 +241,9 @@ impl Publisher {
                 max: self.max_message_len,
             });
         }
+        if self.multi.is_some() {
+            return self.try_claim_multi(type_id, len);
+        }
         let att = self.map.signal().attention.load(Ordering::Relaxed);
         // After the first access to shared memory: if the file was truncated,
         // that access faulted and the SIGBUS handler set the flag. (A record
@@ -262,6 +286,7 @@ impl Publisher {
             start,
             len,
             type_id,
+            multi: false,
         })
     }
 
@@ -385,6 +410,9 @@ impl Publisher {
 
     /// Processes requests, and reaps at most every millisecond.
     fn refresh(&mut self) {
+        if self.multi.is_some() {
+            return self.refresh_multi();
+        }
         let r = if self.last_reap.elapsed() >= QUERY_REAP_INTERVAL {
             self.reap()
         } else {
@@ -467,6 +495,10 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        if self.multi.is_some() && !self.leave_multi() {
+            // Other publishers remain: the ring stays open.
+            return;
+        }
         self.map
             .publisher()
             .tail
@@ -523,15 +555,20 @@ impl Claim<'_> {
     /// Publishes the record; returns the position after it.
     #[inline(always)]
     pub fn commit(self) -> u64 {
-        let p = &mut *self.p;
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if this.multi {
+            return this.commit_multi();
+        }
+        let this = &mut *this;
+        let p = &mut *this.p;
         let d = p.data;
-        let end = self.start + layout::record_len(self.len as u64);
+        let end = this.start + layout::record_len(this.len as u64);
         // SAFETY: every view below is at a 32-aligned position (start, end, the
         // padding position) and the mapping is alive while `p` is borrowed.
         unsafe {
-            let (len_w, type_w) = d.len_type(self.start);
-            len_w.store(self.len as u32, Ordering::Relaxed);
-            type_w.store(self.type_id, Ordering::Relaxed);
+            let (len_w, type_w) = d.len_type(this.start);
+            len_w.store(this.len as u32, Ordering::Relaxed);
+            type_w.store(this.type_id, Ordering::Relaxed);
             // The next record's commit word must not show an old lap's bytes
             // to a reader that follows this record: it is zeroed before this
             // commit, normally by an earlier `zero_ahead`.
@@ -540,9 +577,9 @@ impl Claim<'_> {
                 p.zeroed = end + 8;
             }
             // Release partner: the subscriber's Acquire load of the commit word.
-            d.commit(self.start)
-                .store(self.start + 1, Ordering::Release);
-            if let Some(pad) = self.pad_at {
+            d.commit(this.start)
+                .store(this.start + 1, Ordering::Release);
+            if let Some(pad) = this.pad_at {
                 let (len_w, type_w) = d.len_type(pad);
                 len_w.store(PADDING_LEN, Ordering::Relaxed);
                 type_w.store(0, Ordering::Relaxed);
@@ -569,8 +606,19 @@ impl Claim<'_> {
         end
     }
 
-    /// Releases the claim without publishing anything.
+    /// Releases the claim without publishing anything. On a multi-writer
+    /// ring the claimed space becomes a skip record that subscribers pass
+    /// (later claims may already be committed after it). Dropping a claim
+    /// aborts it.
     pub fn abort(self) {}
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.multi {
+            self.abort_multi();
+        }
+    }
 }
 
 /// Copies `src` into `dst` (same length); small payloads are copied with

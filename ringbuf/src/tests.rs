@@ -35,6 +35,7 @@ fn config(dir: &TempDir, capacity: usize) -> RingConfig {
         capacity,
         max_message_len: capacity / 2 - 16,
         max_subscribers: 8,
+        max_publishers: 1,
         dir: Some(dir.0.clone()),
         mode: 0o600,
     }
@@ -512,7 +513,7 @@ fn corrupt_case_at(name: &str, skip: usize, scribble: impl Fn(&Scribbler, usize)
     }
     assert_eq!(drain(&mut s).len(), skip);
     p.offer(1, &[5; 40]).unwrap();
-    let data = layout::data_offset(8) as usize + skip * 32;
+    let data = layout::data_offset(8, 1) as usize + skip * 32;
     let w = Scribbler::new(p.path());
     scribble(&w, data);
     let r = s.poll(|_, _| {}, 10);

@@ -112,8 +112,10 @@ pub const DATA_ALIGN: usize = 4096;
 /// Most publishers a ring may have.
 pub const MAX_PUBLISHERS: u32 = 64;
 /// Largest payload of a ring with several publishers: the high 8 bits of a
-/// record's `len` word carry the index + 1 of the publisher that wrote it.
-pub const MAX_MULTI_MESSAGE_LEN: u64 = (1 << 24) - 1;
+/// record's `len` word carry the index + 1 of the publisher that wrote it,
+/// and the masked length of a skip record ([`SKIP_LEN`]) must exceed every
+/// valid length, so that it takes the reader's cold path.
+pub const MAX_MULTI_MESSAGE_LEN: u64 = (1 << 24) - 256;
 /// Mask of the length bits of a multi-writer record's `len` word.
 pub const LEN_MASK: u32 = (1 << 24) - 1;
 /// Shift of the publisher index + 1 in a multi-writer record's `len` word.

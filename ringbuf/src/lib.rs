@@ -164,6 +164,11 @@ pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a subscriber that sees no data checks the publisher's liveness.
 pub const PUBLISHER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How long the claim lock of a multi-writer ring must stay with one holder
+/// before a publisher waiting for it checks whether that holder is alive
+/// (and takes the lock over from a dead one).
+pub const LOCK_CHECK_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Longest ring name.
 pub const MAX_NAME_LEN: usize = 200;
 

@@ -191,6 +191,15 @@ impl Publisher {
         })
     }
 
+    /// Test hook: behaves as if the process died now (its locks are dropped
+    /// by closing the lock file; nothing else is cleaned up).
+    #[cfg(test)]
+    pub(crate) fn die(mut self) {
+        let null = File::open("/dev/null").expect("opening /dev/null");
+        drop(std::mem::replace(&mut self.lock, null));
+        std::mem::forget(self);
+    }
+
     /// `FUTEX_WAKE` calls this publisher has made (diagnostics): it grows
     /// only while some subscriber is asleep in `WaitStrategy::Block`.
     pub fn wake_calls(&self) -> u64 {

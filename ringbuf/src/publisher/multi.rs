@@ -9,16 +9,13 @@ use crate::layout::{
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, PubSlot};
-use crate::{file, futex, ring_dir, RingConfig, REAP_INTERVAL};
+use crate::{file, futex, ring_dir, RingConfig, LOCK_CHECK_INTERVAL, REAP_INTERVAL};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{compiler_fence, fence, Ordering};
 use std::time::{Duration, Instant};
 
 /// Spins on a held claim lock before an offer reports `BackPressured`.
 const LOCK_SPINS: u32 = 128;
-/// How long the claim lock must stay with one holder (same generation)
-/// before a blocked publisher checks whether that holder is alive.
-pub(crate) const LOCK_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 /// Attempts of `create_or_attach` before giving up.
 const ATTACH_ATTEMPTS: u32 = 64;
 /// Pause between attempts while another process closes or replaces the ring.

@@ -205,6 +205,7 @@ fn static_strings() {
         (CONDUIT_SESSION_REPLACED, "CONDUIT_SESSION_REPLACED"),
         (CONDUIT_MTU_MISMATCH, "CONDUIT_MTU_MISMATCH"),
         (CONDUIT_KEY_MISMATCH, "CONDUIT_KEY_MISMATCH"),
+        (CONDUIT_TOO_MANY_PUBLISHERS, "CONDUIT_TOO_MANY_PUBLISHERS"),
     ] {
         assert_eq!(text(conduit_status_string(code)), name);
     }

@@ -51,6 +51,9 @@ pub const CONDUIT_KEY_MISMATCH: c_int = -15;
 /// named by `owners=`; a publication's name is squatted by another uid).
 /// `conduit_last_error()` names the owner's uid.
 pub const CONDUIT_FOREIGN_OWNER: c_int = -16;
+/// shm publication opened with `publishers=N`: all N publisher slots are
+/// taken by live publishers (a dead publisher's slot is reclaimed).
+pub const CONDUIT_TOO_MANY_PUBLISHERS: c_int = -22;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -78,6 +81,7 @@ const _: () = {
     assert!(CONDUIT_MTU_MISMATCH == code::MTU_MISMATCH);
     assert!(CONDUIT_KEY_MISMATCH == code::KEY_MISMATCH);
     assert!(CONDUIT_FOREIGN_OWNER == code::FOREIGN_OWNER);
+    assert!(CONDUIT_TOO_MANY_PUBLISHERS == code::TOO_MANY_PUBLISHERS);
 };
 
 /// The name of a status code.
@@ -101,6 +105,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_MTU_MISMATCH => c"CONDUIT_MTU_MISMATCH",
         CONDUIT_KEY_MISMATCH => c"CONDUIT_KEY_MISMATCH",
         CONDUIT_FOREIGN_OWNER => c"CONDUIT_FOREIGN_OWNER",
+        CONDUIT_TOO_MANY_PUBLISHERS => c"CONDUIT_TOO_MANY_PUBLISHERS",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

@@ -87,6 +87,12 @@ pub enum Error {
         /// The owner of the file.
         uid: u32,
     },
+    /// Every publisher slot of a `shm:` channel opened with `publishers=N` is
+    /// taken by a live publisher (a dead publisher's slot is reclaimed).
+    TooManyPublishers {
+        /// The channel's publisher slots.
+        max: u32,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -127,6 +133,8 @@ pub mod code {
     pub const KEY_MISMATCH: i32 = -15;
     /// See [`crate::Error::ForeignOwner`].
     pub const FOREIGN_OWNER: i32 = -16;
+    /// See [`crate::Error::TooManyPublishers`].
+    pub const TOO_MANY_PUBLISHERS: i32 = -22;
 }
 
 impl Error {
@@ -150,6 +158,7 @@ impl Error {
             Error::MtuMismatch { .. } => code::MTU_MISMATCH,
             Error::KeyMismatch => code::KEY_MISMATCH,
             Error::ForeignOwner { .. } => code::FOREIGN_OWNER,
+            Error::TooManyPublishers { .. } => code::TOO_MANY_PUBLISHERS,
         }
     }
 
@@ -213,6 +222,10 @@ impl fmt::Display for Error {
             Error::ForeignOwner { uid } => write!(
                 f,
                 "the shared-memory ring is owned by uid {uid}, which is not an allowed owner (see owners=)"
+            ),
+            Error::TooManyPublishers { max } => write!(
+                f,
+                "all {max} publisher slots of the channel are taken by live publishers"
             ),
         }
     }

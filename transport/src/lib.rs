@@ -37,4 +37,4 @@ pub mod uri;
 pub use channel::{Claim, Counters, Publication, Subscription, TypedClaim};
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
-pub use message::{Message, Received, ViewError};
+pub use message::{Message, Received, Source, ViewError};

@@ -90,11 +90,33 @@ impl fmt::Display for ViewError {
 
 impl std::error::Error for ViewError {}
 
+/// Who sent a message, where the channel knows.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A publisher of a `shm:` channel: its publisher slot index and process id.
+    Shm {
+        /// Publisher slot index (0 on a single-publisher channel).
+        index: u16,
+        /// Process id of the slot's owner.
+        pid: u32,
+    },
+    /// A UDP publisher session: its address and session id.
+    Udp {
+        /// The publisher's address.
+        addr: std::net::SocketAddr,
+        /// Its session id.
+        session: u32,
+    },
+}
+
 /// A received message, borrowed from ring memory or the receive buffer.
 #[derive(Clone, Copy)]
 pub struct Received<'a> {
     type_id: u32,
     payload: &'a [u8],
+    position: u64,
+    source: Option<Source>,
 }
 
 impl fmt::Debug for Received<'_> {
@@ -109,7 +131,43 @@ impl fmt::Debug for Received<'_> {
 impl<'a> Received<'a> {
     /// Wraps a payload handed out by a transport.
     pub fn new(type_id: u32, payload: &'a [u8]) -> Self {
-        Received { type_id, payload }
+        Received {
+            type_id,
+            payload,
+            position: 0,
+            source: None,
+        }
+    }
+
+    /// Sets the stream position and the sender.
+    pub(crate) fn with_origin(mut self, position: u64, source: Option<Source>) -> Self {
+        self.position = position;
+        self.source = source;
+        self
+    }
+
+    /// Stream position of the message's first byte (0 where the channel
+    /// does not tell).
+    ///
+    /// ```
+    /// # let r = conduit::Received::new(7, b"hi");
+    /// let _at: u64 = r.position();
+    /// ```
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Who sent the message, where the channel knows (`shm:` channels:
+    /// [`Source::Shm`]).
+    ///
+    /// ```
+    /// # let r = conduit::Received::new(7, b"hi");
+    /// if let Some(conduit::Source::Shm { index, pid }) = r.source() {
+    ///     println!("from publisher {index}, pid {pid}");
+    /// }
+    /// ```
+    pub fn source(&self) -> Option<Source> {
+        self.source
     }
 
     /// The message's type id.

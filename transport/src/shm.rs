@@ -8,6 +8,7 @@
 //! | `capacity` | ring data bytes, a power of two (publication) | `1m` |
 //! | `max_msg` | largest payload, at most `capacity/2 - 16` (publication) | `capacity/8` |
 //! | `subscribers` | subscriber slots (publication) | 64 |
+//! | `publishers` | publishers attached at once, 1 to 64 (publication; see below) | 1 |
 //! | `mode` | octal file mode of the ring file (publication) | `600` |
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
 //! | `wait` | `spin`, `yield` or `block`: how [`crate::Subscription::poll_timeout`] waits | `spin` |
@@ -16,6 +17,22 @@
 //! A subscription accepts the publication's parameters too (so one URI can
 //! serve both sides) and ignores them: the publisher's ring header is the
 //! truth. A publication accepts `owners` and ignores it.
+//!
+//! ## Several publishers
+//!
+//! With `publishers=N` (N > 1) any process may open a [`crate::Publication`]
+//! on the name while fewer than N are attached; the first creates the ring,
+//! the others attach to it (its capacity and limits win over theirs), and
+//! one more is [`Error::TooManyPublishers`]. Each message is appended
+//! atomically; subscribers see one total order that keeps each publisher's
+//! own order, and [`crate::Received::source`] names the publisher (its slot
+//! index and pid). A publisher killed while holding a claim delays the
+//! others and the subscribers by about a millisecond (at most tens of
+//! milliseconds for a subscriber asleep in `wait=block`); its claim is
+//! skipped, everything it committed is delivered. `max_msg` is at most
+//! 16 MiB - 256 then. The channel closes when its last publisher closes.
+//! `publishers=1` (the default) keeps the single-writer ring, whose data
+//! path is unchanged.
 //!
 //! ## Who may own a ring
 //!
@@ -36,7 +53,7 @@
 //! program that replaces conduit's SIGBUS handler).
 
 use crate::uri::ChannelUri;
-use crate::{Error, Received};
+use crate::{Error, Received, Source};
 use conduit_ringbuf as ring;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -85,7 +102,9 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         config.capacity = cap;
         config.max_message_len = cap / 8;
     }
+    let mut explicit_max = false;
     if let Some(max) = uri.take_size("max_msg")? {
+        explicit_max = true;
         let limit = ring::layout::max_message_limit(config.capacity as u64) as usize;
         if max > limit {
             return Err(uri.invalid(format!(
@@ -100,6 +119,25 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
             return Err(uri.invalid(format!("subscribers={n} must be 1 to 1024")));
         }
         config.max_subscribers = n as u32;
+    }
+    if let Some(n) = uri.take_u64("publishers")? {
+        if !(1..=u64::from(ring::layout::MAX_PUBLISHERS)).contains(&n) {
+            return Err(uri.invalid(format!(
+                "publishers={n} must be 1 to {}",
+                ring::layout::MAX_PUBLISHERS
+            )));
+        }
+        config.max_publishers = n as u32;
+        let multi_max = ring::layout::MAX_MULTI_MESSAGE_LEN as usize;
+        if n > 1 && config.max_message_len > multi_max {
+            if explicit_max {
+                return Err(uri.invalid(format!(
+                    "max_msg={} exceeds {multi_max}, the limit with several publishers",
+                    config.max_message_len
+                )));
+            }
+            config.max_message_len = multi_max;
+        }
     }
     if let Some(mode) = uri.take_str("mode") {
         let m = u32::from_str_radix(&mode, 8)
@@ -139,6 +177,7 @@ fn ring_error(e: ring::RingError) -> Error {
     match e {
         ring::RingError::Io(io) => Error::Io(io),
         ring::RingError::ForeignOwner { uid, .. } => Error::ForeignOwner { uid },
+        ring::RingError::TooManyPublishers { max, .. } => Error::TooManyPublishers { max },
         other => Error::InvalidArgument(other.to_string()),
     }
 }
@@ -230,8 +269,11 @@ impl ShmSubscription {
     ) -> Result<usize, Error> {
         let n = self
             .ring
-            .poll(
-                |type_id, payload| handler(Received::new(type_id, payload)),
+            .poll_records(
+                |r, payload| {
+                    let source = r.publisher().map(|(index, pid)| Source::Shm { index, pid });
+                    handler(Received::new(r.type_id(), payload).with_origin(r.position(), source))
+                },
                 limit,
             )
             .map_err(poll_error)?;

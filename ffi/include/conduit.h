@@ -179,11 +179,29 @@
 #define CONDUIT_EVICTED -23
 
 /**
+ * shm publication opened with `publishers=N`: all N publisher slots are
+ * taken by live publishers (a dead publisher's slot is reclaimed).
+ */
+#define CONDUIT_TOO_MANY_PUBLISHERS -22
+
+/**
  * How long `conduit_publication_close` waits, at most, for subscribers to
  * consume (shm) or acknowledge (udp) what was offered before it, in
  * milliseconds.
  */
 #define CONDUIT_CLOSE_LINGER_MS 100
+
+/**
+ * `conduit_header::source_kind`: the channel does not tell who sent the message.
+ */
+#define CONDUIT_SOURCE_NONE 0
+
+/**
+ * `conduit_header::source_kind`: a publisher of a `shm:` channel;
+ * `source_index` is its publisher slot (0 on a single-publisher channel)
+ * and `source_pid` its process id.
+ */
+#define CONDUIT_SOURCE_SHM 1
 
 /**
  * An open publication (opaque). Create with `conduit_publication_open`,
@@ -300,6 +318,53 @@ typedef struct conduit_counters {
  * exception).
  */
 typedef void (*conduit_handler)(void *user, uint32_t type_id, const uint8_t *data, size_t len);
+
+/**
+ * What `conduit_subscription_poll_ex` tells about a message besides its
+ * payload. `size` comes first and is the size of the struct this library
+ * fills: later versions append fields (UDP sources, ...), so read a field
+ * only if it lies within `size`.
+ */
+typedef struct conduit_header {
+    /**
+     * Size of this struct in bytes, as filled by the library.
+     */
+    uint32_t size;
+    /**
+     * The message's type id.
+     */
+    uint32_t type_id;
+    /**
+     * Stream position of the message's first byte.
+     */
+    uint64_t position;
+    /**
+     * Who sent it: `CONDUIT_SOURCE_NONE` or `CONDUIT_SOURCE_SHM`.
+     */
+    uint32_t source_kind;
+    /**
+     * `CONDUIT_SOURCE_SHM`: the publisher's slot index.
+     */
+    uint32_t source_index;
+    /**
+     * `CONDUIT_SOURCE_SHM`: the publisher's process id.
+     */
+    uint32_t source_pid;
+    /**
+     * Zero.
+     */
+    uint32_t reserved;
+} conduit_header;
+
+/**
+ * Called by `conduit_subscription_poll_ex` for each message, in order, on
+ * the polling thread: as `conduit_handler`, with the message's header
+ * (valid only during the call) instead of its type id.
+ */
+typedef void (*conduit_handler_ex)(void *user,
+                                   const struct conduit_header *header,
+                                   const uint8_t *data,
+                                   size_t len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -631,6 +696,21 @@ int conduit_subscription_poll(struct conduit_subscription *s,
                               conduit_handler handler,
                               void *user,
                               int limit);
+
+/**
+ * As `conduit_subscription_poll`, handing each message's header (type id,
+ * stream position, sender) to `handler`.
+ *
+ * Threads: the thread currently using `s`; the handler runs on it.
+ *
+ * # Safety
+ * As `conduit_subscription_poll`, with `handler` following
+ * `conduit_handler_ex`'s rules.
+ */
+int conduit_subscription_poll_ex(struct conduit_subscription *s,
+                                 conduit_handler_ex handler,
+                                 void *user,
+                                 int limit);
 
 /**
  * As `conduit_subscription_poll`, but when no message is available waits

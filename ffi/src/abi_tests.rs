@@ -220,6 +220,7 @@ fn static_strings() {
         (CONDUIT_LAYOUT_VERSION, "CONDUIT_LAYOUT_VERSION"),
         (CONDUIT_NOT_A_CHANNEL, "CONDUIT_NOT_A_CHANNEL"),
         (CONDUIT_EVICTED, "CONDUIT_EVICTED"),
+        (CONDUIT_TOO_MANY_PUBLISHERS, "CONDUIT_TOO_MANY_PUBLISHERS"),
     ] {
         assert_eq!(text(conduit_status_string(code)), name);
     }
@@ -592,4 +593,71 @@ fn udp_refusal_and_mtu_mismatch_are_c_statuses() {
         conduit_publication_close(p);
         conduit_subscription_close(s);
     }
+}
+
+#[test]
+fn poll_ex_names_each_publisher_of_a_shared_channel() {
+    let dir = std::env::temp_dir().join(format!("conduit-abi-poll-ex-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let uri = format!("shm:pollex?publishers=2&dir={}\0", dir.display());
+    extern "C" fn keep(
+        user: *mut std::ffi::c_void,
+        h: *const conduit_header,
+        _: *const u8,
+        len: usize,
+    ) {
+        // SAFETY: `user` is the Vec passed below; `h` is valid for the call.
+        unsafe { (*user.cast::<Vec<(conduit_header, usize)>>()).push((*h, len)) };
+    }
+    // SAFETY: NUL-terminated URI; the handles are closed below; `got`
+    // outlives the polls.
+    unsafe {
+        let s = conduit_subscription_open(uri.as_ptr().cast());
+        let a = conduit_publication_open(uri.as_ptr().cast());
+        let b = conduit_publication_open(uri.as_ptr().cast());
+        assert!(
+            !s.is_null() && !a.is_null() && !b.is_null(),
+            "{}",
+            last_error()
+        );
+        assert!(conduit_publication_open(uri.as_ptr().cast()).is_null());
+        assert!(last_error().contains("publisher slots"), "{}", last_error());
+        let mut got: Vec<(conduit_header, usize)> = Vec::new();
+        let user = (&mut got as *mut Vec<(conduit_header, usize)>).cast();
+        for (p, type_id) in [(a, 1), (b, 2)] {
+            let mut sent = false;
+            for _ in 0..10_000 {
+                if conduit_publication_offer(p, type_id, b"abc".as_ptr().cast(), 3) >= 0 {
+                    sent = true;
+                    break;
+                }
+                conduit_subscription_poll_ex(s, Some(keep), user, 1);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            assert!(sent, "{}", last_error());
+        }
+        for _ in 0..10_000 {
+            if got.len() >= 2 {
+                break;
+            }
+            assert!(conduit_subscription_poll_ex(s, Some(keep), user, 8) >= 0);
+        }
+        assert_eq!(
+            conduit_subscription_poll_ex(s, None, user, 1),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert_eq!(got.len(), 2);
+        for (k, (h, len)) in got.iter().enumerate() {
+            assert_eq!(h.size as usize, size_of::<conduit_header>());
+            assert_eq!((h.type_id, *len), (k as u32 + 1, 3));
+            assert_eq!(h.source_kind, CONDUIT_SOURCE_SHM);
+            assert_eq!(h.source_index, k as u32);
+            assert_eq!(h.source_pid, std::process::id());
+        }
+        assert!(got[1].0.position > got[0].0.position);
+        conduit_publication_close(b);
+        conduit_publication_close(a);
+        conduit_subscription_close(s);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

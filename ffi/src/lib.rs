@@ -35,6 +35,10 @@ pub use subscription::{
     conduit_subscription_counters, conduit_subscription_driver, conduit_subscription_is_connected,
     conduit_subscription_open, conduit_subscription_poll, conduit_subscription_poll_timeout,
 };
+pub use subscription::{
+    conduit_handler_ex, conduit_header, conduit_subscription_poll_ex, CONDUIT_SOURCE_NONE,
+    CONDUIT_SOURCE_SHM,
+};
 pub use version::conduit_version;
 
 #[cfg(test)]

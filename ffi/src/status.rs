@@ -68,6 +68,9 @@ pub const CONDUIT_NOT_A_CHANNEL: c_int = -21;
 /// continues from the live position. `conduit_last_error()` says how many
 /// bytes it missed.
 pub const CONDUIT_EVICTED: c_int = -23;
+/// shm publication opened with `publishers=N`: all N publisher slots are
+/// taken by live publishers (a dead publisher's slot is reclaimed).
+pub const CONDUIT_TOO_MANY_PUBLISHERS: c_int = -22;
 
 /// How long `conduit_publication_close` waits, at most, for subscribers to
 /// consume (shm) or acknowledge (udp) what was offered before it, in
@@ -100,6 +103,7 @@ const _: () = {
     assert!(CONDUIT_LAYOUT_VERSION == code::LAYOUT_VERSION);
     assert!(CONDUIT_NOT_A_CHANNEL == code::NOT_A_CHANNEL);
     assert!(CONDUIT_EVICTED == code::EVICTED);
+    assert!(CONDUIT_TOO_MANY_PUBLISHERS == code::TOO_MANY_PUBLISHERS);
 };
 
 /// The name of a status code.
@@ -128,6 +132,7 @@ pub(crate) fn name(code: c_int) -> &'static CStr {
         CONDUIT_LAYOUT_VERSION => c"CONDUIT_LAYOUT_VERSION",
         CONDUIT_NOT_A_CHANNEL => c"CONDUIT_NOT_A_CHANNEL",
         CONDUIT_EVICTED => c"CONDUIT_EVICTED",
+        CONDUIT_TOO_MANY_PUBLISHERS => c"CONDUIT_TOO_MANY_PUBLISHERS",
         _ => c"CONDUIT_UNKNOWN_STATUS",
     }
 }

@@ -26,6 +26,65 @@ const MAGIC: u64 = 0x636f_6e64_7375_6273; // "condsubs"
 pub type conduit_handler =
     Option<unsafe extern "C" fn(user: *mut c_void, type_id: u32, data: *const u8, len: usize)>;
 
+/// `conduit_header::source_kind`: the channel does not tell who sent the message.
+pub const CONDUIT_SOURCE_NONE: u32 = 0;
+/// `conduit_header::source_kind`: a publisher of a `shm:` channel;
+/// `source_index` is its publisher slot (0 on a single-publisher channel)
+/// and `source_pid` its process id.
+pub const CONDUIT_SOURCE_SHM: u32 = 1;
+
+/// What `conduit_subscription_poll_ex` tells about a message besides its
+/// payload. `size` comes first and is the size of the struct this library
+/// fills: later versions append fields (UDP sources, ...), so read a field
+/// only if it lies within `size`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct conduit_header {
+    /// Size of this struct in bytes, as filled by the library.
+    pub size: u32,
+    /// The message's type id.
+    pub type_id: u32,
+    /// Stream position of the message's first byte.
+    pub position: u64,
+    /// Who sent it: `CONDUIT_SOURCE_NONE` or `CONDUIT_SOURCE_SHM`.
+    pub source_kind: u32,
+    /// `CONDUIT_SOURCE_SHM`: the publisher's slot index.
+    pub source_index: u32,
+    /// `CONDUIT_SOURCE_SHM`: the publisher's process id.
+    pub source_pid: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Called by `conduit_subscription_poll_ex` for each message, in order, on
+/// the polling thread: as `conduit_handler`, with the message's header
+/// (valid only during the call) instead of its type id.
+pub type conduit_handler_ex = Option<
+    unsafe extern "C" fn(
+        user: *mut c_void,
+        header: *const conduit_header,
+        data: *const u8,
+        len: usize,
+    ),
+>;
+
+/// The header of `m`.
+fn header_of(m: &Received<'_>) -> conduit_header {
+    let (kind, index, pid) = match m.source() {
+        Some(conduit::Source::Shm { index, pid }) => (CONDUIT_SOURCE_SHM, u32::from(index), pid),
+        _ => (CONDUIT_SOURCE_NONE, 0, 0),
+    };
+    conduit_header {
+        size: std::mem::size_of::<conduit_header>() as u32,
+        type_id: m.type_id(),
+        position: m.position(),
+        source_kind: kind,
+        source_index: index,
+        source_pid: pid,
+        reserved: 0,
+    }
+}
+
 const REENTRY: &str =
     "called from inside this subscription's poll handler (only close is allowed there)";
 
@@ -170,15 +229,14 @@ pub unsafe extern "C" fn conduit_subscription_open(
 /// # Safety
 /// `s` is NULL or a live subscription.
 #[inline(always)]
-unsafe fn poll_now(
+unsafe fn poll_now<F: FnMut(Received<'_>)>(
     s: *mut conduit_subscription,
-    handler: conduit_handler,
-    user: *mut c_void,
+    deliver: Option<F>,
     limit: c_int,
 ) -> Result<c_int, Failure> {
     // SAFETY: the caller passes NULL or a live subscription.
     let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
-    let Some(handler) = handler else {
+    let Some(mut deliver) = deliver else {
         return Err(Failure::invalid_static("handler is NULL"));
     };
     let limit = args::limit(limit)?;
@@ -204,10 +262,7 @@ unsafe fn poll_now(
                 // The handler closed the subscription: no more messages.
                 return;
             }
-            let payload = m.payload();
-            // SAFETY: a C function pointer given by the caller with the
-            // documented signature; `payload` is valid for this call.
-            unsafe { handler(user, m.type_id(), payload.as_ptr(), payload.len()) }
+            deliver(m)
         },
         limit,
     );
@@ -293,8 +348,51 @@ pub unsafe extern "C" fn conduit_subscription_poll(
         "conduit_subscription_poll",
         |code| code,
         || {
+            let deliver = handler.map(|h| {
+                move |m: Received<'_>| {
+                    let payload = m.payload();
+                    // SAFETY: a C function pointer given by the caller with the
+                    // documented signature; `payload` is valid for this call.
+                    unsafe { h(user, m.type_id(), payload.as_ptr(), payload.len()) }
+                }
+            });
             // SAFETY: same contract.
-            unsafe { poll_now(s, handler, user, limit) }
+            unsafe { poll_now(s, deliver, limit) }
+        },
+    )
+}
+
+/// As `conduit_subscription_poll`, handing each message's header (type id,
+/// stream position, sender) to `handler`.
+///
+/// Threads: the thread currently using `s`; the handler runs on it.
+///
+/// # Safety
+/// As `conduit_subscription_poll`, with `handler` following
+/// `conduit_handler_ex`'s rules.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_poll_ex(
+    s: *mut conduit_subscription,
+    handler: conduit_handler_ex,
+    user: *mut c_void,
+    limit: c_int,
+) -> c_int {
+    guard(
+        "conduit_subscription_poll_ex",
+        |code| code,
+        || {
+            let deliver = handler.map(|h| {
+                move |m: Received<'_>| {
+                    let header = header_of(&m);
+                    let payload = m.payload();
+                    // SAFETY: a C function pointer given by the caller with the
+                    // documented signature; `header` and `payload` are valid
+                    // for this call.
+                    unsafe { h(user, &header, payload.as_ptr(), payload.len()) }
+                }
+            });
+            // SAFETY: same contract.
+            unsafe { poll_now(s, deliver, limit) }
         },
     )
 }

@@ -137,6 +137,7 @@ fn fresh_ring() -> (Publisher, Subscriber, File) {
         capacity: CAPACITY,
         max_message_len: MAX_MESSAGE,
         max_subscribers: 4,
+        max_publishers: 1,
         dir: Some(dir().to_path_buf()),
         mode: 0o600,
     };

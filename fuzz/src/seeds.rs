@@ -155,7 +155,7 @@ fn sender_seeds() -> Vec<(String, Program)> {
 
 fn ring_seeds() -> Vec<(String, Program)> {
     use conduit_ringbuf::layout;
-    let data = layout::data_offset(4) as u32;
+    let data = layout::data_offset(4, 1) as u32;
     let offer = |p: &mut Program, len: u16| {
         p.b(&[0]).b(&len.to_le_bytes()).b(&[1, 0, 0, 0, 0x11]);
     };

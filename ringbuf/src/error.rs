@@ -80,6 +80,13 @@ pub enum RingError {
         /// Its owner.
         uid: u32,
     },
+    /// Every publisher slot of a multi-writer ring is taken by a live publisher.
+    TooManyPublishers {
+        /// The file.
+        path: PathBuf,
+        /// Publisher slots in the ring.
+        max: u32,
+    },
 }
 
 impl RingError {
@@ -162,6 +169,11 @@ impl fmt::Display for RingError {
             RingError::ForeignOwner { path, uid } => write!(
                 f,
                 "{} is owned by uid {uid}, which is not an allowed owner",
+                path.display()
+            ),
+            RingError::TooManyPublishers { path, max } => write!(
+                f,
+                "{}: all {max} publisher slots are taken by live publishers",
                 path.display()
             ),
         }

@@ -43,7 +43,7 @@ use crate::layout::{
     SLOT_JOINING,
 };
 use crate::mapping::{Mapping, Slot};
-use crate::subscriber::Conn;
+use crate::subscriber::{Conn, RecordInfo};
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
@@ -185,7 +185,7 @@ impl Conn {
     /// The read loop of an evicting ring: like `Subscriber::poll`, but each
     /// payload is copied out and handed over only after the slot is seen
     /// still ACTIVE (see the module docs).
-    pub(crate) fn poll_evictable<F: FnMut(u64, u32, &[u8])>(
+    pub(crate) fn poll_evictable<F: FnMut(RecordInfo<'_>, &[u8])>(
         &mut self,
         handler: &mut F,
         limit: usize,
@@ -265,7 +265,7 @@ impl Conn {
             // SAFETY: the buffer holds at least `len` initialised bytes
             // (zeroed when grown, then copied into).
             let copy = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-            handler(pos, type_id, copy);
+            handler(RecordInfo::new(type_id, pos, len as u32, self), copy);
             pos += layout::record_len(len as u64);
             n += 1;
         };

@@ -12,12 +12,18 @@
 //! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
 //!                                     generation u64, waiting u32, start u32
 //!                                     (S = max_subscribers)
-//! data_offset       capacity          records (data_offset = 384 + 128 × S rounded up to 4096)
+//! 384 + 128 × S     128 × P           publisher slots (only when P = max_publishers > 1):
+//!                                     state u32, pid u32, pending_start u64, pending_end u64
+//! data_offset       capacity          records (data_offset = 384 + 128 × (S + P') rounded up
+//!                                     to 4096, P' = P if P > 1, else 0)
 //! ```
 //!
-//! Layout version 3 added the slow-subscriber policy and the history window
-//! to the header (`slow_policy`, `evict_after_ns`, `history`), the
-//! [`SLOT_EVICTED`] state and the slot's `start` word (`from=history`).
+//! Layout version 3 took the first 8 reserved header bytes for
+//! `max_publishers` (0 or 1: one publisher, the single-writer protocol; more:
+//! the multi-writer protocol of the crate docs) and added the publisher
+//! slots; it added the slow-subscriber policy and the history window to the
+//! header (`slow_policy`, `evict_after_ns`, `history`), the [`SLOT_EVICTED`]
+//! state and the slot's `start` word (`from=history`).
 //!
 //! Layout version 2 added `waiting` to the slots and moved the liveness
 //! locks from bytes past the end of the ring file to a separate lock file
@@ -106,6 +112,27 @@ pub const MAX_CAPACITY: usize = 1 << 36;
 pub const MAX_SUBSCRIBERS: u32 = 1024;
 /// Alignment of the data area in the file.
 pub const DATA_ALIGN: usize = 4096;
+
+/// Most publishers a ring may have.
+pub const MAX_PUBLISHERS: u32 = 64;
+/// Largest payload of a ring with several publishers: the high 8 bits of a
+/// record's `len` word carry the index + 1 of the publisher that wrote it,
+/// and the masked length of a skip record ([`SKIP_LEN`]) must exceed every
+/// valid length, so that it takes the reader's cold path.
+pub const MAX_MULTI_MESSAGE_LEN: u64 = (1 << 24) - 256;
+/// Mask of the length bits of a multi-writer record's `len` word.
+pub const LEN_MASK: u32 = (1 << 24) - 1;
+/// Shift of the publisher index + 1 in a multi-writer record's `len` word.
+pub const SOURCE_SHIFT: u32 = 24;
+/// `len` value of a skip record (multi-writer rings only): an aborted claim
+/// or one a publisher died holding; `type_id` holds the bytes to skip (a
+/// multiple of 32 that stays inside the lap).
+pub const SKIP_LEN: u32 = u32::MAX - 1;
+/// Publisher slot state: unused.
+pub const PUB_FREE: u32 = 0;
+/// Publisher slot state: owned by a publisher (whose lock byte tells whether
+/// it is alive).
+pub const PUB_ATTACHED: u32 = 1;
 
 /// Slot state: unused.
 pub const SLOT_FREE: u32 = 0;
@@ -199,6 +226,8 @@ pub struct Geometry {
     pub max_message_len: u64,
     /// Subscriber slots.
     pub max_subscribers: u32,
+    /// Publisher slots: 1 means the single-writer protocol (no slots).
+    pub max_publishers: u32,
     /// Offset of the data area.
     pub data_offset: u64,
     /// Length of the file.
@@ -223,12 +252,23 @@ pub const fn max_message_limit(capacity: u64) -> u64 {
     capacity / 2 - RECORD_HEADER_LEN as u64
 }
 
-/// Offset of the data area for `max_subscribers` slots.
-pub const fn data_offset(max_subscribers: u32) -> u64 {
+/// Offset of the data area for `max_subscribers` subscriber slots and
+/// `max_publishers` publishers (slots only when more than one).
+pub const fn data_offset(max_subscribers: u32, max_publishers: u32) -> u64 {
+    let p = if max_publishers > 1 {
+        max_publishers
+    } else {
+        0
+    };
     align_up(
-        (SLOTS_OFFSET + BLOCK_LEN * max_subscribers as usize) as u64,
+        (SLOTS_OFFSET + BLOCK_LEN * (max_subscribers + p) as usize) as u64,
         DATA_ALIGN as u64,
     )
+}
+
+/// Offset of publisher slot `j` of a ring with `max_subscribers` subscriber slots.
+pub const fn pub_slot_offset(max_subscribers: u32, j: u32) -> usize {
+    SLOTS_OFFSET + BLOCK_LEN * (max_subscribers + j) as usize
 }
 
 /// Offset of subscriber slot `i`.
@@ -247,7 +287,20 @@ impl Geometry {
         capacity: usize,
         max_message_len: usize,
         max_subscribers: u32,
+        max_publishers: u32,
     ) -> Result<Geometry, RingError> {
+        if !(1..=MAX_PUBLISHERS).contains(&max_publishers) {
+            return Err(RingError::config(
+                "max_publishers",
+                format!("{max_publishers} is not 1 to {MAX_PUBLISHERS}"),
+            ));
+        }
+        if max_publishers > 1 && max_message_len as u64 > MAX_MULTI_MESSAGE_LEN {
+            return Err(RingError::config(
+                "max_message_len",
+                format!("{max_message_len} exceeds {MAX_MULTI_MESSAGE_LEN}, the limit of a ring with several publishers"),
+            ));
+        }
         if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
             return Err(RingError::config(
                 "capacity",
@@ -269,11 +322,12 @@ impl Geometry {
                 format!("{max_subscribers} is not 1 to {MAX_SUBSCRIBERS}"),
             ));
         }
-        let data_offset = data_offset(max_subscribers);
+        let data_offset = data_offset(max_subscribers, max_publishers);
         Ok(Geometry {
             capacity: capacity as u64,
             max_message_len: max_message_len as u64,
             max_subscribers,
+            max_publishers,
             data_offset,
             file_len: data_offset + capacity as u64,
         })
@@ -293,7 +347,7 @@ impl Geometry {
             file_len: U64::new(self.file_len),
             flags: U64::new(0),
             incarnation: U64::new(incarnation),
-            max_publishers: U32::new(0),
+            max_publishers: U32::new(self.max_publishers),
             reserved_mpsc: U32::new(0),
             slow_policy: U32::new(SLOW_BLOCK),
             reserved_slow: U32::new(0),
@@ -363,10 +417,16 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), Heade
             "max_subscribers {subs} outside 1..={MAX_SUBSCRIBERS}"
         )));
     }
-    let expected_data = data_offset(subs);
+    let pubs = h.max_publishers.get().max(1);
+    if pubs > MAX_PUBLISHERS {
+        return Err(HeaderError::Invalid(format!(
+            "max_publishers {pubs} outside 1..={MAX_PUBLISHERS}"
+        )));
+    }
+    let expected_data = data_offset(subs, pubs);
     if h.data_offset.get() != expected_data {
         return Err(HeaderError::Invalid(format!(
-            "data offset {} where {expected_data} was expected for {subs} subscribers",
+            "data offset {} where {expected_data} was expected for {subs} subscribers and {pubs} publishers",
             h.data_offset.get()
         )));
     }
@@ -383,6 +443,11 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), Heade
         });
     }
     let max = h.max_message_len.get();
+    if pubs > 1 && max > MAX_MULTI_MESSAGE_LEN {
+        return Err(HeaderError::Invalid(format!(
+            "max message length {max} exceeds {MAX_MULTI_MESSAGE_LEN} with {pubs} publishers"
+        )));
+    }
     if max > max_message_limit(cap) {
         return Err(HeaderError::Invalid(format!(
             "max message length {max} exceeds {} for capacity {cap}",
@@ -400,6 +465,7 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<(Header, Geometry), Heade
         capacity: cap,
         max_message_len: max,
         max_subscribers: subs,
+        max_publishers: pubs,
         data_offset: expected_data,
         file_len: h.file_len.get(),
     };
@@ -454,7 +520,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_errors() {
-        let g = Geometry::new(1 << 16, 1 << 13, 8).unwrap();
+        let g = Geometry::new(1 << 16, 1 << 13, 8, 1).unwrap();
         assert_eq!(max_message_limit(1 << 16), (1 << 15) - 16);
         let h = g.header(42, 7);
         let bytes = h.as_bytes().to_vec();
@@ -503,11 +569,11 @@ mod tests {
 
     #[test]
     fn config_limits() {
-        assert!(Geometry::new(1000, 10, 1).is_err());
-        assert!(Geometry::new(1 << 10, 1 << 9, 1).is_err());
-        assert!(Geometry::new(1 << 10, (1 << 9) - 16, 1).is_ok());
-        assert!(Geometry::new(1 << 10, 1 << 9, 0).is_err());
-        assert!(Geometry::new(1 << 10, 0, 1).is_ok());
+        assert!(Geometry::new(1000, 10, 1, 1).is_err());
+        assert!(Geometry::new(1 << 10, 1 << 9, 1, 1).is_err());
+        assert!(Geometry::new(1 << 10, (1 << 9) - 16, 1, 1).is_ok());
+        assert!(Geometry::new(1 << 10, 1 << 9, 0, 1).is_err());
+        assert!(Geometry::new(1 << 10, 0, 1, 1).is_ok());
         assert_eq!(record_len(0), 32);
         assert_eq!(record_len(16), 32);
         assert_eq!(record_len(17), 64);

@@ -1,5 +1,5 @@
-//! Lock-free shared-memory rings: one publisher, many subscribers, each in
-//! any process on the host.
+//! Shared-memory rings: one publisher (lock-free) or several (see "Several
+//! publishers"), many subscribers, each in any process on the host.
 //!
 //! A ring is a file (under `$CONDUIT_SHM_DIR` or `/dev/shm`, or
 //! [`RingConfig::dir`]) that every party maps. The [`Publisher`] appends
@@ -103,6 +103,69 @@
 //! reclaims a dead owner's slot), so a sleeper killed while asleep costs the
 //! publisher's commits a system call only until its slot is reclaimed.
 //!
+//! ## Several publishers
+//!
+//! A ring created with [`RingConfig::max_publishers`] N > 1 takes up to N
+//! publishers, in any processes: the first [`Publisher::create`] builds it,
+//! later ones attach to it while it is live (its geometry wins), and one
+//! more than N gets [`RingError::TooManyPublishers`]. With N = 1 (the
+//! default) nothing below applies: the single-writer protocol above runs
+//! unchanged (one predictable branch on a field at claim and at commit).
+//!
+//! *Claims.* Writers append under a claim lock, a word in the publisher
+//! block holding `generation << 32 | index + 1` (0 in the low half when
+//! free). The holder (Acquire CAS) reads the shared tail and zeroed mark,
+//! processes membership requests, checks `limit` as the single writer does,
+//! zeroes ahead (the holder alone zeroes, beyond the tail and below `limit`,
+//! so it never zeroes a word another writer claimed, and the tail never
+//! passes the zeroed mark), writes its claim `(start, end)` (padding
+//! included) into its publisher slot, release-stores the new tail and
+//! releases the lock (Release). The lock is held for a few dozen
+//! instructions, never while the payload is written: writers fill and
+//! commit their records in parallel, and a record becomes visible through
+//! its own commit word exactly as in the single-writer protocol. So every
+//! message is appended atomically, there is one total order (the order of
+//! the tail), and each publisher's own order is kept. A held lock makes an
+//! offer spin briefly, then return `BackPressured` (retry, nothing lost).
+//!
+//! *Records* of a multi-writer ring carry the writer's slot index + 1 in the
+//! high 8 bits of `len` (so payloads are at most
+//! [`layout::MAX_MULTI_MESSAGE_LEN`]); [`RecordInfo::publisher`] reads it and
+//! the slot's pid. An aborted claim (dropped or [`Claim::abort`]) is
+//! committed as a skip record (`len == SKIP_LEN`, `type_id` = bytes to
+//! skip), since later writers may have committed after it.
+//!
+//! *A dead publisher* (every publisher holds a write lock on its slot's byte
+//! of the lock file, and a shared read lock on the publisher byte):
+//! * dead holding the claim lock: a writer that finds the lock held by the
+//!   same holder and generation for [`LOCK_CHECK_INTERVAL`] (1 ms) checks
+//!   the holder's lock byte and, when it is gone, takes the lock over (CAS
+//!   on the whole word, so a lock re-taken meanwhile is not stolen),
+//!   resolves the dead claim and rescans the slots;
+//! * dead between claim and commit: a subscriber whose position holds no
+//!   record while the shared tail is beyond it waits [`DEAD_CLAIM_CHECK`]
+//!   (1 ms), then reads the pending claims of the publisher slots (the tail's
+//!   Release store makes them visible); if the claim covering its position
+//!   belongs to a dead publisher, it skips it locally (subscribers never
+//!   write the data area), first to the record past the claim's padding
+//!   (committed before the padding, it is delivered if it was), else to the
+//!   claim's end. A live publisher that takes the dead one's slot resolves
+//!   the claim under the claim lock (a skip record, and the padding) before
+//!   it reuses the slot, and only if no byte of the claim was zeroed or
+//!   claimed one lap on. So the channel stalls for about 1 ms (a subscriber
+//!   asleep in `WaitStrategy::Block` rechecks at least every 20 ms), nothing
+//!   torn is delivered, and everything committed before the death is.
+//! * The ring closes when its last publisher leaves: each leaver releases its
+//!   slot and tries to upgrade its shared lock to a write lock, which
+//!   succeeds only for the last. Subscribers report `PublisherGone` when no
+//!   publisher holds the shared lock (any lock, probed with `F_WRLCK`; only
+//!   the ring's writers can open the lock file). Attachers take the shared
+//!   lock first, so a closing or replacing process (write lock) and an
+//!   attacher exclude each other.
+//! * Joining subscribers are activated by the claim-lock holder at the
+//!   shared tail; every cached `limit` was computed from positions at most
+//!   that tail, so none lets a writer overwrite what the joiner will read.
+//!
 //! ## Untrusted peers
 //!
 //! Every value read from shared memory is checked before use: commit words
@@ -159,7 +222,7 @@ pub use error::{OfferError, PollError, RingError};
 pub use evict::{Retention, SlowPolicy};
 pub use history::Start;
 pub use publisher::{Claim, Publisher};
-pub use subscriber::Subscriber;
+pub use subscriber::{RecordInfo, Subscriber, DEAD_CLAIM_CHECK};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -171,6 +234,11 @@ pub const BACKPRESSURE_REAP_INTERVAL: Duration = Duration::from_millis(1);
 pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a subscriber that sees no data checks the publisher's liveness.
 pub const PUBLISHER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the claim lock of a multi-writer ring must stay with one holder
+/// before a publisher waiting for it checks whether that holder is alive
+/// (and takes the lock over from a dead one).
+pub const LOCK_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Longest ring name.
 pub const MAX_NAME_LEN: usize = 200;
@@ -185,6 +253,12 @@ pub struct RingConfig {
     pub max_message_len: usize,
     /// Most subscribers attached at once (slots in the header).
     pub max_subscribers: u32,
+    /// Most publishers attached at once. 1 (the default) is the
+    /// single-writer protocol; more makes a multi-writer ring that other
+    /// processes attach to with [`Publisher::create`] (see "Several
+    /// publishers"); its `max_message_len` is at most
+    /// [`layout::MAX_MULTI_MESSAGE_LEN`].
+    pub max_publishers: u32,
     /// Directory of the ring files; `None` means `$CONDUIT_SHM_DIR` or `/dev/shm`.
     pub dir: Option<PathBuf>,
     /// File mode of a created ring file. Subscribers must be able to write
@@ -200,6 +274,7 @@ impl Default for RingConfig {
             capacity: 1 << 20,
             max_message_len: 1 << 17,
             max_subscribers: 64,
+            max_publishers: 1,
             dir: None,
             mode: 0o600,
         }

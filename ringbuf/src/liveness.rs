@@ -105,3 +105,41 @@ pub(crate) fn is_locked(file: &File, at: i64) -> io::Result<bool> {
     }
     Ok(fl.l_type == libc::F_WRLCK as libc::c_short)
 }
+
+/// Lock byte of publisher slot 0 of a multi-writer ring (slot `j` uses
+/// `PUB_LOCK_BASE + j`). Each of its publishers also holds a *read* lock on
+/// [`PUBLISHER_LOCK`]: shared among them, it keeps a creator from replacing
+/// the ring while any is alive, and the last one to leave upgrades it to a
+/// write lock to close the ring.
+pub(crate) const PUB_LOCK_BASE: i64 = 2048;
+
+/// Takes a read (shared) lock on byte `at` without waiting; `Ok(false)` if
+/// another open file description holds a write lock on it. On a byte this
+/// description holds a write lock on, converts it to a read lock.
+pub(crate) fn try_lock_shared(file: &File, at: i64) -> io::Result<bool> {
+    let mut fl = flock_for(libc::F_RDLCK as libc::c_short, at);
+    // SAFETY: valid fd and a valid, initialised flock struct for the call.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// True if another open file description holds *any* lock (read or write)
+/// on byte `at`: the liveness probe of a multi-writer ring, whose
+/// publishers hold shared read locks on [`PUBLISHER_LOCK`]. Only the
+/// classes that may write the ring can open the lock file at all.
+pub(crate) fn is_any_locked(file: &File, at: i64) -> io::Result<bool> {
+    let mut fl = flock_for(libc::F_WRLCK as libc::c_short, at);
+    // SAFETY: valid fd and flock struct; the kernel writes the result into it.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}

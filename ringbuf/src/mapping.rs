@@ -22,7 +22,14 @@ pub(crate) struct PublisherBlock {
     pub(crate) fence_mode: AtomicU32,
     /// Position after the last committed record (diagnostics only).
     pub(crate) tail: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 16],
+    /// Multi-writer rings: index + 1 of the publisher holding the claim
+    /// lock, 0 when free (see the crate docs, "Several publishers").
+    pub(crate) claim_lock: AtomicU64,
+    /// Multi-writer rings: the shared tail, the end of the last claim.
+    pub(crate) claim_tail: AtomicU64,
+    /// Multi-writer rings: every commit word in `[claim_tail, zeroed)` is zero.
+    pub(crate) zeroed: AtomicU64,
+    _pad: [u8; BLOCK_LEN - 40],
 }
 const _: () = assert!(core::mem::size_of::<PublisherBlock>() == BLOCK_LEN);
 
@@ -59,6 +66,21 @@ pub(crate) struct Slot {
     _pad: [u8; BLOCK_LEN - 32],
 }
 const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
+
+/// One publisher slot of a multi-writer ring.
+#[repr(C, align(128))]
+pub(crate) struct PubSlot {
+    /// [`layout::PUB_FREE`] or [`layout::PUB_ATTACHED`].
+    pub(crate) state: AtomicU32,
+    /// Pid of the owner.
+    pub(crate) pid: AtomicU32,
+    /// Start of the claim the owner holds (with its padding).
+    pub(crate) pending_start: AtomicU64,
+    /// End of that claim; 0 when the owner holds none.
+    pub(crate) pending_end: AtomicU64,
+    _pad: [u8; BLOCK_LEN - 24],
+}
+const _: () = assert!(core::mem::size_of::<PubSlot>() == BLOCK_LEN);
 
 /// A `MAP_SHARED` read-write mapping of a whole ring file.
 pub(crate) struct Mapping {
@@ -156,6 +178,13 @@ impl Mapping {
     #[inline]
     pub(crate) fn slot(&self, i: u32) -> &Slot {
         self.block(layout::slot_offset(i))
+    }
+
+    /// Publisher slot `j` of a ring with `max_subscribers` subscriber slots
+    /// (the caller checks `j` against the geometry).
+    #[inline]
+    pub(crate) fn pub_slot(&self, max_subscribers: u32, j: u32) -> &PubSlot {
+        self.block(layout::pub_slot_offset(max_subscribers, j))
     }
 
     /// The header bytes.

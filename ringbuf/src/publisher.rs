@@ -21,6 +21,9 @@ use std::sync::atomic::{compiler_fence, fence, Ordering};
 use std::time::Instant;
 use zerocopy::{FromBytes, IntoBytes};
 
+mod multi;
+use multi::Multi;
+
 /// Zeroing ahead starts again when fewer bytes than this are zeroed.
 const ZERO_LOW_WATER: u64 = 512;
 
@@ -60,6 +63,8 @@ pub struct Publisher {
     evictor: Option<Evictor>,
     /// `history`: record-boundary marks for history joiners.
     marks: Option<Marks>,
+    /// The multi-writer state; `None` on a single-writer ring.
+    multi: Option<Multi>,
 }
 
 // SAFETY: all state is owned; the mapping is shared memory accessed through
@@ -76,6 +81,8 @@ pub struct Claim<'a> {
     start: u64,
     len: usize,
     type_id: u32,
+    /// A claim on a multi-writer ring (its commit and abort differ).
+    multi: bool,
 }
 
 impl Publisher {
@@ -144,7 +151,28 @@ impl Publisher {
             config.capacity,
             config.max_message_len,
             config.max_subscribers,
+            config.max_publishers,
         )?;
+        if geometry.max_publishers > 1 {
+            if retention.slow != SlowPolicy::Block || retention.history > 0 {
+                return Err(RingError::config(
+                    "max_publishers",
+                    "slow=evict and history need a single-publisher ring (publishers=1) for now"
+                        .to_owned(),
+                ));
+            }
+            return multi::create_or_attach(name, config, geometry);
+        }
+        Self::create_new(name, config, geometry, retention)
+    }
+
+    /// Builds a new ring and puts it under `name` (see [`Publisher::create`]).
+    fn create_new(
+        name: &str,
+        config: &RingConfig,
+        geometry: Geometry,
+        retention: &Retention,
+    ) -> Result<Publisher, RingError> {
         let (slow_policy, evict_after_ns) = retention
             .policy_fields()
             .map_err(|reason| RingError::config("evict_after", reason))?;
@@ -221,6 +249,7 @@ impl Publisher {
                 SlowPolicy::Evict { after } => Some(Evictor::new(after)),
             },
             marks: Marks::new(geometry.capacity, retention.history),
+            multi: None,
         })
     }
 
@@ -233,6 +262,15 @@ impl Publisher {
     /// ```
     pub fn evictions(&self) -> u64 {
         self.evictor.as_ref().map_or(0, |e| e.evicted)
+    }
+
+    /// Test hook: behaves as if the process died now (its locks are dropped
+    /// by closing the lock file; nothing else is cleaned up).
+    #[cfg(test)]
+    pub(crate) fn die(mut self) {
+        let null = File::open("/dev/null").expect("opening /dev/null");
+        drop(std::mem::replace(&mut self.lock, null));
+        std::mem::forget(self);
     }
 
     /// `FUTEX_WAKE` calls this publisher has made (diagnostics): it grows
@@ -285,6 +323,9 @@ impl Publisher {
                 max: self.max_message_len,
             });
         }
+        if self.multi.is_some() {
+            return self.try_claim_multi(type_id, len);
+        }
         let att = self.map.signal().attention.load(Ordering::Relaxed);
         // After the first access to shared memory: if the file was truncated,
         // that access faulted and the SIGBUS handler set the flag. (A record
@@ -327,6 +368,7 @@ impl Publisher {
             start,
             len,
             type_id,
+            multi: false,
         })
     }
 
@@ -484,6 +526,9 @@ impl Publisher {
 
     /// Processes requests, and reaps at most every millisecond.
     fn refresh(&mut self) {
+        if self.multi.is_some() {
+            return self.refresh_multi();
+        }
         let r = if self.last_reap.elapsed() >= QUERY_REAP_INTERVAL {
             self.reap()
         } else {
@@ -577,6 +622,10 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        if self.multi.is_some() && !self.leave_multi() {
+            // Other publishers remain: the ring stays open.
+            return;
+        }
         self.map
             .publisher()
             .tail
@@ -633,15 +682,20 @@ impl Claim<'_> {
     /// Publishes the record; returns the position after it.
     #[inline(always)]
     pub fn commit(self) -> u64 {
-        let p = &mut *self.p;
+        let mut this = std::mem::ManuallyDrop::new(self);
+        if this.multi {
+            return this.commit_multi();
+        }
+        let this = &mut *this;
+        let p = &mut *this.p;
         let d = p.data;
-        let end = self.start + layout::record_len(self.len as u64);
+        let end = this.start + layout::record_len(this.len as u64);
         // SAFETY: every view below is at a 32-aligned position (start, end, the
         // padding position) and the mapping is alive while `p` is borrowed.
         unsafe {
-            let (len_w, type_w) = d.len_type(self.start);
-            len_w.store(self.len as u32, Ordering::Relaxed);
-            type_w.store(self.type_id, Ordering::Relaxed);
+            let (len_w, type_w) = d.len_type(this.start);
+            len_w.store(this.len as u32, Ordering::Relaxed);
+            type_w.store(this.type_id, Ordering::Relaxed);
             // The next record's commit word must not show an old lap's bytes
             // to a reader that follows this record: it is zeroed before this
             // commit, normally by an earlier `zero_ahead`.
@@ -650,9 +704,9 @@ impl Claim<'_> {
                 p.zeroed = end + 8;
             }
             // Release partner: the subscriber's Acquire load of the commit word.
-            d.commit(self.start)
-                .store(self.start + 1, Ordering::Release);
-            if let Some(pad) = self.pad_at {
+            d.commit(this.start)
+                .store(this.start + 1, Ordering::Release);
+            if let Some(pad) = this.pad_at {
                 let (len_w, type_w) = d.len_type(pad);
                 len_w.store(PADDING_LEN, Ordering::Relaxed);
                 type_w.store(0, Ordering::Relaxed);
@@ -663,7 +717,7 @@ impl Claim<'_> {
         }
         p.tail = end;
         if p.zeroed - end < ZERO_LOW_WATER {
-            p.zero_ahead(self.start);
+            p.zero_ahead(this.start);
         }
         // Wake-up protocol step (b): a full barrier between the commit store
         // and the load of `attention` (see the crate docs). With membarrier,
@@ -679,8 +733,19 @@ impl Claim<'_> {
         end
     }
 
-    /// Releases the claim without publishing anything.
+    /// Releases the claim without publishing anything. On a multi-writer
+    /// ring the claimed space becomes a skip record that subscribers pass
+    /// (later claims may already be committed after it). Dropping a claim
+    /// aborts it.
     pub fn abort(self) {}
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.multi {
+            self.abort_multi();
+        }
+    }
 }
 
 /// Copies `src` into `dst` (same length); small payloads are copied with

@@ -3,10 +3,10 @@
 use crate::error::{PollError, RingError};
 use crate::history::Start;
 use crate::layout::{
-    self, ATTENTION_MEMBERSHIP, PADDING_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, SLOT_ACTIVE,
-    SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT,
+    self, ATTENTION_MEMBERSHIP, LEN_MASK, PADDING_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, SKIP_LEN,
+    SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT, SOURCE_SHIFT,
 };
-use crate::liveness::{self, PUBLISHER_LOCK, SLOT_LOCK_BASE};
+use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, Slot};
 use crate::publisher::{read_prefix, reclaim_waiter};
 use crate::{file, ring_dir, validate_name, PUBLISHER_CHECK_INTERVAL};
@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 
 /// Empty polls between checks for a close, a dead publisher or corruption.
 const IDLE_CHECK_EVERY: u32 = 32;
+
+/// How long a subscriber of a multi-writer ring waits at an uncommitted
+/// record that later claims have passed before it checks whether the
+/// publisher holding that claim is alive (and again every as often).
+pub const DEAD_CLAIM_CHECK: Duration = Duration::from_millis(1);
 
 /// How often a detached subscriber looks for a (new) ring file.
 pub(crate) const ATTACH_INTERVAL: Duration = Duration::from_millis(1);
@@ -67,6 +72,68 @@ pub(crate) struct Conn {
     last_check: Instant,
     /// Found by a health check, reported once the ring is drained.
     pub(crate) pending: Option<PollError>,
+    /// Publisher slots (1: a single-writer ring, none in the file).
+    pubs: u32,
+    /// Subscriber slots (the publisher slots follow them).
+    subs: u32,
+    /// Mask of the length bits of a record's `len` word.
+    len_mask: u32,
+    /// Pid in the header (the publisher of a single-writer ring).
+    creator_pid: u32,
+    /// Multi-writer rings: the position we found uncommitted with later
+    /// claims past it, and when (for [`DEAD_CLAIM_CHECK`]).
+    stuck: Option<(u64, Instant)>,
+}
+
+/// What a subscriber knows about a record besides its payload.
+#[derive(Clone, Copy)]
+pub struct RecordInfo<'a> {
+    type_id: u32,
+    position: u64,
+    raw_len: u32,
+    conn: &'a Conn,
+}
+
+impl<'a> RecordInfo<'a> {
+    /// The view of a record read by `conn` at `position`.
+    #[inline]
+    pub(crate) fn new(type_id: u32, position: u64, raw_len: u32, conn: &'a Conn) -> Self {
+        RecordInfo {
+            type_id,
+            position,
+            raw_len,
+            conn,
+        }
+    }
+
+    /// The record's type id.
+    #[inline]
+    pub fn type_id(&self) -> u32 {
+        self.type_id
+    }
+
+    /// Stream position of the record (its first byte).
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The publisher that wrote the record: its slot index and the pid of
+    /// the slot's owner (read now; a slot is reused only after its owner
+    /// died). A single-writer ring's publisher is index 0 with the pid in
+    /// the header. `None` when the record carries no valid index.
+    pub fn publisher(&self) -> Option<(u16, u32)> {
+        let c = self.conn;
+        if c.pubs <= 1 {
+            return Some((0, c.creator_pid));
+        }
+        let tag = self.raw_len >> SOURCE_SHIFT;
+        if tag == 0 || tag > c.pubs {
+            return None;
+        }
+        let pid = c.map.pub_slot(c.subs, tag - 1).pid.load(Ordering::Relaxed);
+        Some(((tag - 1) as u16, pid))
+    }
 }
 
 // SAFETY: the raw pointers in `DataArea` point into `map`, which the Conn owns
@@ -113,6 +180,90 @@ impl Conn {
         }
     }
 
+    /// True while a publisher holds the ring's publisher lock (on a
+    /// multi-writer ring: any of its publishers, who share it).
+    fn publisher_alive(&self) -> std::io::Result<bool> {
+        if self.pubs > 1 {
+            liveness::is_any_locked(&self.lock, PUBLISHER_LOCK)
+        } else {
+            liveness::is_locked(&self.lock, PUBLISHER_LOCK)
+        }
+    }
+
+    /// Multi-writer rings: when the record at our position stays uncommitted
+    /// while later claims were made past it, and the publisher whose pending
+    /// claim covers it is dead, skips that claim (a record it committed
+    /// before dying is read, not skipped). Checks at most every
+    /// [`DEAD_CLAIM_CHECK`]. True if the position moved or a record appeared.
+    #[cold]
+    pub(crate) fn skip_dead_claim(&mut self, now: Instant) -> Result<bool, PollError> {
+        if self.pubs <= 1 || !self.active {
+            return Ok(false);
+        }
+        let pos = self.pos;
+        // Acquire partner: the claimer's Release store of `claim_tail`, made
+        // after it recorded its pending claim.
+        let tail = self.map.publisher().claim_tail.load(Ordering::Acquire);
+        if tail <= pos || self.has_data() {
+            self.stuck = None;
+            return Ok(false);
+        }
+        match self.stuck {
+            Some((p, since)) if p == pos => {
+                if now.duration_since(since) < DEAD_CLAIM_CHECK {
+                    return Ok(false);
+                }
+            }
+            _ => {
+                self.stuck = Some((pos, now));
+                return Ok(false);
+            }
+        }
+        self.stuck = Some((pos, now));
+        let cap = self.capacity;
+        let span = 2 * layout::record_len(self.max_len);
+        for j in 0..self.pubs {
+            let slot = self.map.pub_slot(self.subs, j);
+            let pe = slot.pending_end.load(Ordering::Acquire);
+            let ps = slot.pending_start.load(Ordering::Relaxed);
+            if pe == 0 || !(ps <= pos && pos < pe) {
+                continue;
+            }
+            if ps % RECORD_ALIGN as u64 != 0 || pe % RECORD_ALIGN as u64 != 0 || pe - ps > span {
+                return Err(PollError::Corrupt(format!(
+                    "publisher slot {j} holds a pending claim [{ps}, {pe}) that is misaligned or longer than {span} bytes"
+                )));
+            }
+            match liveness::is_locked(&self.lock, PUB_LOCK_BASE + i64::from(j)) {
+                Ok(true) => return Ok(false),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(PollError::Corrupt(format!(
+                        "cannot check publisher {j}'s lock: {e}"
+                    )))
+                }
+            }
+            // It may have committed (or someone resolved the claim) before
+            // we looked at its lock.
+            if self.has_data() {
+                return Ok(true);
+            }
+            let off = self.data.offset(pos);
+            self.pos = if pos == ps && off + (pe - ps) > cap {
+                // Its padding: the record at the start of the next lap may
+                // have been committed before it died.
+                pos + (cap - off)
+            } else {
+                pe
+            };
+            // Release partner: the publisher's Acquire load in its scan.
+            self.slot().position.store(self.pos, Ordering::Release);
+            self.stuck = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Checks the header, our slot and the publisher's lock; records any
     /// problem in `pending`.
     #[cold]
@@ -153,7 +304,7 @@ impl Conn {
             self.pending = Some(PollError::PublisherClosed);
             return;
         }
-        match liveness::is_locked(&self.lock, PUBLISHER_LOCK) {
+        match self.publisher_alive() {
             Ok(true) => {}
             Ok(false) => self.pending = Some(PollError::PublisherGone),
             Err(e) => {
@@ -229,6 +380,19 @@ impl Drop for Conn {
             .fetch_add(ATTENTION_MEMBERSHIP, Ordering::Release);
         liveness::unlock(&self.lock, SLOT_LOCK_BASE + i64::from(self.slot));
     }
+}
+
+/// Bytes a skip record at `pos` (offset `off` in the lap) covers, checked:
+/// a non-zero multiple of 32 that stays inside the lap.
+#[cold]
+fn skip_len(pos: u64, off: u64, bytes: u32, cap: u64) -> Result<u64, PollError> {
+    let b = u64::from(bytes);
+    if b == 0 || b % RECORD_ALIGN as u64 != 0 || off + b > cap {
+        return Err(PollError::Corrupt(format!(
+            "skip record at position {pos} covers {b} bytes: zero, misaligned or past the end of the lap"
+        )));
+    }
+    Ok(b)
 }
 
 /// What a handle reports once its mapping was replaced after a truncation.
@@ -364,6 +528,10 @@ impl Subscriber {
             .map_err(|e| RingError::io(format!("mapping {}", path.display()), e))?;
         drop(file);
         let alive = match &lock {
+            Some(lock) if g.max_publishers > 1 => liveness::is_any_locked(lock, PUBLISHER_LOCK)
+                .map_err(|e| {
+                    RingError::io(format!("checking the publishers of {}", path.display()), e)
+                })?,
             Some(lock) => liveness::is_locked(lock, PUBLISHER_LOCK).map_err(|e| {
                 RingError::io(format!("checking the publisher of {}", path.display()), e)
             })?,
@@ -455,6 +623,15 @@ impl Subscriber {
             empty: 0,
             last_check: Instant::now(),
             pending: None,
+            pubs: g.max_publishers,
+            subs: g.max_subscribers,
+            len_mask: if g.max_publishers > 1 {
+                LEN_MASK
+            } else {
+                u32::MAX
+            },
+            creator_pid: h.creator_pid.get(),
+            stuck: None,
         });
         Ok(())
     }
@@ -502,16 +679,16 @@ impl Subscriber {
         mut handler: F,
         limit: usize,
     ) -> Result<usize, PollError> {
-        self.poll_at(|_, type_id, payload| handler(type_id, payload), limit)
+        self.poll_records(|r, payload| handler(r.type_id(), payload), limit)
     }
 
-    /// [`poll`](Self::poll), handing each record's position too:
-    /// `handler(position, type_id, payload)`.
+    /// As [`Subscriber::poll`], handing each record's [`RecordInfo`] (type
+    /// id, position, publisher) with its payload.
     ///
     /// # Errors
-    /// As [`poll`](Self::poll).
+    /// As for [`Subscriber::poll`].
     #[inline]
-    pub fn poll_at<F: FnMut(u64, u32, &[u8])>(
+    pub fn poll_records<F: FnMut(RecordInfo<'_>, &[u8])>(
         &mut self,
         mut handler: F,
         limit: usize,
@@ -559,9 +736,10 @@ impl Subscriber {
             }
             // SAFETY: as above.
             let (len_w, type_w) = unsafe { d.len_type(pos) };
-            let len = len_w.load(Ordering::Relaxed);
+            let raw = len_w.load(Ordering::Relaxed);
+            let len = raw & c.len_mask;
             let off = d.offset(pos);
-            if len == PADDING_LEN {
+            if raw == PADDING_LEN {
                 if off == 0 {
                     return Err(PollError::Corrupt(format!(
                         "padding record at the start of the ring (position {pos})"
@@ -571,6 +749,10 @@ impl Subscriber {
                 continue;
             }
             if u64::from(len) > c.max_len || off + RECORD_HEADER_LEN as u64 + u64::from(len) > cap {
+                if raw == SKIP_LEN && c.pubs > 1 {
+                    pos += skip_len(pos, off, type_w.load(Ordering::Relaxed), cap)?;
+                    continue;
+                }
                 return Err(PollError::Corrupt(format!(
                     "record at position {pos} has length {len}; the maximum is {} and {} bytes remain before the end",
                     c.max_len,
@@ -582,7 +764,13 @@ impl Subscriber {
             // escape the call (higher-ranked lifetime). A hostile writer may
             // change the bytes meanwhile, which yields wrong bytes, nothing worse.
             let payload = unsafe { std::slice::from_raw_parts(d.payload_ptr(pos), len as usize) };
-            handler(pos, type_w.load(Ordering::Relaxed), payload);
+            let info = RecordInfo {
+                type_id: type_w.load(Ordering::Relaxed),
+                position: pos,
+                raw_len: raw,
+                conn: c,
+            };
+            handler(info, payload);
             pos += layout::record_len(u64::from(len));
             n += 1;
         }
@@ -639,7 +827,15 @@ impl Subscriber {
             c.pending = Some(PollError::PublisherClosed);
         }
         if c.pending.is_none() {
-            c.maybe_health_check(Instant::now());
+            let now = Instant::now();
+            if c.pubs > 1 {
+                match c.skip_dead_claim(now) {
+                    Ok(true) => return Ok(0),
+                    Ok(false) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            c.maybe_health_check(now);
         }
         match c.pending.clone() {
             None => Ok(0),

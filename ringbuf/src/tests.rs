@@ -26,6 +26,7 @@ fn config(dir: &TempDir, capacity: usize) -> RingConfig {
         capacity,
         max_message_len: capacity / 2 - 16,
         max_subscribers: 8,
+        max_publishers: 1,
         dir: Some(dir.0.clone()),
         mode: 0o600,
     }
@@ -532,7 +533,7 @@ fn corrupt_case_at(name: &str, skip: usize, scribble: impl Fn(&Scribbler, usize)
     }
     assert_eq!(drain(&mut s).len(), skip);
     p.offer(1, &[5; 40]).unwrap();
-    let data = layout::data_offset(8) as usize + skip * 32;
+    let data = layout::data_offset(8, 1) as usize + skip * 32;
     let w = Scribbler::new(p.path());
     scribble(&w, data);
     let r = s.poll(|_, _| {}, 10);
@@ -993,4 +994,287 @@ fn a_live_ring_of_layout_version_1_is_not_replaced() {
     ));
     drop(old);
     Publisher::create("v1", &config(&d, 4096)).unwrap();
+}
+
+// ---- Several publishers -------------------------------------------------
+
+fn multi_config(dir: &TempDir, capacity: usize, publishers: u32) -> RingConfig {
+    RingConfig {
+        max_message_len: 1024,
+        max_publishers: publishers,
+        ..config(dir, capacity)
+    }
+}
+
+/// Offers until accepted (bounded by the caller's watchdog).
+fn offer_retry(p: &mut Publisher, type_id: u32, data: &[u8]) -> u64 {
+    loop {
+        match p.offer(type_id, data) {
+            Ok(pos) => return pos,
+            Err(OfferError::BackPressured) => std::thread::yield_now(),
+            Err(e) => panic!("offer: {e}"),
+        }
+    }
+}
+
+/// Records as (type id, payload, publisher index, pid).
+type Rec = (u32, Vec<u8>, Option<(u16, u32)>);
+
+fn drain_records(s: &mut Subscriber) -> Vec<Rec> {
+    let mut out = Vec::new();
+    loop {
+        let n = s
+            .poll_records(
+                |r, b| out.push((r.type_id(), b.to_vec(), r.publisher())),
+                usize::MAX,
+            )
+            .unwrap();
+        if n == 0 {
+            return out;
+        }
+    }
+}
+
+/// Polls until `n` records arrived (the watchdog of the caller bounds it).
+fn collect(s: &mut Subscriber, n: usize) -> Vec<Rec> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let got = drain_records(s);
+        if got.is_empty() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        out.extend(got);
+    }
+    out
+}
+
+#[test]
+fn publishers_attach_up_to_the_limit_and_slots_are_reused() {
+    let d = TempDir::new();
+    let cfg = multi_config(&d, 1 << 14, 3);
+    let mut a = Publisher::create("mp-attach", &cfg).unwrap();
+    let b = Publisher::create("mp-attach", &cfg).unwrap();
+    let c = Publisher::create("mp-attach", &cfg).unwrap();
+    match Publisher::create("mp-attach", &cfg) {
+        Err(RingError::TooManyPublishers { max: 3, .. }) => {}
+        other => panic!("expected TooManyPublishers, got {:?}", other.err()),
+    }
+    // A single-writer publisher is refused while they live.
+    match Publisher::create("mp-attach", &config(&d, 1 << 14)) {
+        Err(RingError::PublisherAlive { .. }) => {}
+        other => panic!("expected PublisherAlive, got {:?}", other.err()),
+    }
+    // A dead publisher's slot is reclaimed; a clean leaver's too.
+    b.die();
+    drop(c);
+    let b2 = Publisher::create("mp-attach", &cfg).unwrap();
+    let c2 = Publisher::create("mp-attach", &cfg).unwrap();
+    assert!(Publisher::create("mp-attach", &cfg).is_err());
+    let mut s = Subscriber::open("mp-attach", Some(&d.0)).unwrap();
+    connect(&mut a, &mut s);
+    // The ring stays open while any publisher is attached.
+    drop(a);
+    drop(b2);
+    let mut c2 = c2;
+    offer_retry(&mut c2, 7, b"last one");
+    let got = drain_records(&mut s);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2.map(|(_, pid)| pid), Some(std::process::id()));
+    drop(c2);
+    assert_eq!(poll_until_err(&mut s), PollError::PublisherClosed);
+    assert!(!d.0.join("mp-attach").exists());
+}
+
+#[test]
+fn concurrent_publishers_keep_their_order_and_every_way_to_send_works() {
+    const N: u32 = 20_000;
+    within("four publishers", || {
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 12, 4);
+        let mut first = Publisher::create("mp-order", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-order", Some(&d.0)).unwrap();
+        connect(&mut first, &mut s);
+        let mut pubs = vec![first];
+        for _ in 1..4 {
+            pubs.push(Publisher::create("mp-order", &cfg).unwrap());
+        }
+        let handles: Vec<_> = pubs
+            .into_iter()
+            .enumerate()
+            .map(|(w, mut p)| {
+                std::thread::spawn(move || {
+                    for seq in 0..N {
+                        let mut msg = [0u8; 24];
+                        msg[..4].copy_from_slice(&(w as u32).to_le_bytes());
+                        msg[4..8].copy_from_slice(&seq.to_le_bytes());
+                        let len = 8 + (seq as usize % 17);
+                        loop {
+                            // Every way to send: offer, offer_with, claim,
+                            // and an aborted claim before some of them.
+                            let r = match seq % 4 {
+                                0 => p.offer(1, &msg[..len]),
+                                1 => p.offer_with(1, len, |b| b.copy_from_slice(&msg[..len])),
+                                2 => p.try_claim(1, len).map(|mut c| {
+                                    c.as_mut_slice().copy_from_slice(&msg[..len]);
+                                    c.commit()
+                                }),
+                                _ => {
+                                    if let Ok(c) = p.try_claim(2, 40) {
+                                        c.abort();
+                                    }
+                                    p.offer(1, &msg[..len])
+                                }
+                            };
+                            match r {
+                                Ok(_) => break,
+                                Err(OfferError::BackPressured) => std::thread::yield_now(),
+                                Err(e) => panic!("publisher {w}: {e}"),
+                            }
+                        }
+                    }
+                    p
+                })
+            })
+            .collect();
+        let mut next = [0u32; 4];
+        let mut index_of = [None; 4];
+        let mut total = 0;
+        while total < 4 * N {
+            let n = s
+                .poll_records(
+                    |r, b| {
+                        assert_eq!(r.type_id(), 1, "aborted claims are never delivered");
+                        let w = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+                        let seq = u32::from_le_bytes(b[4..8].try_into().unwrap());
+                        assert_eq!(seq, next[w], "publisher {w} out of order");
+                        assert_eq!(b.len(), 8 + (seq as usize % 17));
+                        next[w] += 1;
+                        let (idx, pid) = r.publisher().expect("source");
+                        assert_eq!(pid, std::process::id());
+                        assert_eq!(*index_of[w].get_or_insert(idx), idx);
+                    },
+                    256,
+                )
+                .unwrap();
+            total += n as u32;
+            if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+        for h in handles {
+            drop(h.join().unwrap());
+        }
+        assert_eq!(next, [N; 4]);
+    });
+}
+
+#[test]
+fn a_publisher_dead_mid_claim_is_skipped_and_others_go_on() {
+    within("dead claim", || {
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 12, 2);
+        let mut a = Publisher::create("mp-dead", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-dead", Some(&d.0)).unwrap();
+        connect(&mut a, &mut s);
+        for round in 0..40u32 {
+            let mut b = Publisher::create("mp-dead", &cfg).unwrap();
+            offer_retry(&mut b, 2, &round.to_le_bytes());
+            // Vary where in the lap the claim lands (some cross its end).
+            let len = 16 + (round as usize * 37) % 200;
+            let mut c = b.try_claim(3, len).unwrap();
+            c.as_mut_slice().fill(0xEE);
+            std::mem::forget(c);
+            b.die();
+            offer_retry(&mut a, 1, &round.to_le_bytes());
+            let got = collect(&mut s, 2);
+            assert_eq!(got.len(), 2, "round {round}: {got:?}");
+            assert_eq!((got[0].0, &got[0].1[..]), (2, &round.to_le_bytes()[..]));
+            assert_eq!((got[1].0, &got[1].1[..]), (1, &round.to_le_bytes()[..]));
+        }
+    });
+}
+
+#[test]
+fn a_publisher_dead_holding_the_claim_lock_is_recovered() {
+    within("dead lock holder", || {
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 12, 2);
+        let mut a = Publisher::create("mp-lock", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-lock", Some(&d.0)).unwrap();
+        connect(&mut a, &mut s);
+        let b = Publisher::create("mp-lock", &cfg).unwrap();
+        // Publisher 1 dies inside its claim path, holding the lock.
+        let w = Scribbler::new(a.path());
+        w.write_u64(layout::PUBLISHER_BLOCK + 16, (7 << 32) | 2);
+        b.die();
+        let t = std::time::Instant::now();
+        offer_retry(&mut a, 1, b"after");
+        assert!(t.elapsed() >= crate::LOCK_CHECK_INTERVAL);
+        let got = collect(&mut s, 1);
+        assert_eq!(&got[0].1[..], b"after");
+        // The reclaimed slot is usable again.
+        let mut b2 = Publisher::create("mp-lock", &cfg).unwrap();
+        offer_retry(&mut b2, 1, b"b2");
+        assert_eq!(&collect(&mut s, 1)[0].1[..], b"b2");
+    });
+}
+
+#[test]
+fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
+    within("hostile multi", || {
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 12, 2);
+        let mut a = Publisher::create("mp-hostile", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-hostile", Some(&d.0)).unwrap();
+        connect(&mut a, &mut s);
+        let w = Scribbler::new(a.path());
+        let pslot = layout::pub_slot_offset(8, 1);
+        // A pending claim of a dead (never attached) slot at our position,
+        // with a shared tail beyond: misaligned is corrupt.
+        let tail_at = layout::PUBLISHER_BLOCK + 24;
+        w.write_u64(tail_at, 64);
+        w.write_u64(pslot + 8, 0);
+        w.write_u64(pslot + 16, 33);
+        let e = poll_until_err(&mut s);
+        assert!(
+            matches!(&e, PollError::Corrupt(m) if m.contains("pending claim")),
+            "{e:?}"
+        );
+        // A sane one is skipped.
+        w.write_u64(pslot + 16, 64);
+        let mut skipped = false;
+        for _ in 0..2000 {
+            if s.poll(|_, _| {}, 10).is_ok() && s.position() == 64 {
+                skipped = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        assert!(skipped, "the dead claim was not skipped");
+        w.write_u64(pslot + 16, 0);
+        // A claim lock naming a slot that does not exist.
+        w.write_u64(layout::PUBLISHER_BLOCK + 16, 99);
+        match a.offer(1, b"x") {
+            Err(OfferError::Corrupt(m)) => assert!(m.contains("claim lock"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        w.write_u64(layout::PUBLISHER_BLOCK + 16, 0);
+        // A misaligned shared tail.
+        w.write_u64(tail_at, 65);
+        match a.offer(1, b"x") {
+            Err(OfferError::Corrupt(m)) => assert!(m.contains("shared tail"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // A skip record that runs past the end of the lap.
+        w.write_u64(tail_at, 64);
+        let data = layout::data_offset(8, 2) as usize;
+        a.offer(1, b"y").unwrap();
+        w.write_u32(data + 64 + 8, layout::SKIP_LEN);
+        w.write_u32(data + 64 + 12, 1 << 20);
+        let e = poll_until_err(&mut s);
+        assert!(
+            matches!(&e, PollError::Corrupt(m) if m.contains("skip record")),
+            "{e:?}"
+        );
+    });
 }

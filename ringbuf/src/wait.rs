@@ -111,6 +111,9 @@ impl Subscriber {
         let Some(c) = self.conn.as_mut() else {
             return false;
         };
+        if matches!(c.skip_dead_claim(now), Ok(true) | Err(_)) {
+            return true;
+        }
         c.maybe_health_check(now);
         c.pending.is_some()
     }

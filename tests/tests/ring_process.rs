@@ -95,6 +95,7 @@ fn config(dir: &Scratch, capacity: usize) -> RingConfig {
         capacity,
         max_message_len: 1 << 10,
         max_subscribers: 8,
+        max_publishers: 1,
         dir: Some(dir.0.path().to_path_buf()),
         mode: 0o600,
     }

@@ -118,6 +118,12 @@ pub enum Error {
         /// Stream bytes this subscription skipped.
         missed: u64,
     },
+    /// Every publisher slot of a `shm:` channel opened with `publishers=N` is
+    /// taken by a live publisher (a dead publisher's slot is reclaimed).
+    TooManyPublishers {
+        /// The channel's publisher slots.
+        max: u32,
+    },
 }
 
 /// Status codes, as returned by the C ABI (`CONDUIT_*` in `conduit.h`).
@@ -168,6 +174,8 @@ pub mod code {
     pub const NOT_A_CHANNEL: i32 = -21;
     /// See [`crate::Error::Evicted`].
     pub const EVICTED: i32 = -23;
+    /// See [`crate::Error::TooManyPublishers`].
+    pub const TOO_MANY_PUBLISHERS: i32 = -22;
 }
 
 impl Error {
@@ -201,6 +209,7 @@ impl Error {
             Error::LayoutVersion { .. } => code::LAYOUT_VERSION,
             Error::NotAChannel => code::NOT_A_CHANNEL,
             Error::Evicted { .. } => code::EVICTED,
+            Error::TooManyPublishers { .. } => code::TOO_MANY_PUBLISHERS,
         }
     }
 
@@ -296,6 +305,10 @@ impl fmt::Display for Error {
                 f,
                 "evicted for holding the publisher back longer than evict_after; {missed} bytes skipped"
             ),
+            Error::TooManyPublishers { max } => write!(
+                f,
+                "all {max} publisher slots of the channel are taken by live publishers"
+            ),
         }
     }
 }
@@ -330,6 +343,7 @@ impl From<conduit_ringbuf::RingError> for Error {
             } => Error::LayoutVersion { found, expected },
             R::NotARing { .. } => Error::NotAChannel,
             R::ForeignOwner { uid, .. } => Error::ForeignOwner { uid },
+            R::TooManyPublishers { max, .. } => Error::TooManyPublishers { max },
             e @ (R::Truncated { .. } | R::CapacityMismatch { .. } | R::InvalidHeader { .. }) => {
                 Error::Corrupt(e.to_string())
             }

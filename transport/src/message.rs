@@ -191,18 +191,19 @@ impl<'a> Received<'a> {
         }
     }
 
-    /// Sets the stream position of the message's first byte.
-    #[inline]
-    pub(crate) fn at(mut self, position: u64) -> Self {
-        self.position = position;
-        self
-    }
-
     /// Sets who sent the message.
     #[inline]
     #[allow(dead_code)] // filled by the transports that know their senders
     pub(crate) fn with_source(mut self, source: Source) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// Sets the stream position and the sender.
+    #[inline]
+    pub(crate) fn with_origin(mut self, position: u64, source: Option<Source>) -> Self {
+        self.position = position;
+        self.source = source;
         self
     }
 
@@ -237,8 +238,9 @@ impl<'a> Received<'a> {
         self.position
     }
 
-    /// Who sent the message, where the channel knows; `None` otherwise
-    /// (today, on every channel: a channel has one publisher).
+    /// Who sent the message, where the channel knows: over `shm:`,
+    /// [`Source::Shm`] (the publisher's slot index, 0 on a single-publisher
+    /// channel, and its pid); over `udp:`, `None` for now.
     ///
     /// ```
     /// # fn main() -> Result<(), conduit::Error> {

@@ -3,7 +3,7 @@
 //! documented publicly in [`crate::uri`].
 
 use crate::uri::ChannelUri;
-use crate::{Error, Received};
+use crate::{Error, Received, Source};
 use conduit_ringbuf as ring;
 use crossbeam_utils::Backoff;
 use std::path::PathBuf;
@@ -58,12 +58,24 @@ pub(crate) fn options(name: String, uri: &mut ChannelUri) -> Result<ShmOptions, 
         config.capacity = cap;
         config.max_message_len = cap / 8;
     }
+    let mut explicit_max = false;
     if let Some(max) = uri.take_size("max_msg")? {
+        explicit_max = true;
         config.max_message_len = max;
     }
     if let Some(n) = uri.take_u64("subscribers")? {
         config.max_subscribers = u32::try_from(n)
             .map_err(|_| uri.invalid(format!("subscribers={n} is not a 32-bit count")))?;
+    }
+    if let Some(n) = uri.take_u64("publishers")? {
+        // The range is the ring's to check; only the default `max_msg`
+        // follows the multi-writer limit here.
+        config.max_publishers = u32::try_from(n)
+            .map_err(|_| uri.invalid(format!("publishers={n} is not a 32-bit count")))?;
+        let multi_max = ring::layout::MAX_MULTI_MESSAGE_LEN as usize;
+        if n > 1 && !explicit_max && config.max_message_len > multi_max {
+            config.max_message_len = multi_max;
+        }
     }
     if let Some(mode) = uri.take_str("mode") {
         config.mode = u32::from_str_radix(&mode, 8).map_err(|_| {
@@ -135,6 +147,7 @@ fn open_error(uri: &str, e: ring::RingError) -> Error {
             let option = match field {
                 "max_message_len" => "max_msg",
                 "max_subscribers" => "subscribers",
+                "max_publishers" => "publishers",
                 other => other,
             };
             Error::invalid_uri(uri, format!("{option}: {reason}"))
@@ -277,8 +290,11 @@ impl ShmSubscription {
     ) -> Result<usize, Error> {
         let n = self
             .ring
-            .poll_at(
-                |pos, type_id, payload| handler(Received::new(type_id, payload).at(pos)),
+            .poll_records(
+                |r, payload| {
+                    let source = r.publisher().map(|(index, pid)| Source::Shm { index, pid });
+                    handler(Received::new(r.type_id(), payload).with_origin(r.position(), source))
+                },
                 limit,
             )
             .map_err(poll_error)?;

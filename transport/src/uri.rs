@@ -20,6 +20,7 @@
 //! | `capacity` | ring data bytes, a power of two from 256 to 64g (publication) | `1m` |
 //! | `max_msg` | largest payload, at most `capacity/2 - 16` (publication) | `capacity/8` |
 //! | `subscribers` | subscriber slots, 1 to 1024 (publication) | 64 |
+//! | `publishers` | publishers attached at once, 1 to 64 (publication; see below) | 1 |
 //! | `mode` | octal file mode of the ring file, including owner `rw` (publication) | `600` |
 //! | `dir` | directory of ring files | `$CONDUIT_SHM_DIR` or `/dev/shm` |
 //! | `wait` | `spin`, `yield` or `block`: how [`Subscription::poll_timeout`](crate::Subscription::poll_timeout) waits | `spin` |
@@ -44,6 +45,22 @@
 //! assert!(e.to_string().contains("capacity"), "{e}");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Several publishers
+//!
+//! With `publishers=N` (N > 1) any process may open a [`crate::Publication`]
+//! on the name while fewer than N are attached; the first creates the ring,
+//! the others attach to it (its capacity and limits win over theirs), and
+//! one more is [`Error::TooManyPublishers`]. Each message is appended
+//! atomically; subscribers see one total order that keeps each publisher's
+//! own order, and [`crate::Received::source`] names the publisher (its slot
+//! index and pid). A publisher killed while holding a claim delays the
+//! others and the subscribers by about a millisecond (at most tens of
+//! milliseconds for a subscriber asleep in `wait=block`); its claim is
+//! skipped, everything it committed is delivered. `max_msg` is at most
+//! 16 MiB - 256 then. The channel closes when its last publisher closes.
+//! `publishers=1` (the default) keeps the single-writer ring, whose data
+//! path is unchanged.
 //!
 //! ## Slow subscribers
 //!

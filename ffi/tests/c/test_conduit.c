@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int passed, failed;
 
@@ -453,6 +454,55 @@ static void test_subscriber_count_and_wait(void) {
     CHECK(CONDUIT_EVICTED == -23);
     conduit_subscription_close(a);
     conduit_publication_close(p);
+struct header_inbox {
+    int count;
+    conduit_header h[8];
+};
+
+static void collect_ex(void *user, const conduit_header *h, const uint8_t *data, size_t len) {
+    struct header_inbox *in = user;
+    (void)data;
+    (void)len;
+    if (in->count < 8 && h->size >= sizeof(conduit_header)) in->h[in->count++] = *h;
+}
+
+/* Two publishers on one shm channel, a third refused; poll_ex names them. */
+static void test_publishers_and_poll_ex(void) {
+    char u[1024];
+    uri(u, sizeof u, "cpublishers", "&capacity=64k&publishers=2");
+    conduit_subscription *s = conduit_subscription_open(u);
+    conduit_publication *a = conduit_publication_open(u);
+    conduit_publication *b = conduit_publication_open(u);
+    CHECK(s != NULL && a != NULL && b != NULL);
+    if (!s || !a || !b) return;
+    CHECK(conduit_publication_open(u) == NULL);
+    CHECK(strstr(conduit_last_error(), "publisher slots") != NULL);
+    CHECK(strcmp(conduit_status_string(CONDUIT_TOO_MANY_PUBLISHERS),
+                 "CONDUIT_TOO_MANY_PUBLISHERS") == 0);
+    uint64_t deadline = now_ms() + 10000;
+    while (conduit_publication_is_connected(a) != 1 || conduit_publication_is_connected(b) != 1) {
+        if (conduit_subscription_poll(s, ignore, NULL, 1) < 0 || now_ms() > deadline) break;
+    }
+    CHECK(conduit_publication_offer(a, 1, (const uint8_t *)"from a", 6) >= 0);
+    CHECK(conduit_publication_offer(b, 2, (const uint8_t *)"from b", 6) >= 0);
+    struct header_inbox in = {0};
+    deadline = now_ms() + 10000;
+    while (in.count < 2 && now_ms() < deadline) {
+        if (conduit_subscription_poll_ex(s, collect_ex, &in, 8) < 0) break;
+    }
+    CHECK(conduit_subscription_poll_ex(s, NULL, NULL, 1) == CONDUIT_INVALID_ARGUMENT);
+    CHECK(in.count == 2);
+    if (in.count == 2) {
+        CHECK(in.h[0].size == sizeof(conduit_header));
+        CHECK(in.h[0].type_id == 1 && in.h[1].type_id == 2);
+        CHECK(in.h[0].source_kind == CONDUIT_SOURCE_SHM && in.h[1].source_kind == CONDUIT_SOURCE_SHM);
+        CHECK(in.h[0].source_index == 0 && in.h[1].source_index == 1);
+        CHECK(in.h[0].source_pid == (uint32_t)getpid() && in.h[1].source_pid == (uint32_t)getpid());
+        CHECK(in.h[1].position > in.h[0].position);
+    }
+    conduit_publication_close(b);
+    conduit_publication_close(a);
+    conduit_subscription_close(s);
 }
 
 int main(int argc, char **argv) {
@@ -469,6 +519,7 @@ int main(int argc, char **argv) {
     test_round_trip();
     test_close_from_handler();
     test_subscriber_count_and_wait();
+    test_publishers_and_poll_ex();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -14,6 +14,7 @@ fn small(d: &TempDir) -> RingConfig {
         capacity: 4096,
         max_message_len: 200,
         max_subscribers: 8,
+        max_publishers: 1,
         dir: Some(d.0.clone()),
         mode: 0o600,
     }
@@ -144,7 +145,9 @@ fn retention_is_checked_at_creation() {
     }
     for after in [Duration::ZERO, Duration::from_secs(3601)] {
         match Publisher::create_with("ret", &small(&d), &evicting(after)) {
-            Err(RingError::InvalidConfig { reason: m, .. }) => assert!(m.contains("evict_after"), "{m}"),
+            Err(RingError::InvalidConfig { reason: m, .. }) => {
+                assert!(m.contains("evict_after"), "{m}")
+            }
             other => panic!("{:?}", other.err()),
         }
     }

@@ -68,6 +68,7 @@ fn config(dir: PathBuf) -> RingConfig {
         capacity: 1 << 18,
         max_message_len: 1 << 12,
         max_subscribers: 8,
+        max_publishers: 1,
         dir: Some(dir),
         mode: 0o600,
     }

@@ -1,0 +1,663 @@
+//! The multi-writer protocol of a ring opened with `max_publishers > 1`
+//! (see "Several publishers" in the crate docs).
+
+use super::{truncated, Claim, Publisher, ZERO_LOW_WATER};
+use crate::error::{OfferError, RingError};
+use crate::layout::ZERO_AHEAD;
+use crate::layout::{
+    self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, RECORD_ALIGN,
+    SKIP_LEN, SOURCE_SHIFT,
+};
+use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE};
+use crate::mapping::{DataArea, Mapping, PubSlot};
+use crate::{file, futex, ring_dir, RingConfig, LOCK_CHECK_INTERVAL, REAP_INTERVAL};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{compiler_fence, fence, Ordering};
+use std::time::{Duration, Instant};
+
+/// Spins on a held claim lock before an offer reports `BackPressured`.
+const LOCK_SPINS: u32 = 128;
+/// Attempts of `create_or_attach` before giving up.
+const ATTACH_ATTEMPTS: u32 = 64;
+/// Pause between attempts while another process closes or replaces the ring.
+const ATTACH_PAUSE: Duration = Duration::from_millis(1);
+
+/// A publisher's state on a multi-writer ring.
+pub(super) struct Multi {
+    /// Our publisher slot.
+    index: u32,
+    /// `(index + 1) << SOURCE_SHIFT`, or'ed into each record's `len` word.
+    tag: u32,
+    /// The lock word seen held, and since when (liveness check of its holder).
+    blocked: Option<(u64, Instant)>,
+    /// Scan the subscriber slots at the next claim (after taking the lock
+    /// from a dead holder, who may have left a membership request half done).
+    must_scan: bool,
+}
+
+/// Lock word held by publisher `index` after `w`: next generation in the
+/// high 32 bits, `index + 1` in the low ones.
+#[inline(always)]
+fn lock_word(w: u64, index: u32) -> u64 {
+    ((w >> 32).wrapping_add(1) << 32) | u64::from(index + 1)
+}
+
+enum Attach {
+    Attached(Box<Publisher>),
+    /// No live multi-writer ring under the name: create one.
+    Create,
+    /// Another process is closing or replacing the ring: try again.
+    Busy,
+}
+
+/// [`Publisher::create`] with `max_publishers > 1`: attaches to the live
+/// multi-writer ring under `name`, or creates one.
+pub(super) fn create_or_attach(
+    name: &str,
+    config: &RingConfig,
+    geometry: Geometry,
+) -> Result<Publisher, RingError> {
+    let mut last = None;
+    for _ in 0..ATTACH_ATTEMPTS {
+        match attach(name, config)? {
+            Attach::Attached(p) => return Ok(*p),
+            Attach::Busy => std::thread::sleep(ATTACH_PAUSE),
+            Attach::Create => {
+                match Publisher::create_new(name, config, geometry, &Default::default()) {
+                    Ok(mut p) => {
+                        become_first(&mut p)?;
+                        return Ok(p);
+                    }
+                    // Someone else put a live ring there meanwhile (or a live
+                    // single-writer ring is there): look again.
+                    Err(e @ RingError::PublisherAlive { .. }) => {
+                        last = Some(e);
+                        std::thread::sleep(ATTACH_PAUSE);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RingError::Io(std::io::Error::other(format!(
+            "{name}: the ring kept being closed or replaced while attaching"
+        )))
+    }))
+}
+
+/// Turns the creator of a new multi-writer ring into its publisher 0: takes
+/// slot 0, then shares the ring's publisher lock so others can attach.
+fn become_first(p: &mut Publisher) -> Result<(), RingError> {
+    let io = |e| RingError::io(format!("locking {}", p.lock_path.display()), e);
+    if !liveness::try_lock(&p.lock, PUB_LOCK_BASE).map_err(io)? {
+        return Err(RingError::Io(std::io::Error::other(
+            "cannot lock publisher slot 0 of a fresh ring",
+        )));
+    }
+    let slot = p.map.pub_slot(p.geometry.max_subscribers, 0);
+    slot.pid.store(std::process::id(), Ordering::Relaxed);
+    slot.pending_end.store(0, Ordering::Relaxed);
+    slot.state.store(PUB_ATTACHED, Ordering::Relaxed);
+    let pb = p.map.publisher();
+    pb.claim_tail.store(0, Ordering::Relaxed);
+    // The file starts zeroed.
+    pb.zeroed.store(p.geometry.capacity, Ordering::Relaxed);
+    p.multi = Some(Multi {
+        index: 0,
+        tag: 1 << SOURCE_SHIFT,
+        blocked: None,
+        must_scan: false,
+    });
+    // Convert our write lock on the publisher byte to a shared one:
+    // attachers take it shared too (they wait while it is exclusive). The
+    // stores above happen before any attacher can map... they read them
+    // after taking their lock, which the kernel orders after this call.
+    if !liveness::try_lock_shared(&p.lock, PUBLISHER_LOCK).map_err(io)? {
+        return Err(RingError::Io(std::io::Error::other(
+            "cannot share the publisher lock of a fresh ring",
+        )));
+    }
+    Ok(())
+}
+
+/// Attaches to the live multi-writer ring under `name`, if there is one.
+fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
+    let dir = ring_dir(config.dir.as_deref());
+    let path = dir.join(name);
+    let me = file::euid();
+    let Some((ring, md)) = file::open_existing(&path)? else {
+        return Ok(Attach::Create);
+    };
+    file::check_owner(&path, &md, &[me])?;
+    let mut head = [0u8; layout::HEADER_LEN];
+    let n = super::read_prefix(&ring, &mut head)
+        .map_err(|e| RingError::io(format!("reading {}", path.display()), e))?;
+    let Ok((h, g)) = layout::validate(&head[..n], md.len()) else {
+        // Not a current ring: creation replaces it if it is stale, or says why not.
+        return Ok(Attach::Create);
+    };
+    if g.max_publishers <= 1 {
+        return Ok(Attach::Create);
+    }
+    let lock_path = dir.join(liveness::lock_name(name, h.incarnation.get()));
+    let Some((lock, lmd)) = file::open_existing(&lock_path)? else {
+        return Ok(Attach::Create);
+    };
+    file::check_owner(&lock_path, &lmd, &[me])?;
+    let io = |e| RingError::io(format!("locking {}", lock_path.display()), e);
+    if !liveness::try_lock_shared(&lock, PUBLISHER_LOCK).map_err(io)? {
+        return Ok(Attach::Busy);
+    }
+    // From here on nobody can replace or close the ring (both need the
+    // publisher byte exclusively). Is anyone else still publishing on it,
+    // and is it still the file under the name?
+    let others = liveness::is_any_locked(&lock, PUBLISHER_LOCK).map_err(io)?;
+    let same =
+        std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == (md.dev(), md.ino()));
+    if !others || !same {
+        liveness::unlock(&lock, PUBLISHER_LOCK);
+        return Ok(if same { Attach::Create } else { Attach::Busy });
+    }
+    let map = Mapping::map(&ring, g.file_len)
+        .map_err(|e| RingError::io(format!("mapping {}", path.display()), e))?;
+    // Acquire partner: the last publisher's Release store of `closed`.
+    if map.publisher().closed.load(Ordering::Acquire) != 0 {
+        liveness::unlock(&lock, PUBLISHER_LOCK);
+        return Ok(Attach::Busy);
+    }
+    let mut chosen = None;
+    for j in 0..g.max_publishers {
+        if liveness::try_lock(&lock, PUB_LOCK_BASE + i64::from(j)).map_err(io)? {
+            chosen = Some(j);
+            break;
+        }
+    }
+    let Some(index) = chosen else {
+        liveness::unlock(&lock, PUBLISHER_LOCK);
+        return Err(RingError::TooManyPublishers {
+            path,
+            max: g.max_publishers,
+        });
+    };
+    let fence_mode = map.publisher().fence_mode.load(Ordering::Relaxed);
+    let fence = fence_mode != layout::FENCE_MEMBARRIER || !futex::register_global_expedited();
+    let data = DataArea::new(&map, &g);
+    let mut p = Publisher {
+        fence,
+        map,
+        lock,
+        lock_path,
+        path,
+        dev_ino: (md.dev(), md.ino()),
+        data,
+        capacity: g.capacity,
+        max_message_len: g.max_message_len as usize,
+        geometry: g,
+        tail: 0,
+        limit: 0,
+        zeroed: 0,
+        active: 0,
+        offers: 0,
+        last_reap: Instant::now(),
+        last_bp_reap: None,
+        wakes: 0,
+        evictor: None,
+        marks: None,
+        multi: Some(Multi {
+            index,
+            tag: (index + 1) << SOURCE_SHIFT,
+            blocked: None,
+            must_scan: true,
+        }),
+    };
+    // The slot's previous owner is dead (we hold its lock byte); a claim it
+    // left is resolved before the slot's pending claim is reused.
+    let slot = p.pub_slot(index);
+    slot.pid.store(std::process::id(), Ordering::Relaxed);
+    slot.state.store(PUB_ATTACHED, Ordering::Relaxed);
+    let start = Instant::now();
+    loop {
+        match p.lock_claims() {
+            Ok(()) => break,
+            Err(OfferError::BackPressured) if start.elapsed() < Duration::from_secs(1) => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => {
+                // Drop releases our locks (the ring stays open for the others).
+                return Err(RingError::InvalidHeader {
+                    path: p.path.clone(),
+                    reason: format!("cannot take the claim lock: {e}"),
+                });
+            }
+        }
+    }
+    p.resolve_dead(index);
+    p.unlock_claims();
+    Ok(Attach::Attached(Box::new(p)))
+}
+
+impl Publisher {
+    #[inline(always)]
+    fn pub_slot(&self, j: u32) -> &PubSlot {
+        self.map.pub_slot(self.geometry.max_subscribers, j)
+    }
+
+    /// Takes the claim lock: a few spins, then (cold) a liveness check of a
+    /// holder that keeps it, and stealing it from a dead one.
+    #[inline(always)]
+    pub(super) fn lock_claims(&mut self) -> Result<(), OfferError> {
+        let Some(m) = self.multi.as_ref() else {
+            return Ok(());
+        };
+        let index = m.index;
+        let lock = &self.map.publisher().claim_lock;
+        for _ in 0..LOCK_SPINS {
+            let w = lock.load(Ordering::Relaxed);
+            if w as u32 == 0 {
+                // Acquire partner: the previous holder's Release store in
+                // `unlock_claims` (so its claim tail, zeroing and slot
+                // changes are visible).
+                if lock
+                    .compare_exchange_weak(
+                        w,
+                        lock_word(w, index),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            std::hint::spin_loop();
+        }
+        self.lock_contended()
+    }
+
+    /// The claim lock stayed held: BackPressured while its holder is alive
+    /// (checked once it has held it for [`LOCK_CHECK_INTERVAL`]); stolen
+    /// from a dead holder, whose claim is then resolved.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&mut self) -> Result<(), OfferError> {
+        let pubs = self.geometry.max_publishers;
+        let Some(m) = self.multi.as_mut() else {
+            return Ok(());
+        };
+        let index = m.index;
+        // Acquire partner: as in `lock_claims`.
+        let w = self.map.publisher().claim_lock.load(Ordering::Acquire);
+        let holder = w as u32;
+        if holder == 0 {
+            return Err(OfferError::BackPressured);
+        }
+        if holder > pubs {
+            return Err(OfferError::Corrupt(format!(
+                "claim lock held by publisher {holder}, beyond the {pubs} slots"
+            )));
+        }
+        let now = Instant::now();
+        let blocked = m.blocked;
+        match blocked {
+            Some((seen, since)) if seen == w => {
+                if now.duration_since(since) < LOCK_CHECK_INTERVAL {
+                    return Err(OfferError::BackPressured);
+                }
+                m.blocked = Some((w, now));
+            }
+            _ => {
+                m.blocked = Some((w, now));
+                // Our own slot: its previous owner died holding the lock.
+                if holder != index + 1 {
+                    return Err(OfferError::BackPressured);
+                }
+            }
+        }
+        let dead = holder == index + 1
+            || !liveness::is_locked(&self.lock, PUB_LOCK_BASE + i64::from(holder - 1)).map_err(
+                |e| {
+                    OfferError::Corrupt(format!(
+                        "cannot check publisher {}'s lock: {e}",
+                        holder - 1
+                    ))
+                },
+            )?;
+        if !dead {
+            return Err(OfferError::BackPressured);
+        }
+        // Acquire partner: as in `lock_claims`; fails if anyone else took
+        // the lock meanwhile (the generation changed).
+        if self
+            .map
+            .publisher()
+            .claim_lock
+            .compare_exchange(w, lock_word(w, index), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(OfferError::BackPressured);
+        }
+        if let Some(m) = self.multi.as_mut() {
+            m.blocked = None;
+            m.must_scan = true;
+        }
+        self.resolve_dead(holder - 1);
+        Ok(())
+    }
+
+    /// Releases the claim lock.
+    #[inline(always)]
+    pub(super) fn unlock_claims(&mut self) {
+        let lock = &self.map.publisher().claim_lock;
+        let w = lock.load(Ordering::Relaxed);
+        // Release partner: the next holder's Acquire CAS in `lock_claims`.
+        lock.store(w & !u64::from(u32::MAX), Ordering::Release);
+    }
+
+    /// With the claim lock held: turns the claim that dead publisher `j`
+    /// left into a skip record (keeping a record it committed), and clears it.
+    fn resolve_dead(&mut self, j: u32) {
+        let slot = self.pub_slot(j);
+        let ps = slot.pending_start.load(Ordering::Relaxed);
+        let pe = slot.pending_end.load(Ordering::Relaxed);
+        let pb = self.map.publisher();
+        let tail = pb.claim_tail.load(Ordering::Relaxed);
+        let zeroed = pb.zeroed.load(Ordering::Relaxed);
+        let cap = self.capacity;
+        let span = 2 * layout::record_len(self.max_message_len as u64);
+        let sane = pe != 0
+            && ps % RECORD_ALIGN as u64 == 0
+            && pe % RECORD_ALIGN as u64 == 0
+            && ps < pe
+            && pe - ps <= span
+            && pe <= tail
+            // Still unread by a later lap: nothing was zeroed or claimed
+            // past the claim's bytes one lap on.
+            && zeroed <= ps + cap;
+        if sane {
+            let d = self.data;
+            let off = d.offset(ps);
+            let (pad_at, start) = if off + (pe - ps) > cap {
+                (Some(ps), ps + (cap - off))
+            } else {
+                (None, ps)
+            };
+            // SAFETY: 32-aligned positions of the claim, inside the live
+            // mapping; the dead owner writes no more, and the claim lock
+            // keeps every other publisher off these bytes (see above).
+            unsafe {
+                // Acquire partner: the dead owner's Release commit store.
+                if d.commit(start).load(Ordering::Acquire) != start + 1 {
+                    write_skip(d, start, pe - start);
+                }
+                if let Some(pad) = pad_at {
+                    if d.commit(pad).load(Ordering::Acquire) != pad + 1 {
+                        write_padding(d, pad);
+                    }
+                }
+            }
+        }
+        slot.pending_end.store(0, Ordering::Relaxed);
+    }
+
+    /// The claim path of a multi-writer ring.
+    #[inline(always)]
+    pub(super) fn try_claim_multi(
+        &mut self,
+        type_id: u32,
+        len: usize,
+    ) -> Result<Claim<'_>, OfferError> {
+        self.lock_claims()?;
+        let r = self.reserve(len);
+        self.unlock_claims();
+        let (pad_at, start) = r?;
+        Ok(Claim {
+            p: self,
+            pad_at,
+            start,
+            len,
+            type_id,
+            multi: true,
+        })
+    }
+
+    /// With the claim lock held: moves the shared tail past a record of
+    /// `len` bytes (and the padding before it), recording the claim in our
+    /// slot first. Returns `(padding position, record position)`.
+    #[inline(always)]
+    fn reserve(&mut self, len: usize) -> Result<(Option<u64>, u64), OfferError> {
+        let t = self.map.publisher().claim_tail.load(Ordering::Relaxed);
+        let z = self.map.publisher().zeroed.load(Ordering::Relaxed);
+        if self.map.truncated() {
+            return Err(truncated());
+        }
+        if t % RECORD_ALIGN as u64 != 0
+            || t >= layout::MAX_POSITION
+            || z < t
+            || z - t > self.capacity
+        {
+            return Err(OfferError::Corrupt(format!(
+                "shared tail {t} and zeroed mark {z} are inconsistent"
+            )));
+        }
+        self.tail = t;
+        self.zeroed = z;
+        let att = self.map.signal().attention.load(Ordering::Relaxed);
+        let must_scan = self.multi.as_ref().is_some_and(|m| m.must_scan);
+        if att >= ATTENTION_MEMBERSHIP || must_scan {
+            self.scan()?;
+            if let Some(m) = self.multi.as_mut() {
+                m.must_scan = false;
+            }
+        }
+        if self.active == 0 {
+            return Err(OfferError::NotConnected);
+        }
+        self.offers = self.offers.wrapping_add(1);
+        if self.offers % 1024 == 0 && self.last_reap.elapsed() >= REAP_INTERVAL {
+            self.reap()?;
+            if self.active == 0 {
+                return Err(OfferError::NotConnected);
+            }
+        }
+        let rec = layout::record_len(len as u64);
+        let off = self.data.offset(t);
+        let (pad_at, start) = if off + rec > self.capacity {
+            (Some(t), t + (self.capacity - off))
+        } else {
+            (None, t)
+        };
+        let end = start + rec;
+        let needed = end + 8;
+        if needed > self.limit && !self.make_room(needed)? {
+            return Err(if self.active == 0 {
+                OfferError::NotConnected
+            } else {
+                OfferError::BackPressured
+            });
+        }
+        if self.zeroed < needed + ZERO_LOW_WATER {
+            // Zeroing ahead is done by the lock holder only, below `limit`
+            // and beyond the tail: never a byte another publisher claimed.
+            self.zero_to((end + ZERO_AHEAD).min(self.limit).max(needed));
+            // Read under the lock only (the lock orders it).
+            self.map
+                .publisher()
+                .zeroed
+                .store(self.zeroed, Ordering::Relaxed);
+        }
+        let Some(m) = self.multi.as_ref() else {
+            return Err(OfferError::Corrupt("not a multi-writer publisher".into()));
+        };
+        let slot = self.pub_slot(m.index);
+        slot.pending_start
+            .store(pad_at.unwrap_or(start), Ordering::Relaxed);
+        slot.pending_end.store(end, Ordering::Relaxed);
+        // Release partner: a subscriber's Acquire load of `claim_tail` when
+        // it finds no record at its position (then it reads the pending
+        // claims), and the next lock holder's load (ordered by the lock).
+        self.map
+            .publisher()
+            .claim_tail
+            .store(end, Ordering::Release);
+        self.tail = end;
+        Ok((pad_at, start))
+    }
+
+    /// Zeroes `[max(zeroed, tail), target)` (with the claim lock held; the
+    /// caller checked `target <= limit`).
+    fn zero_to(&mut self, target: u64) {
+        let mut from = self.zeroed.max(self.tail);
+        while from < target {
+            let off = self.data.offset(from);
+            let n = (target - from).min(self.capacity - off);
+            // SAFETY: [off, off + n) lies inside the data area; positions
+            // [from, target) are beyond the shared tail (nobody claimed
+            // them; we hold the claim lock) and below `limit`, so no
+            // subscriber still needs the bytes there.
+            unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
+            from += n;
+        }
+        self.zeroed = self.zeroed.max(target);
+    }
+
+    /// `is_connected` and friends on a multi-writer ring: processes requests
+    /// and reaps (at most every millisecond) when the claim lock is free.
+    pub(super) fn refresh_multi(&mut self) {
+        if self.lock_claims().is_err() {
+            return;
+        }
+        let pb = self.map.publisher();
+        let t = pb.claim_tail.load(Ordering::Relaxed);
+        let r = if t % RECORD_ALIGN as u64 != 0 || t >= layout::MAX_POSITION {
+            Err(OfferError::Corrupt(format!(
+                "shared tail {t} is misaligned or too large"
+            )))
+        } else {
+            self.tail = t;
+            if self.last_reap.elapsed() >= super::QUERY_REAP_INTERVAL {
+                self.reap()
+            } else {
+                self.scan()
+            }
+        };
+        self.unlock_claims();
+        if r.is_err() {
+            self.active = 0;
+        }
+    }
+
+    /// Leaves a multi-writer ring; true if we were the last publisher (the
+    /// caller then closes the ring as a single publisher does).
+    pub(super) fn leave_multi(&mut self) -> bool {
+        let Some(m) = self.multi.as_ref() else {
+            return true;
+        };
+        let index = m.index;
+        let slot = self.pub_slot(index);
+        slot.pending_end.store(0, Ordering::Relaxed);
+        slot.state.store(PUB_FREE, Ordering::Relaxed);
+        liveness::unlock(&self.lock, PUB_LOCK_BASE + i64::from(index));
+        // Upgrading our shared lock succeeds only when no other publisher
+        // holds one: then we close the ring (attachers wait meanwhile).
+        if liveness::try_lock(&self.lock, PUBLISHER_LOCK).unwrap_or(false) {
+            self.tail = self.map.publisher().claim_tail.load(Ordering::Relaxed);
+            return true;
+        }
+        liveness::unlock(&self.lock, PUBLISHER_LOCK);
+        false
+    }
+}
+
+impl Claim<'_> {
+    /// Commit of a claim on a multi-writer ring.
+    #[inline(always)]
+    pub(super) fn commit_multi(&mut self) -> u64 {
+        let p = &mut *self.p;
+        let d = p.data;
+        let end = self.start + layout::record_len(self.len as u64);
+        let tag = p.multi.as_ref().map_or(0, |m| m.tag);
+        // SAFETY: every view below is at a 32-aligned position of our claim
+        // (start, the padding position), and the mapping is alive while `p`
+        // is borrowed. The commit word after the record was zeroed before
+        // the claim was handed out (`reserve`).
+        unsafe {
+            let (len_w, type_w) = d.len_type(self.start);
+            len_w.store(self.len as u32 | tag, Ordering::Relaxed);
+            type_w.store(self.type_id, Ordering::Relaxed);
+            // Release partner: the subscriber's Acquire load of the commit word.
+            d.commit(self.start)
+                .store(self.start + 1, Ordering::Release);
+            if let Some(pad) = self.pad_at {
+                write_padding(d, pad);
+            }
+        }
+        p.finish_multi();
+        end
+    }
+
+    /// Abort of a claim on a multi-writer ring: a skip record over it.
+    #[cold]
+    pub(super) fn abort_multi(&mut self) {
+        let p = &mut *self.p;
+        let d = p.data;
+        // SAFETY: as in `commit_multi`.
+        unsafe {
+            write_skip(d, self.start, layout::record_len(self.len as u64));
+            if let Some(pad) = self.pad_at {
+                write_padding(d, pad);
+            }
+        }
+        p.finish_multi();
+    }
+}
+
+impl Publisher {
+    /// After a commit or abort on a multi-writer ring: clears our pending
+    /// claim and wakes sleepers (steps (b), (c) of the crate docs).
+    #[inline(always)]
+    fn finish_multi(&mut self) {
+        if let Some(m) = self.multi.as_ref() {
+            self.pub_slot(m.index)
+                .pending_end
+                .store(0, Ordering::Relaxed);
+        }
+        compiler_fence(Ordering::SeqCst);
+        if self.fence {
+            fence(Ordering::SeqCst);
+        }
+        if self.map.signal().attention.load(Ordering::Relaxed) as u32 != 0 {
+            self.wake();
+        }
+    }
+}
+
+/// Writes a skip record of `bytes` at `pos` and commits it.
+///
+/// # Safety
+/// `pos` is 32-aligned, `[pos, pos + bytes)` lies in the lap and belongs to
+/// the caller (its claim, or a dead publisher's with the claim lock held).
+unsafe fn write_skip(d: DataArea, pos: u64, bytes: u64) {
+    // SAFETY: as the caller guarantees.
+    let (len_w, type_w) = unsafe { d.len_type(pos) };
+    len_w.store(SKIP_LEN, Ordering::Relaxed);
+    type_w.store(bytes as u32, Ordering::Relaxed);
+    // Release partner: the subscriber's Acquire load of the commit word.
+    // SAFETY: as above.
+    unsafe { d.commit(pos) }.store(pos + 1, Ordering::Release);
+}
+
+/// Writes a padding record at `pos` (to the end of the lap) and commits it.
+///
+/// # Safety
+/// As for [`write_skip`], with the padding running to the end of the lap.
+unsafe fn write_padding(d: DataArea, pos: u64) {
+    // SAFETY: as the caller guarantees.
+    let (len_w, type_w) = unsafe { d.len_type(pos) };
+    len_w.store(PADDING_LEN, Ordering::Relaxed);
+    type_w.store(0, Ordering::Relaxed);
+    // Release partner: the subscriber's Acquire load; the record at the start
+    // of the next lap, committed before, is visible with it.
+    // SAFETY: as above.
+    unsafe { d.commit(pos) }.store(pos + 1, Ordering::Release);
+}

@@ -21,6 +21,7 @@ pub const DEFAULT_CHANNELS: &[Channel] = &[
     Channel::Limit2Line,
     Channel::LimitRing,
     Channel::Shm,
+    Channel::ShmMpsc,
     Channel::Crossbeam,
     Channel::Iceoryx2,
     Channel::UdpRaw,
@@ -370,6 +371,9 @@ pub fn run(
         let mut jobs: Vec<(Channel, usize)> = Vec::new();
         if list.contains(&Channel::Shm) {
             jobs.push((Channel::Shm, 32));
+        }
+        if list.contains(&Channel::ShmMpsc) {
+            jobs.push((Channel::ShmMpsc, 32));
         }
         if list.contains(&Channel::Crossbeam) {
             jobs.push((Channel::Crossbeam, 32));

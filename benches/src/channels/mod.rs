@@ -41,6 +41,9 @@ pub enum Channel {
     LimitRing,
     /// conduit over shared memory.
     Shm,
+    /// conduit over shared memory on a ring opened for four publishers
+    /// (`publishers=4`, the multi-writer path) with one active.
+    ShmMpsc,
     /// crossbeam-channel between two threads.
     Crossbeam,
     /// iceoryx2 publish-subscribe between two processes.
@@ -74,11 +77,12 @@ pub enum Channel {
 
 impl Channel {
     /// Every channel, in the order `compare` runs them.
-    pub const ALL: [Channel; 17] = [
+    pub const ALL: [Channel; 18] = [
         Channel::Limit,
         Channel::Limit2Line,
         Channel::LimitRing,
         Channel::Shm,
+        Channel::ShmMpsc,
         Channel::Crossbeam,
         Channel::Iceoryx2,
         Channel::UdpRaw,
@@ -101,6 +105,7 @@ impl Channel {
             Channel::Limit2Line => "limit-2line",
             Channel::LimitRing => "limit-ring",
             Channel::Shm => "shm",
+            Channel::ShmMpsc => "shm-mpsc",
             Channel::Crossbeam => "crossbeam",
             Channel::Iceoryx2 => "iceoryx2",
             Channel::UdpRaw => "udp-raw",
@@ -196,7 +201,7 @@ impl Channel {
             Channel::Limit2Line => limit::latency(cfg, limit::Lines::Two),
             Channel::LimitRing => limit::latency(cfg, limit::Lines::Ring),
             #[cfg(feature = "conduit")]
-            Channel::Shm => shm::latency(cfg),
+            Channel::Shm | Channel::ShmMpsc => shm::latency(self, cfg),
             Channel::Crossbeam => crossbeam::latency(cfg),
             Channel::Iceoryx2 => iceoryx2::latency(cfg),
             Channel::UdpRaw | Channel::UdpRawBlock => udp_raw::latency(self, cfg),
@@ -210,6 +215,7 @@ impl Channel {
             | Channel::UdpSocketBlock => udp::latency(self, cfg),
             #[cfg(not(feature = "conduit"))]
             Channel::Shm
+            | Channel::ShmMpsc
             | Channel::Udp
             | Channel::UdpUring
             | Channel::UdpSocket
@@ -237,7 +243,7 @@ impl Channel {
         }
         let r = match self {
             #[cfg(feature = "conduit")]
-            Channel::Shm => shm::throughput(size, messages),
+            Channel::Shm | Channel::ShmMpsc => shm::throughput(self, size, messages),
             Channel::Crossbeam => crossbeam::throughput(size, messages),
             #[cfg(feature = "conduit")]
             Channel::Udp | Channel::UdpUring | Channel::UdpSocket | Channel::UdpAead => {
@@ -245,6 +251,7 @@ impl Channel {
             }
             #[cfg(not(feature = "conduit"))]
             Channel::Shm
+            | Channel::ShmMpsc
             | Channel::Udp
             | Channel::UdpUring
             | Channel::UdpSocket
@@ -327,6 +334,10 @@ pub const PEERS: &[(&str, &str)] = &[
     (
         "shm",
         "conduit `shm:NAME?wait=spin`, default 1 MiB ring; offer (latency) and offer_with in place (throughput); busy-spin poll",
+    ),
+    (
+        "shm-mpsc",
+        "as `shm`, on a ring opened with `publishers=4` (the multi-writer claim path) and one active publisher",
     ),
     (
         "crossbeam",
@@ -585,11 +596,18 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         ("__pong", Channel::Iceoryx2) => iceoryx2::pong(args, ready)?,
         ("__pong", Channel::UdpRaw | Channel::UdpRawBlock) => udp_raw::pong(args, ready)?,
         #[cfg(feature = "conduit")]
-        ("__pong", c) if c == Channel::Shm || c.is_conduit_udp() => conduit_api::pong(args, ready)?,
+        ("__pong", c) if matches!(c, Channel::Shm | Channel::ShmMpsc) || c.is_conduit_udp() => {
+            conduit_api::pong(args, ready)?
+        }
         #[cfg(feature = "conduit")]
         (
             "__send",
-            Channel::Shm | Channel::Udp | Channel::UdpUring | Channel::UdpSocket | Channel::UdpAead,
+            Channel::Shm
+            | Channel::ShmMpsc
+            | Channel::Udp
+            | Channel::UdpUring
+            | Channel::UdpSocket
+            | Channel::UdpAead,
         ) => conduit_api::send(args, ready)?,
         #[cfg(feature = "conduit")]
         ("__pong-pair", c) if c.is_conduit_udp() => udp::pong_vs_raw(args, ready)?,

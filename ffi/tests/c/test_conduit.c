@@ -454,6 +454,8 @@ static void test_subscriber_count_and_wait(void) {
     CHECK(CONDUIT_EVICTED == -23);
     conduit_subscription_close(a);
     conduit_publication_close(p);
+}
+
 struct header_inbox {
     int count;
     conduit_header h[8];

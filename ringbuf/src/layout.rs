@@ -13,7 +13,7 @@
 //!                                     generation u64, waiting u32, start u32
 //!                                     (S = max_subscribers)
 //! 384 + 128 × S     128 × P           publisher slots (only when P = max_publishers > 1):
-//!                                     state u32, pid u32, pending_start u64, pending_end u64
+//!                                     state u32, pid u32, at 64: pending_start u64, pending_end u64
 //! data_offset       capacity          records (data_offset = 384 + 128 × (S + P') rounded up
 //!                                     to 4096, P' = P if P > 1, else 0)
 //! ```

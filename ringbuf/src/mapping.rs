@@ -74,11 +74,15 @@ pub(crate) struct PubSlot {
     pub(crate) state: AtomicU32,
     /// Pid of the owner.
     pub(crate) pid: AtomicU32,
+    /// Keeps the pending claim, which its owner writes twice per message, off
+    /// the cache line of `pid`, which subscribers read for every message's
+    /// source.
+    _pad0: [u8; 56],
     /// Start of the claim the owner holds (with its padding).
     pub(crate) pending_start: AtomicU64,
     /// End of that claim; 0 when the owner holds none.
     pub(crate) pending_end: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 24],
+    _pad: [u8; BLOCK_LEN - 80],
 }
 const _: () = assert!(core::mem::size_of::<PubSlot>() == BLOCK_LEN);
 

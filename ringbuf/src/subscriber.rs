@@ -201,13 +201,13 @@ impl Conn {
             return Ok(false);
         }
         let pos = self.pos;
-        // Acquire partner: the claimer's Release store of `claim_tail`, made
-        // after it recorded its pending claim.
-        let tail = self.map.publisher().claim_tail.load(Ordering::Acquire);
-        if tail <= pos || self.has_data() {
+        if self.has_data() {
             self.stuck = None;
             return Ok(false);
         }
+        // The shared tail is read only once our position has stood still for
+        // DEAD_CLAIM_CHECK: reading it on every idle check would pull the
+        // claimers' cache line away from them on every message.
         match self.stuck {
             Some((p, since)) if p == pos => {
                 if now.duration_since(since) < DEAD_CLAIM_CHECK {
@@ -220,6 +220,12 @@ impl Conn {
             }
         }
         self.stuck = Some((pos, now));
+        // Acquire partner: the claimer's Release store of `claim_tail`, made
+        // after it recorded its pending claim.
+        let tail = self.map.publisher().claim_tail.load(Ordering::Acquire);
+        if tail <= pos {
+            return Ok(false);
+        }
         let cap = self.capacity;
         let span = 2 * layout::record_len(self.max_len);
         for j in 0..self.pubs {

@@ -1233,15 +1233,15 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
         // with a shared tail beyond: misaligned is corrupt.
         let tail_at = layout::PUBLISHER_BLOCK + 24;
         w.write_u64(tail_at, 64);
-        w.write_u64(pslot + 8, 0);
-        w.write_u64(pslot + 16, 33);
+        w.write_u64(pslot + 64, 0);
+        w.write_u64(pslot + 72, 33);
         let e = poll_until_err(&mut s);
         assert!(
             matches!(&e, PollError::Corrupt(m) if m.contains("pending claim")),
             "{e:?}"
         );
         // A sane one is skipped.
-        w.write_u64(pslot + 16, 64);
+        w.write_u64(pslot + 72, 64);
         let mut skipped = false;
         for _ in 0..2000 {
             if s.poll(|_, _| {}, 10).is_ok() && s.position() == 64 {
@@ -1251,7 +1251,7 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
             std::thread::sleep(Duration::from_micros(100));
         }
         assert!(skipped, "the dead claim was not skipped");
-        w.write_u64(pslot + 16, 0);
+        w.write_u64(pslot + 72, 0);
         // A claim lock naming a slot that does not exist.
         w.write_u64(layout::PUBLISHER_BLOCK + 16, 99);
         match a.offer(1, b"x") {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_test_util::{uring_or_skip, TempDir};
+use conduit_test_util::TempDir;
 
 use crate::uri::ChannelUri;
 use crate::Error;
@@ -102,6 +102,15 @@ fn stream(driver: &str, extra: &str, count: u64, limit: usize) {
 #[test]
 fn socket_stream_in_order() {
     stream("socket", "", 200_000, 1000);
+}
+
+/// io_uring usable here and built in (the `uring` feature); says SKIP when not.
+fn uring_or_skip() -> bool {
+    if !cfg!(feature = "uring") {
+        println!("SKIP: built without the `uring` feature");
+        return false;
+    }
+    conduit_test_util::uring_or_skip()
 }
 
 #[test]

@@ -74,7 +74,7 @@
 //! [`Receiver::transmit_pending`](crate::proto::Receiver::transmit_pending).
 //! A subscription that has a
 //! sender receives it on a second socket connected to that sender
-//! (see [`UdpSubscription`]): the kernel finds it by the full address pair and
+//! (see `UdpSubscription` in `subscription.rs`): the kernel finds it by the full address pair and
 //! no source address is copied out; the bound socket still takes strangers
 //! and a restarted sender. The functions between the application's call and
 //! the system call are inlined (`#[inline(always)]`): on return from the

@@ -160,11 +160,15 @@ mod receiver;
 mod rng;
 mod rtt;
 mod sender;
+mod sessions;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};
+pub use config::{
+    Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MAX_SESSIONS_LIMIT, MIN_MTU,
+    SUPPORTED_VERSIONS,
+};
 pub use counters::{Counters, DropReason, DROP_REASONS};
 pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};
 pub use event::Event;
@@ -172,6 +176,7 @@ pub use handshake::negotiate;
 pub use receiver::Receiver;
 pub use rng::Rng;
 pub use sender::{Claim, OfferError, Sender, SenderState};
+pub use sessions::{GoneReason, Peer, SessionEvent, Sessions};
 
 /// Most events queued before new ones are dropped (events are rare; this bounds memory).
 const MAX_EVENTS: usize = 64;

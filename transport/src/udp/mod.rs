@@ -163,3 +163,5 @@ fn seed() -> u64 {
 mod driver_fallback_tests;
 #[cfg(test)]
 mod loopback_tests;
+#[cfg(test)]
+mod sessions_tests;

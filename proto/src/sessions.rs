@@ -94,7 +94,7 @@ struct Slot {
 }
 
 /// The receiving end of one stream for up to [`Config::max_sessions`](super::Config::max_sessions)
-/// concurrent sender sessions (see the [module docs](self)).
+/// concurrent sender sessions (see [Sessions and limits](super#sessions-and-limits)).
 ///
 /// ```
 /// use std::time::Instant;

@@ -200,6 +200,9 @@ pub struct Receiver {
     /// Refuse a new session ([`frame::FLAG_BUSY`]) while none is held: set by `Sessions`
     /// on its acceptor when every session place is taken by a live session.
     busy: bool,
+    /// Another receiver of the subscription serves a live session (`Sessions` sets it on
+    /// its acceptor): key failures are then a stranger's, not reported.
+    serving: bool,
 }
 
 /// NAK nonces remembered (a loss answer to one of the last few NAKs is accepted, so a
@@ -288,6 +291,7 @@ impl Receiver {
             nak_nonce_next: 0,
             held: Held::default(),
             busy: false,
+            serving: false,
             config,
         })
     }
@@ -344,6 +348,7 @@ impl Receiver {
             nak_nonce_next: 0,
             held: Held::default(),
             busy: false,
+            serving: false,
             config: self.config.clone(),
         }
     }
@@ -351,6 +356,12 @@ impl Receiver {
     /// Refuses new sessions while set (see the `busy` field).
     pub(crate) fn set_busy(&mut self, busy: bool) {
         self.busy = busy;
+    }
+
+    /// Whether another receiver of the subscription serves a live session (see the
+    /// `serving` field).
+    pub(crate) fn set_serving(&mut self, serving: bool) {
+        self.serving = serving;
     }
 
     /// Whether a session (live or not) is held.
@@ -580,7 +591,7 @@ impl Receiver {
         // One failure may be a corrupted datagram; several in a row, with nothing authentic
         // in between, are a mismatch. While a session is live they are a stranger's (counted
         // as drops, not reported: a stranger cannot make a working stream report an error).
-        if self.is_connected() {
+        if self.is_connected() || self.serving {
             return;
         }
         self.key_failures += 1;

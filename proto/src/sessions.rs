@@ -258,6 +258,8 @@ impl Sessions {
         } else {
             self.acceptor.set_busy(false);
         }
+        let serving = self.slots.iter().any(|s| s.rx.is_connected());
+        self.acceptor.set_serving(serving);
         let peer = Peer {
             addr,
             session_id: sid.unwrap_or(0),

@@ -70,6 +70,7 @@ impl Multi {
     fn add(&mut self, at: SocketAddr, seed: u64, epoch: u32, total: u64) -> usize {
         let cfg = Config {
             liveness_timeout: Duration::from_secs(2),
+            key: self.rx.config().key.clone(),
             ..Config::default()
         };
         let mut checker = Checker::default();
@@ -416,4 +417,49 @@ fn one_session_place_refuses_a_second_sender() {
             }
         }]
     );
+}
+
+/// Keyed: three keyed senders, each stream whole; a sender with another key is not accepted
+/// and, while the others are live, no key mismatch is reported (a stranger's failures).
+#[test]
+fn keyed_senders_each_exactly_once_and_a_stranger_changes_nothing() {
+    let _w = watchdog("keyed_senders", 300);
+    for_seeds("keyed_senders", seeds(3), |seed| {
+        let rx_cfg = Config {
+            key: Some(conduit_proto::Psk::new([7; 32])),
+            ..Config::default()
+        };
+        let mut m = Multi::new(seed, 3, rx_cfg, lossy(seed), 2000);
+        while m.rx.live_sessions() < 3 {
+            m.step()?;
+        }
+        let stranger = Config {
+            key: Some(conduit_proto::Psk::new([8; 32])),
+            ..Config::default()
+        };
+        m.nodes.push(Node {
+            addr: addr(3),
+            tx: Sender::new(stranger, RX, m.now, seed + 500).unwrap(),
+            gen: Gen::new(seed + 500, 0, 0, false),
+            checker: Checker::default(),
+            last_pos: None,
+            events: Vec::new(),
+            dead: false,
+        });
+        let end = m.now + Duration::from_millis(500);
+        while m.now < end {
+            m.step()?;
+        }
+        m.run_until_done()?;
+        if m.rx.counters().dropped(DropReason::AuthFailed) < 10 {
+            return Err("the stranger was barely heard".into());
+        }
+        if m.rx_events.contains(&Event::KeyMismatch) {
+            return Err("a stranger made the receiver report a key mismatch".into());
+        }
+        if m.rx.live_sessions() != 3 {
+            return Err(format!("{} live sessions", m.rx.live_sessions()));
+        }
+        Ok(())
+    });
 }

@@ -40,6 +40,9 @@ struct Multi {
     session_events: Vec<SessionEvent>,
     buf: Vec<u8>,
     error: Option<String>,
+    /// When set: every datagram to the receiver is also replayed from a random other
+    /// address (an attacker who sees the traffic and spoofs sources).
+    spoof: Option<conduit_proto::Rng>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -60,6 +63,7 @@ impl Multi {
             session_events: Vec::new(),
             buf: vec![0; 70_000],
             error: None,
+            spoof: None,
         };
         for i in 0..senders {
             m.add(addr(i), seed * 31 + i as u64, 0, total);
@@ -133,6 +137,21 @@ impl Multi {
             self.now = next;
         }
         while let Some((from, to, bytes)) = self.net.receive(self.now) {
+            if let (true, Some(rng)) = (to == RX, self.spoof.as_mut()) {
+                let fake: SocketAddr = format!(
+                    "10.9.{}.{}:{}",
+                    rng.below(4),
+                    rng.below(250),
+                    7000 + rng.below(3)
+                )
+                .parse()
+                .unwrap();
+                let error = &mut self.error;
+                self.rx
+                    .handle_datagram(self.now, fake, &bytes, |peer, _, _, _| {
+                        error.get_or_insert(format!("delivered a spoofed datagram from {peer:?}"));
+                    });
+            }
             if to == RX {
                 let (nodes, error) = (&mut self.nodes, &mut self.error);
                 self.rx
@@ -459,6 +478,32 @@ fn keyed_senders_each_exactly_once_and_a_stranger_changes_nothing() {
         }
         if m.rx.live_sessions() != 3 {
             return Err(format!("{} live sessions", m.rx.live_sessions()));
+        }
+        Ok(())
+    });
+}
+
+/// An on-path attacker replays every datagram to the receiver from random other addresses:
+/// no session is created or disturbed by them (cookies bind the address), nothing of theirs
+/// is delivered, the real streams complete, and the held sessions stay the real ones.
+#[test]
+fn replays_from_spoofed_addresses_change_nothing() {
+    let _w = watchdog("spoofed_replays", 300);
+    for_seeds("spoofed_replays", seeds(3), |seed| {
+        let mut m = Multi::new(seed, 2, Config::default(), lossy(seed), 2000);
+        m.spoof = Some(conduit_proto::Rng::new(seed ^ 0xbad));
+        m.run_until_done()?;
+        let held: Vec<_> = m.rx.sessions().map(|(p, _)| p.addr).collect();
+        if held.len() != 2 || !held.iter().all(|a| *a == addr(0) || *a == addr(1)) {
+            return Err(format!("held sessions {held:?}"));
+        }
+        let joined = m
+            .session_events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Joined { .. }))
+            .count();
+        if joined != 2 {
+            return Err(format!("{:?}", m.session_events));
         }
         Ok(())
     });

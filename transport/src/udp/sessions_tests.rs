@@ -141,7 +141,11 @@ fn three_publishers_socket() {
 
 #[test]
 fn three_publishers_uring() {
-    if cfg!(feature = "uring") && conduit_test_util::uring_or_skip() {
+    if !cfg!(feature = "uring") {
+        println!("SKIP: built without the `uring` feature");
+        return;
+    }
+    if conduit_test_util::uring_or_skip() {
         three_publishers("uring");
     }
 }

@@ -102,6 +102,9 @@ mod stats;
 pub mod udp;
 pub mod uri;
 
+// The counters file (see `conduit-counters`).
+pub use stats::stats_file;
+
 // The protocol crate under its old path: the UDP endpoints name it `crate::proto`.
 use conduit_proto as proto;
 
@@ -110,4 +113,3 @@ pub use conduit_proto::GapPolicy;
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
 pub use message::{Message, Received, Source, ViewError, MAX_ALIGN};
-pub use stats::stats_file;

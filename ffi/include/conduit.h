@@ -43,6 +43,10 @@
  *  `conduit_counters c = CONDUIT_COUNTERS_INIT;` */
 #define CONDUIT_COUNTERS_INIT { (uint32_t)sizeof(conduit_counters), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
+/** A session event ready for `conduit_subscription_next_session_event`,
+ *  `size` set: `conduit_session_event e = CONDUIT_SESSION_EVENT_INIT;` */
+#define CONDUIT_SESSION_EVENT_INIT { (uint32_t)sizeof(conduit_session_event), 0, 0, 0, 0, 0, 0, { 0 } }
+
 /**
  * Success.
  */
@@ -204,6 +208,47 @@
 #define CONDUIT_SOURCE_SHM 1
 
 /**
+ * `conduit_header::source_kind`: a publisher session of a `udp:` channel;
+ * `source_session` is its session id, `source_family` (4 or 6),
+ * `source_port` and `source_addr` its address.
+ */
+#define CONDUIT_SOURCE_UDP 2
+
+/**
+ * `conduit_session_event::kind`: a publisher session joined (or resumed).
+ */
+#define CONDUIT_SESSION_EVENT_JOINED 1
+
+/**
+ * `conduit_session_event::kind`: a publisher session ended; `reason` says
+ * why.
+ */
+#define CONDUIT_SESSION_EVENT_GONE 2
+
+/**
+ * `conduit_session_event::kind`: a publisher restarted at the same address;
+ * its new session (`session`) replaced the old one (`old_session`).
+ */
+#define CONDUIT_SESSION_EVENT_REPLACED 3
+
+/**
+ * `conduit_session_event::reason`: the publisher closed the session.
+ */
+#define CONDUIT_GONE_CLOSED 1
+
+/**
+ * `conduit_session_event::reason`: the publisher was silent past the
+ * liveness timeout (the session joins again if it comes back).
+ */
+#define CONDUIT_GONE_TIMED_OUT 2
+
+/**
+ * `conduit_session_event::reason`: the session's stream failed on
+ * unrecoverable loss (`gap=fail`).
+ */
+#define CONDUIT_GONE_FAILED 3
+
+/**
  * An open publication (opaque). Create with `conduit_publication_open`,
  * free with `conduit_publication_close`.
  *
@@ -339,7 +384,8 @@ typedef struct conduit_header {
      */
     uint64_t position;
     /**
-     * Who sent it: `CONDUIT_SOURCE_NONE` or `CONDUIT_SOURCE_SHM`.
+     * Who sent it: `CONDUIT_SOURCE_NONE`, `CONDUIT_SOURCE_SHM` or
+     * `CONDUIT_SOURCE_UDP`.
      */
     uint32_t source_kind;
     /**
@@ -354,6 +400,23 @@ typedef struct conduit_header {
      * Zero.
      */
     uint32_t reserved;
+    /**
+     * `CONDUIT_SOURCE_UDP`: the publisher's session id.
+     */
+    uint32_t source_session;
+    /**
+     * `CONDUIT_SOURCE_UDP`: the publisher's port (host byte order).
+     */
+    uint16_t source_port;
+    /**
+     * `CONDUIT_SOURCE_UDP`: 4 (IPv4, the first 4 bytes of `source_addr`)
+     * or 6 (IPv6).
+     */
+    uint16_t source_family;
+    /**
+     * `CONDUIT_SOURCE_UDP`: the publisher's IP address, network byte order.
+     */
+    uint8_t source_addr[16];
 } conduit_header;
 
 /**
@@ -365,6 +428,50 @@ typedef void (*conduit_handler_ex)(void *user,
                                    const struct conduit_header *header,
                                    const uint8_t *data,
                                    size_t len);
+
+/**
+ * A change in the set of publisher sessions of a `udp:` subscription,
+ * filled by `conduit_subscription_next_session_event`. Set `size` to
+ * `sizeof(conduit_session_event)` first (`CONDUIT_SESSION_EVENT_INIT`);
+ * the library fills as many bytes as `size` says (later versions append
+ * fields) and leaves `size` as it was.
+ */
+typedef struct conduit_session_event {
+    /**
+     * Size of the struct in bytes, set by the caller.
+     */
+    uint32_t size;
+    /**
+     * `CONDUIT_SESSION_EVENT_JOINED`, `CONDUIT_SESSION_EVENT_GONE` or
+     * `CONDUIT_SESSION_EVENT_REPLACED`.
+     */
+    uint32_t kind;
+    /**
+     * `CONDUIT_SESSION_EVENT_GONE`: `CONDUIT_GONE_CLOSED`,
+     * `CONDUIT_GONE_TIMED_OUT` or `CONDUIT_GONE_FAILED`; else 0.
+     */
+    uint32_t reason;
+    /**
+     * The session id (the new one for `CONDUIT_SESSION_EVENT_REPLACED`).
+     */
+    uint32_t session;
+    /**
+     * `CONDUIT_SESSION_EVENT_REPLACED`: the old session id; else 0.
+     */
+    uint32_t old_session;
+    /**
+     * The publisher's port (host byte order).
+     */
+    uint16_t port;
+    /**
+     * 4 (IPv4, the first 4 bytes of `addr`) or 6 (IPv6).
+     */
+    uint16_t family;
+    /**
+     * The publisher's IP address, network byte order.
+     */
+    uint8_t addr[16];
+} conduit_session_event;
 
 #ifdef __cplusplus
 extern "C" {
@@ -780,6 +887,23 @@ const char *conduit_subscription_driver(const struct conduit_subscription *s);
  * `s` is NULL or a live subscription, not used again afterwards.
  */
 void conduit_subscription_close(struct conduit_subscription *s);
+
+/**
+ * Takes the next session event of `s` (a `udp:` subscription: a
+ * publisher session joined, ended or was replaced) into `*out`, as many
+ * bytes as `out->size` says. Returns 1 when an event was written, 0 when
+ * there is none (always for `shm:`), or `CONDUIT_INVALID_ARGUMENT` (NULL
+ * `s` or `out`, `out->size` under 16, a call from its own poll handler).
+ * Events are queued as polls see them (at most 64 + 3 × `max_sessions`).
+ *
+ * Threads: the thread currently using `s`.
+ *
+ * # Safety
+ * `s` is NULL or a live subscription; `out` is NULL or points to a
+ * writable `conduit_session_event` whose `size` says how many bytes it has.
+ */
+int conduit_subscription_next_session_event(struct conduit_subscription *s,
+                                            struct conduit_session_event *out);
 
 /**
  * The library's version, `"MAJOR.MINOR.PATCH"`. A static string, never

@@ -535,7 +535,8 @@ fn keyed_udp_uris_open_and_carry_messages_from_c() {
 fn udp_refusal_and_mtu_mismatch_are_c_statuses() {
     unsafe extern "C" fn ignore(_: *mut std::ffi::c_void, _: u32, _: *const u8, _: usize) {}
     let [p1, p2] = free_udp_ports();
-    let uri = format!("udp://127.0.0.1:{p1}\0");
+    // One session at a time: a second publication is refused.
+    let uri = format!("udp://127.0.0.1:{p1}?max_sessions=1\0");
     let sub_uri = format!("udp://127.0.0.1:{p2}?mtu=1408\0");
     let big_uri = format!("udp://127.0.0.1:{p2}?mtu=9000\0");
     // SAFETY: NUL-terminated URIs; the handles are closed below.
@@ -660,4 +661,98 @@ fn poll_ex_names_each_publisher_of_a_shared_channel() {
         conduit_subscription_close(s);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn udp_sources_and_session_events_reach_c() {
+    let [sub_port, pub_port] = free_udp_ports::<2>();
+    let sub_uri = format!("udp://127.0.0.1:{sub_port}?driver=socket\0");
+    let pub_uri = format!("udp://127.0.0.1:{sub_port}?driver=socket&bind=127.0.0.1:{pub_port}\0");
+    extern "C" fn keep(
+        user: *mut std::ffi::c_void,
+        h: *const conduit_header,
+        _: *const u8,
+        _: usize,
+    ) {
+        // SAFETY: `user` is the Vec passed below; `h` is valid for the call.
+        unsafe { (*user.cast::<Vec<conduit_header>>()).push(*h) };
+    }
+    // SAFETY: NUL-terminated URIs; the handles are closed below; `got`
+    // outlives the polls; `ev` is a writable, sized event.
+    unsafe {
+        let s = conduit_subscription_open(sub_uri.as_ptr().cast());
+        let p = conduit_publication_open(pub_uri.as_ptr().cast());
+        assert!(!s.is_null() && !p.is_null(), "{}", last_error());
+        let mut got: Vec<conduit_header> = Vec::new();
+        let user = (&mut got as *mut Vec<conduit_header>).cast();
+        let mut sent = 0;
+        for _ in 0..100_000 {
+            if got.len() >= 2 {
+                break;
+            }
+            if sent < 2 && conduit_publication_offer(p, 5, b"abcd".as_ptr().cast(), 4) >= 0 {
+                sent += 1;
+            }
+            assert!(conduit_subscription_poll_ex(s, Some(keep), user, 8) >= 0);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        assert_eq!(got.len(), 2, "{}", last_error());
+        let h = got[0];
+        assert_eq!(h.size as usize, size_of::<conduit_header>());
+        assert_eq!(h.source_kind, CONDUIT_SOURCE_UDP);
+        assert_eq!((h.source_family, h.source_port), (4, pub_port));
+        assert_eq!(&h.source_addr[..4], &[127, 0, 0, 1]);
+        assert_ne!(h.source_session, 0);
+        assert_eq!(got[1].source_session, h.source_session);
+        assert!(got[1].position > h.position);
+
+        let mut ev = conduit_session_event {
+            size: size_of::<conduit_session_event>() as u32,
+            ..conduit_session_event::default()
+        };
+        assert_eq!(conduit_subscription_next_session_event(s, &mut ev), 1);
+        assert_eq!(ev.kind, CONDUIT_SESSION_EVENT_JOINED);
+        assert_eq!(ev.session, h.source_session);
+        assert_eq!((ev.family, ev.port), (4, pub_port));
+        assert_eq!(ev.size as usize, size_of::<conduit_session_event>());
+        assert_eq!(conduit_subscription_next_session_event(s, &mut ev), 0);
+        // Size-first: too small a struct is refused, NULLs too.
+        let mut small = conduit_session_event {
+            size: 8,
+            ..conduit_session_event::default()
+        };
+        assert_eq!(
+            conduit_subscription_next_session_event(s, &mut small),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            conduit_subscription_next_session_event(s, std::ptr::null_mut()),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            conduit_subscription_next_session_event(std::ptr::null_mut(), &mut ev),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        // The publication closes: the session is reported gone (closed).
+        conduit_publication_close(p);
+        let mut gone = false;
+        for _ in 0..100_000 {
+            let _ = conduit_subscription_poll_ex(s, Some(keep), user, 8);
+            if conduit_subscription_next_session_event(s, &mut ev) == 1 {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        assert!(gone, "no session event after the close");
+        assert_eq!(
+            (ev.kind, ev.reason, ev.session),
+            (
+                CONDUIT_SESSION_EVENT_GONE,
+                CONDUIT_GONE_CLOSED,
+                h.source_session
+            )
+        );
+        conduit_subscription_close(s);
+    }
 }

@@ -39,6 +39,11 @@ pub use subscription::{
     conduit_handler_ex, conduit_header, conduit_subscription_poll_ex, CONDUIT_SOURCE_NONE,
     CONDUIT_SOURCE_SHM,
 };
+pub use subscription::{
+    conduit_session_event, conduit_subscription_next_session_event, CONDUIT_GONE_CLOSED,
+    CONDUIT_GONE_FAILED, CONDUIT_GONE_TIMED_OUT, CONDUIT_SESSION_EVENT_GONE,
+    CONDUIT_SESSION_EVENT_JOINED, CONDUIT_SESSION_EVENT_REPLACED, CONDUIT_SOURCE_UDP,
+};
 pub use version::conduit_version;
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub const CONDUIT_SOURCE_NONE: u32 = 0;
 /// `source_index` is its publisher slot (0 on a single-publisher channel)
 /// and `source_pid` its process id.
 pub const CONDUIT_SOURCE_SHM: u32 = 1;
+/// `conduit_header::source_kind`: a publisher session of a `udp:` channel;
+/// `source_session` is its session id, `source_family` (4 or 6),
+/// `source_port` and `source_addr` its address.
+pub const CONDUIT_SOURCE_UDP: u32 = 2;
 
 /// What `conduit_subscription_poll_ex` tells about a message besides its
 /// payload. `size` comes first and is the size of the struct this library
@@ -46,7 +50,8 @@ pub struct conduit_header {
     pub type_id: u32,
     /// Stream position of the message's first byte.
     pub position: u64,
-    /// Who sent it: `CONDUIT_SOURCE_NONE` or `CONDUIT_SOURCE_SHM`.
+    /// Who sent it: `CONDUIT_SOURCE_NONE`, `CONDUIT_SOURCE_SHM` or
+    /// `CONDUIT_SOURCE_UDP`.
     pub source_kind: u32,
     /// `CONDUIT_SOURCE_SHM`: the publisher's slot index.
     pub source_index: u32,
@@ -54,6 +59,28 @@ pub struct conduit_header {
     pub source_pid: u32,
     /// Zero.
     pub reserved: u32,
+    /// `CONDUIT_SOURCE_UDP`: the publisher's session id.
+    pub source_session: u32,
+    /// `CONDUIT_SOURCE_UDP`: the publisher's port (host byte order).
+    pub source_port: u16,
+    /// `CONDUIT_SOURCE_UDP`: 4 (IPv4, the first 4 bytes of `source_addr`)
+    /// or 6 (IPv6).
+    pub source_family: u16,
+    /// `CONDUIT_SOURCE_UDP`: the publisher's IP address, network byte order.
+    pub source_addr: [u8; 16],
+}
+
+/// `(family, port, address bytes)` of a socket address, as the C structs
+/// carry it.
+fn c_addr(a: std::net::SocketAddr) -> (u16, u16, [u8; 16]) {
+    let mut b = [0u8; 16];
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            b[..4].copy_from_slice(&ip.octets());
+            (4, a.port(), b)
+        }
+        std::net::IpAddr::V6(ip) => (6, a.port(), ip.octets()),
+    }
 }
 
 /// Called by `conduit_subscription_poll_ex` for each message, in order, on
@@ -70,19 +97,26 @@ pub type conduit_handler_ex = Option<
 
 /// The header of `m`.
 fn header_of(m: &Received<'_>) -> conduit_header {
-    let (kind, index, pid) = match m.source() {
-        Some(conduit::Source::Shm { index, pid }) => (CONDUIT_SOURCE_SHM, u32::from(index), pid),
-        _ => (CONDUIT_SOURCE_NONE, 0, 0),
-    };
-    conduit_header {
+    let mut h = conduit_header {
         size: std::mem::size_of::<conduit_header>() as u32,
         type_id: m.type_id(),
         position: m.position(),
-        source_kind: kind,
-        source_index: index,
-        source_pid: pid,
-        reserved: 0,
+        ..conduit_header::default()
+    };
+    match m.source() {
+        Some(conduit::Source::Shm { index, pid }) => {
+            h.source_kind = CONDUIT_SOURCE_SHM;
+            h.source_index = u32::from(index);
+            h.source_pid = pid;
+        }
+        Some(conduit::Source::Udp { addr, session }) => {
+            h.source_kind = CONDUIT_SOURCE_UDP;
+            h.source_session = session;
+            (h.source_family, h.source_port, h.source_addr) = c_addr(addr);
+        }
+        _ => {}
     }
+    h
 }
 
 const REENTRY: &str =
@@ -537,6 +571,151 @@ pub unsafe extern "C" fn conduit_subscription_close(s: *mut conduit_subscription
                 }
             }
             Ok(())
+        },
+    )
+}
+
+/// `conduit_session_event::kind`: a publisher session joined (or resumed).
+pub const CONDUIT_SESSION_EVENT_JOINED: u32 = 1;
+/// `conduit_session_event::kind`: a publisher session ended; `reason` says
+/// why.
+pub const CONDUIT_SESSION_EVENT_GONE: u32 = 2;
+/// `conduit_session_event::kind`: a publisher restarted at the same address;
+/// its new session (`session`) replaced the old one (`old_session`).
+pub const CONDUIT_SESSION_EVENT_REPLACED: u32 = 3;
+/// `conduit_session_event::reason`: the publisher closed the session.
+pub const CONDUIT_GONE_CLOSED: u32 = 1;
+/// `conduit_session_event::reason`: the publisher was silent past the
+/// liveness timeout (the session joins again if it comes back).
+pub const CONDUIT_GONE_TIMED_OUT: u32 = 2;
+/// `conduit_session_event::reason`: the session's stream failed on
+/// unrecoverable loss (`gap=fail`).
+pub const CONDUIT_GONE_FAILED: u32 = 3;
+
+/// A change in the set of publisher sessions of a `udp:` subscription,
+/// filled by `conduit_subscription_next_session_event`. Set `size` to
+/// `sizeof(conduit_session_event)` first (`CONDUIT_SESSION_EVENT_INIT`);
+/// the library fills as many bytes as `size` says (later versions append
+/// fields) and leaves `size` as it was.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct conduit_session_event {
+    /// Size of the struct in bytes, set by the caller.
+    pub size: u32,
+    /// `CONDUIT_SESSION_EVENT_JOINED`, `CONDUIT_SESSION_EVENT_GONE` or
+    /// `CONDUIT_SESSION_EVENT_REPLACED`.
+    pub kind: u32,
+    /// `CONDUIT_SESSION_EVENT_GONE`: `CONDUIT_GONE_CLOSED`,
+    /// `CONDUIT_GONE_TIMED_OUT` or `CONDUIT_GONE_FAILED`; else 0.
+    pub reason: u32,
+    /// The session id (the new one for `CONDUIT_SESSION_EVENT_REPLACED`).
+    pub session: u32,
+    /// `CONDUIT_SESSION_EVENT_REPLACED`: the old session id; else 0.
+    pub old_session: u32,
+    /// The publisher's port (host byte order).
+    pub port: u16,
+    /// 4 (IPv4, the first 4 bytes of `addr`) or 6 (IPv6).
+    pub family: u16,
+    /// The publisher's IP address, network byte order.
+    pub addr: [u8; 16],
+}
+
+/// The smallest `conduit_session_event::size` accepted (through `session`).
+const SESSION_EVENT_MIN_SIZE: usize = 16;
+
+impl conduit_session_event {
+    fn of(e: conduit::SessionEvent) -> Option<conduit_session_event> {
+        let mut out = conduit_session_event::default();
+        let addr = match e {
+            conduit::SessionEvent::Joined {
+                source: conduit::Source::Udp { addr, session },
+            } => {
+                out.kind = CONDUIT_SESSION_EVENT_JOINED;
+                out.session = session;
+                addr
+            }
+            conduit::SessionEvent::Gone {
+                source: conduit::Source::Udp { addr, session },
+                reason,
+            } => {
+                out.kind = CONDUIT_SESSION_EVENT_GONE;
+                out.session = session;
+                out.reason = match reason {
+                    conduit::GoneReason::Closed => CONDUIT_GONE_CLOSED,
+                    conduit::GoneReason::Failed => CONDUIT_GONE_FAILED,
+                    _ => CONDUIT_GONE_TIMED_OUT,
+                };
+                addr
+            }
+            conduit::SessionEvent::Replaced { addr, old, new } => {
+                out.kind = CONDUIT_SESSION_EVENT_REPLACED;
+                out.session = new;
+                out.old_session = old;
+                addr
+            }
+            _ => return None,
+        };
+        (out.family, out.port, out.addr) = c_addr(addr);
+        Some(out)
+    }
+}
+
+/// Takes the next session event of `s` (a `udp:` subscription: a
+/// publisher session joined, ended or was replaced) into `*out`, as many
+/// bytes as `out->size` says. Returns 1 when an event was written, 0 when
+/// there is none (always for `shm:`), or `CONDUIT_INVALID_ARGUMENT` (NULL
+/// `s` or `out`, `out->size` under 16, a call from its own poll handler).
+/// Events are queued as polls see them (at most 64 + 3 × `max_sessions`).
+///
+/// Threads: the thread currently using `s`.
+///
+/// # Safety
+/// `s` is NULL or a live subscription; `out` is NULL or points to a
+/// writable `conduit_session_event` whose `size` says how many bytes it has.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_subscription_next_session_event(
+    s: *mut conduit_subscription,
+    out: *mut conduit_session_event,
+) -> c_int {
+    guard(
+        "conduit_subscription_next_session_event",
+        |code| code,
+        || {
+            if out.is_null() {
+                return Err(Failure::invalid_static("out is NULL"));
+            }
+            // SAFETY: non-NULL and, by the contract, starts with a `u32`
+            // size field, aligned as the struct is.
+            let size = unsafe { out.cast::<u32>().read() } as usize;
+            if size < SESSION_EVENT_MIN_SIZE {
+                return Err(Failure::invalid(format!(
+                    "out->size is {size}; set it to sizeof(conduit_session_event) first (CONDUIT_SESSION_EVENT_INIT)"
+                )));
+            }
+            // SAFETY: the caller passes NULL or a live subscription.
+            let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
+            let event = handle.with_subscription(|s| {
+                let mut e = None;
+                while e.is_none() {
+                    match s.poll_session_event() {
+                        Some(ev) => e = conduit_session_event::of(ev),
+                        None => break,
+                    }
+                }
+                Ok(e)
+            })?;
+            let Some(mut full) = event else {
+                return Ok(0);
+            };
+            full.size = size as u32;
+            let n = size.min(size_of::<conduit_session_event>());
+            // SAFETY: `full` is a live local of at least `n` bytes; the
+            // caller guarantees `out->size >= n` writable bytes at `out`;
+            // they do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping((&raw const full).cast::<u8>(), out.cast::<u8>(), n)
+            };
+            Ok(1)
         },
     )
 }

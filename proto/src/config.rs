@@ -56,7 +56,15 @@ pub struct Config {
     /// Pre-shared key: when set, every datagram is encrypted and authenticated
     /// ([`crypto`](super::crypto)). Both ends need the same key. Default none.
     pub key: Option<Psk>,
+    /// Receiver ([`Sessions`](super::Sessions)): most concurrent sender sessions, each its
+    /// own stream with its own buffers; a sender beyond them is refused. 1 to
+    /// [`MAX_SESSIONS_LIMIT`]; default 16. 1 keeps one session at a time, which a new one
+    /// replaces only once it is no longer live.
+    pub max_sessions: usize,
 }
+
+/// Largest [`Config::max_sessions`].
+pub const MAX_SESSIONS_LIMIT: usize = 1024;
 
 /// Lowest MTU accepted: a data frame must fit a record header and some payload.
 pub const MIN_MTU: usize = 128;
@@ -86,6 +94,7 @@ impl Default for Config {
             versions: SUPPORTED_VERSIONS,
             checksum: true,
             key: None,
+            max_sessions: 16,
         }
     }
 }
@@ -176,6 +185,12 @@ impl Config {
             return Err(format!(
                 "liveness timeout {:?} must be at least twice the heartbeat ({:?}) and status ({:?}) intervals",
                 self.liveness_timeout, self.heartbeat_interval, self.status_interval
+            ));
+        }
+        if self.max_sessions == 0 || self.max_sessions > MAX_SESSIONS_LIMIT {
+            return Err(format!(
+                "max sessions {} out of range 1..={MAX_SESSIONS_LIMIT}",
+                self.max_sessions
             ));
         }
         Ok(())

@@ -68,6 +68,8 @@ pub(crate) struct Secrets {
     cookie_key: hmac::Key,
     nonce_key: hmac::Key,
     nonces: u64,
+    /// Forks made along this chain ([`Secrets::fork`]): only the newest of a chain forks.
+    forks: u64,
     epoch: Instant,
 }
 
@@ -86,6 +88,7 @@ impl Secrets {
             cookie_key: hmac::Key::new(hmac::HMAC_SHA256, &k[..32]),
             nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &k[32..]),
             nonces: 0,
+            forks: 0,
             epoch,
         })
     }
@@ -145,6 +148,21 @@ impl Secrets {
         let current = ct_eq(&self.mac(b, from, sid, stream, nonce), cookie);
         let previous = b > 0 && ct_eq(&self.mac(b - 1, from, sid, stream, nonce), cookie);
         current | previous
+    }
+
+    /// The same cookie and nonce keys for another receiver of the same subscription (one per
+    /// session, see `Sessions`): cookies one issues the others accept. Its nonce counter
+    /// starts in a range of its own, so no two of them draw the same nonce.
+    pub(crate) fn fork(&mut self) -> Secrets {
+        self.forks += 1;
+        Secrets {
+            cookie_key: self.cookie_key.clone(),
+            nonce_key: self.nonce_key.clone(),
+            nonces: self.forks << 40,
+            // Forks of a chain (each acceptor forks the next, see `Sessions`) stay distinct.
+            forks: self.forks,
+            epoch: self.epoch,
+        }
     }
 
     /// A fresh nonce for a session (a PRF of a counter under a random key: unpredictable,

@@ -75,7 +75,13 @@
 //! construction. Receiver: `window` bytes (out-of-order ring) + 64 KiB (scratch) + a reassembly
 //! buffer grown on demand up to `max_message_len`; keyed endpoints 64 KiB more (the buffer
 //! datagrams are opened into); at most 64 out-of-order ranges and 64 queued events. Sender: at
-//! most 16 queued retransmission ranges and 32 lingering ones. Nothing else grows with the
+//! most 16 queued retransmission ranges and 32 lingering ones. [`Sessions`]: one receiver per
+//! held session plus the acceptor (one receiver without a session), so at most
+//! `(max_sessions + 1) * (window + 64 KiB + max_message_len (+ 64 KiB keyed))` (one receiver
+//! with `max_sessions` 1), plus at most 64 queued handshake answers of one MTU each and
+//! `64 + 3 * max_sessions` queued session events. A session's receiver is allocated when the
+//! session is accepted (its ring's pages are touched only as data is buffered) and freed
+//! when the session closes or its place is given to a newcomer. Nothing else grows with the
 //! input.
 //!
 //! # Handshake
@@ -108,17 +114,34 @@
 //! authentic in between (one may be a corrupted setup) both ends report
 //! [`Event::KeyMismatch`].
 //!
-//! # Limits
-//! A receiver serves one sender session at a time. A new session replaces the current one
-//! only when the current one is not live (silent past the liveness timeout, closed, or
-//! failed), or when it comes from the current session's exact address (IP and port: a
-//! publisher restarted on a fixed port); the receiver reports
-//! [`Event::SessionReplaced`]. Any other sender is refused ([`frame::FLAG_BUSY`], counted as
-//! [`DropReason::SessionRefused`]) and nothing of the live session changes; the refused
-//! sender reports [`Event::SessionRefused`], its offers fail with [`OfferError::Refused`],
-//! and it keeps asking (backing off to one setup per 100 ms) so that it takes over once the
-//! live one is gone. A sender whose MTU exceeds the receiver's is rejected, and both report
-//! [`Event::MtuMismatch`].
+//! # Sessions and limits
+//! A [`Receiver`] serves one sender session at a time. [`Sessions`] serves up to
+//! [`Config::max_sessions`] (default 16, at most [`MAX_SESSIONS_LIMIT`]) at once: one
+//! [`Receiver`] per session, each its own ordered exactly-once stream with its own window,
+//! reassembly, liveness and NAK state, datagrams routed by source address and session id, and
+//! a shared cookie secret for the handshake of newcomers. Every delivered message names its
+//! session ([`Peer`]) and its stream position; [`Sessions::poll_session_event`] reports
+//! sessions joining, ending ([`GoneReason`]) and being replaced.
+//!
+//! A session silent past the liveness timeout is reported gone and kept, so that it resumes if
+//! its sender comes back; its place goes to a newcomer when every place is taken. A newcomer
+//! when every place holds a live session is refused ([`frame::FLAG_BUSY`], counted as
+//! [`DropReason::SessionRefused`]) and nothing of the live sessions changes: a live session is
+//! never evicted. A newcomer from the exact address (IP and port) of a held session replaces
+//! it (a publisher restarted on a fixed port): [`Event::SessionReplaced`] and
+//! [`SessionEvent::Replaced`].
+//!
+//! With one place (`max_sessions` 1, and a bare [`Receiver`]): a new session replaces the
+//! current one only when the current one is not live (silent past the liveness timeout,
+//! closed, or failed), or when it comes from the current session's exact address; the
+//! receiver reports [`Event::SessionReplaced`]. Any other sender is refused
+//! ([`frame::FLAG_BUSY`], counted as [`DropReason::SessionRefused`]) and nothing of the live
+//! session changes.
+//!
+//! A refused sender reports [`Event::SessionRefused`], its offers fail with
+//! [`OfferError::Refused`], and it keeps asking (backing off to one setup per 100 ms) so that
+//! it takes a place once one frees. A sender whose MTU exceeds the receiver's is rejected,
+//! and both report [`Event::MtuMismatch`].
 //!
 //! ```
 //! use std::time::Instant;
@@ -160,11 +183,15 @@ mod receiver;
 mod rng;
 mod rtt;
 mod sender;
+mod sessions;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};
+pub use config::{
+    Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MAX_SESSIONS_LIMIT, MIN_MTU,
+    SUPPORTED_VERSIONS,
+};
 pub use counters::{Counters, DropReason, DROP_REASONS};
 pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};
 pub use event::Event;
@@ -172,6 +199,7 @@ pub use handshake::negotiate;
 pub use receiver::Receiver;
 pub use rng::Rng;
 pub use sender::{Claim, OfferError, Sender, SenderState};
+pub use sessions::{GoneReason, Peer, SessionEvent, Sessions};
 
 /// Most events queued before new ones are dropped (events are rare; this bounds memory).
 const MAX_EVENTS: usize = 64;

@@ -33,6 +33,8 @@ struct Assembler {
     buf: Vec<u64>,
     len: usize,
     type_id: u32,
+    /// Stream position of the message being reassembled (its first fragment's record).
+    start: u64,
     active: bool,
     /// Skip fragments until the next message begins (after a skipped gap or an oversize one).
     skip_partial: bool,
@@ -46,8 +48,10 @@ impl Assembler {
     }
 
     #[inline]
-    fn record<F: FnMut(u32, &[u8])>(
+    #[allow(clippy::too_many_arguments)]
+    fn record<F: FnMut(u64, u32, &[u8])>(
         &mut self,
+        pos: u64,
         flags: u8,
         type_id: u32,
         payload: &[u8],
@@ -76,7 +80,7 @@ impl Assembler {
             }
             counters.messages += 1;
             counters.bytes += payload.len() as u64;
-            deliver(type_id, payload);
+            deliver(pos, type_id, payload);
             return;
         }
         if begin {
@@ -86,6 +90,7 @@ impl Assembler {
             self.active = true;
             self.len = 0;
             self.type_id = type_id;
+            self.start = pos;
         } else if !self.active {
             counters.drop(DropReason::BadLength);
             return;
@@ -108,7 +113,7 @@ impl Assembler {
             self.active = false;
             counters.messages += 1;
             counters.bytes += total as u64;
-            deliver(self.type_id, &self.buf.as_bytes()[..total]);
+            deliver(self.start, self.type_id, &self.buf.as_bytes()[..total]);
             self.len = 0;
         }
     }
@@ -192,6 +197,12 @@ pub struct Receiver {
     nak_nonce_next: usize,
     /// A datagram built for a batch it did not fit: it leads the next one.
     held: Held,
+    /// Refuse a new session ([`frame::FLAG_BUSY`]) while none is held: set by `Sessions`
+    /// on its acceptor when every session place is taken by a live session.
+    busy: bool,
+    /// Another receiver of the subscription serves a live session (`Sessions` sets it on
+    /// its acceptor): key failures are then a stranger's, not reported.
+    serving: bool,
 }
 
 /// NAK nonces remembered (a loss answer to one of the last few NAKs is accepted, so a
@@ -219,7 +230,11 @@ impl Receiver {
         Receiver::build(config, now, Entropy::Os)
     }
 
-    fn build(config: Config, now: Instant, mut entropy: Entropy) -> Result<Receiver, String> {
+    pub(crate) fn build(
+        config: Config,
+        now: Instant,
+        mut entropy: Entropy,
+    ) -> Result<Receiver, String> {
         config.validate()?;
         let receiver_id = entropy.nonzero_u32()?;
         let secrets = Secrets::new(&mut entropy, now)?;
@@ -255,6 +270,7 @@ impl Receiver {
                 buf: Vec::new(),
                 len: 0,
                 type_id: 0,
+                start: 0,
                 active: false,
                 skip_partial: false,
                 max: config.max_message_len,
@@ -274,8 +290,83 @@ impl Receiver {
             nak_nonces: [0; NAK_NONCES],
             nak_nonce_next: 0,
             held: Held::default(),
+            busy: false,
+            serving: false,
             config,
         })
+    }
+
+    /// Another receiver of the same subscription, for one more session (`Sessions`): the
+    /// same configuration, id and cookie secret (a cookie either issues, both accept), its
+    /// own buffers, nonces and NAK nonces.
+    pub(crate) fn fork(&mut self, now: Instant) -> Receiver {
+        Receiver {
+            secrets: self.secrets.fork(),
+            hs_keys: self
+                .config
+                .key
+                .as_ref()
+                .map(|k| HandshakeKeys::new(k, Direction::SubToPub)),
+            close_keys: None,
+            open_buf: if self.hs_keys.is_some() {
+                super::log::committed(65_536 / 8)
+            } else {
+                Vec::new()
+            },
+            key_reject: None,
+            next_key_reject: now,
+            key_mismatch_reported: false,
+            key_failures: 0,
+            close_position: 0,
+            receiver_id: self.receiver_id,
+            session: None,
+            ring: super::log::committed(self.config.window / 8),
+            mask: self.config.window - 1,
+            scratch: super::log::committed(65_536 / 8),
+            asm: Assembler {
+                buf: Vec::new(),
+                len: 0,
+                type_id: 0,
+                start: 0,
+                active: false,
+                skip_partial: false,
+                max: self.config.max_message_len,
+            },
+            gaps: Gaps::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            epoch: now,
+            rtt: RttEstimator::new(),
+            reply: None,
+            need_setup: None,
+            next_need_setup: now,
+            last_rejected: 0,
+            close_to: None,
+            nak_ranges: Vec::with_capacity(frame::MAX_NAK_RANGES),
+            rng: Rng::new(self.rng.next_u64()),
+            nak_nonces: [0; NAK_NONCES],
+            nak_nonce_next: 0,
+            held: Held::default(),
+            busy: false,
+            serving: false,
+            config: self.config.clone(),
+        }
+    }
+
+    /// Refuses new sessions while set (see the `busy` field).
+    pub(crate) fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
+    }
+
+    /// Whether another receiver of the subscription serves a live session (see the
+    /// `serving` field).
+    pub(crate) fn set_serving(&mut self, serving: bool) {
+        self.serving = serving;
+    }
+
+    /// Whether a session (live or not) is held.
+    pub(crate) fn has_session(&self) -> bool {
+        self.session.is_some()
     }
 
     /// The configuration.
@@ -388,6 +479,18 @@ impl Receiver {
         bytes: &[u8],
         mut deliver: F,
     ) -> usize {
+        self.handle_datagram_at(now, from, bytes, |_, ty, p| deliver(ty, p))
+    }
+
+    /// As [`handle_datagram`](Self::handle_datagram), also passing each message's stream
+    /// position (where its first record starts): `deliver(position, type_id, payload)`.
+    pub fn handle_datagram_at<F: FnMut(u64, u32, &[u8])>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        mut deliver: F,
+    ) -> usize {
         self.counters.datagrams_received += 1;
         let before = self.counters.messages;
         let r = if self.hs_keys.is_some() {
@@ -410,7 +513,7 @@ impl Receiver {
 
     /// A keyed receiver: opens the datagram (into the aligned buffer), then handles the
     /// plain frame. A datagram that does not authenticate changes nothing.
-    fn handle_keyed<F: FnMut(u32, &[u8])>(
+    fn handle_keyed<F: FnMut(u64, u32, &[u8])>(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -488,7 +591,7 @@ impl Receiver {
         // One failure may be a corrupted datagram; several in a row, with nothing authentic
         // in between, are a mismatch. While a session is live they are a stranger's (counted
         // as drops, not reported: a stranger cannot make a working stream report an error).
-        if self.is_connected() {
+        if self.is_connected() || self.serving {
             return;
         }
         self.key_failures += 1;
@@ -499,7 +602,7 @@ impl Receiver {
         }
     }
 
-    fn handle_inner<F: FnMut(u32, &[u8])>(
+    fn handle_inner<F: FnMut(u64, u32, &[u8])>(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -692,6 +795,14 @@ impl Receiver {
                 self.push_event(Event::SessionReplaced { old, new: sid });
                 self.start_session(now, from, sid, version, join, s.nonce);
             }
+            None if self.busy => {
+                // Every session place is taken by a live session: refused, counted, and
+                // nothing of the live ones changes (the sender keeps asking).
+                let mut r = self.reply_frame(sid, version, frame::FLAG_BUSY, 0);
+                r.header.version = version as u8;
+                self.reply = Some((from, r));
+                return Err(DropReason::SessionRefused);
+            }
             None => self.start_session(now, from, sid, version, join, s.nonce),
         }
         if let Some((from_pos, to_pos)) = loss {
@@ -803,7 +914,7 @@ impl Receiver {
     /// heartbeat saying so only makes the gap be NAKed (an on-path forger who saw one datagram
     /// can send one); the loss is declared only on a [`frame::FLAG_LOSS`] heartbeat that echoes
     /// the nonce of one of the last NAKs, the sender's answer to a NAK for released data.
-    fn on_heartbeat<F: FnMut(u32, &[u8])>(
+    fn on_heartbeat<F: FnMut(u64, u32, &[u8])>(
         &mut self,
         now: Instant,
         bytes: &[u8],
@@ -871,7 +982,7 @@ impl Receiver {
     }
 
     #[inline]
-    fn on_data<F: FnMut(u32, &[u8])>(
+    fn on_data<F: FnMut(u64, u32, &[u8])>(
         &mut self,
         now: Instant,
         bytes: &[u8],
@@ -942,6 +1053,8 @@ impl Receiver {
             if r.is_padding() {
                 break;
             }
+            let at = q;
+            q += r.span();
             let (h, payload) = (r.header, r.payload);
             let len = payload.len();
             if h.flags == frame::REC_BEGIN | frame::REC_END
@@ -952,9 +1065,10 @@ impl Receiver {
                 // Fast path: a whole message, straight from the datagram.
                 messages += 1;
                 bytes += len as u64;
-                deliver(h.type_id.get(), payload);
+                deliver(at, h.type_id.get(), payload);
             } else {
                 self.asm.record(
+                    at,
                     h.flags,
                     h.type_id.get(),
                     payload,
@@ -977,7 +1091,7 @@ impl Receiver {
     }
 
     /// Delivers what the out-of-order ring holds at the position.
-    fn drain<F: FnMut(u32, &[u8])>(&mut self, deliver: &mut F) {
+    fn drain<F: FnMut(u64, u32, &[u8])>(&mut self, deliver: &mut F) {
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -1017,6 +1131,7 @@ impl Receiver {
                 let start = if start == cap { 0 } else { start };
                 if start + len <= cap {
                     self.asm.record(
+                        q,
                         h.flags,
                         h.type_id.get(),
                         &ring[start..start + len],
@@ -1029,6 +1144,7 @@ impl Receiver {
                     scratch[..first].copy_from_slice(&ring[start..]);
                     scratch[first..len].copy_from_slice(&ring[..len - first]);
                     self.asm.record(
+                        q,
                         h.flags,
                         h.type_id.get(),
                         &scratch[..len],

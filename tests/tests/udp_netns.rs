@@ -671,7 +671,8 @@ fn off_path_attacker(driver: &str) {
     let (p, s) = (lab.addr(0), lab.addr(1));
     let pub_bind = format!("{p}:40200");
     let o = opts(driver);
-    let sub_uri = format!("udp://{s}:{PORT}?{o}&wait=block");
+    // One session at a time: the rival publications are refused.
+    let sub_uri = format!("udp://{s}:{PORT}?{o}&wait=block&max_sessions=1");
     let pub_uri = format!("udp://{s}:{PORT}?{o}&bind={pub_bind}");
     let n = ATTACKED.to_string();
     let dl = NODE_DEADLINE.to_string();
@@ -736,6 +737,196 @@ fn off_path_attacker(driver: &str) {
     eprintln!("rival publications accepted: {accepted}");
 }
 
+/// Messages each publisher sends in the many-to-one case.
+const MANY_TO_ONE: u64 = 300_000;
+
+/// Drops `percent` % of the frames the hub's bridge forwards (every
+/// datagram between two namespaces, both directions) with an nftables
+/// bridge rule, `numgen random mod 100 < percent drop`. `Ok(false)` when
+/// `nft` is missing outside CI (the caller skips, saying so); in CI a
+/// missing `nft` fails (`.ci/run` installs nftables).
+fn nft_loss(lab: &Lab, percent: u32) -> Result<bool, String> {
+    if udp_support::run("nft", &["--version"]).is_err() {
+        let why = "`nft` (nftables) not found: cannot impair the bridge";
+        if conduit_test_util::in_ci() {
+            return Err(why.into());
+        }
+        eprintln!("SKIP: {why}");
+        println!("SKIP: {why}");
+        return Ok(false);
+    }
+    let hub = lab.hub();
+    udp_support::run(
+        "ip",
+        &[
+            "netns", "exec", hub, "nft", "add", "table", "bridge", "cdt_loss",
+        ],
+    )?;
+    udp_support::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            hub,
+            "nft",
+            "add",
+            "chain",
+            "bridge",
+            "cdt_loss",
+            "forward_loss",
+            "{ type filter hook forward priority 0; policy accept; }",
+        ],
+    )?;
+    let rule = format!("numgen random mod 100 < {percent} counter drop");
+    let mut args = vec![
+        "netns",
+        "exec",
+        hub,
+        "nft",
+        "add",
+        "rule",
+        "bridge",
+        "cdt_loss",
+        "forward_loss",
+    ];
+    args.extend(rule.split(' '));
+    udp_support::run("ip", &args)?;
+    Ok(true)
+}
+
+/// Frames the loss rule dropped so far (its counter).
+fn nft_dropped(lab: &Lab) -> u64 {
+    udp_support::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            lab.hub(),
+            "nft",
+            "list",
+            "table",
+            "bridge",
+            "cdt_loss",
+        ],
+    )
+    .ok()
+    .and_then(|out| {
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "packets")?;
+        words.get(i + 1)?.parse().ok()
+    })
+    .unwrap_or(0)
+}
+
+/// Many publishers into one subscription: three publisher namespaces and
+/// one subscriber namespace on the bridge, 3 % random loss on every frame
+/// the bridge forwards (nftables). Each publisher process sends
+/// `MANY_TO_ONE` messages; every session's stream arrives whole, exactly
+/// once and in order, told apart by its source (checked by the
+/// subscriber). Meanwhile the first publisher (paced, so that it is
+/// mid-stream) is killed with SIGKILL and restarted on the same address:
+/// the subscriber reports its session replaced, the other two streams go
+/// on untouched (their publishers finish and flush), and the restarted one
+/// arrives whole too.
+fn many_to_one(driver: &str) {
+    let _g = serial();
+    let Some(lab) = lab_or_skip(4) else { return };
+    if !nft_loss(&lab, 3).expect("nftables loss rule") {
+        return;
+    }
+    let s = lab.addr(3);
+    let o = opts(driver);
+    let sub_uri = format!("udp://{s}:{PORT}?{o}&wait=block");
+    let n = MANY_TO_ONE.to_string();
+    let dl = NODE_DEADLINE.to_string();
+    let mut sub = lab
+        .spawn(Some(3), node(), &["multisub", &sub_uri, "3", &n, &dl])
+        .unwrap();
+    sub.expect_line("ready", Duration::from_secs(30)).unwrap();
+    let bind = |i: usize| format!("{}:40400", lab.addr(i));
+    // Without GSO every datagram is a frame of its own on the bridge, so
+    // the loss is per datagram (a GSO batch crosses it as one frame).
+    let pub_uri = |i: usize| format!("udp://{s}:{PORT}?{o}&gso=off&bind={}", bind(i));
+    let spawn_pub = |i: usize, extra: &[&str]| {
+        let uri = pub_uri(i);
+        let mut args = vec!["pub", uri.as_str(), n.as_str(), dl.as_str()];
+        args.extend(extra);
+        lab.spawn(Some(i), node(), &args).unwrap()
+    };
+    // The first one paced (30 messages per ms: some 10 s for its stream),
+    // so that it is killed mid-stream.
+    let mut first = spawn_pub(0, &["pace=30"]);
+    let mut others = [spawn_pub(1, &[]), spawn_pub(2, &[])];
+    first
+        .expect_line("connected", Duration::from_secs(30))
+        .expect("the first publisher never connected");
+    std::thread::sleep(Duration::from_millis(700));
+    first.kill();
+    let mut restarted = spawn_pub(0, &[]);
+    let mut lines = Vec::new();
+    let counters = loop {
+        match sub.expect_line("", WAIT) {
+            Ok(l) if l.starts_with("counters") => break l,
+            Ok(l) => lines.push(l),
+            Err(e) => panic!("subscriber: {e}; lines so far: {lines:?}"),
+        }
+    };
+    let sub_status = sub.wait(Duration::from_secs(10));
+    for p in others.iter_mut().chain([&mut restarted]) {
+        assert!(
+            p.wait(WAIT).expect("publisher").success(),
+            "a publisher failed"
+        );
+    }
+    eprintln!(
+        "many_to_one: bridge dropped {} frames; subscriber {counters}",
+        nft_dropped(&lab)
+    );
+    assert!(sub_status.expect("subscriber").success(), "{lines:?}");
+    let field = |l: &str, i: usize| l.split(' ').nth(i).unwrap_or("").to_string();
+    let joined: Vec<_> = lines.iter().filter(|l| l.starts_with("joined ")).collect();
+    let replaced: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("replaced "))
+        .collect();
+    let complete: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("complete "))
+        .collect();
+    assert_eq!(joined.len(), 3, "{lines:?}");
+    assert_eq!(replaced.len(), 1, "{lines:?}");
+    assert_eq!(field(replaced[0], 1), bind(0), "{lines:?}");
+    let mut sources: Vec<_> = complete.iter().map(|l| field(l, 1)).collect();
+    sources.sort();
+    assert_eq!(sources, [bind(0), bind(1), bind(2)], "{lines:?}");
+    // The restarted publisher's session is the one that completed at its
+    // address, and it replaced the killed one.
+    let done0 = complete.iter().find(|l| field(l, 1) == bind(0)).unwrap();
+    assert_eq!(field(done0, 2), field(replaced[0], 3), "{lines:?}");
+    // The others' sessions are the ones they joined with (untouched).
+    for i in 1..3 {
+        let j = joined.iter().find(|l| field(l, 1) == bind(i)).unwrap();
+        let c = complete.iter().find(|l| field(l, 1) == bind(i)).unwrap();
+        assert_eq!(field(j, 2), field(c, 2), "{lines:?}");
+    }
+    // Nor did they end before their streams were whole (they close when
+    // done).
+    for i in 1..3 {
+        let at = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix) && field(l, 1) == bind(i))
+        };
+        if let Some(gone) = at("gone ") {
+            assert!(Some(gone) > at("complete "), "{lines:?}");
+        }
+    }
+    assert!(
+        counter(&counters, "naks_sent") > 0,
+        "no loss repaired: {counters}"
+    );
+}
+
 macro_rules! both_drivers {
     ($($case:ident),* $(,)?) => {
         mod socket {
@@ -760,4 +951,5 @@ both_drivers!(
     long_lossy_memory_flat,
     off_path_attacker,
     on_path_attacker_keyed,
+    many_to_one,
 );

@@ -649,6 +649,26 @@ impl Subscription {
         }
     }
 
+    /// The next change in the set of publisher sessions of a `udp:`
+    /// subscription: a session joined, ended (and why) or was replaced by
+    /// its restarted publisher; `None` when there is none (always for
+    /// `shm:`). Events are queued as polls see them (bounded: 64 + 3 ×
+    /// `max_sessions`; drain them now and then).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut sub = conduit::Subscription::open("udp://127.0.0.1:0?max_sessions=8")?;
+    /// sub.poll(|_| {}, 16)?;
+    /// assert_eq!(sub.poll_session_event(), None); // no publisher yet
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_session_event(&mut self) -> Option<crate::SessionEvent> {
+        match &mut self.inner {
+            SubInner::Shm(_) => None,
+            SubInner::Udp(s) => s.poll_session_event(),
+        }
+    }
+
     /// The local address a `udp:` subscription is bound to, so a subscription
     /// opened on port 0 can tell its publishers where to send; `None` for `shm:`.
     ///

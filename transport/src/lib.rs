@@ -112,4 +112,4 @@ pub use channel::{Claim, Counters, Publication, Subscription, TypedClaim};
 pub use conduit_proto::GapPolicy;
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
-pub use message::{Message, Received, Source, ViewError, MAX_ALIGN};
+pub use message::{GoneReason, Message, Received, SessionEvent, Source, ViewError, MAX_ALIGN};

@@ -157,6 +157,63 @@ pub enum Source {
     },
 }
 
+/// Why a publisher session of a subscription ended ([`SessionEvent::Gone`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GoneReason {
+    /// The publisher closed it.
+    Closed,
+    /// The publisher was silent past the liveness timeout (`liveness=`); if it
+    /// comes back, the session resumes and joins again.
+    TimedOut,
+    /// Its stream failed on unrecoverable loss (`gap=fail`).
+    Failed,
+}
+
+/// A change in the set of publisher sessions a subscription serves, from
+/// [`Subscription::poll_session_event`](crate::Subscription::poll_session_event).
+///
+/// ```
+/// # fn main() -> Result<(), conduit::Error> {
+/// let mut sub = conduit::Subscription::open("udp://127.0.0.1:0")?;
+/// sub.poll(|_| {}, 16)?;
+/// while let Some(e) = sub.poll_session_event() {
+///     match e {
+///         conduit::SessionEvent::Joined { source } => println!("joined: {source:?}"),
+///         conduit::SessionEvent::Gone { source, reason } => println!("gone: {source:?} ({reason:?})"),
+///         conduit::SessionEvent::Replaced { addr, old, new } => println!("{addr} restarted: {old} -> {new}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionEvent {
+    /// A publisher session was accepted (or resumed after it timed out).
+    Joined {
+        /// The session ([`Source::Udp`]).
+        source: Source,
+    },
+    /// A publisher session ended.
+    Gone {
+        /// The session ([`Source::Udp`]).
+        source: Source,
+        /// Why.
+        reason: GoneReason,
+    },
+    /// A publisher restarted at the same address (IP and port): its new
+    /// session replaced the old one.
+    Replaced {
+        /// The publisher's address.
+        addr: std::net::SocketAddr,
+        /// The old session id.
+        old: u32,
+        /// The new session id.
+        new: u32,
+    },
+}
+
 /// A received message, borrowed from ring memory or the receive buffer.
 ///
 /// Handed to the handler of [`Subscription::poll`](crate::Subscription::poll);
@@ -215,7 +272,9 @@ impl<'a> Received<'a> {
     ///
     /// Over `shm:` this is the record's position in the ring (the values
     /// [`Publication::offer`](crate::Publication::offer) returns are the
-    /// positions *after* each message). Over `udp:` it is 0 for now.
+    /// positions *after* each message). Over `udp:` it is the position in
+    /// its publisher session's stream (each session has its own, starting
+    /// at a random offset).
     ///
     /// ```
     /// # fn main() -> Result<(), conduit::Error> {
@@ -240,7 +299,8 @@ impl<'a> Received<'a> {
 
     /// Who sent the message, where the channel knows: over `shm:`,
     /// [`Source::Shm`] (the publisher's slot index, 0 on a single-publisher
-    /// channel, and its pid); over `udp:`, `None` for now.
+    /// channel, and its pid); over `udp:`, [`Source::Udp`] (the publisher's
+    /// address and session id).
     ///
     /// ```
     /// # fn main() -> Result<(), conduit::Error> {

@@ -13,6 +13,14 @@
 //!   receives until COUNT messages arrived, checking each is the successor
 //!   of the previous one (the first is 0 unless `any-start`); prints
 //!   `ready`, then `received COUNT` and its counters; exits 1 on a violation.
+//! - `udp_node multisub URI STREAMS COUNT DEADLINE_SECS`: one subscription
+//!   for several publishers: checks every publisher session's stream on its
+//!   own (whole messages, sequence numbers 0, 1, ... per session, told apart
+//!   by `Received::source`); prints `ready`, each session event
+//!   (`joined ADDR SESSION`, `gone ADDR SESSION REASON`,
+//!   `replaced ADDR OLD NEW`), `complete ADDR SESSION` when a session
+//!   delivered COUNT messages, and after STREAMS complete sessions its
+//!   counters; exits 1 on a violation.
 //! - `udp_node spray ADDR[,ADDR...] DEADLINE_SECS`: sends random datagrams
 //!   (random lengths, some with a plausible frame header) to the addresses
 //!   until killed or the deadline; prints `spraying`.
@@ -302,6 +310,80 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
     print_counters("sub", &s.counters());
 }
 
+/// Prints the subscription's session events as lines (see the module docs).
+fn print_session_events(s: &mut Subscription) {
+    while let Some(e) = s.poll_session_event() {
+        match e {
+            conduit::SessionEvent::Joined {
+                source: conduit::Source::Udp { addr, session },
+            } => println!("joined {addr} {session}"),
+            conduit::SessionEvent::Gone {
+                source: conduit::Source::Udp { addr, session },
+                reason,
+            } => println!("gone {addr} {session} {reason:?}"),
+            conduit::SessionEvent::Replaced { addr, old, new } => {
+                println!("replaced {addr} {old} {new}")
+            }
+            other => println!("event {other:?}"),
+        }
+    }
+}
+
+fn multi_subscriber(uri: &str, streams: usize, count: u64) {
+    use std::collections::HashMap;
+    let mut s = Subscription::open(uri).unwrap_or_else(|e| {
+        eprintln!("open {uri}: {e}");
+        exit(1)
+    });
+    println!("ready");
+    // Per (address, session): the next sequence number.
+    let mut next: HashMap<(SocketAddr, u32), u64> = HashMap::new();
+    let mut complete = 0usize;
+    let mut bad: Option<String> = None;
+    while complete < streams {
+        let r = s.poll_timeout(
+            |m| {
+                let Some(conduit::Source::Udp { addr, session }) = m.source() else {
+                    bad.get_or_insert(format!("message without a UDP source: {m:?}"));
+                    return;
+                };
+                let p = m.payload();
+                let seq = u64::from_le_bytes(p[..8].try_into().unwrap_or([0; 8]));
+                let check = u64::from_le_bytes(p[8..16].try_into().unwrap_or([0; 8]));
+                let n = next.entry((addr, session)).or_insert(0);
+                if p.len() != 32 || check != !seq || m.type_id() != 1 {
+                    bad.get_or_insert(format!("{addr} {session}: message {n} is damaged"));
+                } else if seq != *n {
+                    bad.get_or_insert(format!("{addr} {session}: expected {n}, got {seq}"));
+                }
+                *n += 1;
+                if *n == count {
+                    println!("complete {addr} {session}");
+                    complete += 1;
+                }
+            },
+            4096,
+            Duration::from_millis(10),
+        );
+        print_session_events(&mut s);
+        if let Some(b) = &bad {
+            eprintln!("multisub: {b}");
+            print_counters("sub", &s.counters());
+            exit(1);
+        }
+        match r {
+            // Per-session ends, told by the session events.
+            Ok(_) | Err(Error::PeerGone | Error::Closed | Error::SessionReplaced { .. }) => {}
+            Err(e) => {
+                eprintln!("multisub: poll: {e}");
+                print_counters("sub", &s.counters());
+                exit(1);
+            }
+        }
+    }
+    print_counters("sub", &s.counters());
+}
+
 fn spray(targets: &str) {
     let targets: Vec<SocketAddr> = targets
         .split(',')
@@ -372,6 +454,10 @@ fn main() {
         "sub" => {
             deadline_watch(num(3), "sub");
             subscriber(arg(1), num(2), flag(4, "any-start"), rss_every(4));
+        }
+        "multisub" => {
+            deadline_watch(num(4), "multisub");
+            multi_subscriber(arg(1), num(2) as usize, num(3));
         }
         "spray" => {
             deadline_watch(num(2), "spray");

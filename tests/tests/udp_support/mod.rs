@@ -302,6 +302,11 @@ impl Lab {
         self.netem
     }
 
+    /// Name of the hub namespace (the bridge).
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
     /// Name of endpoint namespace `i`.
     pub fn ns(&self, i: usize) -> &str {
         &self.endpoints[i]

@@ -41,8 +41,8 @@ pub(crate) trait End: Send + Sized + 'static {
         buf: &mut [u8],
     ) -> Option<proto::Transmit>;
 
-    /// The protocol's counters.
-    fn proto_counters(&self) -> &proto::Counters;
+    /// The protocol's counters (a subscription's summed over its sessions).
+    fn proto_counters(&self) -> proto::Counters;
 
     /// The end's own counters on top of the `base` the core filled in.
     fn counters(&self, base: Counters) -> Counters;

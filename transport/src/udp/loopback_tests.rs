@@ -495,13 +495,14 @@ fn uring_oversized_datagrams_are_counted() {
 }
 
 /// Finding 2, as a new user met it: two strategy processes on one host send
-/// orders to one gateway. The first one's stream arrives complete, exactly
-/// once and in order; the second is refused, and says so: its offers and
-/// flush fail with `SessionRefused`, never `Ok` for data that was not
-/// delivered.
+/// orders to one gateway that serves one session at a time
+/// (`max_sessions=1`; by default it serves both, see `sessions_tests`). The
+/// first one's stream arrives complete, exactly once and in order; the
+/// second is refused, and says so: its offers and flush fail with
+/// `SessionRefused`, never `Ok` for data that was not delivered.
 #[test]
 fn second_publisher_to_one_subscription_is_refused_and_told() {
-    let (mut first, mut sub) = pair("socket", "");
+    let (mut first, mut sub) = pair("socket", "&max_sessions=1");
     let addr = sub.local_addr().unwrap();
     connect(&mut first, &mut sub);
     let mut second =

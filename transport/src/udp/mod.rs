@@ -17,16 +17,30 @@
 //!   that go idle. There is no async runtime.
 //!
 //! # Sessions
-//! A subscription serves one publication session at a time. A publication
-//! proves its address with a cookie before its session is accepted (see
-//! [`crate::proto`]); session ids, initial positions and nonces come from
-//! the OS random source. While a publication is live, another one is
-//! refused: its `offer` and `flush` fail with [`Error::SessionRefused`](crate::Error::SessionRefused)
+//! A subscription serves up to `max_sessions` (default 16, 1..=1024)
+//! publication sessions at once, each its own ordered, exactly-once stream
+//! with its own window, reassembly, liveness and NAK repair; every message
+//! says which one sent it ([`Received::source`](crate::Received::source):
+//! [`Source::Udp`](crate::Source::Udp), address and session id) and where it
+//! lies in that session's stream ([`Received::position`](crate::Received::position)).
+//! [`Subscription::poll_session_event`](crate::Subscription::poll_session_event)
+//! reports sessions joining, ending (closed, timed out, failed) and being
+//! replaced. `poll` takes the sessions' kept messages in turn, so a busy one
+//! does not hold a quiet one back. A publication proves its address with a
+//! cookie before its session is accepted (see [`crate::proto`]); session
+//! ids, initial positions and nonces come from the OS random source. When
+//! every place holds a live session, another publication is refused: its
+//! `offer` and `flush` fail with [`Error::SessionRefused`](crate::Error::SessionRefused)
 //! (`CONDUIT_SESSION_REFUSED`), nothing it offers is accepted, and it keeps
-//! asking, so it takes over once the live one is gone (closed, or silent past
-//! `liveness`). A publication restarted at the same address (a fixed
-//! `bind=` port) replaces its old session at once, and the subscription's
-//! `poll` reports [`Error::SessionReplaced`](crate::Error::SessionReplaced) once. A publication whose `mtu`
+//! asking, so it gets a place once a session ends (closed, or silent past
+//! `liveness`); a live session is never evicted. With `max_sessions=1` that
+//! holds for every second publication (one session at a time). A
+//! publication restarted at the same address (a fixed `bind=` port)
+//! replaces its old session at once, and the subscription's `poll` reports
+//! [`Error::SessionReplaced`](crate::Error::SessionReplaced) once. `poll`
+//! also reports [`Error::PeerGone`](crate::Error::PeerGone) and
+//! [`Error::Closed`](crate::Error::Closed) once per session that ends. A
+//! publication whose `mtu`
 //! exceeds the subscription's is rejected: both ends report
 //! [`Error::MtuMismatch`](crate::Error::MtuMismatch), so bulk options (`mtu=60k`) go on both ends.
 //! `flush` is `Ok` only once the publication's own subscriber acknowledged
@@ -163,3 +177,5 @@ fn seed() -> u64 {
 mod driver_fallback_tests;
 #[cfg(test)]
 mod loopback_tests;
+#[cfg(test)]
+mod sessions_tests;

@@ -24,6 +24,7 @@
 //! | `bind` | local address of a publication | `0.0.0.0:0` |
 //! | `checksum` | `on`/`off` | `on` |
 //! | `key` | path of a 32-byte pre-shared key file: encrypt and authenticate every datagram (else `CONDUIT_UDP_KEY_FILE`) | none |
+//! | `max_sessions` | subscription: most concurrent publisher sessions, 1..=1024 (1: one at a time, as before) | 16 |
 //!
 //! # Keys
 //! `key=PATH` (or `CONDUIT_UDP_KEY_FILE=PATH` for every UDP channel of the
@@ -204,6 +205,13 @@ impl UdpOptions {
                     .map_err(|e| uri.invalid(format!("bind={b:?}: {e} (expected IP:PORT)")))?,
             ),
         };
+        if let Some(v) = uri.take_u64("max_sessions")? {
+            let max = crate::proto::MAX_SESSIONS_LIMIT;
+            if v == 0 || v > max as u64 {
+                return Err(uri.invalid(format!("max_sessions={v}: expected 1..={max}")));
+            }
+            p.max_sessions = v as usize;
+        }
         if !(crate::proto::MIN_MTU..=crate::proto::MAX_MTU).contains(&p.mtu) {
             return Err(uri.invalid(format!(
                 "mtu={}: expected {}..={}",
@@ -240,15 +248,24 @@ impl UdpOptions {
     }
 
     /// Bytes of memory the channel allocates in user space, at most: the
-    /// protocol's buffer (`retransmit` for a publication; `window` + 64 KiB
-    /// scratch + up to `max_msg` reassembly for a subscription) plus the
-    /// driver's receive ring (`rx_batch` × slot, slot = 64 KiB with GRO,
-    /// else `mtu`) and send staging (64 × `mtu`, at most 1 MiB).
+    /// protocol's buffer (`retransmit` for a publication; for a
+    /// subscription, per session `window` + 64 KiB scratch + up to `max_msg`
+    /// reassembly (+ 64 KiB keyed), for one session with `max_sessions=1`,
+    /// else for `max_sessions` + 1 (the sessions and the acceptor of new
+    /// ones)) plus the driver's receive ring (`rx_batch` × slot, slot = 64
+    /// KiB with GRO, else `mtu`) and send staging (64 × `mtu`, at most 1
+    /// MiB).
     pub fn memory_bound(&self, publication: bool) -> usize {
         let proto = if publication {
             self.proto.retransmit_buffer
         } else {
-            self.proto.window + 65_536 + self.proto.max_message_len
+            let keyed = if self.proto.key.is_some() { 65_536 } else { 0 };
+            let per_session = self.proto.window + 65_536 + keyed + self.proto.max_message_len;
+            let receivers = match self.proto.max_sessions {
+                1 => 1,
+                n => n + 1,
+            };
+            per_session * receivers
         };
         proto + self.driver.rx_buffer_bytes() + tx_staging_bytes(self.proto.mtu)
     }
@@ -307,6 +324,8 @@ mod tests {
             ("udp://127.0.0.1:1?bind=nowhere", "bind"),
             ("udp://127.0.0.1:1?colour=blue", "colour"),
             ("udp://127.0.0.1:1?stream=99999999999", "stream"),
+            ("udp://127.0.0.1:1?max_sessions=0", "max_sessions"),
+            ("udp://127.0.0.1:1?max_sessions=1025", "max_sessions"),
         ] {
             let e = opts(uri).unwrap_err().to_string();
             assert!(e.contains(word), "{uri}: {e}");

@@ -67,8 +67,8 @@ impl End for PubEnd {
         self.sender.poll_transmit(now, max_datagrams, buf)
     }
 
-    fn proto_counters(&self) -> &proto::Counters {
-        self.sender.counters()
+    fn proto_counters(&self) -> proto::Counters {
+        self.sender.counters().clone()
     }
 
     fn counters(&self, base: Counters) -> Counters {

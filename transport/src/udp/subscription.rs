@@ -4,36 +4,78 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::proto::{self, Event, GapPolicy, Receiver};
+use crate::proto::{self, Event, GapPolicy, Peer, Sessions};
 use crate::uri::ChannelUri;
-use crate::{Counters, Error, Received};
+use crate::{Counters, Error, GoneReason, Received, SessionEvent, Source};
 
 use super::driver::{Driver, Wait};
 use super::endpoint::{Core, End, EndStats, Endpoint};
 use super::options::{UdpOptions, WaitMode};
-use super::seed;
 
 /// Empty busy polls between two timer checks (status, NAK, liveness): at
 /// a few hundred ns per empty poll, timers are still checked every ~10 µs.
 const IDLE_POLLS_PER_TICK: u32 = 32;
 
-/// Messages that arrived beyond a poll's `limit`, copied for the next poll.
-/// Bounded by one receive batch (`rx_batch` datagrams).
+/// Messages that arrived beyond a poll's `limit`, copied for the next poll,
+/// one queue per session, handed out in turn (a busy session's backlog does
+/// not hold a quiet one's messages back). Bounded by one receive batch
+/// (`rx_batch` datagrams).
 #[derive(Default)]
 struct Overflow {
     bytes: Vec<u8>,
-    msgs: VecDeque<(u32, usize, usize)>,
+    /// Per session: its kept messages.
+    queues: Vec<(Peer, VecDeque<Kept>)>,
+    /// The queue the next message is taken from (round robin).
+    next: usize,
+    len: usize,
 }
 
+/// A kept message: (type id, position, start in `bytes`, length).
+type Kept = (u32, u64, usize, usize);
+
 impl Overflow {
-    fn push(&mut self, type_id: u32, payload: &[u8]) {
-        if self.msgs.is_empty() {
+    fn push(&mut self, peer: Peer, type_id: u32, position: u64, payload: &[u8]) {
+        if self.len == 0 {
             self.bytes.clear();
+            self.queues.clear();
+            self.next = 0;
         }
         let start = self.bytes.len();
         self.bytes.extend_from_slice(payload);
-        self.msgs.push_back((type_id, start, payload.len()));
+        let msg = (type_id, position, start, payload.len());
+        match self.queues.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, q)) => q.push_back(msg),
+            None => self.queues.push((peer, VecDeque::from([msg]))),
+        }
+        self.len += 1;
     }
+
+    /// The next message, sessions taken in turn.
+    fn pop(&mut self) -> Option<(Peer, u32, u64, usize, usize)> {
+        if self.len == 0 {
+            return None;
+        }
+        let n = self.queues.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let (peer, q) = &mut self.queues[i];
+            if let Some((ty, pos, start, len)) = q.pop_front() {
+                self.next = (i + 1) % n;
+                self.len -= 1;
+                return Some((*peer, ty, pos, start, len));
+            }
+        }
+        None
+    }
+}
+
+/// The message's sender as the application sees it.
+#[inline]
+fn source(peer: Peer) -> Option<Source> {
+    Some(Source::Udp {
+        addr: peer.addr,
+        session: peer.session_id,
+    })
 }
 
 /// Says once per process that a receiver could not give its sender a
@@ -45,12 +87,14 @@ fn log_follow_failure(e: &std::io::Error) {
     );
 }
 
-/// The protocol receiver and what the subscription keeps beside it.
+/// The protocol's sessions and what the subscription keeps beside them.
 pub(crate) struct SubEnd {
-    receiver: Receiver,
+    receiver: Sessions,
     overflow: Overflow,
     /// Errors from events, reported once each by `poll`.
     errors: VecDeque<Error>,
+    /// Session events for `poll_session_event` (bounded: 64 + 3 × max_sessions).
+    session_events: VecDeque<SessionEvent>,
     received: u64,
     idle_polls: u32,
 }
@@ -68,7 +112,7 @@ impl End for SubEnd {
         self.receiver.poll_transmit(now, max_datagrams, buf)
     }
 
-    fn proto_counters(&self) -> &proto::Counters {
+    fn proto_counters(&self) -> proto::Counters {
         self.receiver.counters()
     }
 
@@ -137,7 +181,10 @@ impl Core<SubEnd> {
                 Event::MtuMismatch { local, remote } => Some(Error::MtuMismatch { local, remote }),
                 Event::KeyMismatch => Some(Error::KeyMismatch),
                 Event::Connected { .. } | Event::SessionReplaced { .. } => {
-                    if let Some(peer) = self.end.receiver.peer() {
+                    // Only with one session at a time: a followed sender's
+                    // datagrams are read first, and with several sessions
+                    // the others' would wait.
+                    if let Some(peer) = self.end.receiver.single_peer() {
                         // The sender's datagrams get a socket of their own;
                         // without it everything still arrives through the
                         // bound socket, a little slower.
@@ -161,6 +208,35 @@ impl Core<SubEnd> {
                 }
             }
         }
+        let bound = 64 + 3 * self.opts.proto.max_sessions;
+        while let Some(e) = self.end.receiver.poll_session_event() {
+            let e = match e {
+                proto::SessionEvent::Joined { peer } => SessionEvent::Joined {
+                    source: Source::Udp {
+                        addr: peer.addr,
+                        session: peer.session_id,
+                    },
+                },
+                proto::SessionEvent::Gone { peer, reason } => SessionEvent::Gone {
+                    source: Source::Udp {
+                        addr: peer.addr,
+                        session: peer.session_id,
+                    },
+                    reason: match reason {
+                        proto::GoneReason::Closed => GoneReason::Closed,
+                        proto::GoneReason::Failed => GoneReason::Failed,
+                        _ => GoneReason::TimedOut,
+                    },
+                },
+                proto::SessionEvent::Replaced { addr, old, new } => {
+                    SessionEvent::Replaced { addr, old, new }
+                }
+                _ => continue,
+            };
+            if self.end.session_events.len() < bound {
+                self.end.session_events.push_back(e);
+            }
+        }
     }
 
     // Inlined: it is open across a system call (see "The latency path"
@@ -174,13 +250,13 @@ impl Core<SubEnd> {
     ) -> Result<usize, Error> {
         let mut n = 0;
         while n < limit {
-            let Some((ty, start, len)) = self.end.overflow.msgs.pop_front() else {
+            let Some((peer, ty, pos, start, len)) = self.end.overflow.pop() else {
                 break;
             };
-            handler(Received::new(
-                ty,
-                &self.end.overflow.bytes[start..start + len],
-            ));
+            handler(
+                Received::new(ty, &self.end.overflow.bytes[start..start + len])
+                    .with_origin(pos, source(peer)),
+            );
             n += 1;
         }
         // A blocking wait ends by the receiver's next timer (a NAK due
@@ -202,12 +278,12 @@ impl Core<SubEnd> {
             let max = (limit - n).min(1024);
             let r = driver.recv(wait, max, |from, bytes| {
                 let t = *now.get_or_insert_with(Instant::now);
-                receiver.handle_datagram(t, from, bytes, |ty, p| {
+                receiver.handle_datagram(t, from, bytes, |peer, pos, ty, p| {
                     if n < limit {
-                        handler(Received::new(ty, p));
+                        handler(Received::new(ty, p).with_origin(pos, source(peer)));
                         n += 1;
                     } else {
-                        overflow.push(ty, p);
+                        overflow.push(peer, ty, pos, p);
                     }
                 });
             });
@@ -280,12 +356,13 @@ impl UdpSubscription {
         let (bind, wait, mtu) = (opts.addr, opts.wait, opts.proto.mtu);
         // One MTU of staging: status messages and NAKs go one at a time.
         let ep = Endpoint::open(opts, bind, None, mtu, |opts, now| {
-            let receiver = Receiver::with_os_random(opts.proto.clone(), now, seed())
+            let receiver = Sessions::with_os_random(opts.proto.clone(), now)
                 .map_err(Error::InvalidArgument)?;
             Ok(SubEnd {
                 receiver,
                 overflow: Overflow::default(),
                 errors: VecDeque::new(),
+                session_events: VecDeque::new(),
                 received: 0,
                 idle_polls: 0,
             })
@@ -355,6 +432,11 @@ impl UdpSubscription {
             c.tick(Instant::now());
             c.end.receiver.is_connected()
         })
+    }
+
+    /// The next session event (see `Subscription::poll_session_event`).
+    pub(crate) fn poll_session_event(&mut self) -> Option<SessionEvent> {
+        self.ep.with(|c| c.end.session_events.pop_front())
     }
 
     /// Counters: messages received, NAKs sent, drops by reason, driver.

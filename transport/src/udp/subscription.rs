@@ -143,12 +143,18 @@ impl End for SubEnd {
 
     fn stats(&self) -> EndStats {
         let r = &self.receiver;
+        // The position of the first live session (one of several).
+        let position = r
+            .sessions()
+            .find(|&(_, live)| live)
+            .and_then(|(peer, _)| r.position(peer))
+            .unwrap_or(0);
         EndStats {
             messages: self.received,
-            position: r.position(),
-            peer_position: r.position() + r.buffered(),
-            rtt: r.rtt(),
-            sessions: r.is_connected() as u64,
+            position,
+            peer_position: position,
+            rtt: None,
+            sessions: r.live_sessions() as u64,
         }
     }
 }

@@ -780,6 +780,12 @@ fn add(into: &mut Counters, c: &Counters) {
         drops,
         retransmitted_bytes,
         repair_throttled,
+        gaps_detected,
+        gaps_repaired,
+        gaps_unrecoverable,
+        last_gap,
+        last_unrecoverable,
+        not_connected,
     } = c;
     into.datagrams_sent += datagrams_sent;
     into.datagrams_received += datagrams_received;
@@ -796,4 +802,10 @@ fn add(into: &mut Counters, c: &Counters) {
     }
     into.retransmitted_bytes += retransmitted_bytes;
     into.repair_throttled += repair_throttled;
+    into.gaps_detected += gaps_detected;
+    into.gaps_repaired += gaps_repaired;
+    into.gaps_unrecoverable += gaps_unrecoverable;
+    into.last_gap = into.last_gap.max(*last_gap);
+    into.last_unrecoverable = into.last_unrecoverable.max(*last_unrecoverable);
+    into.not_connected += not_connected;
 }

@@ -98,8 +98,12 @@ mod channel;
 mod error;
 mod message;
 mod shm;
+mod stats;
 pub mod udp;
 pub mod uri;
+
+// The counters file (see `conduit-counters`).
+pub use stats::stats_file;
 
 // The protocol crate under its old path: the UDP endpoints name it `crate::proto`.
 use conduit_proto as proto;

@@ -9,7 +9,7 @@ use crate::uri::ChannelUri;
 use crate::{Counters, Error, GoneReason, Received, SessionEvent, Source};
 
 use super::driver::{Driver, Wait};
-use super::endpoint::{Core, End, Endpoint};
+use super::endpoint::{Core, End, EndStats, Endpoint};
 use super::options::{UdpOptions, WaitMode};
 
 /// Empty busy polls between two timer checks (status, NAK, liveness): at
@@ -139,6 +139,23 @@ impl End for SubEnd {
     fn close(core: &mut Core<Self>, now: Instant) {
         core.end.receiver.close(now);
         core.tick(now);
+    }
+
+    fn stats(&self) -> EndStats {
+        let r = &self.receiver;
+        // The position of the first live session (one of several).
+        let position = r
+            .sessions()
+            .find(|&(_, live)| live)
+            .and_then(|(peer, _)| r.position(peer))
+            .unwrap_or(0);
+        EndStats {
+            messages: self.received,
+            position,
+            peer_position: position,
+            rtt: None,
+            sessions: r.live_sessions() as u64,
+        }
     }
 }
 
@@ -431,6 +448,12 @@ impl UdpSubscription {
     /// Counters: messages received, NAKs sent, drops by reason, driver.
     pub(crate) fn counters(&self) -> Counters {
         self.ep.counters()
+    }
+
+    /// Takes this handle's slot in the counters file.
+    pub(crate) fn attach_stats(&mut self, uri: &str) {
+        self.ep
+            .attach_stats(conduit_counters::KIND_UDP_SUBSCRIPTION, uri);
     }
 
     /// The bound local address.

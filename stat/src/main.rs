@@ -100,15 +100,15 @@ fn warn(snap: &Snapshot) {
 }
 
 /// Two reads `interval` apart (one when it is zero), derived.
-fn sample(stats: &Path, interval: Duration, rule: SlowRule) -> Snapshot {
+fn sample(stats: &Path, shm_dir: &Path, interval: Duration, rule: SlowRule) -> Snapshot {
     if interval.is_zero() {
-        let mut s = model::load(stats);
+        let mut s = model::load(stats, shm_dir);
         s.derive(None, rule);
         return s;
     }
-    let first = model::load(stats);
+    let first = model::load(stats, shm_dir);
     std::thread::sleep(interval);
-    let mut s = model::load(stats);
+    let mut s = model::load(stats, shm_dir);
     s.derive(Some(&first), rule);
     s
 }
@@ -134,7 +134,7 @@ fn main() {
     let interval = Duration::from_millis(cli.interval);
     let code = match cli.command {
         Some(Command::Rings { clean, json }) => {
-            let snap = model::load(&stats);
+            let snap = model::load(&stats, &shm_dir);
             let report = rings::scan(
                 &shm_dir,
                 &procs::Locks::read(),
@@ -164,7 +164,7 @@ fn main() {
             0
         }
         Some(Command::Loss { json }) => {
-            let mut snap = model::load(&stats);
+            let mut snap = model::load(&stats, &shm_dir);
             snap.derive(None, rule);
             warn(&snap);
             if json {
@@ -180,18 +180,18 @@ fn main() {
             }
             0
         }
-        None => run_main(&cli, &stats, interval, rule),
+        None => run_main(&cli, &stats, &shm_dir, interval, rule),
     };
     std::process::exit(code);
 }
 
-fn run_main(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule) -> i32 {
+fn run_main(cli: &Cli, stats: &Path, shm_dir: &Path, interval: Duration, rule: SlowRule) -> i32 {
     if cli.clean {
-        clean_dead(&model::load(stats));
+        clean_dead(&model::load(stats, shm_dir));
     }
     if let Some(addr) = &cli.prometheus {
         let read = |prev: Option<&Snapshot>| {
-            let mut s = model::load(stats);
+            let mut s = model::load(stats, shm_dir);
             s.derive(prev, rule);
             s
         };
@@ -204,7 +204,7 @@ fn run_main(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule) -> i32 
         };
     }
     if cli.json {
-        let snap = sample(stats, interval, rule);
+        let snap = sample(stats, shm_dir, interval, rule);
         warn(&snap);
         println!(
             "{}",
@@ -216,7 +216,7 @@ fn run_main(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule) -> i32 
         color: !cli.no_color && std::io::stdout().is_terminal(),
     };
     if cli.once {
-        let snap = sample(stats, interval, rule);
+        let snap = sample(stats, shm_dir, interval, rule);
         warn(&snap);
         print!("{}", table::render(&snap, cli.sort, style));
         return 0;
@@ -224,6 +224,7 @@ fn run_main(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule) -> i32 
     live(
         cli,
         stats,
+        shm_dir,
         interval.max(Duration::from_millis(100)),
         rule,
         style,
@@ -232,11 +233,18 @@ fn run_main(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule) -> i32 
 
 /// The live table: redraws every `interval`; removes the files of processes
 /// seen dead for `--grace` seconds.
-fn live(cli: &Cli, stats: &Path, interval: Duration, rule: SlowRule, style: table::Style) -> i32 {
+fn live(
+    cli: &Cli,
+    stats: &Path,
+    shm_dir: &Path,
+    interval: Duration,
+    rule: SlowRule,
+    style: table::Style,
+) -> i32 {
     let mut prev: Option<Snapshot> = None;
     let mut dead_since: std::collections::HashMap<PathBuf, Instant> = Default::default();
     loop {
-        let mut snap = model::load(stats);
+        let mut snap = model::load(stats, shm_dir);
         snap.derive(prev.as_ref(), rule);
         let now = Instant::now();
         dead_since.retain(|f, _| snap.dead_files().any(|p| &p.file == f));

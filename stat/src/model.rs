@@ -91,6 +91,18 @@ pub struct Rates {
     pub drops_per_s: f64,
 }
 
+/// What the ring file of an `shm:` handle says (live, where the counters
+/// file has positions only from the handle's last cold-path update).
+#[derive(Debug, Clone, Serialize)]
+pub struct RingView {
+    /// The publisher's position (see `conduit-stat rings`).
+    pub position: u64,
+    /// Subscription: its slot's read position.
+    pub read_position: Option<u64>,
+    /// Publication: the slowest active subscriber's position.
+    pub slowest_position: Option<u64>,
+}
+
 /// One open channel handle (a slot in use of a counters file).
 #[derive(Debug, Clone, Serialize)]
 pub struct Handle {
@@ -122,6 +134,8 @@ pub struct Handle {
     pub heartbeat_age_s: Option<f64>,
     /// The raw counters.
     pub counters: Raw,
+    /// `shm:`: what its ring file says, if it could be read.
+    pub ring: Option<RingView>,
     /// Drops by reason (non-zero ones), by protocol drop reason name.
     pub drops: BTreeMap<String, u64>,
     /// Bytes this end is behind: a subscription, behind the publisher
@@ -223,8 +237,15 @@ fn match_key(transport: &str, channel: &str) -> String {
 }
 
 /// Reads every counters file of `dir` into a snapshot (no rates yet: see
-/// [`Snapshot::derive`]). Bad files become warnings.
-pub fn load(dir: &Path) -> Snapshot {
+/// [`Snapshot::derive`]), and the ring files in `shm_dir` of its `shm:`
+/// handles. Bad files become warnings.
+pub fn load(dir: &Path, shm_dir: &Path) -> Snapshot {
+    let mut snap = load_counters(dir);
+    snap.read_rings(shm_dir);
+    snap
+}
+
+fn load_counters(dir: &Path) -> Snapshot {
     let mut snap = Snapshot {
         schema: SCHEMA,
         taken_unix_ns: now_unix_ns(),
@@ -318,6 +339,7 @@ fn add_file(snap: &mut Snapshot, path: PathBuf, data: FileData) {
             open_time_unix_ns: h.open_time_unix_ns,
             heartbeat_age_s: age,
             counters: h.counters,
+            ring: None,
             drops,
             lag_bytes: None,
             lag_seconds: None,
@@ -340,6 +362,45 @@ fn per_s(now: u64, then: u64, dt: f64) -> f64 {
 }
 
 impl Snapshot {
+    /// Fills in [`Handle::ring`] from the ring files in `shm_dir`.
+    fn read_rings(&mut self, shm_dir: &Path) {
+        let locks = crate::procs::Locks::read();
+        let positions = self.shm_publisher_positions();
+        let mut rings: HashMap<String, Option<crate::rings::RingReport>> = HashMap::new();
+        for h in &mut self.handles {
+            if h.transport != "shm" {
+                continue;
+            }
+            let name = h
+                .channel
+                .strip_prefix("shm:")
+                .unwrap_or(&h.channel)
+                .to_owned();
+            let ring = rings
+                .entry(name.clone())
+                .or_insert_with(|| crate::rings::read_one(shm_dir, &name, &locks, &positions));
+            let Some(r) = ring else { continue };
+            let active = || r.subscribers.iter().filter(|s| s.state == "active");
+            h.ring = Some(if h.role == "subscription" {
+                RingView {
+                    position: r.position,
+                    read_position: h.ring_slot.and_then(|i| {
+                        active()
+                            .find(|s| s.slot == i && s.pid == h.pid)
+                            .map(|s| s.position)
+                    }),
+                    slowest_position: None,
+                }
+            } else {
+                RingView {
+                    position: r.position,
+                    read_position: None,
+                    slowest_position: active().map(|s| s.position).min(),
+                }
+            });
+        }
+    }
+
     /// Fills in rates (against `prev`, if any), lag and slowness.
     pub fn derive(&mut self, prev: Option<&Snapshot>, rule: SlowRule) {
         if let Some(prev) = prev {
@@ -375,6 +436,23 @@ impl Snapshot {
                 }
             }
         }
+        // Rates of the rings' publisher positions, per channel.
+        let mut ring_rates: HashMap<String, f64> = HashMap::new();
+        if let Some(prev) = prev {
+            let dt = self.taken_unix_ns.saturating_sub(prev.taken_unix_ns) as f64 / 1e9;
+            let before: HashMap<&str, u64> = prev
+                .handles
+                .iter()
+                .filter_map(|h| Some((h.channel.as_str(), h.ring.as_ref()?.position)))
+                .collect();
+            for h in &self.handles {
+                if let (Some(r), Some(b)) = (&h.ring, before.get(h.channel.as_str())) {
+                    if dt > 0.0 {
+                        ring_rates.insert(h.channel.clone(), per_s(r.position, *b, dt));
+                    }
+                }
+            }
+        }
         // The publication of each channel on this host: its position and rate.
         let mut publishers: HashMap<String, (u64, Option<f64>)> = HashMap::new();
         for h in self
@@ -393,7 +471,14 @@ impl Snapshot {
         for h in &mut self.handles {
             let c = &h.counters;
             let local = publishers.get(&match_key(h.transport, &h.channel));
-            let (lag, rate) = if h.role == "subscription" {
+            let ring_rate = ring_rates.get(&h.channel).copied();
+            let (lag, rate) = if let Some(r) = &h.ring {
+                match (h.role, r.read_position, r.slowest_position) {
+                    ("subscription", Some(p), _) => (Some(r.position.saturating_sub(p)), ring_rate),
+                    ("publication", _, Some(p)) => (Some(r.position.saturating_sub(p)), ring_rate),
+                    _ => (None, None),
+                }
+            } else if h.role == "subscription" {
                 let known = c.peer_position.max(local.map_or(0, |p| p.0));
                 (
                     Some(known.saturating_sub(c.position)),
@@ -480,6 +565,7 @@ mod tests {
             open_time_unix_ns: 1,
             heartbeat_age_s: None,
             counters: c,
+            ring: None,
             drops: BTreeMap::new(),
             lag_bytes: None,
             lag_seconds: None,

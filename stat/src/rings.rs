@@ -73,6 +73,11 @@ pub struct RingReport {
     pub tail_word: u64,
     /// The live publisher's position from its counters file, if any.
     pub publisher_position: Option<u64>,
+    /// The publisher's position: for a single-writer ring, found by
+    /// following the committed records from the furthest position known
+    /// (tail word, counters, subscriber slots); for several writers, the
+    /// tail word.
+    pub position: u64,
     /// The publisher closed the ring cleanly.
     pub closed: bool,
     /// Publisher liveness: `Some(true)` alive, `Some(false)` dead, `None`
@@ -97,8 +102,7 @@ pub struct SlotReport {
     pub pid: u32,
     /// Its read position.
     pub position: u64,
-    /// Bytes it has still to read: the publisher's position (the larger of
-    /// `tail_word` and `publisher_position`) less its position.
+    /// Bytes it has still to read: the ring's `position` less its own.
     pub lag_bytes: u64,
     /// Liveness of its slot lock (`None`: unknown).
     pub alive: Option<bool>,
@@ -122,6 +126,45 @@ pub struct RingsReport {
     pub orphan_lock_files: Vec<PathBuf>,
     /// Files that look like rings but could not be read.
     pub skipped: Vec<Skipped>,
+}
+
+/// Most records [`walk_tail`] steps over.
+const MAX_WALK: u32 = 1 << 20;
+
+/// Finds a single-writer ring's tail (which its publisher keeps in its own
+/// memory) by following committed records from `from`, a record boundary
+/// at or before the tail: the commit word of the record at `p` reads
+/// `p + 1` once it is complete (see the ring crate's `layout` docs). Stops
+/// at the first word that does not, at an implausible length, after one
+/// lap, or after [`MAX_WALK`] records; the file is read, never trusted.
+fn walk_tail(file: &std::fs::File, g: &layout::Geometry, from: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mask = g.capacity - 1;
+    let mut p = from;
+    let mut head = [0u8; layout::RECORD_HEADER_LEN];
+    for _ in 0..MAX_WALK {
+        if p >= layout::MAX_POSITION || p - from >= g.capacity {
+            break;
+        }
+        let off = p & mask;
+        if file.read_exact_at(&mut head, g.data_offset + off).is_err() {
+            break;
+        }
+        let commit = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+        if commit != p + 1 {
+            break;
+        }
+        let len = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default());
+        let step = if len == layout::PADDING_LEN {
+            g.capacity - off
+        } else if u64::from(len) <= g.max_message_len {
+            layout::record_len(u64::from(len))
+        } else {
+            break;
+        };
+        p += step;
+    }
+    p
 }
 
 /// Reads at most `limit` bytes from the start of `path`.
@@ -156,7 +199,24 @@ fn read_ring(
         .0;
     let tail_word = pb.tail.get();
     let publisher_position = positions.get(name).copied();
-    let tail = tail_word.max(publisher_position.unwrap_or(0));
+    let slot_max = (0..g.max_subscribers)
+        .filter_map(|i| {
+            let s = SlotBlock::ref_from_prefix(bytes.get(layout::slot_offset(i)..)?)
+                .ok()?
+                .0;
+            (s.state.get() == layout::SLOT_ACTIVE).then(|| s.position.get())
+        })
+        .max()
+        .unwrap_or(0);
+    let known = tail_word.max(publisher_position.unwrap_or(0)).max(slot_max);
+    let tail = if g.max_publishers > 1 {
+        tail_word
+    } else {
+        match std::fs::File::open(path) {
+            Ok(f) => walk_tail(&f, &g, known),
+            Err(_) => known,
+        }
+    };
     let lock_file = path.with_file_name(format!(".{name}.{:016x}.lock", h.incarnation.get()));
     let lock_id = FileId::of(&lock_file);
     let probe = |at: u64| -> Option<bool> {
@@ -214,12 +274,28 @@ fn read_ring(
         history: h.history.get(),
         tail_word,
         publisher_position,
+        position: tail,
         closed,
         publisher_alive,
         stale: publisher_alive == Some(false),
         subscribers,
         lock_file,
     }))
+}
+
+/// Reads the ring `name` of `dir` (`None` if it is missing or unreadable).
+pub fn read_one(
+    dir: &Path,
+    name: &str,
+    locks: &Locks,
+    positions: &HashMap<String, u64>,
+) -> Option<RingReport> {
+    if conduit_ringbuf::validate_name(name).is_err() {
+        return None;
+    }
+    read_ring(&dir.join(name), name, locks, positions)
+        .ok()
+        .flatten()
 }
 
 /// Scans `dir` for ring files and lock files; `positions` holds the live
@@ -316,7 +392,7 @@ pub fn print(report: &RingsReport) {
             r.slow_policy,
             r.history,
             r.creator_pid,
-            r.tail_word.max(r.publisher_position.unwrap_or(0)),
+            r.position,
             alive(r.publisher_alive),
             if r.closed { " (closed)" } else { "" },
             if r.stale { "  STALE" } else { "" },
@@ -368,14 +444,12 @@ mod tests {
         // Join, then publish 3 records the subscriber has not read.
         while p.subscriber_count() == 0 {
             let _ = s.poll(|_, _| {}, 1);
-            let _ = p.offer(1, b"");
         }
         for _ in 0..3 {
             p.offer(1, &[0u8; 100]).unwrap();
         }
         std::fs::write(tmp.path().join("not-a-ring"), b"hello world, this is text").unwrap();
-        let positions = HashMap::from([("r1".to_owned(), p.position())]);
-        let rep = scan(tmp.path(), &Locks::read(), &positions);
+        let rep = scan(tmp.path(), &Locks::read(), &HashMap::new());
         assert_eq!(rep.rings.len(), 1, "{rep:?}");
         let r = &rep.rings[0];
         assert_eq!(r.name, "r1");
@@ -384,7 +458,8 @@ mod tests {
         assert_eq!(r.publisher_alive, Some(true));
         assert_eq!(r.subscribers.len(), 1);
         assert_eq!(r.subscribers[0].alive, Some(true));
-        assert!(r.subscribers[0].lag_bytes >= 3 * 128, "{r:?}");
+        assert_eq!(r.position, p.position(), "found by walking the records");
+        assert_eq!(r.subscribers[0].lag_bytes, 3 * 128, "{r:?}");
         assert!(rep.skipped.is_empty(), "{rep:?}");
         drop(s);
         drop(p);

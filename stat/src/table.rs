@@ -151,8 +151,7 @@ pub fn render(snap: &Snapshot, by: SortBy, style: Style) -> String {
 /// Renders the loss report of the UDP handles of `snap`.
 pub fn render_loss(snap: &Snapshot) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let header = format!(
         "{:<32} {:<4} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:<24} {:<24}",
         "CHANNEL",
         "ROLE",
@@ -166,6 +165,7 @@ pub fn render_loss(snap: &Snapshot) -> String {
         "LAST_GAP",
         "LAST_LOSS"
     );
+    let _ = writeln!(out, "{}", header.trim_end());
     let mut any = false;
     for h in snap.handles.iter().filter(|h| h.transport == "udp") {
         any = true;

@@ -104,7 +104,7 @@ pub fn render(snap: &Snapshot, by: SortBy, style: Style) -> String {
             "dead"
         } else if h.slow {
             "SLOW"
-        } else if h.heartbeat_age_s.is_some_and(|a| a > 2.0) {
+        } else if h.rates.as_ref().is_some_and(|r| r.messages_per_s == 0.0) {
             "idle"
         } else {
             "ok"

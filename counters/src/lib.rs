@@ -16,9 +16,20 @@
 //!   publish no counters).
 //! * The process has a fixed number of slots, [`DEFAULT_SLOT_COUNT`] (256);
 //!   the file does not grow. A reader takes `slot_count` from the header.
-//! * The slot header's reserved `u32` is [`Slot::ring_slot`]: an `shm:`
-//!   subscription's subscriber slot index in the ring file (whose
-//!   positions a reader may read there too); [`NO_RING_SLOT`] otherwise.
+//! * The slot header's reserved `u32` is [`Slot::ring_slot`], reserved for
+//!   an `shm:` subscription's subscriber slot index in the ring file;
+//!   conduit writes [`NO_RING_SLOT`] there today (unknown).
+//! * **`shm:` positions come from the ring file.** To keep the `shm:` data
+//!   path at two relaxed stores per offer or poll batch (`messages` and
+//!   `bytes`), `shm:` handles write `position`, `peer_position`,
+//!   `subscriber_slots_in_use`, `evictions` and `heartbeat_unix_ns` only on
+//!   cold paths (open, a refused offer, `is_connected`, `flush`, `wait`, a
+//!   failed poll): they may be stale. The live positions of an `shm:`
+//!   channel are in its ring file (the publisher block's tail, each
+//!   subscriber slot's position and pid), which a reader should use for
+//!   lag; `peer_position` of `shm:` handles is 0. UDP handles refresh every
+//!   counter at most every millisecond while they make progress, and
+//!   `heartbeat_unix_ns` with them.
 //! * The counters block ([`SlotCounters`], 448 bytes at slot offset 320)
 //!   adds `datagrams_sent` and `datagrams_received` (UDP) after
 //!   `heartbeat_unix_ns`, then one reserved word.
@@ -53,7 +64,7 @@
 //! 0       4     state: 0 free, 1 in use
 //! 4       4     kind: 1 shm publication, 2 shm subscription, 3 udp publication, 4 udp subscription
 //! 8       4     generation (bumped each time the slot is handed out)
-//! 12      4     ring_slot (shm subscription: its slot index in the ring file; else u32::MAX)
+//! 12      4     ring_slot (reserved: shm subscription's ring slot; u32::MAX = unknown)
 //! 16      8     open_time_unix_ns
 //! 24      256   uri (NUL-terminated, truncated at a character boundary)
 //! 280     16    driver ("ring", "socket", "uring"; NUL-terminated)
@@ -263,8 +274,8 @@ pub struct Slot {
     pub kind: U32,
     /// Bumped each time the slot is handed out.
     pub generation: U32,
-    /// `shm:` subscription: its subscriber slot in the ring file (positions
-    /// can be read there too); else [`NO_RING_SLOT`].
+    /// Reserved for an `shm:` subscription's subscriber slot in the ring
+    /// file; [`NO_RING_SLOT`] when unknown (always, today).
     pub ring_slot: U32,
     /// When the handle was opened (unix ns).
     pub open_time_unix_ns: U64,
@@ -573,7 +584,8 @@ pub struct SlotSnapshot {
     pub kind: Kind,
     /// The slot's generation (changes when the slot is reused).
     pub generation: u32,
-    /// `shm:` subscription: its subscriber slot in the ring; else [`NO_RING_SLOT`].
+    /// Reserved: an `shm:` subscription's subscriber slot in the ring;
+    /// [`NO_RING_SLOT`] when unknown.
     pub ring_slot: u32,
     /// When the handle was opened (unix ns).
     pub open_time_unix_ns: u64,

@@ -136,6 +136,21 @@ pub struct Counters {
     pub retransmitted_bytes: u64,
     /// Times a retransmission waited for the repair budget (sender).
     pub repair_throttled: u64,
+    /// Gaps in the stream detected (receiver): data arrived beyond the
+    /// highest position held, leaving a hole.
+    pub gaps_detected: u64,
+    /// Gaps repaired (receiver): the position reached data held beyond a
+    /// hole (a retransmission or a late datagram filled it).
+    pub gaps_repaired: u64,
+    /// Gaps declared lost (receiver): the sender confirmed it no longer
+    /// holds the data.
+    pub gaps_unrecoverable: u64,
+    /// When the last gap was detected.
+    pub last_gap: Option<std::time::Instant>,
+    /// When the last gap was declared lost.
+    pub last_unrecoverable: Option<std::time::Instant>,
+    /// Offers refused because no receiver was connected (sender).
+    pub not_connected: u64,
 }
 
 impl Counters {

@@ -839,6 +839,8 @@ impl Receiver {
             // Confirmed: the sender answered our NAK, it no longer holds the data.
             self.nak_nonces = [0; NAK_NONCES];
             let from = s.position;
+            self.counters.gaps_unrecoverable += 1;
+            self.counters.last_unrecoverable = Some(now);
             self.unrecoverable(from, retained);
             if self.config.gap_policy == GapPolicy::Skip {
                 self.drain(deliver);
@@ -902,9 +904,14 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         if p > position {
+            let hole = p > self.gaps.high(position);
             match self.gaps.insert(p, end, now, self.config.nak_delay) {
                 Insert::Duplicate => return Err(DropReason::Duplicate),
                 Insert::Full => return Err(DropReason::OutOfWindow),
+                Insert::New if hole => {
+                    self.counters.gaps_detected += 1;
+                    self.counters.last_gap = Some(now);
+                }
                 Insert::New => {}
             }
             let off = p as usize & self.mask;
@@ -958,6 +965,9 @@ impl Receiver {
         self.counters.messages += messages;
         self.counters.bytes += bytes;
         s.position = end;
+        if self.gaps.first().is_some_and(|(start, _)| start <= end) {
+            self.counters.gaps_repaired += 1;
+        }
         self.gaps.progressed();
         self.drain(deliver);
         let position = self.position();

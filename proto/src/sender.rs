@@ -404,7 +404,10 @@ impl Sender {
             SenderState::Connected => Ok(()),
             SenderState::Connecting if self.key_mismatch => Err(OfferError::KeyMismatch),
             SenderState::Connecting if self.refused => Err(OfferError::Refused),
-            SenderState::Connecting => Err(OfferError::NotConnected),
+            SenderState::Connecting => {
+                self.counters.not_connected += 1;
+                Err(OfferError::NotConnected)
+            }
             SenderState::Closed => Err(OfferError::Closed),
             SenderState::Failed => Err(OfferError::Failed),
         }

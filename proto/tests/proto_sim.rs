@@ -253,6 +253,14 @@ fn one_mib_message_through_five_percent_loss() {
             "seed {seed}: gaps were never NAKed together"
         );
         assert!(pair.net.stats.lost > 0);
+        let c = pair.rx.counters();
+        assert!(
+            c.gaps_detected > 0 && c.last_gap.is_some(),
+            "seed {seed}: {c:?}"
+        );
+        assert!(c.gaps_repaired > 0, "seed {seed}: {c:?}");
+        assert_eq!(c.gaps_unrecoverable, 0, "seed {seed}");
+        assert!(c.last_unrecoverable.is_none());
     }
 }
 
@@ -306,6 +314,9 @@ fn long_partition_fails_stream_with_explicit_loss() {
     );
     assert!(pair.rx.is_failed());
     assert!(pair.checker.error.is_none(), "{:?}", pair.checker.error);
+    let c = pair.rx.counters();
+    assert_eq!(c.gaps_unrecoverable, 1, "{c:?}");
+    assert!(c.last_unrecoverable.is_some());
 }
 
 #[test]

@@ -210,6 +210,7 @@ pub mod layout;
 mod liveness;
 mod mapping;
 mod publisher;
+pub mod shared_words;
 mod subscriber;
 mod wait;
 

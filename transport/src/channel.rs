@@ -145,7 +145,11 @@ impl Publication {
                 parsed.finish()?;
                 PubInner::Shm(ShmPublication::open(opts)?)
             }
-            Scheme::Udp { .. } => PubInner::Udp(crate::udp::UdpPublication::open(parsed)?),
+            Scheme::Udp { .. } => {
+                let mut p = crate::udp::UdpPublication::open(parsed)?;
+                p.attach_stats(uri);
+                PubInner::Udp(p)
+            }
         };
         Ok(Publication {
             inner,
@@ -503,7 +507,11 @@ impl Subscription {
                 parsed.finish()?;
                 SubInner::Shm(ShmSubscription::open(opts)?)
             }
-            Scheme::Udp { .. } => SubInner::Udp(crate::udp::UdpSubscription::open(parsed)?),
+            Scheme::Udp { .. } => {
+                let mut s = crate::udp::UdpSubscription::open(parsed)?;
+                s.attach_stats(uri);
+                SubInner::Udp(s)
+            }
         };
         Ok(Subscription {
             inner,

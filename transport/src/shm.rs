@@ -2,6 +2,7 @@
 //! common channel API. The URI options and the ownership rules are
 //! documented publicly in [`crate::uri`].
 
+use crate::stats::{self, StatsSlot};
 use crate::uri::ChannelUri;
 use crate::{Error, Received, Source};
 use conduit_ringbuf as ring;
@@ -159,6 +160,18 @@ fn open_error(uri: &str, e: ring::RingError) -> Error {
     }
 }
 
+/// Counts a refused offer in the handle's slot (a cold path).
+#[cold]
+#[inline(never)]
+fn count_refusal(w: stats::Writer, e: ring::OfferError) -> Error {
+    match e {
+        ring::OfferError::BackPressured => w.bump(stats::BACK_PRESSURE),
+        ring::OfferError::NotConnected => w.bump(stats::NOT_CONNECTED),
+        _ => {}
+    }
+    offer_error(e)
+}
+
 pub(crate) fn offer_error(e: ring::OfferError) -> Error {
     match e {
         ring::OfferError::BackPressured => Error::BackPressured,
@@ -182,25 +195,69 @@ fn poll_error(e: ring::PollError) -> Error {
 pub(crate) struct ShmPublication {
     pub(crate) ring: ring::Publisher,
     pub(crate) sent: u64,
+    /// Payload bytes sent.
+    pub(crate) bytes: u64,
+    /// This handle's slot in the counters file (see `stats.rs`).
+    pub(crate) stats: StatsSlot,
 }
 
 impl ShmPublication {
     pub(crate) fn open(opts: ShmOptions) -> Result<Self, Error> {
         let ring = ring::Publisher::create_with(&opts.name, &opts.config, &opts.retention)
             .map_err(|e| open_error(&opts.uri, e))?;
-        Ok(ShmPublication { ring, sent: 0 })
+        let stats = StatsSlot::open(conduit_counters::KIND_SHM_PUBLICATION, &opts.uri, "ring");
+        let mut p = ShmPublication {
+            ring,
+            sent: 0,
+            bytes: 0,
+            stats,
+        };
+        p.publish_cold();
+        Ok(p)
+    }
+
+    /// The data path's counters: two relaxed stores on the slot's line.
+    #[inline(always)]
+    fn sent(&mut self, len: usize) {
+        self.sent += 1;
+        self.bytes += len as u64;
+        self.stats.writer().traffic(self.sent, self.bytes);
+    }
+
+    /// An offer refused: counted, with the position (a cold path).
+    #[cold]
+    #[inline(never)]
+    fn refused(&mut self, e: ring::OfferError) -> Error {
+        let w = self.stats.writer();
+        w.set(stats::POSITION, self.ring.position());
+        w.set(stats::EVICTIONS, self.ring.evictions());
+        count_refusal(w, e)
+    }
+
+    /// Positions, subscribers and evictions into the slot (cold paths).
+    fn publish_cold(&mut self) {
+        let w = self.stats.writer();
+        w.set(stats::POSITION, self.ring.position());
+        w.set(stats::EVICTIONS, self.ring.evictions());
+        w.set(stats::SUBSCRIBER_SLOTS, self.ring.subscriber_count() as u64);
+        w.traffic(self.sent, self.bytes);
+        w.heartbeat();
     }
 
     #[inline]
     pub(crate) fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<u64, Error> {
-        let pos = self.ring.offer(type_id, payload).map_err(offer_error)?;
-        self.sent += 1;
+        let pos = match self.ring.offer(type_id, payload) {
+            Ok(pos) => pos,
+            Err(e) => return Err(self.refused(e)),
+        };
+        self.sent(payload.len());
         Ok(pos)
     }
 
     pub(crate) fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let backoff = Backoff::new();
+        self.publish_cold();
         loop {
             if self.ring.all_consumed() {
                 return Ok(());
@@ -224,25 +281,35 @@ impl ShmPublication {
         len: usize,
         fill: F,
     ) -> Result<u64, Error> {
-        let pos = self
-            .ring
-            .offer_with(type_id, len, fill)
-            .map_err(offer_error)?;
-        self.sent += 1;
+        let pos = match self.ring.offer_with(type_id, len, fill) {
+            Ok(pos) => pos,
+            Err(e) => return Err(self.refused(e)),
+        };
+        self.sent(len);
         Ok(pos)
     }
 
     /// Reserves `len` bytes in ring memory for a message.
     #[inline(always)]
     pub(crate) fn try_claim(&mut self, type_id: u32, len: usize) -> Result<ring::Claim<'_>, Error> {
-        let c = self.ring.try_claim(type_id, len).map_err(offer_error)?;
-        self.sent += 1;
-        Ok(c)
+        // Counted when handed out, like `sent`.
+        let w = self.stats.writer();
+        match self.ring.try_claim(type_id, len) {
+            Ok(c) => {
+                self.sent += 1;
+                self.bytes += len as u64;
+                w.traffic(self.sent, self.bytes);
+                Ok(c)
+            }
+            Err(e) => Err(count_refusal(w, e)),
+        }
     }
 
     /// True while at least one subscriber is attached.
     pub(crate) fn is_connected(&mut self) -> bool {
-        self.ring.is_connected()
+        let connected = self.ring.is_connected();
+        self.publish_cold();
+        connected
     }
 
     /// Largest payload the ring accepts.
@@ -264,6 +331,10 @@ pub(crate) struct ShmSubscription {
     pub(crate) ring: ring::Subscriber,
     pub(crate) wait: ring::WaitStrategy,
     pub(crate) received: u64,
+    /// Payload bytes received.
+    pub(crate) bytes: u64,
+    /// This handle's slot in the counters file (see `stats.rs`).
+    pub(crate) stats: StatsSlot,
 }
 
 impl ShmSubscription {
@@ -275,11 +346,24 @@ impl ShmSubscription {
             opts.start,
         )
         .map_err(|e| open_error(&opts.uri, e))?;
-        Ok(ShmSubscription {
+        let stats = StatsSlot::open(conduit_counters::KIND_SHM_SUBSCRIPTION, &opts.uri, "ring");
+        let s = ShmSubscription {
             ring,
             wait: opts.wait,
             received: 0,
-        })
+            bytes: 0,
+            stats,
+        };
+        s.publish_cold();
+        Ok(s)
+    }
+
+    /// Position and totals into the slot (cold paths).
+    fn publish_cold(&self) {
+        let w = self.stats.writer();
+        w.set(stats::POSITION, self.ring.position());
+        w.traffic(self.received, self.bytes);
+        w.heartbeat();
     }
 
     #[inline]
@@ -288,21 +372,39 @@ impl ShmSubscription {
         mut handler: F,
         limit: usize,
     ) -> Result<usize, Error> {
-        let n = self
-            .ring
-            .poll_records(
-                |r, payload| {
-                    let source = r.publisher().map(|(index, pid)| Source::Shm { index, pid });
-                    handler(Received::new(r.type_id(), payload).with_origin(r.position(), source))
-                },
-                limit,
-            )
-            .map_err(poll_error)?;
-        self.received += n as u64;
+        let mut bytes = 0u64;
+        let r = self.ring.poll_records(
+            |r, payload| {
+                bytes += payload.len() as u64;
+                let source = r.publisher().map(|(index, pid)| Source::Shm { index, pid });
+                handler(Received::new(r.type_id(), payload).with_origin(r.position(), source))
+            },
+            limit,
+        );
+        let n = match r {
+            Ok(n) => n,
+            Err(e) => return Err(self.poll_failed(e)),
+        };
+        if n > 0 {
+            // The data path's counters: two relaxed stores on the slot's line.
+            self.received += n as u64;
+            self.bytes += bytes;
+            self.stats.writer().traffic(self.received, self.bytes);
+        }
         Ok(n)
     }
 
+    /// A poll that failed (publisher gone or closed, eviction): the
+    /// position into the slot (a cold path).
+    #[cold]
+    #[inline(never)]
+    fn poll_failed(&mut self, e: ring::PollError) -> Error {
+        self.publish_cold();
+        poll_error(e)
+    }
+
     pub(crate) fn wait(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.publish_cold();
         self.ring
             .wait(self.wait, Some(timeout))
             .map(|_| ())
@@ -318,7 +420,9 @@ impl ShmSubscription {
 
     /// True while attached to a live publisher.
     pub(crate) fn is_connected(&mut self) -> bool {
-        self.ring.is_connected()
+        let connected = self.ring.is_connected();
+        self.publish_cold();
+        connected
     }
 
     /// This handle's counters.

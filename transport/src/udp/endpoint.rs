@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::proto;
+use crate::stats::{self, StatsSlot};
 use crate::{Counters, Error};
 
 use super::driver::{open_driver, AnyDriver, Driver, Transmit, MAX_UDP_PAYLOAD};
@@ -54,7 +55,29 @@ pub(crate) trait End: Send + Sized + 'static {
 
     /// Closes the end when its handle is dropped (the thread has stopped).
     fn close(core: &mut Core<Self>, now: Instant);
+
+    /// What the counters file shows beside the protocol's counters.
+    fn stats(&self) -> EndStats;
 }
+
+/// What an end adds to its protocol counters in the counters file.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EndStats {
+    /// Messages sent or handed to the application.
+    pub(crate) messages: u64,
+    /// Publication: its stream position; subscription: its position.
+    pub(crate) position: u64,
+    /// Publication: the acknowledged position; subscription: the highest
+    /// position it knows the publisher reached.
+    pub(crate) peer_position: u64,
+    /// Smoothed RTT, once measured.
+    pub(crate) rtt: Option<Duration>,
+    /// Subscription: live sessions; publication: receivers known.
+    pub(crate) sessions: u64,
+}
+
+/// Least time between two copies of the counters into the counters file.
+const STATS_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A protocol end with its driver and send staging.
 pub(crate) struct Core<E> {
@@ -68,6 +91,9 @@ pub(crate) struct Core<E> {
     staged: Vec<(SocketAddr, usize, usize, usize)>,
     /// Datagrams the driver did not take (lost like on the wire; the protocol repairs them).
     send_errors: u64,
+    /// The handle's counters in the counters file, and when they are copied next.
+    stats: stats::Writer,
+    stats_next: Instant,
 }
 
 impl<E: End> Core<E> {
@@ -78,6 +104,10 @@ impl<E: End> Core<E> {
     // docs).
     #[inline(always)]
     pub(crate) fn transmit(&mut self, now: Instant) {
+        if now >= self.stats_next {
+            self.stats_next = now + STATS_INTERVAL;
+            self.publish_stats(now);
+        }
         let mtu = self.opts.proto.mtu;
         let max_segs = self.driver.max_segments().max(1);
         let mut total = 0;
@@ -161,6 +191,48 @@ impl<E: End> Core<E> {
         }
     }
 
+    /// Copies the counters into the handle's slot of the counters file.
+    #[cold]
+    #[inline(never)]
+    fn publish_stats(&self, now: Instant) {
+        let (w, c, e) = (self.stats, self.end.proto_counters(), self.end.stats());
+        let unix = stats::unix_ns();
+        let oversized = self.driver.oversized();
+        w.traffic(e.messages, c.bytes);
+        w.set(stats::BACK_PRESSURE, c.back_pressured);
+        w.set(stats::NOT_CONNECTED, c.not_connected);
+        w.set(stats::POSITION, e.position);
+        w.set(stats::PEER_POSITION, e.peer_position);
+        w.set(stats::NAKS_SENT, c.naks_sent);
+        w.set(stats::NAKS_RECEIVED, c.naks_received);
+        w.set(stats::RETRANSMITS, c.retransmitted);
+        w.set(stats::RETRANSMITTED_BYTES, c.retransmitted_bytes);
+        w.set(stats::RTT_NS, e.rtt.map_or(0, |d| d.as_nanos() as u64));
+        w.set(stats::SESSIONS, e.sessions);
+        let places = conduit_counters::DROP_SLOTS.min(proto::DROP_REASONS);
+        for (i, d) in c.drops.iter().take(places).enumerate() {
+            let cut = if i == proto::DropReason::Oversized as usize {
+                oversized
+            } else {
+                0
+            };
+            w.set(stats::DROPS + i, d + cut);
+        }
+        w.set(stats::DROPS_TOTAL, c.dropped_total() + oversized);
+        w.set(stats::GAPS_DETECTED, c.gaps_detected);
+        w.set(stats::GAPS_REPAIRED, c.gaps_repaired);
+        w.set(stats::GAPS_UNRECOVERABLE, c.gaps_unrecoverable);
+        w.set(
+            stats::LAST_GAP,
+            stats::instant_unix_ns(c.last_gap, now, unix),
+        );
+        let lost = stats::instant_unix_ns(c.last_unrecoverable, now, unix);
+        w.set(stats::LAST_UNRECOVERABLE, lost);
+        w.set(stats::DATAGRAMS_SENT, c.datagrams_sent);
+        w.set(stats::DATAGRAMS_RECEIVED, c.datagrams_received);
+        w.set(stats::HEARTBEAT, unix);
+    }
+
     /// The counters both ends have, then the end's own.
     fn counters(&self) -> Counters {
         let c = self.end.proto_counters();
@@ -184,6 +256,8 @@ impl<E: End> Core<E> {
 /// thread every period (`progress=thread`).
 pub(crate) struct Endpoint<E: End> {
     progress: Progress<Core<E>>,
+    /// The handle's slot in the counters file, freed after the core closed.
+    stats: StatsSlot,
 }
 
 /// Where the core lives.
@@ -237,6 +311,8 @@ impl<E: End> Endpoint<E> {
             txbuf: vec![0u8; tx_bytes],
             staged: Vec::with_capacity(slots),
             send_errors: 0,
+            stats: stats::Writer::nowhere(),
+            stats_next: Instant::now(),
             opts,
         });
         let progress = match E::thread_period(&core.opts) {
@@ -264,7 +340,10 @@ impl<E: End> Endpoint<E> {
                 }
             }
         };
-        Ok(Endpoint { progress })
+        Ok(Endpoint {
+            progress,
+            stats: StatsSlot::nowhere(),
+        })
     }
 
     /// Runs `f` on the core (locking it if a thread shares it).
@@ -308,9 +387,25 @@ impl<E: End> Endpoint<E> {
         }
     }
 
-    /// Counters: the protocol's, the driver's and the end's own.
+    /// Counters: the protocol's, the driver's and the end's own (also
+    /// copied into the counters file).
     pub(crate) fn counters(&self) -> Counters {
-        self.with_ref(|c| c.counters())
+        self.with_ref(|c| {
+            c.publish_stats(Instant::now());
+            c.counters()
+        })
+    }
+
+    /// Takes a slot of `kind` for `uri` in the counters file, with the
+    /// driver in use.
+    pub(crate) fn attach_stats(&mut self, kind: u32, uri: &str) {
+        let driver = self.with_ref(|c| c.driver.kind().name());
+        self.stats = StatsSlot::open(kind, uri, driver);
+        let w = self.stats.writer();
+        self.with(|c| {
+            c.stats = w;
+            c.publish_stats(Instant::now());
+        });
     }
 
     /// The local socket address.
@@ -347,6 +442,7 @@ impl<E: End> Drop for Endpoint<E> {
         // A core taken by a leaked hold is gone; there is nothing to close.
         if let Some(c) = core {
             E::close(c, Instant::now());
+            c.publish_stats(Instant::now());
         }
     }
 }

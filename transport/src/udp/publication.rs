@@ -9,7 +9,7 @@ use crate::proto::{self, Event, OfferError, Sender, SenderState};
 use crate::uri::ChannelUri;
 use crate::{Counters, Error};
 
-use super::endpoint::{Core, End, Endpoint, Hold};
+use super::endpoint::{Core, End, EndStats, Endpoint, Hold};
 use super::options::{tx_slots, UdpOptions};
 use super::seed;
 
@@ -106,6 +106,17 @@ impl End for PubEnd {
     fn close(core: &mut Core<Self>, now: Instant) {
         core.end.sender.close(now);
         core.transmit(now);
+    }
+
+    fn stats(&self) -> EndStats {
+        let s = &self.sender;
+        EndStats {
+            messages: s.counters().messages,
+            position: s.position(),
+            peer_position: s.acked_position(),
+            rtt: s.rtt(),
+            sessions: s.is_connected() as u64,
+        }
     }
 }
 
@@ -515,6 +526,12 @@ impl UdpPublication {
     /// Counters: messages sent, retransmissions, NAKs, drops by reason, driver.
     pub(crate) fn counters(&self) -> Counters {
         self.ep.counters()
+    }
+
+    /// Takes this handle's slot in the counters file.
+    pub(crate) fn attach_stats(&mut self, uri: &str) {
+        self.ep
+            .attach_stats(conduit_counters::KIND_UDP_PUBLICATION, uri);
     }
 
     /// Largest claim: one record's payload.

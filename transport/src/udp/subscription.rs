@@ -9,7 +9,7 @@ use crate::uri::ChannelUri;
 use crate::{Counters, Error, Received};
 
 use super::driver::{Driver, Wait};
-use super::endpoint::{Core, End, Endpoint};
+use super::endpoint::{Core, End, EndStats, Endpoint};
 use super::options::{UdpOptions, WaitMode};
 use super::seed;
 
@@ -95,6 +95,17 @@ impl End for SubEnd {
     fn close(core: &mut Core<Self>, now: Instant) {
         core.end.receiver.close(now);
         core.tick(now);
+    }
+
+    fn stats(&self) -> EndStats {
+        let r = &self.receiver;
+        EndStats {
+            messages: self.received,
+            position: r.position(),
+            peer_position: r.position() + r.buffered(),
+            rtt: r.rtt(),
+            sessions: r.is_connected() as u64,
+        }
     }
 }
 
@@ -349,6 +360,12 @@ impl UdpSubscription {
     /// Counters: messages received, NAKs sent, drops by reason, driver.
     pub(crate) fn counters(&self) -> Counters {
         self.ep.counters()
+    }
+
+    /// Takes this handle's slot in the counters file.
+    pub(crate) fn attach_stats(&mut self, uri: &str) {
+        self.ep
+            .attach_stats(conduit_counters::KIND_UDP_SUBSCRIPTION, uri);
     }
 
     /// The bound local address.

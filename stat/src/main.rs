@@ -141,7 +141,14 @@ fn main() {
                 &snap.shm_publisher_positions(),
             );
             if json {
-                let doc = serde_json::json!({ "schema": model::SCHEMA, "dir": shm_dir, "rings": report, "dead_counters_files": snap.dead_files().map(|p| &p.file).collect::<Vec<_>>() });
+                let doc = serde_json::json!({
+                    "schema": model::SCHEMA,
+                    "dir": shm_dir,
+                    "rings": report.rings,
+                    "orphan_lock_files": report.orphan_lock_files,
+                    "skipped": report.skipped,
+                    "dead_counters_files": snap.dead_files().map(|p| &p.file).collect::<Vec<_>>(),
+                });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else {
                 rings::print(&report);

@@ -384,11 +384,18 @@ impl Snapshot {
             h.ring = Some(if h.role == "subscription" {
                 RingView {
                     position: r.position,
-                    read_position: h.ring_slot.and_then(|i| {
-                        active()
+                    // Its slot: the one the counters file names, else the
+                    // process's slot (the slowest of them when the process
+                    // has several subscriptions to this ring).
+                    read_position: match h.ring_slot {
+                        Some(i) => active()
                             .find(|s| s.slot == i && s.pid == h.pid)
+                            .map(|s| s.position),
+                        None => active()
+                            .filter(|s| s.pid == h.pid)
                             .map(|s| s.position)
-                    }),
+                            .min(),
+                    },
                     slowest_position: None,
                 }
             } else {

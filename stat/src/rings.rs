@@ -184,7 +184,8 @@ fn read_ring(
     positions: &HashMap<String, u64>,
 ) -> Result<Option<RingReport>, String> {
     let (head, len) = read_prefix(path, HEADER_LEN as u64).map_err(|e| e.to_string())?;
-    if head.len() >= layout::MAGIC.len() && head[..layout::MAGIC.len()] != layout::MAGIC {
+    if !head.starts_with(&layout::MAGIC) {
+        // Another program's file (the shm directory is shared).
         return Ok(None);
     }
     let (h, g) = layout::validate(&head, len).map_err(|e| format!("{e:?}"))?;
@@ -502,7 +503,12 @@ mod tests {
         let mut bytes = layout::MAGIC.to_vec();
         bytes.extend_from_slice(&[0xff; 200]);
         std::fs::write(tmp.path().join("bad"), &bytes).unwrap();
-        std::fs::write(tmp.path().join("short"), &layout::MAGIC[..4]).unwrap();
+        std::fs::write(
+            tmp.path().join("short"),
+            [&layout::MAGIC[..], &[0u8; 10]].concat(),
+        )
+        .unwrap();
+        std::fs::write(tmp.path().join("tiny"), b"CN").unwrap();
         std::fs::write(tmp.path().join(".x.0000000000000000.lock"), b"").unwrap();
         let rep = scan(tmp.path(), &Locks::read(), &HashMap::new());
         assert!(rep.rings.is_empty());

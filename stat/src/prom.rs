@@ -147,7 +147,7 @@ pub fn encode_snapshot(snap: &Snapshot) -> String {
     );
     let position = fam.gauge(
         "conduit_position",
-        "Publication: its position; subscription: its read position",
+        "Publication: its position; subscription: its read position (shm: from the ring file)",
         Some(Unit::Bytes),
     );
     let peer_position = fam.gauge(
@@ -262,7 +262,18 @@ pub fn encode_snapshot(snap: &Snapshot) -> String {
                 })
                 .inc_by(*n);
         }
-        position.get_or_create(&l).set(c.position as f64);
+        // shm: the ring's live positions where it could be read (the
+        // counters file has them from cold paths only).
+        let live = h.ring.as_ref().and_then(|r| {
+            if is_pub {
+                Some(r.position)
+            } else {
+                r.read_position
+            }
+        });
+        position
+            .get_or_create(&l)
+            .set(live.unwrap_or(c.position) as f64);
         peer_position.get_or_create(&l).set(c.peer_position as f64);
         if let Some(v) = h.lag_bytes {
             lag.get_or_create(&l).set(v as f64);

@@ -12,6 +12,7 @@
 //! header's `handles_without_slot` counts it. Statistics are best-effort:
 //! when the file cannot be created, no handle publishes and every open
 //! succeeds. `CONDUIT_STATS=0` (read once, at the first open) turns them off.
+//! A child made by `fork` makes its own file at its first open.
 //!
 //! The mapping (`conduit_ringbuf::shared_words`) stays until the process
 //! exits, and so does the file: a dead process's file is removed by
@@ -52,7 +53,7 @@ use std::mem::offset_of;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zerocopy::IntoBytes;
 
@@ -209,33 +210,50 @@ impl Drop for StatsSlot {
 #[derive(Debug)]
 pub(crate) struct StatsFile {
     path: PathBuf,
+    /// The process the file is for.
+    pid: u32,
     words: &'static SharedWords,
     /// Which slots are taken.
     used: Mutex<Vec<bool>>,
 }
 
-/// The process's file, once the first handle asked for it.
-static GLOBAL: OnceLock<Option<&'static StatsFile>> = OnceLock::new();
+/// The process's file, with the pid it was made for, once the first handle
+/// asked for it (`None` inside: statistics off or unavailable).
+static GLOBAL: Mutex<Option<(u32, Option<&'static StatsFile>)>> = Mutex::new(None);
 
 /// The process's file: created at the first call, `None` when statistics
-/// are off (`CONDUIT_STATS=0`) or the file cannot be created.
+/// are off (`CONDUIT_STATS=0`) or the file cannot be created. A child made
+/// by `fork` has another pid: its first handle makes its own file (the
+/// parent's mapping stays, unused).
 fn global() -> Option<&'static StatsFile> {
-    *GLOBAL.get_or_init(|| {
-        if std::env::var_os("CONDUIT_STATS").is_some_and(|v| v == "0") {
-            return None;
+    let pid = std::process::id();
+    let mut g = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+    match *g {
+        Some((p, file)) if p == pid => file,
+        _ => {
+            let file = if std::env::var_os("CONDUIT_STATS").is_some_and(|v| v == "0") {
+                None
+            } else {
+                let dir = layout::stats_dir(&layout::default_shm_dir());
+                StatsFile::create(&dir, pid, layout::DEFAULT_SLOT_COUNT)
+                    .ok()
+                    .map(|f| &*Box::leak(Box::new(f)))
+            };
+            *g = Some((pid, file));
+            file
         }
-        let dir = layout::stats_dir(&layout::default_shm_dir());
-        StatsFile::create(&dir, std::process::id(), layout::DEFAULT_SLOT_COUNT)
-            .ok()
-            .map(|f| &*Box::leak(Box::new(f)))
-    })
+    }
 }
 
 /// The path of this process's counters file, once a handle created it;
 /// `None` before that, with `CONDUIT_STATS=0`, or when it could not be
 /// created.
 pub(crate) fn file_path() -> Option<&'static Path> {
-    GLOBAL.get().copied().flatten().map(|f| f.path.as_path())
+    let g = GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+    match *g {
+        Some((pid, Some(f))) if pid == std::process::id() => Some(f.path.as_path()),
+        _ => None,
+    }
 }
 
 /// The process name, from `/proc/self/comm`.
@@ -307,6 +325,7 @@ impl StatsFile {
         })?;
         Ok(StatsFile {
             path,
+            pid,
             words,
             used: Mutex::new(vec![false; slots as usize]),
         })
@@ -377,8 +396,12 @@ impl StatsFile {
         }
     }
 
-    /// Frees slot `index`: its state first.
+    /// Frees slot `index`: its state first. A handle dropped in a child
+    /// made by `fork` leaves its parent's slot alone.
     fn close_slot(&'static self, index: u32) {
+        if std::process::id() != self.pid {
+            return;
+        }
         let state = self.u32_at(Self::slot_offset(index) + offset_of!(Slot, state));
         state.store(layout::STATE_FREE.to_le(), Ordering::Release);
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());

@@ -62,7 +62,7 @@ fn a_symlink_or_a_file_is_not_a_stats_directory() {
 #[test]
 fn slots_are_handed_out_filled_freed_and_counted_when_missing() {
     let tmp = TempDir::new("stats-slots");
-    let f = leak(StatsFile::create(&tmp.join("s"), 5, 2).unwrap());
+    let f = leak(StatsFile::create(&tmp.join("s"), std::process::id(), 2).unwrap());
     let a = f.open_slot(conduit_counters::KIND_SHM_PUBLICATION, "shm:a", "ring");
     let long = format!("udp://host:1?{}", "x".repeat(400));
     let b = f.open_slot(conduit_counters::KIND_UDP_SUBSCRIPTION, &long, "socket");

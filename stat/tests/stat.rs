@@ -225,6 +225,30 @@ fn a_dead_process_file_is_reported_dead_and_removed_by_clean() {
         handles(&v).iter().all(|h| h["role"] != "publication"),
         "{v:#}"
     );
+    // The live mode removes a dead process's file after --grace seconds.
+    let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let dead = write_counters(tmp.path(), child.id(), now_ns(), &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut live = Command::new(STAT)
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["--interval", "100", "--grace", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if !dead.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(
+        !dead.exists(),
+        "the live mode removes it after the grace period"
+    );
     // A live process's file stays.
 
     let mine = write_counters(tmp.path(), std::process::id(), now_ns(), &[]);

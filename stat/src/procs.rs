@@ -8,6 +8,24 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// Opens `path` for reading without following a symbolic link and without
+/// blocking on a FIFO (the shm directories are writable by everyone), and
+/// refuses anything but a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, fixed at
 /// 100 in the Linux user ABI on every architecture conduit builds for).
 const USER_HZ: u64 = 100;

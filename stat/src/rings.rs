@@ -169,7 +169,7 @@ fn walk_tail(file: &std::fs::File, g: &layout::Geometry, from: u64) -> u64 {
 
 /// Reads at most `limit` bytes from the start of `path`.
 fn read_prefix(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, u64)> {
-    let f = std::fs::File::open(path)?;
+    let f = crate::procs::open_regular(path)?;
     let len = f.metadata()?.len();
     let mut buf = Vec::with_capacity(limit.min(len) as usize);
     f.take(limit).read_to_end(&mut buf)?;
@@ -213,7 +213,7 @@ fn read_ring(
     let tail = if g.max_publishers > 1 {
         tail_word
     } else {
-        match std::fs::File::open(path) {
+        match crate::procs::open_regular(path) {
             Ok(f) => walk_tail(&f, &g, known),
             Err(_) => known,
         }

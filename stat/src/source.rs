@@ -51,7 +51,7 @@ pub struct HandleData {
 
 /// Reads and parses the counters file at `path`.
 pub fn read_file(path: &Path) -> Result<FileData, String> {
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let f = crate::procs::open_regular(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     // One byte more than the largest file tells an oversized one apart.
     f.take(MAX_FILE_LEN + 1)

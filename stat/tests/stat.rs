@@ -57,6 +57,15 @@ fn stats_dir(dir: &Path) -> PathBuf {
     d
 }
 
+/// Makes a FIFO at `path` with mkfifo(1).
+fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mkfifo {}", path.display());
+}
+
 /// Writes a counters file for `pid` with `slots`.
 fn write_counters(dir: &Path, pid: u32, start_ns: u64, slots: &[Slot]) -> PathBuf {
     let header = FileHeader::new(pid, 8, start_ns, "synthetic");
@@ -110,6 +119,13 @@ fn garbage_counters_files_are_skipped_with_a_warning() {
     v9[8..12].copy_from_slice(&9u32.to_le_bytes());
     std::fs::write(sd.join("1000005.stats"), &v9).unwrap();
     std::fs::write(sd.join("1000006.stats"), b"").unwrap();
+    // A FIFO (opening it for reading would block) and symbolic links to an
+    // endless device and to a directory.
+    mkfifo(&sd.join("1000008.stats"));
+    std::os::unix::fs::symlink("/dev/zero", sd.join("1000009.stats")).unwrap();
+    std::os::unix::fs::symlink("/", sd.join("1000010.stats")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", tmp.path().join("zero")).unwrap();
+    mkfifo(&tmp.path().join("fifo"));
     std::fs::write(
         sd.join("1000007.stats"),
         build_file(&FileHeader::new(1, 1, 0, "t"), &[]),
@@ -123,7 +139,7 @@ fn garbage_counters_files_are_skipped_with_a_warning() {
 
     let out = stat(tmp.path(), &["--json", "--interval", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    for pid in 1000001..=1000007 {
+    for pid in 1000001..=1000010 {
         assert!(err.contains(&format!("{pid}.stats")), "{pid}: {err}");
     }
     assert!(err.contains("warning"), "{err}");
@@ -133,7 +149,7 @@ fn garbage_counters_files_are_skipped_with_a_warning() {
         find(&v, "shm:good", "publication")["counters"]["messages"],
         42
     );
-    assert_eq!(v["warnings"].as_array().unwrap().len(), 7);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 10);
     for args in [
         &["--once", "--interval", "0"][..],
         &["loss"],
@@ -560,16 +576,23 @@ impl Peer {
         self.last.clone().unwrap()
     }
 
-    fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill has no memory preconditions; the pid is our child's.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-        assert_eq!(rc, 0);
+    /// Sends `sig` (`STOP`, `CONT`) with kill(1).
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig}");
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -684,7 +707,7 @@ fn a_stopped_subscriber_lags_more_then_catches_up() {
         "stream running",
         |_, own| own[1]["received"].as_u64().unwrap_or(0) > 100,
     );
-    sub.signal(libc::SIGSTOP);
+    sub.signal("STOP");
     let lag = |v: &Value| {
         find(v, &chan, "subscription")["lag_bytes"]
             .as_u64()
@@ -725,7 +748,7 @@ fn a_stopped_subscriber_lags_more_then_catches_up() {
         ring["subscribers"][0]["lag_bytes"].as_u64().unwrap() >= big,
         "{ring:#}"
     );
-    sub.signal(libc::SIGCONT);
+    sub.signal("CONT");
     eventually(tmp.path(), &mut [], "lag shrinks", |v, _| lag(v) < big / 2);
 }
 

@@ -23,15 +23,19 @@ const PUBLISHER_LOCK: u64 = 0;
 /// Lock byte of subscriber slot 0 (slot `i` uses `SLOT_LOCK_BASE + i`).
 const SLOT_LOCK_BASE: u64 = 4096;
 
-/// The publisher block at [`PUBLISHER_BLOCK`]: `closed`, `fence_mode`, `tail`.
+/// The publisher block at [`PUBLISHER_BLOCK`]: `closed`, `fence_mode`,
+/// `tail` (stored at close by a single writer), and for multi-writer rings
+/// `claim_lock` and `claim_tail` (the shared tail: the end of the last claim).
 #[repr(C)]
 #[derive(FromBytes, KnownLayout, Immutable)]
 struct PublisherBlock {
     closed: U32,
     fence_mode: U32,
     tail: U64,
+    claim_lock: U64,
+    claim_tail: U64,
 }
-const _: () = assert!(core::mem::size_of::<PublisherBlock>() == 16);
+const _: () = assert!(core::mem::size_of::<PublisherBlock>() == 32);
 
 /// A subscriber slot: state, pid, position, generation, waiting, start.
 #[repr(C)]
@@ -68,15 +72,14 @@ pub struct RingReport {
     /// Bytes kept for `from=history` joiners.
     pub history: u64,
     /// The tail word of the publisher block. A single-writer publisher
-    /// keeps its tail in its own memory and stores it here when it closes;
-    /// a multi-writer ring's tail is live.
+    /// keeps its tail in its own memory and stores it here when it closes.
     pub tail_word: u64,
     /// The live publisher's position from its counters file, if any.
     pub publisher_position: Option<u64>,
     /// The publisher's position: for a single-writer ring, found by
     /// following the committed records from the furthest position known
     /// (tail word, counters, subscriber slots); for several writers, the
-    /// tail word.
+    /// shared claim tail.
     pub position: u64,
     /// The publisher closed the ring cleanly.
     pub closed: bool,
@@ -211,7 +214,8 @@ fn read_ring(
         .unwrap_or(0);
     let known = tail_word.max(publisher_position.unwrap_or(0)).max(slot_max);
     let tail = if g.max_publishers > 1 {
-        tail_word
+        let _ = pb.claim_lock.get();
+        known.max(pb.claim_tail.get())
     } else {
         match crate::procs::open_regular(path) {
             Ok(f) => walk_tail(&f, &g, known),
@@ -495,6 +499,29 @@ mod tests {
         assert_eq!(r.subscribers[0].position, s.position());
         assert_eq!(r.subscribers[0].lag_bytes, p.position() - s.position());
         assert!(p.position() > 3 * 4096);
+    }
+
+    #[test]
+    fn a_multi_writer_ring_has_its_shared_tail() {
+        let tmp = conduit_test_util::TempDir::on_tmpfs("stat-rings-mpsc");
+        let config = RingConfig {
+            max_publishers: 2,
+            ..cfg(tmp.path())
+        };
+        let mut a = Publisher::create("m", &config).unwrap();
+        let mut b = Publisher::create("m", &config).unwrap();
+        let mut s = Subscriber::open("m", Some(tmp.path())).unwrap();
+        while a.subscriber_count() == 0 {
+            let _ = s.poll(|_, _| {}, 1);
+        }
+        a.offer(1, &[0u8; 100]).unwrap();
+        b.offer(1, &[0u8; 10]).unwrap();
+        let rep = scan(tmp.path(), &Locks::read(), &HashMap::new());
+        let r = &rep.rings[0];
+        assert_eq!(r.max_publishers, 2);
+        assert_eq!(r.position, a.position().max(b.position()));
+        assert_eq!(r.subscribers[0].lag_bytes, 128 + 32, "{r:?}");
+        assert_eq!(r.publisher_alive, Some(true));
     }
 
     #[test]

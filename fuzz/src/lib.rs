@@ -7,6 +7,7 @@
 //! scribble on this word) so the fuzzer reaches the handlers behind the
 //! checksum and the handshake instead of spending its time on them.
 
+pub mod counters;
 pub mod input;
 pub mod net;
 pub mod receiver;

@@ -51,7 +51,36 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, p) in ring_seeds() {
         out.push(("ring_scribble", name, p.0));
     }
+    for (name, bytes) in counters_seeds() {
+        out.push(("counters_file", name, bytes));
+    }
     out
+}
+
+/// Counters files: two slots in use (whole file, form byte 1), and the same
+/// after the magic and version (form byte 0).
+fn counters_seeds() -> Vec<(String, Vec<u8>)> {
+    use conduit_counters::{
+        build_file, FileHeader, Slot, KIND_SHM_PUBLICATION, KIND_UDP_SUBSCRIPTION,
+    };
+    let mut a = Slot::new(
+        KIND_SHM_PUBLICATION,
+        1,
+        10,
+        "shm:prices?capacity=1m",
+        "ring",
+    );
+    a.counters.messages.set(100);
+    let b = Slot::new(KIND_UDP_SUBSCRIPTION, 3, 20, "udp://0.0.0.0:4000", "socket");
+    let file = build_file(&FileHeader::new(4242, 2, 5, "app"), &[a, b]);
+    let mut whole = vec![1u8];
+    whole.extend_from_slice(&file);
+    let mut after = vec![0u8];
+    after.extend_from_slice(&file[12..]);
+    vec![
+        ("two-slots".into(), whole),
+        ("two-slots-after-magic".into(), after),
+    ]
 }
 
 /// The sender's datagrams for `offers` (type, length), captured from a pair

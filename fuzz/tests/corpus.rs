@@ -11,6 +11,7 @@ const TARGETS: &[(&str, Run)] = &[
     ("sender_datagram", conduit_fuzz::sender::run),
     ("uri_parse", conduit_fuzz::uri::run),
     ("ring_scribble", conduit_fuzz::ring::run),
+    ("counters_file", conduit_fuzz::counters::run),
 ];
 
 fn corpus() -> &'static Path {
@@ -58,6 +59,10 @@ fn seeds_reach_the_data_paths() {
     assert!(conduit_fuzz::sender::acked(&read("sender_datagram", "seed-replies")) > base);
     assert!(conduit_fuzz::sender::acked(&read("sender_datagram", "seed-live-receiver")) > base);
     assert!(conduit_fuzz::ring::polled(&read("ring_scribble", "seed-offers-polls")) >= 8);
+    assert_eq!(
+        conduit_fuzz::counters::slots(&read("counters_file", "seed-two-slots")),
+        2
+    );
 }
 
 #[test]

@@ -897,6 +897,8 @@ impl Receiver {
             return Ok(());
         };
         let position = s.position;
+        // Data beyond the highest held leaves a new hole (a gap detected).
+        let hole = p > self.gaps.high(position);
         if end <= position {
             return Err(DropReason::Duplicate);
         }
@@ -904,7 +906,6 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         if p > position {
-            let hole = p > self.gaps.high(position);
             match self.gaps.insert(p, end, now, self.config.nak_delay) {
                 Insert::Duplicate => return Err(DropReason::Duplicate),
                 Insert::Full => return Err(DropReason::OutOfWindow),

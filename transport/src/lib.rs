@@ -102,6 +102,9 @@ mod stats;
 pub mod udp;
 pub mod uri;
 
+// The counters file (see `conduit-counters`).
+pub use stats::stats_file;
+
 // The protocol crate under its old path: the UDP endpoints name it `crate::proto`.
 use conduit_proto as proto;
 
@@ -110,22 +113,3 @@ pub use conduit_proto::GapPolicy;
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
 pub use message::{Message, Received, Source, ViewError, MAX_ALIGN};
-
-/// The counters file of this process (`conduit-stats/<pid>.stats` under
-/// `$CONDUIT_SHM_DIR` or `/dev/shm`), where every open handle publishes its
-/// counters for `conduit-stat`; created by the first handle. `None` with
-/// `CONDUIT_STATS=0` or when the file could not be created (statistics are
-/// best-effort: opening a handle never fails for them). The layout and a
-/// reader are in the `conduit-counters` crate.
-///
-/// ```
-/// # fn main() -> Result<(), conduit::Error> {
-/// let _publ = conduit::Publication::open(&format!("shm:doc-stats-{}", std::process::id()))?;
-/// if let Some(path) = conduit::stats_file() {
-///     assert!(path.ends_with(format!("{}.stats", std::process::id())));
-/// }
-/// # Ok(()) }
-/// ```
-pub fn stats_file() -> Option<&'static std::path::Path> {
-    stats::file_path()
-}

@@ -256,6 +256,25 @@ pub(crate) fn file_path() -> Option<&'static Path> {
     }
 }
 
+/// The counters file of this process (`conduit-stats/<pid>.stats` under
+/// `$CONDUIT_SHM_DIR` or `/dev/shm`), where every open handle publishes its
+/// counters for `conduit-stat`; created by the first handle. `None` with
+/// `CONDUIT_STATS=0` or when the file could not be created (statistics are
+/// best-effort: opening a handle never fails for them). The layout and a
+/// reader are in the `conduit-counters` crate.
+///
+/// ```
+/// # fn main() -> Result<(), conduit::Error> {
+/// let _publ = conduit::Publication::open(&format!("shm:doc-stats-{}", std::process::id()))?;
+/// if let Some(path) = conduit::stats_file() {
+///     assert!(path.ends_with(format!("{}.stats", std::process::id())));
+/// }
+/// # Ok(()) }
+/// ```
+pub fn stats_file() -> Option<&'static Path> {
+    file_path()
+}
+
 /// The process name, from `/proc/self/comm`.
 fn process_name() -> String {
     fs::read_to_string("/proc/self/comm")

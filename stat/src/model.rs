@@ -540,6 +540,19 @@ pub fn remove_dead(dead: &[&Process]) -> Vec<PathBuf> {
         if procs::pid_alive(p.pid, Some(p.start_time_unix_ns)) {
             continue;
         }
+        // The shm directory is writable by everyone: never remove through a
+        // planted symbolic link to another directory.
+        let linked = p
+            .file
+            .parent()
+            .is_none_or(|d| std::fs::symlink_metadata(d).map_or(true, |m| !m.file_type().is_dir()));
+        if linked {
+            eprintln!(
+                "conduit-stat: warning: not removing {}: its directory is not a plain directory",
+                p.file.display()
+            );
+            continue;
+        }
         match std::fs::remove_file(&p.file) {
             Ok(()) => removed.push(p.file.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -265,6 +265,21 @@ fn a_dead_process_file_is_reported_dead_and_removed_by_clean() {
         !dead.exists(),
         "the live mode removes it after the grace period"
     );
+    // Nothing is removed through a symbolic link planted as the stats directory.
+    let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let elsewhere = TempDir::new("stat-dead-elsewhere");
+    let target = write_counters(elsewhere.path(), child.id(), now_ns(), &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let planted = TempDir::new("stat-dead-planted");
+    std::os::unix::fs::symlink(
+        elsewhere.path().join("conduit-stats"),
+        planted.path().join("conduit-stats"),
+    )
+    .unwrap();
+    let out = stat(planted.path(), &["rings", "--clean"]);
+    assert!(target.exists(), "removed through a link");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not removing"));
     // A live process's file stays.
 
     let mine = write_counters(tmp.path(), std::process::id(), now_ns(), &[]);

@@ -153,6 +153,7 @@ pub mod crypto;
 mod event;
 mod flow;
 pub mod frame;
+mod group;
 mod handshake;
 mod log;
 mod nak;
@@ -164,10 +165,14 @@ mod sender;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-pub use config::{Config, GapPolicy, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU, SUPPORTED_VERSIONS};
+pub use config::{
+    Config, FlowStrategy, GapPolicy, GROUP_VERSION, MAX_MESSAGE_LEN_LIMIT, MAX_MTU, MIN_MTU,
+    SUPPORTED_VERSIONS,
+};
 pub use counters::{Counters, DropReason, DROP_REASONS};
 pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};
 pub use event::Event;
+pub use group::MAX_RECEIVERS;
 pub use handshake::negotiate;
 pub use receiver::Receiver;
 pub use rng::Rng;

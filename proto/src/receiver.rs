@@ -1246,7 +1246,14 @@ impl Receiver {
 /// Group sessions (the sender streams to a multicast group): random NAK delays, NAK echoes,
 /// tagged status. See [Groups](super#groups).
 impl Receiver {
-    /// Whether the current session's sender streams to a group.
+    /// Whether the current session's sender streams to a group (its setup said so).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Receiver};
+    /// let rx = Receiver::new(Config::default(), Instant::now(), 1).unwrap();
+    /// assert!(!rx.is_group(), "no session yet");
+    /// ```
     pub fn is_group(&self) -> bool {
         self.group && self.session.is_some()
     }

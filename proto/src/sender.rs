@@ -419,17 +419,43 @@ impl Sender {
 
     /// Whether the destination is a group (multicast address): the sender tracks a receiver
     /// set (see [Groups](super#groups)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "239.1.2.3:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert!(tx.is_group());
+    /// assert_eq!((tx.receivers(), tx.receivers_ignored()), (0, 0));
+    /// ```
     pub fn is_group(&self) -> bool {
         self.group.is_some()
     }
 
     /// Receivers in a group sender's set (0 for a unicast sender).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "10.0.0.1:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert!(!tx.is_group());
+    /// assert_eq!(tx.receivers(), 0);
+    /// ```
     pub fn receivers(&self) -> usize {
         self.group.as_ref().map_or(0, |g| g.members.len())
     }
 
     /// Receivers a group sender ignored because its set was full
     /// ([`MAX_RECEIVERS`](super::MAX_RECEIVERS)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "[ff02::1234]:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert_eq!(tx.receivers_ignored(), 0);
+    /// ```
     pub fn receivers_ignored(&self) -> u64 {
         self.group.as_ref().map_or(0, |g| g.ignored)
     }

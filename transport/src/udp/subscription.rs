@@ -143,6 +143,7 @@ impl Core<SubEnd> {
                 }
                 // Sender-side events.
                 Event::SessionRefused => None,
+                Event::ReceiverJoined { .. } | Event::ReceiverGone { .. } => None,
             };
             if let Some(err) = err {
                 if self.end.errors.len() < 16 {

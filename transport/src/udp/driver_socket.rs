@@ -201,7 +201,11 @@ impl SocketDriver {
                 return r;
             }
             if t.segments() == 1 {
-                if let Some(f) = self.followed.as_ref().filter(|f| f.peer == t.dest && !f.group) {
+                if let Some(f) = self
+                    .followed
+                    .as_ref()
+                    .filter(|f| f.peer == t.dest && !f.group)
+                {
                     return send_one_to_peer(f.fd, t);
                 }
             }

@@ -316,7 +316,9 @@ fn multicast_options(
     };
     let ttl = match ttl {
         None => 1,
-        Some(v) => u8::try_from(v).map_err(|_| uri.invalid(format!("ttl={v}: expected 0..=255")))?,
+        Some(v) => {
+            u8::try_from(v).map_err(|_| uri.invalid(format!("ttl={v}: expected 0..=255")))?
+        }
     };
     if let Some(t) = timeout {
         p.receiver_timeout = t;
@@ -449,7 +451,10 @@ mod tests {
             ("udp://239.1.1.1:1?ttl=300", "ttl"),
             ("udp://239.1.1.1:1?flow=fastest", "flow"),
             ("udp://239.1.1.1:1?flow=tagged", "group_tag"),
-            ("udp://239.1.1.1:1?flow=tagged&group_tag=1&min_receivers=65", "min_receivers"),
+            (
+                "udp://239.1.1.1:1?flow=tagged&group_tag=1&min_receivers=65",
+                "min_receivers",
+            ),
             ("udp://239.1.1.1:1?min_receivers=2", "min_receivers"),
             ("udp://239.1.1.1:1?iface=no-such-if0", "iface"),
         ] {

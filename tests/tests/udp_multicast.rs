@@ -1,0 +1,186 @@
+//! UDP multicast on the loopback interface of a fresh network namespace: one
+//! publication to a group, four subscriptions joined to it on one host
+//! (sharing the group's port), IPv4 (on `lo`) and IPv6 (on a veth pair); a `flow=tagged` publication
+//! that an untagged subscription does not hold back.
+//!
+//! The test re-runs itself under `unshare -n` and, inside the new namespace
+//! only, turns multicast on for `lo`, adds a veth pair for IPv6 and routes
+//! the multicast ranges (never on the host's namespaces). Needs root and `unshare`/`ip`: prints
+//! `SKIP` otherwise, and fails under `CI=true`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use conduit::{Error, Publication, Subscription};
+use conduit_test_util::watchdog;
+
+const INNER: &str = "CONDUIT_MCAST_NETNS_INNER";
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `name` again inside a new network namespace (`true`), or says that
+/// this is that run (`false`: go on with the test). Skips (or fails under CI)
+/// when namespaces cannot be made here.
+fn in_fresh_netns(name: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        run("ip", &["link", "set", "lo", "up"]).unwrap();
+        run("ip", &["link", "set", "lo", "multicast", "on"]).unwrap();
+        run("ip", &["route", "add", "224.0.0.0/4", "dev", "lo"]).unwrap();
+        // IPv6 multicast does not loop back on `lo`: a veth pair (its far
+        // end up, unused) with an address, and the multicast range routed
+        // to it.
+        run(
+            "ip",
+            &["link", "add", "mc0", "type", "veth", "peer", "name", "mc1"],
+        )
+        .unwrap();
+        run("ip", &["link", "set", "mc1", "up"]).unwrap();
+        run("ip", &["link", "set", "mc0", "multicast", "on", "up"]).unwrap();
+        run(
+            "ip",
+            &["-6", "addr", "add", "fd00::1/64", "dev", "mc0", "nodad"],
+        )
+        .unwrap();
+        run(
+            "ip",
+            &[
+                "-6", "route", "add", "ff00::/8", "dev", "mc0", "table", "local",
+            ],
+        )
+        .unwrap();
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .arg("-n")
+        .arg("--")
+        .arg(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .status();
+    let skip = |reason: String| {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("multicast namespace test cannot run in CI: {reason}");
+        }
+        println!("SKIP: multicast namespace test: {reason}");
+    };
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            if run("unshare", &["-n", "true"]).is_err() {
+                skip("cannot create a network namespace (needs root)".into());
+            } else {
+                panic!("{name} failed in its namespace: {s}");
+            }
+        }
+        Err(e) => skip(format!("unshare: {e}")),
+    }
+    true
+}
+
+/// Streams `total` messages from `publ` to every subscription; each must get
+/// all of them, in order, exactly once.
+fn stream(publ: &mut Publication, subs: &mut [Subscription], total: u64) {
+    let end = Instant::now() + Duration::from_secs(120);
+    while !publ.is_connected() {
+        for s in subs.iter_mut() {
+            s.poll(|_| {}, 64).unwrap();
+        }
+        assert!(Instant::now() < end, "no handshake with the group");
+    }
+    let mut next = vec![0u64; subs.len()];
+    let mut sent = 0u64;
+    while next.iter().any(|&n| n < total) {
+        assert!(
+            Instant::now() < end,
+            "stalled: sent {sent}, received {next:?}"
+        );
+        while sent < total {
+            match publ.offer(1, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(Error::BackPressured | Error::NotConnected) => break,
+                Err(e) => panic!("offer: {e}"),
+            }
+        }
+        // Progress (repairs, heartbeats) runs inside the publication's calls.
+        publ.is_connected();
+        for (s, n) in subs.iter_mut().zip(next.iter_mut()) {
+            s.poll(
+                |m| {
+                    let seq = u64::from_le_bytes(m.payload().try_into().unwrap());
+                    assert_eq!(seq, *n, "out of order or duplicate");
+                    *n += 1;
+                },
+                1024,
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn four_subscriptions(group: &str, iface: &str) {
+    let uri = format!("udp://{group}?driver=socket&{iface}");
+    let mut subs: Vec<Subscription> = (0..4)
+        .map(|_| Subscription::open(&uri).expect("join the group"))
+        .collect();
+    let mut publ = Publication::open(&format!("{uri}&ttl=1&flow=min")).unwrap();
+    stream(&mut publ, &mut subs, 200_000);
+}
+
+#[test]
+fn ipv4_group_four_subscriptions_on_one_host() {
+    let _w = watchdog("ipv4 group", 300);
+    if in_fresh_netns("ipv4_group_four_subscriptions_on_one_host") {
+        return;
+    }
+    four_subscriptions("239.7.7.7:41000", "iface=127.0.0.1");
+}
+
+#[test]
+fn ipv6_group_four_subscriptions_on_one_host() {
+    let _w = watchdog("ipv6 group", 300);
+    if in_fresh_netns("ipv6_group_four_subscriptions_on_one_host") {
+        return;
+    }
+    four_subscriptions("[ff15::7:7]:41001", "iface=mc0");
+}
+
+#[test]
+fn tagged_flow_is_not_held_back_by_an_untagged_subscription() {
+    let _w = watchdog("tagged flow", 300);
+    if in_fresh_netns("tagged_flow_is_not_held_back_by_an_untagged_subscription") {
+        return;
+    }
+    let uri = "udp://239.7.7.8:41002?driver=socket&iface=127.0.0.1";
+    let mut tagged = vec![Subscription::open(&format!("{uri}&group_tag=7")).unwrap()];
+    // Joined, never polled after the handshake: it would hold a `flow=min`
+    // publication back at one window.
+    let mut idle = Subscription::open(uri).unwrap();
+    // A receiver timeout far beyond the stream's deadline: only not counting
+    // the idle subscription lets the stream finish.
+    let mut publ = Publication::open(&format!(
+        "{uri}&flow=tagged&group_tag=7&min_receivers=1&receiver_timeout=600s"
+    ))
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    // Both subscriptions take the session (the idle one then stops).
+    while !(publ.is_connected() && idle.is_connected() && tagged[0].is_connected()) {
+        idle.poll(|_| {}, 64).unwrap();
+        tagged[0].poll(|_| {}, 64).unwrap();
+        assert!(Instant::now() < end, "no handshake");
+    }
+    stream(&mut publ, &mut tagged, 100_000);
+}

@@ -1,12 +1,15 @@
 //! UDP multicast on the loopback interface of a fresh network namespace: one
 //! publication to a group, four subscriptions joined to it on one host
 //! (sharing the group's port), IPv4 (on `lo`) and IPv6 (on a veth pair); a `flow=tagged` publication
-//! that an untagged subscription does not hold back.
+//! that an untagged subscription does not hold back; a C publisher (through
+//! the C ABI) to a group.
 //!
 //! The test re-runs itself under `unshare -n` and, inside the new namespace
 //! only, turns multicast on for `lo`, adds a veth pair for IPv6 and routes
 //! the multicast ranges (never on the host's namespaces). Needs root and `unshare`/`ip`: prints
 //! `SKIP` otherwise, and fails under `CI=true`.
+
+mod c_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -183,4 +186,63 @@ fn tagged_flow_is_not_held_back_by_an_untagged_subscription() {
         assert!(Instant::now() < end, "no handshake");
     }
     stream(&mut publ, &mut tagged, 100_000);
+}
+
+/// The message pattern of ffi/tests/c/interop.c.
+fn c_pattern_ok(k: u64, type_id: u32, payload: &[u8]) -> bool {
+    type_id == 1000 + (k % 7) as u32
+        && payload.len() == (k % 97) as usize
+        && payload
+            .iter()
+            .enumerate()
+            .all(|(j, b)| *b == ((k * 31 + j as u64) & 0xff) as u8)
+}
+
+#[test]
+fn c_publishes_to_a_group() {
+    let _w = watchdog("c group publisher", 300);
+    if in_fresh_netns("c_publishes_to_a_group") {
+        return;
+    }
+    const MESSAGES: u64 = 50_000;
+    let dir = c_support::scratch("c-group");
+    let exe = c_support::compile("tests/c/interop.c", &dir, c_support::Link::Static);
+    let uri = "udp://239.7.7.9:41003?driver=socket&iface=127.0.0.1&ttl=1";
+    let mut subs: Vec<Subscription> = (0..2).map(|_| Subscription::open(uri).unwrap()).collect();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["publish", uri, &MESSAGES.to_string()]);
+    let child = c_support::spawn(cmd, "C group publisher");
+    let mut next = [0u64; 2];
+    let end = Instant::now() + Duration::from_secs(120);
+    while next.iter().any(|&n| n < MESSAGES) {
+        assert!(Instant::now() < end, "stalled at {next:?}");
+        for (s, n) in subs.iter_mut().zip(next.iter_mut()) {
+            s.poll(
+                |m| {
+                    assert!(c_pattern_ok(*n, m.type_id(), m.payload()), "message {n}");
+                    *n += 1;
+                },
+                256,
+            )
+            .unwrap();
+        }
+    }
+    // Keep acknowledging until the C publisher's flush returns.
+    let mut child = child;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        for s in subs.iter_mut() {
+            let _ = s.poll(|_| {}, 256);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < end, "the C publisher did not finish");
+    }
+    let out = c_support::wait(child, "C group publisher");
+    let stdout = c_support::expect_success(&out, "C group publisher");
+    assert!(
+        stdout.contains(&format!("published {MESSAGES}")),
+        "{stdout}"
+    );
 }

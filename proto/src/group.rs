@@ -41,6 +41,11 @@ pub(crate) struct Group {
     pub(crate) echo: Vec<(u64, u64)>,
     /// Receivers refused because the set was full.
     pub(crate) ignored: u64,
+    /// Unicast setups sent in the current interval (at most [`MAX_PENDING_SETUPS`] per
+    /// setup interval: a spoofed request cannot make the sender flood an address).
+    pub(crate) setups_sent: usize,
+    /// Start of that interval.
+    pub(crate) setups_since: Option<Instant>,
 }
 
 impl Group {
@@ -50,7 +55,26 @@ impl Group {
             setups: VecDeque::with_capacity(MAX_PENDING_SETUPS),
             echo: Vec::with_capacity(frame::MAX_NAK_RANGES),
             ignored: 0,
+            setups_sent: 0,
+            setups_since: None,
         }
+    }
+
+    /// Whether a unicast setup may go now (at most [`MAX_PENDING_SETUPS`] per `interval`);
+    /// counts it when it may.
+    pub(crate) fn may_send_setup(&mut self, now: Instant, interval: Duration) -> bool {
+        match self.setups_since {
+            Some(t) if now < t + interval => {}
+            _ => {
+                self.setups_since = Some(now);
+                self.setups_sent = 0;
+            }
+        }
+        if self.setups_sent >= MAX_PENDING_SETUPS {
+            return false;
+        }
+        self.setups_sent += 1;
+        true
     }
 
     /// Queues a unicast setup to `addr` (replacing one queued for it).

@@ -1256,7 +1256,7 @@ impl Sender {
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.unicast_to = None;
         if self.group.is_some() {
-            if let Some(len) = self.group_datagram(buf) {
+            if let Some(len) = self.group_datagram(now, buf) {
                 return Some(len);
             }
         }
@@ -1535,7 +1535,7 @@ impl Sender {
 impl Sender {
     /// A group's next datagram before the session's own: a unicast setup (answer to a
     /// receiver's challenge or request), then an echo of NAK ranges being repaired.
-    fn group_datagram(&mut self, buf: &mut [u8]) -> Option<usize> {
+    fn group_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if !matches!(self.state, SenderState::Connecting | SenderState::Connected) {
             return None;
         }
@@ -1546,8 +1546,10 @@ impl Sender {
         } else {
             self.retained_from()
         };
+        let interval = self.config.setup_interval;
         let g = self.group.as_mut()?;
-        if let Some((to, cookie)) = g.setups.pop_front() {
+        if !g.setups.is_empty() && g.may_send_setup(now, interval) {
+            let (to, cookie) = g.setups.pop_front()?;
             let s = self.setup_frame(join, cookie);
             self.unicast_to = Some(to);
             return frame::write(buf, &s);
@@ -1592,7 +1594,12 @@ impl Sender {
     }
 
     fn group_timeout(&self, g: &Group) -> Option<Instant> {
-        let expiry = g.next_expiry(self.config.receiver_timeout);
+        let mut expiry = g.next_expiry(self.config.receiver_timeout);
+        if let (false, Some(t)) = (g.setups.is_empty(), g.setups_since) {
+            // Setups held back by the rate limit go when the interval ends.
+            let t = t + self.config.setup_interval;
+            expiry = Some(expiry.map_or(t, |e| e.min(t)));
+        }
         let t = match self.state {
             SenderState::Connecting => self.next_setup,
             SenderState::Connected => {

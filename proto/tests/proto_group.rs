@@ -510,3 +510,111 @@ fn version_2_receiver_and_keys_are_refused_clearly() {
     };
     assert!(Sender::new(old, GROUP.parse().unwrap(), g.now, 1).is_err());
 }
+
+fn sealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    conduit_proto::frame::seal(&mut bytes, true);
+    bytes
+}
+
+fn nak_echo(sid: u32, count: u16, ranges: &[(u64, u64)]) -> Vec<u8> {
+    use conduit_proto::frame::{self, FrameKind, NakHeader, NakRange};
+    use zerocopy::little_endian::{U16, U32, U64};
+    use zerocopy::IntoBytes;
+    let h = NakHeader {
+        header: frame::header(3, FrameKind::NAK, frame::FLAG_ECHO, sid, 1),
+        count: U16::new(count),
+        reserved: U16::new(0),
+        nonce: U32::new(0),
+    };
+    let mut b = h.as_bytes().to_vec();
+    for &(from, to) in ranges {
+        let r = NakRange {
+            from: U64::new(from),
+            to: U64::new(to),
+        };
+        b.extend_from_slice(r.as_bytes());
+    }
+    sealed(b)
+}
+
+#[test]
+fn group_inputs_are_checked() {
+    use conduit_proto::DropReason;
+    let mut g = GroupSim::new(2, tx_config(FlowStrategy::Min));
+    g.add(Config::default(), link(0.0), link(0.0));
+    g.run(100, Duration::from_secs(10), |g| g.all_got(100));
+    let sender: SocketAddr = SENDER.parse().unwrap();
+    let now = g.now;
+    let rx = &mut g.members[0].rx;
+    let sid = rx.session_id().unwrap();
+    let p = rx.position();
+    // NAK echoes: a bad count, short ranges; a good one changes nothing delivered.
+    for (bytes, reason) in [
+        (nak_echo(sid, 0, &[]), DropReason::BadLength),
+        (nak_echo(sid, 33, &[(p, p + 8); 33]), DropReason::BadLength),
+        (nak_echo(sid, 2, &[(p, p + 8)]), DropReason::Truncated),
+        (
+            nak_echo(sid ^ 1, 1, &[(p, p + 8)]),
+            DropReason::WrongSession,
+        ),
+    ] {
+        let before = rx.counters().dropped(reason);
+        rx.handle_datagram(now, sender, &bytes, |_, _| panic!("delivered"));
+        assert_eq!(rx.counters().dropped(reason), before + 1, "{reason:?}");
+    }
+    let total = rx.counters().dropped_total();
+    rx.handle_datagram(now, sender, &nak_echo(sid, 1, &[(p, p + 8)]), |_, _| {
+        panic!("delivered")
+    });
+    rx.handle_datagram(
+        now,
+        sender,
+        &nak_echo(sid, 1, &[(u64::MAX - 8, u64::MAX)]),
+        |_, _| panic!("delivered"),
+    );
+    assert_eq!(rx.counters().dropped_total(), total);
+    assert_eq!(rx.position(), p);
+
+    // The sender: need-setup requests from many (spoofed) addresses get at most 16
+    // unicast setups per setup interval.
+    use conduit_proto::frame::{self, FrameKind, Status};
+    use zerocopy::little_endian::{U32, U64};
+    use zerocopy::IntoBytes;
+    let tx_sid = g.tx.session_id();
+    let st = |flags| Status {
+        header: frame::header(3, FrameKind::STATUS, flags, tx_sid, 1),
+        position: U64::new(0),
+        window: U32::new(1 << 16),
+        receiver_id: U32::new(99),
+    };
+    let need = sealed(st(frame::FLAG_NEED_SETUP).as_bytes().to_vec());
+    let plain = sealed(st(0).as_bytes().to_vec());
+    let mut odd = st(0).as_bytes().to_vec();
+    odd.extend_from_slice(&[1, 0, 0, 0]);
+    let odd = sealed(odd);
+    let before = g.tx.counters().dropped(DropReason::WrongSource);
+    for i in 0..200u16 {
+        let from = SocketAddr::from(([192, 0, 2, 1], 1000 + i));
+        g.tx.handle_datagram(now, from, &need);
+        g.tx.handle_datagram(now, from, &plain);
+        // A status shorter than a version 3 one from a member: read as version 2.
+        g.tx.handle_datagram(now, rx_addr(0), &odd);
+    }
+    assert_eq!(
+        g.tx.counters().dropped(DropReason::WrongSource),
+        before + 200,
+        "status of strangers"
+    );
+    let mut setups = 0;
+    let mut buf = vec![0u8; 2048];
+    while let Some(t) = g.tx.poll_transmit(now, 1, &mut buf) {
+        if !t.destination.ip().is_multicast() && buf[1] == FrameKind::SETUP.0 {
+            setups += 1;
+        }
+    }
+    assert!(
+        (1..=16).contains(&setups),
+        "{setups} unicast setups in one interval"
+    );
+    assert_eq!(g.tx.receivers(), 1);
+}

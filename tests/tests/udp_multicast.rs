@@ -246,3 +246,19 @@ fn c_publishes_to_a_group() {
         "{stdout}"
     );
 }
+
+#[test]
+fn uring_publication_to_a_group() {
+    let _w = watchdog("uring group publisher", 300);
+    if in_fresh_netns("uring_publication_to_a_group") || !conduit_test_util::uring_or_skip() {
+        return;
+    }
+    let uri = "udp://239.7.7.10:41004?iface=127.0.0.1";
+    let mut subs: Vec<Subscription> = (0..2)
+        .map(|_| Subscription::open(&format!("{uri}&driver=socket")).unwrap())
+        .collect();
+    // Joining needs the socket driver: io_uring is refused for a subscription.
+    assert!(Subscription::open(&format!("{uri}&driver=uring")).is_err());
+    let mut publ = Publication::open(&format!("{uri}&driver=uring")).unwrap();
+    stream(&mut publ, &mut subs, 100_000);
+}

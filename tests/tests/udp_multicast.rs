@@ -1,8 +1,9 @@
 //! UDP multicast on the loopback interface of a fresh network namespace: one
 //! publication to a group, four subscriptions joined to it on one host
-//! (sharing the group's port), IPv4 (on `lo`) and IPv6 (on a veth pair); a `flow=tagged` publication
-//! that an untagged subscription does not hold back; a C publisher (through
-//! the C ABI) to a group.
+//! (sharing the group's port), IPv4 (on `lo`) and IPv6 (on a veth pair); a
+//! `flow=tagged` publication that an idle untagged subscription does not hold
+//! back; a `flow=min` publication that goes on once an idle subscription
+//! times out; an io_uring publication; a C publisher (through the C ABI).
 //!
 //! The test re-runs itself under `unshare -n` and, inside the new namespace
 //! only, turns multicast on for `lo`, adds a veth pair for IPv6 and routes
@@ -261,4 +262,25 @@ fn uring_publication_to_a_group() {
     assert!(Subscription::open(&format!("{uri}&driver=uring")).is_err());
     let mut publ = Publication::open(&format!("{uri}&driver=uring")).unwrap();
     stream(&mut publ, &mut subs, 100_000);
+}
+
+#[test]
+fn min_flow_resumes_after_a_stopped_subscription_times_out() {
+    let _w = watchdog("min flow timeout", 300);
+    if in_fresh_netns("min_flow_resumes_after_a_stopped_subscription_times_out") {
+        return;
+    }
+    let uri = "udp://239.7.7.11:41005?driver=socket&iface=127.0.0.1";
+    let mut live = vec![Subscription::open(uri).unwrap()];
+    // Joined, then never polled again (as if stopped): it holds a `flow=min`
+    // publication back until the receiver timeout drops it from the set.
+    let mut stopped = Subscription::open(uri).unwrap();
+    let mut publ = Publication::open(&format!("{uri}&flow=min&receiver_timeout=300ms")).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !(publ.is_connected() && stopped.is_connected() && live[0].is_connected()) {
+        stopped.poll(|_| {}, 64).unwrap();
+        live[0].poll(|_| {}, 64).unwrap();
+        assert!(Instant::now() < end, "no handshake");
+    }
+    stream(&mut publ, &mut live, 100_000);
 }

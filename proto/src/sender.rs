@@ -1683,6 +1683,20 @@ impl Sender {
                         r
                     }
                     _ => {
+                        // Its final position acknowledges what it took (as a status).
+                        if let Ok((c, _)) = frame::Close::ref_from_prefix(bytes) {
+                            let p = c.position.get();
+                            if p <= self.sent
+                                && (p <= self.flow.acked
+                                    || p == self.sent
+                                    || self.log.is_record_start(p))
+                            {
+                                if let Some(m) = self.group.as_mut().and_then(|g| g.find(from)) {
+                                    m.position = m.position.max(p);
+                                }
+                                self.group_changed(now);
+                            }
+                        }
                         if let Some(m) = self.group.as_mut().and_then(|g| g.remove(from)) {
                             self.push_event(Event::ReceiverGone {
                                 receiver_id: m.id,

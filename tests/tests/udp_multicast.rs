@@ -284,3 +284,77 @@ fn min_flow_resumes_after_a_stopped_subscription_times_out() {
     }
     stream(&mut publ, &mut live, 100_000);
 }
+
+/// CPU time of the calling thread (user + system), from `/proc/thread-self/stat`.
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second here).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The publication's thread CPU time per message with `n` subscriptions
+/// polled by another thread.
+fn publisher_cpu_per_message(n: usize, port: u16, total: u64) -> Duration {
+    let uri = format!("udp://239.7.7.12:{port}?driver=socket&iface=127.0.0.1");
+    let subs: Vec<Subscription> = (0..n).map(|_| Subscription::open(&uri).unwrap()).collect();
+    let mut publ = Publication::open(&uri).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let reader = std::thread::spawn(move || {
+        let mut subs = subs;
+        let mut next = vec![0u64; subs.len()];
+        // Until the publication is flushed: closing earlier would end its
+        // session before it saw the last acknowledgements.
+        while !d.load(std::sync::atomic::Ordering::Relaxed) {
+            for (s, k) in subs.iter_mut().zip(next.iter_mut()) {
+                s.poll(|_| *k += 1, 1024).unwrap();
+            }
+        }
+        next
+    });
+    let end = Instant::now() + Duration::from_secs(120);
+    while !publ.is_connected() {
+        assert!(Instant::now() < end, "no handshake");
+    }
+    // Let every subscription join before timing.
+    let settle = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < settle {
+        publ.is_connected();
+    }
+    let cpu = thread_cpu();
+    let mut sent = 0;
+    while sent < total {
+        assert!(Instant::now() < end, "stalled at {sent}");
+        match publ.offer(1, &sent.to_le_bytes()) {
+            Ok(_) => sent += 1,
+            Err(Error::BackPressured | Error::NotConnected) => {}
+            Err(e) => panic!("offer: {e}"),
+        }
+    }
+    let flushed = publ.flush(Duration::from_secs(60));
+    let cpu = thread_cpu() - cpu;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let got = reader.join().unwrap();
+    flushed.unwrap();
+    assert!(got.iter().all(|&g| g == total), "{got:?}");
+    cpu / total as u32
+}
+
+#[test]
+fn publisher_cpu_with_four_subscriptions_and_one() {
+    let _w = watchdog("publisher cpu", 300);
+    if in_fresh_netns("publisher_cpu_with_four_subscriptions_and_one") {
+        return;
+    }
+    let total = 300_000;
+    let one = publisher_cpu_per_message(1, 41006, total);
+    let four = publisher_cpu_per_message(4, 41007, total);
+    println!(
+        "publisher CPU per message ({total} messages, one host): 1 subscription {one:?}, 4 subscriptions {four:?} ({:.2}x)",
+        four.as_secs_f64() / one.as_secs_f64().max(1e-12)
+    );
+}

@@ -129,8 +129,11 @@
 //!   id with its acknowledged position, window, tag and last-heard time; more are counted
 //!   ([`Sender::receivers_ignored`]) and ignored. A receiver silent for
 //!   [`Config::receiver_timeout`] (default 2 s) leaves the set ([`Event::ReceiverGone`]), as
-//!   does one that closes; if it comes back it is set up again at the live position, and
-//!   learns through the usual NAK and [`frame::FLAG_LOSS`] path what it missed.
+//!   does one that closes (its close acknowledges its final position). One that comes back
+//!   (or whose acceptance crossed the others' status) is accepted at its own position: with
+//!   `Min` and `Tagged` flow, while the log still holds the data from there, the
+//!   acknowledged position goes back to it and it is repaired; otherwise it learns of the
+//!   loss through the usual NAK and [`frame::FLAG_LOSS`] path.
 //! * **Flow ([`Config::flow`]).** The counting receivers bound what is sent and released:
 //!   [`FlowStrategy::Min`] (every receiver counts: the slowest acknowledged position releases
 //!   the log, `min(position + window)` bounds sending), [`FlowStrategy::Max`] (the fastest

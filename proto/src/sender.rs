@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::config::{Config, GROUP_VERSION};
+use super::config::{Config, FlowStrategy, GROUP_VERSION};
 use super::cookie::Entropy;
 use super::counters::{Counters, DropReason};
 use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
@@ -1778,6 +1778,15 @@ impl Sender {
             return Err(DropReason::BadLength);
         }
         let window = self.clamp_window(r.window.get());
+        if position < self.flow.acked
+            && self.config.flow != FlowStrategy::Max
+            && self.log_holds(position)
+        {
+            // Accepted at an older position than what the others acknowledged since (its
+            // acceptance crossed their status): the log still holds the data, so it is
+            // taken back rather than lost for this receiver.
+            self.flow.acked = position;
+        }
         let g = self.group.as_mut().ok_or(DropReason::Unexpected)?;
         let mut m = Member {
             id: r.receiver_id.get(),
@@ -1893,6 +1902,14 @@ impl Sender {
             let window = limit.saturating_sub(self.flow.acked);
             self.flow.window = self.clamp_window(u32::try_from(window).unwrap_or(u32::MAX));
         }
+    }
+
+    /// Whether the log still holds the records from `position` (released or not) to the
+    /// tail, and a record starts there.
+    fn log_holds(&self, position: u64) -> bool {
+        position <= self.sent
+            && self.tail - position + self.framed_max <= self.log.capacity() as u64
+            && (position == self.sent || self.log.is_record_start(position))
     }
 
     /// A receiver's window as the sender adopts it (see `set_window`).

@@ -275,7 +275,7 @@ fn min_flow_resumes_after_a_stopped_subscription_times_out() {
     // Joined, then never polled again (as if stopped): it holds a `flow=min`
     // publication back until the receiver timeout drops it from the set.
     let mut stopped = Subscription::open(uri).unwrap();
-    let mut publ = Publication::open(&format!("{uri}&flow=min&receiver_timeout=300ms")).unwrap();
+    let mut publ = Publication::open(&format!("{uri}&flow=min&receiver_timeout=1s")).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while !(publ.is_connected() && stopped.is_connected() && live[0].is_connected()) {
         stopped.poll(|_| {}, 64).unwrap();

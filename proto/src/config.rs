@@ -61,6 +61,51 @@ pub struct Config {
     /// [`MAX_SESSIONS_LIMIT`]; default 16. 1 keeps one session at a time, which a new one
     /// replaces only once it is no longer live.
     pub max_sessions: usize,
+    /// Sender with a group (multicast) destination: which receivers bound what is sent and
+    /// released ([`FlowStrategy`]). Ignored for a unicast destination. Default
+    /// [`FlowStrategy::Min`].
+    pub flow: FlowStrategy,
+    /// Sender with a group destination: a receiver not heard from for this long leaves the
+    /// receiver set and is reported ([`Event::ReceiverGone`](super::Event::ReceiverGone)).
+    /// Default 2 s.
+    pub receiver_timeout: Duration,
+    /// Receiver: the tag its status messages declare on a group stream (what
+    /// [`FlowStrategy::Tagged`] selects on). Default none.
+    pub group_tag: Option<u32>,
+    /// Receiver of a group stream: the longest random delay before the first NAK of a gap
+    /// (the NAK suppression interval `T`, see [Groups](super#groups)); with an RTT estimate
+    /// the receiver uses `min(T, max(16 * rtt, nak_delay))`. Default 10 ms.
+    pub group_nak_backoff: Duration,
+    /// Receiver of a group stream: the group size the NAK delay distribution is tuned for
+    /// (`N` in [Groups](super#groups)); receivers do not know the real size. Default 10.
+    pub group_size_estimate: u32,
+}
+
+/// Which receivers of a group bound a sender's flow window and log (see
+/// [Groups](super#groups)).
+///
+/// ```
+/// use conduit_proto::{Config, FlowStrategy};
+/// let c = Config { flow: FlowStrategy::Tagged { tag: 7, min_receivers: 2 }, ..Config::default() };
+/// assert!(c.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlowStrategy {
+    /// The slowest receiver bounds the window; a receiver silent past
+    /// [`Config::receiver_timeout`] stops counting. Nothing is lost by a live receiver.
+    Min,
+    /// The fastest receiver bounds the window and releases the log: slower receivers may
+    /// find data gone and report [`Event::UnrecoverableLoss`](super::Event::UnrecoverableLoss).
+    Max,
+    /// Only receivers whose status declares `tag` count (as for `Min`), and the sender is
+    /// connected only while at least `min_receivers` of them are in the set.
+    Tagged {
+        /// The tag a receiver must declare ([`Config::group_tag`]).
+        tag: u32,
+        /// Counted receivers needed before (and while) sending.
+        min_receivers: u32,
+    },
 }
 
 /// Largest [`Config::max_sessions`].
@@ -73,7 +118,10 @@ pub const MAX_MTU: usize = 65_504;
 /// Largest message length a configuration may allow.
 pub const MAX_MESSAGE_LEN_LIMIT: usize = 16 << 20;
 /// Protocol versions this implementation speaks.
-pub const SUPPORTED_VERSIONS: (u16, u16) = (2, 2);
+pub const SUPPORTED_VERSIONS: (u16, u16) = (2, 3);
+/// Lowest protocol version a group (multicast) session speaks: version 3 adds the receiver's
+/// tag to status messages and the group flags.
+pub const GROUP_VERSION: u16 = 3;
 
 impl Default for Config {
     fn default() -> Self {
@@ -95,6 +143,11 @@ impl Default for Config {
             checksum: true,
             key: None,
             max_sessions: 16,
+            flow: FlowStrategy::Min,
+            receiver_timeout: Duration::from_secs(2),
+            group_tag: None,
+            group_nak_backoff: Duration::from_millis(10),
+            group_size_estimate: 10,
         }
     }
 }
@@ -172,6 +225,8 @@ impl Config {
             ("nak retry max", self.nak_retry_max),
             ("setup interval", self.setup_interval),
             ("rtt interval", self.rtt_interval),
+            ("receiver timeout", self.receiver_timeout),
+            ("group nak backoff", self.group_nak_backoff),
         ] {
             if d.is_zero() || d > Duration::from_secs(3600) {
                 return Err(format!(
@@ -192,6 +247,20 @@ impl Config {
                 "max sessions {} out of range 1..={MAX_SESSIONS_LIMIT}",
                 self.max_sessions
             ));
+        }
+        if self.group_size_estimate == 0 || self.group_size_estimate > 1 << 20 {
+            return Err(format!(
+                "group size estimate {} out of range 1..=2^20",
+                self.group_size_estimate
+            ));
+        }
+        if let FlowStrategy::Tagged { min_receivers, .. } = self.flow {
+            if min_receivers as usize > crate::group::MAX_RECEIVERS {
+                return Err(format!(
+                    "min receivers {min_receivers} exceeds the receiver set bound {}",
+                    crate::group::MAX_RECEIVERS
+                ));
+            }
         }
         Ok(())
     }

@@ -52,4 +52,23 @@ pub enum Event {
     /// One end has a key and the other none, or the keys differ: the ends cannot talk.
     /// Reported once per peer; nothing else changes (the evidence is unauthenticated).
     KeyMismatch,
+    /// Sender with a group destination: a receiver joined the receiver set (its session was
+    /// accepted).
+    ReceiverJoined {
+        /// The receiver's random id.
+        receiver_id: u32,
+        /// Its unicast address.
+        addr: std::net::SocketAddr,
+    },
+    /// Sender with a group destination: a receiver left the receiver set: silent for
+    /// [`Config::receiver_timeout`](super::Config::receiver_timeout) (`timed_out`), or closed.
+    /// It no longer bounds the flow window.
+    ReceiverGone {
+        /// The receiver's random id.
+        receiver_id: u32,
+        /// Its unicast address.
+        addr: std::net::SocketAddr,
+        /// Silent past the timeout (otherwise it closed).
+        timed_out: bool,
+    },
 }

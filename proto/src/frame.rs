@@ -89,6 +89,14 @@ pub const SETUP_V1_LEN: usize = 40;
 /// holds; [`Heartbeat::nonce`] echoes that NAK's [`NakHeader::nonce`]. Only such a heartbeat
 /// makes a receiver declare loss, so a forger who has not seen the NAK cannot end a stream.
 pub const FLAG_LOSS: u16 = 128;
+/// Header flag on [`FrameKind::SETUP`] (version 3): the sender's destination is a group
+/// (multicast); the receiver delays its NAKs at random and declares its tag in
+/// [`StatusV3`] (see [Groups](super#groups)).
+pub const FLAG_GROUP: u16 = 256;
+/// Header flag on [`FrameKind::NAK`] sent by a group's sender to the group (version 3): the
+/// echo of NAK ranges it is repairing; a receiver missing the same ranges suppresses its own
+/// NAK for them.
+pub const FLAG_ECHO: u16 = 512;
 
 /// Every stream position on the wire is below this (2^63); frames with a position at or
 /// beyond it are dropped. Senders start below 2^62, so a stream has at least 2^62 bytes ahead
@@ -433,6 +441,24 @@ pub struct Status {
     pub receiver_id: U32,
 }
 const _: () = assert!(size_of::<Status>() == 32);
+
+/// Status flag of [`StatusV3::status_flags`]: the receiver declares [`StatusV3::tag`].
+pub const STATUS_TAGGED: u32 = 1;
+
+/// Receiver to sender on a group session (version 3): a [`Status`] and the receiver's tag,
+/// which [`FlowStrategy::Tagged`](super::FlowStrategy::Tagged) selects on. A sender reads the
+/// [`Status`] prefix of any status, and the tag only when the datagram is this long.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct StatusV3 {
+    /// The version 2 status.
+    pub status: Status,
+    /// The receiver's tag (meaningful with [`STATUS_TAGGED`]).
+    pub tag: U32,
+    /// [`STATUS_TAGGED`], other bits zero.
+    pub status_flags: U32,
+}
+const _: () = assert!(size_of::<StatusV3>() == 40);
 
 /// RTT probe or its echo ([`FLAG_REPLY`]).
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

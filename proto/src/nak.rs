@@ -208,6 +208,24 @@ impl Gaps {
         }
     }
 
+    /// Holds the NAK timers of the gaps (from `position` on) that overlap `[from, to)` until
+    /// at least `until`: another receiver of the group asked for them and the repair is on
+    /// its way (NAK suppression).
+    pub(crate) fn suppress(&mut self, position: u64, from: u64, to: u64, until: Instant) {
+        let mut prev = position;
+        for r in &mut self.ranges {
+            if prev < r.start && prev < to && from < r.start {
+                r.nak_at = r.nak_at.max(until);
+            }
+            prev = r.end;
+        }
+        if let Some((at, retry)) = self.tail_nak_at {
+            if prev < self.tail_end && prev < to && from < self.tail_end {
+                self.tail_nak_at = Some((at.max(until), retry));
+            }
+        }
+    }
+
     /// After the contiguous position advanced: gaps no longer exist before it, so the first
     /// gap's timer restarts from the base if it had backed off (progress was made).
     pub(crate) fn progressed(&mut self) {
@@ -337,6 +355,24 @@ mod tests {
         g.set_tail(0, 500, t0, d);
         g.due(0, t0 + d * 10, d, d * 100, &mut out, 32);
         assert_eq!(out, vec![(0, 100), (250, 300), (400, 500)]);
+    }
+
+    #[test]
+    fn echo_holds_only_overlapping_gaps() {
+        let t0 = Instant::now();
+        let d = Duration::from_micros(50);
+        let mut g = Gaps::new();
+        g.insert(100, 200, t0, d);
+        g.insert(300, 400, t0, d);
+        g.set_tail(0, 500, t0, d);
+        let later = t0 + d * 20;
+        g.suppress(0, 220, 260, later);
+        let mut out = Vec::new();
+        g.due(0, t0 + d, d, d * 100, &mut out, 32);
+        assert_eq!(out, vec![(0, 100), (400, 500)], "the gap 200..300 waits");
+        out.clear();
+        g.due(0, later, d, d * 100, &mut out, 32);
+        assert!(out.contains(&(200, 300)));
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub struct Receiver {
     /// Another receiver of the subscription serves a live session (`Sessions` sets it on
     /// its acceptor): key failures are then a stranger's, not reported.
     serving: bool,
+    /// The session's sender streams to a group (its setup had [`frame::FLAG_GROUP`]).
+    group: bool,
 }
 
 /// NAK nonces remembered (a loss answer to one of the last few NAKs is accepted, so a
@@ -292,6 +294,7 @@ impl Receiver {
             held: Held::default(),
             busy: false,
             serving: false,
+            group: false,
             config,
         })
     }
@@ -617,6 +620,7 @@ impl Receiver {
             | FrameKind::HEARTBEAT
             | FrameKind::RTT
             | FrameKind::CLOSE => {}
+            FrameKind::NAK if h.flags.get() & frame::FLAG_ECHO != 0 => {}
             FrameKind::SETUP_REPLY | FrameKind::NAK | FrameKind::STATUS => {
                 return Err(DropReason::Unexpected)
             }
@@ -670,6 +674,7 @@ impl Receiver {
             FrameKind::DATA => self.on_data(now, bytes, deliver),
             FrameKind::HEARTBEAT => self.on_heartbeat(now, bytes, deliver),
             FrameKind::RTT => self.on_rtt(now, bytes, h.flags.get()),
+            FrameKind::NAK => self.on_nak_echo(now, bytes),
             _ => {
                 let (c, _) =
                     frame::Close::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
@@ -811,6 +816,8 @@ impl Receiver {
             self.gaps
                 .set_tail(from_pos, to_pos, now, self.config.nak_delay);
         }
+        self.group =
+            version >= crate::GROUP_VERSION && s.header.flags.get() & frame::FLAG_GROUP != 0;
         let position = self.position();
         let mut r = self.reply_frame(sid, version, 0, position);
         if let Some(cur) = self.session.as_mut() {
@@ -961,8 +968,8 @@ impl Receiver {
         // (at least `retained`) is NAKed, and the sender either resends it or confirms.
         let position = self.position();
         let end = end.min(position.saturating_add(window));
-        self.gaps
-            .set_tail(position, end, now, self.config.nak_delay);
+        let delay = self.gap_nak_delay();
+        self.gaps.set_tail(position, end, now, delay);
         Ok(())
     }
 
@@ -1004,6 +1011,7 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         let window = self.config.window as u64;
+        let nak_delay = self.gap_nak_delay();
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
@@ -1017,7 +1025,7 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         if p > position {
-            match self.gaps.insert(p, end, now, self.config.nak_delay) {
+            match self.gaps.insert(p, end, now, nak_delay) {
                 Insert::Duplicate => return Err(DropReason::Duplicate),
                 Insert::Full => return Err(DropReason::OutOfWindow),
                 Insert::New if hole => {
@@ -1344,6 +1352,9 @@ impl Receiver {
                 window: U32::new(window as u32),
                 receiver_id: U32::new(self.receiver_id),
             };
+            if self.group {
+                return Some((s.peer, frame::write(buf, &self.tagged_status(st))?));
+            }
             return Some((s.peer, frame::write(buf, &st)?));
         }
         if now >= s.next_rtt {
@@ -1356,5 +1367,79 @@ impl Receiver {
             return Some((s.peer, frame::write(buf, &r)?));
         }
         None
+    }
+}
+
+/// Group sessions (the sender streams to a multicast group): random NAK delays, NAK echoes,
+/// tagged status. See [Groups](super#groups).
+impl Receiver {
+    /// Whether the current session's sender streams to a group (its setup said so).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Receiver};
+    /// let rx = Receiver::new(Config::default(), Instant::now(), 1).unwrap();
+    /// assert!(!rx.is_group(), "no session yet");
+    /// ```
+    pub fn is_group(&self) -> bool {
+        self.group && self.session.is_some()
+    }
+
+    /// The delay before the first NAK of a new gap: [`Config::nak_delay`], and on a group
+    /// session a random delay on top (`group_nak_delay` over
+    /// `T = min(group_nak_backoff, max(16 * rtt, nak_delay))`).
+    fn gap_nak_delay(&mut self) -> Duration {
+        let base = self.config.nak_delay;
+        if !self.group {
+            return base;
+        }
+        let max = self.config.group_nak_backoff;
+        let t = self
+            .rtt
+            .smoothed()
+            .map_or(max, |r| (r * 16).max(base).min(max));
+        base + super::group::group_nak_delay(&mut self.rng, t, self.config.group_size_estimate)
+    }
+
+    /// A status with this receiver's tag (version 3).
+    fn tagged_status(&self, status: frame::Status) -> frame::StatusV3 {
+        frame::StatusV3 {
+            status,
+            tag: U32::new(self.config.group_tag.unwrap_or(0)),
+            status_flags: U32::new(if self.config.group_tag.is_some() {
+                frame::STATUS_TAGGED
+            } else {
+                0
+            }),
+        }
+    }
+
+    /// The group's sender echoes NAK ranges it is repairing: gaps they cover wait for the
+    /// repair instead of being NAKed by this receiver too.
+    fn on_nak_echo(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
+        if !self.group {
+            return Err(DropReason::Unexpected);
+        }
+        let (n, rest) =
+            frame::NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let count = usize::from(n.count.get());
+        if count == 0 || count > frame::MAX_NAK_RANGES {
+            return Err(DropReason::BadLength);
+        }
+        let (ranges, _) = <[frame::NakRange]>::ref_from_prefix_with_elems(rest, count)
+            .map_err(|_| DropReason::Truncated)?;
+        // The repair follows the echo: wait about an RTT for it.
+        let hold = self
+            .rtt
+            .timeout(Duration::from_millis(1))
+            .max(self.config.nak_delay);
+        let position = self.position();
+        for r in ranges {
+            let (from, to) = (r.from.get(), r.to.get());
+            if from < to && to <= MAX_POSITION {
+                self.gaps.suppress(position, from, to, now + hold);
+            }
+        }
+        Ok(())
     }
 }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::config::Config;
+use super::config::{Config, FlowStrategy, GROUP_VERSION};
 use super::cookie::Entropy;
 use super::counters::{Counters, DropReason};
 use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::flow::Flow;
 use super::frame::{self, FrameKind, Header, MAX_POSITION};
+use super::group::{Group, Member};
 use super::handshake::negotiate;
 use super::log::Log;
 use super::nak::Retransmits;
@@ -138,6 +139,13 @@ pub struct Sender {
     repair_wait: Option<Instant>,
     /// A datagram built for a batch it did not fit: it leads the next one.
     held: Held,
+    /// The destination is a group (multicast): the receiver set, see [Groups](super#groups).
+    group: Option<Group>,
+    /// Where the datagram `next_datagram` just built goes when not to the destination (a
+    /// unicast setup or RTT answer to one receiver of a group).
+    unicast_to: Option<SocketAddr>,
+    /// Where the pending RTT answer goes (a group's receiver; the destination otherwise).
+    rtt_echo_to: Option<SocketAddr>,
 }
 
 /// Key failures in a row, with nothing authentic in between, that make a key mismatch.
@@ -249,6 +257,21 @@ impl Sender {
         mut entropy: Entropy,
     ) -> Result<Sender, String> {
         config.validate()?;
+        let group = destination.ip().is_multicast().then(Group::new);
+        if group.is_some() {
+            if config.key.is_some() {
+                return Err(
+                    "a key with a group (multicast) destination is not supported: per-receiver session keys cannot seal one datagram for the whole group"
+                        .into(),
+                );
+            }
+            if config.versions.1 < GROUP_VERSION {
+                return Err(format!(
+                    "a group (multicast) destination needs protocol version {GROUP_VERSION}; the versions are {}..={}",
+                    config.versions.0, config.versions.1
+                ));
+            }
+        }
         let session_id = entropy.nonzero_u32()?;
         let start = entropy.position()?;
         let mut nonce = [0u8; frame::NONCE_LEN];
@@ -308,6 +331,9 @@ impl Sender {
             repair_refilled: now,
             repair_wait: None,
             held: Held::default(),
+            group,
+            unicast_to: None,
+            rtt_echo_to: None,
             config,
         })
     }
@@ -389,6 +415,49 @@ impl Sender {
     /// not, or different keys) and has not accepted the session since.
     pub fn is_key_mismatch(&self) -> bool {
         self.key_mismatch && self.state == SenderState::Connecting
+    }
+
+    /// Whether the destination is a group (multicast address): the sender tracks a receiver
+    /// set (see [Groups](super#groups)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "239.1.2.3:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert!(tx.is_group());
+    /// assert_eq!((tx.receivers(), tx.receivers_ignored()), (0, 0));
+    /// ```
+    pub fn is_group(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// Receivers in a group sender's set (0 for a unicast sender).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "10.0.0.1:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert!(!tx.is_group());
+    /// assert_eq!(tx.receivers(), 0);
+    /// ```
+    pub fn receivers(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.members.len())
+    }
+
+    /// Receivers a group sender ignored because its set was full
+    /// ([`MAX_RECEIVERS`](super::MAX_RECEIVERS)).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use conduit_proto::{Config, Sender};
+    /// let tx = Sender::new(Config::default(), "[ff02::1234]:7000".parse().unwrap(), Instant::now(), 1)
+    ///     .unwrap();
+    /// assert_eq!(tx.receivers_ignored(), 0);
+    /// ```
+    pub fn receivers_ignored(&self) -> u64 {
+        self.group.as_ref().map_or(0, |g| g.ignored)
     }
 
     /// This session's nonce and the receiver's (zero before an accepting reply).
@@ -630,6 +699,9 @@ impl Sender {
     /// own (retransmissions and new data are due as soon as possible: call `poll_transmit`
     /// after every input until it returns `None`).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(g) = &self.group {
+            return self.group_timeout(g);
+        }
         match self.state {
             SenderState::Connecting => Some(self.next_setup),
             SenderState::Connected => {
@@ -647,6 +719,10 @@ impl Sender {
 
     /// Advances timers: liveness of the receiver.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.group.is_some() {
+            self.group_handle_timeout(now);
+            return;
+        }
         if self.state == SenderState::Connected
             && now >= self.last_heard + self.config.liveness_timeout
         {
@@ -762,7 +838,7 @@ impl Sender {
         ) {
             return Err(DropReason::UnknownType);
         }
-        if !same_addr(from, self.destination) {
+        if self.group.is_none() && !same_addr(from, self.destination) {
             return Err(DropReason::WrongSource);
         }
         if self.config.checksum
@@ -778,6 +854,9 @@ impl Sender {
             return Err(DropReason::WrongSession);
         }
         let flags = h.flags.get();
+        if self.group.is_some() {
+            return self.handle_group(now, from, h.version, kind, flags, bytes);
+        }
         match kind {
             FrameKind::SETUP_REPLY => {
                 let r = self.on_reply(now, bytes, flags);
@@ -1036,6 +1115,11 @@ impl Sender {
             room -= to - from;
             if !self.retransmits.request(from, to, now) {
                 self.counters.drop(DropReason::NakSuppressed);
+            } else if let Some(g) = self.group.as_mut() {
+                // Echoed to the group: receivers missing the same range hold their NAKs.
+                if g.echo.len() < frame::MAX_NAK_RANGES {
+                    g.echo.push((from, to));
+                }
             }
         }
         Ok(())
@@ -1135,7 +1219,7 @@ impl Sender {
         let mut held = std::mem::take(&mut self.held);
         let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
             let len = self.next_sealed(now, b)?;
-            Some((self.destination, len))
+            Some((self.unicast_to.take().unwrap_or(self.destination), len))
         });
         self.held = held;
         t
@@ -1173,6 +1257,12 @@ impl Sender {
     }
 
     fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.unicast_to = None;
+        if self.group.is_some() {
+            if let Some(len) = self.group_datagram(now, buf) {
+                return Some(len);
+            }
+        }
         match self.state {
             SenderState::Failed => None,
             SenderState::Closed => {
@@ -1197,33 +1287,46 @@ impl Sender {
                     } else {
                         self.config.setup_interval
                     };
-                let (lo, hi) = self.config.versions;
-                let s = frame::Setup {
-                    header: frame::header(
-                        hi.min(255) as u8,
-                        FrameKind::SETUP,
-                        0,
-                        self.session_id,
-                        self.config.stream_id,
-                    ),
-                    min_version: U16::new(lo),
-                    max_version: U16::new(hi),
-                    mtu: U16::new(self.config.mtu as u16),
-                    reserved: U16::new(0),
-                    max_message_len: U32::new(self.config.max_message_len as u32),
-                    reserved2: U32::new(0),
-                    join_position: U64::new(self.retained_from()),
-                    nonce: self.nonce,
-                    cookie: self.cookie,
-                };
+                let s = self.setup_frame(self.retained_from(), self.cookie);
                 frame::write(buf, &s)
             }
             SenderState::Connected => self.connected_datagram(now, buf),
         }
     }
 
+    /// A setup joining at `join` with `cookie`: to the group (zero cookie) or to one
+    /// receiver of it by unicast, or to the unicast destination.
+    fn setup_frame(&self, join: u64, cookie: [u8; frame::COOKIE_LEN]) -> frame::Setup {
+        let (mut lo, hi) = self.config.versions;
+        let mut flags = 0;
+        if self.group.is_some() {
+            // Group frames need version 3: an older receiver gets a clear version rejection.
+            lo = lo.max(GROUP_VERSION);
+            flags = frame::FLAG_GROUP;
+        }
+        frame::Setup {
+            header: frame::header(
+                hi.min(255) as u8,
+                FrameKind::SETUP,
+                flags,
+                self.session_id,
+                self.config.stream_id,
+            ),
+            min_version: U16::new(lo),
+            max_version: U16::new(hi),
+            mtu: U16::new(self.config.mtu as u16),
+            reserved: U16::new(0),
+            max_message_len: U32::new(self.config.max_message_len as u32),
+            reserved2: U32::new(0),
+            join_position: U64::new(join),
+            nonce: self.nonce,
+            cookie,
+        }
+    }
+
     fn connected_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if let Some(ts) = self.rtt_echo.take() {
+            self.unicast_to = self.rtt_echo_to.take();
             let r = frame::Rtt {
                 header: self.header(FrameKind::RTT, frame::FLAG_REPLY),
                 timestamp: U64::new(ts),
@@ -1344,6 +1447,10 @@ impl Sender {
             && self.rtt_echo.is_none()
             && self.retransmits.is_empty()
             && !self.held.is_some()
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| g.setups.is_empty() && g.echo.is_empty())
             && !self.heartbeat_now
             && now < self.next_rtt;
         let mtu = self.config.mtu.min(buf.len());
@@ -1423,5 +1530,395 @@ impl Sender {
         let n = out - frame::DATA_HEADER_LEN;
         buf[frame::DATA_HEADER_LEN..out].copy_from_slice(&self.log.bytes()[off..off + n]);
         Some((out, q))
+    }
+}
+
+/// Groups (multicast destination): the receiver set, flow strategies, unicast setups and NAK
+/// echoes. See [Groups](super#groups).
+impl Sender {
+    /// A group's next datagram before the session's own: a unicast setup (answer to a
+    /// receiver's challenge or request), then an echo of NAK ranges being repaired.
+    fn group_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if !matches!(self.state, SenderState::Connecting | SenderState::Connected) {
+            return None;
+        }
+        let connected = self.state == SenderState::Connected;
+        // A receiver joining a live stream starts at the live position.
+        let join = if connected {
+            self.live_join_position()
+        } else {
+            self.retained_from()
+        };
+        let interval = self.config.setup_interval;
+        let g = self.group.as_mut()?;
+        if !g.setups.is_empty() && g.may_send_setup(now, interval) {
+            let (to, cookie) = g.setups.pop_front()?;
+            let s = self.setup_frame(join, cookie);
+            self.unicast_to = Some(to);
+            return frame::write(buf, &s);
+        }
+        if !connected || g.echo.is_empty() {
+            return None;
+        }
+        let max = ((buf.len() - size_of::<frame::NakHeader>()) / size_of::<frame::NakRange>())
+            .min(frame::MAX_NAK_RANGES);
+        let n = g.echo.len().min(max);
+        let h = frame::NakHeader {
+            header: frame::header(
+                self.version,
+                FrameKind::NAK,
+                frame::FLAG_ECHO,
+                self.session_id,
+                self.config.stream_id,
+            ),
+            count: U16::new(n as u16),
+            reserved: U16::new(0),
+            nonce: U32::new(0),
+        };
+        let mut len = frame::write(buf, &h)?;
+        for &(from, to) in &g.echo[..n] {
+            let r = frame::NakRange {
+                from: U64::new(from),
+                to: U64::new(to),
+            };
+            len += frame::write(&mut buf[len..], &r)?;
+        }
+        g.echo.clear();
+        Some(len)
+    }
+
+    /// Where a receiver joining the live stream starts: what was sent, or the beginning of the
+    /// fragmented message that is being sent.
+    fn live_join_position(&self) -> u64 {
+        match self.fragmented.back() {
+            Some(&(begin, end)) if begin < self.sent && self.sent < end => begin,
+            _ => self.sent,
+        }
+    }
+
+    fn group_timeout(&self, g: &Group) -> Option<Instant> {
+        let mut expiry = g.next_expiry(self.config.receiver_timeout);
+        if let (false, Some(t)) = (g.setups.is_empty(), g.setups_since) {
+            // Setups held back by the rate limit go when the interval ends.
+            let t = t + self.config.setup_interval;
+            expiry = Some(expiry.map_or(t, |e| e.min(t)));
+        }
+        let t = match self.state {
+            SenderState::Connecting => self.next_setup,
+            SenderState::Connected => {
+                let t = self.next_heartbeat.min(self.next_rtt);
+                match self.repair_wait {
+                    Some(w) if !self.retransmits.is_empty() => t.min(w),
+                    _ => t,
+                }
+            }
+            SenderState::Failed | SenderState::Closed => return None,
+        };
+        Some(expiry.map_or(t, |e| e.min(t)))
+    }
+
+    /// Drops receivers silent past the receiver timeout, and reports them.
+    fn group_handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, SenderState::Failed | SenderState::Closed) {
+            return;
+        }
+        let mut gone = Vec::new();
+        if let Some(g) = self.group.as_mut() {
+            g.expire(now, self.config.receiver_timeout, &mut gone);
+        }
+        if gone.is_empty() {
+            return;
+        }
+        for m in gone {
+            self.push_event(Event::ReceiverGone {
+                receiver_id: m.id,
+                addr: m.addr,
+                timed_out: true,
+            });
+        }
+        self.group_changed(now);
+    }
+
+    fn handle_group(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        version: u8,
+        kind: FrameKind,
+        flags: u16,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        match kind {
+            FrameKind::SETUP_REPLY => self.on_group_reply(now, from, bytes, flags),
+            FrameKind::STATUS if flags & frame::FLAG_NEED_SETUP != 0 => {
+                // A receiver without our session (it joined late, lost its setup or
+                // restarted): set it up by unicast.
+                if let Some(g) = self.group.as_mut() {
+                    g.queue_setup(from, [0; frame::COOKIE_LEN]);
+                }
+                Ok(())
+            }
+            FrameKind::STATUS | FrameKind::NAK | FrameKind::RTT | FrameKind::CLOSE => {
+                if version != self.version {
+                    return Err(DropReason::BadVersion);
+                }
+                let g = self.group.as_mut().ok_or(DropReason::Unexpected)?;
+                let Some(m) = g.find(from) else {
+                    // Not (or no longer) in the set, e.g. back after the timeout: it joins
+                    // again through the handshake, at the live position.
+                    if kind != FrameKind::CLOSE {
+                        g.queue_setup(from, [0; frame::COOKIE_LEN]);
+                    }
+                    return Err(DropReason::WrongSource);
+                };
+                m.last_heard = now;
+                match kind {
+                    FrameKind::STATUS => self.on_group_status(now, from, bytes),
+                    FrameKind::NAK if self.state == SenderState::Connected => {
+                        self.on_nak(now, bytes)
+                    }
+                    FrameKind::NAK => Err(DropReason::Unexpected),
+                    FrameKind::RTT => {
+                        let r = self.on_rtt(now, bytes, flags);
+                        if flags & frame::FLAG_REPLY == 0 && self.rtt_echo.is_some() {
+                            self.rtt_echo_to = Some(from);
+                        }
+                        r
+                    }
+                    _ => {
+                        // Its final position acknowledges what it took (as a status).
+                        if let Ok((c, _)) = frame::Close::ref_from_prefix(bytes) {
+                            let p = c.position.get();
+                            if p <= self.sent
+                                && (p <= self.flow.acked
+                                    || p == self.sent
+                                    || self.log.is_record_start(p))
+                            {
+                                if let Some(m) = self.group.as_mut().and_then(|g| g.find(from)) {
+                                    m.position = m.position.max(p);
+                                }
+                                self.group_changed(now);
+                            }
+                        }
+                        if let Some(m) = self.group.as_mut().and_then(|g| g.remove(from)) {
+                            self.push_event(Event::ReceiverGone {
+                                receiver_id: m.id,
+                                addr: m.addr,
+                                timed_out: false,
+                            });
+                        }
+                        self.group_changed(now);
+                        Ok(())
+                    }
+                }
+            }
+            _ => Err(DropReason::Unexpected),
+        }
+    }
+
+    /// A receiver's answer to a setup: a challenge is answered by unicast; an acceptance adds
+    /// it to the set. A rejection by one receiver does not stop the group.
+    fn on_group_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        flags: u16,
+    ) -> Result<(), DropReason> {
+        let (p, _) =
+            frame::SetupReplyPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if !matches!(self.state, SenderState::Connecting | SenderState::Connected) {
+            return Err(DropReason::Unexpected);
+        }
+        let remote = (p.min_version.get(), p.max_version.get());
+        if flags & frame::FLAG_KEY != 0 {
+            self.report_key_mismatch();
+            return Ok(());
+        }
+        if flags & frame::FLAG_REJECT != 0 {
+            if flags & frame::FLAG_MTU != 0 {
+                self.push_event(Event::MtuMismatch {
+                    local: self.config.mtu,
+                    remote: usize::from(p.mtu.get()),
+                });
+            } else {
+                self.push_event(Event::VersionMismatch {
+                    local: self.config.versions,
+                    remote,
+                });
+            }
+            return Ok(());
+        }
+        let (r, _) =
+            frame::SetupReply::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        if flags & frame::FLAG_RETRY != 0 {
+            if let Some(g) = self.group.as_mut() {
+                g.queue_setup(from, r.cookie);
+            }
+            return Ok(());
+        }
+        if flags & frame::FLAG_BUSY != 0 {
+            return Err(DropReason::SessionRefused);
+        }
+        let local = (
+            self.config.versions.0.max(GROUP_VERSION),
+            self.config.versions.1,
+        );
+        let version = r.version.get();
+        if negotiate(local, remote) != Some(version)
+            || (self.version != 0 && version != u16::from(self.version))
+        {
+            return Err(DropReason::BadVersion);
+        }
+        let position = r.position.get();
+        if position > self.sent {
+            return Err(DropReason::OutOfWindow);
+        }
+        if position > self.flow.acked
+            && position != self.sent
+            && !self.log.is_record_start(position)
+        {
+            return Err(DropReason::BadLength);
+        }
+        let window = self.clamp_window(r.window.get());
+        if position < self.flow.acked
+            && self.config.flow != FlowStrategy::Max
+            && self.log_holds(position)
+        {
+            // Accepted at an older position than what the others acknowledged since (its
+            // acceptance crossed their status): the log still holds the data, so it is
+            // taken back rather than lost for this receiver.
+            self.flow.acked = position;
+        }
+        let g = self.group.as_mut().ok_or(DropReason::Unexpected)?;
+        let mut m = Member {
+            id: r.receiver_id.get(),
+            addr: from,
+            position: position.max(self.flow.acked),
+            window,
+            tag: None,
+            last_heard: now,
+        };
+        let known = g.find(from).copied();
+        if let Some(old) = known.filter(|o| o.id == m.id) {
+            // The same receiver answering again: keep what its status said.
+            m.tag = old.tag;
+            m.position = m.position.max(old.position);
+        }
+        match g.upsert(m) {
+            Err(()) => return Ok(()),
+            Ok(Some(old)) if old.id == m.id => {}
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.push_event(Event::ReceiverGone {
+                        receiver_id: old.id,
+                        addr: old.addr,
+                        timed_out: false,
+                    });
+                }
+                self.push_event(Event::ReceiverJoined {
+                    receiver_id: m.id,
+                    addr: from,
+                });
+            }
+        }
+        self.version = version as u8;
+        self.group_changed(now);
+        Ok(())
+    }
+
+    /// A receiver's status: its position, window and tag.
+    fn on_group_status(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), DropReason> {
+        let (s, _) = frame::Status::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+        let tag = frame::StatusV3::ref_from_prefix(bytes)
+            .ok()
+            .and_then(|(v3, _)| {
+                (v3.status_flags.get() & frame::STATUS_TAGGED != 0).then_some(v3.tag.get())
+            });
+        if s.window.get() == 0 {
+            return Err(DropReason::BadLength);
+        }
+        let p = s.position.get();
+        let (sent, acked) = (self.sent, self.flow.acked);
+        if p > sent {
+            return Err(DropReason::OutOfWindow);
+        }
+        if p > acked && p != sent && !self.log.is_record_start(p) {
+            return Err(DropReason::BadLength);
+        }
+        let window = self.clamp_window(s.window.get());
+        let m = self
+            .group
+            .as_mut()
+            .and_then(|g| g.find(from))
+            .ok_or(DropReason::WrongSource)?;
+        if m.id != s.receiver_id.get() {
+            return Err(DropReason::WrongSession);
+        }
+        self.counters.status += 1;
+        m.window = window;
+        m.tag = tag;
+        m.position = m.position.max(p);
+        self.group_changed(now);
+        Ok(())
+    }
+
+    /// The receiver set changed: recompute the flow bound, connect or disconnect.
+    fn group_changed(&mut self, now: Instant) {
+        let Some(g) = self.group.as_ref() else {
+            return;
+        };
+        let flow = self.config.flow;
+        let ready = g.ready(flow);
+        let bound = g.bound(flow);
+        match self.state {
+            SenderState::Connecting if ready => {
+                self.state = SenderState::Connected;
+                self.refused = false;
+                self.last_heard = now;
+                self.next_rtt = now;
+                self.next_heartbeat = now + self.config.heartbeat_interval;
+                self.push_event(Event::Connected {
+                    session_id: self.session_id,
+                    version: u16::from(self.version),
+                });
+            }
+            SenderState::Connected if !ready => {
+                // Not enough receivers count any more: like a unicast peer gone, nothing
+                // is held for them; setups to the group go out again.
+                self.disconnect(now);
+                self.push_event(Event::PeerGone);
+                return;
+            }
+            _ => {}
+        }
+        if let Some((acked, limit)) = bound {
+            if acked > self.flow.acked && acked <= self.sent {
+                self.set_acked(acked);
+                self.retransmits.release(acked);
+            }
+            let window = limit.saturating_sub(self.flow.acked);
+            self.flow.window = self.clamp_window(u32::try_from(window).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Whether the log still holds the records from `position` (released or not) to the
+    /// tail, and a record starts there.
+    fn log_holds(&self, position: u64) -> bool {
+        position <= self.sent
+            && self.tail - position + self.framed_max <= self.log.capacity() as u64
+            && (position == self.sent || self.log.is_record_start(position))
+    }
+
+    /// A receiver's window as the sender adopts it (see `set_window`).
+    fn clamp_window(&self, window: u32) -> u64 {
+        let cap = (self.log.capacity() as u64 - self.framed_max) / 2;
+        let mtu = self.config.mtu as u64;
+        u64::from(window).clamp(mtu, cap.max(mtu))
     }
 }

@@ -459,7 +459,10 @@ fn receiver_checks_every_setup_field() {
     let reply = rx_reply_to(&mut p, other).expect("a rejection");
     assert_eq!(reply_flags(&reply), frame::FLAG_REJECT);
     let (r, _) = frame::SetupReplyPrefix::read_from_prefix(&reply).unwrap();
-    assert_eq!((r.min_version.get(), r.max_version.get()), (2, 2));
+    assert_eq!(
+        (r.min_version.get(), r.max_version.get()),
+        conduit_proto::SUPPORTED_VERSIONS
+    );
     // A first setup is challenged; nothing is kept, nothing counted as a drop.
     let drops = p.rx.counters().dropped_total();
     to_rx(&mut p, other, &setup);
@@ -632,7 +635,7 @@ fn sender_checks_every_reply_field() {
     assert_eq!(
         tx.poll_event(),
         Some(Event::VersionMismatch {
-            local: (2, 2),
+            local: conduit_proto::SUPPORTED_VERSIONS,
             remote: (1, 1)
         })
     );

@@ -143,12 +143,30 @@ fn msg(seq: u64) -> [u8; 32] {
     m
 }
 
+/// Opens a publication; a fixed `bind=` address still held by a process just
+/// killed (an io_uring instance releases its sockets shortly after its process
+/// is gone) is retried for a few seconds.
+fn open_publication(uri: &str) -> Publication {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Publication::open(uri) {
+            Ok(p) => return p,
+            Err(Error::Io(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                eprintln!("open {uri}: {e}");
+                exit(1)
+            }
+        }
+    }
+}
+
 fn publisher(uri: &str, count: u64, rss_every: Option<u64>, pace: Option<u64>) {
     let mut rss = RssSampler::new(rss_every);
-    let mut p = Publication::open(uri).unwrap_or_else(|e| {
-        eprintln!("open {uri}: {e}");
-        exit(1)
-    });
+    let mut p = open_publication(uri);
     while !p.is_connected() {
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -184,10 +202,7 @@ fn publisher(uri: &str, count: u64, rss_every: Option<u64>, pace: Option<u64>) {
 }
 
 fn publisher_forever(uri: &str) {
-    let mut p = Publication::open(uri).unwrap_or_else(|e| {
-        eprintln!("open {uri}: {e}");
-        exit(1)
-    });
+    let mut p = open_publication(uri);
     let mut seq = 0u64;
     let mut connected = false;
     let mut last_ok = Instant::now();

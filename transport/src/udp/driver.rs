@@ -126,6 +126,8 @@ pub struct DriverConfig {
     pub rcvbuf: usize,
     /// Socket send buffer to request, in bytes (0: kernel default).
     pub sndbuf: usize,
+    /// A multicast group to send to or join (`udp://GROUP:PORT`).
+    pub multicast: Option<super::sys::Multicast>,
 }
 
 impl Default for DriverConfig {
@@ -139,6 +141,7 @@ impl Default for DriverConfig {
             single_thread: true,
             rcvbuf: 4 << 20,
             sndbuf: 4 << 20,
+            multicast: None,
         }
     }
 }
@@ -438,6 +441,16 @@ pub(crate) fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<An
         (DriverChoice::Auto, DriverKind::Uring) => DriverChoice::PreferUring,
         (c, _) => c,
     };
+    if cfg.multicast.is_some_and(|m| m.join) {
+        // Joining a group needs the socket driver's second socket.
+        if choice == DriverChoice::Uring {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the io_uring driver does not join multicast groups yet (driver=socket does)",
+            ));
+        }
+        return Ok(AnyDriver::Socket(SocketDriver::open(bind, cfg)?));
+    }
     let driver = match choice {
         #[cfg(feature = "uring")]
         DriverChoice::Uring => AnyDriver::Uring(UringDriver::open(bind, cfg)?),

@@ -36,6 +36,10 @@ struct Followed {
     /// `bind` and its `connect`, from anyone: they are read with their
     /// source addresses.
     settled: bool,
+    /// The socket bound to a joined multicast group (a group subscription):
+    /// read on every call, always with source addresses (many senders may
+    /// send to a group), never sent from, never replaced by `follow`.
+    group: bool,
 }
 
 /// What one receive attempt on one socket found.
@@ -117,6 +121,22 @@ impl SocketDriver {
                 msg_len: 0,
             })
             .collect();
+        // A group subscription: the bound socket (an ephemeral unicast
+        // port) sends status and NAKs and hears the sender's unicast setups;
+        // the group's datagrams arrive on a second socket joined to it.
+        let followed = match cfg.multicast.filter(|m| m.join) {
+            Some(m) => {
+                let g = super::sys::group_socket(&m, &cfg)?;
+                Some(Followed {
+                    fd: g.as_raw_fd(),
+                    _sock: g,
+                    peer: m.group,
+                    settled: false,
+                    group: true,
+                })
+            }
+            None => None,
+        };
         Ok(SocketDriver {
             sock,
             fd,
@@ -133,7 +153,7 @@ impl SocketDriver {
             tx_slots: (0..TX_BATCH).map(|_| TxSlot::new()).collect(),
             tx_hdrs: Vec::with_capacity(TX_BATCH),
             cfg,
-            followed: None,
+            followed,
             since_listen: 0,
         })
     }
@@ -181,7 +201,11 @@ impl SocketDriver {
                 return r;
             }
             if t.segments() == 1 {
-                if let Some(f) = self.followed.as_ref().filter(|f| f.peer == t.dest) {
+                if let Some(f) = self
+                    .followed
+                    .as_ref()
+                    .filter(|f| f.peer == t.dest && !f.group)
+                {
                     return send_one_to_peer(f.fd, t);
                 }
             }
@@ -270,7 +294,12 @@ impl Driver for SocketDriver {
 
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
         // A connected socket (a publication's) hears only its peer anyway.
-        if self.sock.peer().is_some() || self.followed.as_ref().is_some_and(|f| f.peer == peer) {
+        if self.sock.peer().is_some()
+            || self
+                .followed
+                .as_ref()
+                .is_some_and(|f| f.peer == peer || f.group)
+        {
             return Ok(());
         }
         // The previous sender's socket goes: its session was replaced.
@@ -301,6 +330,7 @@ impl Driver for SocketDriver {
             _sock: sock,
             peer,
             settled: false,
+            group: false,
         });
         // Read the bound socket on the next call: the peer's datagrams that
         // arrived before the switch wait there.
@@ -328,7 +358,7 @@ impl Driver for SocketDriver {
                     match self.recv_on(fd, known, max, &mut f)? {
                         Rx::Got(n) => got = n,
                         Rx::Empty => {
-                            if let Some(fl) = &mut self.followed {
+                            if let Some(fl) = self.followed.as_mut().filter(|f| !f.group) {
                                 fl.settled = true;
                             }
                         }
@@ -778,6 +808,7 @@ mod tests {
             _sock: second,
             peer: a_addr,
             settled: false,
+            group: false,
         });
         assert_eq!(a.send(&[msg(b"peer")]).unwrap(), 1);
         let mut got = Vec::new();

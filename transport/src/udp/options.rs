@@ -25,6 +25,12 @@
 //! | `checksum` | `on`/`off` | `on` |
 //! | `key` | path of a 32-byte pre-shared key file: encrypt and authenticate every datagram (else `CONDUIT_UDP_KEY_FILE`) | none |
 //! | `max_sessions` | subscription: most concurrent publisher sessions, 1..=1024 (1: one at a time, as before) | 16 |
+//! | `iface` | multicast group only: the interface, by IPv4 address or name (IPv6 groups: a name) | the route's |
+//! | `ttl` | multicast group only: hops (IPv4 TTL, IPv6 hop limit), 0..=255 | 1 |
+//! | `flow` | multicast publication: `min`, `max` or `tagged` (see `docs/multicast.md`) | `min` |
+//! | `group_tag` | `flow=tagged`: the tag that counts; subscription: the tag it declares | none |
+//! | `min_receivers` | `flow=tagged`: tagged receivers needed to send | 1 |
+//! | `receiver_timeout` | multicast publication: a silent receiver leaves the set after this | 2s |
 //!
 //! # Keys
 //! `key=PATH` (or `CONDUIT_UDP_KEY_FILE=PATH` for every UDP channel of the
@@ -43,12 +49,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::proto::{Config, GapPolicy};
+use crate::proto::{Config, FlowStrategy, GapPolicy};
 use crate::uri::{ChannelUri, Scheme};
 use crate::Error;
 
 use super::driver::{DriverChoice, DriverConfig};
 use super::key_file::{channel_key, KEY_ENV};
+use super::sys::{interface_index, Multicast, MulticastIface};
 
 /// How `poll_timeout` waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +238,7 @@ impl UdpOptions {
                 .and_then(usize::checked_next_power_of_two)
                 .unwrap_or(usize::MAX),
         };
+        d.multicast = multicast_options(&mut uri, addr, &mut p)?;
         p.validate().map_err(|e| uri.invalid(e))?;
         d.max_datagram = p.mtu;
         d.single_thread = !thread;
@@ -268,6 +276,110 @@ impl UdpOptions {
             per_session * receivers
         };
         proto + self.driver.rx_buffer_bytes() + tx_staging_bytes(self.proto.mtu)
+    }
+}
+
+/// The multicast options (`iface`, `ttl`, `flow`, `group_tag`,
+/// `min_receivers`, `receiver_timeout`): a group address takes them all; any
+/// other address takes only `group_tag` (a subscription declares its tag)
+/// and refuses the rest.
+fn multicast_options(
+    uri: &mut ChannelUri,
+    addr: SocketAddr,
+    p: &mut Config,
+) -> Result<Option<Multicast>, Error> {
+    let group_tag = match uri.take_u64("group_tag")? {
+        Some(v) => Some(
+            u32::try_from(v)
+                .map_err(|_| uri.invalid(format!("group_tag={v}: must fit in 32 bits")))?,
+        ),
+        None => None,
+    };
+    p.group_tag = group_tag;
+    let iface = uri.take_str("iface");
+    let ttl = uri.take_u64("ttl")?;
+    let flow = uri.take_choice("flow", &["min", "max", "tagged"])?;
+    let min_receivers = uri.take_u64("min_receivers")?;
+    let timeout = uri.take_duration("receiver_timeout")?;
+    if !addr.ip().is_multicast() {
+        for (key, given) in [
+            ("iface", iface.is_some()),
+            ("ttl", ttl.is_some()),
+            ("flow", flow.is_some()),
+            ("min_receivers", min_receivers.is_some()),
+            ("receiver_timeout", timeout.is_some()),
+        ] {
+            if given {
+                return Err(uri.invalid(format!("{key}= is only for a multicast group address")));
+            }
+        }
+        return Ok(None);
+    }
+    if p.key.is_some() {
+        return Err(uri.invalid(
+            "key= with a multicast group is not supported yet (per-receiver session keys cannot seal one datagram for the group)",
+        ));
+    }
+    let iface = match iface {
+        None => None,
+        Some(i) => Some(match i.parse::<std::net::Ipv4Addr>() {
+            Ok(a) if addr.is_ipv4() => MulticastIface::Addr(a),
+            _ => MulticastIface::Index(interface_index(&i).ok_or_else(|| {
+                uri.invalid(format!(
+                    "iface={i:?}: no such interface (an IPv4 address for an IPv4 group, or an interface name)"
+                ))
+            })?),
+        }),
+    };
+    let ttl = match ttl {
+        None => 1,
+        Some(v) => {
+            u8::try_from(v).map_err(|_| uri.invalid(format!("ttl={v}: expected 0..=255")))?
+        }
+    };
+    if let Some(t) = timeout {
+        p.receiver_timeout = t;
+    }
+    p.flow = match flow.as_deref() {
+        Some("max") => FlowStrategy::Max,
+        Some("tagged") => {
+            let Some(tag) = group_tag else {
+                return Err(uri.invalid("flow=tagged needs group_tag="));
+            };
+            let min = min_receivers.unwrap_or(1);
+            let min_receivers = u32::try_from(min)
+                .ok()
+                .filter(|&m| (1..=crate::proto::MAX_RECEIVERS as u32).contains(&m))
+                .ok_or_else(|| {
+                    uri.invalid(format!(
+                        "min_receivers={min}: expected 1..={}",
+                        crate::proto::MAX_RECEIVERS
+                    ))
+                })?;
+            FlowStrategy::Tagged { tag, min_receivers }
+        }
+        _ => {
+            if min_receivers.is_some() {
+                return Err(uri.invalid("min_receivers= is only for flow=tagged"));
+            }
+            FlowStrategy::Min
+        }
+    };
+    Ok(Some(Multicast {
+        group: addr,
+        iface,
+        ttl,
+        join: false,
+    }))
+}
+
+/// Where a group subscription binds its unicast socket: an ephemeral port on
+/// the group's interface address (IPv4 `iface=ADDR`), else on every address.
+pub(crate) fn group_subscription_bind(m: &Multicast) -> SocketAddr {
+    match (m.group, m.iface) {
+        (SocketAddr::V4(_), Some(MulticastIface::Addr(a))) => SocketAddr::from((a, 0)),
+        (SocketAddr::V4(_), _) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        (SocketAddr::V6(_), _) => SocketAddr::from(([0u16; 8], 0)),
     }
 }
 
@@ -312,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn multicast_options() {
+        let o = opts("udp://239.1.2.3:4000?iface=127.0.0.1&ttl=4&flow=tagged&group_tag=9&min_receivers=3&receiver_timeout=5s")
+            .unwrap();
+        let m = o.driver.multicast.unwrap();
+        assert_eq!(m.group, "239.1.2.3:4000".parse().unwrap());
+        assert_eq!(m.iface, Some(MulticastIface::Addr([127, 0, 0, 1].into())));
+        assert_eq!((m.ttl, m.join), (4, false));
+        assert_eq!(
+            o.proto.flow,
+            FlowStrategy::Tagged {
+                tag: 9,
+                min_receivers: 3
+            }
+        );
+        assert_eq!(o.proto.receiver_timeout, Duration::from_secs(5));
+        let o = opts("udp://[ff02::1:2]:4000?iface=lo&flow=max").unwrap();
+        let m = o.driver.multicast.unwrap();
+        assert!(matches!(m.iface, Some(MulticastIface::Index(i)) if i > 0));
+        assert_eq!(o.proto.flow, FlowStrategy::Max);
+        assert_eq!(m.ttl, 1);
+        // A unicast subscription may declare its tag; nothing else changes.
+        let o = opts("udp://127.0.0.1:4000?group_tag=5").unwrap();
+        assert_eq!(o.proto.group_tag, Some(5));
+        assert!(o.driver.multicast.is_none());
+    }
+
+    #[test]
     fn bad_options_name_themselves() {
         for (uri, word) in [
             ("udp://127.0.0.1:1?driver=dpdk", "driver"),
@@ -326,6 +465,17 @@ mod tests {
             ("udp://127.0.0.1:1?stream=99999999999", "stream"),
             ("udp://127.0.0.1:1?max_sessions=0", "max_sessions"),
             ("udp://127.0.0.1:1?max_sessions=1025", "max_sessions"),
+            ("udp://127.0.0.1:1?ttl=3", "ttl"),
+            ("udp://127.0.0.1:1?flow=min", "flow"),
+            ("udp://239.1.1.1:1?ttl=300", "ttl"),
+            ("udp://239.1.1.1:1?flow=fastest", "flow"),
+            ("udp://239.1.1.1:1?flow=tagged", "group_tag"),
+            (
+                "udp://239.1.1.1:1?flow=tagged&group_tag=1&min_receivers=65",
+                "min_receivers",
+            ),
+            ("udp://239.1.1.1:1?min_receivers=2", "min_receivers"),
+            ("udp://239.1.1.1:1?iface=no-such-if0", "iface"),
         ] {
             let e = opts(uri).unwrap_err().to_string();
             assert!(e.contains(word), "{uri}: {e}");

@@ -384,8 +384,10 @@ impl UdpPublication {
             }
         });
         let mtu = opts.proto.mtu;
-        let peer = opts.addr;
-        let ep = Endpoint::open(opts, bind, Some(peer), tx_slots(mtu) * mtu, |opts, now| {
+        // A group is not connected to: the receivers answer from their own
+        // unicast addresses.
+        let peer = Some(opts.addr).filter(|a| !a.ip().is_multicast());
+        let ep = Endpoint::open(opts, bind, peer, tx_slots(mtu) * mtu, |opts, now| {
             let sender = Sender::with_os_random(opts.proto.clone(), opts.addr, now, seed())
                 .map_err(Error::InvalidArgument)?;
             Ok(PubEnd {

@@ -207,6 +207,7 @@ impl Core<SubEnd> {
                 }
                 // Sender-side events.
                 Event::SessionRefused => None,
+                Event::ReceiverJoined { .. } | Event::ReceiverGone { .. } => None,
             };
             if let Some(err) = err {
                 if self.end.errors.len() < 16 {
@@ -358,8 +359,13 @@ impl UdpSubscription {
     /// [`Error::InvalidUri`] for bad options, [`Error::Io`] when the address
     /// cannot be bound or the driver cannot be set up.
     pub(crate) fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
-        let opts = UdpOptions::from_uri(uri)?;
-        let (bind, wait, mtu) = (opts.addr, opts.wait, opts.proto.mtu);
+        let mut opts = UdpOptions::from_uri(uri)?;
+        let (mut bind, wait, mtu) = (opts.addr, opts.wait, opts.proto.mtu);
+        if let Some(m) = opts.driver.multicast.as_mut() {
+            // A group: join it, and talk to the sender from a unicast port.
+            m.join = true;
+            bind = super::options::group_subscription_bind(m);
+        }
         // One MTU of staging: status messages and NAKs go one at a time.
         let ep = Endpoint::open(opts, bind, None, mtu, |opts, now| {
             let receiver = Sessions::with_os_random(opts.proto.clone(), now)

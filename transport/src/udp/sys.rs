@@ -443,6 +443,164 @@ pub(crate) fn socket_beside(local: SocketAddr) -> io::Result<UdpSocket> {
     Ok(sock)
 }
 
+/// A multicast group of a `udp://GROUP:PORT` channel: a publication sends to
+/// it, a subscription joins it (`join`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multicast {
+    /// The group address and port.
+    pub group: SocketAddr,
+    /// The interface (`iface=`): its IPv4 address, or its index (from a name;
+    /// IPv6 needs one). None: the kernel's choice by route.
+    pub iface: Option<MulticastIface>,
+    /// Hops the datagrams may take (`ttl=`, IPv4 TTL or IPv6 hop limit).
+    pub ttl: u8,
+    /// Join the group (subscription) rather than send to it (publication).
+    pub join: bool,
+}
+
+/// The interface of a [`Multicast`] group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulticastIface {
+    /// The interface with this IPv4 address.
+    Addr(Ipv4Addr),
+    /// The interface with this index.
+    Index(u32),
+}
+
+/// Sets a socket option from a plain struct.
+fn setsockopt_val<T: Copy>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` and the length passed is its size; the
+    // kernel only reads from the pointer during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The index of the interface named `name`, if there is one.
+pub(crate) fn interface_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a NUL-terminated string that lives for the call; the
+    // kernel only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+fn mreqn(group: Ipv4Addr, iface: Option<MulticastIface>) -> libc::ip_mreqn {
+    let (addr, index) = match iface {
+        Some(MulticastIface::Addr(a)) => (a, 0),
+        Some(MulticastIface::Index(i)) => (Ipv4Addr::UNSPECIFIED, i),
+        None => (Ipv4Addr::UNSPECIFIED, 0),
+    };
+    libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(group.octets()),
+        },
+        imr_address: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        imr_ifindex: index as libc::c_int,
+    }
+}
+
+fn v6_index(iface: Option<MulticastIface>) -> io::Result<u32> {
+    match iface {
+        None => Ok(0),
+        Some(MulticastIface::Index(i)) => Ok(i),
+        Some(MulticastIface::Addr(_)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an IPv6 group needs iface= as an interface name",
+        )),
+    }
+}
+
+/// A publication's socket sends to `m`'s group: on its interface, with its
+/// TTL, looped back to subscriptions of this host.
+pub(crate) fn multicast_sender(fd: RawFd, m: &Multicast) -> io::Result<()> {
+    let ttl = libc::c_int::from(m.ttl);
+    match m.group {
+        SocketAddr::V4(g) => {
+            setsockopt_val(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                &mreqn(*g.ip(), m.iface),
+            )?;
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl)?;
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 1)
+        }
+        SocketAddr::V6(_) => {
+            let index = v6_index(m.iface)? as libc::c_int;
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, index)?;
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, ttl)?;
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 1)
+        }
+    }
+}
+
+/// A socket bound to `m`'s group address and port, member of the group on
+/// its interface, configured from `cfg`. Several subscriptions of one host
+/// share the port: `SO_REUSEADDR` and `SO_REUSEPORT` are on (every socket
+/// bound to a group gets a copy of each of its datagrams; a group is open to
+/// every host that joins it anyway).
+pub(crate) fn group_socket(m: &Multicast, cfg: &DriverConfig) -> io::Result<UdpSocket> {
+    let domain = if m.group.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: a plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created and owned by nothing else; the
+    // `UdpSocket` takes ownership and closes it.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let raw = RawAddr::new(&m.group);
+    // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes that lives for the
+    // call; the kernel only reads it.
+    if unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match m.group {
+        SocketAddr::V4(g) => setsockopt_val(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_ADD_MEMBERSHIP,
+            &mreqn(*g.ip(), m.iface),
+        )?,
+        SocketAddr::V6(g) => {
+            let req = libc::ipv6_mreq {
+                ipv6mr_multiaddr: libc::in6_addr {
+                    s6_addr: g.ip().octets(),
+                },
+                ipv6mr_interface: v6_index(m.iface)?,
+            };
+            setsockopt_val(fd, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &req)?;
+        }
+    }
+    configure_socket(&sock, cfg)?;
+    Ok(sock)
+}
+
 /// One datagram to the peer `fd` is connected to: plain `send`, as a
 /// bare socket does (no message header, name or control data to build
 /// or copy in). Returns 1 when it left (or was lost to a queued ICMP error,
@@ -490,6 +648,9 @@ impl Socket {
         let sock = UdpSocket::bind(bind)?;
         let gro = configure_socket(&sock, cfg)?;
         let fd = sock.as_raw_fd();
+        if let Some(m) = cfg.multicast.filter(|m| !m.join) {
+            multicast_sender(fd, &m)?;
+        }
         let gso = cfg.gso && probe_gso(fd);
         Ok(Socket {
             sock,

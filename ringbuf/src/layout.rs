@@ -14,8 +14,11 @@
 //!                                     (S = max_subscribers)
 //! 384 + 128 × S     128 × P           publisher slots (only when P = max_publishers > 1):
 //!                                     state u32, pid u32, at 64: pending_start u64, pending_end u64
+//! 384 + 128 × (S+P) 512               history marks (only when P > 1): 64 × u64, the
+//!                                     position + 1 of a record start in each 1/64 of the
+//!                                     lap (see `history.rs`), written by the claim-lock holder
 //! data_offset       capacity          records (data_offset = 384 + 128 × (S + P') rounded up
-//!                                     to 4096, P' = P if P > 1, else 0)
+//!                                     to 4096, P' = P + 4 if P > 1, else 0)
 //! ```
 //!
 //! Layout version 3 took the first 8 reserved header bytes for
@@ -128,6 +131,9 @@ pub const SOURCE_SHIFT: u32 = 24;
 /// or one a publisher died holding; `type_id` holds the bytes to skip (a
 /// multiple of 32 that stays inside the lap).
 pub const SKIP_LEN: u32 = u32::MAX - 1;
+/// 128-byte blocks of the history marks of a multi-writer ring (64 × u64),
+/// after its publisher slots.
+pub const MARK_BLOCKS: u32 = 4;
 /// Publisher slot state: unused.
 pub const PUB_FREE: u32 = 0;
 /// Publisher slot state: owned by a publisher (whose lock byte tells whether
@@ -256,7 +262,7 @@ pub const fn max_message_limit(capacity: u64) -> u64 {
 /// `max_publishers` publishers (slots only when more than one).
 pub const fn data_offset(max_subscribers: u32, max_publishers: u32) -> u64 {
     let p = if max_publishers > 1 {
-        max_publishers
+        max_publishers + MARK_BLOCKS
     } else {
         0
     };
@@ -269,6 +275,12 @@ pub const fn data_offset(max_subscribers: u32, max_publishers: u32) -> u64 {
 /// Offset of publisher slot `j` of a ring with `max_subscribers` subscriber slots.
 pub const fn pub_slot_offset(max_subscribers: u32, j: u32) -> usize {
     SLOTS_OFFSET + BLOCK_LEN * (max_subscribers + j) as usize
+}
+
+/// Offset of the history marks of a multi-writer ring with
+/// `max_subscribers` subscriber slots and `max_publishers` publishers.
+pub const fn marks_offset(max_subscribers: u32, max_publishers: u32) -> usize {
+    pub_slot_offset(max_subscribers, max_publishers)
 }
 
 /// Offset of subscriber slot `i`.

@@ -165,6 +165,17 @@
 //! * Joining subscribers are activated by the claim-lock holder at the
 //!   shared tail; every cached `limit` was computed from positions at most
 //!   that tail, so none lets a writer overwrite what the joiner will read.
+//!   A `from=history` joiner starts behind the tail instead: its
+//!   activation bumps a counter every claimer checks under the lock, so
+//!   the others rescan first (see `history.rs`, "Several publishers").
+//!
+//! *Slow subscribers and history* work with several publishers too (the
+//! ring's [`Retention`] is its creator's): whichever claimer has been held
+//! back for `evict_after` evicts, with the claim lock held, and every
+//! claimer of an evicting ring runs a Release fence after taking the lock,
+//! so the evicted reader's check holds against all writers (`evict.rs`);
+//! the history marks live in shared memory, written and read by the lock
+//! holder (`history.rs`).
 //!
 //! ## Untrusted peers
 //!

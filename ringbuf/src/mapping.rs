@@ -29,7 +29,12 @@ pub(crate) struct PublisherBlock {
     pub(crate) claim_tail: AtomicU64,
     /// Multi-writer rings: every commit word in `[claim_tail, zeroed)` is zero.
     pub(crate) zeroed: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 40],
+    /// Multi-writer rings: bumped (under the claim lock) whenever a
+    /// `from=history` joiner is activated behind the tail; a publisher that
+    /// sees it change rescans before it claims, since the `limit` it cached
+    /// may pass the joiner's start by a lap.
+    pub(crate) history_joins: AtomicU64,
+    _pad: [u8; BLOCK_LEN - 48],
 }
 const _: () = assert!(core::mem::size_of::<PublisherBlock>() == BLOCK_LEN);
 
@@ -85,6 +90,16 @@ pub(crate) struct PubSlot {
     _pad: [u8; BLOCK_LEN - 80],
 }
 const _: () = assert!(core::mem::size_of::<PubSlot>() == BLOCK_LEN);
+
+/// The history marks of a multi-writer ring: `position + 1` of a record
+/// start in each 1/64 of the lap, 0 for none (see `history.rs`). Untrusted:
+/// every mark is checked before use.
+#[repr(C, align(128))]
+pub(crate) struct MarkBlock {
+    pub(crate) marks: [AtomicU64; 64],
+}
+const _: () =
+    assert!(core::mem::size_of::<MarkBlock>() == BLOCK_LEN * layout::MARK_BLOCKS as usize);
 
 /// A `MAP_SHARED` read-write mapping of a whole ring file.
 pub(crate) struct Mapping {
@@ -189,6 +204,13 @@ impl Mapping {
     #[inline]
     pub(crate) fn pub_slot(&self, max_subscribers: u32, j: u32) -> &PubSlot {
         self.block(layout::pub_slot_offset(max_subscribers, j))
+    }
+
+    /// The history marks of a multi-writer ring (the caller checks that it
+    /// is one: `max_publishers > 1`).
+    #[inline]
+    pub(crate) fn marks(&self, max_subscribers: u32, max_publishers: u32) -> &MarkBlock {
+        self.block(layout::marks_offset(max_subscribers, max_publishers))
     }
 
     /// The header bytes.

@@ -73,11 +73,11 @@ pub(crate) struct Conn {
     /// Found by a health check, reported once the ring is drained.
     pub(crate) pending: Option<PollError>,
     /// Publisher slots (1: a single-writer ring, none in the file).
-    pubs: u32,
+    pub(crate) pubs: u32,
     /// Subscriber slots (the publisher slots follow them).
     subs: u32,
     /// Mask of the length bits of a record's `len` word.
-    len_mask: u32,
+    pub(crate) len_mask: u32,
     /// Pid in the header (the publisher of a single-writer ring).
     creator_pid: u32,
     /// Multi-writer rings: the position we found uncommitted with later
@@ -391,7 +391,7 @@ impl Drop for Conn {
 /// Bytes a skip record at `pos` (offset `off` in the lap) covers, checked:
 /// a non-zero multiple of 32 that stays inside the lap.
 #[cold]
-fn skip_len(pos: u64, off: u64, bytes: u32, cap: u64) -> Result<u64, PollError> {
+pub(crate) fn skip_len(pos: u64, off: u64, bytes: u32, cap: u64) -> Result<u64, PollError> {
     let b = u64::from(bytes);
     if b == 0 || b % RECORD_ALIGN as u64 != 0 || off + b > cap {
         return Err(PollError::Corrupt(format!(

@@ -3,6 +3,8 @@
 
 use super::{truncated, Claim, Publisher, ZERO_LOW_WATER};
 use crate::error::{OfferError, RingError};
+use crate::evict::{Evictor, Retention};
+use crate::history::Marks;
 use crate::layout::ZERO_AHEAD;
 use crate::layout::{
     self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, RECORD_ALIGN,
@@ -33,6 +35,8 @@ pub(super) struct Multi {
     /// Scan the subscriber slots at the next claim (after taking the lock
     /// from a dead holder, who may have left a membership request half done).
     must_scan: bool,
+    /// `history_joins` at our last look (see `history.rs`).
+    seen_joins: u64,
 }
 
 /// Lock word held by publisher `index` after `w`: next generation in the
@@ -52,10 +56,14 @@ enum Attach {
 
 /// [`Publisher::create`] with `max_publishers > 1`: attaches to the live
 /// multi-writer ring under `name`, or creates one.
+///
+/// The ring's slow-subscriber policy and history are the creator's
+/// `retention`; an attacher's is ignored (as its geometry is).
 pub(super) fn create_or_attach(
     name: &str,
     config: &RingConfig,
     geometry: Geometry,
+    retention: &Retention,
 ) -> Result<Publisher, RingError> {
     let mut last = None;
     for _ in 0..ATTACH_ATTEMPTS {
@@ -63,7 +71,7 @@ pub(super) fn create_or_attach(
             Attach::Attached(p) => return Ok(*p),
             Attach::Busy => std::thread::sleep(ATTACH_PAUSE),
             Attach::Create => {
-                match Publisher::create_new(name, config, geometry, &Default::default()) {
+                match Publisher::create_new(name, config, geometry, retention) {
                     Ok(mut p) => {
                         become_first(&mut p)?;
                         return Ok(p);
@@ -103,11 +111,16 @@ fn become_first(p: &mut Publisher) -> Result<(), RingError> {
     pb.claim_tail.store(0, Ordering::Relaxed);
     // The file starts zeroed.
     pb.zeroed.store(p.geometry.capacity, Ordering::Relaxed);
+    Marks::init_shared(
+        p.map
+            .marks(p.geometry.max_subscribers, p.geometry.max_publishers),
+    );
     p.multi = Some(Multi {
         index: 0,
         tag: 1 << SOURCE_SHIFT,
         blocked: None,
         must_scan: false,
+        seen_joins: 0,
     });
     // Convert our write lock on the publisher byte to a shared one:
     // attachers take it shared too (they wait while it is exclusive). The
@@ -202,13 +215,16 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         last_reap: Instant::now(),
         last_bp_reap: None,
         wakes: 0,
-        evictor: None,
-        marks: None,
+        // The ring's retention, from its (validated) header.
+        evictor: (h.slow_policy.get() == layout::SLOW_EVICT)
+            .then(|| Evictor::new(Duration::from_nanos(h.evict_after_ns.get()))),
+        marks: Marks::new(g.capacity, h.history.get()),
         multi: Some(Multi {
             index,
             tag: (index + 1) << SOURCE_SHIFT,
             blocked: None,
             must_scan: true,
+            seen_joins: 0,
         }),
     };
     // The slot's previous owner is dead (we hold its lock byte); a claim it
@@ -442,6 +458,25 @@ impl Publisher {
         }
         self.tail = t;
         self.zeroed = z;
+        if self.evictor.is_some() {
+            // Release partner: an evicted reader's Acquire fence after its
+            // copy (`evict.rs`). An earlier lock holder's EVICTED stores
+            // happen before our lock (its Release unlock, our Acquire CAS),
+            // so before every data write we make from here on: a reader
+            // whose copy saw one of them sees its slot EVICTED.
+            fence(Ordering::Release);
+        }
+        if self.marks.is_some() {
+            // A history joiner activated behind the tail by another
+            // publisher: our cached `limit` may pass its start; rescan.
+            let joins = self.map.publisher().history_joins.load(Ordering::Relaxed);
+            if let Some(m) = self.multi.as_mut() {
+                if m.seen_joins != joins {
+                    m.seen_joins = joins;
+                    m.must_scan = true;
+                }
+            }
+        }
         let att = self.map.signal().attention.load(Ordering::Relaxed);
         let must_scan = self.multi.as_ref().is_some_and(|m| m.must_scan);
         if att >= ATTENTION_MEMBERSHIP || must_scan {
@@ -477,6 +512,11 @@ impl Publisher {
             });
         }
         if self.zeroed < needed + ZERO_LOW_WATER {
+            if let Some(marks) = &self.marks {
+                // `t` starts our claim (its padding, or the record).
+                let g = &self.geometry;
+                marks.mark_shared(self.map.marks(g.max_subscribers, g.max_publishers), t);
+            }
             // Zeroing ahead is done by the lock holder only, below `limit`
             // and beyond the tail: never a byte another publisher claimed.
             self.zero_to((end + ZERO_AHEAD).min(self.limit).max(needed));
@@ -535,6 +575,8 @@ impl Publisher {
             )))
         } else {
             self.tail = t;
+            // A history joiner's start depends on what was zeroed.
+            self.zeroed = pb.zeroed.load(Ordering::Relaxed).max(t);
             if self.last_reap.elapsed() >= super::QUERY_REAP_INTERVAL {
                 self.reap()
             } else {

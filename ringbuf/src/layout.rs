@@ -139,6 +139,10 @@ pub const PUB_FREE: u32 = 0;
 /// Publisher slot state: owned by a publisher (whose lock byte tells whether
 /// it is alive).
 pub const PUB_ATTACHED: u32 = 1;
+/// Publisher slot state: just taken by a new owner (who holds its lock
+/// byte) that has not yet resolved a claim the previous, dead owner may
+/// have left: subscribers treat such a claim as a dead publisher's.
+pub const PUB_RECLAIMING: u32 = 2;
 
 /// Slot state: unused.
 pub const SLOT_FREE: u32 = 0;

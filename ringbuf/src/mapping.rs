@@ -75,7 +75,8 @@ const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
 /// One publisher slot of a multi-writer ring.
 #[repr(C, align(128))]
 pub(crate) struct PubSlot {
-    /// [`layout::PUB_FREE`] or [`layout::PUB_ATTACHED`].
+    /// [`layout::PUB_FREE`], [`layout::PUB_ATTACHED`] or
+    /// [`layout::PUB_RECLAIMING`].
     pub(crate) state: AtomicU32,
     /// Pid of the owner.
     pub(crate) pid: AtomicU32,

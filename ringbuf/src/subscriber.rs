@@ -3,8 +3,9 @@
 use crate::error::{PollError, RingError};
 use crate::history::Start;
 use crate::layout::{
-    self, ATTENTION_MEMBERSHIP, LEN_MASK, PADDING_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, SKIP_LEN,
-    SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT, SOURCE_SHIFT,
+    self, ATTENTION_MEMBERSHIP, LEN_MASK, PADDING_LEN, PUB_RECLAIMING, RECORD_ALIGN,
+    RECORD_HEADER_LEN, SKIP_LEN, SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT,
+    SOURCE_SHIFT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, Slot};
@@ -240,8 +241,16 @@ impl Conn {
                     "publisher slot {j} holds a pending claim [{ps}, {pe}) that is misaligned or longer than {span} bytes"
                 )));
             }
+            // A new owner that has not yet resolved the claim its dead
+            // predecessor left (it holds the lock byte meanwhile). A claim
+            // of the new owner's own is never seen with this state: it
+            // stores ATTACHED before it claims, and the claim tail we
+            // loaded (Acquire) covers the claim (`pe <= tail`).
+            // Acquire partner: the attacher's Release store of RECLAIMING.
+            let reclaiming = slot.state.load(Ordering::Acquire) == PUB_RECLAIMING && pe <= tail;
             match liveness::is_locked(&self.lock, PUB_LOCK_BASE + i64::from(j)) {
-                Ok(true) => return Ok(false),
+                Ok(true) if !reclaiming => return Ok(false),
+                Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => {
                     return Err(PollError::Corrupt(format!(

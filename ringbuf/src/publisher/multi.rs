@@ -7,8 +7,8 @@ use crate::evict::{Evictor, Retention};
 use crate::history::Marks;
 use crate::layout::ZERO_AHEAD;
 use crate::layout::{
-    self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, RECORD_ALIGN,
-    SKIP_LEN, SOURCE_SHIFT,
+    self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, PUB_RECLAIMING,
+    RECORD_ALIGN, SKIP_LEN, SOURCE_SHIFT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, PubSlot};
@@ -179,9 +179,22 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         liveness::unlock(&lock, PUBLISHER_LOCK);
         return Ok(Attach::Busy);
     }
+    // Before a slot is taken: registering can take a while, and a slot we
+    // hold with a dead owner's claim unresolved is waited for (see below).
+    let fence_mode = map.publisher().fence_mode.load(Ordering::Relaxed);
+    let fence = fence_mode != layout::FENCE_MEMBARRIER || !futex::register_global_expedited();
     let mut chosen = None;
     for j in 0..g.max_publishers {
         if liveness::try_lock(&lock, PUB_LOCK_BASE + i64::from(j)).map_err(io)? {
+            // The slot's previous owner (if any) is dead: its lock byte is
+            // ours. Say so at once: until we resolve a claim it left (which
+            // needs the claim lock), a subscriber waiting on that claim
+            // skips it as a dead owner's instead of waiting for us.
+            // Release partner: the subscriber's Acquire load of the state
+            // in `skip_dead_claim`.
+            map.pub_slot(g.max_subscribers, j)
+                .state
+                .store(PUB_RECLAIMING, Ordering::Release);
             chosen = Some(j);
             break;
         }
@@ -193,8 +206,6 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
             max: g.max_publishers,
         });
     };
-    let fence_mode = map.publisher().fence_mode.load(Ordering::Relaxed);
-    let fence = fence_mode != layout::FENCE_MEMBARRIER || !futex::register_global_expedited();
     let data = DataArea::new(&map, &g);
     let mut p = Publisher {
         fence,
@@ -229,9 +240,9 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
     };
     // The slot's previous owner is dead (we hold its lock byte); a claim it
     // left is resolved before the slot's pending claim is reused.
-    let slot = p.pub_slot(index);
-    slot.pid.store(std::process::id(), Ordering::Relaxed);
-    slot.state.store(PUB_ATTACHED, Ordering::Relaxed);
+    p.pub_slot(index)
+        .pid
+        .store(std::process::id(), Ordering::Relaxed);
     let start = Instant::now();
     loop {
         match p.lock_claims() {
@@ -249,6 +260,11 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         }
     }
     p.resolve_dead(index);
+    // Before any claim of ours: a subscriber that sees our claims sees
+    // ATTACHED (the claim tail's Release store orders it).
+    p.pub_slot(index)
+        .state
+        .store(PUB_ATTACHED, Ordering::Relaxed);
     p.unlock_claims();
     Ok(Attach::Attached(Box::new(p)))
 }

@@ -13,11 +13,14 @@
 //!                                            # order, intact; print "ok", exit 0
 //! ```
 //!
-//! A message is `[id u32][len u32][seq u64][checksum u64][sent u64][filler]`,
-//! 32 to 80 bytes; `sent` is the wall clock in nanoseconds when the
-//! publisher began to send it (comparable across processes), which the
-//! kill test uses to measure how long the channel held a message up. Every
-//! mode has a watchdog. Rings have 4 publisher slots.
+//! A message is `[id u32][len u32][seq u64][checksum u64][stamp u64][filler]`,
+//! 32 to 80 bytes; `stamp` is the wall clock in nanoseconds (comparable
+//! across processes) just before the publisher commits it, which the kill
+//! test uses to measure how long a committed message waits for delivery.
+//! `steady` also prints `claim-wait NS` each time a claim took longer than
+//! any before (from the first attempt to the claim: a dead publisher
+//! holding the claim lock shows there). Every mode has a watchdog. Rings
+//! have 4 publisher slots.
 
 use conduit_ringbuf::{OfferError, Publisher, Retention, RingConfig, Subscriber};
 use std::io::Write;
@@ -139,20 +142,22 @@ fn attach(name: &str, dir: PathBuf, history: u64) -> Publisher {
 
 /// Sends message `seq`, retrying while back-pressured; `hold` spins that
 /// many iterations between the two halves of the write (inside the claim).
-fn send(p: &mut Publisher, id: u32, seq: u64, hold: u32) {
+/// Returns how long the claim took.
+fn send(p: &mut Publisher, id: u32, seq: u64, hold: u32) -> Duration {
     let len = message_len(seq);
-    let sent = now_ns();
+    let t0 = Instant::now();
     loop {
         match p.try_claim(1, len) {
             Ok(mut c) => {
+                let waited = t0.elapsed();
                 let buf = c.as_mut_slice();
                 fill_head(id, seq, buf);
                 for _ in 0..hold {
                     std::hint::spin_loop();
                 }
-                fill_tail(id, seq, sent, buf);
+                fill_tail(id, seq, now_ns(), buf);
                 c.commit();
-                return;
+                return waited;
             }
             Err(OfferError::BackPressured | OfferError::NotConnected) => std::thread::yield_now(),
             Err(e) => {
@@ -180,13 +185,18 @@ fn forever(name: &str, dir: PathBuf, id: u32, victim: bool, history: u64) {
     let mut p = attach(name, dir, history);
     say("ready");
     let mut seq = 0u64;
+    let mut longest = Duration::ZERO;
     loop {
         if victim {
             // Most of the time is spent inside a claim, so that a kill lands
             // mid-claim often.
             send(&mut p, id, seq, 2000 + (seq % 5) as u32 * 1000);
         } else {
-            send(&mut p, id, seq, 0);
+            let waited = send(&mut p, id, seq, 0);
+            if waited > longest {
+                longest = waited;
+                say(&format!("claim-wait {}", waited.as_nanos()));
+            }
             std::thread::sleep(Duration::from_micros(50));
         }
         seq += 1;

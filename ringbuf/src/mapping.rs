@@ -34,7 +34,11 @@ pub(crate) struct PublisherBlock {
     /// sees it change rescans before it claims, since the `limit` it cached
     /// may pass the joiner's start by a lap.
     pub(crate) history_joins: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 48],
+    /// Multi-writer rings: bit `i` set while publisher `i` is waiting for
+    /// the claim lock (it failed to take it); the others let it go first
+    /// (see `lock_claims`). Untrusted: it only delays a claim, boundedly.
+    pub(crate) claim_wanted: AtomicU64,
+    _pad: [u8; BLOCK_LEN - 56],
 }
 const _: () = assert!(core::mem::size_of::<PublisherBlock>() == BLOCK_LEN);
 

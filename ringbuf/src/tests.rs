@@ -1278,3 +1278,22 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
         );
     });
 }
+
+#[test]
+fn a_subscriber_activated_by_one_publisher_connects_the_others() {
+    let d = TempDir::new();
+    let cfg = multi_config(&d, 1 << 14, 2);
+    let mut a = Publisher::create("mp-conn", &cfg).unwrap();
+    let mut b = Publisher::create("mp-conn", &cfg).unwrap();
+    // Both have seen no subscriber.
+    assert_eq!(b.offer(1, b"x"), Err(OfferError::NotConnected));
+    let mut s = Subscriber::open("mp-conn", Some(&d.0)).unwrap();
+    // `a` takes the membership request and activates it.
+    connect(&mut a, &mut s);
+    // `b` never saw the request: it must still find the subscriber.
+    offer_retry(&mut b, 2, b"from b");
+    offer_retry(&mut a, 3, b"from a");
+    let got = collect(&mut s, 2);
+    assert_eq!(got[0].1, b"from b");
+    assert_eq!(got[1].1, b"from a");
+}

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// Spins on a held claim lock before an offer reports `BackPressured`.
 const LOCK_SPINS: u32 = 128;
+/// Spins a publisher that finds the claim lock free waits for another
+/// publisher that asked for it (`claim_wanted`) to take it first.
+const DEFER_SPINS: u32 = 4096;
 /// Attempts of `create_or_attach` before giving up.
 const ATTACH_ATTEMPTS: u32 = 64;
 /// Pause between attempts while another process closes or replaces the ring.
@@ -277,16 +280,35 @@ impl Publisher {
 
     /// Takes the claim lock: a few spins, then (cold) a liveness check of a
     /// holder that keeps it, and stealing it from a dead one.
+    ///
+    /// Fairness: a publisher that fails to take the lock sets its bit in
+    /// `claim_wanted`; one that finds the lock free while another's bit is
+    /// set waits up to [`DEFER_SPINS`] for it to be taken first. Without
+    /// that, a publisher retrying a back-pressured offer in a loop holds the
+    /// lock so much of the time that another one may never get it. A bit
+    /// left by a dead or descheduled waiter costs the others one such wait,
+    /// after which they clear the word.
     #[inline(always)]
     pub(super) fn lock_claims(&mut self) -> Result<(), OfferError> {
         let Some(m) = self.multi.as_ref() else {
             return Ok(());
         };
         let index = m.index;
-        let lock = &self.map.publisher().claim_lock;
-        for _ in 0..LOCK_SPINS {
+        let me = 1u64 << index;
+        let pb = self.map.publisher();
+        let lock = &pb.claim_lock;
+        let mut spins = 0;
+        let mut deferred = 0;
+        while spins < LOCK_SPINS {
             let w = lock.load(Ordering::Relaxed);
             if w as u32 == 0 {
+                // Relaxed: a hint; the lock itself orders everything.
+                let wanted = pb.claim_wanted.load(Ordering::Relaxed);
+                if wanted & !me != 0 && deferred < DEFER_SPINS {
+                    deferred += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
                 // Acquire partner: the previous holder's Release store in
                 // `unlock_claims` (so its claim tail, zeroing and slot
                 // changes are visible).
@@ -299,12 +321,28 @@ impl Publisher {
                     )
                     .is_ok()
                 {
+                    if wanted != 0 {
+                        Self::clear_wanted(pb, me, deferred >= DEFER_SPINS);
+                    }
                     return Ok(());
                 }
             }
             std::hint::spin_loop();
+            spins += 1;
         }
+        pb.claim_wanted.fetch_or(me, Ordering::Relaxed);
         self.lock_contended()
+    }
+
+    /// With the lock just taken: our bit is served; after waiting in vain
+    /// for the others, theirs too.
+    #[cold]
+    fn clear_wanted(pb: &crate::mapping::PublisherBlock, me: u64, all: bool) {
+        if all {
+            pb.claim_wanted.store(0, Ordering::Relaxed);
+        } else {
+            pb.claim_wanted.fetch_and(!me, Ordering::Relaxed);
+        }
     }
 
     /// The claim lock stayed held: BackPressured while its holder is alive
@@ -502,7 +540,13 @@ impl Publisher {
             }
         }
         if self.active == 0 {
-            return Err(OfferError::NotConnected);
+            // Subscribers may have been activated by another publisher
+            // (whichever holds the lock takes the membership requests)
+            // since our last scan.
+            self.scan()?;
+            if self.active == 0 {
+                return Err(OfferError::NotConnected);
+            }
         }
         self.offers = self.offers.wrapping_add(1);
         if self.offers % 1024 == 0 && self.last_reap.elapsed() >= REAP_INTERVAL {

@@ -7,7 +7,9 @@
 //! ```text
 //! offset            size              what
 //! 0                 128               Header (immutable after creation, see [`Header`])
-//! 128               128               publisher block: closed u32, fence_mode u32, tail u64
+//! 128               128               publisher block: closed u32, fence_mode u32, tail u64;
+//!                                     at 64 (multi-writer rings): claim_lock, claim_tail,
+//!                                     zeroed, history_joins, claim_wanted (u64 each)
 //! 256               128               signal block: attention u64, futex u32
 //! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
 //!                                     generation u64, waiting u32, start u32
@@ -94,6 +96,11 @@ pub const HEADER_LEN: usize = 128;
 pub const BLOCK_LEN: usize = 128;
 /// Offset of the publisher block.
 pub const PUBLISHER_BLOCK: usize = 128;
+/// Offset, in the publisher block, of the claim words of a multi-writer
+/// ring (claim lock u64, claim tail u64, zeroed u64, history joins u64,
+/// claim wanted u64), on the block's second cache line: the first holds
+/// what subscribers read (`closed`, `fence_mode`, `tail`).
+pub const CLAIM_WORDS_OFFSET: usize = 64;
 /// Offset of the signal block (waiters, membership requests, futex word).
 pub const SIGNAL_BLOCK: usize = 256;
 /// Offset of subscriber slot 0.

@@ -22,6 +22,12 @@ pub(crate) struct PublisherBlock {
     pub(crate) fence_mode: AtomicU32,
     /// Position after the last committed record (diagnostics only).
     pub(crate) tail: AtomicU64,
+    /// The words above are read by subscribers (`closed` on every idle
+    /// check); the claim words below are written twice per message on a
+    /// multi-writer ring, so they get their own cache line: a subscriber
+    /// spinning on an empty ring must not pull the claim lock's line away
+    /// from the publisher between two messages.
+    _pad0: [u8; 48],
     /// Multi-writer rings: index + 1 of the publisher holding the claim
     /// lock, 0 when free (see the crate docs, "Several publishers").
     pub(crate) claim_lock: AtomicU64,
@@ -38,9 +44,11 @@ pub(crate) struct PublisherBlock {
     /// the claim lock (it failed to take it); the others let it go first
     /// (see `lock_claims`). Untrusted: it only delays a claim, boundedly.
     pub(crate) claim_wanted: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 56],
+    _pad: [u8; BLOCK_LEN - 104],
 }
 const _: () = assert!(core::mem::size_of::<PublisherBlock>() == BLOCK_LEN);
+const _: () =
+    assert!(core::mem::offset_of!(PublisherBlock, claim_lock) == layout::CLAIM_WORDS_OFFSET);
 
 /// The signal block (offset 256).
 #[repr(C, align(128))]

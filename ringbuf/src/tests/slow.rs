@@ -618,7 +618,10 @@ fn hostile_history_marks_of_a_multi_writer_ring_never_tear_or_panic() {
             w.write_u64(marks + 8 * k, *g);
         }
         // And a bumped join counter: a rescan, nothing more.
-        w.write_u64(layout::PUBLISHER_BLOCK + 40, round as u64 * 7 + 3);
+        w.write_u64(
+            layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET + 24,
+            round as u64 * 7 + 3,
+        );
         let mut j = Subscriber::open_from("mhh", Some(&d.0), &[], Start::History).unwrap();
         connect(&mut a, &mut j);
         for seq in 0..20 {

@@ -613,15 +613,23 @@ impl Publisher {
         if let Some(m) = &mut self.marks {
             m.mark(record);
         }
-        let target = (self.tail + ZERO_AHEAD).min(self.limit);
+        self.zero_range((self.tail + ZERO_AHEAD).min(self.limit));
+    }
+
+    /// Zeroes `[max(zeroed, tail), target)` and moves `zeroed` to `target`.
+    /// The caller makes sure that `target <= limit` and that nobody else
+    /// writes there: the single writer, or the claim-lock holder (positions
+    /// past the shared tail are nobody's claim yet).
+    fn zero_range(&mut self, target: u64) {
         let mut from = self.zeroed.max(self.tail);
         while from < target {
             let off = self.data.offset(from);
             let n = (target - from).min(self.capacity - off);
             // SAFETY: [off, off + n) lies inside the data area (n ≤ capacity -
             // off); positions [from, target) are past the tail (uncommitted, no
-            // reader looks at them) and below `limit`, so no subscriber still
-            // needs the bytes there; the mapping lives as long as `self`.
+            // reader looks at them, no other writer claimed them: see above)
+            // and below `limit`, so no subscriber still needs the bytes there;
+            // the mapping lives as long as `self`.
             unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
             from += n;
         }

@@ -579,7 +579,7 @@ impl Publisher {
             }
             // Zeroing ahead is done by the lock holder only, below `limit`
             // and beyond the tail: never a byte another publisher claimed.
-            self.zero_to((end + ZERO_AHEAD).min(self.limit).max(needed));
+            self.zero_range((end + ZERO_AHEAD).min(self.limit).max(needed));
             // Read under the lock only (the lock orders it).
             self.map
                 .publisher()
@@ -602,23 +602,6 @@ impl Publisher {
             .store(end, Ordering::Release);
         self.tail = end;
         Ok((pad_at, start))
-    }
-
-    /// Zeroes `[max(zeroed, tail), target)` (with the claim lock held; the
-    /// caller checked `target <= limit`).
-    fn zero_to(&mut self, target: u64) {
-        let mut from = self.zeroed.max(self.tail);
-        while from < target {
-            let off = self.data.offset(from);
-            let n = (target - from).min(self.capacity - off);
-            // SAFETY: [off, off + n) lies inside the data area; positions
-            // [from, target) are beyond the shared tail (nobody claimed
-            // them; we hold the claim lock) and below `limit`, so no
-            // subscriber still needs the bytes there.
-            unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
-            from += n;
-        }
-        self.zeroed = self.zeroed.max(target);
     }
 
     /// `is_connected` and friends on a multi-writer ring: processes requests

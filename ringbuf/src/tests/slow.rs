@@ -609,7 +609,7 @@ fn hostile_history_marks_of_a_multi_writer_ring_never_tear_or_panic() {
         u64::MAX,
         1 << 63,
         tail + 2,                    // misaligned
-        tail - 400 + 32 + 1,         // aligned, inside the window, not a record start (likely)
+        tail - 416 + 1,              // aligned, inside the window, maybe not a record start
         tail + 4096 * 3 + 1,         // beyond the tail
         (tail - 4000) / 32 * 32 + 1, // before the intact bytes
     ];

@@ -65,6 +65,19 @@ pub enum Command {
     /// Compares two saved runs figure by figure (p50 and p99 per channel,
     /// throughput); fails when any figure is worse than the threshold.
     Diff(DiffArgs),
+    /// `shm-mpsc` throughput with N publisher processes into one
+    /// subscriber: the total and each publisher's share; fails when a
+    /// publisher gets less than 1/(2N) of the messages (starvation).
+    Mpsc(MpscArgs),
+    /// The publisher's cost per offer with 1, 8, 64 (or the given numbers
+    /// of) subscriber processes asleep in `wait=block`.
+    Fanout(FanoutArgs),
+    /// Peer process: one publisher of `mpsc`.
+    #[command(name = "__mpsc-send", hide = true)]
+    MpscSend(PeerArgs),
+    /// Peer process: one subscriber of `fanout`.
+    #[command(name = "__fanout-sub", hide = true)]
+    FanoutSub(PeerArgs),
     /// Peer process: echoes round trips.
     #[command(name = "__pong", hide = true)]
     Pong(PeerArgs),
@@ -149,6 +162,49 @@ pub struct ThroughputArgs {
     /// Messages (default depends on the size).
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub messages: Option<u64>,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+}
+
+/// `mpsc`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct MpscArgs {
+    /// Publisher processes (the channel is opened with `publishers=N`).
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub publishers: u32,
+    /// Payload bytes (16 or more).
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Messages in the timed window (it opens once every publisher was heard).
+    #[arg(long, value_name = "N", default_value = "5m", value_parser = parse_count)]
+    pub messages: u64,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+}
+
+/// `fanout`'s options.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct FanoutArgs {
+    /// Subscriber counts to run, one run each (at most 1024).
+    #[arg(
+        long,
+        value_name = "a,b,..",
+        value_delimiter = ',',
+        default_value = "1,8,64"
+    )]
+    pub subscribers: Vec<u32>,
+    /// Payload bytes (16 or more).
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Offers per run.
+    #[arg(long, value_name = "N", default_value = "20k", value_parser = parse_count)]
+    pub messages: u64,
+    /// Microseconds from one offer to the next (the subscribers fall
+    /// asleep again in between).
+    #[arg(long, value_name = "US", default_value = "200")]
+    pub pace_us: u64,
     /// Write the result as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<String>,

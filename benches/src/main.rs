@@ -17,6 +17,8 @@ mod report;
 mod rss;
 mod spawn;
 mod throughput;
+#[cfg(feature = "conduit")]
+mod topology;
 
 use std::process::ExitCode;
 
@@ -78,6 +80,24 @@ fn run(command: Command) -> Result<()> {
             let old = report::load(path_text(&a.old)?)?;
             let new = report::load(path_text(&a.new)?)?;
             diff::diff(&old, &new, a.threshold)
+        }
+        #[cfg(feature = "conduit")]
+        Command::Mpsc(a) => topology::mpsc(a.publishers, a.size, a.messages, a.json.as_deref()),
+        #[cfg(feature = "conduit")]
+        Command::Fanout(a) => topology::fanout(
+            &a.subscribers,
+            a.size,
+            a.messages,
+            std::time::Duration::from_micros(a.pace_us),
+            a.json.as_deref(),
+        ),
+        #[cfg(feature = "conduit")]
+        Command::MpscSend(a) => topology::peer_main("__mpsc-send", &a),
+        #[cfg(feature = "conduit")]
+        Command::FanoutSub(a) => topology::peer_main("__fanout-sub", &a),
+        #[cfg(not(feature = "conduit"))]
+        Command::Mpsc(_) | Command::Fanout(_) | Command::MpscSend(_) | Command::FanoutSub(_) => {
+            Err(error::BenchError::msg("built without the conduit feature"))
         }
         Command::Pong(a) => channels::peer_main("__pong", &a),
         Command::PongPair(a) => channels::peer_main("__pong-pair", &a),

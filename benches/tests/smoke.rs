@@ -533,3 +533,76 @@ fn bad_input_is_a_clear_error() {
         );
     }
 }
+
+/// `mpsc`: every publisher heard from, shares that add up, a starvation
+/// either absent or reported (a loaded host may starve one; the run says so
+/// and fails, which is its job).
+#[test]
+fn mpsc_two_publishers() {
+    let json = tmp("mpsc.json");
+    let path = json.to_str().unwrap();
+    let o = bench(&[
+        "mpsc",
+        "--publishers",
+        "2",
+        "--messages",
+        "50k",
+        "--json",
+        path,
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || stderr.contains("starved"),
+        "mpsc failed ({}): {stderr}",
+        o.status
+    );
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(j["topology"], "mpsc");
+    assert_eq!(j["publishers"], 2);
+    let shares: Vec<f64> = j["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 2);
+    assert!(
+        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "{shares:?}"
+    );
+    assert_eq!(
+        o.status.success(),
+        j["starved"].as_array().unwrap().is_empty(),
+        "{j}"
+    );
+}
+
+/// `fanout`: one row per subscriber count, with ordered percentiles.
+#[test]
+fn fanout_one_and_two_subscribers() {
+    let json = tmp("fanout.json");
+    let path = json.to_str().unwrap();
+    ok(&[
+        "fanout",
+        "--subscribers",
+        "1,2",
+        "--messages",
+        "300",
+        "--json",
+        path,
+    ]);
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(j["topology"], "fanout");
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, s) in rows.iter().zip([1, 2]) {
+        assert_eq!(row["subscribers"], s);
+        let (p50, p99) = (
+            row["offer_p50_ns"].as_u64().unwrap(),
+            row["offer_p99_ns"].as_u64().unwrap(),
+        );
+        assert!(p50 > 0 && p50 <= p99, "{row}");
+    }
+}

@@ -23,6 +23,29 @@
 //! reader's re-load, and the copy is discarded. (The loom model
 //! `loom_eviction_never_delivers_overwritten` checks this ordering.)
 //!
+//! The copy itself races with those writes by design, so it is made of
+//! relaxed atomic 8-byte loads (the payload is 16-aligned, and the record's
+//! 32-byte granule covers the rounding up), never a plain `memcpy`: the
+//! compiler may then neither assume the bytes stable (and re-read or
+//! split a load) nor treat the race as undefined, and each word read is
+//! some value a writer stored, as in a seqlock reader. The publisher writes
+//! with plain stores; it runs in another process, so only the reader's
+//! side is code this crate's compiler sees racing.
+//!
+//! ## Several publishers
+//!
+//! On a multi-writer ring the publisher that evicts is whichever claimer
+//! found the ring held back for `after` (each measures its own wait, from
+//! its first back-pressured claim at the shared tail), with the claim lock
+//! held. The other publishers write data only after taking that lock
+//! (Acquire, after the evicter's Release unlock), and each runs a Release
+//! fence right after taking it on an evicting ring, before any data write
+//! (zeroing included): so an EVICTED store of any earlier holder happens
+//! before every byte any publisher writes later, and the reader's fence
+//! pair works as with one publisher. A publisher whose `limit` predates the
+//! eviction only holds a lower, safe one. (The loom model
+//! `loom_eviction_by_another_publisher` checks this chain.)
+//!
 //! ## After an eviction
 //!
 //! The subscriber that finds its slot EVICTED (at its next poll: a commit
@@ -39,12 +62,12 @@
 
 use crate::error::PollError;
 use crate::layout::{
-    self, ATTENTION_MEMBERSHIP, PADDING_LEN, RECORD_HEADER_LEN, SLOT_ACTIVE, SLOT_EVICTED,
-    SLOT_JOINING,
+    self, ATTENTION_MEMBERSHIP, PADDING_LEN, RECORD_HEADER_LEN, SKIP_LEN, SLOT_ACTIVE,
+    SLOT_EVICTED, SLOT_JOINING,
 };
-use crate::mapping::{Mapping, Slot};
-use crate::subscriber::{Conn, RecordInfo};
-use std::sync::atomic::{fence, Ordering};
+use crate::mapping::{DataArea, Mapping, Slot};
+use crate::subscriber::{skip_len, Conn, RecordInfo};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the publisher does with a subscriber that holds it back.
@@ -166,6 +189,25 @@ impl Evictor {
     }
 }
 
+/// Copies the `len`-byte payload of the record at `pos` into `buf` (at
+/// least `len` bytes) with relaxed atomic 8-byte loads: a publisher may be
+/// overwriting it (see "Race-free reading").
+#[inline]
+fn copy_racy(d: DataArea, pos: u64, len: usize, buf: &mut [u128]) {
+    debug_assert!(buf.len() * 16 >= len);
+    let src = d.payload_ptr(pos).cast::<AtomicU64>();
+    let dst = buf.as_mut_ptr().cast::<u64>();
+    for k in 0..len.div_ceil(8).min(buf.len() * 2) {
+        // SAFETY: the payload starts 16-aligned (data area page-aligned,
+        // records 32-aligned, header 16 bytes) and the caller checked that
+        // `off + 16 + len <= capacity`; rounding `len` up to 8 stays inside
+        // the record's 32-byte granule, so every word lies in the live
+        // mapping. `dst` has `buf.len() * 2` u64 places (bounded above).
+        // AtomicU64 is valid for any bits.
+        unsafe { *dst.add(k) = (*src.add(k)).load(Ordering::Relaxed) };
+    }
+}
+
 /// True if our slot was evicted (read after the Acquire fence of a copy or
 /// on an anomaly).
 #[inline]
@@ -215,10 +257,25 @@ impl Conn {
             }
             // SAFETY: as above.
             let (len_w, type_w) = unsafe { d.len_type(pos) };
-            let len = len_w.load(Ordering::Relaxed);
+            let raw = len_w.load(Ordering::Relaxed);
+            let len = raw & self.len_mask;
             let type_id = type_w.load(Ordering::Relaxed);
             let off = d.offset(pos);
-            let bad = if len == PADDING_LEN {
+            if raw == SKIP_LEN && self.pubs > 1 {
+                // An aborted claim, or a dead publisher's (multi-writer).
+                match skip_len(pos, off, type_id, cap) {
+                    Ok(b) => {
+                        pos += b;
+                        continue;
+                    }
+                    Err(_) if is_evicted(self.slot()) => break Step::Evicted,
+                    Err(e) => {
+                        self.pos = pos;
+                        return Err(e);
+                    }
+                }
+            }
+            let bad = if raw == PADDING_LEN {
                 off == 0
             } else {
                 u64::from(len) > self.max_len
@@ -234,7 +291,7 @@ impl Conn {
                     cap - off
                 )));
             }
-            if len == PADDING_LEN {
+            if raw == PADDING_LEN {
                 pos += cap - off;
                 continue;
             }
@@ -243,19 +300,7 @@ impl Conn {
                 // Bounded by the ring's maximum message length.
                 self.copy_buf.resize(len.div_ceil(16), 0);
             }
-            let buf = &mut self.copy_buf;
-            // SAFETY: the payload lies inside the data area (checked above)
-            // of a mapping that outlives this call, and the buffer holds at
-            // least `len` bytes (grown just above). The
-            // publisher may be overwriting the source after evicting us; the
-            // copy is then discarded below, never handed out.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    d.payload_ptr(pos),
-                    buf.as_mut_ptr().cast::<u8>(),
-                    len,
-                )
-            };
+            copy_racy(d, pos, len, &mut self.copy_buf);
             // Acquire partner: the publisher's Release fence after its
             // EVICTED CAS (`Evictor::evict`).
             fence(Ordering::Acquire);
@@ -264,8 +309,9 @@ impl Conn {
             }
             // SAFETY: the buffer holds at least `len` initialised bytes
             // (zeroed when grown, then copied into).
-            let copy = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-            handler(RecordInfo::new(type_id, pos, len as u32, self), copy);
+            let copy =
+                unsafe { std::slice::from_raw_parts(self.copy_buf.as_ptr().cast::<u8>(), len) };
+            handler(RecordInfo::new(type_id, pos, raw, self), copy);
             pos += layout::record_len(len as u64);
             n += 1;
         };

@@ -7,15 +7,20 @@
 //! ```text
 //! offset            size              what
 //! 0                 128               Header (immutable after creation, see [`Header`])
-//! 128               128               publisher block: closed u32, fence_mode u32, tail u64
+//! 128               128               publisher block: closed u32, fence_mode u32, tail u64;
+//!                                     at 64 (multi-writer rings): claim_lock, claim_tail,
+//!                                     zeroed, history_joins, claim_wanted (u64 each)
 //! 256               128               signal block: attention u64, futex u32
 //! 384               128 × S           subscriber slots: state u32, pid u32, position u64,
 //!                                     generation u64, waiting u32, start u32
 //!                                     (S = max_subscribers)
 //! 384 + 128 × S     128 × P           publisher slots (only when P = max_publishers > 1):
 //!                                     state u32, pid u32, at 64: pending_start u64, pending_end u64
+//! 384 + 128 × (S+P) 512               history marks (only when P > 1): 64 × u64, the
+//!                                     position + 1 of a record start in each 1/64 of the
+//!                                     lap (see `history.rs`), written by the claim-lock holder
 //! data_offset       capacity          records (data_offset = 384 + 128 × (S + P') rounded up
-//!                                     to 4096, P' = P if P > 1, else 0)
+//!                                     to 4096, P' = P + 4 if P > 1, else 0)
 //! ```
 //!
 //! Layout version 3 took the first 8 reserved header bytes for
@@ -91,6 +96,11 @@ pub const HEADER_LEN: usize = 128;
 pub const BLOCK_LEN: usize = 128;
 /// Offset of the publisher block.
 pub const PUBLISHER_BLOCK: usize = 128;
+/// Offset, in the publisher block, of the claim words of a multi-writer
+/// ring (claim lock u64, claim tail u64, zeroed u64, history joins u64,
+/// claim wanted u64), on the block's second cache line: the first holds
+/// what subscribers read (`closed`, `fence_mode`, `tail`).
+pub const CLAIM_WORDS_OFFSET: usize = 64;
 /// Offset of the signal block (waiters, membership requests, futex word).
 pub const SIGNAL_BLOCK: usize = 256;
 /// Offset of subscriber slot 0.
@@ -128,11 +138,18 @@ pub const SOURCE_SHIFT: u32 = 24;
 /// or one a publisher died holding; `type_id` holds the bytes to skip (a
 /// multiple of 32 that stays inside the lap).
 pub const SKIP_LEN: u32 = u32::MAX - 1;
+/// 128-byte blocks of the history marks of a multi-writer ring (64 × u64),
+/// after its publisher slots.
+pub const MARK_BLOCKS: u32 = 4;
 /// Publisher slot state: unused.
 pub const PUB_FREE: u32 = 0;
 /// Publisher slot state: owned by a publisher (whose lock byte tells whether
 /// it is alive).
 pub const PUB_ATTACHED: u32 = 1;
+/// Publisher slot state: just taken by a new owner (who holds its lock
+/// byte) that has not yet resolved a claim the previous, dead owner may
+/// have left: subscribers treat such a claim as a dead publisher's.
+pub const PUB_RECLAIMING: u32 = 2;
 
 /// Slot state: unused.
 pub const SLOT_FREE: u32 = 0;
@@ -256,7 +273,7 @@ pub const fn max_message_limit(capacity: u64) -> u64 {
 /// `max_publishers` publishers (slots only when more than one).
 pub const fn data_offset(max_subscribers: u32, max_publishers: u32) -> u64 {
     let p = if max_publishers > 1 {
-        max_publishers
+        max_publishers + MARK_BLOCKS
     } else {
         0
     };
@@ -269,6 +286,12 @@ pub const fn data_offset(max_subscribers: u32, max_publishers: u32) -> u64 {
 /// Offset of publisher slot `j` of a ring with `max_subscribers` subscriber slots.
 pub const fn pub_slot_offset(max_subscribers: u32, j: u32) -> usize {
     SLOTS_OFFSET + BLOCK_LEN * (max_subscribers + j) as usize
+}
+
+/// Offset of the history marks of a multi-writer ring with
+/// `max_subscribers` subscriber slots and `max_publishers` publishers.
+pub const fn marks_offset(max_subscribers: u32, max_publishers: u32) -> usize {
+    pub_slot_offset(max_subscribers, max_publishers)
 }
 
 /// Offset of subscriber slot `i`.

@@ -153,8 +153,9 @@
 //!   the claim under the claim lock (a skip record, and the padding) before
 //!   it reuses the slot, and only if no byte of the claim was zeroed or
 //!   claimed one lap on. So the channel stalls for about 1 ms (a subscriber
-//!   asleep in `WaitStrategy::Block` rechecks at least every 20 ms), nothing
-//!   torn is delivered, and everything committed before the death is.
+//!   asleep in `WaitStrategy::Block` rechecks at least every 20 ms), within
+//!   the documented bound [`DEAD_PUBLISHER_STALL`] (50 ms), nothing torn is
+//!   delivered, and everything committed before the death is.
 //! * The ring closes when its last publisher leaves: each leaver releases its
 //!   slot and tries to upgrade its shared lock to a write lock, which
 //!   succeeds only for the last. Subscribers report `PublisherGone` when no
@@ -165,6 +166,17 @@
 //! * Joining subscribers are activated by the claim-lock holder at the
 //!   shared tail; every cached `limit` was computed from positions at most
 //!   that tail, so none lets a writer overwrite what the joiner will read.
+//!   A `from=history` joiner starts behind the tail instead: its
+//!   activation bumps a counter every claimer checks under the lock, so
+//!   the others rescan first (see `history.rs`, "Several publishers").
+//!
+//! *Slow subscribers and history* work with several publishers too (the
+//! ring's [`Retention`] is its creator's): whichever claimer has been held
+//! back for `evict_after` evicts, with the claim lock held, and every
+//! claimer of an evicting ring runs a Release fence after taking the lock,
+//! so the evicted reader's check holds against all writers (`evict.rs`);
+//! the history marks live in shared memory, written and read by the lock
+//! holder (`history.rs`).
 //!
 //! ## Untrusted peers
 //!
@@ -240,6 +252,16 @@ pub const PUBLISHER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 /// before a publisher waiting for it checks whether that holder is alive
 /// (and takes the lock over from a dead one).
 pub const LOCK_CHECK_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The documented bound on how long a publisher killed at any point
+/// (holding the claim lock, or between a claim and its commit) holds up the
+/// other publishers and the subscribers of a multi-writer ring: the checks
+/// take [`LOCK_CHECK_INTERVAL`] and [`DEAD_CLAIM_CHECK`] (1 ms each), and a
+/// subscriber asleep in [`WaitStrategy::Block`] rechecks at least every
+/// 20 ms (at once when a later record is committed); the rest is margin for
+/// scheduling on a loaded host. `ring_mpsc`'s kill test prints the longest
+/// stall it measured against it.
+pub const DEAD_PUBLISHER_STALL: Duration = Duration::from_millis(50);
 
 /// Longest ring name.
 pub const MAX_NAME_LEN: usize = 200;

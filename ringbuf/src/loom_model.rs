@@ -443,4 +443,60 @@ mod multi {
             assert_eq!(real, [20]);
         });
     }
+
+    /// Eviction on a multi-writer ring (`evict.rs`, "Several publishers"):
+    /// publisher A, holding the claim lock, evicts the reader (CAS, Release
+    /// fence) and unlocks (Release); publisher B takes the lock (Acquire),
+    /// runs its Release fence and overwrites the reader's unread record. The
+    /// reader copies the payload (relaxed atomic loads), Acquire-fences and
+    /// re-checks its state: it must never accept B's bytes while ACTIVE.
+    #[test]
+    fn loom_eviction_by_another_publisher() {
+        const ACTIVE: u32 = 2;
+        const EVICTED: u32 = 3;
+        loom::model(|| {
+            // A holds the claim lock; the reader's record (7) is committed.
+            let lock = Arc::new(AtomicU64::new(1));
+            let state = Arc::new(AtomicU32::new(ACTIVE));
+            let commit = Arc::new(AtomicU64::new(1));
+            let payload = Arc::new(AtomicU64::new(7));
+            let reader = {
+                let (state, commit, payload) = (state.clone(), commit.clone(), payload.clone());
+                thread::spawn(move || {
+                    if commit.load(Ordering::Acquire) != 1 {
+                        return;
+                    }
+                    let v = payload.load(Ordering::Relaxed);
+                    fence(Ordering::Acquire);
+                    if state.load(Ordering::Relaxed) == ACTIVE {
+                        assert_eq!(v, 7, "delivered bytes written after the eviction");
+                    }
+                })
+            };
+            let a = {
+                let (lock, state) = (lock.clone(), state.clone());
+                thread::spawn(move || {
+                    if state
+                        .compare_exchange(ACTIVE, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        fence(Ordering::Release);
+                    }
+                    lock.store(0, Ordering::Release);
+                })
+            };
+            // B: takes the lock, then (evicting ring) fences, then writes.
+            while lock
+                .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                thread::yield_now();
+            }
+            fence(Ordering::Release);
+            payload.store(99, Ordering::Relaxed);
+            commit.store(4, Ordering::Release);
+            a.join().unwrap();
+            reader.join().unwrap();
+        });
+    }
 }

@@ -22,6 +22,12 @@ pub(crate) struct PublisherBlock {
     pub(crate) fence_mode: AtomicU32,
     /// Position after the last committed record (diagnostics only).
     pub(crate) tail: AtomicU64,
+    /// The words above are read by subscribers (`closed` on every idle
+    /// check); the claim words below are written twice per message on a
+    /// multi-writer ring, so they get their own cache line: a subscriber
+    /// spinning on an empty ring must not pull the claim lock's line away
+    /// from the publisher between two messages.
+    _pad0: [u8; 48],
     /// Multi-writer rings: index + 1 of the publisher holding the claim
     /// lock, 0 when free (see the crate docs, "Several publishers").
     pub(crate) claim_lock: AtomicU64,
@@ -29,9 +35,20 @@ pub(crate) struct PublisherBlock {
     pub(crate) claim_tail: AtomicU64,
     /// Multi-writer rings: every commit word in `[claim_tail, zeroed)` is zero.
     pub(crate) zeroed: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 40],
+    /// Multi-writer rings: bumped (under the claim lock) whenever a
+    /// `from=history` joiner is activated behind the tail; a publisher that
+    /// sees it change rescans before it claims, since the `limit` it cached
+    /// may pass the joiner's start by a lap.
+    pub(crate) history_joins: AtomicU64,
+    /// Multi-writer rings: bit `i` set while publisher `i` is waiting for
+    /// the claim lock (it failed to take it); the others let it go first
+    /// (see `lock_claims`). Untrusted: it only delays a claim, boundedly.
+    pub(crate) claim_wanted: AtomicU64,
+    _pad: [u8; BLOCK_LEN - 104],
 }
 const _: () = assert!(core::mem::size_of::<PublisherBlock>() == BLOCK_LEN);
+const _: () =
+    assert!(core::mem::offset_of!(PublisherBlock, claim_lock) == layout::CLAIM_WORDS_OFFSET);
 
 /// The signal block (offset 256).
 #[repr(C, align(128))]
@@ -70,7 +87,8 @@ const _: () = assert!(core::mem::size_of::<Slot>() == BLOCK_LEN);
 /// One publisher slot of a multi-writer ring.
 #[repr(C, align(128))]
 pub(crate) struct PubSlot {
-    /// [`layout::PUB_FREE`] or [`layout::PUB_ATTACHED`].
+    /// [`layout::PUB_FREE`], [`layout::PUB_ATTACHED`] or
+    /// [`layout::PUB_RECLAIMING`].
     pub(crate) state: AtomicU32,
     /// Pid of the owner.
     pub(crate) pid: AtomicU32,
@@ -85,6 +103,16 @@ pub(crate) struct PubSlot {
     _pad: [u8; BLOCK_LEN - 80],
 }
 const _: () = assert!(core::mem::size_of::<PubSlot>() == BLOCK_LEN);
+
+/// The history marks of a multi-writer ring: `position + 1` of a record
+/// start in each 1/64 of the lap, 0 for none (see `history.rs`). Untrusted:
+/// every mark is checked before use.
+#[repr(C, align(128))]
+pub(crate) struct MarkBlock {
+    pub(crate) marks: [AtomicU64; 64],
+}
+const _: () =
+    assert!(core::mem::size_of::<MarkBlock>() == BLOCK_LEN * layout::MARK_BLOCKS as usize);
 
 /// A `MAP_SHARED` read-write mapping of a whole ring file.
 pub(crate) struct Mapping {
@@ -189,6 +217,13 @@ impl Mapping {
     #[inline]
     pub(crate) fn pub_slot(&self, max_subscribers: u32, j: u32) -> &PubSlot {
         self.block(layout::pub_slot_offset(max_subscribers, j))
+    }
+
+    /// The history marks of a multi-writer ring (the caller checks that it
+    /// is one: `max_publishers > 1`).
+    #[inline]
+    pub(crate) fn marks(&self, max_subscribers: u32, max_publishers: u32) -> &MarkBlock {
+        self.block(layout::marks_offset(max_subscribers, max_publishers))
     }
 
     /// The header bytes.

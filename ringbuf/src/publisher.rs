@@ -154,14 +154,7 @@ impl Publisher {
             config.max_publishers,
         )?;
         if geometry.max_publishers > 1 {
-            if retention.slow != SlowPolicy::Block || retention.history > 0 {
-                return Err(RingError::config(
-                    "max_publishers",
-                    "slow=evict and history need a single-publisher ring (publishers=1) for now"
-                        .to_owned(),
-                ));
-            }
-            return multi::create_or_attach(name, config, geometry);
+            return multi::create_or_attach(name, config, geometry, retention);
         }
         Self::create_new(name, config, geometry, retention)
     }
@@ -429,19 +422,14 @@ impl Publisher {
             match slot.state.load(Ordering::Acquire) {
                 SLOT_FREE => {}
                 SLOT_JOINING => {
-                    let start = match &self.marks {
-                        Some(m) if slot.start.load(Ordering::Relaxed) == layout::START_HISTORY => {
-                            let g = &self.geometry;
-                            m.start(
-                                self.data,
-                                self.tail,
-                                self.zeroed,
-                                g.capacity,
-                                g.max_message_len,
-                            )
-                        }
-                        _ => self.tail,
+                    let start = if self.marks.is_some()
+                        && slot.start.load(Ordering::Relaxed) == layout::START_HISTORY
+                    {
+                        self.history_start()
+                    } else {
+                        self.tail
                     };
+                    let slot = self.map.slot(i);
                     min = min.min(start);
                     slot.position.store(start, Ordering::Relaxed);
                     slot.generation.fetch_add(1, Ordering::Relaxed);
@@ -489,6 +477,36 @@ impl Publisher {
         self.limit = min + self.capacity;
         self.active = active;
         Ok(())
+    }
+
+    /// Start position of a `from=history` joiner (see `history.rs`).
+    #[cold]
+    fn history_start(&mut self) -> u64 {
+        let g = self.geometry;
+        let multi = self.multi.is_some();
+        let Some(m) = self.marks.as_mut() else {
+            return self.tail;
+        };
+        if multi {
+            m.load_shared(self.map.marks(g.max_subscribers, g.max_publishers));
+        }
+        let start = m.start(
+            self.data,
+            self.tail,
+            self.zeroed,
+            g.capacity,
+            g.max_message_len,
+            multi,
+        );
+        if multi && start < self.tail {
+            // Under the claim lock, which orders it for the other
+            // publishers: they rescan before their next claim.
+            self.map
+                .publisher()
+                .history_joins
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        start
     }
 
     /// Frees the slots of dead subscribers, then rescans.
@@ -595,15 +613,23 @@ impl Publisher {
         if let Some(m) = &mut self.marks {
             m.mark(record);
         }
-        let target = (self.tail + ZERO_AHEAD).min(self.limit);
+        self.zero_range((self.tail + ZERO_AHEAD).min(self.limit));
+    }
+
+    /// Zeroes `[max(zeroed, tail), target)` and moves `zeroed` to `target`.
+    /// The caller makes sure that `target <= limit` and that nobody else
+    /// writes there: the single writer, or the claim-lock holder (positions
+    /// past the shared tail are nobody's claim yet).
+    fn zero_range(&mut self, target: u64) {
         let mut from = self.zeroed.max(self.tail);
         while from < target {
             let off = self.data.offset(from);
             let n = (target - from).min(self.capacity - off);
             // SAFETY: [off, off + n) lies inside the data area (n ≤ capacity -
             // off); positions [from, target) are past the tail (uncommitted, no
-            // reader looks at them) and below `limit`, so no subscriber still
-            // needs the bytes there; the mapping lives as long as `self`.
+            // reader looks at them, no other writer claimed them: see above)
+            // and below `limit`, so no subscriber still needs the bytes there;
+            // the mapping lives as long as `self`.
             unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
             from += n;
         }

@@ -3,8 +3,9 @@
 use crate::error::{PollError, RingError};
 use crate::history::Start;
 use crate::layout::{
-    self, ATTENTION_MEMBERSHIP, LEN_MASK, PADDING_LEN, RECORD_ALIGN, RECORD_HEADER_LEN, SKIP_LEN,
-    SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT, SOURCE_SHIFT,
+    self, ATTENTION_MEMBERSHIP, LEN_MASK, PADDING_LEN, PUB_RECLAIMING, RECORD_ALIGN,
+    RECORD_HEADER_LEN, SKIP_LEN, SLOT_ACTIVE, SLOT_EVICTED, SLOT_FREE, SLOT_JOINING, SLOW_EVICT,
+    SOURCE_SHIFT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE, SLOT_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, Slot};
@@ -73,11 +74,11 @@ pub(crate) struct Conn {
     /// Found by a health check, reported once the ring is drained.
     pub(crate) pending: Option<PollError>,
     /// Publisher slots (1: a single-writer ring, none in the file).
-    pubs: u32,
+    pub(crate) pubs: u32,
     /// Subscriber slots (the publisher slots follow them).
     subs: u32,
     /// Mask of the length bits of a record's `len` word.
-    len_mask: u32,
+    pub(crate) len_mask: u32,
     /// Pid in the header (the publisher of a single-writer ring).
     creator_pid: u32,
     /// Multi-writer rings: the position we found uncommitted with later
@@ -240,8 +241,16 @@ impl Conn {
                     "publisher slot {j} holds a pending claim [{ps}, {pe}) that is misaligned or longer than {span} bytes"
                 )));
             }
+            // A new owner that has not yet resolved the claim its dead
+            // predecessor left (it holds the lock byte meanwhile). A claim
+            // of the new owner's own is never seen with this state: it
+            // stores ATTACHED before it claims, and the claim tail we
+            // loaded (Acquire) covers the claim (`pe <= tail`).
+            // Acquire partner: the attacher's Release store of RECLAIMING.
+            let reclaiming = slot.state.load(Ordering::Acquire) == PUB_RECLAIMING && pe <= tail;
             match liveness::is_locked(&self.lock, PUB_LOCK_BASE + i64::from(j)) {
-                Ok(true) => return Ok(false),
+                Ok(true) if !reclaiming => return Ok(false),
+                Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => {
                     return Err(PollError::Corrupt(format!(
@@ -391,7 +400,7 @@ impl Drop for Conn {
 /// Bytes a skip record at `pos` (offset `off` in the lap) covers, checked:
 /// a non-zero multiple of 32 that stays inside the lap.
 #[cold]
-fn skip_len(pos: u64, off: u64, bytes: u32, cap: u64) -> Result<u64, PollError> {
+pub(crate) fn skip_len(pos: u64, off: u64, bytes: u32, cap: u64) -> Result<u64, PollError> {
     let b = u64::from(bytes);
     if b == 0 || b % RECORD_ALIGN as u64 != 0 || off + b > cap {
         return Err(PollError::Corrupt(format!(

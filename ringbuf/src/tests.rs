@@ -1205,7 +1205,10 @@ fn a_publisher_dead_holding_the_claim_lock_is_recovered() {
         let b = Publisher::create("mp-lock", &cfg).unwrap();
         // Publisher 1 dies inside its claim path, holding the lock.
         let w = Scribbler::new(a.path());
-        w.write_u64(layout::PUBLISHER_BLOCK + 16, (7 << 32) | 2);
+        w.write_u64(
+            layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET,
+            (7 << 32) | 2,
+        );
         b.die();
         let t = std::time::Instant::now();
         offer_retry(&mut a, 1, b"after");
@@ -1231,7 +1234,7 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
         let pslot = layout::pub_slot_offset(8, 1);
         // A pending claim of a dead (never attached) slot at our position,
         // with a shared tail beyond: misaligned is corrupt.
-        let tail_at = layout::PUBLISHER_BLOCK + 24;
+        let tail_at = layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET + 8;
         w.write_u64(tail_at, 64);
         w.write_u64(pslot + 64, 0);
         w.write_u64(pslot + 72, 33);
@@ -1253,12 +1256,12 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
         assert!(skipped, "the dead claim was not skipped");
         w.write_u64(pslot + 72, 0);
         // A claim lock naming a slot that does not exist.
-        w.write_u64(layout::PUBLISHER_BLOCK + 16, 99);
+        w.write_u64(layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET, 99);
         match a.offer(1, b"x") {
             Err(OfferError::Corrupt(m)) => assert!(m.contains("claim lock"), "{m}"),
             other => panic!("expected Corrupt, got {other:?}"),
         }
-        w.write_u64(layout::PUBLISHER_BLOCK + 16, 0);
+        w.write_u64(layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET, 0);
         // A misaligned shared tail.
         w.write_u64(tail_at, 65);
         match a.offer(1, b"x") {
@@ -1277,4 +1280,23 @@ fn hostile_publisher_slots_and_claim_words_are_corrupt_or_skipped() {
             "{e:?}"
         );
     });
+}
+
+#[test]
+fn a_subscriber_activated_by_one_publisher_connects_the_others() {
+    let d = TempDir::new();
+    let cfg = multi_config(&d, 1 << 14, 2);
+    let mut a = Publisher::create("mp-conn", &cfg).unwrap();
+    let mut b = Publisher::create("mp-conn", &cfg).unwrap();
+    // Both have seen no subscriber.
+    assert_eq!(b.offer(1, b"x"), Err(OfferError::NotConnected));
+    let mut s = Subscriber::open("mp-conn", Some(&d.0)).unwrap();
+    // `a` takes the membership request and activates it.
+    connect(&mut a, &mut s);
+    // `b` never saw the request: it must still find the subscriber.
+    offer_retry(&mut b, 2, b"from b");
+    offer_retry(&mut a, 3, b"from a");
+    let got = collect(&mut s, 2);
+    assert_eq!(got[0].1, b"from b");
+    assert_eq!(got[1].1, b"from a");
 }

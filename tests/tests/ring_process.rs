@@ -396,6 +396,17 @@ fn signal(peer: &Peer, sig: libc::c_int) {
 /// the eviction once and then reads live data.
 #[test]
 fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
+    stopped_subscriber_evicted(1);
+}
+
+/// As above on a ring with two publishers, which take turns (so the
+/// subscribers still see one sequence): either may be the one that evicts.
+#[test]
+fn a_stopped_subscriber_is_evicted_with_two_publishers() {
+    stopped_subscriber_evicted(2);
+}
+
+fn stopped_subscriber_evicted(publishers: u32) {
     use conduit_ringbuf::{Retention, SlowPolicy};
     use std::time::Instant;
     let _watchdog = watchdog("a_stopped_subscriber_is_evicted_and_the_others_go_on", 180);
@@ -407,12 +418,19 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
         slow: SlowPolicy::Evict { after },
         history: 0,
     };
-    let mut p = Publisher::create_with("evict", &config(&dir, 1 << 16), &retention).unwrap();
+    let cfg = RingConfig {
+        max_publishers: publishers,
+        ..config(&dir, 1 << 16)
+    };
+    let mut pubs: Vec<Publisher> = (0..publishers)
+        .map(|_| Publisher::create_with("evict", &cfg, &retention).unwrap())
+        .collect();
+    let evictions = |pubs: &[Publisher]| pubs.iter().map(Publisher::evictions).sum::<u64>();
     const N: u64 = 300_000;
     let all = Peer::spawn(&["subscribe", "evict", dir.arg(), &N.to_string()]);
     let stopped = Peer::spawn(&["evictee", "evict", dir.arg()]);
     let t0 = Instant::now();
-    while p.subscriber_count() < 2 {
+    while pubs[0].subscriber_count() < 2 {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "subscribers never attached"
@@ -427,7 +445,7 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
             stopped.expect_line("reading");
             signal(&stopped, libc::SIGSTOP);
         }
-        if cont_at.is_none() && p.evictions() > 0 {
+        if cont_at.is_none() && evictions(&pubs) > 0 {
             cont_at = Some(seq + 20_000);
         }
         if cont_at == Some(seq) {
@@ -436,6 +454,7 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
         let msg = &mut buf[..16 + (seq % 7) as usize * 8];
         fill(seq, msg);
         let mut stall: Option<Instant> = None;
+        let p = &mut pubs[(seq % u64::from(publishers)) as usize];
         loop {
             match p.offer(1, msg) {
                 Ok(_) => break,
@@ -451,8 +470,8 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
         }
     }
     eprintln!(
-        "evict_after {after:?}: longest publisher stall {longest:?}, evictions {}",
-        p.evictions()
+        "evict_after {after:?}, {publishers} publisher(s): longest publisher stall {longest:?}, evictions {}",
+        evictions(&pubs)
     );
     all.wait_success();
     let evicted = stopped.expect_line("evicted ");
@@ -460,7 +479,11 @@ fn a_stopped_subscriber_is_evicted_and_the_others_go_on() {
     assert!(missed > 0, "{evicted}");
     stopped.expect_line("live ");
     stopped.wait_success();
-    assert_eq!(p.evictions(), 1, "only the stopped subscriber was evicted");
+    assert_eq!(
+        evictions(&pubs),
+        1,
+        "only the stopped subscriber was evicted"
+    );
     // Generous: the point is that the stall is bounded by about evict_after
     // while the subscriber stays stopped.
     assert!(longest < after * 10, "longest stall {longest:?}");

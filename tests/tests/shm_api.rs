@@ -455,16 +455,33 @@ fn subscriber_count_and_wait_for_subscribers() {
 
 #[test]
 fn evicted_and_history_through_the_api() {
+    evicted_and_history(1);
+}
+
+/// As above with two publications on the channel, taking turns.
+#[test]
+fn evicted_and_history_with_two_publications() {
+    evicted_and_history(2);
+}
+
+fn evicted_and_history(publishers: usize) {
     let _watchdog = watchdog("evicted_and_history_through_the_api", 60);
     let name = unique("slowapi");
-    let uri = format!("shm:{name}?capacity=4k&max_msg=64&slow=evict&evict_after=10ms&history=2k");
-    let mut p = Publication::open(&uri).unwrap();
+    let uri = format!(
+        "shm:{name}?capacity=4k&max_msg=64&slow=evict&evict_after=10ms&history=2k&publishers={publishers}"
+    );
+    let mut pubs: Vec<Publication> = (0..publishers)
+        .map(|_| Publication::open(&uri).unwrap())
+        .collect();
     let mut fast = Subscription::open(&uri).unwrap();
     let mut slow = Subscription::open(&uri).unwrap();
-    p.wait_for_subscribers(2, Duration::from_secs(30)).unwrap();
+    pubs[0]
+        .wait_for_subscribers(2, Duration::from_secs(30))
+        .unwrap();
     let mut seq = 0u64;
     // The slow one never polls: it is evicted, the publication goes on.
     while seq < 2000 {
+        let p = &mut pubs[seq as usize % publishers];
         match p.offer(1, &seq.to_le_bytes()) {
             Ok(_) => seq += 1,
             Err(Error::BackPressured) => {}
@@ -474,6 +491,7 @@ fn evicted_and_history_through_the_api() {
     }
     let mut outcome = None;
     for _ in 0..10_000 {
+        let p = &mut pubs[seq as usize % publishers];
         p.offer(1, &seq.to_le_bytes()).unwrap();
         seq += 1;
         fast.poll(|_| {}, usize::MAX).unwrap();
@@ -493,13 +511,22 @@ fn evicted_and_history_through_the_api() {
     assert_eq!(e.code(), conduit::code::EVICTED);
     // A history joiner starts with whole messages from inside the window.
     let mut late = Subscription::open(&format!("{uri}&from=history")).unwrap();
-    p.wait_for_subscribers(3, Duration::from_secs(30)).unwrap();
+    pubs[0]
+        .wait_for_subscribers(3, Duration::from_secs(30))
+        .unwrap();
     let mut first = None;
     let mut count = 0;
     late.poll(
         |m| {
             let v = u64::from_le_bytes(m.payload().try_into().unwrap());
             first.get_or_insert(v);
+            // Each message names the publication that sent it.
+            let want = (v % publishers as u64) as u16;
+            assert!(
+                matches!(m.source(), Some(conduit::Source::Shm { index, .. }) if publishers == 1 || index == want),
+                "message {v} from {:?}",
+                m.source()
+            );
             count += 1;
         },
         usize::MAX,

@@ -60,7 +60,9 @@
 //! skipped, everything it committed is delivered. `max_msg` is at most
 //! 16 MiB - 256 then. The channel closes when its last publisher closes.
 //! `publishers=1` (the default) keeps the single-writer ring, whose data
-//! path is unchanged.
+//! path is unchanged. `slow=`, `evict_after=` and `history=` work with
+//! several publishers too; the settings of the publication that created
+//! the channel hold for all of them.
 //!
 //! ## Slow subscribers
 //!

@@ -303,7 +303,8 @@ pub struct PeerArgs {
 }
 
 impl PeerArgs {
-    fn to_args(&self) -> Vec<String> {
+    /// The arguments that give these options to a peer process.
+    pub fn to_args(&self) -> Vec<String> {
         let mut v = vec![
             "--channel".to_string(),
             self.channel.name().to_string(),

@@ -3,10 +3,12 @@
 
 use super::{truncated, Claim, Publisher, ZERO_LOW_WATER};
 use crate::error::{OfferError, RingError};
+use crate::evict::{Evictor, Retention};
+use crate::history::Marks;
 use crate::layout::ZERO_AHEAD;
 use crate::layout::{
-    self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, RECORD_ALIGN,
-    SKIP_LEN, SOURCE_SHIFT,
+    self, Geometry, ATTENTION_MEMBERSHIP, PADDING_LEN, PUB_ATTACHED, PUB_FREE, PUB_RECLAIMING,
+    RECORD_ALIGN, SKIP_LEN, SOURCE_SHIFT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE};
 use crate::mapping::{DataArea, Mapping, PubSlot};
@@ -17,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// Spins on a held claim lock before an offer reports `BackPressured`.
 const LOCK_SPINS: u32 = 128;
+/// Spins a publisher that finds the claim lock free waits for another
+/// publisher that asked for it (`claim_wanted`) to take it first.
+const DEFER_SPINS: u32 = 4096;
 /// Attempts of `create_or_attach` before giving up.
 const ATTACH_ATTEMPTS: u32 = 64;
 /// Pause between attempts while another process closes or replaces the ring.
@@ -33,6 +38,8 @@ pub(super) struct Multi {
     /// Scan the subscriber slots at the next claim (after taking the lock
     /// from a dead holder, who may have left a membership request half done).
     must_scan: bool,
+    /// `history_joins` at our last look (see `history.rs`).
+    seen_joins: u64,
 }
 
 /// Lock word held by publisher `index` after `w`: next generation in the
@@ -52,10 +59,14 @@ enum Attach {
 
 /// [`Publisher::create`] with `max_publishers > 1`: attaches to the live
 /// multi-writer ring under `name`, or creates one.
+///
+/// The ring's slow-subscriber policy and history are the creator's
+/// `retention`; an attacher's is ignored (as its geometry is).
 pub(super) fn create_or_attach(
     name: &str,
     config: &RingConfig,
     geometry: Geometry,
+    retention: &Retention,
 ) -> Result<Publisher, RingError> {
     let mut last = None;
     for _ in 0..ATTACH_ATTEMPTS {
@@ -63,7 +74,7 @@ pub(super) fn create_or_attach(
             Attach::Attached(p) => return Ok(*p),
             Attach::Busy => std::thread::sleep(ATTACH_PAUSE),
             Attach::Create => {
-                match Publisher::create_new(name, config, geometry, &Default::default()) {
+                match Publisher::create_new(name, config, geometry, retention) {
                     Ok(mut p) => {
                         become_first(&mut p)?;
                         return Ok(p);
@@ -103,11 +114,16 @@ fn become_first(p: &mut Publisher) -> Result<(), RingError> {
     pb.claim_tail.store(0, Ordering::Relaxed);
     // The file starts zeroed.
     pb.zeroed.store(p.geometry.capacity, Ordering::Relaxed);
+    Marks::init_shared(
+        p.map
+            .marks(p.geometry.max_subscribers, p.geometry.max_publishers),
+    );
     p.multi = Some(Multi {
         index: 0,
         tag: 1 << SOURCE_SHIFT,
         blocked: None,
         must_scan: false,
+        seen_joins: 0,
     });
     // Convert our write lock on the publisher byte to a shared one:
     // attachers take it shared too (they wait while it is exclusive). The
@@ -166,9 +182,22 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         liveness::unlock(&lock, PUBLISHER_LOCK);
         return Ok(Attach::Busy);
     }
+    // Before a slot is taken: registering can take a while, and a slot we
+    // hold with a dead owner's claim unresolved is waited for (see below).
+    let fence_mode = map.publisher().fence_mode.load(Ordering::Relaxed);
+    let fence = fence_mode != layout::FENCE_MEMBARRIER || !futex::register_global_expedited();
     let mut chosen = None;
     for j in 0..g.max_publishers {
         if liveness::try_lock(&lock, PUB_LOCK_BASE + i64::from(j)).map_err(io)? {
+            // The slot's previous owner (if any) is dead: its lock byte is
+            // ours. Say so at once: until we resolve a claim it left (which
+            // needs the claim lock), a subscriber waiting on that claim
+            // skips it as a dead owner's instead of waiting for us.
+            // Release partner: the subscriber's Acquire load of the state
+            // in `skip_dead_claim`.
+            map.pub_slot(g.max_subscribers, j)
+                .state
+                .store(PUB_RECLAIMING, Ordering::Release);
             chosen = Some(j);
             break;
         }
@@ -180,8 +209,6 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
             max: g.max_publishers,
         });
     };
-    let fence_mode = map.publisher().fence_mode.load(Ordering::Relaxed);
-    let fence = fence_mode != layout::FENCE_MEMBARRIER || !futex::register_global_expedited();
     let data = DataArea::new(&map, &g);
     let mut p = Publisher {
         fence,
@@ -202,20 +229,23 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         last_reap: Instant::now(),
         last_bp_reap: None,
         wakes: 0,
-        evictor: None,
-        marks: None,
+        // The ring's retention, from its (validated) header.
+        evictor: (h.slow_policy.get() == layout::SLOW_EVICT)
+            .then(|| Evictor::new(Duration::from_nanos(h.evict_after_ns.get()))),
+        marks: Marks::new(g.capacity, h.history.get()),
         multi: Some(Multi {
             index,
             tag: (index + 1) << SOURCE_SHIFT,
             blocked: None,
             must_scan: true,
+            seen_joins: 0,
         }),
     };
     // The slot's previous owner is dead (we hold its lock byte); a claim it
     // left is resolved before the slot's pending claim is reused.
-    let slot = p.pub_slot(index);
-    slot.pid.store(std::process::id(), Ordering::Relaxed);
-    slot.state.store(PUB_ATTACHED, Ordering::Relaxed);
+    p.pub_slot(index)
+        .pid
+        .store(std::process::id(), Ordering::Relaxed);
     let start = Instant::now();
     loop {
         match p.lock_claims() {
@@ -233,6 +263,11 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         }
     }
     p.resolve_dead(index);
+    // Before any claim of ours: a subscriber that sees our claims sees
+    // ATTACHED (the claim tail's Release store orders it).
+    p.pub_slot(index)
+        .state
+        .store(PUB_ATTACHED, Ordering::Relaxed);
     p.unlock_claims();
     Ok(Attach::Attached(Box::new(p)))
 }
@@ -245,16 +280,35 @@ impl Publisher {
 
     /// Takes the claim lock: a few spins, then (cold) a liveness check of a
     /// holder that keeps it, and stealing it from a dead one.
+    ///
+    /// Fairness: a publisher that fails to take the lock sets its bit in
+    /// `claim_wanted`; one that finds the lock free while another's bit is
+    /// set waits up to [`DEFER_SPINS`] for it to be taken first. Without
+    /// that, a publisher retrying a back-pressured offer in a loop holds the
+    /// lock so much of the time that another one may never get it. A bit
+    /// left by a dead or descheduled waiter costs the others one such wait,
+    /// after which they clear the word.
     #[inline(always)]
     pub(super) fn lock_claims(&mut self) -> Result<(), OfferError> {
         let Some(m) = self.multi.as_ref() else {
             return Ok(());
         };
         let index = m.index;
-        let lock = &self.map.publisher().claim_lock;
-        for _ in 0..LOCK_SPINS {
+        let me = 1u64 << index;
+        let pb = self.map.publisher();
+        let lock = &pb.claim_lock;
+        let mut spins = 0;
+        let mut deferred = 0;
+        while spins < LOCK_SPINS {
             let w = lock.load(Ordering::Relaxed);
             if w as u32 == 0 {
+                // Relaxed: a hint; the lock itself orders everything.
+                let wanted = pb.claim_wanted.load(Ordering::Relaxed);
+                if wanted & !me != 0 && deferred < DEFER_SPINS {
+                    deferred += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
                 // Acquire partner: the previous holder's Release store in
                 // `unlock_claims` (so its claim tail, zeroing and slot
                 // changes are visible).
@@ -267,12 +321,28 @@ impl Publisher {
                     )
                     .is_ok()
                 {
+                    if wanted != 0 {
+                        Self::clear_wanted(pb, me, deferred >= DEFER_SPINS);
+                    }
                     return Ok(());
                 }
             }
             std::hint::spin_loop();
+            spins += 1;
         }
+        pb.claim_wanted.fetch_or(me, Ordering::Relaxed);
         self.lock_contended()
+    }
+
+    /// With the lock just taken: our bit is served; after waiting in vain
+    /// for the others, theirs too.
+    #[cold]
+    fn clear_wanted(pb: &crate::mapping::PublisherBlock, me: u64, all: bool) {
+        if all {
+            pb.claim_wanted.store(0, Ordering::Relaxed);
+        } else {
+            pb.claim_wanted.fetch_and(!me, Ordering::Relaxed);
+        }
     }
 
     /// The claim lock stayed held: BackPressured while its holder is alive
@@ -442,6 +512,25 @@ impl Publisher {
         }
         self.tail = t;
         self.zeroed = z;
+        if self.evictor.is_some() {
+            // Release partner: an evicted reader's Acquire fence after its
+            // copy (`evict.rs`). An earlier lock holder's EVICTED stores
+            // happen before our lock (its Release unlock, our Acquire CAS),
+            // so before every data write we make from here on: a reader
+            // whose copy saw one of them sees its slot EVICTED.
+            fence(Ordering::Release);
+        }
+        if self.marks.is_some() {
+            // A history joiner activated behind the tail by another
+            // publisher: our cached `limit` may pass its start; rescan.
+            let joins = self.map.publisher().history_joins.load(Ordering::Relaxed);
+            if let Some(m) = self.multi.as_mut() {
+                if m.seen_joins != joins {
+                    m.seen_joins = joins;
+                    m.must_scan = true;
+                }
+            }
+        }
         let att = self.map.signal().attention.load(Ordering::Relaxed);
         let must_scan = self.multi.as_ref().is_some_and(|m| m.must_scan);
         if att >= ATTENTION_MEMBERSHIP || must_scan {
@@ -451,7 +540,13 @@ impl Publisher {
             }
         }
         if self.active == 0 {
-            return Err(OfferError::NotConnected);
+            // Subscribers may have been activated by another publisher
+            // (whichever holds the lock takes the membership requests)
+            // since our last scan.
+            self.scan()?;
+            if self.active == 0 {
+                return Err(OfferError::NotConnected);
+            }
         }
         self.offers = self.offers.wrapping_add(1);
         if self.offers % 1024 == 0 && self.last_reap.elapsed() >= REAP_INTERVAL {
@@ -477,9 +572,14 @@ impl Publisher {
             });
         }
         if self.zeroed < needed + ZERO_LOW_WATER {
+            if let Some(marks) = &self.marks {
+                // `t` starts our claim (its padding, or the record).
+                let g = &self.geometry;
+                marks.mark_shared(self.map.marks(g.max_subscribers, g.max_publishers), t);
+            }
             // Zeroing ahead is done by the lock holder only, below `limit`
             // and beyond the tail: never a byte another publisher claimed.
-            self.zero_to((end + ZERO_AHEAD).min(self.limit).max(needed));
+            self.zero_range((end + ZERO_AHEAD).min(self.limit).max(needed));
             // Read under the lock only (the lock orders it).
             self.map
                 .publisher()
@@ -504,23 +604,6 @@ impl Publisher {
         Ok((pad_at, start))
     }
 
-    /// Zeroes `[max(zeroed, tail), target)` (with the claim lock held; the
-    /// caller checked `target <= limit`).
-    fn zero_to(&mut self, target: u64) {
-        let mut from = self.zeroed.max(self.tail);
-        while from < target {
-            let off = self.data.offset(from);
-            let n = (target - from).min(self.capacity - off);
-            // SAFETY: [off, off + n) lies inside the data area; positions
-            // [from, target) are beyond the shared tail (nobody claimed
-            // them; we hold the claim lock) and below `limit`, so no
-            // subscriber still needs the bytes there.
-            unsafe { std::ptr::write_bytes(self.data.at(from), 0, n as usize) };
-            from += n;
-        }
-        self.zeroed = self.zeroed.max(target);
-    }
-
     /// `is_connected` and friends on a multi-writer ring: processes requests
     /// and reaps (at most every millisecond) when the claim lock is free.
     pub(super) fn refresh_multi(&mut self) {
@@ -535,6 +618,8 @@ impl Publisher {
             )))
         } else {
             self.tail = t;
+            // A history joiner's start depends on what was zeroed.
+            self.zeroed = pb.zeroed.load(Ordering::Relaxed).max(t);
             if self.last_reap.elapsed() >= super::QUERY_REAP_INTERVAL {
                 self.reap()
             } else {

@@ -338,3 +338,319 @@ fn hostile_evicted_state_on_an_evicting_ring_only_rejoins() {
     let got = drain(&mut s);
     assert_eq!(got, vec![(1, vec![2; 8])]);
 }
+
+// ---- Eviction and history with several publishers -----------------------
+
+fn multi_small(d: &TempDir) -> RingConfig {
+    RingConfig {
+        max_publishers: 2,
+        ..small(d)
+    }
+}
+
+/// A payload of `len_of(seq)` bytes naming its publisher: `id << 56 | seq`
+/// first (as much of it as fits), then bytes derived from both.
+fn tagged(id: u64, seq: u64) -> Vec<u8> {
+    let len = len_of(seq).max(8);
+    let mut b: Vec<u8> = (0..len).map(|k| (seq ^ id) as u8 ^ k as u8).collect();
+    b[..8].copy_from_slice(&(id << 56 | seq).to_le_bytes());
+    b
+}
+
+/// Checks a payload made by [`tagged`]; returns (publisher id, seq).
+fn untag(b: &[u8]) -> (u64, u64) {
+    assert!(b.len() >= 8, "torn: {} bytes", b.len());
+    let w = u64::from_le_bytes(b[..8].try_into().unwrap());
+    let (id, seq) = (w >> 56, w & ((1 << 56) - 1));
+    assert_eq!(b, &tagged(id, seq)[..], "torn record of publisher {id}");
+    (id, seq)
+}
+
+/// Checks that each publisher's sequence numbers are consecutive.
+fn check_orders(recs: &[(u64, u64)]) {
+    for id in 0..2 {
+        let seqs: Vec<u64> = recs.iter().filter(|r| r.0 == id).map(|r| r.1).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "publisher {id}: {seqs:?}"
+        );
+    }
+}
+
+#[test]
+fn two_publishers_evict_a_stalled_subscriber_once_then_it_reads_live() {
+    let d = TempDir::new();
+    let after = Duration::from_millis(20);
+    let cfg = multi_small(&d);
+    let mut a = Publisher::create_with("mev", &cfg, &evicting(after)).unwrap();
+    // The attacher's retention is ignored: the ring's wins.
+    let mut b = Publisher::create("mev", &cfg).unwrap();
+    let mut fast = Subscriber::open("mev", Some(&d.0)).unwrap();
+    let mut slow = Subscriber::open("mev", Some(&d.0)).unwrap();
+    connect(&mut a, &mut fast);
+    connect(&mut b, &mut slow);
+    let send = |p: &mut Publisher, fast: &mut Subscriber, id: u64, seq: u64, got: &mut Vec<_>| {
+        let t0 = Instant::now();
+        for _ in 0..10_000_000u32 {
+            match p.offer(7, &tagged(id, seq)) {
+                Ok(_) => return t0.elapsed(),
+                Err(OfferError::BackPressured) => {
+                    got.extend(drain(fast).iter().map(|(_, b)| untag(b)));
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("offer {id}/{seq}: {e:?}"),
+            }
+        }
+        panic!("offer {id}/{seq} never went through");
+    };
+    let mut got = Vec::new();
+    let mut longest = Duration::ZERO;
+    for seq in 0..1000u64 {
+        longest = longest.max(send(&mut a, &mut fast, 0, seq, &mut got));
+        longest = longest.max(send(&mut b, &mut fast, 1, seq, &mut got));
+        got.extend(drain(&mut fast).iter().map(|(_, b)| untag(b)));
+        if seq == 1 {
+            assert_eq!(drain(&mut slow).len(), 4);
+        }
+    }
+    got.extend(drain(&mut fast).iter().map(|(_, b)| untag(b)));
+    assert_eq!(got.len(), 2000, "the fast subscriber gets everything");
+    check_orders(&got);
+    assert_eq!(a.evictions() + b.evictions(), 1);
+    assert_eq!(a.subscriber_count(), 2);
+    // Generous: a stall far past evict_after means eviction did not work.
+    assert!(longest < after * 50, "longest stall {longest:?}");
+    let mut outcome = Vec::new();
+    for seq in 1000..1100u64 {
+        let p = if seq % 2 == 0 { &mut a } else { &mut b };
+        send(p, &mut fast, seq % 2, seq, &mut Vec::new());
+        drain(&mut fast);
+        if let Err(e) = slow.poll(|_, b| outcome.push(Ok(untag(b))), 100) {
+            outcome.push(Err(e));
+        }
+    }
+    let errors: Vec<_> = outcome.iter().filter(|o| o.is_err()).collect();
+    assert!(
+        matches!(errors[..], [Err(PollError::Evicted { .. })]),
+        "{outcome:?}"
+    );
+    let at = outcome.iter().position(|o| o.is_err()).unwrap();
+    let live: Vec<(u64, u64)> = outcome[at + 1..]
+        .iter()
+        .map(|o| *o.as_ref().unwrap())
+        .collect();
+    assert!(!live.is_empty());
+    assert!(live.iter().all(|r| r.1 >= 1000), "{live:?}");
+    assert!(live.windows(2).all(|w| w[1].1 == w[0].1 + 1), "{live:?}");
+}
+
+#[test]
+fn a_history_joiner_with_two_publishers_starts_in_the_window_and_holds_both_back() {
+    let d = TempDir::new();
+    let history = 1500;
+    let ret = Retention {
+        history,
+        ..Default::default()
+    };
+    let cfg = multi_small(&d);
+    let mut pubs = [
+        Publisher::create_with("mhist", &cfg, &ret).unwrap(),
+        Publisher::create("mhist", &cfg).unwrap(),
+    ];
+    let mut live = Subscriber::open("mhist", Some(&d.0)).unwrap();
+    connect(&mut pubs[0], &mut live);
+    // (start, end, publisher, seq) of every record.
+    let mut spans = Vec::new();
+    let mut seq = [0u64; 2];
+    for round in 0..6usize {
+        for k in 0..300usize {
+            // Runs of either publisher, so both take marks.
+            let id = (k / 7 + round) % 2;
+            let payload = tagged(id as u64, seq[id]);
+            let end = loop {
+                match pubs[id].offer(3, &payload) {
+                    Ok(end) => break end,
+                    Err(OfferError::BackPressured) => drop(drain(&mut live)),
+                    Err(e) => panic!("{e:?}"),
+                }
+            };
+            let start = end - layout::record_len(payload.len() as u64);
+            spans.push((start, end, id as u64, seq[id]));
+            seq[id] += 1;
+        }
+        drain(&mut live);
+        // Activated by one publisher, alternately; the other one has just
+        // cached a limit a lap past the caught-up live subscriber.
+        let by = round % 2;
+        let other = 1 - by;
+        assert_eq!(pubs[other].subscriber_count(), 1);
+        let mut j = Subscriber::open_from("mhist", Some(&d.0), &[], Start::History).unwrap();
+        connect(&mut pubs[by], &mut j);
+        let tail = spans.last().unwrap().1;
+        let first = spans.iter().position(|s| s.0 >= tail - history).unwrap();
+        // The other publisher fills the ring behind the joiner's back: it
+        // must stop before the joiner's first unread record.
+        let mut more = 0;
+        loop {
+            let payload = tagged(other as u64, seq[other]);
+            match pubs[other].offer(3, &payload) {
+                Ok(end) => {
+                    let start = end - layout::record_len(payload.len() as u64);
+                    spans.push((start, end, other as u64, seq[other]));
+                    seq[other] += 1;
+                    more += 1;
+                    drain(&mut live);
+                }
+                Err(OfferError::BackPressured) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(more < 10_000, "the joiner never held the publisher back");
+        }
+        let got: Vec<(u64, u64)> = drain(&mut j).iter().map(|(_, b)| untag(b)).collect();
+        let want: Vec<(u64, u64)> = spans[first..].iter().map(|s| (s.2, s.3)).collect();
+        assert_eq!(got, want, "round {round}");
+        drain(&mut live);
+    }
+}
+
+#[test]
+fn history_joiners_while_two_publishers_write_get_whole_records() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let d = TempDir::new();
+    let ret = Retention {
+        history: 2000,
+        ..Default::default()
+    };
+    let name = "mhistw";
+    let cfg = multi_small(&d);
+    let first = Publisher::create_with(name, &cfg, &ret).unwrap();
+    let second = Publisher::create(name, &cfg).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [first, second]
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut p)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    match p.offer(3, &tagged(id as u64, seq)) {
+                        Ok(_) => seq += 1,
+                        Err(OfferError::BackPressured | OfferError::NotConnected) => {
+                            std::thread::yield_now()
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (stop, dir) = (stop.clone(), d.0.clone());
+        std::thread::spawn(move || {
+            let mut live = Subscriber::open(name, Some(&dir)).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let n = live
+                    .poll(
+                        |_, b| {
+                            untag(b);
+                        },
+                        usize::MAX,
+                    )
+                    .unwrap();
+                if n == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    for _ in 0..40 {
+        let mut j = Subscriber::open_from(name, Some(&d.0), &[], Start::History).unwrap();
+        let mut recs = Vec::new();
+        let t0 = Instant::now();
+        while recs.len() < 60 && t0.elapsed() < Duration::from_secs(20) {
+            let n = j.poll(|_, b| recs.push(untag(b)), usize::MAX).unwrap();
+            if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+        assert!(recs.len() >= 60, "the joiner starved");
+        check_orders(&recs);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    reader.join().unwrap();
+}
+
+#[test]
+fn hostile_history_marks_of_a_multi_writer_ring_never_tear_or_panic() {
+    let d = TempDir::new();
+    let ret = Retention {
+        history: 1500,
+        ..Default::default()
+    };
+    let cfg = multi_small(&d);
+    let mut a = Publisher::create_with("mhh", &cfg, &ret).unwrap();
+    let mut live = Subscriber::open("mhh", Some(&d.0)).unwrap();
+    connect(&mut a, &mut live);
+    for seq in 0..400 {
+        while a.offer(3, &tagged(0, seq)) == Err(OfferError::BackPressured) {
+            drain(&mut live);
+        }
+    }
+    drain(&mut live);
+    let w = Scribbler::new(a.path());
+    let marks = layout::marks_offset(cfg.max_subscribers, cfg.max_publishers);
+    let tail = a.position();
+    let garbage = [
+        u64::MAX,
+        1 << 63,
+        tail + 2,                    // misaligned
+        tail - 416 + 1,              // aligned, inside the window, maybe not a record start
+        tail + 4096 * 3 + 1,         // beyond the tail
+        (tail - 4000) / 32 * 32 + 1, // before the intact bytes
+    ];
+    for (round, g) in garbage.iter().enumerate() {
+        for k in 0..64 {
+            w.write_u64(marks + 8 * k, *g);
+        }
+        // And a bumped join counter: a rescan, nothing more.
+        w.write_u64(
+            layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET + 24,
+            round as u64 * 7 + 3,
+        );
+        let mut j = Subscriber::open_from("mhh", Some(&d.0), &[], Start::History).unwrap();
+        connect(&mut a, &mut j);
+        for seq in 0..20 {
+            while a.offer(3, &tagged(0, 400 + round as u64 * 20 + seq))
+                == Err(OfferError::BackPressured)
+            {
+                drain(&mut live);
+                let _ = j.poll(
+                    |_, b| {
+                        untag(b);
+                    },
+                    usize::MAX,
+                );
+            }
+        }
+        drain(&mut live);
+        // Whole records, or a corrupt ring reported: never a torn record.
+        loop {
+            match j.poll(
+                |_, b| {
+                    untag(b);
+                },
+                usize::MAX,
+            ) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(PollError::Corrupt(_)) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+}

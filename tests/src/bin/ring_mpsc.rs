@@ -3,8 +3,9 @@
 //! ```text
 //! ring_mpsc publish NAME DIR ID COUNT NSUBS  # attach, wait for NSUBS subscribers,
 //!                                            # send COUNT messages, exit 0
-//! ring_mpsc steady NAME DIR ID               # attach, print "ready", send paced
-//!                                            # messages until killed
+//! ring_mpsc steady NAME DIR ID [HISTORY]     # attach (a ring created with HISTORY
+//!                                            # bytes of history), print "ready",
+//!                                            # send paced messages until killed
 //! ring_mpsc victim NAME DIR ID               # attach, print "ready", send messages
 //!                                            # holding each claim a while, until killed
 //! ring_mpsc subscribe NAME DIR NPUBS COUNT   # print "ready"; verify that each of
@@ -12,10 +13,16 @@
 //!                                            # order, intact; print "ok", exit 0
 //! ```
 //!
-//! A message is `[id u32][len u32][seq u64][checksum u64][filler]`, 24 to 72
-//! bytes. Every mode has a watchdog. Rings have 4 publisher slots.
+//! A message is `[id u32][len u32][seq u64][checksum u64][stamp u64][filler]`,
+//! 32 to 80 bytes; `stamp` is the wall clock in nanoseconds (comparable
+//! across processes) just before the publisher commits it, which the kill
+//! test uses to measure how long a committed message waits for delivery.
+//! `steady` also prints `claim-wait NS` each time a claim took longer than
+//! any before (from the first attempt to the claim: a dead publisher
+//! holding the claim lock shows there). Every mode has a watchdog. Rings
+//! have 4 publisher slots.
 
-use conduit_ringbuf::{OfferError, Publisher, RingConfig, Subscriber};
+use conduit_ringbuf::{OfferError, Publisher, Retention, RingConfig, Subscriber};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,14 +30,21 @@ use std::time::{Duration, Instant};
 /// Publisher slots of the test rings.
 const PUBLISHERS: u32 = 4;
 
-fn check(id: u32, seq: u64, len: usize) -> u64 {
-    (seq ^ ((len as u64) << 56) ^ (u64::from(id) << 40))
+fn check(id: u32, seq: u64, len: usize, sent: u64) -> u64 {
+    (seq ^ ((len as u64) << 56) ^ (u64::from(id) << 40) ^ sent.rotate_left(17))
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .rotate_left(29)
 }
 
 fn message_len(seq: u64) -> usize {
-    24 + (seq % 7) as usize * 8
+    32 + (seq % 7) as usize * 8
+}
+
+/// Wall-clock nanoseconds (the same clock in every process).
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn fill_head(id: u32, seq: u64, buf: &mut [u8]) {
@@ -40,17 +54,18 @@ fn fill_head(id: u32, seq: u64, buf: &mut [u8]) {
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
 }
 
-fn fill_tail(id: u32, seq: u64, buf: &mut [u8]) {
-    let sum = check(id, seq, buf.len());
+fn fill_tail(id: u32, seq: u64, sent: u64, buf: &mut [u8]) {
+    let sum = check(id, seq, buf.len(), sent);
     buf[16..24].copy_from_slice(&sum.to_le_bytes());
-    for (k, b) in buf[24..].iter_mut().enumerate() {
+    buf[24..32].copy_from_slice(&sent.to_le_bytes());
+    for (k, b) in buf[32..].iter_mut().enumerate() {
         *b = (seq as u8).wrapping_add(k as u8);
     }
 }
 
 /// Checks one message; returns (publisher id, sequence number).
 fn verify(p: &[u8]) -> Result<(u32, u64), String> {
-    if p.len() < 24 {
+    if p.len() < 32 {
         return Err(format!("message of {} bytes", p.len()));
     }
     let word = |r: std::ops::Range<usize>| {
@@ -62,13 +77,14 @@ fn verify(p: &[u8]) -> Result<(u32, u64), String> {
     let len = word(4..8) as usize;
     let seq = word(8..16);
     let sum = word(16..24);
-    if len != p.len() || len != message_len(seq) || sum != check(id, seq, len) {
+    let sent = word(24..32);
+    if len != p.len() || len != message_len(seq) || sum != check(id, seq, len, sent) {
         return Err(format!(
             "publisher {id} message {seq}: bad length {} or checksum (torn)",
             p.len()
         ));
     }
-    for (k, b) in p[24..].iter().enumerate() {
+    for (k, b) in p[32..].iter().enumerate() {
         if *b != (seq as u8).wrapping_add(k as u8) {
             return Err(format!("publisher {id} message {seq}: bad filler byte {k}"));
         }
@@ -101,10 +117,14 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn attach(name: &str, dir: PathBuf) -> Publisher {
+fn attach(name: &str, dir: PathBuf, history: u64) -> Publisher {
     let start = Instant::now();
+    let retention = Retention {
+        history,
+        ..Default::default()
+    };
     loop {
-        match Publisher::create(name, &config(dir.clone())) {
+        match Publisher::create_with(name, &config(dir.clone()), &retention) {
             Ok(p) => return p,
             // The slot of a publisher killed a moment ago may still look
             // taken; the test bounds the wait with its watchdog.
@@ -122,19 +142,22 @@ fn attach(name: &str, dir: PathBuf) -> Publisher {
 
 /// Sends message `seq`, retrying while back-pressured; `hold` spins that
 /// many iterations between the two halves of the write (inside the claim).
-fn send(p: &mut Publisher, id: u32, seq: u64, hold: u32) {
+/// Returns how long the claim took.
+fn send(p: &mut Publisher, id: u32, seq: u64, hold: u32) -> Duration {
     let len = message_len(seq);
+    let t0 = Instant::now();
     loop {
         match p.try_claim(1, len) {
             Ok(mut c) => {
+                let waited = t0.elapsed();
                 let buf = c.as_mut_slice();
                 fill_head(id, seq, buf);
                 for _ in 0..hold {
                     std::hint::spin_loop();
                 }
-                fill_tail(id, seq, buf);
+                fill_tail(id, seq, now_ns(), buf);
                 c.commit();
-                return;
+                return waited;
             }
             Err(OfferError::BackPressured | OfferError::NotConnected) => std::thread::yield_now(),
             Err(e) => {
@@ -147,7 +170,7 @@ fn send(p: &mut Publisher, id: u32, seq: u64, hold: u32) {
 
 fn publish(name: &str, dir: PathBuf, id: u32, count: u64, nsubs: usize) {
     watchdog(600);
-    let mut p = attach(name, dir);
+    let mut p = attach(name, dir, 0);
     while p.subscriber_count() < nsubs {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -157,18 +180,23 @@ fn publish(name: &str, dir: PathBuf, id: u32, count: u64, nsubs: usize) {
     say("done");
 }
 
-fn forever(name: &str, dir: PathBuf, id: u32, victim: bool) {
+fn forever(name: &str, dir: PathBuf, id: u32, victim: bool, history: u64) {
     watchdog(600);
-    let mut p = attach(name, dir);
+    let mut p = attach(name, dir, history);
     say("ready");
     let mut seq = 0u64;
+    let mut longest = Duration::ZERO;
     loop {
         if victim {
             // Most of the time is spent inside a claim, so that a kill lands
             // mid-claim often.
             send(&mut p, id, seq, 2000 + (seq % 5) as u32 * 1000);
         } else {
-            send(&mut p, id, seq, 0);
+            let waited = send(&mut p, id, seq, 0);
+            if waited > longest {
+                longest = waited;
+                say(&format!("claim-wait {}", waited.as_nanos()));
+            }
             std::thread::sleep(Duration::from_micros(50));
         }
         seq += 1;
@@ -228,8 +256,8 @@ fn main() {
     let (name, dir) = (arg(2), PathBuf::from(arg(3)));
     match arg(1) {
         "publish" => publish(name, dir, num(4) as u32, num(5), num(6) as usize),
-        "steady" => forever(name, dir, num(4) as u32, false),
-        "victim" => forever(name, dir, num(4) as u32, true),
+        "steady" => forever(name, dir, num(4) as u32, false, num(5)),
+        "victim" => forever(name, dir, num(4) as u32, true, 0),
         "subscribe" => subscribe(name, dir, num(4) as u32, num(5)),
         other => {
             eprintln!("ring_mpsc: unknown mode {other:?}");

@@ -1,0 +1,360 @@
+//! Topologies of one host over `shm:`.
+//!
+//! * `mpsc`: N publisher processes write as fast as they can into one
+//!   channel opened with `publishers=N`, read by one subscriber (this
+//!   process, busy-spinning). Reports the total rate and each publisher's
+//!   share of the messages in the timed window, checks each publisher's
+//!   order, and flags a starvation: a publisher with less than 1/(2N) of
+//!   the messages.
+//! * `fanout`: this process publishes, paced, to S subscriber processes
+//!   that wait in `wait=block` (asleep on the ring's futex, not spinning),
+//!   and times each `offer` (the commit, and the wake-up of the sleepers
+//!   it includes). Reports p50/p90/p99 per S, and each p50 against S = 1.
+//!
+//! A message is `[publisher u32][0 u32][seq u64][filler]`.
+
+use std::time::{Duration, Instant};
+
+use conduit::{Error, Publication, Subscription};
+
+use crate::channels::{unique_name, Channel, PeerArgs};
+use crate::error::{BenchError, Result};
+use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
+
+/// How long the subscriber may see nothing before the run is declared dead.
+const IDLE: Duration = Duration::from_secs(30);
+/// Type id of the messages.
+const TYPE_ID: u32 = 0x5450_4f4c;
+
+fn err(what: &str, e: Error) -> BenchError {
+    BenchError(format!("{what}: {e}"))
+}
+
+fn decode(p: &[u8]) -> Result<(u32, u64)> {
+    if p.len() < 16 {
+        return Err(BenchError(format!("message of {} bytes", p.len())));
+    }
+    let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&p[8..16]);
+    Ok((id, u64::from_le_bytes(seq)))
+}
+
+fn encode(buf: &mut [u8], id: u32, seq: u64) {
+    buf[..4].copy_from_slice(&id.to_le_bytes());
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Runs `mpsc` with `publishers` publisher processes.
+///
+/// # Errors
+/// A peer failed, a message was out of order, nothing arrived for 30 s, or
+/// a publisher starved (after the figures are printed).
+pub fn mpsc(publishers: u32, size: usize, messages: u64, json: Option<&str>) -> Result<()> {
+    if publishers == 0 || size < 16 {
+        return Err(BenchError::msg(
+            "mpsc needs 1 or more publishers and --size 16 or more",
+        ));
+    }
+    let name = unique_name("mpsc");
+    let uri = format!("shm:{name}?wait=spin&publishers={publishers}");
+    let mut sub = Subscription::open(&uri).map_err(|e| err("open subscription", e))?;
+    let mut peers = Vec::new();
+    for id in 0..publishers {
+        let args = PeerArgs {
+            channel: Channel::ShmMpsc,
+            size,
+            count: 0,
+            param: format!("{uri} {id}"),
+            cpu: None,
+            parent: std::process::id(),
+        };
+        let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
+        peer.expect("READY", READY_TIMEOUT)?;
+        peers.push(peer);
+    }
+    let n = publishers as usize;
+    let mut next = vec![None::<u64>; n];
+    let mut counts = vec![0u64; n];
+    let mut timing: Option<Instant> = None;
+    let mut timed = 0u64;
+    let mut idle_since: Option<Instant> = None;
+    let mut failure = None;
+    let mut seen = vec![0u64; n];
+    let started = Instant::now();
+    while timed < messages {
+        let got = sub
+            .poll(
+                |m| {
+                    let (id, seq) = match decode(m.payload()) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            return;
+                        }
+                    };
+                    let Some(want) = next.get_mut(id as usize) else {
+                        failure.get_or_insert(BenchError(format!("unknown publisher {id}")));
+                        return;
+                    };
+                    if want.is_some_and(|w| w != seq) {
+                        failure.get_or_insert(BenchError(format!(
+                            "publisher {id}: message {seq} where {want:?} was expected"
+                        )));
+                    }
+                    *want = Some(seq + 1);
+                    seen[id as usize] += 1;
+                    if timing.is_some() {
+                        counts[id as usize] += 1;
+                        timed += 1;
+                    }
+                },
+                1024,
+            )
+            .map_err(|e| err("poll", e))?;
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        // The window opens once every publisher has been heard from.
+        if timing.is_none() && next.iter().all(Option::is_some) {
+            timing = Some(Instant::now());
+        }
+        if timing.is_none() && started.elapsed() > IDLE {
+            let silent: Vec<usize> = (0..n).filter(|i| next[*i].is_none()).collect();
+            return Err(BenchError(format!(
+                "publishers {silent:?} sent nothing in {IDLE:?} while the others sent {seen:?} (starvation)"
+            )));
+        }
+        if got == 0 {
+            if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE {
+                return Err(BenchError(format!("mpsc: nothing arrived for {IDLE:?}")));
+            }
+            std::hint::spin_loop();
+        } else {
+            idle_since = None;
+        }
+    }
+    let elapsed = timing.map_or(Duration::ZERO, |t| t.elapsed());
+    drop(peers);
+    let total = timed as f64 / elapsed.as_secs_f64().max(1e-9);
+    let floor = 1.0 / (2.0 * f64::from(publishers));
+    let shares: Vec<f64> = counts.iter().map(|c| *c as f64 / timed as f64).collect();
+    let starved: Vec<usize> = (0..n).filter(|i| shares[*i] < floor).collect();
+    println!(
+        "shm-mpsc, {publishers} publisher processes, {size} B: {:.2} M msgs/s in total over {timed} messages ({elapsed:.2?})",
+        total / 1e6
+    );
+    for (i, s) in shares.iter().enumerate() {
+        println!(
+            "  publisher {i}: {:>6.2} % of the messages ({:.2} M msgs/s){}",
+            s * 100.0,
+            s * total / 1e6,
+            if *s < floor { "  STARVED" } else { "" }
+        );
+    }
+    println!(
+        "  requirement: every publisher >= 1/(2N) = {:.2} %: {}",
+        floor * 100.0,
+        if starved.is_empty() {
+            "met"
+        } else {
+            "NOT MET (starvation)"
+        }
+    );
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "schema": 2,
+            "topology": "mpsc",
+            "channel": "shm-mpsc",
+            "publishers": publishers,
+            "size": size,
+            "timed_messages": timed,
+            "elapsed_s": elapsed.as_secs_f64(),
+            "msgs_per_sec": total,
+            "shares": shares,
+            "starved": starved,
+        });
+        write_json(path, &doc)?;
+    }
+    if starved.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError(format!("publishers {starved:?} starved")))
+    }
+}
+
+/// Runs `fanout` for each subscriber count in `subscribers`.
+///
+/// # Errors
+/// A peer failed, or the publication could not be opened or offered to.
+pub fn fanout(
+    subscribers: &[u32],
+    size: usize,
+    messages: u64,
+    pace: Duration,
+    json: Option<&str>,
+) -> Result<()> {
+    if size < 16 {
+        return Err(BenchError::msg("fanout needs --size 16 or more"));
+    }
+    let mut rows = Vec::new();
+    for &s in subscribers {
+        let (p50, p90, p99) = fanout_one(s, size, messages, pace)?;
+        rows.push((s, p50, p90, p99));
+    }
+    let base = rows.first().map_or(1.0, |r| r.1.max(1) as f64);
+    println!("fan-out, {size} B, one offer every {pace:?}, subscribers asleep in wait=block:");
+    println!("  subscribers   offer p50   p90        p99        p50 / first row");
+    for (s, p50, p90, p99) in &rows {
+        println!(
+            "  {s:>11}   {p50:>6} ns   {p90:>6} ns  {p99:>6} ns   {:.2}",
+            *p50 as f64 / base
+        );
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "schema": 2,
+            "topology": "fanout",
+            "channel": "shm",
+            "size": size,
+            "messages": messages,
+            "pace_ns": pace.as_nanos() as u64,
+            "rows": rows.iter().map(|(s, p50, p90, p99)| serde_json::json!({
+                "subscribers": s, "offer_p50_ns": p50, "offer_p90_ns": p90, "offer_p99_ns": p99,
+            })).collect::<Vec<_>>(),
+        });
+        write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+/// One fan-out run: (p50, p90, p99) of the offer in nanoseconds.
+fn fanout_one(
+    subscribers: u32,
+    size: usize,
+    messages: u64,
+    pace: Duration,
+) -> Result<(u64, u64, u64)> {
+    let name = unique_name("fanout");
+    let mut publ = Publication::open(&format!("shm:{name}?subscribers={}", subscribers.max(1)))
+        .map_err(|e| err("open publication", e))?;
+    let mut peers = Vec::new();
+    for _ in 0..subscribers {
+        let args = PeerArgs {
+            channel: Channel::Shm,
+            size,
+            count: messages,
+            param: format!("shm:{name}?wait=block"),
+            cpu: None,
+            parent: std::process::id(),
+        };
+        let mut peer = Peer::spawn("__fanout-sub", &args.to_args())?;
+        peer.expect("READY", READY_TIMEOUT)?;
+        peers.push(peer);
+    }
+    publ.wait_for_subscribers(subscribers as usize, READY_TIMEOUT)
+        .map_err(|e| err("wait for subscribers", e))?;
+    // Let them fall asleep.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut msg = vec![0u8; size];
+    let mut took = Vec::with_capacity(messages as usize);
+    for seq in 0..messages {
+        encode(&mut msg, 0, seq);
+        let since = Instant::now();
+        loop {
+            let t0 = Instant::now();
+            match publ.offer(TYPE_ID, &msg) {
+                Ok(_) => {
+                    took.push(t0.elapsed().as_nanos() as u64);
+                    break;
+                }
+                Err(Error::BackPressured) if since.elapsed() < IDLE => std::hint::spin_loop(),
+                Err(e) => return Err(err("offer", e)),
+            }
+        }
+        while since.elapsed() < pace {
+            std::hint::spin_loop();
+        }
+    }
+    for peer in peers {
+        peer.finish(Duration::from_secs(60), || Ok(()))?;
+    }
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    Ok((at(0.5), at(0.9), at(0.99)))
+}
+
+fn write_json(path: &str, doc: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| BenchError(format!("json: {e}")))?;
+    std::fs::write(path, text).map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
+    eprintln!("wrote {path}");
+    Ok(())
+}
+
+/// Peer process `__mpsc-send` (publishes until killed) or `__fanout-sub`
+/// (receives `count` messages in order, asleep between them).
+///
+/// # Errors
+/// Setting up or running the peer failed (also sent as an `ERROR` line).
+pub fn peer_main(role: &str, args: &PeerArgs) -> Result<()> {
+    let r = peer_run(role, args);
+    if let Err(e) = &r {
+        announce("ERROR", &e.to_string().replace('\n', " "));
+    }
+    r
+}
+
+fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
+    child_init(args.parent)?;
+    match role {
+        "__mpsc-send" => {
+            let (uri, id) = args
+                .param
+                .split_once(' ')
+                .ok_or_else(|| BenchError::msg("__mpsc-send needs `URI ID`"))?;
+            let id: u32 = id
+                .parse()
+                .map_err(|_| BenchError::msg("bad publisher id"))?;
+            let mut p = Publication::open(uri).map_err(|e| err("open publication", e))?;
+            announce("READY", "");
+            let mut msg = vec![0u8; args.size];
+            let mut seq = 0u64;
+            loop {
+                encode(&mut msg, id, seq);
+                match p.offer_with(TYPE_ID, msg.len(), |b| b.copy_from_slice(&msg)) {
+                    Ok(_) => seq += 1,
+                    Err(Error::BackPressured | Error::NotConnected) => std::hint::spin_loop(),
+                    Err(e) => return Err(err("offer", e)),
+                }
+            }
+        }
+        "__fanout-sub" => {
+            let mut s = Subscription::open(&args.param).map_err(|e| err("open subscription", e))?;
+            announce("READY", "");
+            let mut next = 0u64;
+            let mut bad = None;
+            while next < args.count {
+                s.poll_timeout(
+                    |m| match decode(m.payload()) {
+                        Ok((_, seq)) if seq == next => next += 1,
+                        Ok((_, seq)) => {
+                            bad.get_or_insert(format!("message {seq} where {next} was expected"));
+                        }
+                        Err(e) => {
+                            bad.get_or_insert(e.to_string());
+                        }
+                    },
+                    1024,
+                    Duration::from_secs(30),
+                )
+                .map_err(|e| err("poll", e))?;
+                if let Some(b) = bad {
+                    return Err(BenchError(b));
+                }
+            }
+            announce("RSS", &crate::rss::peak_rss_kib().to_string());
+            Ok(())
+        }
+        other => Err(BenchError(format!("unknown topology peer {other}"))),
+    }
+}

@@ -239,8 +239,7 @@ pub mod sim;
 
 pub use config::{
     Config, FlowStrategy, GapPolicy, GROUP_VERSION, MAX_MESSAGE_LEN_LIMIT, MAX_MTU,
-    MAX_SESSIONS_LIMIT, MIN_MTU,
-    SUPPORTED_VERSIONS,
+    MAX_SESSIONS_LIMIT, MIN_MTU, SUPPORTED_VERSIONS,
 };
 pub use counters::{Counters, DropReason, DROP_REASONS};
 pub use crypto::{Direction, HandshakeKeys, Psk, SessionKeys};

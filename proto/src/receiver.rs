@@ -352,6 +352,7 @@ impl Receiver {
             held: Held::default(),
             busy: false,
             serving: false,
+            group: false,
             config: self.config.clone(),
         }
     }

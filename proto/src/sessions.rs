@@ -710,7 +710,9 @@ impl Sessions {
         Some(&self.slots[i].rx)
     }
 
-    /// With `max_sessions` 1: the current sender's address (the one session).
+    /// The one sender a subscription may give a socket of its own: with `max_sessions` 1 the
+    /// current sender's address; with more, the address of the only session held, while it is
+    /// the only one and live (`None` with none or several).
     ///
     /// ```
     /// # use std::time::Instant;
@@ -719,9 +721,11 @@ impl Sessions {
     /// ```
     pub fn single_peer(&self) -> Option<SocketAddr> {
         if self.max == 1 {
-            self.acceptor.peer()
-        } else {
-            None
+            return self.acceptor.peer();
+        }
+        match self.slots.as_slice() {
+            [only] if only.rx.is_connected() => only.rx.peer(),
+            _ => None,
         }
     }
 

@@ -234,6 +234,13 @@ pub(crate) trait Driver {
         Ok(())
     }
 
+    /// Stops following a sender (a second session joined: every sender's
+    /// datagrams go through the bound socket again, so none is read first).
+    /// Datagrams still queued on the followed socket are dropped with it;
+    /// the protocol repairs them. A joined multicast group stays. The
+    /// default does nothing.
+    fn unfollow(&mut self) {}
+
     /// Datagrams dropped so far because they were larger than a receive
     /// slot (the kernel cut them: `MSG_TRUNC`, a truncated completion).
     /// The default counts none.
@@ -308,6 +315,9 @@ impl Driver for AnyDriver {
     }
     fn follow(&mut self, peer: SocketAddr) -> io::Result<()> {
         each!(self, d => d.follow(peer))
+    }
+    fn unfollow(&mut self) {
+        each!(self, d => d.unfollow())
     }
     fn oversized(&self) -> u64 {
         each!(self, d => d.oversized())

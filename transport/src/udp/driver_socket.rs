@@ -338,6 +338,12 @@ impl Driver for SocketDriver {
         Ok(())
     }
 
+    fn unfollow(&mut self) {
+        if self.followed.as_ref().is_some_and(|f| !f.group) {
+            self.followed = None;
+        }
+    }
+
     // Inlined: it is open across a system call (see "The latency path"
     // in the `udp` module docs).
     #[inline(always)]

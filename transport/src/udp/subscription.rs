@@ -187,16 +187,19 @@ impl Core<SubEnd> {
                 Event::MtuMismatch { local, remote } => Some(Error::MtuMismatch { local, remote }),
                 Event::KeyMismatch => Some(Error::KeyMismatch),
                 Event::Connected { .. } | Event::SessionReplaced { .. } => {
-                    // Only with one session at a time: a followed sender's
+                    // Only while one session is held: a followed sender's
                     // datagrams are read first, and with several sessions
                     // the others' would wait.
-                    if let Some(peer) = self.end.receiver.single_peer() {
+                    match self.end.receiver.single_peer() {
                         // The sender's datagrams get a socket of their own;
                         // without it everything still arrives through the
                         // bound socket, a little slower.
-                        if let Err(e) = self.driver.follow(peer) {
-                            log_follow_failure(&e);
+                        Some(peer) => {
+                            if let Err(e) = self.driver.follow(peer) {
+                                log_follow_failure(&e);
+                            }
                         }
+                        None => self.driver.unfollow(),
                     }
                     match e {
                         Event::SessionReplaced { old, new } => {

@@ -23,19 +23,27 @@ const PUBLISHER_LOCK: u64 = 0;
 /// Lock byte of subscriber slot 0 (slot `i` uses `SLOT_LOCK_BASE + i`).
 const SLOT_LOCK_BASE: u64 = 4096;
 
-/// The publisher block at [`PUBLISHER_BLOCK`]: `closed`, `fence_mode`,
-/// `tail` (stored at close by a single writer), and for multi-writer rings
-/// `claim_lock` and `claim_tail` (the shared tail: the end of the last claim).
+/// The publisher block's first line at [`PUBLISHER_BLOCK`]: `closed`,
+/// `fence_mode`, `tail` (stored at close by a single writer).
 #[repr(C)]
 #[derive(FromBytes, KnownLayout, Immutable)]
 struct PublisherBlock {
     closed: U32,
     fence_mode: U32,
     tail: U64,
+}
+const _: () = assert!(core::mem::size_of::<PublisherBlock>() == 16);
+
+/// A multi-writer ring's claim words, at [`layout::CLAIM_WORDS_OFFSET`] in
+/// the publisher block: `claim_lock` and `claim_tail` (the shared tail: the
+/// end of the last claim).
+#[repr(C)]
+#[derive(FromBytes, KnownLayout, Immutable)]
+struct ClaimWords {
     claim_lock: U64,
     claim_tail: U64,
 }
-const _: () = assert!(core::mem::size_of::<PublisherBlock>() == 32);
+const _: () = assert!(core::mem::size_of::<ClaimWords>() == 16);
 
 /// A subscriber slot: state, pid, position, generation, waiting, start.
 #[repr(C)]
@@ -214,8 +222,12 @@ fn read_ring(
         .unwrap_or(0);
     let known = tail_word.max(publisher_position.unwrap_or(0)).max(slot_max);
     let tail = if g.max_publishers > 1 {
-        let _ = pb.claim_lock.get();
-        known.max(pb.claim_tail.get())
+        let cw =
+            ClaimWords::ref_from_prefix(&bytes[PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET..])
+                .map_err(|_| "short claim words")?
+                .0;
+        let _ = cw.claim_lock.get();
+        known.max(cw.claim_tail.get())
     } else {
         match crate::procs::open_regular(path) {
             Ok(f) => walk_tail(&f, &g, known),

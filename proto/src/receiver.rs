@@ -244,6 +244,31 @@ impl Receiver {
         let mut seed = [0u8; 8];
         entropy.fill(&mut seed)?;
         let rng = Rng::new(u64::from_le_bytes(seed));
+        Ok(Receiver::assemble(config, now, receiver_id, secrets, rng))
+    }
+
+    /// Another receiver of the same subscription, for one more session (`Sessions`): the
+    /// same configuration, id and cookie secret (a cookie either issues, both accept), its
+    /// own buffers, nonces and NAK nonces.
+    pub(crate) fn fork(&mut self, now: Instant) -> Receiver {
+        let rng = Rng::new(self.rng.next_u64());
+        Receiver::assemble(
+            self.config.clone(),
+            now,
+            self.receiver_id,
+            self.secrets.fork(),
+            rng,
+        )
+    }
+
+    /// A receiver with no session: its buffers allocated (and committed) for `config`.
+    fn assemble(
+        config: Config,
+        now: Instant,
+        receiver_id: u32,
+        secrets: Secrets,
+        rng: Rng,
+    ) -> Receiver {
         let hs_keys = config
             .key
             .as_ref()
@@ -253,7 +278,7 @@ impl Receiver {
         } else {
             Vec::new()
         };
-        Ok(Receiver {
+        Receiver {
             secrets,
             hs_keys,
             close_keys: None,
@@ -296,64 +321,6 @@ impl Receiver {
             serving: false,
             group: false,
             config,
-        })
-    }
-
-    /// Another receiver of the same subscription, for one more session (`Sessions`): the
-    /// same configuration, id and cookie secret (a cookie either issues, both accept), its
-    /// own buffers, nonces and NAK nonces.
-    pub(crate) fn fork(&mut self, now: Instant) -> Receiver {
-        Receiver {
-            secrets: self.secrets.fork(),
-            hs_keys: self
-                .config
-                .key
-                .as_ref()
-                .map(|k| HandshakeKeys::new(k, Direction::SubToPub)),
-            close_keys: None,
-            open_buf: if self.hs_keys.is_some() {
-                super::log::committed(65_536 / 8)
-            } else {
-                Vec::new()
-            },
-            key_reject: None,
-            next_key_reject: now,
-            key_mismatch_reported: false,
-            key_failures: 0,
-            close_position: 0,
-            receiver_id: self.receiver_id,
-            session: None,
-            ring: super::log::committed(self.config.window / 8),
-            mask: self.config.window - 1,
-            scratch: super::log::committed(65_536 / 8),
-            asm: Assembler {
-                buf: Vec::new(),
-                len: 0,
-                type_id: 0,
-                start: 0,
-                active: false,
-                skip_partial: false,
-                max: self.config.max_message_len,
-            },
-            gaps: Gaps::new(),
-            events: VecDeque::new(),
-            counters: Counters::default(),
-            epoch: now,
-            rtt: RttEstimator::new(),
-            reply: None,
-            need_setup: None,
-            next_need_setup: now,
-            last_rejected: 0,
-            close_to: None,
-            nak_ranges: Vec::with_capacity(frame::MAX_NAK_RANGES),
-            rng: Rng::new(self.rng.next_u64()),
-            nak_nonces: [0; NAK_NONCES],
-            nak_nonce_next: 0,
-            held: Held::default(),
-            busy: false,
-            serving: false,
-            group: false,
-            config: self.config.clone(),
         }
     }
 

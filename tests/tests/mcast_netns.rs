@@ -1,0 +1,659 @@
+//! UDP multicast between network namespaces, every end a process of its
+//! own: one publisher namespace and up to four subscriber namespaces on one
+//! bridge (`mcast_snooping` off, so the bridge floods the group to every
+//! port), the multicast range routed to each namespace's `eth0`, loss by
+//! nftables on the bridge (`numgen random mod 100 < 3 drop`).
+//!
+//! - Independent loss, 3 % per receiver (on the bridge's forward path, by
+//!   output port): four receivers each get all 1 M messages (32..200 bytes,
+//!   each carrying its sequence number and a checksum), exactly once, in
+//!   order, intact; IPv4, and IPv6 with fewer messages.
+//! - Correlated loss, 3 % dropped before the bridge (prerouting, on the
+//!   publisher's port: every receiver misses the same datagrams): the NAKs
+//!   of four receivers together are at most 1.5 times those of one receiver
+//!   under the same loss and message count. The publisher's CPU time per
+//!   message with four receivers and with one is printed, not asserted.
+//! - `flow=min` with one receiver stopped (SIGSTOP): the publisher is held
+//!   back until `receiver_timeout`, then goes on (it prints the stretch it
+//!   was held), the others get everything. After SIGCONT the stopped
+//!   receiver catches up when the publisher's retransmit log still holds
+//!   its data, and reports unrecoverable loss when it does not.
+//! - `flow=tagged`: a stopped receiver without the tag does not hold the
+//!   publisher back.
+//! - A C program (through libconduit) subscribes to the group in two
+//!   namespaces and gets every message of a Rust publisher.
+//!
+//! Needs root, iproute2 and nftables: prints `SKIP` otherwise, and fails
+//! under `CI=true`. The namespaces are removed when a case ends, failed or
+//! not (`Lab`'s `Drop`), and left-overs of a run killed by the watchdog by
+//! the next run.
+
+mod c_support;
+mod udp_support;
+
+use std::path::PathBuf;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use conduit_test_util::watchdog;
+use udp_support::{lab_or_skip, run, Lab, Node};
+
+/// One lab at a time: the cases are CPU-bound on a small machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+static WATCHDOG: Once = Once::new();
+
+/// Per-process deadline (seconds) and how long the test waits for a stream.
+const NODE_DEADLINE: u64 = 240;
+const WAIT: Duration = Duration::from_secs(250);
+const SHORT: Duration = Duration::from_secs(30);
+
+fn node() -> &'static str {
+    env!("CARGO_BIN_EXE_mcast_node")
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // Namespaces of a run killed by the watchdog are reaped by the next run.
+    WATCHDOG.call_once(|| watchdog("mcast_netns suite", 1200).keep_armed());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn counter(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Whether `nft` runs; outside CI a missing `nft` skips (saying so), in CI
+/// it fails (`.ci/run` installs nftables).
+fn nft_or_skip() -> bool {
+    if run("nft", &["--version"]).is_ok() {
+        return true;
+    }
+    let why = "`nft` (nftables) not found: cannot drop frames on the bridge";
+    assert!(!conduit_test_util::in_ci(), "{why}");
+    eprintln!("SKIP: {why}");
+    println!("SKIP: {why}");
+    false
+}
+
+/// A lab of one publisher namespace (endpoint 0, 10.77.0.1, fd77::1) and
+/// `receivers` subscriber namespaces (endpoint i, 10.77.0.(i+1),
+/// fd77::(i+1)), with multicast flooded by the bridge and routed to
+/// `eth0`; and a scratch directory for the files that start and end the
+/// processes (`go`, `done`).
+struct McastLab {
+    lab: Lab,
+    dir: PathBuf,
+}
+
+impl Drop for McastLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mcast_lab(receivers: usize) -> Option<McastLab> {
+    let lab = lab_or_skip(1 + receivers)?;
+    let hub = lab.hub().to_string();
+    // Without snooping the bridge floods multicast to every port (no IGMP
+    // or MLD querier needed).
+    run(
+        "ip",
+        &[
+            "-n",
+            &hub,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    )
+    .expect("bridge without multicast snooping");
+    for i in 0..=receivers {
+        let ns = lab.ns(i).to_string();
+        run(
+            "ip",
+            &["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"],
+        )
+        .expect("IPv4 multicast route");
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("fd77::{}/64", i + 1),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .expect("IPv6 address");
+    }
+    let k = NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("conduit-mcast-{}-{k}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    Some(McastLab { lab, dir })
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl McastLab {
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .join(name)
+            .to_str()
+            .expect("utf-8 path")
+            .to_string()
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.dir.join(name), b"").expect("touch");
+    }
+
+    /// Loads an nftables script into the hub (the bridge's namespace).
+    fn nft(&self, script: &str) {
+        let file = self.dir.join("rules.nft");
+        std::fs::write(&file, script).expect("nft script");
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.lab.hub(),
+                "nft",
+                "-f",
+                file.to_str().expect("utf-8 path"),
+            ],
+        )
+        .expect("nftables rules");
+    }
+
+    /// `percent` % loss on every frame the bridge forwards to each
+    /// receiver's port, drawn for each port on its own (a flooded datagram
+    /// is forwarded, and filtered, once per port).
+    fn independent_loss(&self, receivers: usize, percent: u32) {
+        let mut s = String::from(
+            "table bridge cdt_mloss {\n chain fwd {\n  type filter hook forward priority 0; policy accept;\n",
+        );
+        for i in 1..=receivers {
+            s += &format!("  oifname \"p{i}\" numgen random mod 100 < {percent} counter drop\n");
+        }
+        s += " }\n}\n";
+        self.nft(&s);
+    }
+
+    /// `percent` % loss on the frames entering the bridge from the
+    /// publisher's port, before they are flooded: every receiver misses the
+    /// same datagrams.
+    fn correlated_loss(&self, percent: u32) {
+        self.nft(&format!(
+            "table bridge cdt_mloss {{\n chain pre {{\n  type filter hook prerouting priority 0; policy accept;\n  iifname \"p0\" numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+        ));
+    }
+
+    /// Frames the loss rules dropped (the sum of their counters).
+    fn dropped(&self) -> u64 {
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.lab.hub(),
+                "nft",
+                "list",
+                "table",
+                "bridge",
+                "cdt_mloss",
+            ],
+        )
+        .unwrap_or_default();
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// A group, the publisher's interface option and each receiver's.
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn group(self, port: u16) -> String {
+        match self {
+            Family::V4 => format!("239.77.0.1:{port}"),
+            Family::V6 => format!("[ff15::77:1]:{port}"),
+        }
+    }
+
+    /// The `iface=` of endpoint `i`.
+    fn iface(self, lab: &Lab, i: usize) -> String {
+        match self {
+            Family::V4 => lab.addr(i).to_string(),
+            Family::V6 => "eth0".into(),
+        }
+    }
+}
+
+/// One publisher and its receivers, started; see [`start`].
+struct Group {
+    publ: Node,
+    subs: Vec<Node>,
+    sub_pids: Vec<u32>,
+}
+
+fn pid_of(n: &mut Node) -> u32 {
+    let line = n.expect_line("pid ", SHORT).unwrap();
+    line[4..].trim().parse().expect("pid")
+}
+
+fn signal(pid: u32, sig: &str) {
+    run("kill", &[sig, &pid.to_string()]).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
+}
+
+/// What a case runs: the group, the options of each end, the count.
+struct Spec<'a> {
+    family: Family,
+    port: u16,
+    count: u64,
+    /// Publisher URI options after the group's own.
+    pub_opts: &'a str,
+    /// Each receiver's URI options (one entry per receiver).
+    sub_opts: Vec<String>,
+    /// Further publisher arguments (`pace=N`).
+    pub_extra: Vec<String>,
+}
+
+/// Starts the receivers (endpoints 1..), waits until each is ready, starts
+/// the publisher (endpoint 0), waits until every receiver joined the
+/// session and lets the publisher send (`go`). Every process stays until
+/// `done` is touched.
+fn start(ml: &McastLab, spec: &Spec<'_>) -> Group {
+    let lab = &ml.lab;
+    let group = spec.family.group(spec.port);
+    let (n, dl) = (spec.count.to_string(), NODE_DEADLINE.to_string());
+    let done = format!("done={}", ml.path("done"));
+    let mut subs = Vec::new();
+    let mut sub_pids = Vec::new();
+    for (k, o) in spec.sub_opts.iter().enumerate() {
+        let i = k + 1;
+        let uri = format!(
+            "udp://{group}?driver=socket&iface={}&liveness=3s&wait=block{o}",
+            spec.family.iface(lab, i)
+        );
+        let mut s = lab
+            .spawn(Some(i), node(), &["sub", &uri, &n, &dl, &done])
+            .unwrap();
+        sub_pids.push(pid_of(&mut s));
+        s.expect_line("ready", SHORT).unwrap();
+        subs.push(s);
+    }
+    let uri = format!(
+        "udp://{group}?driver=socket&iface={}&ttl=1&gso=off&linger=50us&liveness=3s{}",
+        spec.family.iface(lab, 0),
+        spec.pub_opts
+    );
+    let go = format!("go={}", ml.path("go"));
+    let mut args = vec!["pub", &uri, &n, &dl, &go, &done];
+    args.extend(spec.pub_extra.iter().map(|s| s.as_str()));
+    let mut publ = lab.spawn(Some(0), node(), &args).unwrap();
+    for s in &mut subs {
+        s.expect_line("joined", SHORT)
+            .expect("a receiver did not join the group's session");
+    }
+    ml.touch("go");
+    publ.expect_line("connected", SHORT).unwrap();
+    Group {
+        publ,
+        subs,
+        sub_pids,
+    }
+}
+
+/// What a finished stream reports.
+struct Outcome {
+    /// Each receiver's counters line.
+    subs: Vec<String>,
+    /// The publisher's counters line.
+    publ: String,
+    /// The publisher's CPU time while sending and flushing, ms.
+    cpu_ms: u64,
+    /// Wall time from `go` to the last receiver's `received`.
+    secs: f64,
+}
+
+/// Waits until the receivers `which` got every message and the publisher
+/// flushed; then lets every process go and checks they exit cleanly.
+fn finish(ml: &McastLab, g: &mut Group, count: u64, started: Instant) -> Outcome {
+    let mut subs = Vec::new();
+    for s in &mut g.subs {
+        s.expect_line(&format!("received {count}"), WAIT)
+            .expect("a receiver did not get the whole stream");
+        subs.push(s.expect_line("counters", SHORT).unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    g.publ
+        .expect_line(&format!("sent {count}"), WAIT)
+        .expect("the publisher did not finish");
+    let cpu = g.publ.expect_line("cpu ", SHORT).unwrap();
+    let publ = g.publ.expect_line("counters", SHORT).unwrap();
+    ml.touch("done");
+    for s in &mut g.subs {
+        assert!(s.wait(SHORT).unwrap().success(), "a receiver failed");
+    }
+    assert!(
+        g.publ.wait(SHORT).unwrap().success(),
+        "the publisher failed"
+    );
+    Outcome {
+        subs,
+        publ,
+        cpu_ms: counter(&cpu, "sending_ms"),
+        secs,
+    }
+}
+
+fn receivers_opts(n: usize, o: &str) -> Vec<String> {
+    vec![o.to_string(); n]
+}
+
+/// Four receivers with 3 % loss each, drawn independently: every one gets
+/// every message, exactly once, in order, intact (each receiver checks),
+/// and each repaired its own loss.
+fn independent_loss(family: Family, port: u16, count: u64) {
+    let _g = serial();
+    if !nft_or_skip() {
+        return;
+    }
+    let Some(ml) = mcast_lab(4) else { return };
+    ml.independent_loss(4, 3);
+    let spec = Spec {
+        family,
+        port,
+        count,
+        pub_opts: "&flow=min&receiver_timeout=5s",
+        sub_opts: receivers_opts(4, ""),
+        pub_extra: vec![],
+    };
+    let mut g = start(&ml, &spec);
+    let t = Instant::now();
+    let out = finish(&ml, &mut g, count, t);
+    println!(
+        "independent loss: {count} messages to 4 receivers in {:.1} s; bridge dropped {} frames; publisher CPU {} ms; {}",
+        out.secs,
+        ml.dropped(),
+        out.cpu_ms,
+        out.publ
+    );
+    for c in &out.subs {
+        assert_eq!(counter(c, "received"), count, "{c}");
+        assert!(counter(c, "naks_sent") > 0, "no loss repaired: {c}");
+    }
+    assert!(ml.dropped() > 0, "the loss rules dropped nothing");
+}
+
+#[test]
+fn ipv4_four_receivers_independent_loss() {
+    independent_loss(Family::V4, 41100, 1_000_000);
+}
+
+#[test]
+fn ipv6_four_receivers_independent_loss() {
+    independent_loss(Family::V6, 41101, 200_000);
+}
+
+/// Messages of the correlated-loss runs.
+const CORRELATED: u64 = 300_000;
+
+/// One run under 3 % correlated loss with `receivers` receivers: the NAKs
+/// they sent together, the publisher's CPU time, the frames dropped.
+fn correlated_run(receivers: usize) -> (u64, u64, u64) {
+    let ml = mcast_lab(receivers).expect("lab (the caller checked)");
+    ml.correlated_loss(3);
+    let spec = Spec {
+        family: Family::V4,
+        port: 41102,
+        count: CORRELATED,
+        pub_opts: "&flow=min&receiver_timeout=5s",
+        sub_opts: receivers_opts(receivers, ""),
+        pub_extra: vec![],
+    };
+    let mut g = start(&ml, &spec);
+    let t = Instant::now();
+    let out = finish(&ml, &mut g, CORRELATED, t);
+    let naks: Vec<u64> = out.subs.iter().map(|c| counter(c, "naks_sent")).collect();
+    let dropped = ml.dropped();
+    println!(
+        "correlated loss, {receivers} receiver(s): {CORRELATED} messages in {:.1} s; bridge dropped {dropped} frames; NAKs sent {naks:?} (total {}); publisher CPU {} ms; {}",
+        out.secs,
+        naks.iter().sum::<u64>(),
+        out.cpu_ms,
+        out.publ
+    );
+    (naks.iter().sum(), out.cpu_ms, dropped)
+}
+
+/// NAK suppression between processes: under the same 3 % loss before the
+/// fan-out and the same message count, four receivers send at most 1.5
+/// times the NAKs of one. Also prints the publisher's CPU time per message
+/// with one and four receivers (a measurement, not a check).
+#[test]
+fn correlated_loss_nak_suppression_and_publisher_cpu() {
+    let _g = serial();
+    if !nft_or_skip() || mcast_lab(1).is_none() {
+        return;
+    }
+    let (one, cpu_one, drop_one) = correlated_run(1);
+    let (four, cpu_four, drop_four) = correlated_run(4);
+    let per = |ms: u64| ms as f64 * 1e6 / CORRELATED as f64;
+    println!(
+        "NAKs: 1 receiver {one} ({drop_one} frames dropped), 4 receivers {four} in total ({drop_four} frames dropped): {:.2}x",
+        four as f64 / one.max(1) as f64
+    );
+    println!(
+        "publisher CPU per message: 1 receiver {:.0} ns, 4 receivers {:.0} ns ({:.2}x; /proc/PID/stat, 10 ms ticks, {CORRELATED} messages)",
+        per(cpu_one),
+        per(cpu_four),
+        cpu_four as f64 / cpu_one.max(1) as f64
+    );
+    assert!(one > 0, "one receiver sent no NAK under 3 % loss");
+    assert!(
+        four * 2 <= one * 3,
+        "4 receivers sent {four} NAKs, more than 1.5 x the {one} of one receiver"
+    );
+}
+
+/// `flow=min`, four receivers, the last one stopped by SIGSTOP mid-stream:
+/// the publisher is held back until `receiver_timeout` (1 s) drops it, then
+/// sends the rest; the other three get everything. After SIGCONT the
+/// stopped one asks for the session again: with `retransmit` large enough
+/// for the whole stream it is repaired from its own position and gets
+/// everything (`catch_up`); with a log that the rest of the stream
+/// overwrote, it reports the loss (`UnrecoverableLoss`) and exits.
+fn min_flow_stopped_receiver(retransmit: &str, count: u64, pace: u64, catch_up: bool) {
+    let _g = serial();
+    let Some(ml) = mcast_lab(4) else { return };
+    let spec = Spec {
+        family: Family::V4,
+        port: 41103,
+        count,
+        pub_opts: &format!("&flow=min&receiver_timeout=1s&retransmit={retransmit}"),
+        sub_opts: receivers_opts(4, ""),
+        pub_extra: vec![format!("pace={pace}")],
+    };
+    let mut g = start(&ml, &spec);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = g.sub_pids[3];
+    signal(victim, "-STOP");
+    let mut stopped = g.subs.pop().expect("four receivers");
+    // The live ones finish while it is stopped.
+    let mut live = Vec::new();
+    for s in &mut g.subs {
+        s.expect_line(&format!("received {count}"), WAIT)
+            .expect("a live receiver was held back by the stopped one");
+        live.push(s.expect_line("counters", SHORT).unwrap());
+    }
+    g.publ
+        .expect_line(&format!("sent {count}"), WAIT)
+        .expect("the publisher did not finish while a receiver was stopped");
+    let secs = t.elapsed().as_secs_f64();
+    let held: Vec<String> = g
+        .publ
+        .drain_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("held "))
+        .collect();
+    println!("min flow, one receiver stopped: {count} messages in {secs:.1} s; publisher {held:?}");
+    // The stopped receiver held the publisher back (flow=min) until it was
+    // dropped from the set: one stretch of a good part of the timeout.
+    assert!(
+        held.iter().any(|l| counter(l, "ms") >= 250),
+        "the publisher was never held back by the stopped receiver: {held:?}"
+    );
+    signal(victim, "-CONT");
+    if catch_up {
+        stopped
+            .expect_line(&format!("received {count}"), WAIT)
+            .expect("the resumed receiver did not catch up");
+        let c = stopped.expect_line("counters", SHORT).unwrap();
+        println!("resumed receiver caught up: {c}");
+        ml.touch("done");
+        assert!(stopped.wait(SHORT).unwrap().success());
+    } else {
+        let loss = stopped
+            .expect_line("loss ", WAIT)
+            .expect("the resumed receiver did not report its loss");
+        println!("resumed receiver: {loss}");
+        assert!(counter(&loss, "to") > counter(&loss, "from"), "{loss}");
+        assert!(counter(&loss, "after") < count, "{loss}");
+        let status = stopped.wait(SHORT).unwrap();
+        assert_eq!(status.code(), Some(4), "the loss was not reported as such");
+        ml.touch("done");
+    }
+    for s in &mut g.subs {
+        assert!(s.wait(SHORT).unwrap().success(), "a live receiver failed");
+    }
+    assert!(
+        g.publ.wait(SHORT).unwrap().success(),
+        "the publisher failed"
+    );
+}
+
+#[test]
+fn min_flow_stopped_receiver_is_dropped_then_catches_up() {
+    // 100 k messages of at most 208 bytes on the wire fit in 32 MiB.
+    min_flow_stopped_receiver("32m", 100_000, 40, true);
+}
+
+#[test]
+fn min_flow_stopped_receiver_is_dropped_then_reports_loss() {
+    // 300 k messages are some 38 MB: the default 4 MiB log holds the
+    // last few tens of thousands only.
+    min_flow_stopped_receiver("4m", 300_000, 100, false);
+}
+
+/// `flow=tagged&group_tag=7&min_receivers=3`: three tagged receivers and
+/// one untagged, stopped (SIGSTOP) once it joined. The receiver timeout is
+/// far beyond the case: only not counting the untagged receiver lets the
+/// stream finish.
+#[test]
+fn tagged_flow_not_held_back_by_a_stopped_untagged_receiver() {
+    let _g = serial();
+    let Some(ml) = mcast_lab(4) else { return };
+    let count = 200_000;
+    let mut sub_opts = receivers_opts(3, "&group_tag=7");
+    sub_opts.push(String::new());
+    let spec = Spec {
+        family: Family::V4,
+        port: 41104,
+        count,
+        pub_opts: "&flow=tagged&group_tag=7&min_receivers=3&receiver_timeout=600s",
+        sub_opts,
+        pub_extra: vec![],
+    };
+    // The untagged one is stopped before the publisher sends (it joined:
+    // `start` waited for that).
+    let mut g = start(&ml, &spec);
+    signal(g.sub_pids[3], "-STOP");
+    let t = Instant::now();
+    let mut untagged = g.subs.pop().expect("four receivers");
+    let out = finish(&ml, &mut g, count, t);
+    println!(
+        "tagged flow, untagged receiver stopped: {count} messages in {:.1} s; {}",
+        out.secs, out.publ
+    );
+    signal(g.sub_pids[3], "-CONT");
+    untagged.kill();
+}
+
+/// The message pattern of `ffi/tests/c/interop.c` from a Rust publisher
+/// (`mcast_node pub ... pattern=c`) to two C subscriptions of the group
+/// (`interop subscribe`), one linked statically and one against the shared
+/// library, each in a namespace of its own. `flow=tagged` with
+/// `min_receivers=2`: the publisher waits until both joined.
+#[test]
+fn c_subscribes_to_a_group() {
+    let _g = serial();
+    let Some(ml) = mcast_lab(2) else { return };
+    const MESSAGES: u64 = 100_000;
+    let exes = [
+        ("c-group-static", c_support::Link::Static),
+        ("c-group-shared", c_support::Link::Shared),
+    ]
+    .map(|(dir, link)| c_support::compile("tests/c/interop.c", &c_support::scratch(dir), link));
+    let group = Family::V4.group(41105);
+    let n = MESSAGES.to_string();
+    let mut subs: Vec<Node> = exes
+        .iter()
+        .enumerate()
+        .map(|(k, exe)| {
+            let uri = format!(
+                "udp://{group}?driver=socket&iface={}&group_tag=7",
+                ml.lab.addr(k + 1)
+            );
+            let mut s = ml
+                .lab
+                .spawn(
+                    Some(k + 1),
+                    exe.to_str().expect("utf-8 path"),
+                    &["subscribe", &uri, &n],
+                )
+                .unwrap();
+            s.expect_line("subscribed", SHORT).unwrap();
+            s
+        })
+        .collect();
+    let uri = format!(
+        "udp://{group}?driver=socket&iface={}&ttl=1&flow=tagged&group_tag=7&min_receivers=2",
+        ml.lab.addr(0)
+    );
+    let dl = NODE_DEADLINE.to_string();
+    let mut publ = ml
+        .lab
+        .spawn(Some(0), node(), &["pub", &uri, &n, &dl, "pattern=c"])
+        .unwrap();
+    for s in &mut subs {
+        s.expect_line(&format!("received {MESSAGES}"), WAIT)
+            .expect("a C subscription did not get every message");
+        assert!(s.wait(SHORT).unwrap().success(), "a C subscription failed");
+    }
+    publ.expect_line(&format!("offered {MESSAGES}"), SHORT)
+        .expect("the publisher did not offer every message");
+    // Its flush may see both subscriptions close (fewer than
+    // `min_receivers`: not connected); what counts here is what they got.
+    publ.kill();
+}

@@ -507,16 +507,19 @@ fn min_flow_stopped_receiver(retransmit: &str, count: u64, pace: u64, catch_up: 
             .expect("a live receiver was held back by the stopped one");
         live.push(s.expect_line("counters", SHORT).unwrap());
     }
-    g.publ
-        .expect_line(&format!("sent {count}"), WAIT)
-        .expect("the publisher did not finish while a receiver was stopped");
+    let mut held = Vec::new();
+    loop {
+        let l = g
+            .publ
+            .expect_line("", WAIT)
+            .expect("the publisher did not finish while a receiver was stopped");
+        if l.starts_with("held ") {
+            held.push(l);
+        } else if l == format!("sent {count}") {
+            break;
+        }
+    }
     let secs = t.elapsed().as_secs_f64();
-    let held: Vec<String> = g
-        .publ
-        .drain_lines()
-        .into_iter()
-        .filter(|l| l.starts_with("held "))
-        .collect();
     println!("min flow, one receiver stopped: {count} messages in {secs:.1} s; publisher {held:?}");
     // The stopped receiver held the publisher back (flow=min) until it was
     // dropped from the set: one stretch of a good part of the timeout.

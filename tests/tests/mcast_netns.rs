@@ -181,7 +181,7 @@ impl McastLab {
     /// is forwarded, and filtered, once per port).
     fn independent_loss(&self, receivers: usize, percent: u32) {
         let mut s = String::from(
-            "table bridge cdt_mloss {\n chain fwd {\n  type filter hook forward priority 0; policy accept;\n",
+            "table bridge cdt_mloss {\n chain loss_out {\n  type filter hook forward priority 0; policy accept;\n",
         );
         for i in 1..=receivers {
             s += &format!("  oifname \"p{i}\" numgen random mod 100 < {percent} counter drop\n");
@@ -195,7 +195,7 @@ impl McastLab {
     /// same datagrams.
     fn correlated_loss(&self, percent: u32) {
         self.nft(&format!(
-            "table bridge cdt_mloss {{\n chain pre {{\n  type filter hook prerouting priority 0; policy accept;\n  iifname \"p0\" numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+            "table bridge cdt_mloss {{\n chain loss_in {{\n  type filter hook prerouting priority 0; policy accept;\n  iifname \"p0\" numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
         ));
     }
 

@@ -28,7 +28,7 @@
 //!
 //! Counters line: `counters pub|sub sent=.. received=.. retransmitted=..
 //! naks_sent=.. naks_received=.. dropped=.. datagrams_sent=..
-//! datagrams_received=..`.
+//! datagrams_received=.. [REASON=N ...]` (the drops by reason).
 
 use std::path::Path;
 use std::process::exit;
@@ -113,8 +113,14 @@ fn check(expected: u64, type_id: u32, payload: &[u8]) -> Option<String> {
 }
 
 fn print_counters(label: &str, c: &conduit::Counters) {
+    let drops: Vec<String> = c
+        .drops_by_reason
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
     println!(
-        "counters {label} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} datagrams_sent={} datagrams_received={}",
+        "counters {label} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} datagrams_sent={} datagrams_received={} [{}]",
         c.sent,
         c.received,
         c.retransmitted,
@@ -122,7 +128,8 @@ fn print_counters(label: &str, c: &conduit::Counters) {
         c.naks_received,
         c.dropped,
         c.datagrams_sent,
-        c.datagrams_received
+        c.datagrams_received,
+        drops.join(" ")
     );
 }
 

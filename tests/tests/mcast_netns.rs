@@ -458,10 +458,11 @@ fn correlated_run(receivers: usize) -> (u64, u64, u64) {
 /// measurement, not a check).
 ///
 /// The publisher is paced (at most 100 messages per millisecond, some 11
-/// datagrams): at full speed a drop comes about every millisecond, closer
-/// than a receiver's suppression window on a busy two-CPU host, and four
-/// receivers then send about twice the NAKs of one (each still repairs
-/// only once per gap; their NAKs just bundle fewer gaps).
+/// datagrams): at full speed a drop comes about every millisecond, as
+/// often as a receiver's suppression window (some 16 RTTs) lasts, and four
+/// receivers then send about twice the NAKs of one (the publisher still
+/// resends each range once). The ratio depends on how soon each receiver
+/// is scheduled: see the "Tests" section of `docs/multicast.md`.
 #[test]
 fn correlated_loss_nak_suppression_and_publisher_cpu() {
     let _g = serial();

@@ -107,7 +107,7 @@ fn compare_after_help() -> String {
          buffer bytes of conduit's default 1 MiB ring):\n{}\n\n{CHANNELS}",
         crate::channels::PEERS
             .iter()
-            .map(|(name, config)| format!("  {name:<10} {config}"))
+            .map(|(name, config)| format!("  {name:<13} {config}"))
             .collect::<Vec<_>>()
             .join("\n")
     )

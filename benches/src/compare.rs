@@ -561,7 +561,7 @@ impl CompareReport {
         if !self.peers.is_empty() {
             println!("Peers, as configured in this run:");
             for (name, config) in &self.peers {
-                println!("  {name:<10} {config}");
+                println!("  {name:<13} {config}");
             }
         }
         println!(
@@ -809,5 +809,40 @@ impl CompareReport {
             "conduit-bench compare; dashed: the limit runs; (n): round trips measured",
             &series,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "conduit")]
+    #[test]
+    fn the_default_list_is_every_available_channel_but_limit() {
+        let names: Vec<&str> = default_channels().iter().map(|c| c.name()).collect();
+        assert!(!names.contains(&"limit"));
+        assert_eq!(names.len(), Channel::all().len() - 1);
+        for name in [
+            "iceoryx2-mpsc",
+            "udp-multicast",
+            "udp-netns",
+            "udp-raw-block",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_run_saved_before_the_multicast_rows_reads_back() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/compare.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains("multicast_vs_unicast"));
+        match crate::report::load(path).unwrap() {
+            Run::Compare(report) => {
+                assert!(report.multicast_vs_unicast.is_empty());
+                assert!(!report.channels.is_empty());
+            }
+            _ => panic!("{path} is not a compare run"),
+        }
     }
 }

@@ -798,3 +798,102 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
     announce("RSS", &peak_rss_kib().to_string());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names saved runs (docs/compare.json) and the docs use.
+    const NAMES_BEFORE_THE_PARTS: [&str; 18] = [
+        "limit",
+        "limit-2line",
+        "limit-ring",
+        "shm",
+        "shm-mpsc",
+        "crossbeam",
+        "iceoryx2",
+        "udp-raw",
+        "udp",
+        "udp-uring",
+        "udp-socket",
+        "udp-aead",
+        "udp-raw-block",
+        "udp-block",
+        "udp-uring-block",
+        "udp-socket-block",
+        "proto",
+        "proto-loss",
+    ];
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let all = Channel::all();
+        for (i, &c) in all.iter().enumerate() {
+            assert_eq!(Channel::parse(c.name()).unwrap(), c);
+            assert!(
+                all[..i].iter().all(|d| d.name() != c.name()),
+                "{} twice",
+                c.name()
+            );
+        }
+        assert!(Channel::parse("udp-multicast-uring").is_err());
+        assert!(Channel::parse("udp-aead-block").is_err());
+    }
+
+    #[test]
+    fn the_old_names_are_kept() {
+        for name in NAMES_BEFORE_THE_PARTS {
+            assert_eq!(Channel::parse(name).unwrap().name(), name);
+        }
+        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 3);
+        for name in ["iceoryx2-mpsc", "udp-multicast", "udp-netns"] {
+            assert!(Channel::parse(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_parts_decide_the_properties() {
+        let p = |s: &str| Channel::parse(s).unwrap();
+        assert_eq!(
+            p("udp-uring-block"),
+            Channel::Udp(Udp {
+                route: Route::Unicast,
+                driver: Driver::Uring,
+                wait: Wait::Block
+            })
+        );
+        assert_eq!(
+            p("udp-socket-block").raw_baseline(),
+            Some(p("udp-raw-block"))
+        );
+        assert_eq!(p("udp-aead").raw_baseline(), Some(p("udp-raw")));
+        assert_eq!(p("udp-multicast").raw_baseline(), None);
+        assert!(p("udp-multicast").in_netns() && p("udp-netns").in_netns());
+        assert!(!p("udp").in_netns());
+        assert!(p("udp-raw-block").blocks() && !p("udp-raw").blocks());
+        assert!(p("udp-multicast").is_udp() && p("udp-raw").is_udp());
+        assert!(!p("udp-raw").is_conduit_udp());
+        let with_throughput: Vec<&str> = Channel::all()
+            .iter()
+            .filter(|c| c.has_throughput())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            with_throughput,
+            [
+                "shm",
+                "shm-mpsc",
+                "crossbeam",
+                "udp",
+                "udp-uring",
+                "udp-socket",
+                "udp-aead",
+                "proto",
+                "proto-loss"
+            ]
+        );
+        assert!(p("proto").is_conduit() && !p("iceoryx2-mpsc").is_conduit());
+        assert_eq!(p("udp-raw-block").peer_config(), p("udp-raw").peer_config());
+        assert!(p("iceoryx2-mpsc").peer_config().is_some());
+    }
+}

@@ -163,6 +163,7 @@ pub struct UdpVsRaw {
 }
 
 impl UdpVsRaw {
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     fn new(conduit: LatencyResult, raw: LatencyResult) -> Self {
         UdpVsRaw {
             block: PAIR_BLOCK,

@@ -294,6 +294,7 @@ pub fn run_ping_pair<A: PingEnd, B: PingEnd>(
 ///
 /// # Errors
 /// As [`run_pong`].
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub fn run_pong_pair<A: PongEnd, B: PongEnd>(a: &mut A, b: &mut B, total: u64) -> Result<()> {
     run_pong_pair_from(a, b, 0, total)
 }
@@ -303,6 +304,7 @@ pub fn run_pong_pair<A: PongEnd, B: PongEnd>(a: &mut A, b: &mut B, total: u64) -
 ///
 /// # Errors
 /// As [`run_pong`].
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub fn run_pong_pair_from<A: PongEnd, B: PongEnd>(
     a: &mut A,
     b: &mut B,

@@ -513,6 +513,7 @@ fn compare_runs_udp_aead_against_udp_raw_and_udp() {
 }
 
 /// Whether this host lets us make a network namespace (root, `unshare`).
+#[cfg(feature = "conduit")]
 fn can_make_netns() -> bool {
     Command::new("unshare")
         .args(["-n", "true"])

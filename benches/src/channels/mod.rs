@@ -106,6 +106,7 @@ impl Driver {
     }
 
     /// The URI option that forces the driver, if any.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn option(self) -> Option<&'static str> {
         match self {
             Driver::Default => None,
@@ -187,6 +188,7 @@ impl Channel {
     });
 
     /// `udp-aead`.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub const UDP_AEAD: Channel = Channel::Udp(Udp {
         route: Route::Aead,
         ..Udp::plain()
@@ -330,6 +332,7 @@ impl Channel {
 
     /// The bare-socket channel in the same wait mode: what a conduit UDP
     /// channel of the host's namespace is measured against, interleaved.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn raw_baseline(self) -> Option<Channel> {
         match self {
             Channel::Udp(u) if !u.route.in_netns() => Some(Channel::UdpRaw(u.wait)),

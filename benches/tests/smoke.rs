@@ -532,6 +532,7 @@ fn can_make_netns() -> bool {
 #[test]
 fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
     let json_path = tmp("compare-mcast.json");
+    let plot_path = tmp("compare-mcast.svg");
     let p = json_path.to_str().expect("utf-8");
     let out = ok(&[
         "compare",
@@ -542,7 +543,11 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
         "--no-throughput",
         "--json",
         p,
+        "--plot",
+        plot_path.to_str().expect("utf-8"),
     ]);
+    let svg = std::fs::read_to_string(&plot_path).expect("plot written");
+    let _ = std::fs::remove_file(&plot_path);
     let json = read_json(&json_path);
     let names: Vec<&str> = json["channels"]
         .as_array()
@@ -565,6 +570,10 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
         return;
     }
     assert_eq!(names, ["udp", "udp-multicast", "udp-netns"], "{json}");
+    assert!(
+        svg.contains("udp-multicast (3k)") && svg.contains("udp-netns (3k)"),
+        "legend missing"
+    );
     assert_eq!(pairs.len(), 1, "{json}");
     let pair = &pairs[0];
     check_latency(&pair["multicast"], "udp-multicast", 32, 3000);

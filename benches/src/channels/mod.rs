@@ -245,7 +245,9 @@ impl Channel {
         })
     }
 
-    /// The channel's command-line name.
+    /// The channel's command-line name, composed from its parts once. A
+    /// combination [`Channel::all`] does not list (say `udp-aead` with
+    /// `wait=block`) is not a channel and is named `(not a channel)`.
     pub fn name(self) -> &'static str {
         static NAMES: OnceLock<Vec<String>> = OnceLock::new();
         let names = NAMES.get_or_init(|| Channel::all().iter().map(|c| c.compose_name()).collect());

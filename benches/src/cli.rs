@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(test)]
+use crate::channels::Wait;
 use crate::channels::{Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 
@@ -18,13 +20,23 @@ CHANNELS:
   limit-ring  a fresh line per message each way, as a 1 MiB ring moves through
               memory: the hardware cost of a ring, with no software in it
   shm         conduit over shared memory, two processes
+  shm-mpsc    shm on a ring opened for 4 publishers, one active
   crossbeam   crossbeam-channel, two threads
   iceoryx2    iceoryx2 publish-subscribe, two processes
+  iceoryx2-mpsc
+              iceoryx2 on services opened for 4 publishers, one active
+              (the peer of shm-mpsc)
   udp-raw     plain non-blocking UDP sockets on 127.0.0.1, two processes
   udp, udp-uring, udp-socket
               conduit over UDP on 127.0.0.1 (default / io_uring / socket driver)
   udp-aead    udp with a pre-shared key (key=PATH, a fresh 0600 key file):
               every datagram encrypted and authenticated
+  udp-multicast
+              conduit over UDP multicast: a group publication to a group
+              subscription each way (239.255.0.N, iface=127.0.0.1), both
+              processes in a private network namespace (needs root; skipped
+              by compare otherwise)
+  udp-netns   udp in such a namespace: the unicast control of udp-multicast
   udp-raw-block
               udp-raw with blocking sockets: each side asleep in recv
   udp-block, udp-uring-block, udp-socket-block
@@ -95,33 +107,49 @@ fn compare_after_help() -> String {
          buffer bytes of conduit's default 1 MiB ring):\n{}\n\n{CHANNELS}",
         crate::channels::PEERS
             .iter()
-            .map(|(name, config)| format!("  {name:<10} {config}"))
+            .map(|(name, config)| format!("  {name:<13} {config}"))
             .collect::<Vec<_>>()
             .join("\n")
     )
 }
 
+/// Options every run has: the payload size and the JSON output.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct Common {
+    /// Payload bytes (8 or more; `mpsc` and `fanout` 16 or more).
+    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+    /// Write the result as JSON (round trips with their raw histograms).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+}
+
+/// How many round trips a latency run makes.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct RoundTrips {
+    /// Measured round trips (per channel; the default depends on the channel).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Warm-up round trips (default: a tenth of the measured ones).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub warmup: Option<u64>,
+}
+
 /// `compare`'s options.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct CompareArgs {
-    /// Payload bytes of the round trips.
-    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
-    pub size: usize,
-    /// Measured round trips per channel (default depends on the channel).
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub messages: Option<u64>,
-    /// Warm-up round trips per channel.
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub warmup: Option<u64>,
+    /// Size and JSON output.
+    #[command(flatten)]
+    pub common: Common,
+    /// Round trips.
+    #[command(flatten)]
+    pub round_trips: RoundTrips,
     /// Channels to run (default: all but `limit`, which runs between them anyway).
     #[arg(long, value_name = "a,b,..", value_delimiter = ',', value_parser = Channel::parse)]
     pub channels: Option<Vec<Channel>>,
     /// Skip the throughput rows.
     #[arg(long)]
     pub no_throughput: bool,
-    /// Write the results (with raw histograms) as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<String>,
     /// Write the percentile plot as SVG.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<String>,
@@ -133,21 +161,15 @@ pub struct LatencyArgs {
     /// Channel to test.
     #[arg(long, value_name = "NAME", value_parser = Channel::parse)]
     pub channel: Channel,
-    /// Payload bytes.
-    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
-    pub size: usize,
-    /// Measured round trips (default depends on the channel).
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub messages: Option<u64>,
-    /// Warm-up round trips.
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    pub warmup: Option<u64>,
+    /// Size and JSON output.
+    #[command(flatten)]
+    pub common: Common,
+    /// Round trips.
+    #[command(flatten)]
+    pub round_trips: RoundTrips,
     /// Fixed send rate; each round trip is timed from its intended send time.
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Write the result (with its raw histogram) as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<String>,
 }
 
 /// `throughput`'s options.
@@ -156,15 +178,12 @@ pub struct ThroughputArgs {
     /// Channel to test.
     #[arg(long, value_name = "NAME", value_parser = Channel::parse)]
     pub channel: Channel,
-    /// Payload bytes.
-    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
-    pub size: usize,
+    /// Size and JSON output.
+    #[command(flatten)]
+    pub common: Common,
     /// Messages (default depends on the size).
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub messages: Option<u64>,
-    /// Write the result as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<String>,
 }
 
 /// `mpsc`'s options.
@@ -173,15 +192,12 @@ pub struct MpscArgs {
     /// Publisher processes (the channel is opened with `publishers=N`).
     #[arg(long, value_name = "N", default_value = "2")]
     pub publishers: u32,
-    /// Payload bytes (16 or more).
-    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
-    pub size: usize,
+    /// Size and JSON output.
+    #[command(flatten)]
+    pub common: Common,
     /// Messages in the timed window (it opens once every publisher was heard).
     #[arg(long, value_name = "N", default_value = "5m", value_parser = parse_count)]
     pub messages: u64,
-    /// Write the result as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<String>,
 }
 
 /// `fanout`'s options.
@@ -195,9 +211,9 @@ pub struct FanoutArgs {
         default_value = "1,8,64"
     )]
     pub subscribers: Vec<u32>,
-    /// Payload bytes (16 or more).
-    #[arg(long, value_name = "BYTES", default_value = "32", value_parser = parse_size)]
-    pub size: usize,
+    /// Size and JSON output.
+    #[command(flatten)]
+    pub common: Common,
     /// Offers per run.
     #[arg(long, value_name = "N", default_value = "20k", value_parser = parse_count)]
     pub messages: u64,
@@ -205,9 +221,6 @@ pub struct FanoutArgs {
     /// asleep again in between).
     #[arg(long, value_name = "US", default_value = "200")]
     pub pace_us: u64,
-    /// Write the result as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<String>,
 }
 
 /// `report`'s options.
@@ -308,18 +321,21 @@ mod tests {
         match parse("latency --channel shm --size 1k --messages 10k --rate 1000").unwrap() {
             Some(Command::Latency(a)) => {
                 assert_eq!(a.channel, Channel::Shm);
-                assert_eq!(a.size, 1024);
-                assert_eq!(a.messages, Some(10_000));
+                assert_eq!(a.common.size, 1024);
+                assert_eq!(a.round_trips.messages, Some(10_000));
                 assert_eq!(a.rate, Some(1000.0));
             }
             c => panic!("{c:?}"),
         }
         match parse("compare --channels limit,udp-raw --no-throughput --plot p.svg").unwrap() {
             Some(Command::Compare(a)) => {
-                assert_eq!(a.channels, Some(vec![Channel::Limit, Channel::UdpRaw]));
+                assert_eq!(
+                    a.channels,
+                    Some(vec![Channel::LIMIT, Channel::UdpRaw(Wait::Spin)])
+                );
                 assert!(a.no_throughput);
                 assert_eq!(a.plot.as_deref(), Some("p.svg"));
-                assert_eq!(a.size, 32);
+                assert_eq!(a.common.size, 32);
             }
             c => panic!("{c:?}"),
         }

@@ -2,52 +2,30 @@
 //! runs just before and after it (the limit itself moves with vCPU
 //! placement); each conduit UDP channel against the bare socket in the same
 //! wait mode (`udp-raw`, `udp-raw-block`), interleaved in the same two
-//! processes; plus one-way throughput rows.
+//! processes; `udp-multicast` interleaved with `udp-netns` in one private
+//! network namespace; plus one-way throughput rows.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "conduit")]
+use crate::channels::netns;
 use crate::channels::{cpus, Channel};
 use crate::error::{BenchError, Result};
 use crate::latency::{LatencyConfig, PAIR_BLOCK};
 use crate::plot::{self, Series, PALETTE};
 use crate::report::{fmt_kib, fmt_si, save, LatencyResult, Run, ThroughputResult};
 
-/// Channels `compare` runs when `--channels` is not given (`limit` runs
-/// between them anyway).
-#[cfg(feature = "conduit")]
-pub const DEFAULT_CHANNELS: &[Channel] = &[
-    Channel::Limit2Line,
-    Channel::LimitRing,
-    Channel::Shm,
-    Channel::ShmMpsc,
-    Channel::Crossbeam,
-    Channel::Iceoryx2,
-    Channel::UdpRaw,
-    Channel::Udp,
-    Channel::UdpUring,
-    Channel::UdpSocket,
-    Channel::UdpAead,
-    Channel::UdpRawBlock,
-    Channel::UdpBlock,
-    Channel::UdpUringBlock,
-    Channel::UdpSocketBlock,
-    Channel::Proto,
-    Channel::ProtoLoss,
-];
-
-/// Channels `compare` runs when `--channels` is not given, in a build
-/// without conduit.
-#[cfg(not(feature = "conduit"))]
-pub const DEFAULT_CHANNELS: &[Channel] = &[
-    Channel::Limit2Line,
-    Channel::LimitRing,
-    Channel::Crossbeam,
-    Channel::Iceoryx2,
-    Channel::UdpRaw,
-    Channel::UdpRawBlock,
-];
+/// Channels `compare` runs when `--channels` is not given: every channel
+/// this build has, but `limit` (which runs between them anyway).
+pub fn default_channels() -> Vec<Channel> {
+    Channel::all()
+        .iter()
+        .copied()
+        .filter(|&c| c != Channel::LIMIT && c.available())
+        .collect()
+}
 
 /// Two adjacent `limit` runs whose p50 differ by more than this factor get a
 /// warning: the vCPU placement changed during the run.
@@ -185,6 +163,7 @@ pub struct UdpVsRaw {
 }
 
 impl UdpVsRaw {
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     fn new(conduit: LatencyResult, raw: LatencyResult) -> Self {
         UdpVsRaw {
             block: PAIR_BLOCK,
@@ -195,6 +174,41 @@ impl UdpVsRaw {
         }
     }
 }
+
+/// `udp-multicast` and `udp-netns` measured in the same two processes of
+/// one private network namespace, alternating blocks of round trips
+/// ([`crate::channels::udp::multicast_vs_unicast`]): multicast against
+/// unicast with everything else equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulticastVsUnicast {
+    /// The multicast half (`udp-multicast`).
+    pub multicast: LatencyResult,
+    /// The unicast half (`udp-netns`).
+    pub unicast: LatencyResult,
+    /// Round trips per block.
+    pub block: u64,
+    /// Multicast's p50 over unicast's.
+    pub p50_ratio: Option<f64>,
+    /// Multicast's p99 over unicast's.
+    pub p99_ratio: Option<f64>,
+}
+
+impl MulticastVsUnicast {
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+    fn new(multicast: LatencyResult, unicast: LatencyResult) -> Self {
+        MulticastVsUnicast {
+            block: PAIR_BLOCK,
+            p50_ratio: ratio(multicast.pct.p50, unicast.pct.p50 as f64),
+            p99_ratio: ratio(multicast.pct.p99, unicast.pct.p99 as f64),
+            multicast,
+            unicast,
+        }
+    }
+}
+
+/// The p50 of `udp-multicast` may be at most this factor of unicast's
+/// (issue #14's target); the table marks a ratio above it.
+pub const MULTICAST_P50_TARGET: f64 = 1.10;
 
 /// A throughput result and the row it is judged against, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +246,10 @@ pub struct CompareReport {
     pub channels: Vec<ChannelRow>,
     /// conduit over UDP interleaved with the bare socket.
     pub udp_vs_raw: Vec<UdpVsRaw>,
+    /// `udp-multicast` interleaved with `udp-netns` (absent from runs made
+    /// before the channel existed).
+    #[serde(default)]
+    pub multicast_vs_unicast: Vec<MulticastVsUnicast>,
     /// One-way throughput.
     pub throughput: Vec<ThroughputRow>,
     /// Warnings about the run's conditions.
@@ -256,9 +274,9 @@ pub fn run(
     plot_path: Option<&str>,
 ) -> Result<()> {
     let list: Vec<Channel> = channels
-        .unwrap_or_else(|| DEFAULT_CHANNELS.to_vec())
+        .unwrap_or_else(default_channels)
         .into_iter()
-        .filter(|&c| c != Channel::Limit)
+        .filter(|&c| c != Channel::LIMIT)
         .collect();
     let latency_list: Vec<Channel> = list.iter().copied().filter(|c| c.has_latency()).collect();
     eprintln!(
@@ -279,7 +297,7 @@ pub fn run(
         cpus: cpus(),
         peers: list
             .iter()
-            .chain([Channel::Limit].iter())
+            .chain([Channel::LIMIT].iter())
             .filter_map(|c| {
                 c.peer_config()
                     .map(|t| (c.name().to_string(), t.to_string()))
@@ -288,13 +306,14 @@ pub fn run(
         limits: Vec::new(),
         channels: Vec::new(),
         udp_vs_raw: Vec::new(),
+        multicast_vs_unicast: Vec::new(),
         throughput: Vec::new(),
         failures: Vec::new(),
         warnings: Vec::new(),
     };
     let run_limit = |report: &mut CompareReport| -> Result<usize> {
-        let cfg = latency_config(Channel::Limit, size, messages, warmup, None);
-        let r = Channel::Limit.latency(&cfg)?;
+        let cfg = latency_config(Channel::LIMIT, size, messages, warmup, None);
+        let r = Channel::LIMIT.latency(&cfg)?;
         eprintln!(
             "  limit #{}: p50 {} ns, p99 {} ns",
             report.limits.len() + 1,
@@ -305,8 +324,30 @@ pub fn run(
         Ok(report.limits.len() - 1)
     };
 
+    // Whether a private network namespace can be made (asked once, when a
+    // channel needs one): the channels that need one are skipped otherwise.
+    let mut netns: Option<std::result::Result<(), String>> = None;
+    let mut netns_ok = |report: &mut CompareReport, c: Channel| -> bool {
+        #[cfg(feature = "conduit")]
+        let probe = || netns::probe().map_err(|e| e.to_string());
+        #[cfg(not(feature = "conduit"))]
+        let probe = || Ok(());
+        match netns.get_or_insert_with(probe) {
+            Ok(()) => true,
+            Err(e) => {
+                let w = format!("{} skipped: {e}", c.name());
+                eprintln!("  {w}");
+                report.warnings.push(w);
+                false
+            }
+        }
+    };
+
     let mut last_limit = run_limit(&mut report)?;
     for &c in &latency_list {
+        if c.in_netns() && !netns_ok(&mut report, c) {
+            continue;
+        }
         let cfg = latency_config(c, size, messages, warmup, None);
         match c.latency(&cfg) {
             Ok(r) => {
@@ -327,10 +368,12 @@ pub fn run(
     }
     #[cfg(feature = "conduit")]
     {
-        let with_baseline = latency_list
-            .iter()
-            .filter(|c| c.is_conduit_udp() && latency_list.contains(&c.raw_baseline()));
-        for &c in with_baseline {
+        let with_baseline = latency_list.iter().filter_map(|&c| {
+            c.raw_baseline()
+                .filter(|raw| latency_list.contains(raw))
+                .map(|raw| (c, raw))
+        });
+        for (c, raw) in with_baseline {
             // Twice the round trips: each channel gets half.
             let one = latency_config(c, size, messages, warmup, None);
             let cfg = LatencyConfig {
@@ -338,7 +381,7 @@ pub fn run(
                 warmup: 2 * one.warmup,
                 ..one
             };
-            let what = format!("{} / {} interleaved", c.name(), c.raw_baseline().name());
+            let what = format!("{} / {} interleaved", c.name(), raw.name());
             match crate::channels::udp::latency_vs_raw(c, &cfg) {
                 Ok((conduit, raw)) => {
                     eprintln!(
@@ -346,6 +389,35 @@ pub fn run(
                         conduit.pct.p50, raw.pct.p50, conduit.pct.p99, raw.pct.p99
                     );
                     report.udp_vs_raw.push(UdpVsRaw::new(conduit, raw));
+                }
+                Err(e) => {
+                    eprintln!("  {what}: FAILED: {e}");
+                    report.failures.push(Failure {
+                        what,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        let (m, u) = (Channel::UDP_MULTICAST, Channel::UDP_NETNS);
+        if latency_list.contains(&m) && latency_list.contains(&u) && matches!(netns, Some(Ok(()))) {
+            let one = latency_config(m, size, messages, warmup, None);
+            let cfg = LatencyConfig {
+                messages: 2 * one.messages,
+                warmup: 2 * one.warmup,
+                ..one
+            };
+            let what = format!("{} / {} interleaved", m.name(), u.name());
+            let r = netns::run(|| crate::channels::udp::multicast_vs_unicast(&cfg));
+            match r {
+                Ok((multicast, unicast)) => {
+                    eprintln!(
+                        "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                        multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
+                    );
+                    report
+                        .multicast_vs_unicast
+                        .push(MulticastVsUnicast::new(multicast, unicast));
                 }
                 Err(e) => {
                     eprintln!("  {what}: FAILED: {e}");
@@ -368,32 +440,23 @@ pub fn run(
     }
 
     if !no_throughput {
-        let mut jobs: Vec<(Channel, usize)> = Vec::new();
-        if list.contains(&Channel::Shm) {
-            jobs.push((Channel::Shm, 32));
-        }
-        if list.contains(&Channel::ShmMpsc) {
-            jobs.push((Channel::ShmMpsc, 32));
-        }
-        if list.contains(&Channel::Crossbeam) {
-            jobs.push((Channel::Crossbeam, 32));
-        }
-        if list.contains(&Channel::Shm) {
-            jobs.push((Channel::Shm, 1024));
-            jobs.push((Channel::Shm, 65536));
-        }
-        for c in [
-            Channel::Udp,
-            Channel::UdpAead,
-            Channel::UdpUring,
-            Channel::UdpSocket,
-            Channel::Proto,
-            Channel::ProtoLoss,
-        ] {
-            if list.contains(&c) {
-                jobs.push((c, 32));
-            }
-        }
+        let mut jobs: Vec<(Channel, usize)> = [
+            (Channel::Shm, 32),
+            (Channel::ShmMpsc, 32),
+            (Channel::Crossbeam, 32),
+            (Channel::Shm, 1024),
+            (Channel::Shm, 65536),
+        ]
+        .into_iter()
+        .filter(|(c, _)| list.contains(c))
+        .collect();
+        jobs.extend(
+            list.iter()
+                .filter(|c| {
+                    c.has_throughput() && matches!(c, Channel::Udp(_) | Channel::Proto { .. })
+                })
+                .map(|&c| (c, 32)),
+        );
         for (c, s) in jobs {
             let n = messages.map_or_else(|| default_throughput_messages(c, s), |m| m.max(1));
             match c.throughput(s, n) {
@@ -479,6 +542,10 @@ impl CompareReport {
             f(&mut u.conduit);
             f(&mut u.raw);
         }
+        for m in &mut self.multicast_vs_unicast {
+            f(&mut m.multicast);
+            f(&mut m.unicast);
+        }
     }
 
     /// Prints the tables.
@@ -495,7 +562,7 @@ impl CompareReport {
         if !self.peers.is_empty() {
             println!("Peers, as configured in this run:");
             for (name, config) in &self.peers {
-                println!("  {name:<10} {config}");
+                println!("  {name:<13} {config}");
             }
         }
         println!(
@@ -567,6 +634,7 @@ impl CompareReport {
                 );
             }
         }
+        self.print_multicast();
         if !self.throughput.is_empty() {
             println!();
             println!("One-way throughput");
@@ -602,6 +670,71 @@ impl CompareReport {
         }
         for f in &self.failures {
             println!("FAILED: {}: {}", f.what, f.error);
+        }
+    }
+
+    /// Prints `udp-multicast` against unicast: interleaved with `udp-netns`
+    /// in one namespace, and against the separate `udp` and `udp-netns`
+    /// rows of the first table.
+    fn print_multicast(&self) {
+        let row = |name: &str| {
+            self.channels
+                .iter()
+                .find(|r| r.result.channel == name)
+                .map(|r| &r.result)
+        };
+        let multicast = row(Channel::UDP_MULTICAST.name());
+        if multicast.is_none() && self.multicast_vs_unicast.is_empty() {
+            return;
+        }
+        println!();
+        println!(
+            "conduit over UDP multicast (udp-multicast: group publication to group subscription each way, in a private network namespace) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
+        );
+        println!(
+            "{:<44} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            "against", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
+        );
+        let line = |what: String, m: &LatencyResult, u: &LatencyResult| {
+            let (m, u) = (&m.pct, &u.pct);
+            let r50 = ratio(m.p50, u.p50 as f64);
+            println!(
+                "{:<44} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
+                what,
+                m.p50,
+                u.p50,
+                fmt_ratio(r50),
+                m.p99,
+                u.p99,
+                fmt_ratio(ratio(m.p99, u.p99 as f64)),
+                if r50.is_some_and(|r| r > MULTICAST_P50_TARGET) {
+                    "  (above target)"
+                } else {
+                    ""
+                }
+            );
+        };
+        for p in &self.multicast_vs_unicast {
+            line(
+                format!(
+                    "udp-netns, interleaved ({} each)",
+                    short_count(p.multicast.messages)
+                ),
+                &p.multicast,
+                &p.unicast,
+            );
+        }
+        if let Some(m) = multicast {
+            for name in [Channel::UDP_NETNS.name(), Channel::UDP.name()] {
+                if let Some(u) = row(name) {
+                    let place = if name == Channel::UDP.name() {
+                        "host namespace"
+                    } else {
+                        "own namespace"
+                    };
+                    line(format!("{name} ({place}), separate runs"), m, u);
+                }
+            }
         }
     }
 
@@ -677,5 +810,40 @@ impl CompareReport {
             "conduit-bench compare; dashed: the limit runs; (n): round trips measured",
             &series,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "conduit")]
+    #[test]
+    fn the_default_list_is_every_available_channel_but_limit() {
+        let names: Vec<&str> = default_channels().iter().map(|c| c.name()).collect();
+        assert!(!names.contains(&"limit"));
+        assert_eq!(names.len(), Channel::all().len() - 1);
+        for name in [
+            "iceoryx2-mpsc",
+            "udp-multicast",
+            "udp-netns",
+            "udp-raw-block",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_run_saved_before_the_multicast_rows_reads_back() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/compare.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains("multicast_vs_unicast"));
+        match crate::report::load(path).unwrap() {
+            Run::Compare(report) => {
+                assert!(report.multicast_vs_unicast.is_empty());
+                assert!(!report.channels.is_empty());
+            }
+            _ => panic!("{path} is not a compare run"),
+        }
     }
 }

@@ -44,6 +44,16 @@ pub fn figures(run: &Run) -> Vec<Figure> {
                     &u.raw,
                 );
             }
+            for m in &c.multicast_vs_unicast {
+                latency(format!("{} interleaved", m.multicast.channel), &m.multicast);
+                latency(
+                    format!(
+                        "{} interleaved with {}",
+                        m.unicast.channel, m.multicast.channel
+                    ),
+                    &m.unicast,
+                );
+            }
             for t in &c.throughput {
                 out.push(rate(&t.result));
             }

@@ -294,8 +294,24 @@ pub fn run_ping_pair<A: PingEnd, B: PingEnd>(
 ///
 /// # Errors
 /// As [`run_pong`].
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub fn run_pong_pair<A: PongEnd, B: PongEnd>(a: &mut A, b: &mut B, total: u64) -> Result<()> {
-    for expected in 0..total {
+    run_pong_pair_from(a, b, 0, total)
+}
+
+/// [`run_pong_pair`] from round trip `first` on (the ones before it were
+/// echoed already).
+///
+/// # Errors
+/// As [`run_pong`].
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+pub fn run_pong_pair_from<A: PongEnd, B: PongEnd>(
+    a: &mut A,
+    b: &mut B,
+    first: u64,
+    total: u64,
+) -> Result<()> {
+    for expected in first..total {
         if pair_uses_b(expected) {
             echo_one(b, expected)?;
         } else {

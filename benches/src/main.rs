@@ -37,10 +37,16 @@ fn path_text(p: &std::path::Path) -> Result<&str> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Latency(a) => {
-            let cfg = compare::latency_config(a.channel, a.size, a.messages, a.warmup, a.rate);
+            let cfg = compare::latency_config(
+                a.channel,
+                a.common.size,
+                a.round_trips.messages,
+                a.round_trips.warmup,
+                a.rate,
+            );
             let r = a.channel.latency(&cfg)?;
             r.print();
-            if let Some(path) = a.json {
+            if let Some(path) = a.common.json {
                 report::save(&path, Run::Latency(r))?;
             }
             Ok(())
@@ -48,21 +54,21 @@ fn run(command: Command) -> Result<()> {
         Command::Throughput(a) => {
             let n = a
                 .messages
-                .unwrap_or_else(|| compare::default_throughput_messages(a.channel, a.size));
-            let r = a.channel.throughput(a.size, n)?;
+                .unwrap_or_else(|| compare::default_throughput_messages(a.channel, a.common.size));
+            let r = a.channel.throughput(a.common.size, n)?;
             r.print();
-            if let Some(path) = a.json {
+            if let Some(path) = a.common.json {
                 report::save(&path, Run::Throughput(r))?;
             }
             Ok(())
         }
         Command::Compare(a) => compare::run(
-            a.size,
-            a.messages,
-            a.warmup,
+            a.common.size,
+            a.round_trips.messages,
+            a.round_trips.warmup,
             a.channels,
             a.no_throughput,
-            a.json.as_deref(),
+            a.common.json.as_deref(),
             a.plot.as_deref(),
         ),
         Command::Report(a) => {
@@ -82,14 +88,19 @@ fn run(command: Command) -> Result<()> {
             diff::diff(&old, &new, a.threshold)
         }
         #[cfg(feature = "conduit")]
-        Command::Mpsc(a) => topology::mpsc(a.publishers, a.size, a.messages, a.json.as_deref()),
+        Command::Mpsc(a) => topology::mpsc(
+            a.publishers,
+            a.common.size,
+            a.messages,
+            a.common.json.as_deref(),
+        ),
         #[cfg(feature = "conduit")]
         Command::Fanout(a) => topology::fanout(
             &a.subscribers,
-            a.size,
+            a.common.size,
             a.messages,
             std::time::Duration::from_micros(a.pace_us),
-            a.json.as_deref(),
+            a.common.json.as_deref(),
         ),
         #[cfg(feature = "conduit")]
         Command::MpscSend(a) => topology::peer_main("__mpsc-send", &a),

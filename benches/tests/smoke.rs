@@ -181,6 +181,12 @@ fn latency_iceoryx2() {
     latency_run("iceoryx2", &[]);
 }
 
+/// iceoryx2 on services opened for four publishers, one active.
+#[test]
+fn latency_iceoryx2_mpsc() {
+    latency_run("iceoryx2-mpsc", &[]);
+}
+
 #[cfg(feature = "conduit")]
 #[test]
 fn latency_shm() {
@@ -504,6 +510,105 @@ fn compare_runs_udp_aead_against_udp_raw_and_udp() {
         .find(|t| t["channel"] == "udp-aead")
         .unwrap_or_else(|| panic!("no udp-aead throughput result: {json}"));
     assert_eq!(t["reference"], "udp", "{t}");
+}
+
+/// Whether this host lets us make a network namespace (root, `unshare`).
+#[cfg(feature = "conduit")]
+fn can_make_netns() -> bool {
+    Command::new("unshare")
+        .args(["-n", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `udp-multicast` and `udp-netns` run in a private network namespace,
+/// each against the limit runs and interleaved with each other; the
+/// multicast table sets them against unicast, and `report` reads the run
+/// back. Where no namespace can be made, both are skipped with a warning
+/// and the run still succeeds.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
+    let json_path = tmp("compare-mcast.json");
+    let plot_path = tmp("compare-mcast.svg");
+    let p = json_path.to_str().expect("utf-8");
+    let out = ok(&[
+        "compare",
+        "--channels",
+        "udp,udp-multicast,udp-netns",
+        "--messages",
+        "3000",
+        "--no-throughput",
+        "--json",
+        p,
+        "--plot",
+        plot_path.to_str().expect("utf-8"),
+    ]);
+    let svg = std::fs::read_to_string(&plot_path).expect("plot written");
+    let _ = std::fs::remove_file(&plot_path);
+    let json = read_json(&json_path);
+    let names: Vec<&str> = json["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["channel"].as_str().expect("name"))
+        .collect();
+    let pairs = json["multicast_vs_unicast"]
+        .as_array()
+        .expect("multicast_vs_unicast");
+    if !can_make_netns() {
+        println!("SKIP: no network namespace here; checking the skip instead");
+        assert_eq!(names, ["udp"], "{json}");
+        assert!(pairs.is_empty(), "{json}");
+        assert!(
+            out.contains("udp-multicast skipped: cannot make a private network namespace"),
+            "{out}"
+        );
+        let _ = std::fs::remove_file(&json_path);
+        return;
+    }
+    assert_eq!(names, ["udp", "udp-multicast", "udp-netns"], "{json}");
+    assert!(
+        svg.contains("udp-multicast (3k)") && svg.contains("udp-netns (3k)"),
+        "legend missing"
+    );
+    assert_eq!(pairs.len(), 1, "{json}");
+    let pair = &pairs[0];
+    check_latency(&pair["multicast"], "udp-multicast", 32, 3000);
+    check_latency(&pair["unicast"], "udp-netns", 32, 3000);
+    for key in ["p50_ratio", "p99_ratio"] {
+        let v = pair[key].as_f64().expect(key);
+        assert!(v.is_finite() && v > 0.0, "{key}: {json}");
+    }
+    assert!(json["peers"]["udp-multicast"].as_str().is_some(), "{json}");
+    for row in [
+        "udp-netns, interleaved (3k each)",
+        "udp-netns (own namespace), separate runs",
+        "udp (host namespace), separate runs",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no `{row}` row:\n{out}"));
+        // p50, unicast p50, ratio, p99, unicast p99, ratio
+        let cols: Vec<f64> = line[row.len()..]
+            .split_whitespace()
+            .take(6)
+            .map(|c| c.parse().expect("number"))
+            .collect();
+        assert_eq!(cols.len(), 6, "{line}");
+        for (t, u, ratio) in [(cols[0], cols[1], cols[2]), (cols[3], cols[4], cols[5])] {
+            assert!(t > 0.0 && u > 0.0, "{line}");
+            assert!((ratio - t / u).abs() <= 0.0051, "{line}");
+        }
+    }
+    let again = ok(&["report", p]);
+    assert_eq!(tables(&again), tables(&out));
+    let same = ok(&["diff", p, p]);
+    assert!(same.contains("udp-multicast interleaved p50 ns"), "{same}");
+    let _ = std::fs::remove_file(&json_path);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use conduit::{Error, Publication, Received, Subscription};
 
 use super::{ping_with_peer, rx_with_peer, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong, LatencyConfig, PingEnd, PongEnd, BLOCK_SLICE};
+use crate::latency::{run_pong, LatencyConfig, PingEnd, PongEnd, BLOCK_SLICE, PONG_IDLE_TIMEOUT};
 use crate::report::{LatencyResult, ThroughputResult};
 use crate::throughput::{run_tx, RxEnd, TxEnd};
 
@@ -195,6 +195,43 @@ impl PongEnd for Pong {
             return Err(e);
         }
         check_seen(seen, size)
+    }
+}
+
+impl Pong {
+    /// Echoes round trip 0 while keeping `other`'s subscription polled: ping
+    /// attaches both channels of an interleaved pair before its first
+    /// message, and a UDP subscription answers its publication's handshake
+    /// only when polled.
+    ///
+    /// # Errors
+    /// A message arrived on `other` first, round trip 0 did not come within
+    /// [`PONG_IDLE_TIMEOUT`], or a channel failed.
+    pub(crate) fn echo_first_polling(&mut self, other: &mut Pong) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(seq) = self.try_echo()? {
+                return match seq {
+                    0 => Ok(()),
+                    _ => Err(BenchError(format!(
+                        "first message has sequence number {seq}, not 0"
+                    ))),
+                };
+            }
+            let mut early = false;
+            poll_one(&mut other.subscription, other.block, |_| early = true)?;
+            if early {
+                return Err(BenchError::msg(
+                    "a message came on the second channel of a pair before the first",
+                ));
+            }
+            if start.elapsed() > PONG_IDLE_TIMEOUT {
+                return Err(BenchError(format!(
+                    "no first message within {PONG_IDLE_TIMEOUT:?}"
+                )));
+            }
+            std::hint::spin_loop();
+        }
     }
 }
 

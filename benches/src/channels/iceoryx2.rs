@@ -1,19 +1,33 @@
 //! `iceoryx2`: the peer for zero-copy shared-memory IPC. Two processes, two
 //! publish-subscribe `ipc::Service`s (ping→pong and pong→ping) of `[u8]`
 //! slices; each message is loaned from the publisher's shared memory, written
-//! in place and sent; both sides spin on `receive`.
+//! in place and sent; both sides spin on `receive`. `iceoryx2-mpsc`: the
+//! same on services opened for [`MPSC_PUBLISHERS`] publishers, one active
+//! (the peer of conduit's `shm-mpsc`).
 
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
-use super::{ping_with_peer, unique_name, PeerArgs};
+use super::{ping_with_peer, unique_name, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd};
 use crate::report::LatencyResult;
 
 type Service = PortFactory<ipc::Service, [u8], ()>;
+
+/// Publishers an `iceoryx2-mpsc` service is opened for.
+pub const MPSC_PUBLISHERS: usize = 4;
+
+/// The publishers `channel`'s services are opened for.
+fn max_publishers(channel: Channel) -> usize {
+    if channel == Channel::Iceoryx2Mpsc {
+        MPSC_PUBLISHERS
+    } else {
+        1
+    }
+}
 
 fn err(what: &str, e: impl std::fmt::Debug) -> BenchError {
     BenchError(format!("iceoryx2 {what}: {e:?}"))
@@ -28,7 +42,7 @@ struct Services {
 }
 
 impl Services {
-    fn open(base: &str, create: bool) -> Result<Services> {
+    fn open(base: &str, publishers: usize, create: bool) -> Result<Services> {
         set_log_level(LogLevel::Error);
         let node = NodeBuilder::new()
             .create::<ipc::Service>()
@@ -39,7 +53,7 @@ impl Services {
             let builder = node
                 .service_builder(&name)
                 .publish_subscribe::<[u8]>()
-                .max_publishers(1)
+                .max_publishers(publishers)
                 .max_subscribers(1)
                 .history_size(0)
                 .subscriber_max_buffer_size(1)
@@ -123,16 +137,16 @@ impl PongEnd for Pong {
     }
 }
 
-/// Runs the `iceoryx2` latency test.
+/// Runs the `iceoryx2` or `iceoryx2-mpsc` latency test.
 ///
 /// # Errors
 /// iceoryx2 setup failed, or the run failed.
-pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
+pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
     let base = format!("conduit-bench/{}", unique_name("iox2"));
-    let services = Services::open(&base, true)?;
+    let services = Services::open(&base, max_publishers(channel), true)?;
     let publisher = publisher(&services.a2b, cfg.size)?;
     let subscriber = subscriber(&services.b2a)?;
-    ping_with_peer("iceoryx2", cfg, &base, move |_| {
+    ping_with_peer(channel.name(), cfg, &base, move |_| {
         Ok(Ping {
             publisher,
             subscriber,
@@ -142,12 +156,13 @@ pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
     })
 }
 
-/// The pong side of `iceoryx2`: `param` is the services' base name.
+/// The pong side of `iceoryx2` and `iceoryx2-mpsc`: `param` is the
+/// services' base name.
 ///
 /// # Errors
 /// iceoryx2 setup failed, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let services = Services::open(&args.param, false)?;
+    let services = Services::open(&args.param, max_publishers(args.channel), false)?;
     let subscriber = subscriber(&services.a2b)?;
     let publisher = publisher(&services.b2a, args.size)?;
     let mut pong = Pong {

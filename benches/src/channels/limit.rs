@@ -120,7 +120,8 @@ pub enum Lines {
 }
 
 impl Lines {
-    fn name(self) -> &'static str {
+    /// The channel's name: `limit`, `limit-2line`, `limit-ring`.
+    pub fn name(self) -> &'static str {
         match self {
             Lines::One => "limit",
             Lines::Two => "limit-2line",

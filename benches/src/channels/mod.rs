@@ -7,6 +7,8 @@ pub mod crossbeam;
 pub mod iceoryx2;
 pub mod limit;
 #[cfg(feature = "conduit")]
+pub mod netns;
+#[cfg(feature = "conduit")]
 pub mod proto;
 #[cfg(feature = "conduit")]
 pub mod shm;
@@ -15,6 +17,7 @@ pub mod udp;
 pub mod udp_raw;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -28,17 +31,17 @@ use crate::rss::{peak_rss_kib, reset_peak};
 use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
 use crate::throughput::{run_rx, RxEnd};
 
-/// A channel under test.
+/// A channel under test: what carries the messages (the variant), and for
+/// the UDP channels the I/O driver and how a receiver waits. Names are
+/// derived from the parts (`udp` + `-uring` + `-block`); [`Channel::all`]
+/// lists every valid combination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
-    /// One cache line bounced between two processes: the physical limit.
-    Limit,
-    /// Two cache lines, one per direction, between two processes: the floor
-    /// for any design with a separate channel per direction.
-    Limit2Line,
-    /// A fresh cache line per message in each direction, as a 1 MiB ring
-    /// moves through memory: the hardware cost of a ring, with no software.
-    LimitRing,
+    /// Cache lines bounced between two processes, no software: `limit`
+    /// (one line, the physical limit), `limit-2line` (one line per
+    /// direction: the floor for a channel per direction), `limit-ring` (a
+    /// fresh line per message, as a 1 MiB ring moves through memory).
+    Limit(limit::Lines),
     /// conduit over shared memory.
     Shm,
     /// conduit over shared memory on a ring opened for four publishers
@@ -48,77 +51,226 @@ pub enum Channel {
     Crossbeam,
     /// iceoryx2 publish-subscribe between two processes.
     Iceoryx2,
-    /// Plain non-blocking UDP sockets on loopback: the kernel limit for UDP.
-    UdpRaw,
-    /// conduit over UDP with its default driver.
-    Udp,
-    /// conduit over UDP, io_uring driver.
-    UdpUring,
-    /// conduit over UDP, plain-socket driver.
-    UdpSocket,
-    /// conduit over UDP with its default driver and a pre-shared key
-    /// (`key=PATH`): every datagram encrypted and authenticated.
-    UdpAead,
-    /// Plain UDP sockets on loopback, each side blocked in `recv` until a
-    /// datagram arrives: the kernel limit for a receiver that sleeps.
-    UdpRawBlock,
-    /// conduit over UDP with its default driver, each subscription blocked
-    /// in the kernel (`wait=block`, `poll_timeout`).
-    UdpBlock,
-    /// As [`Channel::UdpBlock`], io_uring driver.
-    UdpUringBlock,
-    /// As [`Channel::UdpBlock`], plain-socket driver.
-    UdpSocketBlock,
-    /// conduit's protocol core alone, sender to receiver in memory, no loss.
-    Proto,
-    /// conduit's protocol core alone with 1 % random loss.
-    ProtoLoss,
+    /// As [`Channel::Iceoryx2`] on services opened for four publishers
+    /// (`max_publishers(4)`) with one active: the peer of `shm-mpsc`.
+    Iceoryx2Mpsc,
+    /// Plain UDP sockets on loopback: the kernel limit for UDP, spinning
+    /// (`udp-raw`) or asleep in `recv` (`udp-raw-block`).
+    UdpRaw(Wait),
+    /// conduit over UDP.
+    Udp(Udp),
+    /// conduit's protocol core alone, sender to receiver in memory, with no
+    /// loss (`proto`) or 1 % random loss (`proto-loss`).
+    Proto {
+        /// 1 % random loss.
+        loss: bool,
+    },
+}
+
+/// How a receiver waits for the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Busy-spins on its channel.
+    Spin,
+    /// Sleeps in the kernel until a datagram arrives (`wait=block`).
+    Block,
+}
+
+impl Wait {
+    fn suffix(self) -> &'static str {
+        match self {
+            Wait::Spin => "",
+            Wait::Block => "-block",
+        }
+    }
+}
+
+/// conduit's UDP I/O driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Whatever conduit picks (io_uring where available).
+    Default,
+    /// `driver=uring`.
+    Uring,
+    /// `driver=socket`.
+    Socket,
+}
+
+impl Driver {
+    fn suffix(self) -> &'static str {
+        match self {
+            Driver::Default => "",
+            Driver::Uring => "-uring",
+            Driver::Socket => "-socket",
+        }
+    }
+
+    /// The URI option that forces the driver, if any.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+    pub fn option(self) -> Option<&'static str> {
+        match self {
+            Driver::Default => None,
+            Driver::Uring => Some("driver=uring"),
+            Driver::Socket => Some("driver=socket"),
+        }
+    }
+}
+
+/// What a conduit UDP channel's URIs address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `udp://127.0.0.1:PORT` in the host's namespace.
+    Unicast,
+    /// As [`Route::Unicast`] with a pre-shared key (`key=PATH`): every
+    /// datagram encrypted and authenticated.
+    Aead,
+    /// A group publication to a group subscription in each direction
+    /// (`udp://239.255.0.N:PORT?iface=127.0.0.1`), both processes in a
+    /// private network namespace whose `lo` carries multicast.
+    Multicast,
+    /// As [`Route::Unicast`], both processes in a private network namespace
+    /// set up as for [`Route::Multicast`]: its control.
+    Netns,
+}
+
+impl Route {
+    /// Every route, in the order the channels list them.
+    const ALL: [Route; 4] = [Route::Unicast, Route::Aead, Route::Multicast, Route::Netns];
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Unicast => "udp",
+            Route::Aead => "udp-aead",
+            Route::Multicast => "udp-multicast",
+            Route::Netns => "udp-netns",
+        }
+    }
+
+    /// The drivers measured on this route.
+    fn drivers(self) -> &'static [Driver] {
+        match self {
+            Route::Unicast => &[Driver::Default, Driver::Uring, Driver::Socket],
+            Route::Aead | Route::Multicast | Route::Netns => &[Driver::Default],
+        }
+    }
+
+    /// The wait modes measured on this route.
+    fn waits(self) -> &'static [Wait] {
+        match self {
+            Route::Unicast => &[Wait::Spin, Wait::Block],
+            Route::Aead | Route::Multicast | Route::Netns => &[Wait::Spin],
+        }
+    }
+
+    /// Whether both processes run in a private network namespace.
+    pub fn in_netns(self) -> bool {
+        matches!(self, Route::Multicast | Route::Netns)
+    }
+}
+
+/// A conduit UDP channel's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Udp {
+    /// What the URIs address.
+    pub route: Route,
+    /// The I/O driver.
+    pub driver: Driver,
+    /// How the subscriptions wait.
+    pub wait: Wait,
 }
 
 impl Channel {
-    /// Every channel, in the order `compare` runs them.
-    pub const ALL: [Channel; 18] = [
-        Channel::Limit,
-        Channel::Limit2Line,
-        Channel::LimitRing,
-        Channel::Shm,
-        Channel::ShmMpsc,
-        Channel::Crossbeam,
-        Channel::Iceoryx2,
-        Channel::UdpRaw,
-        Channel::Udp,
-        Channel::UdpUring,
-        Channel::UdpSocket,
-        Channel::UdpAead,
-        Channel::UdpRawBlock,
-        Channel::UdpBlock,
-        Channel::UdpUringBlock,
-        Channel::UdpSocketBlock,
-        Channel::Proto,
-        Channel::ProtoLoss,
-    ];
+    /// `udp`: conduit over UDP, default driver, spinning.
+    pub const UDP: Channel = Channel::Udp(Udp {
+        route: Route::Unicast,
+        driver: Driver::Default,
+        wait: Wait::Spin,
+    });
 
-    /// The channel's command-line name.
+    /// `udp-aead`.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+    pub const UDP_AEAD: Channel = Channel::Udp(Udp {
+        route: Route::Aead,
+        ..Udp::plain()
+    });
+
+    /// `udp-multicast`.
+    pub const UDP_MULTICAST: Channel = Channel::Udp(Udp {
+        route: Route::Multicast,
+        ..Udp::plain()
+    });
+
+    /// `udp-netns`.
+    pub const UDP_NETNS: Channel = Channel::Udp(Udp {
+        route: Route::Netns,
+        ..Udp::plain()
+    });
+
+    /// `limit`: the physical limit every round trip is set against.
+    pub const LIMIT: Channel = Channel::Limit(limit::Lines::One);
+
+    /// Every valid channel, in the order `compare` runs them.
+    pub fn all() -> &'static [Channel] {
+        static ALL: OnceLock<Vec<Channel>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            use limit::Lines;
+            let mut v = vec![
+                Channel::Limit(Lines::One),
+                Channel::Limit(Lines::Two),
+                Channel::Limit(Lines::Ring),
+                Channel::Shm,
+                Channel::ShmMpsc,
+                Channel::Crossbeam,
+                Channel::Iceoryx2,
+                Channel::Iceoryx2Mpsc,
+            ];
+            for wait in [Wait::Spin, Wait::Block] {
+                v.push(Channel::UdpRaw(wait));
+                for route in Route::ALL {
+                    if !route.waits().contains(&wait) {
+                        continue;
+                    }
+                    for &driver in route.drivers() {
+                        v.push(Channel::Udp(Udp {
+                            route,
+                            driver,
+                            wait,
+                        }));
+                    }
+                }
+            }
+            v.push(Channel::Proto { loss: false });
+            v.push(Channel::Proto { loss: true });
+            v
+        })
+    }
+
+    /// The channel's command-line name, composed from its parts once. A
+    /// combination [`Channel::all`] does not list (say `udp-aead` with
+    /// `wait=block`) is not a channel and is named `(not a channel)`.
     pub fn name(self) -> &'static str {
+        static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+        let names = NAMES.get_or_init(|| Channel::all().iter().map(|c| c.compose_name()).collect());
+        Channel::all()
+            .iter()
+            .position(|&c| c == self)
+            .map_or("(not a channel)", |i| names[i].as_str())
+    }
+
+    /// The name from the parts.
+    fn compose_name(self) -> String {
         match self {
-            Channel::Limit => "limit",
-            Channel::Limit2Line => "limit-2line",
-            Channel::LimitRing => "limit-ring",
-            Channel::Shm => "shm",
-            Channel::ShmMpsc => "shm-mpsc",
-            Channel::Crossbeam => "crossbeam",
-            Channel::Iceoryx2 => "iceoryx2",
-            Channel::UdpRaw => "udp-raw",
-            Channel::Udp => "udp",
-            Channel::UdpUring => "udp-uring",
-            Channel::UdpSocket => "udp-socket",
-            Channel::UdpAead => "udp-aead",
-            Channel::UdpRawBlock => "udp-raw-block",
-            Channel::UdpBlock => "udp-block",
-            Channel::UdpUringBlock => "udp-uring-block",
-            Channel::UdpSocketBlock => "udp-socket-block",
-            Channel::Proto => "proto",
-            Channel::ProtoLoss => "proto-loss",
+            Channel::Limit(l) => l.name().to_string(),
+            Channel::Shm => "shm".to_string(),
+            Channel::ShmMpsc => "shm-mpsc".to_string(),
+            Channel::Crossbeam => "crossbeam".to_string(),
+            Channel::Iceoryx2 => "iceoryx2".to_string(),
+            Channel::Iceoryx2Mpsc => "iceoryx2-mpsc".to_string(),
+            Channel::UdpRaw(w) => format!("udp-raw{}", w.suffix()),
+            Channel::Udp(u) => {
+                format!("{}{}{}", u.route.name(), u.driver.suffix(), u.wait.suffix())
+            }
+            Channel::Proto { loss } => if loss { "proto-loss" } else { "proto" }.to_string(),
         }
     }
 
@@ -127,62 +279,85 @@ impl Channel {
     /// # Errors
     /// Unknown name; the message lists the known ones.
     pub fn parse(s: &str) -> Result<Channel> {
-        Channel::ALL
+        Channel::all()
             .iter()
             .copied()
             .find(|c| c.name() == s)
             .ok_or_else(|| {
-                let names: Vec<&str> = Channel::ALL.iter().map(|c| c.name()).collect();
                 BenchError(format!(
                     "unknown channel `{s}` (known: {})",
-                    names.join(", ")
+                    names(Channel::all().iter().copied())
                 ))
             })
     }
 
-    /// conduit over UDP (any driver, either wait mode).
-    pub fn is_conduit_udp(self) -> bool {
+    /// Whether the channel is conduit's (and so needs the `conduit` feature).
+    pub fn is_conduit(self) -> bool {
         matches!(
             self,
-            Channel::Udp
-                | Channel::UdpUring
-                | Channel::UdpSocket
-                | Channel::UdpAead
-                | Channel::UdpBlock
-                | Channel::UdpUringBlock
-                | Channel::UdpSocketBlock
+            Channel::Shm | Channel::ShmMpsc | Channel::Udp(_) | Channel::Proto { .. }
         )
+    }
+
+    /// Whether this build can run the channel.
+    pub fn available(self) -> bool {
+        cfg!(feature = "conduit") || !self.is_conduit()
+    }
+
+    /// conduit over UDP (any route, driver, wait mode).
+    pub fn is_conduit_udp(self) -> bool {
+        matches!(self, Channel::Udp(_))
     }
 
     /// Any UDP channel, conduit or the bare socket.
     pub fn is_udp(self) -> bool {
-        self.is_conduit_udp() || matches!(self, Channel::UdpRaw | Channel::UdpRawBlock)
+        matches!(self, Channel::Udp(_) | Channel::UdpRaw(_))
+    }
+
+    /// How the receivers wait.
+    pub fn wait(self) -> Wait {
+        match self {
+            Channel::UdpRaw(w) | Channel::Udp(Udp { wait: w, .. }) => w,
+            _ => Wait::Spin,
+        }
     }
 
     /// Whether the receivers block in the kernel instead of spinning.
     pub fn blocks(self) -> bool {
-        matches!(
-            self,
-            Channel::UdpRawBlock
-                | Channel::UdpBlock
-                | Channel::UdpUringBlock
-                | Channel::UdpSocketBlock
-        )
+        self.wait() == Wait::Block
     }
 
-    /// The bare-socket channel in the same wait mode: what a UDP channel is
-    /// measured against.
-    pub fn raw_baseline(self) -> Channel {
-        if self.blocks() {
-            Channel::UdpRawBlock
-        } else {
-            Channel::UdpRaw
+    /// Whether both processes run in a private network namespace.
+    pub fn in_netns(self) -> bool {
+        matches!(self, Channel::Udp(u) if u.route.in_netns())
+    }
+
+    /// The bare-socket channel in the same wait mode: what a conduit UDP
+    /// channel of the host's namespace is measured against, interleaved.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+    pub fn raw_baseline(self) -> Option<Channel> {
+        match self {
+            Channel::Udp(u) if !u.route.in_netns() => Some(Channel::UdpRaw(u.wait)),
+            _ => None,
         }
     }
 
     /// Whether the channel has a round-trip (latency) test.
     pub fn has_latency(self) -> bool {
-        !matches!(self, Channel::Proto | Channel::ProtoLoss)
+        !matches!(self, Channel::Proto { .. })
+    }
+
+    /// Whether the channel has a one-way throughput test.
+    pub fn has_throughput(self) -> bool {
+        match self {
+            Channel::Shm | Channel::ShmMpsc | Channel::Crossbeam | Channel::Proto { .. } => true,
+            Channel::Udp(u) => {
+                matches!(u.route, Route::Unicast | Route::Aead) && u.wait == Wait::Spin
+            }
+            Channel::Limit(_) | Channel::Iceoryx2 | Channel::Iceoryx2Mpsc | Channel::UdpRaw(_) => {
+                false
+            }
+        }
     }
 
     /// Runs the latency test.
@@ -196,37 +371,26 @@ impl Channel {
                 cfg.size
             )));
         }
+        if !self.available() {
+            return Err(without_conduit().context(self.name()));
+        }
         let r = match self {
-            Channel::Limit => limit::latency(cfg, limit::Lines::One),
-            Channel::Limit2Line => limit::latency(cfg, limit::Lines::Two),
-            Channel::LimitRing => limit::latency(cfg, limit::Lines::Ring),
+            Channel::Limit(lines) => limit::latency(cfg, lines),
             #[cfg(feature = "conduit")]
             Channel::Shm | Channel::ShmMpsc => shm::latency(self, cfg),
             Channel::Crossbeam => crossbeam::latency(cfg),
-            Channel::Iceoryx2 => iceoryx2::latency(cfg),
-            Channel::UdpRaw | Channel::UdpRawBlock => udp_raw::latency(self, cfg),
+            Channel::Iceoryx2 | Channel::Iceoryx2Mpsc => iceoryx2::latency(self, cfg),
+            Channel::UdpRaw(_) => udp_raw::latency(self, cfg),
             #[cfg(feature = "conduit")]
-            Channel::Udp
-            | Channel::UdpUring
-            | Channel::UdpSocket
-            | Channel::UdpAead
-            | Channel::UdpBlock
-            | Channel::UdpUringBlock
-            | Channel::UdpSocketBlock => udp::latency(self, cfg),
-            #[cfg(not(feature = "conduit"))]
-            Channel::Shm
-            | Channel::ShmMpsc
-            | Channel::Udp
-            | Channel::UdpUring
-            | Channel::UdpSocket
-            | Channel::UdpAead
-            | Channel::UdpBlock
-            | Channel::UdpUringBlock
-            | Channel::UdpSocketBlock => Err(without_conduit()),
-            Channel::Proto | Channel::ProtoLoss => Err(BenchError(format!(
+            Channel::Udp(u) if u.route.in_netns() => netns::run(|| udp::latency(self, cfg)),
+            #[cfg(feature = "conduit")]
+            Channel::Udp(_) => udp::latency(self, cfg),
+            Channel::Proto { .. } => Err(BenchError(format!(
                 "channel `{}` has no latency test (it is in-memory throughput only)",
                 self.name()
             ))),
+            #[cfg(not(feature = "conduit"))]
+            Channel::Shm | Channel::ShmMpsc | Channel::Udp(_) => Err(without_conduit()),
         };
         r.map_err(|e| e.context(self.name()))
     }
@@ -241,41 +405,53 @@ impl Channel {
                 "--size {size} is too small: a message carries an 8-byte sequence number"
             )));
         }
+        if !self.has_throughput() {
+            return Err(BenchError(format!(
+                "channel `{}` has no throughput test (available: {})",
+                self.name(),
+                names(
+                    Channel::all()
+                        .iter()
+                        .copied()
+                        .filter(|c| c.has_throughput())
+                )
+            )));
+        }
+        if !self.available() {
+            return Err(without_conduit().context(self.name()));
+        }
         let r = match self {
             #[cfg(feature = "conduit")]
             Channel::Shm | Channel::ShmMpsc => shm::throughput(self, size, messages),
             Channel::Crossbeam => crossbeam::throughput(size, messages),
             #[cfg(feature = "conduit")]
-            Channel::Udp | Channel::UdpUring | Channel::UdpSocket | Channel::UdpAead => {
-                udp::throughput(self, size, messages)
+            Channel::Udp(_) => udp::throughput(self, size, messages),
+            #[cfg(feature = "conduit")]
+            Channel::Proto { loss } => {
+                proto::throughput(size, messages, if loss { 0.01 } else { 0.0 })
             }
-            #[cfg(not(feature = "conduit"))]
-            Channel::Shm
-            | Channel::ShmMpsc
-            | Channel::Udp
-            | Channel::UdpUring
-            | Channel::UdpSocket
-            | Channel::UdpAead => Err(without_conduit()),
-            #[cfg(feature = "conduit")]
-            Channel::Proto => proto::throughput(size, messages, 0.0),
-            #[cfg(feature = "conduit")]
-            Channel::ProtoLoss => proto::throughput(size, messages, 0.01),
-            #[cfg(not(feature = "conduit"))]
-            Channel::Proto | Channel::ProtoLoss => Err(without_conduit()),
-            Channel::Limit
-            | Channel::Limit2Line
-            | Channel::LimitRing
-            | Channel::Iceoryx2
-            | Channel::UdpRaw
-            | Channel::UdpRawBlock
-            | Channel::UdpBlock
-            | Channel::UdpUringBlock
-            | Channel::UdpSocketBlock => Err(BenchError(format!(
-                "channel `{}` has no throughput test (available: shm, crossbeam, udp, udp-uring, udp-socket, udp-aead, proto, proto-loss)",
+            _ => Err(BenchError(format!(
+                "channel `{}` has no throughput test",
                 self.name()
             ))),
         };
         r.map_err(|e| e.context(self.name()))
+    }
+}
+
+/// `a, b, c`: the names of `channels`.
+fn names(channels: impl Iterator<Item = Channel>) -> String {
+    channels.map(Channel::name).collect::<Vec<_>>().join(", ")
+}
+
+impl Udp {
+    /// Unicast on the host's namespace, default driver, spinning.
+    const fn plain() -> Udp {
+        Udp {
+            route: Route::Unicast,
+            driver: Driver::Default,
+            wait: Wait::Spin,
+        }
     }
 }
 
@@ -349,6 +525,18 @@ pub const PEERS: &[(&str, &str)] = &[
         "iceoryx2 ipc publish-subscribe of [u8], loan + write in place + send, 1 subscriber, buffer 1, history 0, safe overflow; busy-spin receive (round trips only)",
     ),
     (
+        "iceoryx2-mpsc",
+        "as `iceoryx2`, on services opened with max_publishers(4) (the peer of shm-mpsc) and one active publisher",
+    ),
+    (
+        "udp-multicast",
+        "conduit `udp://239.255.0.N:PORT?iface=127.0.0.1` each way (group publication to group subscription), both processes in a private network namespace whose lo carries multicast",
+    ),
+    (
+        "udp-netns",
+        "conduit `udp://127.0.0.1:PORT` in a private network namespace set up as for udp-multicast: its unicast control",
+    ),
+    (
         "udp-raw",
         "non-blocking std UdpSocket on 127.0.0.1, send/recv one datagram per message, busy-spin (udp-raw-block: blocking recv)",
     ),
@@ -358,7 +546,7 @@ impl Channel {
     /// How `self` is configured, for the peers (see [`PEERS`]).
     pub fn peer_config(self) -> Option<&'static str> {
         let name = match self {
-            Channel::UdpRawBlock => "udp-raw",
+            Channel::UdpRaw(_) => "udp-raw",
             c => c.name(),
         };
         PEERS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
@@ -366,7 +554,6 @@ impl Channel {
 }
 
 /// The error for a conduit channel in a build without the `conduit` feature.
-#[cfg(not(feature = "conduit"))]
 pub fn without_conduit() -> BenchError {
     BenchError::msg("not available: conduit-bench was built without the `conduit` feature")
 }
@@ -591,27 +778,21 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
     pin::pin_optional(args.cpu)?;
     let ready = |text: &str| announce("READY", text);
     match (role, args.channel) {
-        ("__pong", Channel::Limit) => limit::pong(args, limit::Lines::One, ready)?,
-        ("__pong", Channel::Limit2Line) => limit::pong(args, limit::Lines::Two, ready)?,
-        ("__pong", Channel::LimitRing) => limit::pong(args, limit::Lines::Ring, ready)?,
-        ("__pong", Channel::Iceoryx2) => iceoryx2::pong(args, ready)?,
-        ("__pong", Channel::UdpRaw | Channel::UdpRawBlock) => udp_raw::pong(args, ready)?,
+        ("__pong", Channel::Limit(lines)) => limit::pong(args, lines, ready)?,
+        ("__pong", Channel::Iceoryx2 | Channel::Iceoryx2Mpsc) => iceoryx2::pong(args, ready)?,
+        ("__pong", Channel::UdpRaw(_)) => udp_raw::pong(args, ready)?,
         #[cfg(feature = "conduit")]
-        ("__pong", c) if matches!(c, Channel::Shm | Channel::ShmMpsc) || c.is_conduit_udp() => {
+        ("__pong", Channel::Shm | Channel::ShmMpsc | Channel::Udp(_)) => {
             conduit_api::pong(args, ready)?
         }
         #[cfg(feature = "conduit")]
-        (
-            "__send",
-            Channel::Shm
-            | Channel::ShmMpsc
-            | Channel::Udp
-            | Channel::UdpUring
-            | Channel::UdpSocket
-            | Channel::UdpAead,
-        ) => conduit_api::send(args, ready)?,
+        ("__send", c @ (Channel::Shm | Channel::ShmMpsc | Channel::Udp(_)))
+            if c.has_throughput() =>
+        {
+            conduit_api::send(args, ready)?
+        }
         #[cfg(feature = "conduit")]
-        ("__pong-pair", c) if c.is_conduit_udp() => udp::pong_vs_raw(args, ready)?,
+        ("__pong-pair", Channel::Udp(_)) => udp::pong_pair(args, ready)?,
         (role, c) => {
             return Err(BenchError(format!(
                 "no {role} peer for channel `{}`",
@@ -621,4 +802,103 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
     }
     announce("RSS", &peak_rss_kib().to_string());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names saved runs (docs/compare.json) and the docs use.
+    const NAMES_BEFORE_THE_PARTS: [&str; 18] = [
+        "limit",
+        "limit-2line",
+        "limit-ring",
+        "shm",
+        "shm-mpsc",
+        "crossbeam",
+        "iceoryx2",
+        "udp-raw",
+        "udp",
+        "udp-uring",
+        "udp-socket",
+        "udp-aead",
+        "udp-raw-block",
+        "udp-block",
+        "udp-uring-block",
+        "udp-socket-block",
+        "proto",
+        "proto-loss",
+    ];
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let all = Channel::all();
+        for (i, &c) in all.iter().enumerate() {
+            assert_eq!(Channel::parse(c.name()).unwrap(), c);
+            assert!(
+                all[..i].iter().all(|d| d.name() != c.name()),
+                "{} twice",
+                c.name()
+            );
+        }
+        assert!(Channel::parse("udp-multicast-uring").is_err());
+        assert!(Channel::parse("udp-aead-block").is_err());
+    }
+
+    #[test]
+    fn the_old_names_are_kept() {
+        for name in NAMES_BEFORE_THE_PARTS {
+            assert_eq!(Channel::parse(name).unwrap().name(), name);
+        }
+        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 3);
+        for name in ["iceoryx2-mpsc", "udp-multicast", "udp-netns"] {
+            assert!(Channel::parse(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_parts_decide_the_properties() {
+        let p = |s: &str| Channel::parse(s).unwrap();
+        assert_eq!(
+            p("udp-uring-block"),
+            Channel::Udp(Udp {
+                route: Route::Unicast,
+                driver: Driver::Uring,
+                wait: Wait::Block
+            })
+        );
+        assert_eq!(
+            p("udp-socket-block").raw_baseline(),
+            Some(p("udp-raw-block"))
+        );
+        assert_eq!(p("udp-aead").raw_baseline(), Some(p("udp-raw")));
+        assert_eq!(p("udp-multicast").raw_baseline(), None);
+        assert!(p("udp-multicast").in_netns() && p("udp-netns").in_netns());
+        assert!(!p("udp").in_netns());
+        assert!(p("udp-raw-block").blocks() && !p("udp-raw").blocks());
+        assert!(p("udp-multicast").is_udp() && p("udp-raw").is_udp());
+        assert!(!p("udp-raw").is_conduit_udp());
+        let with_throughput: Vec<&str> = Channel::all()
+            .iter()
+            .filter(|c| c.has_throughput())
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(
+            with_throughput,
+            [
+                "shm",
+                "shm-mpsc",
+                "crossbeam",
+                "udp",
+                "udp-uring",
+                "udp-socket",
+                "udp-aead",
+                "proto",
+                "proto-loss"
+            ]
+        );
+        assert!(p("proto").is_conduit() && !p("iceoryx2-mpsc").is_conduit());
+        assert_eq!(p("udp-raw-block").peer_config(), p("udp-raw").peer_config());
+        assert!(p("iceoryx2-mpsc").peer_config().is_some());
+    }
 }

@@ -5,10 +5,14 @@
 //! subscription waiting in the kernel; `udp-aead`: `udp` with a pre-shared
 //! key (`key=PATH`, a fresh 32-byte 0600 file in the temporary directory for
 //! each run, removed after it), so every datagram is encrypted and
-//! authenticated. The endpoints live in
+//! authenticated; `udp-multicast`: a group publication to a group
+//! subscription each way (`udp://239.255.0.N:PORT?iface=127.0.0.1`), and
+//! `udp-netns`: `udp` again, both with the two processes in a private
+//! network namespace ([`super::netns`]). The endpoints live in
 //! [`super::conduit_api`]; this module picks ports and URIs, and runs a
 //! conduit channel interleaved with `udp-raw` in the same two processes
-//! ([`latency_vs_raw`]).
+//! ([`latency_vs_raw`]), or `udp-multicast` interleaved with `udp-netns`
+//! ([`multicast_vs_unicast`]).
 
 use std::io::Read;
 use std::net::UdpSocket;
@@ -16,9 +20,9 @@ use std::path::PathBuf;
 
 #[cfg(feature = "conduit")]
 use super::conduit_api;
-use super::{ping_pair_with_peer, udp_raw, unique_name, Channel, PeerArgs};
+use super::{ping_pair_with_peer, udp_raw, unique_name, Channel, PeerArgs, Route, Wait};
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong_pair, LatencyConfig};
+use crate::latency::{run_pong_pair, run_pong_pair_from, LatencyConfig};
 use crate::report::{LatencyResult, ThroughputResult};
 
 /// A loopback port that was free a moment ago (the kernel picks it).
@@ -39,7 +43,7 @@ impl RunKey {
     /// # Errors
     /// The random source cannot be read or the file cannot be written.
     fn for_channel(channel: Channel) -> Result<Option<RunKey>> {
-        if channel != Channel::UdpAead {
+        if channel != Channel::UDP_AEAD {
             return Ok(None);
         }
         let mut key = [0u8; 32];
@@ -59,24 +63,41 @@ impl Drop for RunKey {
     }
 }
 
-fn uri(channel: Channel, port: u16, key: Option<&RunKey>) -> String {
-    let mut options = Vec::new();
-    match channel {
-        Channel::UdpUring | Channel::UdpUringBlock => options.push("driver=uring".to_string()),
-        Channel::UdpSocket | Channel::UdpSocketBlock => options.push("driver=socket".to_string()),
-        _ => {}
-    }
-    if channel.blocks() {
+/// The URI of one direction: `n` (1 or 2) picks the group of a multicast
+/// channel.
+fn uri(channel: Channel, n: u8, port: u16, key: Option<&RunKey>) -> Result<String> {
+    let Channel::Udp(udp) = channel else {
+        return Err(BenchError(format!(
+            "`{}` is not a conduit UDP channel",
+            channel.name()
+        )));
+    };
+    let mut options: Vec<String> = udp.driver.option().map(String::from).into_iter().collect();
+    if udp.wait == Wait::Block {
         options.push("wait=block".to_string());
     }
     if let Some(k) = key {
         options.push(format!("key={}", k.0.display()));
     }
-    if options.is_empty() {
-        format!("udp://127.0.0.1:{port}")
+    let host = if udp.route == Route::Multicast {
+        options.push("iface=127.0.0.1".to_string());
+        format!("239.255.0.{n}")
     } else {
-        format!("udp://127.0.0.1:{port}?{}", options.join("&"))
-    }
+        "127.0.0.1".to_string()
+    };
+    Ok(if options.is_empty() {
+        format!("udp://{host}:{port}")
+    } else {
+        format!("udp://{host}:{port}?{}", options.join("&"))
+    })
+}
+
+/// The two URIs of a round trip over `channel`: ping to pong, pong to ping.
+fn uri_pair(channel: Channel, key: Option<&RunKey>) -> Result<(String, String)> {
+    Ok((
+        uri(channel, 1, free_port()?, key)?,
+        uri(channel, 2, free_port()?, key)?,
+    ))
 }
 
 /// Runs a conduit UDP latency test.
@@ -85,8 +106,7 @@ fn uri(channel: Channel, port: u16, key: Option<&RunKey>) -> String {
 /// See [`conduit_api::latency`].
 pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
     let key = RunKey::for_channel(channel)?;
-    let a2b = uri(channel, free_port()?, key.as_ref());
-    let b2a = uri(channel, free_port()?, key.as_ref());
+    let (a2b, b2a) = uri_pair(channel, key.as_ref())?;
     conduit_api::latency(channel, cfg, &a2b, &b2a)
 }
 
@@ -99,20 +119,26 @@ pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
 /// of `cfg.messages`.
 ///
 /// # Errors
-/// As [`latency`] and [`udp_raw::latency`].
+/// As [`latency`] and [`udp_raw::latency`]; `channel` has no bare-socket
+/// baseline (it runs in a private namespace).
 pub fn latency_vs_raw(
     channel: Channel,
     cfg: &LatencyConfig,
 ) -> Result<(LatencyResult, LatencyResult)> {
+    let raw_channel = channel.raw_baseline().ok_or_else(|| {
+        BenchError(format!(
+            "`{}` is not measured against the bare socket",
+            channel.name()
+        ))
+    })?;
     let key = RunKey::for_channel(channel)?;
-    let a2b = uri(channel, free_port()?, key.as_ref());
-    let b2a = uri(channel, free_port()?, key.as_ref());
+    let (a2b, b2a) = uri_pair(channel, key.as_ref())?;
     let block = channel.blocks();
     let ping = conduit_api::open_ping(&a2b, &b2a, cfg.size, block)?;
     let (sock, raw_port) = udp_raw::ping_socket(cfg.size, block)?;
     let param = format!("{raw_port}|{a2b}|{b2a}");
     ping_pair_with_peer(
-        (channel.name(), channel.raw_baseline().name()),
+        (channel.name(), raw_channel.name()),
         cfg,
         &param,
         move |ready| {
@@ -122,16 +148,56 @@ pub fn latency_vs_raw(
     )
 }
 
-/// The pong side of [`latency_vs_raw`]: `param` is `RAW_PORT|A2B|B2A`.
+/// Runs `udp-multicast` and `udp-netns` in the same two processes of one
+/// private network namespace, alternating blocks of round trips between
+/// them as [`latency_vs_raw`] does: multicast against unicast with
+/// everything else equal. Call it inside the namespace
+/// ([`super::netns::run`]). Returns (multicast, unicast); each counts about
+/// half of `cfg.messages`.
+///
+/// # Errors
+/// A channel cannot be opened, the peer failed, or the run failed.
+pub fn multicast_vs_unicast(cfg: &LatencyConfig) -> Result<(LatencyResult, LatencyResult)> {
+    let (m_a2b, m_b2a) = uri_pair(Channel::UDP_MULTICAST, None)?;
+    let (u_a2b, u_b2a) = uri_pair(Channel::UDP_NETNS, None)?;
+    let multicast = conduit_api::open_ping(&m_a2b, &m_b2a, cfg.size, false)?;
+    let unicast = conduit_api::open_ping(&u_a2b, &u_b2a, cfg.size, false)?;
+    let param = format!("{m_a2b}|{m_b2a}|{u_a2b}|{u_b2a}");
+    ping_pair_with_peer(
+        (Channel::UDP_MULTICAST.name(), Channel::UDP_NETNS.name()),
+        cfg,
+        &param,
+        move |_| {
+            let multicast = conduit_api::attach(multicast)?;
+            Ok((multicast, conduit_api::attach(unicast)?))
+        },
+    )
+}
+
+/// The pong side of [`latency_vs_raw`] (`param` is `RAW_PORT|A2B|B2A`) and
+/// of [`multicast_vs_unicast`] (`param` is `A2B|B2A|A2B|B2A`, multicast
+/// first).
 ///
 /// # Errors
 /// Bad parameter, a channel or socket cannot be opened, or the run failed.
-pub fn pong_vs_raw(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let (raw_port, uris) = args
-        .param
-        .split_once('|')
-        .ok_or_else(|| BenchError(format!("bad parameter `{}`", args.param)))?;
+pub fn pong_pair(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
+    let bad = || BenchError(format!("bad parameter `{}`", args.param));
     let block = args.channel.blocks();
+    if args.channel == Channel::UDP_MULTICAST {
+        let parts: Vec<&str> = args.param.split('|').collect();
+        let [m_a2b, m_b2a, u_a2b, u_b2a] = parts[..] else {
+            return Err(bad());
+        };
+        let mut multicast = conduit_api::open_pong(&format!("{m_a2b}|{m_b2a}"), args.size, block)?;
+        let mut unicast = conduit_api::open_pong(&format!("{u_a2b}|{u_b2a}"), args.size, block)?;
+        ready("");
+        if args.count == 0 {
+            return Ok(());
+        }
+        multicast.echo_first_polling(&mut unicast)?;
+        return run_pong_pair_from(&mut multicast, &mut unicast, 1, args.count);
+    }
+    let (raw_port, uris) = args.param.split_once('|').ok_or_else(bad)?;
     let mut conduit = conduit_api::open_pong(uris, args.size, block)?;
     let (mut raw, port) = udp_raw::open_pong(raw_port, args.size, block)?;
     ready(&port.to_string());
@@ -151,7 +217,7 @@ pub const THROUGHPUT_OPTIONS: &str = "linger=50us&window=16m&mtu=60k";
 /// See [`conduit_api::throughput`].
 pub fn throughput(channel: Channel, size: usize, messages: u64) -> Result<ThroughputResult> {
     let key = RunKey::for_channel(channel)?;
-    let base = uri(channel, free_port()?, key.as_ref());
+    let base = uri(channel, 1, free_port()?, key.as_ref())?;
     let sep = if base.contains('?') { '&' } else { '?' };
     let uri = format!("{base}{sep}{THROUGHPUT_OPTIONS}");
     conduit_api::throughput(channel, size, messages, &uri)

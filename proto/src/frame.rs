@@ -242,6 +242,8 @@ pub struct Records<'a> {
     bytes: &'a [u8],
     /// Offset of the next record; `bytes.len()` once the walk has ended.
     off: usize,
+    /// Whether a padding record's skipped bytes follow its header (the sender's log).
+    in_log: bool,
 }
 
 impl<'a> Records<'a> {
@@ -255,6 +257,32 @@ impl<'a> Records<'a> {
         Records {
             bytes: records,
             off: 0,
+            in_log: false,
+        }
+    }
+
+    /// Walks records as the sender's log holds them: the same checks as [`new`](Self::new),
+    /// except that a padding record's `len` skipped bytes follow its header, up to the end of
+    /// `records` (padding runs to the end of the log's ring). The sender builds its data
+    /// frames with this walk; a frame carries a padding record's header only.
+    ///
+    /// ```
+    /// use conduit_proto::frame::{Records, REC_BEGIN, REC_END, REC_PAD};
+    /// // A message, then padding that skips the last 8 bytes of the ring.
+    /// let mut log = vec![3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0];
+    /// log.extend_from_slice(b"abc\0\0\0\0\0");
+    /// log.extend_from_slice(&[8, 0, REC_PAD, 0, 0, 0, 0, 0]);
+    /// log.extend_from_slice(&[0xee; 8]);
+    /// let spans: Vec<_> = Records::in_log(&log).map(|r| r.unwrap().span()).collect();
+    /// assert_eq!(spans, [16, 16]);
+    /// // A datagram never carries the skipped bytes.
+    /// assert!(Records::new(&log[16..]).next().unwrap().is_err());
+    /// ```
+    pub fn in_log(records: &'a [u8]) -> Records<'a> {
+        Records {
+            bytes: records,
+            off: 0,
+            in_log: true,
         }
     }
 }
@@ -273,7 +301,8 @@ impl<'a> Iterator for Records<'a> {
         };
         let len = usize::from(header.len.get());
         if header.flags & REC_PAD != 0 {
-            if len % 8 != 0 || !body.is_empty() || header.flags != REC_PAD {
+            let skipped = if self.in_log { len } else { 0 };
+            if len % 8 != 0 || body.len() != skipped || header.flags != REC_PAD {
                 return Some(Err(DropReason::BadLength));
             }
             return Some(Ok(Record {

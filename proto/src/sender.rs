@@ -21,7 +21,7 @@ use super::counters::{Counters, DropReason};
 use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::flow::Flow;
-use super::frame::{self, FrameKind, Header, MAX_POSITION};
+use super::frame::{self, FrameKind, Header, Records, MAX_POSITION};
 use super::group::{Group, Member};
 use super::handshake::negotiate;
 use super::log::Log;
@@ -1494,29 +1494,27 @@ impl Sender {
         hard_end: u64,
     ) -> Option<(usize, u64)> {
         let mtu = buf.len();
+        let off = self.log.offset(from);
         let mut q = from;
         let mut out = frame::DATA_HEADER_LEN;
+        // The walk ends at the end of the ring (a record after it is not contiguous with this
+        // datagram) and after a padding record, of which only the header is sent.
+        let mut walk = Records::in_log(&self.log.bytes()[off..]);
         while q < soft_end {
-            if q != from && self.log.offset(q) == 0 {
-                // The ring wrapped: the next record is not contiguous with this datagram.
+            let Some(Ok(r)) = walk.next() else {
+                break;
+            };
+            let end = q + r.span();
+            let sent = if r.is_padding() {
+                frame::RECORD_HEADER_LEN
+            } else {
+                r.span() as usize
+            };
+            if out + sent > mtu || end > hard_end {
                 break;
             }
-            let h = self.log.header(q);
-            let len = usize::from(h.len.get());
-            if h.flags & frame::REC_PAD != 0 {
-                let end = q + (frame::RECORD_HEADER_LEN + len) as u64;
-                if out + frame::RECORD_HEADER_LEN <= mtu && end <= hard_end {
-                    out += frame::RECORD_HEADER_LEN;
-                    q = end;
-                }
-                break;
-            }
-            let size = frame::record_size(len);
-            if out + size > mtu || q + size as u64 > hard_end {
-                break;
-            }
-            out += size;
-            q += size as u64;
+            out += sent;
+            q = end;
         }
         if q == from {
             return None;
@@ -1526,7 +1524,6 @@ impl Sender {
             position: U64::new(from),
         };
         frame::write(buf, &d)?;
-        let off = self.log.offset(from);
         let n = out - frame::DATA_HEADER_LEN;
         buf[frame::DATA_HEADER_LEN..out].copy_from_slice(&self.log.bytes()[off..off + n]);
         Some((out, q))

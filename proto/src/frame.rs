@@ -456,6 +456,20 @@ const _: () = assert!(size_of::<NakHeader>() == 24);
 /// Most ranges in one NAK.
 pub const MAX_NAK_RANGES: usize = 32;
 
+/// A NAK (or a group sender's NAK echo) read from `bytes`: its header and its 1 to
+/// [`MAX_NAK_RANGES`] ranges ([`DropReason::BadLength`] for another count,
+/// [`DropReason::Truncated`] when the bytes end first).
+pub(crate) fn nak_ranges(bytes: &[u8]) -> Result<(&NakHeader, &[NakRange]), DropReason> {
+    let (n, rest) = NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+    let count = usize::from(n.count.get());
+    if count == 0 || count > MAX_NAK_RANGES {
+        return Err(DropReason::BadLength);
+    }
+    let (ranges, _) =
+        <[NakRange]>::ref_from_prefix_with_elems(rest, count).map_err(|_| DropReason::Truncated)?;
+    Ok((n, ranges))
+}
+
 /// Receiver to sender: flow control.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -597,6 +611,23 @@ pub fn seal(datagram: &mut [u8], enabled: bool) {
     if let Some(field) = datagram.get_mut(12..16) {
         field.copy_from_slice(&sum.to_le_bytes());
     }
+}
+
+/// The checks every end makes of a datagram's [`Header`] `h`: its checksum when `checksum_on`
+/// is true (unkeyed; a keyed datagram's tag covers it instead), then its stream.
+pub(crate) fn check_header(
+    h: &Header,
+    datagram: &[u8],
+    checksum_on: bool,
+    stream_id: u32,
+) -> Result<(), DropReason> {
+    if checksum_on && h.checksum.get() != checksum(datagram) {
+        return Err(DropReason::Checksum);
+    }
+    if h.stream_id.get() != stream_id {
+        return Err(DropReason::WrongStream);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -470,8 +470,12 @@ impl Kind {
 }
 
 /// The counters of a slot, as plain numbers (see [`SlotCounters`] for the
-/// meaning of each).
+/// meaning of each). With the `serde` feature it implements
+/// `serde::Serialize`, as an object of these fields by name, `drops` left out
+/// (by index it means nothing without [`DROP_REASON_NAMES`]; see
+/// [`drops_by_reason`](Self::drops_by_reason)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CounterValues {
     /// Messages sent or delivered.
@@ -501,6 +505,7 @@ pub struct CounterValues {
     /// All drops.
     pub drops_total: u64,
     /// Drops by reason, indexed as [`DROP_REASON_NAMES`].
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub drops: [u64; DROP_SLOTS],
     /// Gaps detected.
     pub gaps_detected: u64,

@@ -8,7 +8,7 @@
 #[path = "../../tests/tests/c_support/shared.rs"]
 mod shared;
 
-use shared::{expect_success, in_ci, run, spawn, wait, Link};
+use shared::{expect_success, in_ci, run, run_ping_pong, Link};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -140,18 +140,11 @@ fn ping_pong(pong_args: &[&str]) {
     let rings = scratch("pingpong-rings");
     let ping_uri = format!("shm:ping?dir={}&capacity=64k", rings.display());
     let pong_uri = format!("shm:pong?dir={}&capacity=64k", rings.display());
-    let mut cmd = Command::new(&pong);
-    cmd.args([&ping_uri, &pong_uri]).args(pong_args);
-    let pong_child = spawn(cmd, "pong");
-    let mut cmd = Command::new(&ping);
-    cmd.args([&ping_uri, &pong_uri, "20000", "1000", "32"]);
-    let ping_out = run(cmd, "ping");
-    let pong_out = wait(pong_child, "pong");
-    let stdout = expect_success(&ping_out, "ping");
-    expect_success(&pong_out, "pong");
-    assert!(stdout.contains("20000 round trips"), "{stdout}");
-    assert!(stdout.contains("rtt_ns p50="), "{stdout}");
-    println!("{stdout}");
+    let mut pong_cmd = Command::new(&pong);
+    pong_cmd.args([&ping_uri, &pong_uri]).args(pong_args);
+    let mut ping_cmd = Command::new(&ping);
+    ping_cmd.args([&ping_uri, &pong_uri, "20000", "1000", "32"]);
+    run_ping_pong(("ping", ping_cmd), ("pong", pong_cmd), 20000);
 }
 
 /// One test for both variants: each runs two busy-polling processes, and

@@ -1,5 +1,18 @@
 //! A reader of fuzz input that never fails: past the end every read is zero.
 
+/// Runs the program `data` encodes: `op` decodes and runs one operation at a
+/// time (checking its invariants), until the input is used up or `max_ops`
+/// operations ran.
+pub fn run_ops(data: &[u8], max_ops: usize, mut op: impl FnMut(&mut Input<'_>)) {
+    let mut inp = Input::new(data);
+    for _ in 0..max_ops {
+        if inp.is_empty() {
+            break;
+        }
+        op(&mut inp);
+    }
+}
+
 /// Bytes of a fuzz input, read front to back.
 pub struct Input<'a> {
     data: &'a [u8],

@@ -241,3 +241,23 @@ pub fn drain(
     }
     panic!("{what}: poll_transmit produced more than {MAX_DRAIN} datagrams in one drain");
 }
+
+/// Drains the sender's output into `in_flight` (see [`drain`]) and discards
+/// its events.
+pub fn drain_sender(
+    pair: &mut Pair,
+    buf: &mut [u8],
+    in_flight: &mut VecDeque<(SocketAddr, Vec<u8>)>,
+) {
+    let now = pair.now;
+    let tx = &mut pair.tx;
+    drain("sender", buf, in_flight, |b| tx.poll_transmit(now, 1, b));
+    while tx.poll_event().is_some() {}
+}
+
+/// The index of one of `n` queued datagrams, chosen by the input; `None`
+/// when none is queued.
+pub fn pick(inp: &mut Input<'_>, n: usize) -> Option<usize> {
+    let i = usize::from(inp.u8());
+    (n > 0).then(|| i % n)
+}

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use conduit_proto::frame::{self, FrameKind};
 use conduit_proto::{Event, SUPPORTED_VERSIONS};
 
+use crate::input::{run_ops, Input};
 use crate::net::{self, Frame, Pair, MAX_MESSAGE, MTU};
-use crate::Input;
 
 /// Most operations decoded from one input.
 const MAX_OPS: usize = 512;
@@ -29,15 +29,11 @@ pub fn run(data: &[u8]) {
 /// Runs one input; returns the payload bytes the receiver delivered (the
 /// seed test checks the seeds reach the data path).
 pub fn delivered(data: &[u8]) -> u64 {
-    let mut inp = Input::new(data);
     let mut h = Harness::new();
-    for _ in 0..MAX_OPS {
-        if inp.is_empty() {
-            break;
-        }
-        h.step(&mut inp);
+    run_ops(data, MAX_OPS, |inp| {
+        h.step(inp);
         h.settle();
-    }
+    });
     h.delivered
 }
 
@@ -139,9 +135,7 @@ impl Harness {
     }
 
     fn pick(&self, inp: &mut Input<'_>) -> Option<usize> {
-        let n = self.in_flight.len();
-        let i = usize::from(inp.u8());
-        (n > 0).then(|| i % n)
+        net::pick(inp, self.in_flight.len())
     }
 
     /// A frame of a kind the receiver handles, mostly with the live session's
@@ -265,12 +259,7 @@ impl Harness {
     }
 
     fn drain_tx(&mut self) {
-        let now = self.pair.now;
-        let tx = &mut self.pair.tx;
-        net::drain("sender", &mut self.buf, &mut self.in_flight, |b| {
-            tx.poll_transmit(now, 1, b)
-        });
-        while tx.poll_event().is_some() {}
+        net::drain_sender(&mut self.pair, &mut self.buf, &mut self.in_flight);
     }
 }
 

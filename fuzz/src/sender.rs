@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use conduit_proto::frame::{self, FrameKind};
 use conduit_proto::{SenderState, SUPPORTED_VERSIONS};
 
+use crate::input::{run_ops, Input};
 use crate::net::{self, Pair, MAX_MESSAGE, MTU};
-use crate::Input;
 
 /// Most operations decoded from one input.
 const MAX_OPS: usize = 512;
@@ -28,15 +28,11 @@ pub fn run(data: &[u8]) {
 /// Runs one input; returns the sender's acknowledged position at the end (the
 /// seed test checks the seeds get data acknowledged).
 pub fn acked(data: &[u8]) -> u64 {
-    let mut inp = Input::new(data);
     let mut h = Harness::new();
-    for _ in 0..MAX_OPS {
-        if inp.is_empty() {
-            break;
-        }
-        h.step(&mut inp);
+    run_ops(data, MAX_OPS, |inp| {
+        h.step(inp);
         h.check();
-    }
+    });
     h.pair.tx.acked_position()
 }
 
@@ -138,9 +134,7 @@ impl Harness {
     }
 
     fn pick(&self, inp: &mut Input<'_>) -> Option<usize> {
-        let n = self.in_flight.len();
-        let i = usize::from(inp.u8());
-        (n > 0).then(|| i % n)
+        net::pick(inp, self.in_flight.len())
     }
 
     /// Delivers datagram `i` in flight to the real receiver and its answers to
@@ -241,12 +235,7 @@ impl Harness {
     }
 
     fn drain_tx(&mut self) {
-        let now = self.pair.now;
-        let tx = &mut self.pair.tx;
-        net::drain("sender", &mut self.buf, &mut self.in_flight, |b| {
-            tx.poll_transmit(now, 1, b)
-        });
-        while tx.poll_event().is_some() {}
+        net::drain_sender(&mut self.pair, &mut self.buf, &mut self.in_flight);
     }
 
     fn check(&mut self) {

@@ -242,6 +242,8 @@ pub struct Records<'a> {
     bytes: &'a [u8],
     /// Offset of the next record; `bytes.len()` once the walk has ended.
     off: usize,
+    /// Whether a padding record's skipped bytes follow its header (the sender's log).
+    in_log: bool,
 }
 
 impl<'a> Records<'a> {
@@ -255,6 +257,32 @@ impl<'a> Records<'a> {
         Records {
             bytes: records,
             off: 0,
+            in_log: false,
+        }
+    }
+
+    /// Walks records as the sender's log holds them: the same checks as [`new`](Self::new),
+    /// except that a padding record's `len` skipped bytes follow its header, up to the end of
+    /// `records` (padding runs to the end of the log's ring). The sender builds its data
+    /// frames with this walk; a frame carries a padding record's header only.
+    ///
+    /// ```
+    /// use conduit_proto::frame::{Records, REC_BEGIN, REC_END, REC_PAD};
+    /// // A message, then padding that skips the last 8 bytes of the ring.
+    /// let mut log = vec![3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0];
+    /// log.extend_from_slice(b"abc\0\0\0\0\0");
+    /// log.extend_from_slice(&[8, 0, REC_PAD, 0, 0, 0, 0, 0]);
+    /// log.extend_from_slice(&[0xee; 8]);
+    /// let spans: Vec<_> = Records::in_log(&log).map(|r| r.unwrap().span()).collect();
+    /// assert_eq!(spans, [16, 16]);
+    /// // A datagram never carries the skipped bytes.
+    /// assert!(Records::new(&log[16..]).next().unwrap().is_err());
+    /// ```
+    pub fn in_log(records: &'a [u8]) -> Records<'a> {
+        Records {
+            bytes: records,
+            off: 0,
+            in_log: true,
         }
     }
 }
@@ -273,7 +301,8 @@ impl<'a> Iterator for Records<'a> {
         };
         let len = usize::from(header.len.get());
         if header.flags & REC_PAD != 0 {
-            if len % 8 != 0 || !body.is_empty() || header.flags != REC_PAD {
+            let skipped = if self.in_log { len } else { 0 };
+            if len % 8 != 0 || body.len() != skipped || header.flags != REC_PAD {
                 return Some(Err(DropReason::BadLength));
             }
             return Some(Ok(Record {
@@ -427,6 +456,20 @@ const _: () = assert!(size_of::<NakHeader>() == 24);
 /// Most ranges in one NAK.
 pub const MAX_NAK_RANGES: usize = 32;
 
+/// A NAK (or a group sender's NAK echo) read from `bytes`: its header and its 1 to
+/// [`MAX_NAK_RANGES`] ranges ([`DropReason::BadLength`] for another count,
+/// [`DropReason::Truncated`] when the bytes end first).
+pub(crate) fn nak_ranges(bytes: &[u8]) -> Result<(&NakHeader, &[NakRange]), DropReason> {
+    let (n, rest) = NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
+    let count = usize::from(n.count.get());
+    if count == 0 || count > MAX_NAK_RANGES {
+        return Err(DropReason::BadLength);
+    }
+    let (ranges, _) =
+        <[NakRange]>::ref_from_prefix_with_elems(rest, count).map_err(|_| DropReason::Truncated)?;
+    Ok((n, ranges))
+}
+
 /// Receiver to sender: flow control.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -568,6 +611,23 @@ pub fn seal(datagram: &mut [u8], enabled: bool) {
     if let Some(field) = datagram.get_mut(12..16) {
         field.copy_from_slice(&sum.to_le_bytes());
     }
+}
+
+/// The checks every end makes of a datagram's [`Header`] `h`: its checksum when `checksum_on`
+/// is true (unkeyed; a keyed datagram's tag covers it instead), then its stream.
+pub(crate) fn check_header(
+    h: &Header,
+    datagram: &[u8],
+    checksum_on: bool,
+    stream_id: u32,
+) -> Result<(), DropReason> {
+    if checksum_on && h.checksum.get() != checksum(datagram) {
+        return Err(DropReason::Checksum);
+    }
+    if h.stream_id.get() != stream_id {
+        return Err(DropReason::WrongStream);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

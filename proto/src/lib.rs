@@ -216,6 +216,7 @@
 #![warn(unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 mod config;
 mod cookie;
@@ -288,6 +289,38 @@ impl Held {
     pub(crate) fn is_some(&self) -> bool {
         self.to.is_some()
     }
+}
+
+/// A protocol end whose `poll_transmit` builds datagrams one at a time and batches them with
+/// [`poll_batch`].
+pub(crate) trait Batched {
+    /// The configured MTU, and the datagram kept for the next batch.
+    fn batch_state(&mut self) -> (usize, &mut Held);
+    /// Builds the next datagram, sealed, into `buf` (the MTU long); returns where it goes and
+    /// its length.
+    fn build_next(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)>;
+}
+
+/// `poll_transmit` of a [`Batched`] end: the MTU clipped to `buf` (nothing below 64 bytes),
+/// then [`fill_batch`] with the end's held datagram.
+#[inline]
+pub(crate) fn poll_batch(
+    end: &mut impl Batched,
+    now: Instant,
+    max_datagrams: usize,
+    buf: &mut [u8],
+) -> Option<Transmit> {
+    let (mtu, held) = end.batch_state();
+    let mtu = mtu.min(buf.len());
+    if mtu < 64 {
+        return None;
+    }
+    let mut held = std::mem::take(held);
+    let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
+        end.build_next(now, b)
+    });
+    *end.batch_state().1 = held;
+    t
 }
 
 /// Fills `buf` with up to `max_datagrams` datagrams to one destination, each as long as the

@@ -6,7 +6,7 @@
 //! for can be checked to be a record boundary before anything is sent from it.
 
 use zerocopy::little_endian::{U16, U32};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use super::frame::{self, RecordHeader, RECORD_HEADER_LEN};
 
@@ -73,21 +73,6 @@ impl Log {
     #[inline]
     pub(crate) fn bytes_mut_range(&mut self, start: usize, len: usize) -> &mut [u8] {
         &mut self.words.as_mut_bytes()[start..start + len]
-    }
-
-    /// Header of the record at `pos` (the caller knows `pos` is in the ring).
-    #[inline]
-    pub(crate) fn header(&self, pos: u64) -> RecordHeader {
-        let off = self.offset(pos);
-        match RecordHeader::read_from_prefix(&self.bytes()[off..]) {
-            Ok((h, _)) => h,
-            Err(_) => RecordHeader {
-                len: U16::new(0),
-                flags: frame::REC_PAD,
-                reserved: 0,
-                type_id: U32::new(0),
-            },
-        }
     }
 
     /// Writes a record header at `pos` and marks `pos` as a record start; returns the payload
@@ -203,9 +188,19 @@ mod tests {
             .copy_from_slice(b"hello");
         assert!(log.is_record_start(0));
         assert!(!log.is_record_start(8));
-        let h = log.header(0);
+        let h = frame::Records::in_log(log.bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .header;
         assert_eq!(h.len.get(), 5);
         assert_eq!(h.type_id.get(), 7);
+        // The sender's walk: the message, then padding to the end of the ring.
+        log.write_record(16, frame::REC_PAD, 0, 1000);
+        let spans: Vec<u64> = frame::Records::in_log(log.bytes())
+            .map(|r| r.unwrap().span())
+            .collect();
+        assert_eq!(spans, [16, 1008]);
         log.write_record(0, frame::REC_PAD, 0, 1016);
         log.write_record(8, 0, 0, 100);
         assert!(log.is_record_start(8));

@@ -25,7 +25,7 @@ use super::handshake::negotiate;
 use super::nak::{Gaps, Insert};
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{fill_batch, same_addr, Held, Transmit, MAX_EVENTS};
+use super::{poll_batch, same_addr, Batched, Held, Transmit, MAX_EVENTS};
 
 /// Reassembles fragmented messages and delivers complete ones.
 #[derive(Debug)]
@@ -595,15 +595,8 @@ impl Receiver {
             _ => return Err(DropReason::UnknownType),
         }
         // Keyed: the tag covers the datagram, no checksum.
-        if self.config.checksum
-            && self.hs_keys.is_none()
-            && h.checksum.get() != frame::checksum(bytes)
-        {
-            return Err(DropReason::Checksum);
-        }
-        if h.stream_id.get() != self.config.stream_id {
-            return Err(DropReason::WrongStream);
-        }
+        let checksum_on = self.config.checksum && self.hs_keys.is_none();
+        frame::check_header(h, bytes, checksum_on, self.config.stream_id)?;
         let sid = h.session_id.get();
         if kind == FrameKind::SETUP {
             let r = self.on_setup(now, from, sid, bytes);
@@ -945,11 +938,7 @@ impl Receiver {
         let (r, _) = frame::Rtt::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
         let ts = r.timestamp.get();
         if flags & frame::FLAG_REPLY != 0 {
-            let at = nanos(now.saturating_duration_since(self.epoch));
-            if ts > at {
-                return Err(DropReason::OutOfWindow);
-            }
-            self.rtt.sample(Duration::from_nanos(at - ts));
+            self.rtt.sample_echo(now, self.epoch, ts)?;
         } else if let Some(s) = self.session.as_mut() {
             s.rtt_echo = Some(ts);
         }
@@ -1172,35 +1161,7 @@ impl Receiver {
         max_datagrams: usize,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let mtu = self.config.mtu.min(buf.len());
-        if mtu < 64 {
-            return None;
-        }
-        let mut held = std::mem::take(&mut self.held);
-        let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
-            self.next_sealed(now, b)
-        });
-        self.held = held;
-        t
-    }
-
-    /// The next datagram, sealed, in `buf` (the MTU long), and where it goes.
-    #[inline]
-    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
-        let (destination, len) = if let Some((to, r)) = self.key_reject.take() {
-            // Plain whatever this end's key: the peer cannot open it otherwise.
-            let len = frame::write(buf, &r)?;
-            frame::seal(&mut buf[..len], true);
-            (to, len)
-        } else if self.hs_keys.is_some() {
-            self.keyed_datagram(now, buf)?
-        } else {
-            let (to, len) = self.next_datagram(now, buf)?;
-            frame::seal(&mut buf[..len], self.config.checksum);
-            (to, len)
-        };
-        self.counters.datagrams_sent += 1;
-        Some((destination, len))
+        poll_batch(self, now, max_datagrams, buf)
     }
 
     /// The next frame, built into `mtu - 32` and sealed: the handshake key for setup replies
@@ -1338,6 +1299,31 @@ impl Receiver {
     }
 }
 
+impl Batched for Receiver {
+    fn batch_state(&mut self) -> (usize, &mut Held) {
+        (self.config.mtu, &mut self.held)
+    }
+
+    /// The next datagram, sealed, and where it goes.
+    #[inline]
+    fn build_next(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let (destination, len) = if let Some((to, r)) = self.key_reject.take() {
+            // Plain whatever this end's key: the peer cannot open it otherwise.
+            let len = frame::write(buf, &r)?;
+            frame::seal(&mut buf[..len], true);
+            (to, len)
+        } else if self.hs_keys.is_some() {
+            self.keyed_datagram(now, buf)?
+        } else {
+            let (to, len) = self.next_datagram(now, buf)?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            (to, len)
+        };
+        self.counters.datagrams_sent += 1;
+        Some((destination, len))
+    }
+}
+
 /// Group sessions (the sender streams to a multicast group): random NAK delays, NAK echoes,
 /// tagged status. See [Groups](super#groups).
 impl Receiver {
@@ -1388,14 +1374,7 @@ impl Receiver {
         if !self.group {
             return Err(DropReason::Unexpected);
         }
-        let (n, rest) =
-            frame::NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
-        let count = usize::from(n.count.get());
-        if count == 0 || count > frame::MAX_NAK_RANGES {
-            return Err(DropReason::BadLength);
-        }
-        let (ranges, _) = <[frame::NakRange]>::ref_from_prefix_with_elems(rest, count)
-            .map_err(|_| DropReason::Truncated)?;
+        let (_, ranges) = frame::nak_ranges(bytes)?;
         // The repair follows the echo: wait about an RTT for it.
         let hold = self
             .rtt

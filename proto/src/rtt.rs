@@ -1,6 +1,8 @@
 //! Round-trip time estimation (smoothed, RFC 6298 style) from RTT probe echoes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::counters::DropReason;
 
 /// Smoothed RTT and its variation.
 #[derive(Debug, Clone)]
@@ -32,6 +34,23 @@ impl RttEstimator {
                 self.srtt = Some((s * 7 + rtt) / 8);
             }
         }
+    }
+
+    /// Adds the sample an RTT reply gives: `now` less `ts`, the echoed timestamp this end
+    /// sent (nanoseconds since its `epoch`). A timestamp from the future is
+    /// [`DropReason::OutOfWindow`] and no sample.
+    pub(crate) fn sample_echo(
+        &mut self,
+        now: Instant,
+        epoch: Instant,
+        ts: u64,
+    ) -> Result<(), DropReason> {
+        let at = nanos(now.saturating_duration_since(epoch));
+        if ts > at {
+            return Err(DropReason::OutOfWindow);
+        }
+        self.sample(Duration::from_nanos(at - ts));
+        Ok(())
     }
 
     /// Smoothed RTT, if measured.

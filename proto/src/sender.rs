@@ -21,14 +21,14 @@ use super::counters::{Counters, DropReason};
 use super::crypto::{self, CryptoHeader, Direction, HandshakeKeys, SessionKeys};
 use super::event::Event;
 use super::flow::Flow;
-use super::frame::{self, FrameKind, Header, MAX_POSITION};
+use super::frame::{self, FrameKind, Header, Records, MAX_POSITION};
 use super::group::{Group, Member};
 use super::handshake::negotiate;
 use super::log::Log;
 use super::nak::Retransmits;
 use super::rng::Rng;
 use super::rtt::{nanos, RttEstimator};
-use super::{fill_batch, same_addr, Held, Transmit, MAX_EVENTS};
+use super::{poll_batch, same_addr, Batched, Held, Transmit, MAX_EVENTS};
 
 /// Why an offer or claim did not go into the log. Nothing offered is ever lost by a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -841,15 +841,8 @@ impl Sender {
         if self.group.is_none() && !same_addr(from, self.destination) {
             return Err(DropReason::WrongSource);
         }
-        if self.config.checksum
-            && self.hs_keys.is_none()
-            && h.checksum.get() != frame::checksum(bytes)
-        {
-            return Err(DropReason::Checksum);
-        }
-        if h.stream_id.get() != self.config.stream_id {
-            return Err(DropReason::WrongStream);
-        }
+        let checksum_on = self.config.checksum && self.hs_keys.is_none();
+        frame::check_header(h, bytes, checksum_on, self.config.stream_id)?;
         if h.session_id.get() != self.session_id {
             return Err(DropReason::WrongSession);
         }
@@ -1067,14 +1060,7 @@ impl Sender {
     /// data: the next heartbeat answers with [`frame::FLAG_LOSS`] and the NAK's nonce, the
     /// receiver's confirmation that the data is gone.
     fn on_nak(&mut self, now: Instant, bytes: &[u8]) -> Result<(), DropReason> {
-        let (n, rest) =
-            frame::NakHeader::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
-        let count = usize::from(n.count.get());
-        if count == 0 || count > frame::MAX_NAK_RANGES {
-            return Err(DropReason::BadLength);
-        }
-        let (ranges, _) = <[frame::NakRange]>::ref_from_prefix_with_elems(rest, count)
-            .map_err(|_| DropReason::Truncated)?;
+        let (n, ranges) = frame::nak_ranges(bytes)?;
         self.counters.naks_received += 1;
         self.last_heard = now;
         let mut room = self.flow.window;
@@ -1130,11 +1116,7 @@ impl Sender {
         self.last_heard = now;
         let ts = r.timestamp.get();
         if flags & frame::FLAG_REPLY != 0 {
-            let sent_at = nanos(now.saturating_duration_since(self.epoch));
-            if ts > sent_at {
-                return Err(DropReason::OutOfWindow);
-            }
-            self.rtt.sample(Duration::from_nanos(sent_at - ts));
+            self.rtt.sample_echo(now, self.epoch, ts)?;
         } else {
             self.rtt_echo = Some(ts);
         }
@@ -1212,31 +1194,7 @@ impl Sender {
         max_datagrams: usize,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let mtu = self.config.mtu.min(buf.len());
-        if mtu < 64 {
-            return None;
-        }
-        let mut held = std::mem::take(&mut self.held);
-        let t = fill_batch(buf, mtu, max_datagrams, &mut held, |b| {
-            let len = self.next_sealed(now, b)?;
-            Some((self.unicast_to.take().unwrap_or(self.destination), len))
-        });
-        self.held = held;
-        t
-    }
-
-    /// The next datagram, sealed, in `buf` (the MTU long).
-    #[inline]
-    fn next_sealed(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let len = if self.hs_keys.is_some() {
-            self.keyed_datagram(now, buf)?
-        } else {
-            let len = self.next_datagram(now, buf)?;
-            frame::seal(&mut buf[..len], self.config.checksum);
-            len
-        };
-        self.counters.datagrams_sent += 1;
-        Some(len)
+        poll_batch(self, now, max_datagrams, buf)
     }
 
     /// The next frame, built into `mtu - 32` and sealed: setups under the handshake key, the
@@ -1494,29 +1452,27 @@ impl Sender {
         hard_end: u64,
     ) -> Option<(usize, u64)> {
         let mtu = buf.len();
+        let off = self.log.offset(from);
         let mut q = from;
         let mut out = frame::DATA_HEADER_LEN;
+        // The walk ends at the end of the ring (a record after it is not contiguous with this
+        // datagram) and after a padding record, of which only the header is sent.
+        let mut walk = Records::in_log(&self.log.bytes()[off..]);
         while q < soft_end {
-            if q != from && self.log.offset(q) == 0 {
-                // The ring wrapped: the next record is not contiguous with this datagram.
+            let Some(Ok(r)) = walk.next() else {
+                break;
+            };
+            let end = q + r.span();
+            let sent = if r.is_padding() {
+                frame::RECORD_HEADER_LEN
+            } else {
+                r.span() as usize
+            };
+            if out + sent > mtu || end > hard_end {
                 break;
             }
-            let h = self.log.header(q);
-            let len = usize::from(h.len.get());
-            if h.flags & frame::REC_PAD != 0 {
-                let end = q + (frame::RECORD_HEADER_LEN + len) as u64;
-                if out + frame::RECORD_HEADER_LEN <= mtu && end <= hard_end {
-                    out += frame::RECORD_HEADER_LEN;
-                    q = end;
-                }
-                break;
-            }
-            let size = frame::record_size(len);
-            if out + size > mtu || q + size as u64 > hard_end {
-                break;
-            }
-            out += size;
-            q += size as u64;
+            out += sent;
+            q = end;
         }
         if q == from {
             return None;
@@ -1526,10 +1482,30 @@ impl Sender {
             position: U64::new(from),
         };
         frame::write(buf, &d)?;
-        let off = self.log.offset(from);
         let n = out - frame::DATA_HEADER_LEN;
         buf[frame::DATA_HEADER_LEN..out].copy_from_slice(&self.log.bytes()[off..off + n]);
         Some((out, q))
+    }
+}
+
+impl Batched for Sender {
+    fn batch_state(&mut self) -> (usize, &mut Held) {
+        (self.config.mtu, &mut self.held)
+    }
+
+    /// The next datagram, sealed, and where it goes: the destination, or the receiver a
+    /// group's unicast setup answers.
+    #[inline]
+    fn build_next(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        let len = if self.hs_keys.is_some() {
+            self.keyed_datagram(now, buf)?
+        } else {
+            let len = self.next_datagram(now, buf)?;
+            frame::seal(&mut buf[..len], self.config.checksum);
+            len
+        };
+        self.counters.datagrams_sent += 1;
+        Some((self.unicast_to.take().unwrap_or(self.destination), len))
     }
 }
 

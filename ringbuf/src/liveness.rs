@@ -72,7 +72,14 @@ fn flock_for(kind: libc::c_short, start: i64) -> libc::flock {
 /// Takes the write lock on byte `at` without waiting; `Ok(false)` if another
 /// open file description holds a lock on it.
 pub(crate) fn try_lock(file: &File, at: i64) -> io::Result<bool> {
-    let mut fl = flock_for(libc::F_WRLCK as libc::c_short, at);
+    try_set_lock(file, libc::F_WRLCK as libc::c_short, at)
+}
+
+/// Takes a lock of `kind` on byte `at` without waiting (`F_OFD_SETLK`);
+/// `Ok(false)` if a conflicting lock of another open file description
+/// stands in the way.
+fn try_set_lock(file: &File, kind: libc::c_short, at: i64) -> io::Result<bool> {
+    let mut fl = flock_for(kind, at);
     // SAFETY: valid fd and a valid, initialised flock struct for the call.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
     if r == 0 {
@@ -117,17 +124,7 @@ pub(crate) const PUB_LOCK_BASE: i64 = 2048;
 /// another open file description holds a write lock on it. On a byte this
 /// description holds a write lock on, converts it to a read lock.
 pub(crate) fn try_lock_shared(file: &File, at: i64) -> io::Result<bool> {
-    let mut fl = flock_for(libc::F_RDLCK as libc::c_short, at);
-    // SAFETY: valid fd and a valid, initialised flock struct for the call.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
-        _ => Err(e),
-    }
+    try_set_lock(file, libc::F_RDLCK as libc::c_short, at)
 }
 
 /// True if another open file description holds *any* lock (read or write)

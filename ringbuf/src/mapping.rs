@@ -114,6 +114,29 @@ pub(crate) struct MarkBlock {
 const _: () =
     assert!(core::mem::size_of::<MarkBlock>() == BLOCK_LEN * layout::MARK_BLOCKS as usize);
 
+/// Maps the first `len` bytes of `file` shared and read-write, at an address
+/// the kernel picks: the one `mmap` of this crate (ring files, the counters
+/// file of [`SharedWords`](crate::shared_words::SharedWords)). The caller owns
+/// the mapping (to `munmap`, or to leak).
+pub(crate) fn map_shared(file: &File, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a fresh mapping chosen by the kernel (addr = null); we pass a
+    // valid fd and check the result for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
 /// A `MAP_SHARED` read-write mapping of a whole ring file.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
@@ -134,27 +157,10 @@ impl Mapping {
         if len < layout::SLOTS_OFFSET {
             return Err(io::Error::other("ring file too small to map"));
         }
-        // SAFETY: a fresh mapping chosen by the kernel (addr = null); we pass a
-        // valid fd and check the result for MAP_FAILED.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
-            return Err(io::Error::other("mmap returned null"));
-        };
-        let Some(reg) = sigbus::register(p as usize, len) else {
+        let ptr = map_shared(file, len)?;
+        let Some(reg) = sigbus::register(ptr.as_ptr() as usize, len) else {
             // SAFETY: exactly the mapping made above, not yet shared.
-            unsafe { libc::munmap(p, len) };
+            unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
             return Err(io::Error::other(format!(
                 "more than {} rings mapped in this process",
                 sigbus::ENTRIES

@@ -16,7 +16,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -52,24 +51,7 @@ impl SharedWords {
         if len == 0 {
             return Err(io::Error::other("nothing to map"));
         }
-        // SAFETY: a fresh mapping chosen by the kernel (addr = null) of a
-        // valid fd; the result is checked for MAP_FAILED.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
-            return Err(io::Error::other("mmap returned null"));
-        };
+        let ptr = crate::mapping::map_shared(file, len)?;
         Ok(Box::leak(Box::new(SharedWords { ptr, len })))
     }
 

@@ -472,26 +472,17 @@ struct Scribbler {
 
 impl Scribbler {
     fn new(path: &std::path::Path) -> Scribbler {
-        use std::os::fd::AsRawFd;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .unwrap();
         let len = f.metadata().unwrap().len() as usize;
-        // SAFETY: a fresh shared mapping of the whole file.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Scribbler { ptr: p.cast(), len }
+        let p = crate::mapping::map_shared(&f, len).unwrap();
+        Scribbler {
+            ptr: p.as_ptr(),
+            len,
+        }
     }
 
     fn write_u64(&self, off: usize, v: u64) {

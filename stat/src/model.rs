@@ -15,58 +15,10 @@ pub const SCHEMA: u32 = 1;
 /// Most counters files read in one snapshot.
 const MAX_FILES: usize = 10_000;
 
-/// The raw counters of one handle, as its counters file holds them.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Raw {
-    /// Messages sent (publication) or received (subscription).
-    pub messages: u64,
-    /// Payload bytes sent or received.
-    pub bytes: u64,
-    /// Offers refused for back-pressure.
-    pub back_pressure: u64,
-    /// Offers refused because nobody was connected.
-    pub not_connected: u64,
-    /// Publication: its stream/ring position; subscription: its read position.
-    pub position: u64,
-    /// Publication: slowest subscriber's (or acknowledged) position;
-    /// subscription: the publisher position it knows.
-    pub peer_position: u64,
-    /// NAKs sent (UDP subscription).
-    pub naks_sent: u64,
-    /// NAKs received (UDP publication).
-    pub naks_received: u64,
-    /// Datagrams retransmitted (UDP publication).
-    pub retransmits: u64,
-    /// Stream bytes retransmitted (UDP publication).
-    pub retransmitted_bytes: u64,
-    /// Smoothed round-trip time in nanoseconds (UDP).
-    pub rtt_ns: u64,
-    /// UDP subscription: live sessions; UDP publication: receivers known.
-    pub sessions: u64,
-    /// Drops, all reasons.
-    pub drops_total: u64,
-    /// Gaps detected (UDP subscription).
-    pub gaps_detected: u64,
-    /// Gaps repaired.
-    pub gaps_repaired: u64,
-    /// Gaps declared lost.
-    pub gaps_unrecoverable: u64,
-    /// When the last gap was detected (Unix ns, 0: never).
-    pub last_gap_unix_ns: u64,
-    /// When the last gap was declared lost (Unix ns, 0: never).
-    pub last_unrecoverable_unix_ns: u64,
-    /// Subscribers evicted (`shm:` publication with `slow=evict`), or
-    /// evictions suffered (subscription).
-    pub evictions: u64,
-    /// Subscriber slots in use (`shm:` publication).
-    pub subscriber_slots_in_use: u64,
-    /// The handle's last counters update (Unix ns).
-    pub heartbeat_unix_ns: u64,
-    /// Datagrams sent (UDP).
-    pub datagrams_sent: u64,
-    /// Datagrams received (UDP).
-    pub datagrams_received: u64,
-}
+/// The raw counters of one handle, as its counters file holds them (the
+/// JSON's `counters`: every field but `drops`, which `Handle::drops` gives
+/// by name).
+pub type Raw = conduit_counters::CounterValues;
 
 /// Per-second rates between two snapshots.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -607,16 +559,12 @@ mod tests {
 
     #[test]
     fn lag_and_rates_from_two_snapshots() {
-        let pub0 = Raw {
-            position: 1000,
-            messages: 10,
-            subscriber_slots_in_use: 1,
-            ..Raw::default()
-        };
-        let sub0 = Raw {
-            position: 1000,
-            ..Raw::default()
-        };
+        let mut pub0 = Raw::default();
+        (pub0.position, pub0.messages, pub0.subscriber_slots_in_use) = (1000, 10, 1);
+        let mut sub0 = Raw::default();
+        sub0.position = 1000;
+        let mut pub1 = pub0.clone();
+        (pub1.position, pub1.messages, pub1.peer_position) = (1_001_000, 1010, 1000);
         let a = snap(
             0,
             vec![handle("publication", "shm:x?capacity=64k", pub0.clone()), {
@@ -629,19 +577,7 @@ mod tests {
         sub1.slot = 2;
         let mut b = snap(
             1_000_000_000,
-            vec![
-                handle(
-                    "publication",
-                    "shm:x?capacity=64k",
-                    Raw {
-                        position: 1_001_000,
-                        messages: 1010,
-                        peer_position: 1000,
-                        ..pub0
-                    },
-                ),
-                sub1,
-            ],
+            vec![handle("publication", "shm:x?capacity=64k", pub1), sub1],
         );
         b.derive(Some(&a), SlowRule::default());
         let p = &b.handles[0];

@@ -28,12 +28,8 @@ struct Labels {
 /// The labels of a drop counter: the handle's and the reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
-    channel: String,
-    role: String,
-    transport: String,
-    pid: u32,
-    slot: u32,
-    process: String,
+    #[prometheus(flatten)]
+    handle: Labels,
     reason: String,
 }
 
@@ -50,248 +46,169 @@ fn labels(h: &Handle) -> Labels {
     }
 }
 
-struct Families {
-    reg: Registry,
+/// How a per-handle metric reads its value from a handle: `None` where the
+/// handle has no such metric (no series is made for it).
+type Pick<T> = fn(&Handle) -> Option<T>;
+
+/// A per-handle metric: name, help, unit and value.
+type Metric<T> = (&'static str, &'static str, Option<Unit>, Pick<T>);
+
+fn is_pub(h: &Handle) -> bool {
+    h.role == "publication"
 }
 
-impl Families {
-    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, Counter> {
-        let f = Family::<Labels, Counter>::default();
-        match unit {
-            Some(u) => self.reg.register_with_unit(name, help, u, f.clone()),
-            None => self.reg.register(name, help, f.clone()),
-        }
-        f
-    }
+fn udp(h: &Handle) -> bool {
+    h.transport == "udp"
+}
 
-    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>) -> Family<Labels, F64Gauge> {
-        let f = Family::<Labels, F64Gauge>::default();
-        match unit {
-            Some(u) => self.reg.register_with_unit(name, help, u, f.clone()),
-            None => self.reg.register(name, help, f.clone()),
+/// `v` where `when` holds.
+fn when<T>(when: bool, v: T) -> Option<T> {
+    when.then_some(v)
+}
+
+/// The counters, in the order of the exposition.
+#[rustfmt::skip]
+const COUNTERS: &[Metric<u64>] = &[
+    ("conduit_messages_sent", "Messages sent by a publication", None,
+        |h| when(is_pub(h), h.counters.messages)),
+    ("conduit_messages_received", "Messages delivered by a subscription", None,
+        |h| when(!is_pub(h), h.counters.messages)),
+    ("conduit_sent", "Payload bytes sent by a publication", Some(Unit::Bytes),
+        |h| when(is_pub(h), h.counters.bytes)),
+    ("conduit_received", "Payload bytes delivered by a subscription", Some(Unit::Bytes),
+        |h| when(!is_pub(h), h.counters.bytes)),
+    ("conduit_back_pressure", "Offers refused for back-pressure", None,
+        |h| when(is_pub(h), h.counters.back_pressure)),
+    ("conduit_not_connected", "Offers refused because no subscriber was connected", None,
+        |h| when(is_pub(h), h.counters.not_connected)),
+    ("conduit_naks_sent", "NAKs sent (UDP subscription)", None,
+        |h| when(udp(h) && !is_pub(h), h.counters.naks_sent)),
+    ("conduit_naks_received", "NAKs received (UDP publication)", None,
+        |h| when(udp(h) && is_pub(h), h.counters.naks_received)),
+    ("conduit_retransmits", "Datagrams retransmitted (UDP publication)", None,
+        |h| when(udp(h) && is_pub(h), h.counters.retransmits)),
+    ("conduit_retransmitted", "Stream bytes retransmitted (UDP publication)", Some(Unit::Bytes),
+        |h| when(udp(h) && is_pub(h), h.counters.retransmitted_bytes)),
+    ("conduit_gaps_detected", "Gaps detected (UDP subscription)", None,
+        |h| when(udp(h) && !is_pub(h), h.counters.gaps_detected)),
+    ("conduit_gaps_repaired", "Gaps repaired", None,
+        |h| when(udp(h) && !is_pub(h), h.counters.gaps_repaired)),
+    ("conduit_gaps_unrecoverable", "Gaps declared lost", None,
+        |h| when(udp(h) && !is_pub(h), h.counters.gaps_unrecoverable)),
+    ("conduit_evictions", "Slow-subscriber evictions", None,
+        |h| when(!udp(h), h.counters.evictions)),
+    ("conduit_datagrams_sent", "Datagrams sent (UDP)", None,
+        |h| when(udp(h), h.counters.datagrams_sent)),
+    ("conduit_datagrams_received", "Datagrams received (UDP)", None,
+        |h| when(udp(h), h.counters.datagrams_received)),
+];
+
+/// The gauges, in the order of the exposition (after the counters and the
+/// drops).
+#[rustfmt::skip]
+const GAUGES: &[Metric<f64>] = &[
+    ("conduit_position",
+        "Publication: its position; subscription: its read position (shm: from the ring file)",
+        Some(Unit::Bytes), |h| Some(position(h) as f64)),
+    ("conduit_peer_position",
+        "Publication: slowest subscriber or acknowledged position; subscription: the publisher position it knows",
+        Some(Unit::Bytes), |h| Some(h.counters.peer_position as f64)),
+    ("conduit_lag",
+        "Bytes a subscription is behind its publisher (publication: its slowest subscriber)",
+        Some(Unit::Bytes), |h| h.lag_bytes.map(|v| v as f64)),
+    ("conduit_lag", "The lag over the publisher's recent rate", Some(Unit::Seconds),
+        |h| h.lag_seconds),
+    ("conduit_rtt", "Smoothed round-trip time (UDP)", Some(Unit::Seconds),
+        |h| when(udp(h), h.counters.rtt_ns as f64 / 1e9)),
+    ("conduit_sessions", "UDP subscription: live sessions; UDP publication: receivers known", None,
+        |h| when(udp(h), h.counters.sessions as f64)),
+    ("conduit_subscriber_slots", "Subscriber slots in use (shm publication)", None,
+        |h| when(!udp(h) && is_pub(h), h.counters.subscriber_slots_in_use as f64)),
+    ("conduit_heartbeat_age", "Time since the handle last updated its counters", Some(Unit::Seconds),
+        |h| h.heartbeat_age_s),
+    ("conduit_alive", "1 when the process holding the handle is alive", None,
+        |h| Some(if h.alive { 1.0 } else { 0.0 })),
+    ("conduit_slow", "1 for a slow subscription", None,
+        |h| when(!is_pub(h), if h.slow { 1.0 } else { 0.0 })),
+    ("conduit_last_gap_timestamp", "When the last gap was detected (Unix time)", Some(Unit::Seconds),
+        |h| when(udp(h) && !is_pub(h), h.counters.last_gap_unix_ns as f64 / 1e9)),
+    ("conduit_last_unrecoverable_timestamp", "When the last gap was declared lost (Unix time)",
+        Some(Unit::Seconds),
+        |h| when(udp(h) && !is_pub(h), h.counters.last_unrecoverable_unix_ns as f64 / 1e9)),
+];
+
+/// The handle's position: `shm:`, the ring's live one where the ring file
+/// could be read (the counters file has it from cold paths only).
+fn position(h: &Handle) -> u64 {
+    let live = h.ring.as_ref().and_then(|r| {
+        if is_pub(h) {
+            Some(r.position)
+        } else {
+            r.read_position
         }
-        f
-    }
+    });
+    live.unwrap_or(h.counters.position)
+}
+
+/// Registers a family of `M` per metric of `table` in `reg`.
+fn register<M, T>(reg: &mut Registry, table: &[Metric<T>]) -> Vec<Family<Labels, M>>
+where
+    M: prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric
+        + Default
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static,
+{
+    table
+        .iter()
+        .map(|(name, help, unit, _)| {
+            let f = Family::<Labels, M>::default();
+            match unit {
+                Some(u) => reg.register_with_unit(*name, *help, u.clone(), f.clone()),
+                None => reg.register(*name, *help, f.clone()),
+            }
+            f
+        })
+        .collect()
 }
 
 /// Encodes `snap` (rates and lag already derived) as OpenMetrics text.
 pub fn encode_snapshot(snap: &Snapshot) -> String {
-    let mut fam = Families {
-        reg: Registry::default(),
-    };
-    let sent = fam.counter(
-        "conduit_messages_sent",
-        "Messages sent by a publication",
-        None,
-    );
-    let received = fam.counter(
-        "conduit_messages_received",
-        "Messages delivered by a subscription",
-        None,
-    );
-    let sent_bytes = fam.counter(
-        "conduit_sent",
-        "Payload bytes sent by a publication",
-        Some(Unit::Bytes),
-    );
-    let received_bytes = fam.counter(
-        "conduit_received",
-        "Payload bytes delivered by a subscription",
-        Some(Unit::Bytes),
-    );
-    let back_pressure = fam.counter(
-        "conduit_back_pressure",
-        "Offers refused for back-pressure",
-        None,
-    );
-    let not_connected = fam.counter(
-        "conduit_not_connected",
-        "Offers refused because no subscriber was connected",
-        None,
-    );
-    let naks_sent = fam.counter("conduit_naks_sent", "NAKs sent (UDP subscription)", None);
-    let naks_received = fam.counter(
-        "conduit_naks_received",
-        "NAKs received (UDP publication)",
-        None,
-    );
-    let retransmits = fam.counter(
-        "conduit_retransmits",
-        "Datagrams retransmitted (UDP publication)",
-        None,
-    );
-    let retransmitted = fam.counter(
-        "conduit_retransmitted",
-        "Stream bytes retransmitted (UDP publication)",
-        Some(Unit::Bytes),
-    );
-    let gaps = fam.counter(
-        "conduit_gaps_detected",
-        "Gaps detected (UDP subscription)",
-        None,
-    );
-    let repaired = fam.counter("conduit_gaps_repaired", "Gaps repaired", None);
-    let lost = fam.counter("conduit_gaps_unrecoverable", "Gaps declared lost", None);
-    let evictions = fam.counter("conduit_evictions", "Slow-subscriber evictions", None);
-    let dgram_sent = fam.counter("conduit_datagrams_sent", "Datagrams sent (UDP)", None);
-    let dgram_received = fam.counter(
-        "conduit_datagrams_received",
-        "Datagrams received (UDP)",
-        None,
-    );
+    let mut reg = Registry::default();
+    let counters = register::<Counter, _>(&mut reg, COUNTERS);
     let drops = Family::<DropLabels, Counter>::default();
-    fam.reg.register(
+    reg.register(
         "conduit_drops",
         "Datagrams or records dropped, by reason",
         drops.clone(),
     );
-    let position = fam.gauge(
-        "conduit_position",
-        "Publication: its position; subscription: its read position (shm: from the ring file)",
-        Some(Unit::Bytes),
-    );
-    let peer_position = fam.gauge(
-        "conduit_peer_position",
-        "Publication: slowest subscriber or acknowledged position; subscription: the publisher position it knows",
-        Some(Unit::Bytes),
-    );
-    let lag = fam.gauge(
-        "conduit_lag",
-        "Bytes a subscription is behind its publisher (publication: its slowest subscriber)",
-        Some(Unit::Bytes),
-    );
-    let lag_s = fam.gauge(
-        "conduit_lag",
-        "The lag over the publisher's recent rate",
-        Some(Unit::Seconds),
-    );
-    let rtt = fam.gauge(
-        "conduit_rtt",
-        "Smoothed round-trip time (UDP)",
-        Some(Unit::Seconds),
-    );
-    let sessions = fam.gauge(
-        "conduit_sessions",
-        "UDP subscription: live sessions; UDP publication: receivers known",
-        None,
-    );
-    let slots = fam.gauge(
-        "conduit_subscriber_slots",
-        "Subscriber slots in use (shm publication)",
-        None,
-    );
-    let age = fam.gauge(
-        "conduit_heartbeat_age",
-        "Time since the handle last updated its counters",
-        Some(Unit::Seconds),
-    );
-    let alive = fam.gauge(
-        "conduit_alive",
-        "1 when the process holding the handle is alive",
-        None,
-    );
-    let slow = fam.gauge("conduit_slow", "1 for a slow subscription", None);
-    let last_gap = fam.gauge(
-        "conduit_last_gap_timestamp",
-        "When the last gap was detected (Unix time)",
-        Some(Unit::Seconds),
-    );
-    let last_loss = fam.gauge(
-        "conduit_last_unrecoverable_timestamp",
-        "When the last gap was declared lost (Unix time)",
-        Some(Unit::Seconds),
-    );
-
+    let gauges = register::<F64Gauge, _>(&mut reg, GAUGES);
     for h in &snap.handles {
         let l = labels(h);
-        let c = &h.counters;
-        let is_pub = h.role == "publication";
-        let udp = h.transport == "udp";
-        if is_pub {
-            sent.get_or_create(&l).inc_by(c.messages);
-            sent_bytes.get_or_create(&l).inc_by(c.bytes);
-            back_pressure.get_or_create(&l).inc_by(c.back_pressure);
-            not_connected.get_or_create(&l).inc_by(c.not_connected);
-        } else {
-            received.get_or_create(&l).inc_by(c.messages);
-            received_bytes.get_or_create(&l).inc_by(c.bytes);
-        }
-        if udp {
-            if is_pub {
-                naks_received.get_or_create(&l).inc_by(c.naks_received);
-                retransmits.get_or_create(&l).inc_by(c.retransmits);
-                retransmitted
-                    .get_or_create(&l)
-                    .inc_by(c.retransmitted_bytes);
-            } else {
-                naks_sent.get_or_create(&l).inc_by(c.naks_sent);
-                gaps.get_or_create(&l).inc_by(c.gaps_detected);
-                repaired.get_or_create(&l).inc_by(c.gaps_repaired);
-                lost.get_or_create(&l).inc_by(c.gaps_unrecoverable);
-                last_gap
-                    .get_or_create(&l)
-                    .set(c.last_gap_unix_ns as f64 / 1e9);
-                last_loss
-                    .get_or_create(&l)
-                    .set(c.last_unrecoverable_unix_ns as f64 / 1e9);
-            }
-            dgram_sent.get_or_create(&l).inc_by(c.datagrams_sent);
-            dgram_received
-                .get_or_create(&l)
-                .inc_by(c.datagrams_received);
-            rtt.get_or_create(&l).set(c.rtt_ns as f64 / 1e9);
-            sessions.get_or_create(&l).set(c.sessions as f64);
-        } else {
-            evictions.get_or_create(&l).inc_by(c.evictions);
-            if is_pub {
-                slots
-                    .get_or_create(&l)
-                    .set(c.subscriber_slots_in_use as f64);
+        for ((.., pick), f) in COUNTERS.iter().zip(&counters) {
+            if let Some(v) = pick(h) {
+                f.get_or_create(&l).inc_by(v);
             }
         }
         for (reason, n) in &h.drops {
             drops
                 .get_or_create(&DropLabels {
-                    channel: l.channel.clone(),
-                    role: l.role.clone(),
-                    transport: l.transport.clone(),
-                    pid: l.pid,
-                    slot: l.slot,
-                    process: l.process.clone(),
+                    handle: l.clone(),
                     reason: reason.clone(),
                 })
                 .inc_by(*n);
         }
-        // shm: the ring's live positions where it could be read (the
-        // counters file has them from cold paths only).
-        let live = h.ring.as_ref().and_then(|r| {
-            if is_pub {
-                Some(r.position)
-            } else {
-                r.read_position
+        for ((.., pick), f) in GAUGES.iter().zip(&gauges) {
+            if let Some(v) = pick(h) {
+                f.get_or_create(&l).set(v);
             }
-        });
-        position
-            .get_or_create(&l)
-            .set(live.unwrap_or(c.position) as f64);
-        peer_position.get_or_create(&l).set(c.peer_position as f64);
-        if let Some(v) = h.lag_bytes {
-            lag.get_or_create(&l).set(v as f64);
-        }
-        if let Some(v) = h.lag_seconds {
-            lag_s.get_or_create(&l).set(v);
-        }
-        if let Some(a) = h.heartbeat_age_s {
-            age.get_or_create(&l).set(a);
-        }
-        alive.get_or_create(&l).set(if h.alive { 1.0 } else { 0.0 });
-        if !is_pub {
-            slow.get_or_create(&l).set(if h.slow { 1.0 } else { 0.0 });
         }
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = encode(&mut out, &fam.reg);
+    let _ = encode(&mut out, &reg);
     out
 }
 

@@ -3,7 +3,7 @@
 //! with a bound on its length, and every check is the parser's.
 
 use crate::model::Raw;
-use conduit_counters::{parse, CounterValues, Kind, DROP_SLOTS, MAX_FILE_LEN};
+use conduit_counters::{parse, Kind, DROP_SLOTS, MAX_FILE_LEN};
 use std::io::Read;
 use std::path::Path;
 
@@ -80,7 +80,7 @@ pub fn read_file(path: &Path) -> Result<FileData, String> {
             driver: s.driver,
             open_time_unix_ns: s.open_time_unix_ns,
             drops: s.counters.drops,
-            counters: raw(&s.counters),
+            counters: s.counters,
         });
     }
     Ok(FileData {
@@ -91,32 +91,4 @@ pub fn read_file(path: &Path) -> Result<FileData, String> {
         handles_without_slot: snap.handles_without_slot,
         handles,
     })
-}
-
-fn raw(c: &CounterValues) -> Raw {
-    Raw {
-        messages: c.messages,
-        bytes: c.bytes,
-        back_pressure: c.back_pressure,
-        not_connected: c.not_connected,
-        position: c.position,
-        peer_position: c.peer_position,
-        naks_sent: c.naks_sent,
-        naks_received: c.naks_received,
-        retransmits: c.retransmits,
-        retransmitted_bytes: c.retransmitted_bytes,
-        rtt_ns: c.rtt_ns,
-        sessions: c.sessions,
-        drops_total: c.drops_total,
-        gaps_detected: c.gaps_detected,
-        gaps_repaired: c.gaps_repaired,
-        gaps_unrecoverable: c.gaps_unrecoverable,
-        last_gap_unix_ns: c.last_gap_unix_ns,
-        last_unrecoverable_unix_ns: c.last_unrecoverable_unix_ns,
-        evictions: c.evictions,
-        subscriber_slots_in_use: c.subscriber_slots_in_use,
-        heartbeat_unix_ns: c.heartbeat_unix_ns,
-        datagrams_sent: c.datagrams_sent,
-        datagrams_received: c.datagrams_received,
-    }
 }

@@ -6,11 +6,16 @@
 //!   skip rules for tests that need root or io_uring;
 //! - [`free_udp_port`], [`free_udp_ports`]: ephemeral loopback ports;
 //! - [`TempDir`]: a scratch directory removed on drop;
-//! - [`write_key_file`]: a private (mode 0600) key file.
+//! - [`write_key_file`]: a private (mode 0600) key file;
+//! - [`LineChild`], [`wait_output`]: helper processes that report line by
+//!   line, and waiting for a child under a deadline.
 //!
 //! Every crate of the workspace can take it as a dev-dependency; it depends
 //! on none of them (the io_uring check uses the `io-uring` crate directly).
 #![deny(missing_docs)]
+
+mod child;
+pub use child::{wait_output, LineChild};
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -4,7 +4,7 @@
 
 mod c_support;
 
-use c_support::{compile, expect_success, scratch, spawn, wait, Link};
+use c_support::{compile, expect_success, run_ping_pong, scratch, spawn, wait, Link};
 use conduit::{Error, Publication, Subscription};
 use conduit_test_util::{free_udp_ports, watchdog};
 use std::process::Command;
@@ -138,18 +138,11 @@ fn c_ping_against_rust_pong() {
     let rings = scratch("c-ping-rust-pong-rings");
     let ping_uri = format!("shm:ping?dir={}", rings.display());
     let pong_uri = format!("shm:pong?dir={}", rings.display());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_c_rust_pong"));
-    cmd.args([&ping_uri, &pong_uri]);
-    let pong_child = spawn(cmd, "Rust pong");
-    let mut cmd = Command::new(&ping);
-    cmd.args([&ping_uri, &pong_uri, "10000", "1000", "32"]);
-    let ping_out = wait(spawn(cmd, "C ping"), "C ping");
-    let pong_out = wait(pong_child, "Rust pong");
-    let stdout = expect_success(&ping_out, "C ping");
-    expect_success(&pong_out, "Rust pong");
-    assert!(stdout.contains("10000 round trips"), "{stdout}");
-    assert!(stdout.contains("rtt_ns p50="), "{stdout}");
-    println!("{stdout}");
+    let mut pong_cmd = Command::new(env!("CARGO_BIN_EXE_c_rust_pong"));
+    pong_cmd.args([&ping_uri, &pong_uri]);
+    let mut ping_cmd = Command::new(&ping);
+    ping_cmd.args([&ping_uri, &pong_uri, "10000", "1000", "32"]);
+    run_ping_pong(("C ping", ping_cmd), ("Rust pong", pong_cmd), 10000);
 }
 
 /// The same C programs over `udp://` on loopback: the ABI passes any URI
@@ -163,19 +156,9 @@ fn c_ping_pong_over_udp() {
     let [ping_port, pong_port] = free_udp_ports();
     let ping_uri = format!("udp://127.0.0.1:{ping_port}");
     let pong_uri = format!("udp://127.0.0.1:{pong_port}");
-    let mut cmd = Command::new(&pong);
-    cmd.args([&ping_uri, &pong_uri]);
-    let pong_child = spawn(cmd, "pong");
-    let mut cmd = Command::new(&ping);
-    cmd.args([&ping_uri, &pong_uri, "2000", "200", "32"]);
-    let ping_out = wait(spawn(cmd, "ping"), "ping");
-    let pong_out = wait(pong_child, "pong");
-    println!(
-        "pong stderr:\n{}",
-        String::from_utf8_lossy(&pong_out.stderr)
-    );
-    let stdout = expect_success(&ping_out, "ping");
-    expect_success(&pong_out, "pong");
-    assert!(stdout.contains("2000 round trips"), "{stdout}");
-    println!("{stdout}");
+    let mut pong_cmd = Command::new(&pong);
+    pong_cmd.args([&ping_uri, &pong_uri]);
+    let mut ping_cmd = Command::new(&ping);
+    ping_cmd.args([&ping_uri, &pong_uri, "2000", "200", "32"]);
+    run_ping_pong(("ping", ping_cmd), ("pong", pong_cmd), 2000);
 }

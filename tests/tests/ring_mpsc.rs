@@ -4,11 +4,10 @@
 //! publishing. Helper processes are `ring_mpsc` (src/bin/ring_mpsc.rs).
 
 use conduit_ringbuf::{layout, Start, Subscriber, DEAD_CLAIM_CHECK, DEAD_PUBLISHER_STALL};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use conduit_test_util::{watchdog, LineChild, TempDir};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_ring_mpsc");
@@ -28,97 +27,31 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn watchdog(secs: u64) {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        eprintln!("watchdog: test still running after {secs} s: hang");
-        std::process::abort();
-    });
-}
-
 /// A scratch directory for ring files (on tmpfs when there is one), removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(TempDir);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let base = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let p = base.join(format!(
-            "conduit-mpsc-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).expect("scratch dir");
-        Scratch(p)
+        Scratch(TempDir::on_tmpfs(&format!("mpsc-test-{tag}")))
     }
 
     fn arg(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().to_str().expect("utf-8 path")
     }
 }
 
 /// A helper process, killed on drop.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+struct Peer(LineChild);
 
 impl Peer {
     fn spawn(args: &[&str]) -> Peer {
-        let mut child = Command::new(HELPER)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn ring_mpsc");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Peer { child, lines }
+        let mut cmd = Command::new(HELPER);
+        cmd.args(args);
+        Peer(LineChild::spawn(cmd, "ring_mpsc"))
     }
 
     fn expect_line(&self, want: &str) {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if l == want => return,
-                Ok(_) => {}
-                Err(e) => panic!("ring_mpsc printed no {want:?}: {e}"),
-            }
-        }
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(r, 0, "kill -9");
-        let _ = self.child.wait();
-    }
-
-    fn wait_success(mut self) {
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "ring_mpsc failed: {status}");
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.expect_line(want, Duration::from_secs(60));
     }
 }
 
@@ -134,7 +67,10 @@ fn load_count() -> u64 {
 #[test]
 fn four_publisher_processes_into_two_subscriber_processes() {
     let _serial = serial();
-    watchdog(1200);
+    let _watchdog = watchdog(
+        "four_publisher_processes_into_two_subscriber_processes",
+        1200,
+    );
     let d = Scratch::new("load");
     let count = load_count().to_string();
     let subs: Vec<Peer> = (0..2)
@@ -149,10 +85,10 @@ fn four_publisher_processes_into_two_subscriber_processes() {
         .collect();
     for s in subs {
         s.expect_line("ok");
-        s.wait_success();
+        s.0.wait_success();
     }
     for p in pubs {
-        p.wait_success();
+        p.0.wait_success();
     }
 }
 
@@ -237,11 +173,11 @@ fn decode(p: &[u8]) -> Option<(u32, u64, u64)> {
 fn kill_9_of_publishers_mid_claim_never_stalls_or_tears() {
     const ROUNDS: u32 = 200;
     let _serial = serial();
-    watchdog(900);
+    let _watchdog = watchdog("kill_9_of_publishers_mid_claim_never_stalls_or_tears", 900);
     let d = Scratch::new("kill");
     let steady = Peer::spawn(&["steady", "kill", d.arg(), "0"]);
     steady.expect_line("ready");
-    let mut s = Subscriber::open("kill", Some(&d.0)).expect("subscriber");
+    let mut s = Subscriber::open("kill", Some(d.0.path())).expect("subscriber");
     // The steady publisher activates us at its next offer.
     let start = Instant::now();
     while !s.is_connected() {
@@ -320,7 +256,7 @@ fn kill_9_of_publishers_mid_claim_never_stalls_or_tears() {
         let mut v = Peer::spawn(&["victim", "kill", d.arg(), &round.to_string()]);
         v.expect_line("ready");
         std::thread::sleep(Duration::from_micros(next_rand() % 5000));
-        v.kill9();
+        v.0.kill9();
         deaths.push(now_ns());
     }
     // Let the steady publisher run on past the last kill.
@@ -328,6 +264,7 @@ fn kill_9_of_publishers_mid_claim_never_stalls_or_tears() {
     stop.store(true, Ordering::Relaxed);
     let (failure, deliveries, pauses, received) = reader.join().expect("reader");
     let claim_wait = steady
+        .0
         .lines
         .try_iter()
         .filter_map(|l| l.strip_prefix("claim-wait ")?.parse::<u64>().ok())
@@ -370,7 +307,7 @@ fn history_joiners_while_two_publisher_processes_write_get_whole_messages_from_t
     const HISTORY: u64 = 16 << 10;
     const JOINERS: u32 = 20;
     let _serial = serial();
-    watchdog(600);
+    let _watchdog = watchdog("history_joiners_while_two_publishers_write", 600);
     let d = Scratch::new("hist");
     let history = HISTORY.to_string();
     let pubs: Vec<Peer> = (0..2)
@@ -385,7 +322,7 @@ fn history_joiners_while_two_publisher_processes_write_get_whole_messages_from_t
     let stop = Arc::new(AtomicBool::new(false));
     let seen_end = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let live = {
-        let (stop, seen_end, dir) = (stop.clone(), seen_end.clone(), d.0.clone());
+        let (stop, seen_end, dir) = (stop.clone(), seen_end.clone(), d.0.path().to_path_buf());
         std::thread::spawn(move || {
             let mut s = Subscriber::open("hist", Some(&dir)).expect("live subscriber");
             while !stop.load(Ordering::Relaxed) {
@@ -410,8 +347,8 @@ fn history_joiners_while_two_publisher_processes_write_get_whole_messages_from_t
         // Some history first.
         std::thread::sleep(Duration::from_millis(20));
         let tail_before = seen_end.load(Ordering::Relaxed);
-        let mut j =
-            Subscriber::open_from("hist", Some(&d.0), &[], Start::History).expect("history joiner");
+        let mut j = Subscriber::open_from("hist", Some(d.0.path()), &[], Start::History)
+            .expect("history joiner");
         let mut first = None;
         let mut next: [Option<u64>; 2] = [None; 2];
         let mut n = 0;

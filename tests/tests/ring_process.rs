@@ -1,11 +1,10 @@
 //! The ring across processes: a long checked run, `kill -9` of either side,
 //! reuse of a stale file and pick-up of a restarted publisher. Helper
 //! processes are `ring_peer` (src/bin/ring_peer.rs).
-use conduit_test_util::{root_or_skip, watchdog, TempDir};
+use conduit_test_util::{root_or_skip, watchdog, LineChild, TempDir};
 
 use conduit_ringbuf::{OfferError, PollError, Publisher, RingConfig, Subscriber, WaitStrategy};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -24,11 +23,8 @@ impl Scratch {
     }
 }
 
-/// A child process killed on drop.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// A `ring_peer` process, killed on drop.
+struct Peer(LineChild);
 
 impl Peer {
     fn spawn(args: &[&str]) -> Peer {
@@ -42,51 +38,13 @@ impl Peer {
         if let Some(uid) = uid {
             cmd.uid(uid);
         }
-        let mut child = cmd
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn ring_peer");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Peer { child, lines }
+        cmd.args(args);
+        Peer(LineChild::spawn(cmd, "ring_peer"))
     }
 
     /// Waits for a stdout line starting with `prefix`.
     fn expect_line(&self, prefix: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("ring_peer printed no {prefix:?}: {e}"),
-            }
-        }
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(r, 0, "kill -9");
-        let _ = self.child.wait();
-    }
-
-    fn wait_success(mut self) {
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "ring_peer failed: {status}");
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.expect_line(prefix, Duration::from_secs(30))
     }
 }
 
@@ -131,8 +89,8 @@ fn ten_million_checked_messages_between_processes() {
     let publ = Peer::spawn(&["publish", "bulk", dir.arg(), "10000000"]);
     sub.expect_line("ok 10000000");
     publ.expect_line("done 10000000");
-    sub.wait_success();
-    publ.wait_success();
+    sub.0.wait_success();
+    publ.0.wait_success();
 }
 
 #[test]
@@ -143,8 +101,8 @@ fn blocking_subscriber_across_processes() {
     publ.expect_line("created");
     let sub = Peer::spawn(&["subscribe", "blk", dir.arg(), "300000", "block"]);
     sub.expect_line("ok 300000");
-    sub.wait_success();
-    publ.wait_success();
+    sub.0.wait_success();
+    publ.0.wait_success();
 }
 
 #[test]
@@ -156,7 +114,7 @@ fn killed_subscriber_stops_holding_the_publisher_back() {
     let mut holder = Peer::spawn(&["hold", "ks", dir.arg()]);
     // The holder connects once the publisher has activated it.
     let (tx, rx) = mpsc::channel();
-    let lines = std::mem::replace(&mut holder.lines, rx);
+    let lines = std::mem::replace(&mut holder.0.lines, rx);
     std::thread::spawn(move || {
         for l in lines.iter() {
             let _ = tx.send(l);
@@ -165,7 +123,7 @@ fn killed_subscriber_stops_holding_the_publisher_back() {
     loop {
         p.is_connected();
         live.is_connected();
-        match holder.lines.try_recv() {
+        match holder.0.lines.try_recv() {
             Ok(l) if l == "held" => break,
             Ok(_) | Err(mpsc::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => panic!("holder: {e}"),
@@ -184,7 +142,7 @@ fn killed_subscriber_stops_holding_the_publisher_back() {
         received += live.poll(|_, _| {}, usize::MAX).unwrap();
     }
     assert!(sent > 10);
-    holder.kill9();
+    holder.0.kill9();
     // Within the documented bound the dead holder's slot is reclaimed; the
     // watchdog turns a failure into an abort, no time is asserted.
     while sent < 10_000 {
@@ -229,7 +187,7 @@ fn killed_publisher_is_reported_stale_file_reused_and_restart_picked_up() {
     while next < 100_000 {
         poll(&mut s, &mut next).unwrap();
     }
-    publ.kill9();
+    publ.0.kill9();
     // Everything committed is delivered, then the death is reported.
     let gone = loop {
         match poll(&mut s, &mut next) {
@@ -298,7 +256,7 @@ fn a_reader_can_neither_deny_slots_nor_keep_a_dead_publisher_alive() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    publ.kill9();
+    publ.0.kill9();
     for s in &mut subs {
         assert_eq!(poll_until_err(s), PollError::PublisherGone);
     }
@@ -345,7 +303,7 @@ fn a_sleeper_killed_asleep_costs_the_publisher_nothing_once_reclaimed() {
     }
     // Asleep again (it spins for microseconds, then sleeps), then killed.
     std::thread::sleep(Duration::from_millis(100));
-    sleeper.kill9();
+    sleeper.0.kill9();
     while p.subscriber_count() != 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -385,9 +343,7 @@ fn fill(seq: u64, buf: &mut [u8]) {
 }
 
 fn signal(peer: &Peer, sig: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid.
-    let r = unsafe { libc::kill(peer.child.id() as libc::pid_t, sig) };
-    assert_eq!(r, 0, "kill({sig})");
+    peer.0.signal(sig);
 }
 
 /// `slow=evict`: one subscriber stopped with SIGSTOP is evicted after about
@@ -473,12 +429,12 @@ fn stopped_subscriber_evicted(publishers: u32) {
         "evict_after {after:?}, {publishers} publisher(s): longest publisher stall {longest:?}, evictions {}",
         evictions(&pubs)
     );
-    all.wait_success();
+    all.0.wait_success();
     let evicted = stopped.expect_line("evicted ");
     let missed: u64 = evicted["evicted ".len()..].parse().unwrap();
     assert!(missed > 0, "{evicted}");
     stopped.expect_line("live ");
-    stopped.wait_success();
+    stopped.0.wait_success();
     assert_eq!(
         evictions(&pubs),
         1,

@@ -562,9 +562,26 @@ impl Subscription {
     /// Does the work of an empty [`poll`](Self::poll) when that is all a poll
     /// would do now, and returns true; false means "call `poll`". Only an
     /// `shm:` subscription with nothing waiting and no periodic check due
-    /// answers true (a UDP poll always reads the socket). Meant for bindings
-    /// that pay per call (the C ABI); Rust callers just call `poll`.
-    #[doc(hidden)]
+    /// answers true (a UDP poll always reads the socket). For bindings that
+    /// pay per call to set up a poll (a handler to wrap, a re-entry guard, as
+    /// in the C ABI): spinning on an empty channel then stays a few
+    /// instructions. A plain Rust loop just calls `poll`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// # let uri = format!("shm:doc-poll-idle-{}?capacity=64k", std::process::id());
+    /// let mut publ = conduit::Publication::open(&uri)?;
+    /// let mut sub = conduit::Subscription::open(&uri)?;
+    /// # while !publ.is_connected() { sub.poll(|_| {}, 1)?; }
+    /// publ.offer(1, b"a")?;
+    /// let mut got = 0;
+    /// while got == 0 {
+    ///     if !sub.poll_idle() {
+    ///         got += sub.poll(|m| assert_eq!(m.payload(), b"a"), 16)?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn poll_idle(&mut self) -> bool {
         match &mut self.inner {

@@ -248,14 +248,6 @@ impl<'a> Received<'a> {
         }
     }
 
-    /// Sets who sent the message.
-    #[inline]
-    #[allow(dead_code)] // filled by the transports that know their senders
-    pub(crate) fn with_source(mut self, source: Source) -> Self {
-        self.source = Some(source);
-        self
-    }
-
     /// Sets the stream position and the sender.
     #[inline]
     pub(crate) fn with_origin(mut self, position: u64, source: Option<Source>) -> Self {

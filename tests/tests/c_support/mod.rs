@@ -9,7 +9,7 @@ mod shared;
 
 // Each test binary uses a different subset.
 #[allow(unused_imports)]
-pub use shared::{expect_success, in_ci, run, spawn, wait, Link};
+pub use shared::{expect_success, in_ci, run, run_ping_pong, spawn, wait, Link};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,11 +7,10 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest any child may run before it is killed and the test fails.
 pub const WATCHDOG: Duration = Duration::from_secs(120);
@@ -113,34 +112,37 @@ pub fn spawn(mut cmd: Command, what: &str) -> Child {
 }
 
 /// Waits for `child` under the watchdog; kills it and panics on a hang.
-pub fn wait(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        match child.try_wait().expect("try_wait") {
-            Some(_) => return child.wait_with_output().expect("wait_with_output"),
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let mut stdout = String::new();
-                let mut stderr = String::new();
-                if let Some(mut s) = child.stdout.take() {
-                    let _ = s.read_to_string(&mut stdout);
-                }
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = s.read_to_string(&mut stderr);
-                }
-                panic!(
-                    "watchdog: {what} still running after {WATCHDOG:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}"
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+pub fn wait(child: Child, what: &str) -> Output {
+    conduit_test_util::wait_output(child, what, WATCHDOG)
 }
 
 /// Runs `cmd` to completion under the watchdog.
 pub fn run(cmd: Command, what: &str) -> Output {
     wait(spawn(cmd, what), what)
+}
+
+/// Runs a ping-pong pair (`ping.c` and a pong): `pong` in the background,
+/// then `ping`, each under the watchdog and named by its `&str`. Both must
+/// succeed and ping must report `round_trips` round trips and its latency
+/// percentiles. Prints pong's stderr and ping's stdout; returns the latter.
+pub fn run_ping_pong(ping: (&str, Command), pong: (&str, Command), round_trips: u32) -> String {
+    let pong_child = spawn(pong.1, pong.0);
+    let ping_out = run(ping.1, ping.0);
+    let pong_out = wait(pong_child, pong.0);
+    println!(
+        "{} stderr:\n{}",
+        pong.0,
+        String::from_utf8_lossy(&pong_out.stderr)
+    );
+    let stdout = expect_success(&ping_out, ping.0);
+    expect_success(&pong_out, pong.0);
+    assert!(
+        stdout.contains(&format!("{round_trips} round trips")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rtt_ns p50="), "{stdout}");
+    println!("{stdout}");
+    stdout
 }
 
 /// Panics with the child's output unless it succeeded; returns its stdout.

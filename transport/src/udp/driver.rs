@@ -19,8 +19,9 @@
 //! its setup succeeds and the socket driver when it fails as unavailable
 //! (ENOSYS, EPERM from `kernel.io_uring_disabled` or a seccomp filter,
 //! EINVAL from a kernel without these features) or when this build has no
-//! io_uring (the `uring` feature off); each fallback is counted
-//! ([`uring_fallbacks`]). `uring` forced fails instead: with the io_uring
+//! io_uring (the `uring` feature off); each channel's
+//! [`Counters::driver`](crate::Counters::driver) names the driver it got.
+//! `uring` forced fails instead: with the io_uring
 //! error, or `ErrorKind::Unsupported` when the feature is off. The driver in
 //! use is logged once per process and kind (through the `log` crate, with
 //! the `log` feature) and can be queried with [`Driver::kind`].
@@ -32,7 +33,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::driver_socket::SocketDriver;
@@ -374,28 +374,6 @@ pub(crate) fn is_unavailable(e: &io::Error) -> bool {
 /// both the busy-poll and the blocking mode; io_uring is opt-in.
 pub(crate) const DEFAULT_DRIVER: DriverKind = DriverKind::Socket;
 
-/// `prefer-uring` opens that fell back to the socket driver, in this process.
-static URING_FALLBACKS: AtomicU64 = AtomicU64::new(0);
-
-/// How many UDP channels of this process asked for io_uring where it can be
-/// set up (`driver=prefer-uring`) and got the socket driver instead: the
-/// kernel refused io_uring (ENOSYS, EPERM from `kernel.io_uring_disabled` or
-/// a seccomp filter, EINVAL from an old kernel), or this build has no
-/// io_uring (cargo feature `uring` off). Each channel's
-/// [`Counters::driver`](crate::Counters::driver) names the driver it got.
-///
-/// ```
-/// let before = conduit::udp::uring_fallbacks();
-/// let _sub = conduit::Subscription::open("udp://127.0.0.1:0?driver=prefer-uring")?;
-/// let fell_back = conduit::udp::uring_fallbacks() > before;
-/// assert_eq!(fell_back, !conduit::udp::uring_available());
-/// # Ok::<(), conduit::Error>(())
-/// ```
-pub fn uring_fallbacks() -> u64 {
-    // Relaxed: a statistic; it orders nothing else.
-    URING_FALLBACKS.load(Ordering::Relaxed)
-}
-
 /// Whether this build and this host can run the io_uring driver
 /// (`driver=uring`): the cargo feature `uring` is on and the kernel lets
 /// this thread set up an io_uring instance with a provided-buffer ring.
@@ -408,6 +386,10 @@ pub fn uring_fallbacks() -> u64 {
 ///     "udp://127.0.0.1:0?driver=socket"
 /// };
 /// let _sub = conduit::Subscription::open(uri)?;
+/// // `prefer-uring` takes io_uring where it can; the counters name the driver a channel got.
+/// let sub = conduit::Subscription::open("udp://127.0.0.1:0?driver=prefer-uring")?;
+/// let got = if conduit::udp::uring_available() { "uring" } else { "socket" };
+/// assert_eq!(sub.counters().driver, Some(got));
 /// # Ok::<(), conduit::Error>(())
 /// ```
 pub fn uring_available() -> bool {
@@ -493,15 +475,52 @@ pub(crate) fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<An
     Ok(driver)
 }
 
-/// Counts a `prefer-uring` open that got the socket driver, and says so
-/// once per process.
+/// Says once per process that a `prefer-uring` open got the socket driver.
 fn fell_back(why: &io::Error) {
-    // Relaxed: a statistic; it orders nothing else.
-    URING_FALLBACKS.fetch_add(1, Ordering::Relaxed);
     log_once!(
         warn,
         "conduit: io_uring unavailable, udp driver socket instead: {why}"
     );
+}
+
+/// Test helpers shared by the drivers' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::time::Duration;
+
+    /// Sends `len` bytes from `a` to `b` as 100-byte datagrams (with GSO, in
+    /// transmits of ten segments) and checks that `b` gets them all, in order
+    /// and from `a`, each as one 100-byte datagram.
+    pub(crate) fn segmented_roundtrip(a: &mut impl Driver, b: &mut impl Driver, len: u32) {
+        let dest = b.local_addr().unwrap();
+        let from = a.local_addr().unwrap();
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let segment = if a.max_segments() > 1 { 1000 } else { 100 };
+        let batch: Vec<Transmit<'_>> = data
+            .chunks(segment)
+            .map(|c| Transmit {
+                dest,
+                contents: c,
+                segment_size: 100,
+            })
+            .collect();
+        assert_eq!(a.send(&batch).unwrap(), batch.len());
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            b.recv(
+                Wait::Timeout(Duration::from_secs(5)),
+                usize::MAX,
+                |src, d| {
+                    assert_eq!(src, from);
+                    assert_eq!(d.len(), 100);
+                    got.extend_from_slice(d);
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(got, data);
+    }
 }
 
 #[cfg(test)]
@@ -555,14 +574,12 @@ mod tests {
         let e = open_driver(bind, &forced).expect_err("no io_uring in this build");
         assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         assert!(e.to_string().contains("feature `uring`"), "{e}");
-        let before = uring_fallbacks();
         let prefer = DriverConfig {
             choice: DriverChoice::PreferUring,
             ..DriverConfig::default()
         };
         let d = open_driver(bind, &prefer).unwrap();
         assert_eq!(d.kind(), DriverKind::Socket);
-        assert!(uring_fallbacks() > before);
     }
 
     /// With the `uring` feature, the probe agrees with opening the driver.

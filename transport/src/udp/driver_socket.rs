@@ -553,6 +553,7 @@ impl SocketDriver {
 mod tests {
     use super::super::sys::RawAddr;
     use super::*;
+    use crate::udp::driver::test_support::segmented_roundtrip;
     use std::os::fd::FromRawFd;
     use std::time::Duration;
 
@@ -571,39 +572,7 @@ mod tests {
                 ..DriverConfig::default()
             };
             let (mut a, mut b) = pair(&cfg);
-            let dest = b.local_addr().unwrap();
-            let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-            let batch: Vec<Transmit<'_>> = if a.max_segments() > 1 {
-                vec![Transmit {
-                    dest,
-                    contents: &data,
-                    segment_size: 100,
-                }]
-            } else {
-                data.chunks(100)
-                    .map(|c| Transmit {
-                        dest,
-                        contents: c,
-                        segment_size: c.len(),
-                    })
-                    .collect()
-            };
-            assert_eq!(a.send(&batch).unwrap(), batch.len());
-            let mut got = Vec::new();
-            let from = a.local_addr().unwrap();
-            while got.len() < 1000 {
-                b.recv(
-                    Wait::Timeout(Duration::from_secs(5)),
-                    usize::MAX,
-                    |src, d| {
-                        assert_eq!(src, from);
-                        assert_eq!(d.len(), 100);
-                        got.extend_from_slice(d);
-                    },
-                )
-                .unwrap();
-            }
-            assert_eq!(got, data);
+            segmented_roundtrip(&mut a, &mut b, 1000);
         }
     }
 

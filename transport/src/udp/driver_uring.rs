@@ -535,6 +535,7 @@ impl Driver for UringDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::udp::driver::test_support::segmented_roundtrip;
 
     fn open(cfg: &DriverConfig) -> Option<UringDriver> {
         conduit_test_util::uring_or_skip()
@@ -554,41 +555,7 @@ mod tests {
             let (Some(mut a), Some(mut b)) = (open(&cfg), open(&cfg)) else {
                 return;
             };
-            let dest = b.local_addr().unwrap();
-            let from = a.local_addr().unwrap();
-            let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-            let batch: Vec<Transmit<'_>> = if a.max_segments() > 1 {
-                data.chunks(1000)
-                    .map(|c| Transmit {
-                        dest,
-                        contents: c,
-                        segment_size: 100,
-                    })
-                    .collect()
-            } else {
-                data.chunks(100)
-                    .map(|c| Transmit {
-                        dest,
-                        contents: c,
-                        segment_size: c.len(),
-                    })
-                    .collect()
-            };
-            assert_eq!(a.send(&batch).unwrap(), batch.len());
-            let mut got = Vec::new();
-            while got.len() < data.len() {
-                b.recv(
-                    Wait::Timeout(Duration::from_secs(5)),
-                    usize::MAX,
-                    |src, d| {
-                        assert_eq!(src, from);
-                        assert_eq!(d.len(), 100);
-                        got.extend_from_slice(d);
-                    },
-                )
-                .unwrap();
-            }
-            assert_eq!(got, data);
+            segmented_roundtrip(&mut a, &mut b, 5000);
         }
     }
 

@@ -101,10 +101,9 @@
 //! `prefer-uring` takes io_uring where it can be set up and falls back to
 //! the socket driver where it cannot (ENOSYS, EPERM from
 //! `kernel.io_uring_disabled` or a seccomp filter, EINVAL from an old
-//! kernel) or where this build has no io_uring (counted by
-//! [`uring_fallbacks`]). The driver in use is logged once (through the
-//! `log` crate, with conduit's `log` feature) and shown in
-//! [`Counters::driver`](crate::Counters).
+//! kernel) or where this build has no io_uring. The driver in use is
+//! logged once (through the `log` crate, with conduit's `log` feature) and
+//! shown in [`Counters::driver`](crate::Counters::driver).
 //!
 //! # Throughput
 //! By default (`linger=0`) every `offer` sends at once: lowest latency, one
@@ -149,7 +148,7 @@ mod publication;
 mod subscription;
 mod sys;
 
-pub use driver::{uring_available, uring_fallbacks, DriverChoice, DriverConfig};
+pub use driver::{uring_available, DriverChoice, DriverConfig};
 pub use options::{UdpOptions, WaitMode};
 pub(crate) use publication::{UdpClaim, UdpPublication};
 pub(crate) use subscription::UdpSubscription;

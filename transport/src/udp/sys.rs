@@ -369,22 +369,7 @@ pub(crate) fn setsockopt_int(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length passed is its size; the
-    // kernel only reads from the pointer during the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    setsockopt_val(fd, level, name, &value)
 }
 
 /// Whether the kernel has UDP GSO: setting a zero segment size is accepted
@@ -419,7 +404,15 @@ pub(crate) fn configure_socket(sock: &UdpSocket, cfg: &DriverConfig) -> io::Resu
 /// [`Driver::follow`](super::driver::Driver::follow)); the option is off on
 /// the new socket when it is returned.
 pub(crate) fn socket_beside(local: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if local.is_ipv4() {
+    let sock = reusing_socket(local, &[libc::SO_REUSEPORT])?;
+    setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0)?;
+    Ok(sock)
+}
+
+/// A UDP socket (close-on-exec) bound to `addr`, with the `SOL_SOCKET`
+/// options `reuse` (`SO_REUSEADDR`, `SO_REUSEPORT`) on before the bind.
+fn reusing_socket(addr: SocketAddr, reuse: &[libc::c_int]) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
@@ -432,14 +425,15 @@ pub(crate) fn socket_beside(local: SocketAddr) -> io::Result<UdpSocket> {
     // SAFETY: `fd` is a socket just created and owned by nothing else; the
     // `UdpSocket` takes ownership and closes it.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    let raw = RawAddr::new(&local);
+    for &name in reuse {
+        setsockopt_int(fd, libc::SOL_SOCKET, name, 1)?;
+    }
+    let raw = RawAddr::new(&addr);
     // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes that lives for the
     // call; the kernel only reads it.
     if unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 0)?;
     Ok(sock)
 }
 
@@ -559,27 +553,8 @@ pub(crate) fn multicast_sender(fd: RawFd, m: &Multicast) -> io::Result<()> {
 /// bound to a group gets a copy of each of its datagrams; a group is open to
 /// every host that joins it anyway).
 pub(crate) fn group_socket(m: &Multicast, cfg: &DriverConfig) -> io::Result<UdpSocket> {
-    let domain = if m.group.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: a plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket just created and owned by nothing else; the
-    // `UdpSocket` takes ownership and closes it.
-    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    let raw = RawAddr::new(&m.group);
-    // SAFETY: `raw` holds a sockaddr of `raw.len()` bytes that lives for the
-    // call; the kernel only reads it.
-    if unsafe { libc::bind(fd, raw.as_ptr(), raw.len()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = reusing_socket(m.group, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
+    let fd = sock.as_raw_fd();
     match m.group {
         SocketAddr::V4(g) => setsockopt_val(
             fd,

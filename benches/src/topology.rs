@@ -12,7 +12,9 @@
 //!   each offer it waits until every subscriber has read the previous
 //!   message (`flush`) and then for `pace`, so that every subscriber is
 //!   asleep again when the offer is made. Reports p50/p90/p99 of the offer
-//!   per S, and each p50 against S = 1; and, on the subscribers' side, the
+//!   per S, and each p50 against S = 1, and of the publisher thread's CPU
+//!   time per offer (the wall clock includes any time a woken subscriber
+//!   preempts the publisher); and, on the subscribers' side, the
 //!   time from just before the offer to the poll that delivers the message
 //!   in the first and in the last of the S subscribers (the wake-up
 //!   latency; with the ring's wake-up cascade the last subscriber is woken
@@ -65,6 +67,19 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time of the calling thread in nanoseconds (user and system): what an
+/// offer costs the publisher, without the time it spends descheduled (a
+/// woken subscriber may preempt it on a busy host).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The p-quantile of sorted `v` (0 when empty).
 fn quantile(v: &[u64], q: f64) -> u64 {
     if v.is_empty() {
@@ -78,6 +93,8 @@ struct FanoutRow {
     subscribers: u32,
     /// Offer p50, p90, p99 (ns).
     offer: (u64, u64, u64),
+    /// The publisher thread's CPU time per offer: p50, p99 (ns).
+    cpu: (u64, u64),
     /// Offer to the first subscriber's poll: p50, p99 (ns).
     first: (u64, u64),
     /// Offer to the last subscriber's poll: p50, p99 (ns).
@@ -245,23 +262,26 @@ pub fn fanout(
         "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}):"
     );
     println!(
-        "  subscribers   offer p50   p90        p99        p50 / first row   first sub p50 / p99     last sub p50 / p99"
+        "  subscribers   offer p50   p90        p99        p50 / first row   offer CPU p50 / p99   first sub p50 / p99     last sub p50 / p99"
     );
     for r in &rows {
         println!(
-            "  {:>11}   {:>6} ns   {:>6} ns  {:>6} ns   {:>15.2}   {:>8} / {:>8} ns   {:>8} / {:>8} ns",
+            "  {:>11}   {:>6} ns   {:>6} ns  {:>6} ns   {:>15.2}   {:>7} / {:>7} ns   {:>8} / {:>8} ns   {:>8} / {:>8} ns",
             r.subscribers,
             r.offer.0,
             r.offer.1,
             r.offer.2,
             r.offer.0 as f64 / base,
+            r.cpu.0,
+            r.cpu.1,
             r.first.0,
             r.first.1,
             r.last.0,
             r.last.1
         );
     }
-    println!("  (first/last sub: from just before the offer to the poll that delivers it, in the first and the last subscriber)");
+    println!("  (offer: wall clock, including any time the publisher is descheduled; offer CPU: the publisher thread's CPU time;");
+    println!("   first/last sub: from just before the offer to the poll that delivers it, in the first and the last subscriber)");
     if let Some(path) = json {
         let doc = serde_json::json!({
             "schema": 2,
@@ -273,6 +293,7 @@ pub fn fanout(
             "rows": rows.iter().map(|r| serde_json::json!({
                 "subscribers": r.subscribers,
                 "offer_p50_ns": r.offer.0, "offer_p90_ns": r.offer.1, "offer_p99_ns": r.offer.2,
+                "offer_cpu_p50_ns": r.cpu.0, "offer_cpu_p99_ns": r.cpu.1,
                 "first_sub_p50_ns": r.first.0, "first_sub_p99_ns": r.first.1,
                 "last_sub_p50_ns": r.last.0, "last_sub_p99_ns": r.last.1,
             })).collect::<Vec<_>>(),
@@ -308,6 +329,7 @@ fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> R
         .map_err(|e| err("wait for subscribers", e))?;
     let mut msg = vec![0u8; size];
     let mut took = Vec::with_capacity(messages as usize);
+    let mut cpu = Vec::with_capacity(messages as usize);
     for seq in 0..messages {
         // Every subscriber has read the previous message; `pace` later it
         // has spun out its budget and sleeps on the futex.
@@ -320,10 +342,12 @@ fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> R
         let since = Instant::now();
         loop {
             msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
+            let c0 = thread_cpu_ns();
             let t0 = Instant::now();
             match publ.offer(TYPE_ID, &msg) {
                 Ok(_) => {
                     took.push(t0.elapsed().as_nanos() as u64);
+                    cpu.push(thread_cpu_ns().saturating_sub(c0));
                     break;
                 }
                 Err(Error::BackPressured) if since.elapsed() < IDLE => std::hint::spin_loop(),
@@ -358,6 +382,7 @@ fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> R
         }
     }
     took.sort_unstable();
+    cpu.sort_unstable();
     first.sort_unstable();
     last.sort_unstable();
     Ok(FanoutRow {
@@ -367,6 +392,7 @@ fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> R
             quantile(&took, 0.9),
             quantile(&took, 0.99),
         ),
+        cpu: (quantile(&cpu, 0.5), quantile(&cpu, 0.99)),
         first: (quantile(&first, 0.5), quantile(&first, 0.99)),
         last: (quantile(&last, 0.5), quantile(&last, 0.99)),
     })

@@ -6,12 +6,23 @@
 //!   share of the messages in the timed window, checks each publisher's
 //!   order, and flags a starvation: a publisher with less than 1/(2N) of
 //!   the messages.
-//! * `fanout`: this process publishes, paced, to S subscriber processes
-//!   that wait in `wait=block` (asleep on the ring's futex, not spinning),
-//!   and times each `offer` (the commit, and the wake-up of the sleepers
-//!   it includes). Reports p50/p90/p99 per S, and each p50 against S = 1.
+//! * `fanout`: this process publishes to S subscriber processes that wait
+//!   in `wait=block` (asleep on the ring's futex, not spinning), and times
+//!   each `offer` (the commit, and the wake-up call it includes). Before
+//!   each offer it waits until every subscriber has read the previous
+//!   message (`flush`) and then for `pace`, so that every subscriber is
+//!   asleep again when the offer is made. Reports p50/p90/p99 of the offer
+//!   per S, and each p50 against S = 1, and of the publisher thread's CPU
+//!   time per offer (the wall clock includes any time a woken subscriber
+//!   preempts the publisher); and, on the subscribers' side, the
+//!   time from just before the offer to the poll that delivers the message
+//!   in the first and in the last of the S subscribers (the wake-up
+//!   latency; with the ring's wake-up cascade the last subscriber is woken
+//!   about log2(S) hops after the first).
 //!
-//! A message is `[publisher u32][0 u32][seq u64][filler]`.
+//! A message is `[publisher u32][0 u32][seq u64][stamp u64][filler]`;
+//! `stamp` (fan-out only) is CLOCK_MONOTONIC in nanoseconds, the same
+//! clock in every process of the host.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +54,51 @@ fn decode(p: &[u8]) -> Result<(u32, u64)> {
 fn encode(buf: &mut [u8], id: u32, seq: u64) {
     buf[..4].copy_from_slice(&id.to_le_bytes());
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (comparable across the processes of a host).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU time of the calling thread in nanoseconds (user and system): what an
+/// offer costs the publisher, without the time it spends descheduled (a
+/// woken subscriber may preempt it on a busy host).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The p-quantile of sorted `v` (0 when empty).
+fn quantile(v: &[u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+/// One row of the fan-out table.
+struct FanoutRow {
+    subscribers: u32,
+    /// Offer p50, p90, p99 (ns).
+    offer: (u64, u64, u64),
+    /// The publisher thread's CPU time per offer: p50, p99 (ns).
+    cpu: (u64, u64),
+    /// Offer to the first subscriber's poll: p50, p99 (ns).
+    first: (u64, u64),
+    /// Offer to the last subscriber's poll: p50, p99 (ns).
+    last: (u64, u64),
 }
 
 /// Runs `mpsc` with `publishers` publisher processes.
@@ -194,23 +250,38 @@ pub fn fanout(
     pace: Duration,
     json: Option<&str>,
 ) -> Result<()> {
-    if size < 16 {
-        return Err(BenchError::msg("fanout needs --size 16 or more"));
+    if size < 24 {
+        return Err(BenchError::msg("fanout needs --size 24 or more"));
     }
     let mut rows = Vec::new();
     for &s in subscribers {
-        let (p50, p90, p99) = fanout_one(s, size, messages, pace)?;
-        rows.push((s, p50, p90, p99));
+        rows.push(fanout_one(s, size, messages, pace)?);
     }
-    let base = rows.first().map_or(1.0, |r| r.1.max(1) as f64);
-    println!("fan-out, {size} B, one offer every {pace:?}, subscribers asleep in wait=block:");
-    println!("  subscribers   offer p50   p90        p99        p50 / first row");
-    for (s, p50, p90, p99) in &rows {
+    let base = rows.first().map_or(1.0, |r| r.offer.0.max(1) as f64);
+    println!(
+        "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}):"
+    );
+    println!(
+        "  subscribers   offer p50   p90        p99        p50 / first row   offer CPU p50 / p99   first sub p50 / p99     last sub p50 / p99"
+    );
+    for r in &rows {
         println!(
-            "  {s:>11}   {p50:>6} ns   {p90:>6} ns  {p99:>6} ns   {:.2}",
-            *p50 as f64 / base
+            "  {:>11}   {:>6} ns   {:>6} ns  {:>6} ns   {:>15.2}   {:>7} / {:>7} ns   {:>8} / {:>8} ns   {:>8} / {:>8} ns",
+            r.subscribers,
+            r.offer.0,
+            r.offer.1,
+            r.offer.2,
+            r.offer.0 as f64 / base,
+            r.cpu.0,
+            r.cpu.1,
+            r.first.0,
+            r.first.1,
+            r.last.0,
+            r.last.1
         );
     }
+    println!("  (offer: wall clock, including any time the publisher is descheduled; offer CPU: the publisher thread's CPU time;");
+    println!("   first/last sub: from just before the offer to the poll that delivers it, in the first and the last subscriber)");
     if let Some(path) = json {
         let doc = serde_json::json!({
             "schema": 2,
@@ -219,8 +290,12 @@ pub fn fanout(
             "size": size,
             "messages": messages,
             "pace_ns": pace.as_nanos() as u64,
-            "rows": rows.iter().map(|(s, p50, p90, p99)| serde_json::json!({
-                "subscribers": s, "offer_p50_ns": p50, "offer_p90_ns": p90, "offer_p99_ns": p99,
+            "rows": rows.iter().map(|r| serde_json::json!({
+                "subscribers": r.subscribers,
+                "offer_p50_ns": r.offer.0, "offer_p90_ns": r.offer.1, "offer_p99_ns": r.offer.2,
+                "offer_cpu_p50_ns": r.cpu.0, "offer_cpu_p99_ns": r.cpu.1,
+                "first_sub_p50_ns": r.first.0, "first_sub_p99_ns": r.first.1,
+                "last_sub_p50_ns": r.last.0, "last_sub_p99_ns": r.last.1,
             })).collect::<Vec<_>>(),
         });
         write_json(path, &doc)?;
@@ -228,60 +303,99 @@ pub fn fanout(
     Ok(())
 }
 
-/// One fan-out run: (p50, p90, p99) of the offer in nanoseconds.
-fn fanout_one(
-    subscribers: u32,
-    size: usize,
-    messages: u64,
-    pace: Duration,
-) -> Result<(u64, u64, u64)> {
+/// One fan-out run.
+fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> Result<FanoutRow> {
     let name = unique_name("fanout");
     let mut publ = Publication::open(&format!("shm:{name}?subscribers={}", subscribers.max(1)))
         .map_err(|e| err("open publication", e))?;
     let mut peers = Vec::new();
-    for _ in 0..subscribers {
+    let mut files = Vec::new();
+    for i in 0..subscribers {
+        let file = std::env::temp_dir().join(format!("{name}-wake-{i}"));
         let args = PeerArgs {
             channel: Channel::Shm,
             size,
             count: messages,
-            param: format!("shm:{name}?wait=block"),
+            param: format!("shm:{name}?wait=block {}", file.display()),
             cpu: None,
             parent: std::process::id(),
         };
         let mut peer = Peer::spawn("__fanout-sub", &args.to_args())?;
         peer.expect("READY", READY_TIMEOUT)?;
         peers.push(peer);
+        files.push(file);
     }
     publ.wait_for_subscribers(subscribers as usize, READY_TIMEOUT)
         .map_err(|e| err("wait for subscribers", e))?;
-    // Let them fall asleep.
-    std::thread::sleep(Duration::from_millis(50));
     let mut msg = vec![0u8; size];
     let mut took = Vec::with_capacity(messages as usize);
+    let mut cpu = Vec::with_capacity(messages as usize);
     for seq in 0..messages {
+        // Every subscriber has read the previous message; `pace` later it
+        // has spun out its budget and sleeps on the futex.
+        publ.flush(IDLE).map_err(|e| err("flush", e))?;
+        let settled = Instant::now();
+        while settled.elapsed() < pace {
+            std::hint::spin_loop();
+        }
         encode(&mut msg, 0, seq);
         let since = Instant::now();
         loop {
+            msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
+            let c0 = thread_cpu_ns();
             let t0 = Instant::now();
             match publ.offer(TYPE_ID, &msg) {
                 Ok(_) => {
                     took.push(t0.elapsed().as_nanos() as u64);
+                    cpu.push(thread_cpu_ns().saturating_sub(c0));
                     break;
                 }
                 Err(Error::BackPressured) if since.elapsed() < IDLE => std::hint::spin_loop(),
                 Err(e) => return Err(err("offer", e)),
             }
         }
-        while since.elapsed() < pace {
-            std::hint::spin_loop();
-        }
     }
     for peer in peers {
         peer.finish(Duration::from_secs(60), || Ok(()))?;
     }
+    // Per message: the earliest and the latest subscriber.
+    let mut first = vec![u64::MAX; messages as usize];
+    let mut last = vec![0u64; messages as usize];
+    for file in &files {
+        let bytes = std::fs::read(file)
+            .map_err(|e| BenchError(format!("cannot read {}: {e}", file.display())))?;
+        let _ = std::fs::remove_file(file);
+        if bytes.len() != messages as usize * 8 {
+            return Err(BenchError(format!(
+                "{}: {} bytes, {} expected",
+                file.display(),
+                bytes.len(),
+                messages * 8
+            )));
+        }
+        for (k, c) in bytes.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            let ns = u64::from_le_bytes(w);
+            first[k] = first[k].min(ns);
+            last[k] = last[k].max(ns);
+        }
+    }
     took.sort_unstable();
-    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-    Ok((at(0.5), at(0.9), at(0.99)))
+    cpu.sort_unstable();
+    first.sort_unstable();
+    last.sort_unstable();
+    Ok(FanoutRow {
+        subscribers,
+        offer: (
+            quantile(&took, 0.5),
+            quantile(&took, 0.9),
+            quantile(&took, 0.99),
+        ),
+        cpu: (quantile(&cpu, 0.5), quantile(&cpu, 0.99)),
+        first: (quantile(&first, 0.5), quantile(&first, 0.99)),
+        last: (quantile(&last, 0.5), quantile(&last, 0.99)),
+    })
 }
 
 fn write_json(path: &str, doc: &serde_json::Value) -> Result<()> {
@@ -329,14 +443,32 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
             }
         }
         "__fanout-sub" => {
-            let mut s = Subscription::open(&args.param).map_err(|e| err("open subscription", e))?;
+            let (uri, file) = args
+                .param
+                .split_once(' ')
+                .ok_or_else(|| BenchError::msg("__fanout-sub needs `URI FILE`"))?;
+            let mut s = Subscription::open(uri).map_err(|e| err("open subscription", e))?;
             announce("READY", "");
             let mut next = 0u64;
             let mut bad = None;
+            // Per message: CLOCK_MONOTONIC at delivery minus the stamp taken
+            // just before the offer.
+            let mut wake = Vec::with_capacity(args.count as usize * 8);
             while next < args.count {
                 s.poll_timeout(
                     |m| match decode(m.payload()) {
-                        Ok((_, seq)) if seq == next => next += 1,
+                        Ok((_, seq)) if seq == next => {
+                            let now = monotonic_ns();
+                            let Some(stamp) = m.payload().get(16..24) else {
+                                bad.get_or_insert("message without a stamp".to_string());
+                                return;
+                            };
+                            let mut w = [0u8; 8];
+                            w.copy_from_slice(stamp);
+                            let ns = now.saturating_sub(u64::from_le_bytes(w));
+                            wake.extend_from_slice(&ns.to_le_bytes());
+                            next += 1;
+                        }
                         Ok((_, seq)) => {
                             bad.get_or_insert(format!("message {seq} where {next} was expected"));
                         }
@@ -352,6 +484,8 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
                     return Err(BenchError(b));
                 }
             }
+            std::fs::write(file, &wake)
+                .map_err(|e| BenchError(format!("cannot write {file}: {e}")))?;
             announce("RSS", &crate::rss::peak_rss_kib().to_string());
             Ok(())
         }

@@ -88,9 +88,20 @@
 //! re-checks for data and (5) `FUTEX_WAIT`s on the value of (1). The publisher
 //! (a) release-stores the commit word, (b) runs a full barrier, (c) loads
 //! `attention`, and only if a waiter is counted bumps the futex word and calls
-//! `FUTEX_WAKE`. Steps (3) and (b) make (2)→(4) and (a)→(c) a Dekker pair:
-//! either the sleeper sees the record at (4), or the publisher sees the waiter
-//! at (c), whose futex bump makes (5) return at once; no wake-up is lost.
+//! `FUTEX_WAKE` for ONE sleeper. Steps (3) and (b) make (2)→(4) and (a)→(c) a
+//! Dekker pair: either the sleeper sees the record at (4), or the publisher
+//! sees the waiter at (c), whose futex bump makes (5) return at once or whose
+//! wake-up reaches it. An offer with no sleeper counted makes no system call.
+//!
+//! The wake-up reaches every sleeper through a cascade: (6) a sleeper woken by
+//! a `FUTEX_WAKE` takes its count away and, while other sleepers are counted,
+//! wakes up to two sleepers that went to sleep on an *earlier* value of the
+//! futex word (each sleeper waits with a bitset bit derived from the value it
+//! read, and the hop wakes every bit but the current value's), before it reads
+//! its own data. So the publisher's cost per offer is one system call waking
+//! one thread whatever the number of sleepers, and the last of N sleepers is
+//! woken about log2(N) hops later; `wait.rs` argues why no sleeper is left
+//! behind, and the loom model checks it.
 //! The publisher's barrier (b) is free: its process registers for
 //! `membarrier(GLOBAL_EXPEDITED)` and the sleeper's step (3) is that system
 //! call, which forces the barrier onto the publisher's CPU; where the kernel
@@ -312,7 +323,11 @@ pub enum WaitStrategy {
     Spin,
     /// Spin a while, then yield the CPU between checks.
     SpinYield,
-    /// Spin briefly, then sleep on a futex the publisher wakes.
+    /// Spin briefly, then sleep on a futex. The publisher wakes one
+    /// sleeper per commit, and each woken sleeper wakes up to two more
+    /// (see "Waiting" in the crate docs): the publisher's cost does not grow
+    /// with the number of sleepers; the last of N is woken about log2(N)
+    /// wake-up hops after the first.
     Block,
 }
 

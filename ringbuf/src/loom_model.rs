@@ -230,6 +230,158 @@ fn loom_no_lost_wakeup() {
     });
 }
 
+/// The kernel's futex, as far as the wake-up protocol relies on it: the
+/// word is compared under the bucket lock, and a wake-up removes waiters
+/// whose bitset intersects the mask from the queue. The model wakes the
+/// NEWEST matching waiters first (the kernel wakes the oldest): the cascade
+/// must not depend on the order. A waiter has no timeout, so a lost wake-up
+/// is a deadlock, which loom reports.
+mod cascade {
+    use super::*;
+    use loom::sync::{Condvar, Mutex};
+
+    const SLEEPERS: usize = 2;
+    const ANY: u32 = u32::MAX;
+
+    #[derive(Default)]
+    struct Queue {
+        waiters: Vec<(usize, u32)>,
+        woken: [bool; SLEEPERS],
+    }
+
+    struct Futex {
+        word: AtomicU32,
+        queue: Mutex<Queue>,
+        cv: Condvar,
+    }
+
+    fn bit(v: u32) -> u32 {
+        1 << (v % 32)
+    }
+
+    impl Futex {
+        /// FUTEX_WAIT_BITSET: true if woken by a wake-up, false if the word
+        /// had changed.
+        fn wait(&self, me: usize, expected: u32, bit: u32) -> bool {
+            let mut q = self.queue.lock().unwrap();
+            if self.word.load(Ordering::SeqCst) != expected {
+                return false;
+            }
+            q.waiters.push((me, bit));
+            while !q.woken[me] {
+                q = self.cv.wait(q).unwrap();
+            }
+            q.woken[me] = false;
+            true
+        }
+
+        /// FUTEX_WAKE_BITSET.
+        fn wake(&self, n: usize, mask: u32) {
+            let mut q = self.queue.lock().unwrap();
+            let mut left = n;
+            let mut i = q.waiters.len();
+            while i > 0 && left > 0 {
+                i -= 1;
+                if q.waiters[i].1 & mask != 0 {
+                    let (id, _) = q.waiters.remove(i);
+                    q.woken[id] = true;
+                    left -= 1;
+                }
+            }
+            drop(q);
+            self.cv.notify_all();
+        }
+    }
+
+    struct Shared {
+        commit: [AtomicU64; 2],
+        attention: AtomicU64,
+        waiting: [AtomicU32; SLEEPERS],
+        futex: Futex,
+    }
+
+    /// `Subscriber::wait` in `Block` (without the spin) and the reads, until
+    /// `n` records are seen: steps (1)–(6) of `wait.rs`.
+    fn sleeper(s: &Shared, me: usize, n: u64, fanout: usize) {
+        let mut pos = 0;
+        while pos < n {
+            if s.commit[pos as usize].load(Ordering::Acquire) == pos + 1 {
+                pos += 1;
+                continue;
+            }
+            let f = s.futex.word.load(Ordering::Acquire);
+            s.attention.fetch_add(1, Ordering::SeqCst);
+            s.waiting[me].store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let mut woken = false;
+            if s.commit[pos as usize].load(Ordering::Acquire) != pos + 1 {
+                woken = s.futex.wait(me, f, bit(f));
+            }
+            // `reclaim_waiter`.
+            let others = if s.waiting[me].swap(0, Ordering::AcqRel) == 1 {
+                (s.attention.fetch_sub(1, Ordering::Relaxed) as u32).wrapping_sub(1)
+            } else {
+                s.attention.load(Ordering::Relaxed) as u32
+            };
+            if woken && others != 0 {
+                let now = s.futex.word.load(Ordering::Relaxed);
+                s.futex.wake(fanout, !bit(now));
+            }
+        }
+    }
+
+    /// Commits `n` records, each followed by steps (b), (c): one wake-up.
+    fn publisher(s: &Shared, n: u64) {
+        for pos in 0..n {
+            s.commit[pos as usize].store(pos + 1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if s.attention.load(Ordering::Relaxed) as u32 != 0 {
+                s.futex.word.fetch_add(1, Ordering::Release);
+                s.futex.wake(1, ANY);
+            }
+        }
+    }
+
+    fn run(n: u64, fanout: usize) {
+        let s = Arc::new(Shared {
+            commit: [AtomicU64::new(0), AtomicU64::new(0)],
+            attention: AtomicU64::new(0),
+            waiting: [AtomicU32::new(0), AtomicU32::new(0)],
+            futex: Futex {
+                word: AtomicU32::new(0),
+                queue: Mutex::new(Queue::default()),
+                cv: Condvar::new(),
+            },
+        });
+        let sleepers: Vec<_> = (0..SLEEPERS)
+            .map(|me| {
+                let s = s.clone();
+                thread::spawn(move || sleeper(&s, me, n, fanout))
+            })
+            .collect();
+        publisher(&s, n);
+        for t in sleepers {
+            t.join().unwrap();
+        }
+    }
+
+    /// Two sleepers, one record, one wake-up from the publisher: the other
+    /// sleeper must be reached by the cascade (hop to one sleeper).
+    #[test]
+    fn loom_cascade_reaches_every_sleeper() {
+        model(|| run(1, 1));
+    }
+
+    /// Two records: a sleeper may fall asleep again on the new value while
+    /// the other still sleeps on the old one; the publisher's wake-up may hit
+    /// the new sleeper, whose hop must still reach the old one, and the
+    /// cascade must end (the binary fan-out of `wait.rs`).
+    #[test]
+    fn loom_cascade_across_two_records() {
+        model(|| run(2, 2));
+    }
+}
+
 const EVICTED: u32 = 3;
 
 /// `slow=evict`: the publisher evicts the subscriber that blocks it (at

@@ -272,6 +272,12 @@ impl Publisher {
         self.wakes
     }
 
+    /// Sleepers counted in the signal block (test builds only).
+    #[cfg(test)]
+    pub(crate) fn sleepers(&self) -> u32 {
+        self.map.signal().attention.load(Ordering::Relaxed) as u32
+    }
+
     /// Copies `data` into a new record with `type_id`; returns the position after it.
     ///
     /// # Errors
@@ -636,13 +642,16 @@ impl Publisher {
         self.zeroed = self.zeroed.max(target);
     }
 
+    /// Wake-up step (c) with a sleeper counted: bumps the futex word and
+    /// wakes ONE sleeper, whatever their number; the woken sleeper passes
+    /// the wake-up on (the cascade, see the crate docs and `wait.rs`).
     #[cold]
     fn wake(&mut self) {
         self.wakes += 1;
         let signal = self.map.signal();
         // Release partner: the sleeper's Acquire load of the futex word.
         signal.futex.fetch_add(1, Ordering::Release);
-        futex::wake_all(&signal.futex);
+        futex::wake_one(&signal.futex);
     }
 }
 
@@ -661,7 +670,12 @@ impl Drop for Publisher {
         self.map.publisher().closed.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
         if self.map.signal().attention.load(Ordering::Relaxed) as u32 != 0 {
-            self.wake();
+            self.wakes += 1;
+            let signal = self.map.signal();
+            // Release partner: the sleeper's Acquire load of the futex word.
+            signal.futex.fetch_add(1, Ordering::Release);
+            // Closing is rare: every sleeper at once, no cascade needed.
+            futex::wake_all(&signal.futex);
         }
         // Nobody can put another file under the name meanwhile: replacing
         // this ring needs our publisher lock, released only below.
@@ -940,15 +954,20 @@ fn truncated() -> OfferError {
     OfferError::Corrupt("the ring file was truncated by another process".into())
 }
 
-/// Takes a dead (or departed) owner's sleeper count away from `attention`.
-pub(crate) fn reclaim_waiter(map: &Mapping, slot: &crate::mapping::Slot) {
+/// Takes a dead (or departed) owner's sleeper count away from `attention`
+/// (or the caller's own, on waking). Returns how many sleepers are still
+/// counted after that (the low half of `attention`; a hint, which a corrupt
+/// peer can only make wrong, costing a needless or a missing cascade hop).
+pub(crate) fn reclaim_waiter(map: &Mapping, slot: &crate::mapping::Slot) -> u32 {
+    let attention = &map.signal().attention;
     // Acquire partner: the sleeper's SeqCst store of `waiting` after its count
     // (wait.rs); taking the flag with a swap makes the count come
     // off exactly once, by whichever reclaimer or sleeper gets it.
     if slot.waiting.swap(0, Ordering::AcqRel) == 1 {
-        map.signal()
-            .attention
-            .fetch_sub(layout::ATTENTION_WAITER, Ordering::Relaxed);
+        let before = attention.fetch_sub(layout::ATTENTION_WAITER, Ordering::Relaxed);
+        (before as u32).wrapping_sub(1)
+    } else {
+        attention.load(Ordering::Relaxed) as u32
     }
 }
 

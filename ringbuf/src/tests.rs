@@ -464,6 +464,64 @@ fn blocking_wait_is_woken() {
     assert_eq!(t.join().unwrap(), 1000);
 }
 
+/// The wake-up cascade (`wait.rs`): 16 subscribers asleep in `Block`, whose
+/// sleeps never time out in this test, must each receive every message,
+/// while the publisher wakes one sleeper per commit. Before each offer all
+/// 16 are counted asleep, so each message needs the cascade to reach all of
+/// them; a lost wake-up is a hang, which the watchdog turns into a failure.
+#[test]
+fn every_sleeper_is_woken_through_the_cascade() {
+    const SUBS: u32 = 16;
+    const N: u32 = 300;
+    let _watchdog = conduit_test_util::watchdog("every_sleeper_is_woken_through_the_cascade", 120);
+    let d = TempDir::new();
+    let mut cfg = config(&d, 1 << 16);
+    cfg.max_subscribers = SUBS;
+    let mut p = Publisher::create("cascade", &cfg).unwrap();
+    let threads: Vec<_> = (0..SUBS)
+        .map(|_| {
+            let dir = d.0.clone();
+            std::thread::spawn(move || {
+                crate::wait::NO_SLEEP_TIMEOUT.with(|c| c.set(true));
+                let mut s = Subscriber::open("cascade", Some(&dir)).unwrap();
+                let mut next = 0u32;
+                while next < N {
+                    s.wait(WaitStrategy::Block, None).unwrap();
+                    s.poll(
+                        |t, b| {
+                            assert_eq!((t, b), (next, &next.to_le_bytes()[..]));
+                            next += 1;
+                        },
+                        usize::MAX,
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    while p.subscriber_count() < SUBS as usize {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..N {
+        // Every subscriber has read message i - 1 and is asleep again.
+        while !p.all_consumed() || p.sleepers() < SUBS {
+            std::thread::yield_now();
+        }
+        while p.offer(i, &i.to_le_bytes()).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    // One wake-up call per commit at most, whatever the number of sleepers.
+    assert!(
+        p.wake_calls() <= u64::from(N),
+        "{} wake calls",
+        p.wake_calls()
+    );
+}
+
 /// A second mapping of a ring file, for scribbling.
 struct Scribbler {
     ptr: *mut u8,

@@ -7,7 +7,38 @@
 //!    on it (`fence_mode`), else a SeqCst fence pairing with the publisher's;
 //! 4. re-check the commit word (Acquire);
 //! 5. `FUTEX_WAIT(futex, f)`, which returns at once if the publisher bumped
-//!    the word after (1).
+//!    the word after (1); the wait carries the bitset bit `1 << (f % 32)`
+//!    (the sleeper's *generation*);
+//! 6. on waking, take the count away (`reclaim_waiter`); if a `FUTEX_WAKE`
+//!    woke us and other sleepers are still counted, wake up to two sleepers
+//!    of *earlier* generations (`FUTEX_WAKE_BITSET` with every bit but that
+//!    of the word's current value), then go and read.
+//!
+//! The publisher wakes one sleeper per bump, not all: its cost does not grow
+//! with their number. Step (6) is the cascade that reaches the others. Why
+//! no sleeper is left asleep with data to read (the Dekker pair of (2)–(4)
+//! with the publisher's commit covers the sleepers that are not yet queued
+//! in the kernel):
+//! * a sleeper queued on an old value `f` was queued (and counted) before
+//!   the publisher's bump to `f + 1` (else the kernel, which compares the
+//!   word under its bucket lock, would have refused the wait), so before the
+//!   publisher's `FUTEX_WAKE`, so before every wake-up and hop that follows
+//!   it: whoever is woken sees that count in its `reclaim_waiter` RMW;
+//! * a woken sleeper always hops while others are counted, and a hop wakes
+//!   only sleepers of earlier generations, so as long as one of those is
+//!   queued, some woken thread is about to hop towards it: the tree ends
+//!   only when no sleeper of an earlier value is queued;
+//! * it does end: a sleeper that falls asleep after the bump waits with the
+//!   new value's bit, which the hops exclude; hops run only while bumps
+//!   (commits seen with a sleeper counted) leave sleepers behind.
+//!
+//! What the cascade does not cover, each bounded by the 20 ms re-check of
+//! every sleeper (`MAX_SLEEP`) or the publisher's next wake-up: a woken
+//! sleeper killed before its hop; a sleeper of an old value whose bit equals
+//! the current value's (the word moved by a multiple of 32 while it was
+//! queued and before a hop reached it). The price of the cascade is paid by
+//! the subscribers: the last of N sleepers is woken about log2(N) hops after
+//! the first instead of by the publisher's one call.
 //!
 //! The count is also flagged in the sleeper's slot (`waiting`): the sleeper
 //! swaps the flag back to 0 and takes its count away on waking, and so does
@@ -33,8 +64,19 @@ use std::time::{Duration, Instant};
 /// Spins before sleeping (`Block`): about 10–20 µs. `SpinYield` backs off
 /// with crossbeam's `Backoff` instead (spins of doubling length, then yields).
 const SPINS_BEFORE_SLEEP: u32 = 2048;
+/// Sleepers a woken sleeper wakes in turn (step (6)): the wake-up spreads
+/// as a binary tree, so the last of N sleepers is about log2(N) hops from
+/// the publisher's single `FUTEX_WAKE`.
+const CASCADE_FANOUT: i32 = 2;
 /// Longest sleep; a sleeper re-checks the publisher's liveness at least this often.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
+// Test builds only: set on a subscriber's thread, its sleeps never time
+// out, so a lost wake-up is a hang (which the test's watchdog reports)
+// instead of a 20 ms delay.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static NO_SLEEP_TIMEOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 /// Longest sleep when the asymmetric barrier is unavailable.
 const MAX_SLEEP_UNFENCED: Duration = Duration::from_millis(1);
 /// Sleep step while no ring is attached.
@@ -146,15 +188,30 @@ impl Subscriber {
             true
         };
         // (4)
+        let mut woken = false;
         if !self.ready() {
             let max = if fenced {
                 MAX_SLEEP
             } else {
                 MAX_SLEEP_UNFENCED
             };
+            #[cfg(test)]
+            let max = if NO_SLEEP_TIMEOUT.with(std::cell::Cell::get) {
+                Duration::from_secs(3600)
+            } else {
+                max
+            };
             // (5)
-            futex::wait(&signal.futex, f, left(max));
+            woken = futex::wait(&signal.futex, f, futex::generation_bit(f), left(max));
         }
-        reclaim_waiter(&c.map, c.slot());
+        let others = reclaim_waiter(&c.map, c.slot());
+        // (6) The cascade: a sleeper woken by a FUTEX_WAKE passes it on to
+        // sleepers of earlier futex values, before it reads its own data.
+        if woken && others != 0 {
+            // Relaxed: we were woken after the bump that woke us (through the
+            // futex call), so this reads that value or a later one.
+            let now = signal.futex.load(Ordering::Relaxed);
+            futex::wake_earlier(&signal.futex, CASCADE_FANOUT, now);
+        }
     }
 }

@@ -444,3 +444,52 @@ fn stopped_subscriber_evicted(publishers: u32) {
     // while the subscriber stays stopped.
     assert!(longest < after * 10, "longest stall {longest:?}");
 }
+
+/// The wake-up cascade across processes: 16 subscriber processes waiting in
+/// `Block` each receive every message. Before each offer every one of them
+/// has read the previous message and has had 1 ms to fall asleep again, so
+/// a message reaches them through the publisher's single `FUTEX_WAKE` and
+/// the cascade of the woken. (Here a lost wake-up costs a sleeper its 20 ms
+/// re-check; the ring's unit test `every_sleeper_is_woken_through_the_cascade`
+/// disables that re-check, so there a lost wake-up is a hang.)
+#[test]
+fn sixteen_sleeping_subscriber_processes_receive_every_message() {
+    let _watchdog = watchdog(
+        "sixteen_sleeping_subscriber_processes_receive_every_message",
+        180,
+    );
+    const SUBS: usize = 16;
+    const N: u64 = 300;
+    let dir = Scratch::new("cascade");
+    let mut cfg = config(&dir, 1 << 16);
+    cfg.max_subscribers = SUBS as u32;
+    let mut p = Publisher::create("cascade", &cfg).unwrap();
+    let count = N.to_string();
+    let subs: Vec<Peer> = (0..SUBS)
+        .map(|_| Peer::spawn(&["subscribe", "cascade", dir.arg(), &count, "block"]))
+        .collect();
+    while p.subscriber_count() < SUBS {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut buf = [0u8; 64];
+    for seq in 0..N {
+        while !p.all_consumed() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        let len = 16 + (seq % 7) as usize * 8;
+        fill(seq, &mut buf[..len]);
+        loop {
+            match p.offer(1, &buf[..len]) {
+                Ok(_) => break,
+                Err(OfferError::BackPressured) => std::thread::yield_now(),
+                Err(e) => panic!("offer {seq}: {e}"),
+            }
+        }
+    }
+    for s in subs {
+        s.expect_line(&format!("ok {N}"));
+        s.wait_success();
+    }
+    assert!(p.wake_calls() > 0, "no subscriber ever slept");
+}

@@ -40,6 +40,9 @@ pub(super) struct Multi {
     must_scan: bool,
     /// `history_joins` at our last look (see `history.rs`).
     seen_joins: u64,
+    /// The zeroed mark ran low at our last claim: zero ahead after the
+    /// commit (`zero_after_commit`) rather than before it.
+    zero_later: bool,
 }
 
 /// Lock word held by publisher `index` after `w`: next generation in the
@@ -124,6 +127,7 @@ fn become_first(p: &mut Publisher) -> Result<(), RingError> {
         blocked: None,
         must_scan: false,
         seen_joins: 0,
+        zero_later: false,
     });
     // Convert our write lock on the publisher byte to a shared one:
     // attachers take it shared too (they wait while it is exclusive). The
@@ -239,6 +243,7 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
             blocked: None,
             must_scan: true,
             seen_joins: 0,
+            zero_later: false,
         }),
     };
     // The slot's previous owner is dead (we hold its lock byte); a claim it
@@ -577,14 +582,21 @@ impl Publisher {
                 let g = &self.geometry;
                 marks.mark_shared(self.map.marks(g.max_subscribers, g.max_publishers), t);
             }
-            // Zeroing ahead is done by the lock holder only, below `limit`
-            // and beyond the tail: never a byte another publisher claimed.
-            self.zero_range((end + ZERO_AHEAD).min(self.limit).max(needed));
-            // Read under the lock only (the lock orders it).
-            self.map
-                .publisher()
-                .zeroed
-                .store(self.zeroed, Ordering::Relaxed);
+            if self.zeroed < needed {
+                // Zeroing ahead is done by the lock holder only, below `limit`
+                // and beyond the tail: never a byte another publisher claimed.
+                self.zero_range((end + ZERO_AHEAD).min(self.limit).max(needed));
+                // Read under the lock only (the lock orders it).
+                self.map
+                    .publisher()
+                    .zeroed
+                    .store(self.zeroed, Ordering::Relaxed);
+            } else if let Some(m) = self.multi.as_mut() {
+                // Enough for this record: the bulk of the zeroing waits until
+                // after the commit, off the path that makes it visible (as
+                // the single writer's `zero_ahead`).
+                m.zero_later = true;
+            }
         }
         let Some(m) = self.multi.as_ref() else {
             return Err(OfferError::Corrupt("not a multi-writer publisher".into()));
@@ -714,6 +726,71 @@ impl Publisher {
         if self.map.signal().attention.load(Ordering::Relaxed) as u32 != 0 {
             self.wake();
         }
+        if self.multi.as_ref().is_some_and(|m| m.zero_later) {
+            self.zero_after_commit();
+        }
+    }
+
+    /// Zeroes ahead of the shared tail after a commit, if the claim lock can
+    /// be had at once and nobody else asks for it (else the next claimer
+    /// zeroes, in `reserve`). Our pending claim is already cleared, so a
+    /// death in here leaves nothing to resolve; the zeroed mark moves only
+    /// after the bytes are zero.
+    #[cold]
+    #[inline(never)]
+    fn zero_after_commit(&mut self) {
+        let Some(m) = self.multi.as_mut() else {
+            return;
+        };
+        m.zero_later = false;
+        let index = m.index;
+        let pb = self.map.publisher();
+        let w = pb.claim_lock.load(Ordering::Relaxed);
+        // Relaxed: a hint, as in `lock_claims`.
+        if w as u32 != 0 || pb.claim_wanted.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        // Acquire partner: the previous holder's Release store in
+        // `unlock_claims`, as in `lock_claims`.
+        if pb
+            .claim_lock
+            .compare_exchange(w, lock_word(w, index), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let t = pb.claim_tail.load(Ordering::Relaxed);
+        let z = pb.zeroed.load(Ordering::Relaxed);
+        let joins = pb.history_joins.load(Ordering::Relaxed);
+        let history_moved =
+            self.marks.is_some() && self.multi.as_ref().is_some_and(|m| m.seen_joins != joins);
+        // The same checks as `reserve`; anything odd is left to it (it
+        // reports corruption, or rescans for a history joiner first).
+        let sane = t % RECORD_ALIGN as u64 == 0
+            && t < layout::MAX_POSITION
+            && z >= t
+            && z - t <= self.capacity;
+        if sane && !history_moved && !self.map.truncated() {
+            if self.evictor.is_some() {
+                // Release partner: as the fence in `reserve` (`evict.rs`).
+                fence(Ordering::Release);
+            }
+            self.tail = t;
+            self.zeroed = z;
+            // `limit` is as safe as in `reserve`: positions only move on,
+            // joiners start at the shared tail, history joiners are
+            // checked above.
+            let target = (t + ZERO_AHEAD).min(self.limit);
+            if target > z {
+                self.zero_range(target);
+                // Read under the lock only (the lock orders it).
+                self.map
+                    .publisher()
+                    .zeroed
+                    .store(self.zeroed, Ordering::Relaxed);
+            }
+        }
+        self.unlock_claims();
     }
 }
 

@@ -489,7 +489,7 @@ fn sixteen_sleeping_subscriber_processes_receive_every_message() {
     }
     for s in subs {
         s.expect_line(&format!("ok {N}"));
-        s.wait_success();
+        s.0.wait_success();
     }
     assert!(p.wake_calls() > 0, "no subscriber ever slept");
 }

@@ -28,6 +28,9 @@ pub(crate) struct Member {
     pub(crate) window: u64,
     pub(crate) tag: Option<u32>,
     pub(crate) last_heard: Instant,
+    /// Reported joined ([`Event::ReceiverJoined`](super::Event::ReceiverJoined)): its first
+    /// status after its acceptance arrived (the status carries its tag).
+    pub(crate) joined: bool,
 }
 
 /// A group sender's receiver set (bounded by [`MAX_RECEIVERS`]) and its pending unicast
@@ -125,6 +128,11 @@ impl Group {
         }
     }
 
+    /// Members reported joined.
+    pub(crate) fn joined(&self) -> usize {
+        self.members.iter().filter(|m| m.joined).count()
+    }
+
     /// When the next member expires.
     pub(crate) fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
         self.members.iter().map(|m| m.last_heard + timeout).min()
@@ -190,6 +198,7 @@ mod tests {
             window,
             tag,
             last_heard: at,
+            joined: false,
         }
     }
 

@@ -439,3 +439,33 @@ fn group_publication_sees_its_receivers_join_and_leave() {
     assert_eq!(publ.counters().receiver_events_dropped, 0);
     drop(stopped);
 }
+
+#[test]
+fn c_group_publisher_sees_its_receivers_join() {
+    let _w = watchdog("c receiver events", 300);
+    if in_fresh_netns("c_group_publisher_sees_its_receivers_join") {
+        return;
+    }
+    const MESSAGES: u64 = 1_000;
+    let dir = c_support::scratch("c-receivers");
+    let exe = c_support::compile("tests/c/interop.c", &dir, c_support::Link::Static);
+    let uri = "udp://239.7.7.14:41009?driver=socket&iface=127.0.0.1&ttl=1&min_receivers=2&flow=tagged&group_tag=0";
+    let sub_uri = "udp://239.7.7.14:41009?driver=socket&iface=127.0.0.1&group_tag=0";
+    let mut subs: Vec<Subscription> = (0..2)
+        .map(|_| Subscription::open(sub_uri).unwrap())
+        .collect();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["publish", uri, &MESSAGES.to_string()]);
+    let mut child = c_support::spawn(cmd, "C group publisher");
+    let end = Instant::now() + Duration::from_secs(120);
+    // Acknowledge until the C publisher's flush returns.
+    while child.try_wait().unwrap().is_none() {
+        for s in subs.iter_mut() {
+            let _ = s.poll(|_| {}, 256);
+        }
+        assert!(Instant::now() < end, "the C publisher did not finish");
+    }
+    let out = c_support::wait(child, "C group publisher");
+    let stdout = c_support::expect_success(&out, "C group publisher");
+    assert!(stdout.contains("receivers joined 2"), "{stdout}");
+}

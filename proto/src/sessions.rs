@@ -594,7 +594,8 @@ impl Sessions {
     }
 
     /// Closes every session: each sender gets a close frame (drain
-    /// [`poll_transmit`](Self::poll_transmit)).
+    /// [`poll_transmit`](Self::poll_transmit)), and each session reported joined is reported
+    /// gone ([`GoneReason::Closed`]).
     ///
     /// ```
     /// # use std::time::Instant;
@@ -603,8 +604,22 @@ impl Sessions {
     /// ```
     pub fn close(&mut self, now: Instant) {
         self.acceptor.close(now);
+        let mut gone = Vec::new();
         for s in &mut self.slots {
             s.rx.close(now);
+            if std::mem::take(&mut s.joined) {
+                gone.push(s.peer);
+            }
+        }
+        if let Some((peer, true)) = self.single {
+            self.single = Some((peer, false));
+            gone.push(peer);
+        }
+        for peer in gone {
+            self.push_session_event(SessionEvent::Gone {
+                peer,
+                reason: GoneReason::Closed,
+            });
         }
     }
 
@@ -653,7 +668,8 @@ impl Sessions {
             .chain(self.slots.iter().map(|s| (s.peer, s.rx.is_connected())))
     }
 
-    /// The stream position of a held session: everything before it was delivered.
+    /// The stream position of a held session: everything before it was delivered. `None`
+    /// once the session ended (a closed one is held until its last datagrams went out).
     ///
     /// ```
     /// # use std::time::Instant;
@@ -662,7 +678,9 @@ impl Sessions {
     /// assert_eq!(s.position(peer), None);
     /// ```
     pub fn position(&self, peer: Peer) -> Option<u64> {
-        self.receiver(peer).map(Receiver::position)
+        self.receiver(peer)
+            .filter(|r| r.has_session())
+            .map(Receiver::position)
     }
 
     /// The receiver of a held session.

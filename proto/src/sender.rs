@@ -1874,9 +1874,7 @@ impl Sender {
         let Some(g) = self.group.as_ref() else {
             return;
         };
-        let flow = self.config.flow;
-        let ready = g.ready(flow);
-        let bound = g.bound(flow);
+        let (ready, bound) = g.tally(self.config.flow);
         match self.state {
             SenderState::Connecting if ready => {
                 self.state = SenderState::Connected;

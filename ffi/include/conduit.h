@@ -47,6 +47,34 @@
  *  `size` set: `conduit_session_event e = CONDUIT_SESSION_EVENT_INIT;` */
 #define CONDUIT_SESSION_EVENT_INIT { (uint32_t)sizeof(conduit_session_event), 0, 0, 0, 0, 0, 0, { 0 } }
 
+/** A receiver event ready for `conduit_publication_next_receiver_event`,
+ *  `size` set: `conduit_receiver_event e = CONDUIT_RECEIVER_EVENT_INIT;` */
+#define CONDUIT_RECEIVER_EVENT_INIT { (uint32_t)sizeof(conduit_receiver_event), 0, 0, 0, 0, 0, 0, 0, { 0 } }
+
+/**
+ * `conduit_receiver_event::kind`: a receiver joined the group publication's
+ * receiver set (it accepted the session and its first status arrived).
+ */
+#define CONDUIT_RECEIVER_EVENT_JOINED 1
+
+/**
+ * `conduit_receiver_event::kind`: a receiver left the set; `reason` says
+ * why.
+ */
+#define CONDUIT_RECEIVER_EVENT_GONE 2
+
+/**
+ * `conduit_receiver_event::reason`: the receiver was silent past the
+ * receiver timeout (`receiver_timeout=`; it joins again if it comes back).
+ */
+#define CONDUIT_RECEIVER_GONE_TIMED_OUT 1
+
+/**
+ * `conduit_receiver_event::reason`: the receiver closed its subscription,
+ * or a restarted receiver at the same address replaced it.
+ */
+#define CONDUIT_RECEIVER_GONE_LEFT 2
+
 /**
  * Success.
  */
@@ -351,6 +379,54 @@ typedef struct conduit_counters {
 } conduit_counters;
 
 /**
+ * A change in the receiver set of a publication to a multicast group,
+ * filled by `conduit_publication_next_receiver_event`. Set `size` to
+ * `sizeof(conduit_receiver_event)` first (`CONDUIT_RECEIVER_EVENT_INIT`);
+ * the library fills as many bytes as `size` says (later versions append
+ * fields) and leaves `size` as it was.
+ */
+typedef struct conduit_receiver_event {
+    /**
+     * Size of the struct in bytes, set by the caller.
+     */
+    uint32_t size;
+    /**
+     * `CONDUIT_RECEIVER_EVENT_JOINED` or `CONDUIT_RECEIVER_EVENT_GONE`.
+     */
+    uint32_t kind;
+    /**
+     * `CONDUIT_RECEIVER_EVENT_GONE`: `CONDUIT_RECEIVER_GONE_TIMED_OUT` or
+     * `CONDUIT_RECEIVER_GONE_LEFT`; else 0.
+     */
+    uint32_t reason;
+    /**
+     * The receiver's random id (a new one when it restarts).
+     */
+    uint32_t receiver_id;
+    /**
+     * `CONDUIT_RECEIVER_EVENT_JOINED`: 1 when the receiver has a tag
+     * (`group_tag=`), in `tag`; else 0.
+     */
+    uint32_t has_tag;
+    /**
+     * The receiver's tag when `has_tag` is 1; else 0.
+     */
+    uint32_t tag;
+    /**
+     * The receiver's port (host byte order).
+     */
+    uint16_t port;
+    /**
+     * 4 (IPv4, the first 4 bytes of `addr`) or 6 (IPv6).
+     */
+    uint16_t family;
+    /**
+     * The receiver's unicast IP address, network byte order.
+     */
+    uint8_t addr[16];
+} conduit_receiver_event;
+
+/**
  * Called by `conduit_subscription_poll` for each message, in order, on the
  * polling thread. `data` points to `len` bytes valid only during the call
  * (copy what you keep); for `len == 0` it is a non-NULL pointer that must
@@ -634,8 +710,9 @@ int conduit_publication_is_connected(const struct conduit_publication *p);
 /**
  * Subscribers attached to `p` now: for shm, live subscriptions holding a
  * slot (dead ones are reaped first; an evicted one counts until it
- * leaves); for udp, 1 while the subscriber's session is connected, else 0.
- * A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
+ * leaves); for udp to one host, 1 while the subscriber's session is
+ * connected, else 0; for udp to a multicast group, the receivers in its set
+ * (see `conduit_publication_next_receiver_event`). A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
  * a claim open on `p`).
  *
  * Drives the publication's I/O and timers.
@@ -746,6 +823,24 @@ void conduit_publication_close_linger(struct conduit_publication *p, int64_t lin
  * `p` is NULL or a live publication, not used again afterwards.
  */
 void conduit_publication_close(struct conduit_publication *p);
+
+/**
+ * Takes the next receiver event of `p` (a publication to a multicast
+ * group: a receiver joined or left) into `*out`, as many bytes as
+ * `out->size` says. Drives `p` when none is queued. Returns 1 when an
+ * event was written, 0 when there is none (always for `shm:` and a `udp:`
+ * publication to one host), or `CONDUIT_INVALID_ARGUMENT` (NULL `p` or
+ * `out`, `out->size` under 16, a claim open on `p`). At most 256 events
+ * are queued; when they are not taken, the oldest are dropped.
+ *
+ * Threads: the thread currently using `p`.
+ *
+ * # Safety
+ * `p` is NULL or a live publication; `out` is NULL or points to a
+ * writable `conduit_receiver_event` whose `size` says how many bytes it has.
+ */
+int conduit_publication_next_receiver_event(struct conduit_publication *p,
+                                            struct conduit_receiver_event *out);
 
 /**
  * The name of status code `status` (`"CONDUIT_BACK_PRESSURED"`, ...):

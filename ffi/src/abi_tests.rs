@@ -756,3 +756,37 @@ fn udp_sources_and_session_events_reach_c() {
         conduit_subscription_close(s);
     }
 }
+
+#[test]
+fn receiver_events_are_size_first_and_none_for_one_host() {
+    let pub_uri = "udp://127.0.0.1:9?driver=socket\0";
+    // SAFETY: a NUL-terminated URI; the handle is closed below; the events
+    // are writable and sized.
+    unsafe {
+        let p = conduit_publication_open(pub_uri.as_ptr().cast());
+        assert!(!p.is_null(), "{}", last_error());
+        let mut ev = conduit_receiver_event {
+            size: size_of::<conduit_receiver_event>() as u32,
+            ..conduit_receiver_event::default()
+        };
+        assert_eq!(conduit_publication_next_receiver_event(p, &mut ev), 0);
+        let mut small = conduit_receiver_event {
+            size: 15,
+            ..conduit_receiver_event::default()
+        };
+        assert_eq!(
+            conduit_publication_next_receiver_event(p, &mut small),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("CONDUIT_RECEIVER_EVENT_INIT"));
+        assert_eq!(
+            conduit_publication_next_receiver_event(p, std::ptr::null_mut()),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            conduit_publication_next_receiver_event(std::ptr::null_mut(), &mut ev),
+            CONDUIT_INVALID_ARGUMENT
+        );
+        conduit_publication_close(p);
+    }
+}

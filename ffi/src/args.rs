@@ -100,3 +100,49 @@ pub(crate) fn timeout_ms(what: &str, ms: i64) -> Result<Duration, Failure> {
         .map(Duration::from_millis)
         .map_err(|_| Failure::invalid(format!("{what} is {ms} ms; it must be 0 or more")))
 }
+
+/// The `size` a C caller set in the size-first struct at `out` (its first
+/// field, a `u32`): refused when `out` is NULL or `size` is under `min`.
+/// `name` is the struct's C name and `init` its initialiser macro, for the
+/// message.
+///
+/// # Safety
+/// `out` is NULL or points to a struct of type `T` (starting with its `u32`
+/// size field), aligned for `T`.
+pub(crate) unsafe fn out_size<T>(
+    out: *mut T,
+    min: usize,
+    name: &str,
+    init: &str,
+) -> Result<usize, Failure> {
+    if out.is_null() {
+        return Err(Failure::invalid_static("out is NULL"));
+    }
+    // SAFETY: non-NULL and, by the contract, starts with a `u32` size
+    // field, aligned as the struct is.
+    let size = unsafe { out.cast::<u32>().read() } as usize;
+    if size < min {
+        return Err(Failure::invalid(format!(
+            "out->size is {size}; set it to sizeof({name}) first ({init})"
+        )));
+    }
+    Ok(size)
+}
+
+/// Writes `value` to the size-first struct at `out`: as many bytes as
+/// `size` (from [`out_size`]) says, at most `size_of::<T>()` (a caller
+/// built for an older, shorter struct gets its prefix), and leaves `size`
+/// as the caller set it.
+///
+/// # Safety
+/// `out` points to `size` writable bytes (at least 4), aligned for `T`,
+/// whose first field is the `u32` size.
+pub(crate) unsafe fn write_sized<T: Copy>(out: *mut T, value: T, size: usize) {
+    let n = size.min(size_of::<T>());
+    // SAFETY: `value` is a live local of at least `n` bytes; the caller
+    // guarantees `size >= n` writable bytes at `out`; they do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping((&raw const value).cast::<u8>(), out.cast::<u8>(), n) };
+    // SAFETY: `out` is aligned for `T`, whose first field is a `u32`, and
+    // at least 4 bytes are writable.
+    unsafe { out.cast::<u32>().write(size as u32) };
+}

@@ -29,6 +29,10 @@ pub use publication::{
     conduit_publication_is_connected, conduit_publication_max_message_len,
     conduit_publication_offer, conduit_publication_open, conduit_publication_try_claim,
 };
+pub use publication::{
+    conduit_publication_next_receiver_event, conduit_receiver_event, CONDUIT_RECEIVER_EVENT_GONE,
+    CONDUIT_RECEIVER_EVENT_JOINED, CONDUIT_RECEIVER_GONE_LEFT, CONDUIT_RECEIVER_GONE_TIMED_OUT,
+};
 pub use status::*;
 pub use subscription::{
     conduit_handler, conduit_subscription, conduit_subscription_close,

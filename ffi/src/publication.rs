@@ -339,8 +339,9 @@ pub unsafe extern "C" fn conduit_publication_is_connected(p: *const conduit_publ
 
 /// Subscribers attached to `p` now: for shm, live subscriptions holding a
 /// slot (dead ones are reaped first; an evicted one counts until it
-/// leaves); for udp, 1 while the subscriber's session is connected, else 0.
-/// A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
+/// leaves); for udp to one host, 1 while the subscriber's session is
+/// connected, else 0; for udp to a multicast group, the receivers in its set
+/// (see `conduit_publication_next_receiver_event`). A negative status for a bad call (`CONDUIT_INVALID_ARGUMENT`: NULL `p`,
 /// a claim open on `p`).
 ///
 /// Drives the publication's I/O and timers.
@@ -562,4 +563,134 @@ pub unsafe extern "C" fn conduit_publication_close_linger(
 pub unsafe extern "C" fn conduit_publication_close(p: *mut conduit_publication) {
     // SAFETY: same contract.
     unsafe { conduit_publication_close_linger(p, i64::from(CONDUIT_CLOSE_LINGER_MS)) }
+}
+
+/// `conduit_receiver_event::kind`: a receiver joined the group publication's
+/// receiver set (it accepted the session and its first status arrived).
+pub const CONDUIT_RECEIVER_EVENT_JOINED: u32 = 1;
+/// `conduit_receiver_event::kind`: a receiver left the set; `reason` says
+/// why.
+pub const CONDUIT_RECEIVER_EVENT_GONE: u32 = 2;
+/// `conduit_receiver_event::reason`: the receiver was silent past the
+/// receiver timeout (`receiver_timeout=`; it joins again if it comes back).
+pub const CONDUIT_RECEIVER_GONE_TIMED_OUT: u32 = 1;
+/// `conduit_receiver_event::reason`: the receiver closed its subscription,
+/// or a restarted receiver at the same address replaced it.
+pub const CONDUIT_RECEIVER_GONE_LEFT: u32 = 2;
+
+/// A change in the receiver set of a publication to a multicast group,
+/// filled by `conduit_publication_next_receiver_event`. Set `size` to
+/// `sizeof(conduit_receiver_event)` first (`CONDUIT_RECEIVER_EVENT_INIT`);
+/// the library fills as many bytes as `size` says (later versions append
+/// fields) and leaves `size` as it was.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct conduit_receiver_event {
+    /// Size of the struct in bytes, set by the caller.
+    pub size: u32,
+    /// `CONDUIT_RECEIVER_EVENT_JOINED` or `CONDUIT_RECEIVER_EVENT_GONE`.
+    pub kind: u32,
+    /// `CONDUIT_RECEIVER_EVENT_GONE`: `CONDUIT_RECEIVER_GONE_TIMED_OUT` or
+    /// `CONDUIT_RECEIVER_GONE_LEFT`; else 0.
+    pub reason: u32,
+    /// The receiver's random id (a new one when it restarts).
+    pub receiver_id: u32,
+    /// `CONDUIT_RECEIVER_EVENT_JOINED`: 1 when the receiver has a tag
+    /// (`group_tag=`), in `tag`; else 0.
+    pub has_tag: u32,
+    /// The receiver's tag when `has_tag` is 1; else 0.
+    pub tag: u32,
+    /// The receiver's port (host byte order).
+    pub port: u16,
+    /// 4 (IPv4, the first 4 bytes of `addr`) or 6 (IPv6).
+    pub family: u16,
+    /// The receiver's unicast IP address, network byte order.
+    pub addr: [u8; 16],
+}
+
+/// The smallest `conduit_receiver_event::size` accepted (through
+/// `receiver_id`).
+const RECEIVER_EVENT_MIN_SIZE: usize = 16;
+
+impl conduit_receiver_event {
+    fn of(e: conduit::ReceiverEvent) -> Option<conduit_receiver_event> {
+        let mut out = conduit_receiver_event::default();
+        let addr = match e {
+            conduit::ReceiverEvent::Joined {
+                addr,
+                receiver_id,
+                tag,
+            } => {
+                out.kind = CONDUIT_RECEIVER_EVENT_JOINED;
+                out.receiver_id = receiver_id;
+                out.has_tag = u32::from(tag.is_some());
+                out.tag = tag.unwrap_or(0);
+                addr
+            }
+            conduit::ReceiverEvent::Gone {
+                addr,
+                receiver_id,
+                reason,
+            } => {
+                out.kind = CONDUIT_RECEIVER_EVENT_GONE;
+                out.receiver_id = receiver_id;
+                out.reason = match reason {
+                    conduit::ReceiverGoneReason::TimedOut => CONDUIT_RECEIVER_GONE_TIMED_OUT,
+                    _ => CONDUIT_RECEIVER_GONE_LEFT,
+                };
+                addr
+            }
+            _ => return None,
+        };
+        (out.family, out.port, out.addr) = crate::subscription::c_addr(addr);
+        Some(out)
+    }
+}
+
+/// Takes the next receiver event of `p` (a publication to a multicast
+/// group: a receiver joined or left) into `*out`, as many bytes as
+/// `out->size` says. Drives `p` when none is queued. Returns 1 when an
+/// event was written, 0 when there is none (always for `shm:` and a `udp:`
+/// publication to one host), or `CONDUIT_INVALID_ARGUMENT` (NULL `p` or
+/// `out`, `out->size` under 16, a claim open on `p`). At most 256 events
+/// are queued; when they are not taken, the oldest are dropped.
+///
+/// Threads: the thread currently using `p`.
+///
+/// # Safety
+/// `p` is NULL or a live publication; `out` is NULL or points to a
+/// writable `conduit_receiver_event` whose `size` says how many bytes it has.
+#[no_mangle]
+pub unsafe extern "C" fn conduit_publication_next_receiver_event(
+    p: *mut conduit_publication,
+    out: *mut conduit_receiver_event,
+) -> c_int {
+    guard(
+        "conduit_publication_next_receiver_event",
+        |code| code,
+        || {
+            // SAFETY: the caller passes NULL or a sized `conduit_receiver_event`.
+            let size = unsafe {
+                args::out_size(
+                    out,
+                    RECEIVER_EVENT_MIN_SIZE,
+                    "conduit_receiver_event",
+                    "CONDUIT_RECEIVER_EVENT_INIT",
+                )
+            }?;
+            // SAFETY: the caller passes NULL or a live publication.
+            let handle = unsafe { PublicationHandle::from_ptr(p) }?;
+            let event = handle.with_publication(|p| {
+                Ok(std::iter::from_fn(|| p.poll_receiver_event())
+                    .find_map(conduit_receiver_event::of))
+            })?;
+            let Some(full) = event else {
+                return Ok(0);
+            };
+            // SAFETY: `out` holds `size` writable bytes (the caller's
+            // contract, checked at least the minimum).
+            unsafe { args::write_sized(out, full, size) };
+            Ok(1)
+        },
+    )
 }

@@ -72,7 +72,7 @@ pub struct conduit_header {
 
 /// `(family, port, address bytes)` of a socket address, as the C structs
 /// carry it.
-fn c_addr(a: std::net::SocketAddr) -> (u16, u16, [u8; 16]) {
+pub(crate) fn c_addr(a: std::net::SocketAddr) -> (u16, u16, [u8; 16]) {
     let mut b = [0u8; 16];
     match a.ip() {
         std::net::IpAddr::V4(ip) => {
@@ -681,17 +681,15 @@ pub unsafe extern "C" fn conduit_subscription_next_session_event(
         "conduit_subscription_next_session_event",
         |code| code,
         || {
-            if out.is_null() {
-                return Err(Failure::invalid_static("out is NULL"));
-            }
-            // SAFETY: non-NULL and, by the contract, starts with a `u32`
-            // size field, aligned as the struct is.
-            let size = unsafe { out.cast::<u32>().read() } as usize;
-            if size < SESSION_EVENT_MIN_SIZE {
-                return Err(Failure::invalid(format!(
-                    "out->size is {size}; set it to sizeof(conduit_session_event) first (CONDUIT_SESSION_EVENT_INIT)"
-                )));
-            }
+            // SAFETY: the caller passes NULL or a sized `conduit_session_event`.
+            let size = unsafe {
+                args::out_size(
+                    out,
+                    SESSION_EVENT_MIN_SIZE,
+                    "conduit_session_event",
+                    "CONDUIT_SESSION_EVENT_INIT",
+                )
+            }?;
             // SAFETY: the caller passes NULL or a live subscription.
             let handle = unsafe { SubscriptionHandle::from_ptr(s) }?;
             let event = handle.with_subscription(|s| {
@@ -704,17 +702,12 @@ pub unsafe extern "C" fn conduit_subscription_next_session_event(
                 }
                 Ok(e)
             })?;
-            let Some(mut full) = event else {
+            let Some(full) = event else {
                 return Ok(0);
             };
-            full.size = size as u32;
-            let n = size.min(size_of::<conduit_session_event>());
-            // SAFETY: `full` is a live local of at least `n` bytes; the
-            // caller guarantees `out->size >= n` writable bytes at `out`;
-            // they do not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping((&raw const full).cast::<u8>(), out.cast::<u8>(), n)
-            };
+            // SAFETY: `out` holds `size` writable bytes (the caller's
+            // contract, checked at least the minimum).
+            unsafe { args::write_sized(out, full, size) };
             Ok(1)
         },
     )

@@ -14,6 +14,7 @@ pub mod receiver;
 pub mod ring;
 pub mod seeds;
 pub mod sender;
+pub mod sessions;
 pub mod uri;
 
 pub use input::Input;

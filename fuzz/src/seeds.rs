@@ -54,7 +54,78 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in counters_seeds() {
         out.push(("counters_file", name, bytes));
     }
+    for (name, p) in sessions_seeds() {
+        out.push(("sessions_datagram", name, p.0));
+    }
     out
+}
+
+/// Programs of the sessions target (its first byte picks 1, 2 or 3 places):
+/// the three senders connect and stream, with time passing, a sender
+/// restarting on its address, a sender going silent past the liveness
+/// timeout, and the senders closing.
+fn sessions_seeds() -> Vec<(String, Program)> {
+    // Every datagram in flight delivered, the answers too, a few times over
+    // (the cookie handshake takes two round trips).
+    let exchange = |p: &mut Program| {
+        for _ in 0..4 {
+            p.b(&[9]);
+        }
+    };
+    let offers = |p: &mut Program, senders: &[u8]| {
+        for &i in senders {
+            for (t, len) in [(1u32, 8u16), (2, 300), (3, 2000)] {
+                p.b(&[3, i])
+                    .b(&t.to_le_bytes())
+                    .b(&len.to_le_bytes())
+                    .b(&[i]);
+            }
+        }
+    };
+    let stream = |places: u8| {
+        let mut p = Program::default();
+        p.b(&[places]);
+        exchange(&mut p);
+        offers(&mut p, &[0, 1, 2]);
+        exchange(&mut p);
+        p.b(&[8]).b(&time(2));
+        exchange(&mut p);
+        p
+    };
+    let mut seeds = Vec::new();
+    for places in 0..3u8 {
+        seeds.push((format!("stream-{}-places", places + 1), stream(places)));
+    }
+    // Sender 0 restarts on its address: its new session replaces the old.
+    let mut p = stream(1);
+    p.b(&[10, 0]);
+    exchange(&mut p);
+    offers(&mut p, &[0]);
+    exchange(&mut p);
+    seeds.push(("restart".to_string(), p));
+    // Sender 2 goes silent past the liveness timeout while the others go on;
+    // every place taken, it comes back.
+    let mut p = stream(1);
+    for _ in 0..4 {
+        p.b(&[8]).b(&time(100));
+        offers(&mut p, &[0, 1]);
+        exchange(&mut p);
+    }
+    p.b(&[8]).b(&time(3000));
+    offers(&mut p, &[2]);
+    exchange(&mut p);
+    seeds.push(("timeout".to_string(), p));
+    // Lost and reordered datagrams, then the senders close.
+    let mut p = stream(2);
+    offers(&mut p, &[1, 2]);
+    p.b(&[7, 1, 7, 3, 4, 2, 255, 6, 0]).b(&[8]).b(&time(5));
+    exchange(&mut p);
+    p.b(&[11, 1, 0, 11, 1, 1]);
+    exchange(&mut p);
+    p.b(&[11, 0]);
+    exchange(&mut p);
+    seeds.push(("loss-and-close".to_string(), p));
+    seeds
 }
 
 /// Counters files: two slots in use (whole file, form byte 1), and the same

@@ -12,6 +12,7 @@ const TARGETS: &[(&str, Run)] = &[
     ("uri_parse", conduit_fuzz::uri::run),
     ("ring_scribble", conduit_fuzz::ring::run),
     ("counters_file", conduit_fuzz::counters::run),
+    ("sessions_datagram", conduit_fuzz::sessions::run),
 ];
 
 fn corpus() -> &'static Path {
@@ -63,6 +64,10 @@ fn seeds_reach_the_data_paths() {
         conduit_fuzz::counters::slots(&read("counters_file", "seed-two-slots")),
         2
     );
+    for seed in ["seed-stream-3-places", "seed-restart", "seed-timeout"] {
+        let n = conduit_fuzz::sessions::delivered(&read("sessions_datagram", seed));
+        assert!(n > 2 * 2308, "{seed}: {n} bytes delivered");
+    }
 }
 
 #[test]

@@ -52,17 +52,20 @@ pub enum Event {
     /// One end has a key and the other none, or the keys differ: the ends cannot talk.
     /// Reported once per peer; nothing else changes (the evidence is unauthenticated).
     KeyMismatch,
-    /// Sender with a group destination: a receiver joined the receiver set (its session was
-    /// accepted).
+    /// Sender with a group destination: a receiver joined the receiver set: it accepted the
+    /// session, and its first status since arrived (which says its tag).
     ReceiverJoined {
         /// The receiver's random id.
         receiver_id: u32,
         /// Its unicast address.
         addr: std::net::SocketAddr,
+        /// Its flow tag (`group_tag=`), if it has one.
+        tag: Option<u32>,
     },
-    /// Sender with a group destination: a receiver left the receiver set: silent for
-    /// [`Config::receiver_timeout`](super::Config::receiver_timeout) (`timed_out`), or closed.
-    /// It no longer bounds the flow window.
+    /// Sender with a group destination: a receiver reported joined left the receiver set:
+    /// silent for [`Config::receiver_timeout`](super::Config::receiver_timeout) (`timed_out`),
+    /// closed, or replaced by a restarted receiver at its address. It no longer bounds the
+    /// flow window.
     ReceiverGone {
         /// The receiver's random id.
         receiver_id: u32,

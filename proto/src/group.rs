@@ -28,6 +28,9 @@ pub(crate) struct Member {
     pub(crate) window: u64,
     pub(crate) tag: Option<u32>,
     pub(crate) last_heard: Instant,
+    /// Reported joined ([`Event::ReceiverJoined`](super::Event::ReceiverJoined)): its first
+    /// status after its acceptance arrived (the status carries its tag).
+    pub(crate) joined: bool,
 }
 
 /// A group sender's receiver set (bounded by [`MAX_RECEIVERS`]) and its pending unicast
@@ -125,6 +128,11 @@ impl Group {
         }
     }
 
+    /// Members reported joined.
+    pub(crate) fn joined(&self) -> usize {
+        self.members.iter().filter(|m| m.joined).count()
+    }
+
     /// When the next member expires.
     pub(crate) fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
         self.members.iter().map(|m| m.last_heard + timeout).min()
@@ -138,30 +146,27 @@ impl Group {
         }
     }
 
-    /// Whether enough receivers count for the sender to send.
-    pub(crate) fn ready(&self, flow: FlowStrategy) -> bool {
-        let n = self
-            .members
-            .iter()
-            .filter(|m| Group::counts(flow, m))
-            .count();
-        match flow {
+    /// In one walk of the set: whether enough receivers count for the sender to send, and
+    /// the acknowledged position and send limit the counting members allow: `Min` and
+    /// `Tagged` the slowest (`min position`, `min(position + window)`), `Max` the fastest
+    /// (`None` when no member counts).
+    pub(crate) fn tally(&self, flow: FlowStrategy) -> (bool, Option<(u64, u64)>) {
+        let mut n = 0usize;
+        let mut bound: Option<(u64, u64)> = None;
+        for m in self.members.iter().filter(|m| Group::counts(flow, m)) {
+            n += 1;
+            let (p, l) = (m.position, m.position + m.window);
+            bound = Some(match (bound, flow) {
+                (None, _) => (p, l),
+                (Some((bp, bl)), FlowStrategy::Max) => (bp.max(p), bl.max(l)),
+                (Some((bp, bl)), _) => (bp.min(p), bl.min(l)),
+            });
+        }
+        let ready = match flow {
             FlowStrategy::Tagged { min_receivers, .. } => n >= (min_receivers as usize).max(1),
             _ => n >= 1,
-        }
-    }
-
-    /// The acknowledged position and the send limit the counting members allow: `Min` and
-    /// `Tagged` the slowest (`min position`, `min(position + window)`), `Max` the fastest.
-    /// `None` when no member counts.
-    pub(crate) fn bound(&self, flow: FlowStrategy) -> Option<(u64, u64)> {
-        let mut it = self.members.iter().filter(|m| Group::counts(flow, m));
-        let first = it.next()?;
-        let init = (first.position, first.position + first.window);
-        Some(it.fold(init, |(p, l), m| match flow {
-            FlowStrategy::Max => (p.max(m.position), l.max(m.position + m.window)),
-            _ => (p.min(m.position), l.min(m.position + m.window)),
-        }))
+        };
+        (ready, bound)
     }
 }
 
@@ -190,6 +195,7 @@ mod tests {
             window,
             tag,
             last_heard: at,
+            joined: false,
         }
     }
 
@@ -197,20 +203,20 @@ mod tests {
     fn strategies_bound_by_slowest_fastest_or_tagged() {
         let t0 = Instant::now();
         let mut g = Group::new();
-        assert_eq!(g.bound(FlowStrategy::Min), None);
+        assert_eq!(g.tally(FlowStrategy::Min).1, None);
         g.upsert(member(1, 100, 1000, None, t0)).unwrap();
         g.upsert(member(2, 300, 1000, Some(7), t0)).unwrap();
-        assert_eq!(g.bound(FlowStrategy::Min), Some((100, 1100)));
-        assert_eq!(g.bound(FlowStrategy::Max), Some((300, 1300)));
+        assert_eq!(g.tally(FlowStrategy::Min).1, Some((100, 1100)));
+        assert_eq!(g.tally(FlowStrategy::Max).1, Some((300, 1300)));
         let tagged = FlowStrategy::Tagged {
             tag: 7,
             min_receivers: 2,
         };
-        assert_eq!(g.bound(tagged), Some((300, 1300)));
-        assert!(!g.ready(tagged), "one tagged receiver of two");
+        assert_eq!(g.tally(tagged).1, Some((300, 1300)));
+        assert!(!g.tally(tagged).0, "one tagged receiver of two");
         g.upsert(member(3, 200, 1000, Some(7), t0)).unwrap();
-        assert!(g.ready(tagged));
-        assert_eq!(g.bound(tagged), Some((200, 1200)));
+        assert!(g.tally(tagged).0);
+        assert_eq!(g.tally(tagged).1, Some((200, 1200)));
     }
 
     #[test]

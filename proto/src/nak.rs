@@ -166,7 +166,10 @@ impl Gaps {
     }
 
     /// Collects the gaps whose timer is due into `out` (at most `max`), and re-arms each with
-    /// back-off: first retry after `base`, doubling up to `max_retry`.
+    /// back-off: first retry after `base`, doubling up to `max_retry`, plus `jitter()` (a group
+    /// receiver's random delay, so the retries of receivers missing the same repair do not go
+    /// out together).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn due(
         &mut self,
         position: u64,
@@ -175,6 +178,7 @@ impl Gaps {
         max_retry: Duration,
         out: &mut Vec<(u64, u64)>,
         max: usize,
+        mut jitter: impl FnMut() -> Duration,
     ) {
         let mut prev = position;
         let backoff = |retry: Duration| {
@@ -193,7 +197,7 @@ impl Gaps {
                     out.push((prev, r.start));
                 }
                 r.retry = backoff(r.retry);
-                r.nak_at = now + r.retry;
+                r.nak_at = now + r.retry + jitter();
             }
             prev = r.end;
         }
@@ -203,25 +207,33 @@ impl Gaps {
             } else if at <= now && out.len() < max {
                 out.push((prev, self.tail_end));
                 let retry = backoff(retry);
-                self.tail_nak_at = Some((now + retry, retry));
+                self.tail_nak_at = Some((now + retry + jitter(), retry));
             }
         }
     }
 
     /// Holds the NAK timers of the gaps (from `position` on) that overlap `[from, to)` until
-    /// at least `until`: another receiver of the group asked for them and the repair is on
-    /// its way (NAK suppression).
-    pub(crate) fn suppress(&mut self, position: u64, from: u64, to: u64, until: Instant) {
+    /// at least `until + jitter()`: another receiver of the group asked for them and the
+    /// repair is on its way (NAK suppression). The random `jitter` (drawn per gap) keeps
+    /// the receivers that all heard the echo from NAKing together when the repair is lost.
+    pub(crate) fn suppress(
+        &mut self,
+        position: u64,
+        from: u64,
+        to: u64,
+        until: Instant,
+        mut jitter: impl FnMut() -> Duration,
+    ) {
         let mut prev = position;
         for r in &mut self.ranges {
             if prev < r.start && prev < to && from < r.start {
-                r.nak_at = r.nak_at.max(until);
+                r.nak_at = r.nak_at.max(until + jitter());
             }
             prev = r.end;
         }
         if let Some((at, retry)) = self.tail_nak_at {
             if prev < self.tail_end && prev < to && from < self.tail_end {
-                self.tail_nak_at = Some((at.max(until), retry));
+                self.tail_nak_at = Some((at.max(until + jitter()), retry));
             }
         }
     }
@@ -345,15 +357,17 @@ mod tests {
         assert_eq!(g.insert(200, 250, t0, d), Insert::New);
         assert_eq!(g.first(), Some((100, 250)));
         let mut out = Vec::new();
-        g.due(0, t0, d, d * 100, &mut out, 32);
+        g.due(0, t0, d, d * 100, &mut out, 32, || Duration::ZERO);
         assert!(out.is_empty());
-        g.due(0, t0 + d, d, d * 100, &mut out, 32);
+        g.due(0, t0 + d, d, d * 100, &mut out, 32, || Duration::ZERO);
         assert_eq!(out, vec![(0, 100), (250, 300)]);
         out.clear();
-        g.due(0, t0 + d + d / 2, d, d * 100, &mut out, 32);
+        g.due(0, t0 + d + d / 2, d, d * 100, &mut out, 32, || {
+            Duration::ZERO
+        });
         assert!(out.is_empty(), "backed off");
         g.set_tail(0, 500, t0, d);
-        g.due(0, t0 + d * 10, d, d * 100, &mut out, 32);
+        g.due(0, t0 + d * 10, d, d * 100, &mut out, 32, || Duration::ZERO);
         assert_eq!(out, vec![(0, 100), (250, 300), (400, 500)]);
     }
 
@@ -366,13 +380,39 @@ mod tests {
         g.insert(300, 400, t0, d);
         g.set_tail(0, 500, t0, d);
         let later = t0 + d * 20;
-        g.suppress(0, 220, 260, later);
+        g.suppress(0, 220, 260, later, || Duration::ZERO);
         let mut out = Vec::new();
-        g.due(0, t0 + d, d, d * 100, &mut out, 32);
+        g.due(0, t0 + d, d, d * 100, &mut out, 32, || Duration::ZERO);
         assert_eq!(out, vec![(0, 100), (400, 500)], "the gap 200..300 waits");
         out.clear();
-        g.due(0, later, d, d * 100, &mut out, 32);
+        g.due(0, later, d, d * 100, &mut out, 32, || Duration::ZERO);
         assert!(out.contains(&(200, 300)));
+    }
+
+    #[test]
+    fn retries_and_held_gaps_add_the_jitter() {
+        let t0 = Instant::now();
+        let d = Duration::from_micros(50);
+        let j = Duration::from_micros(30);
+        let mut g = Gaps::new();
+        g.insert(100, 200, t0, d);
+        let mut out = Vec::new();
+        g.due(0, t0 + d, d, d * 100, &mut out, 32, || j);
+        assert_eq!(out, vec![(0, 100)]);
+        out.clear();
+        // Retry after `base` (d) plus the jitter.
+        g.due(0, t0 + d * 2, d, d * 100, &mut out, 32, || j);
+        assert!(out.is_empty(), "the retry waits for its jitter");
+        g.due(0, t0 + d * 2 + j, d, d * 100, &mut out, 32, || j);
+        assert_eq!(out, vec![(0, 100)]);
+        out.clear();
+        // An echo holds the gap until `until` plus the jitter.
+        let until = t0 + d * 40;
+        g.suppress(0, 0, 100, until, || j);
+        g.due(0, until, d, d * 100, &mut out, 32, || j);
+        assert!(out.is_empty(), "held past the echo's hold by the jitter");
+        g.due(0, until + j, d, d * 100, &mut out, 32, || j);
+        assert_eq!(out, vec![(0, 100)]);
     }
 
     #[test]

@@ -1214,6 +1214,9 @@ impl Receiver {
             };
             return Some((to, frame::write(buf, &c)?));
         }
+        // The random NAK retry delays of a group session (read before the session is
+        // borrowed).
+        let spread = self.group_nak_spread();
         let s = self.session.as_mut()?;
         if !s.connected || s.failed {
             return None;
@@ -1235,6 +1238,7 @@ impl Receiver {
             let max_ranges =
                 ((buf.len() - size_of::<frame::NakHeader>()) / 16).min(frame::MAX_NAK_RANGES);
             self.nak_ranges.clear();
+            let rng = &mut self.rng;
             self.gaps.due(
                 s.position,
                 now,
@@ -1242,6 +1246,7 @@ impl Receiver {
                 self.config.nak_retry_max,
                 &mut self.nak_ranges,
                 max_ranges,
+                || group_jitter(rng, spread),
             );
             if !self.nak_ranges.is_empty() {
                 // A fresh nonce per NAK: only the sender, who receives it, can confirm loss.
@@ -1340,19 +1345,26 @@ impl Receiver {
     }
 
     /// The delay before the first NAK of a new gap: [`Config::nak_delay`], and on a group
-    /// session a random delay on top (`group_nak_delay` over
-    /// `T = min(group_nak_backoff, max(16 * rtt, nak_delay))`).
+    /// session a random delay on top (see [`group_nak_spread`](Self::group_nak_spread)).
     fn gap_nak_delay(&mut self) -> Duration {
-        let base = self.config.nak_delay;
+        let spread = self.group_nak_spread();
+        self.config.nak_delay + group_jitter(&mut self.rng, spread)
+    }
+
+    /// On a group session, the bound `T = min(group_nak_backoff, max(16 * rtt, nak_delay))` and
+    /// the group size estimate of the random NAK delays (`group_nak_delay`): before a gap's
+    /// first NAK, before each retry, and past an echo's hold. `None` on a unicast session.
+    fn group_nak_spread(&self) -> Option<(Duration, u32)> {
         if !self.group {
-            return base;
+            return None;
         }
         let max = self.config.group_nak_backoff;
+        let base = self.config.nak_delay;
         let t = self
             .rtt
             .smoothed()
             .map_or(max, |r| (r * 16).max(base).min(max));
-        base + super::group::group_nak_delay(&mut self.rng, t, self.config.group_size_estimate)
+        Some((t, self.config.group_size_estimate))
     }
 
     /// A status with this receiver's tag (version 3).
@@ -1381,12 +1393,23 @@ impl Receiver {
             .timeout(Duration::from_millis(1))
             .max(self.config.nak_delay);
         let position = self.position();
+        let spread = self.group_nak_spread();
         for r in ranges {
             let (from, to) = (r.from.get(), r.to.get());
             if from < to && to <= MAX_POSITION {
-                self.gaps.suppress(position, from, to, now + hold);
+                let rng = &mut self.rng;
+                self.gaps
+                    .suppress(position, from, to, now + hold, || group_jitter(rng, spread));
             }
         }
         Ok(())
     }
+}
+
+/// A group receiver's random NAK delay over `spread` (see `Receiver::group_nak_spread`); zero
+/// on a unicast session.
+fn group_jitter(rng: &mut Rng, spread: Option<(Duration, u32)>) -> Duration {
+    spread.map_or(Duration::ZERO, |(t, n)| {
+        super::group::group_nak_delay(rng, t, n)
+    })
 }

@@ -432,7 +432,8 @@ impl Sender {
         self.group.is_some()
     }
 
-    /// Receivers in a group sender's set (0 for a unicast sender).
+    /// Receivers in a group sender's set that were reported joined
+    /// ([`Event::ReceiverJoined`]); 0 for a unicast sender.
     ///
     /// ```
     /// use std::time::Instant;
@@ -443,7 +444,7 @@ impl Sender {
     /// assert_eq!(tx.receivers(), 0);
     /// ```
     pub fn receivers(&self) -> usize {
-        self.group.as_ref().map_or(0, |g| g.members.len())
+        self.group.as_ref().map_or(0, |g| g.joined())
     }
 
     /// Receivers a group sender ignored because its set was full
@@ -903,6 +904,31 @@ impl Sender {
         }
     }
 
+    /// Reports what a setup reply refuses: a key mismatch (unauthenticated, plaintext: reported,
+    /// nothing changes) or a rejection (MTU or version). `Some(rejected)` when it refused,
+    /// `None` for any other reply.
+    fn report_refusal(&mut self, p: &frame::SetupReplyPrefix, flags: u16) -> Option<bool> {
+        if flags & frame::FLAG_KEY != 0 {
+            self.report_key_mismatch();
+            return Some(false);
+        }
+        if flags & frame::FLAG_REJECT == 0 {
+            return None;
+        }
+        if flags & frame::FLAG_MTU != 0 {
+            self.push_event(Event::MtuMismatch {
+                local: self.config.mtu,
+                remote: usize::from(p.mtu.get()),
+            });
+        } else {
+            self.push_event(Event::VersionMismatch {
+                local: self.config.versions,
+                remote: (p.min_version.get(), p.max_version.get()),
+            });
+        }
+        Some(true)
+    }
+
     fn on_reply(&mut self, now: Instant, bytes: &[u8], flags: u16) -> Result<(), DropReason> {
         let (p, _) =
             frame::SetupReplyPrefix::ref_from_prefix(bytes).map_err(|_| DropReason::Truncated)?;
@@ -910,23 +936,9 @@ impl Sender {
             return Err(DropReason::Duplicate);
         }
         let remote = (p.min_version.get(), p.max_version.get());
-        if flags & frame::FLAG_KEY != 0 {
-            // Unauthenticated (plaintext): report, change nothing.
-            self.report_key_mismatch();
-            return Ok(());
-        }
-        if flags & frame::FLAG_REJECT != 0 {
-            self.state = SenderState::Failed;
-            if flags & frame::FLAG_MTU != 0 {
-                self.push_event(Event::MtuMismatch {
-                    local: self.config.mtu,
-                    remote: usize::from(p.mtu.get()),
-                });
-            } else {
-                self.push_event(Event::VersionMismatch {
-                    local: self.config.versions,
-                    remote,
-                });
+        if let Some(rejected) = self.report_refusal(p, flags) {
+            if rejected {
+                self.state = SenderState::Failed;
             }
             return Ok(());
         }
@@ -1606,11 +1618,7 @@ impl Sender {
             return;
         }
         for m in gone {
-            self.push_event(Event::ReceiverGone {
-                receiver_id: m.id,
-                addr: m.addr,
-                timed_out: true,
-            });
+            self.member_gone(m, true);
         }
         self.group_changed(now);
     }
@@ -1677,11 +1685,7 @@ impl Sender {
                             }
                         }
                         if let Some(m) = self.group.as_mut().and_then(|g| g.remove(from)) {
-                            self.push_event(Event::ReceiverGone {
-                                receiver_id: m.id,
-                                addr: m.addr,
-                                timed_out: false,
-                            });
+                            self.member_gone(m, false);
                         }
                         self.group_changed(now);
                         Ok(())
@@ -1707,22 +1711,8 @@ impl Sender {
             return Err(DropReason::Unexpected);
         }
         let remote = (p.min_version.get(), p.max_version.get());
-        if flags & frame::FLAG_KEY != 0 {
-            self.report_key_mismatch();
-            return Ok(());
-        }
-        if flags & frame::FLAG_REJECT != 0 {
-            if flags & frame::FLAG_MTU != 0 {
-                self.push_event(Event::MtuMismatch {
-                    local: self.config.mtu,
-                    remote: usize::from(p.mtu.get()),
-                });
-            } else {
-                self.push_event(Event::VersionMismatch {
-                    local: self.config.versions,
-                    remote,
-                });
-            }
+        // A rejection by one receiver does not stop the group.
+        if self.report_refusal(p, flags).is_some() {
             return Ok(());
         }
         let (r, _) =
@@ -1774,29 +1764,20 @@ impl Sender {
             window,
             tag: None,
             last_heard: now,
+            joined: false,
         };
         let known = g.find(from).copied();
         if let Some(old) = known.filter(|o| o.id == m.id) {
             // The same receiver answering again: keep what its status said.
             m.tag = old.tag;
             m.position = m.position.max(old.position);
+            m.joined = old.joined;
         }
+        // It is reported joined with its first status (see `on_group_status`).
         match g.upsert(m) {
             Err(()) => return Ok(()),
-            Ok(Some(old)) if old.id == m.id => {}
-            Ok(old) => {
-                if let Some(old) = old {
-                    self.push_event(Event::ReceiverGone {
-                        receiver_id: old.id,
-                        addr: old.addr,
-                        timed_out: false,
-                    });
-                }
-                self.push_event(Event::ReceiverJoined {
-                    receiver_id: m.id,
-                    addr: from,
-                });
-            }
+            Ok(Some(old)) if old.id != m.id => self.member_gone(old, false),
+            Ok(_) => {}
         }
         self.version = version as u8;
         self.group_changed(now);
@@ -1840,8 +1821,28 @@ impl Sender {
         m.window = window;
         m.tag = tag;
         m.position = m.position.max(p);
+        if !m.joined {
+            m.joined = true;
+            let (receiver_id, addr) = (m.id, m.addr);
+            self.push_event(Event::ReceiverJoined {
+                receiver_id,
+                addr,
+                tag,
+            });
+        }
         self.group_changed(now);
         Ok(())
+    }
+
+    /// Reports a member that left the set, if it was reported joined.
+    fn member_gone(&mut self, m: Member, timed_out: bool) {
+        if m.joined {
+            self.push_event(Event::ReceiverGone {
+                receiver_id: m.id,
+                addr: m.addr,
+                timed_out,
+            });
+        }
     }
 
     /// The receiver set changed: recompute the flow bound, connect or disconnect.
@@ -1849,9 +1850,7 @@ impl Sender {
         let Some(g) = self.group.as_ref() else {
             return;
         };
-        let flow = self.config.flow;
-        let ready = g.ready(flow);
-        let bound = g.bound(flow);
+        let (ready, bound) = g.tally(self.config.flow);
         match self.state {
             SenderState::Connecting if ready => {
                 self.state = SenderState::Connected;

@@ -370,38 +370,19 @@ impl Sessions {
         while let Some(e) = self.slots[i].rx.poll_event() {
             let slot = &mut self.slots[i];
             let peer = slot.peer;
-            let ev = match &e {
-                Event::Connected { .. } if !slot.joined => {
+            let ev = match (&e, gone_reason(&e, slot.rx.is_failed())) {
+                (Event::Connected { .. }, _) if !slot.joined => {
                     slot.joined = true;
                     Some(SessionEvent::Joined { peer })
                 }
-                Event::PeerGone if slot.joined => {
+                // A close ends the session even when it was reported gone already.
+                (_, Some(reason)) if slot.joined || reason == GoneReason::Closed => {
                     slot.joined = false;
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::TimedOut,
-                    })
-                }
-                Event::Closed => {
-                    slot.joined = false;
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::Closed,
-                    })
-                }
-                Event::UnrecoverableLoss { .. } if slot.rx.is_failed() && slot.joined => {
-                    slot.joined = false;
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::Failed,
-                    })
+                    Some(SessionEvent::Gone { peer, reason })
                 }
                 _ => None,
             };
-            self.push_event(e);
-            if let Some(ev) = ev {
-                self.push_session_event(ev);
-            }
+            self.pass_on(e, ev);
         }
         let slot = &self.slots[i];
         if !slot.rx.has_session() && !slot.rx.transmit_pending() {
@@ -449,35 +430,23 @@ impl Sessions {
                         }
                     })
                 }
-                (Event::PeerGone, Some((peer, true))) => {
-                    self.single = Some((peer, false));
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::TimedOut,
-                    })
-                }
-                (Event::Closed, Some((peer, true))) => {
-                    self.single = Some((peer, false));
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::Closed,
-                    })
-                }
-                (Event::UnrecoverableLoss { .. }, Some((peer, true)))
-                    if self.acceptor.is_failed() =>
-                {
-                    self.single = Some((peer, false));
-                    Some(SessionEvent::Gone {
-                        peer,
-                        reason: GoneReason::Failed,
+                (_, Some((peer, true))) => {
+                    gone_reason(&e, self.acceptor.is_failed()).map(|reason| {
+                        self.single = Some((peer, false));
+                        SessionEvent::Gone { peer, reason }
                     })
                 }
                 _ => None,
             };
-            self.push_event(e);
-            if let Some(ev) = ev {
-                self.push_session_event(ev);
-            }
+            self.pass_on(e, ev);
+        }
+    }
+
+    /// Passes on a receiver's event, and the session change derived from it.
+    fn pass_on(&mut self, e: Event, change: Option<SessionEvent>) {
+        self.push_event(e);
+        if let Some(c) = change {
+            self.push_session_event(c);
         }
     }
 
@@ -625,7 +594,8 @@ impl Sessions {
     }
 
     /// Closes every session: each sender gets a close frame (drain
-    /// [`poll_transmit`](Self::poll_transmit)).
+    /// [`poll_transmit`](Self::poll_transmit)), and each session reported joined is reported
+    /// gone ([`GoneReason::Closed`]).
     ///
     /// ```
     /// # use std::time::Instant;
@@ -634,8 +604,22 @@ impl Sessions {
     /// ```
     pub fn close(&mut self, now: Instant) {
         self.acceptor.close(now);
+        let mut gone = Vec::new();
         for s in &mut self.slots {
             s.rx.close(now);
+            if std::mem::take(&mut s.joined) {
+                gone.push(s.peer);
+            }
+        }
+        if let Some((peer, true)) = self.single {
+            self.single = Some((peer, false));
+            gone.push(peer);
+        }
+        for peer in gone {
+            self.push_session_event(SessionEvent::Gone {
+                peer,
+                reason: GoneReason::Closed,
+            });
         }
     }
 
@@ -684,7 +668,8 @@ impl Sessions {
             .chain(self.slots.iter().map(|s| (s.peer, s.rx.is_connected())))
     }
 
-    /// The stream position of a held session: everything before it was delivered.
+    /// The stream position of a held session: everything before it was delivered. `None`
+    /// once the session ended (a closed one is held until its last datagrams went out).
     ///
     /// ```
     /// # use std::time::Instant;
@@ -693,7 +678,9 @@ impl Sessions {
     /// assert_eq!(s.position(peer), None);
     /// ```
     pub fn position(&self, peer: Peer) -> Option<u64> {
-        self.receiver(peer).map(Receiver::position)
+        self.receiver(peer)
+            .filter(|r| r.has_session())
+            .map(Receiver::position)
     }
 
     /// The receiver of a held session.
@@ -812,4 +799,15 @@ fn add(into: &mut Counters, c: &Counters) {
     into.last_gap = into.last_gap.max(*last_gap);
     into.last_unrecoverable = into.last_unrecoverable.max(*last_unrecoverable);
     into.not_connected += not_connected;
+}
+
+/// The end of a session a receiver's event reports, if it is one: silent past the liveness
+/// timeout, closed, or failed (`failed`: the receiver stopped on unrecoverable loss).
+fn gone_reason(e: &Event, failed: bool) -> Option<GoneReason> {
+    match e {
+        Event::PeerGone => Some(GoneReason::TimedOut),
+        Event::Closed => Some(GoneReason::Closed),
+        Event::UnrecoverableLoss { .. } if failed => Some(GoneReason::Failed),
+        _ => None,
+    }
 }

@@ -508,3 +508,40 @@ fn replays_from_spoofed_addresses_change_nothing() {
         Ok(())
     });
 }
+
+/// Closing the subscription's end reports every joined session gone (closed), and their
+/// positions are no longer given.
+#[test]
+fn closing_the_sessions_reports_each_joined_one_gone() {
+    let _w = watchdog("close all", 120);
+    let mut m = Multi::new(
+        5,
+        2,
+        Config::default(),
+        LinkConfig::perfect(Duration::from_micros(50)),
+        500,
+    );
+    m.run_until_done().unwrap();
+    let peers: Vec<conduit_proto::Peer> = (0..2)
+        .map(|i| conduit_proto::Peer {
+            addr: addr(i),
+            session_id: m.nodes[i].tx.session_id(),
+        })
+        .collect();
+    for &p in &peers {
+        assert!(m.rx.position(p).is_some());
+    }
+    m.rx.close(m.now);
+    let events: Vec<SessionEvent> = std::iter::from_fn(|| m.rx.poll_session_event()).collect();
+    for &peer in &peers {
+        assert!(
+            events.contains(&SessionEvent::Gone {
+                peer,
+                reason: GoneReason::Closed
+            }),
+            "{events:?}"
+        );
+        assert_eq!(m.rx.position(peer), None);
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+}

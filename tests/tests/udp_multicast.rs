@@ -15,7 +15,7 @@ mod c_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use conduit::{Error, Publication, Subscription};
+use conduit::{Error, Publication, ReceiverEvent, ReceiverGoneReason, Subscription};
 use conduit_test_util::watchdog;
 
 const INNER: &str = "CONDUIT_MCAST_NETNS_INNER";
@@ -357,4 +357,115 @@ fn publisher_cpu_with_four_subscriptions_and_one() {
         "publisher CPU per message ({total} messages, one host): 1 subscription {one:?}, 4 subscriptions {four:?} ({:.2}x)",
         four.as_secs_f64() / one.as_secs_f64().max(1e-12)
     );
+}
+
+/// The receiver events of `publ` so far, driving `subs` meanwhile.
+fn receiver_events(publ: &mut Publication, subs: &mut [&mut Subscription]) -> Vec<ReceiverEvent> {
+    for s in subs.iter_mut() {
+        s.poll(|_| {}, 64).unwrap();
+    }
+    std::iter::from_fn(|| publ.poll_receiver_event()).collect()
+}
+
+#[test]
+fn group_publication_sees_its_receivers_join_and_leave() {
+    let _w = watchdog("receiver events", 300);
+    if in_fresh_netns("group_publication_sees_its_receivers_join_and_leave") {
+        return;
+    }
+    let uri = "udp://239.7.7.13:41008?driver=socket&iface=127.0.0.1";
+    let mut live = Subscription::open(uri).unwrap();
+    let mut stopped = Subscription::open(&format!("{uri}&group_tag=9")).unwrap();
+    let mut publ = Publication::open(&format!("{uri}&flow=min&receiver_timeout=1s")).unwrap();
+    assert_eq!(publ.subscriber_count(), 0);
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        assert!(Instant::now() < end, "joined: {joined:?}");
+        for e in receiver_events(&mut publ, &mut [&mut live, &mut stopped]) {
+            match e {
+                ReceiverEvent::Joined { addr, tag, .. } => joined.push((addr, tag)),
+                e => panic!("{e:?} before both joined"),
+            }
+        }
+    }
+    assert_ne!(joined[0].0, joined[1].0, "one address per receiver");
+    let mut tags: Vec<_> = joined.iter().map(|j| j.1).collect();
+    tags.sort();
+    assert_eq!(tags, [None, Some(9)]);
+    assert_eq!(
+        publ.wait_for_subscribers(2, Duration::from_secs(5))
+            .unwrap(),
+        2
+    );
+
+    // One is never polled again (as if stopped): gone once the receiver
+    // timeout passes, while the other one keeps its place.
+    let silent_since = Instant::now();
+    let gone = loop {
+        assert!(Instant::now() < end, "no receiver timed out");
+        let events = receiver_events(&mut publ, &mut [&mut live]);
+        if let Some(e) = events.first() {
+            assert_eq!(events.len(), 1, "{events:?}");
+            break *e;
+        }
+    };
+    let ReceiverEvent::Gone { addr, reason, .. } = gone else {
+        panic!("{gone:?}");
+    };
+    assert_eq!(reason, ReceiverGoneReason::TimedOut);
+    let stopped_addr = joined.iter().find(|j| j.1 == Some(9)).unwrap().0;
+    assert_eq!(addr, stopped_addr, "the silent one timed out");
+    assert!(
+        silent_since.elapsed() >= Duration::from_secs(1),
+        "before the receiver timeout"
+    );
+    assert_eq!(publ.subscriber_count(), 1);
+
+    // The other one closes: it leaves at once.
+    let live_addr = joined.iter().find(|j| j.1.is_none()).unwrap().0;
+    drop(live);
+    let left = loop {
+        assert!(Instant::now() < end, "the closed receiver did not leave");
+        if let Some(e) = publ.poll_receiver_event() {
+            break e;
+        }
+    };
+    assert!(
+        matches!(left, ReceiverEvent::Gone { addr, reason: ReceiverGoneReason::Left, .. } if addr == live_addr),
+        "{left:?}"
+    );
+    assert_eq!(publ.subscriber_count(), 0);
+    assert_eq!(publ.counters().receiver_events_dropped, 0);
+    drop(stopped);
+}
+
+#[test]
+fn c_group_publisher_sees_its_receivers_join() {
+    let _w = watchdog("c receiver events", 300);
+    if in_fresh_netns("c_group_publisher_sees_its_receivers_join") {
+        return;
+    }
+    const MESSAGES: u64 = 1_000;
+    let dir = c_support::scratch("c-receivers");
+    let exe = c_support::compile("tests/c/interop.c", &dir, c_support::Link::Static);
+    let uri = "udp://239.7.7.14:41009?driver=socket&iface=127.0.0.1&ttl=1&min_receivers=2&flow=tagged&group_tag=0";
+    let sub_uri = "udp://239.7.7.14:41009?driver=socket&iface=127.0.0.1&group_tag=0";
+    let mut subs: Vec<Subscription> = (0..2)
+        .map(|_| Subscription::open(sub_uri).unwrap())
+        .collect();
+    let mut cmd = Command::new(&exe);
+    cmd.args(["publish", uri, &MESSAGES.to_string()]);
+    let mut child = c_support::spawn(cmd, "C group publisher");
+    let end = Instant::now() + Duration::from_secs(120);
+    // Acknowledge until the C publisher's flush returns.
+    while child.try_wait().unwrap().is_none() {
+        for s in subs.iter_mut() {
+            let _ = s.poll(|_| {}, 256);
+        }
+        assert!(Instant::now() < end, "the C publisher did not finish");
+    }
+    let out = c_support::wait(child, "C group publisher");
+    let stdout = c_support::expect_success(&out, "C group publisher");
+    assert!(stdout.contains("receivers joined 2"), "{stdout}");
 }

@@ -32,6 +32,9 @@ pub struct Counters {
     pub drops_by_reason: Vec<(&'static str, u64)>,
     /// The I/O driver in use (`"uring"`, `"socket"`), or `None` for `shm:`.
     pub driver: Option<&'static str>,
+    /// Receiver events a group publication dropped (the oldest) because the application did
+    /// not poll them ([`Publication::poll_receiver_event`]).
+    pub receiver_events_dropped: u64,
 }
 
 // One per handle, never moved on a hot path: variant sizes do not matter.
@@ -364,8 +367,10 @@ impl Publication {
 
     /// Subscribers attached now: for `shm:`, live subscriptions holding a
     /// slot (an evicted one still counts until it leaves; dead ones are
-    /// reaped first); for `udp:`, 1 while the subscriber's session is
-    /// connected, else 0. Also drives the channel's timers.
+    /// reaped first); for `udp:` to one host, 1 while the subscriber's
+    /// session is connected, else 0; for `udp:` to a multicast group, the
+    /// receivers in the publication's set (see [`ReceiverEvent`](crate::ReceiverEvent)).
+    /// Also drives the channel's timers.
     ///
     /// ```no_run
     /// # use conduit::Publication;
@@ -376,7 +381,34 @@ impl Publication {
     pub fn subscriber_count(&mut self) -> usize {
         match &mut self.inner {
             PubInner::Shm(p) => p.ring.subscriber_count(),
-            PubInner::Udp(p) => usize::from(p.is_connected()),
+            PubInner::Udp(p) => p.subscriber_count(),
+        }
+    }
+
+    /// The next change in the receiver set of a publication to a multicast
+    /// group: a receiver joined (with its tag) or left (timed out, or closed);
+    /// `None` when there is none, and always for `shm:` and a `udp:`
+    /// publication to one host. Drives the channel when none is queued.
+    /// Events are queued (at most [`MAX_RECEIVER_EVENTS`](crate::MAX_RECEIVER_EVENTS));
+    /// when the application does not poll them, the oldest are dropped and
+    /// counted ([`Counters::receiver_events_dropped`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), conduit::Error> {
+    /// let mut publ = conduit::Publication::open("udp://239.1.2.3:7000?iface=127.0.0.1")?;
+    /// loop {
+    ///     match publ.poll_receiver_event() {
+    ///         Some(conduit::ReceiverEvent::Joined { addr, .. }) => println!("{addr} joined"),
+    ///         Some(e) => println!("{e:?}"),
+    ///         None => std::thread::sleep(std::time::Duration::from_millis(10)),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn poll_receiver_event(&mut self) -> Option<crate::ReceiverEvent> {
+        match &mut self.inner {
+            PubInner::Shm(_) => None,
+            PubInner::Udp(p) => p.poll_receiver_event(),
         }
     }
 

@@ -97,6 +97,7 @@
 mod channel;
 mod error;
 mod message;
+mod receiver_event;
 mod shm;
 mod stats;
 pub mod udp;
@@ -113,3 +114,4 @@ pub use conduit_proto::GapPolicy;
 pub use conduit_ringbuf::WaitStrategy;
 pub use error::{code, Error};
 pub use message::{GoneReason, Message, Received, SessionEvent, Source, ViewError, MAX_ALIGN};
+pub use receiver_event::{ReceiverEvent, ReceiverGoneReason, MAX_RECEIVER_EVENTS};

@@ -69,8 +69,20 @@ static int publish(const char *uri, uint64_t n) {
         fprintf(stderr, "interop: flush: %s: %s\n", conduit_status_string(rc), conduit_last_error());
         return 1;
     }
+    /* A group publication saw its receivers join (0 for one host). */
+    conduit_receiver_event e = CONDUIT_RECEIVER_EVENT_INIT;
+    int joined = 0;
+    while ((rc = conduit_publication_next_receiver_event(p, &e)) == 1) {
+        if (e.kind == CONDUIT_RECEIVER_EVENT_JOINED) joined++;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "interop: receiver events: %s: %s\n", conduit_status_string(rc),
+                conduit_last_error());
+        return 1;
+    }
     conduit_publication_close(p);
     printf("published %llu\n", (unsigned long long)n);
+    printf("receivers joined %d\n", joined);
     return 0;
 }
 

@@ -456,6 +456,35 @@ static void test_subscriber_count_and_wait(void) {
     conduit_publication_close(p);
 }
 
+/* Receiver events: none for shm and for udp to one host; the struct is
+ * size-first. */
+static void test_receiver_events(void) {
+    char u[1024];
+    uri(u, sizeof u, "c_receivers", "&capacity=64k");
+    conduit_publication *p = conduit_publication_open(u);
+    conduit_publication *q = conduit_publication_open("udp://127.0.0.1:9?driver=socket");
+    CHECK(p != NULL && q != NULL);
+    if (!p || !q) return;
+    conduit_receiver_event e = CONDUIT_RECEIVER_EVENT_INIT;
+    CHECK(e.size == sizeof(conduit_receiver_event));
+    CHECK(conduit_publication_next_receiver_event(p, &e) == 0);
+    CHECK(conduit_publication_next_receiver_event(q, &e) == 0);
+    CHECK(e.size == sizeof(conduit_receiver_event) && e.kind == 0);
+    CHECK(conduit_publication_subscriber_count(q) == 0);
+    conduit_receiver_event small = CONDUIT_RECEIVER_EVENT_INIT;
+    small.size = 8;
+    CHECK_ERR(conduit_publication_next_receiver_event(q, &small), CONDUIT_INVALID_ARGUMENT,
+              "CONDUIT_RECEIVER_EVENT_INIT");
+    CHECK_ERR(conduit_publication_next_receiver_event(q, NULL), CONDUIT_INVALID_ARGUMENT,
+              "out is NULL");
+    CHECK_ERR(conduit_publication_next_receiver_event(NULL, &e), CONDUIT_INVALID_ARGUMENT,
+              "publication is NULL");
+    CHECK(CONDUIT_RECEIVER_EVENT_JOINED == 1 && CONDUIT_RECEIVER_EVENT_GONE == 2);
+    CHECK(CONDUIT_RECEIVER_GONE_TIMED_OUT == 1 && CONDUIT_RECEIVER_GONE_LEFT == 2);
+    conduit_publication_close(q);
+    conduit_publication_close(p);
+}
+
 struct header_inbox {
     int count;
     conduit_header h[8];
@@ -522,6 +551,7 @@ int main(int argc, char **argv) {
     test_close_from_handler();
     test_subscriber_count_and_wait();
     test_publishers_and_poll_ex();
+    test_receiver_events();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::proto::{self, Event, OfferError, Sender, SenderState};
+use crate::receiver_event::ReceiverEvents;
 use crate::uri::ChannelUri;
-use crate::{Counters, Error};
+use crate::{Counters, Error, ReceiverEvent};
 
 use super::endpoint::{Core, End, EndStats, Endpoint, Hold};
 use super::options::{tx_slots, UdpOptions};
@@ -42,6 +43,8 @@ pub(crate) struct PubEnd {
     sender: Sender,
     /// Sticky error from an event (version or MTU mismatch).
     failure: Option<Error>,
+    /// A group's receiver events for `poll_receiver_event` (bounded).
+    receiver_events: ReceiverEvents,
     /// Bytes offered since the last transmit (linger accounting).
     unsent: usize,
     /// With `linger`: send once this many bytes are waiting.
@@ -77,6 +80,7 @@ impl End for PubEnd {
             sent: c.messages,
             retransmitted: c.retransmitted,
             naks_received: c.naks_received,
+            receiver_events_dropped: self.receiver_events.dropped,
             ..base
         }
     }
@@ -183,6 +187,11 @@ impl Core<PubEnd> {
                 }
                 Event::MtuMismatch { local, remote } => {
                     end.failure = Some(Error::MtuMismatch { local, remote });
+                }
+                Event::ReceiverJoined { .. } | Event::ReceiverGone { .. } => {
+                    if let Some(r) = ReceiverEvent::from_proto(&e) {
+                        end.receiver_events.push(r);
+                    }
                 }
                 _ => {}
             }
@@ -393,6 +402,7 @@ impl UdpPublication {
             Ok(PubEnd {
                 sender,
                 failure: None,
+                receiver_events: ReceiverEvents::default(),
                 unsent: 0,
                 offers_since_transmit: 0,
                 // A GSO batch's worth, within a quarter of the window.
@@ -502,6 +512,31 @@ impl UdpPublication {
         self.ep.with(|c| {
             c.progress(Instant::now());
             c.end.sender.is_connected()
+        })
+    }
+
+    /// Subscribers: to a group, the receivers in the sender's set; to one
+    /// host, 1 while it is connected. Drives progress.
+    pub(crate) fn subscriber_count(&mut self) -> usize {
+        self.ep.with(|c| {
+            c.progress(Instant::now());
+            let s = &c.end.sender;
+            if s.is_group() {
+                s.receivers()
+            } else {
+                usize::from(s.is_connected())
+            }
+        })
+    }
+
+    /// The next receiver event of a group publication; drives progress when
+    /// none is queued.
+    pub(crate) fn poll_receiver_event(&mut self) -> Option<ReceiverEvent> {
+        self.ep.with(|c| {
+            if c.end.receiver_events.is_empty() {
+                c.progress(Instant::now());
+            }
+            c.end.receiver_events.pop()
         })
     }
 

@@ -56,6 +56,27 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// User and system CPU time of this process (all threads) so far, in
+/// microseconds, from `getrusage(RUSAGE_SELF)`; `(0, 0)` if it fails.
+///
+/// ```
+/// let (user, sys) = conduit_test_util::process_cpu_us();
+/// assert!(user + sys < u64::MAX);
+/// ```
+pub fn process_cpu_us() -> (u64, u64) {
+    // SAFETY: an all-zero `rusage` is a valid value of the plain C struct;
+    // `getrusage` writes one into it and reads nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+    };
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
 /// Whether io_uring can be set up here: `Ok` when the kernel (and any
 /// seccomp filter) lets this process create a ring of 8 entries, else the
 /// error that refused it.

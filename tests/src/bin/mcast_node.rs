@@ -12,9 +12,9 @@
 //!   before the first message); prints `connected`, sends COUNT messages
 //!   (with `pace=N`, at most N per millisecond), prints
 //!   `held seq=S ms=M` for every back-pressured stretch longer than
-//!   100 ms, prints `offered COUNT`, flushes, prints `sent COUNT`, `cpu sending_ms=T messages=COUNT`
-//!   (user + system time of the process while sending and flushing, from
-//!   `/proc/self/stat`) and its counters; with `done=`, it then keeps
+//!   100 ms, prints `offered COUNT`, flushes, prints `sent COUNT`,
+//!   `cpu sending_ms=T user_us=U sys_us=S messages=COUNT` (user and system
+//!   time of the process while sending and flushing, `getrusage`) and its counters; with `done=`, it then keeps
 //!   serving repairs and joins until PATH exists. With `pattern=c` it sends
 //!   the messages of `ffi/tests/c/interop.c` instead (type id `1000 + k % 7`,
 //!   length `k % 97`, byte j `(k * 31 + j) & 0xff`), for a C subscriber.
@@ -42,20 +42,6 @@ fn deadline_watch(secs: u64, what: &'static str) {
         eprintln!("mcast_node {what}: deadline of {secs}s reached");
         exit(3);
     });
-}
-
-/// User + system CPU time of this process (all threads) in milliseconds,
-/// from `/proc/self/stat` (clock ticks of 10 ms).
-fn cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return 0;
-    };
-    // After "pid (comm) ", field 3 (state) is index 0: utime and stime are
-    // fields 14 and 15, indices 11 and 12.
-    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) * 10
 }
 
 fn len_of(seq: u64) -> usize {
@@ -159,7 +145,7 @@ fn publisher(uri: &str, count: u64, o: &PubOpts<'_>) {
         std::thread::sleep(Duration::from_micros(200));
     }
     println!("connected");
-    let cpu0 = cpu_ms();
+    let cpu0 = conduit_test_util::process_cpu_us();
     let mut buf = [0u8; 200];
     let mut seq = 0u64;
     let mut held_since: Option<Instant> = None;
@@ -197,9 +183,13 @@ fn publisher(uri: &str, count: u64, o: &PubOpts<'_>) {
         eprintln!("publisher: flush: {e}");
         exit(1);
     }
-    let cpu = cpu_ms() - cpu0;
+    let cpu1 = conduit_test_util::process_cpu_us();
+    let (user, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     println!("sent {count}");
-    println!("cpu sending_ms={cpu} messages={count}");
+    println!(
+        "cpu sending_ms={} user_us={user} sys_us={sys} messages={count}",
+        (user + sys) / 1000
+    );
     print_counters("pub", &p.counters());
     while done.is_some() && !exists(done) {
         p.is_connected();

@@ -105,14 +105,33 @@ impl GroupTx {
     /// The socket beside `sock`'s bound one, for `m` (not joined).
     fn open(sock: &Socket, m: &super::sys::Multicast, cfg: &DriverConfig) -> io::Result<GroupTx> {
         let local = sock.local_addr()?;
+        // An interface named by its IPv4 address, the bound socket on the
+        // wildcard: bound to that address instead of `IP_MULTICAST_IF`, which
+        // picks the same interface and source address, but makes the kernel
+        // look the group up in the routing table on every send, where a
+        // bound source address leads it straight to its interface.
+        let by_addr = match (m.iface, local) {
+            (Some(super::sys::MulticastIface::Addr(a)), SocketAddr::V4(l))
+                if l.ip().is_unspecified() =>
+            {
+                Some(SocketAddr::from((a, l.port())))
+            }
+            _ => None,
+        };
         // As in `follow`: `SO_REUSEPORT` is on for the one bind beside.
         setsockopt_int(sock.fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-        let beside = socket_beside(local);
+        let beside = socket_beside(by_addr.unwrap_or(local));
         let cleared = setsockopt_int(sock.fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
         let beside = beside?;
         cleared?;
         let fd = beside.as_raw_fd();
-        super::sys::multicast_sender(fd, m)?;
+        if by_addr.is_some() {
+            let ttl = libc::c_int::from(m.ttl);
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl)?;
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 1)?;
+        } else {
+            super::sys::multicast_sender(fd, m)?;
+        }
         configure_socket(&beside, cfg)?;
         beside.connect(m.group)?;
         Ok(GroupTx {

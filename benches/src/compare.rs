@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(feature = "conduit")]
 use crate::channels::netns;
 use crate::channels::{cpus, Channel};
 use crate::error::{BenchError, Result};
@@ -178,12 +177,14 @@ impl UdpVsRaw {
 /// `udp-multicast` and `udp-netns` measured in the same two processes of
 /// one private network namespace, alternating blocks of round trips
 /// ([`crate::channels::udp::multicast_vs_unicast`]): multicast against
-/// unicast with everything else equal.
+/// unicast with everything else equal; or the kernel's floor for it,
+/// `udp-raw-multicast` against `udp-raw` in one namespace
+/// ([`crate::channels::udp_raw_multicast::multicast_vs_unicast`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MulticastVsUnicast {
-    /// The multicast half (`udp-multicast`).
+    /// The multicast half (`udp-multicast` or `udp-raw-multicast`).
     pub multicast: LatencyResult,
-    /// The unicast half (`udp-netns`).
+    /// The unicast half (`udp-netns` or `udp-raw`, in the namespace).
     pub unicast: LatencyResult,
     /// Round trips per block.
     pub block: u64,
@@ -194,7 +195,6 @@ pub struct MulticastVsUnicast {
 }
 
 impl MulticastVsUnicast {
-    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     fn new(multicast: LatencyResult, unicast: LatencyResult) -> Self {
         MulticastVsUnicast {
             block: PAIR_BLOCK,
@@ -328,10 +328,7 @@ pub fn run(
     // channel needs one): the channels that need one are skipped otherwise.
     let mut netns: Option<std::result::Result<(), String>> = None;
     let mut netns_ok = |report: &mut CompareReport, c: Channel| -> bool {
-        #[cfg(feature = "conduit")]
         let probe = || netns::probe().map_err(|e| e.to_string());
-        #[cfg(not(feature = "conduit"))]
-        let probe = || Ok(());
         match netns.get_or_insert_with(probe) {
             Ok(()) => true,
             Err(e) => {
@@ -361,6 +358,36 @@ pub fn run(
                 eprintln!("  {}: FAILED: {e}", c.name());
                 report.failures.push(Failure {
                     what: c.name().to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    let raw_m = Channel::UdpRawMulticast;
+    if latency_list.contains(&raw_m) && matches!(netns, Some(Ok(()))) {
+        // The kernel's floor: bare multicast against bare unicast,
+        // interleaved in one namespace (reported with the conduit pair).
+        let one = latency_config(raw_m, size, messages, warmup, None);
+        let cfg = LatencyConfig {
+            messages: 2 * one.messages,
+            warmup: 2 * one.warmup,
+            ..one
+        };
+        let what = format!("{} / udp-raw interleaved", raw_m.name());
+        match netns::run(|| crate::channels::udp_raw_multicast::multicast_vs_unicast(&cfg)) {
+            Ok((multicast, unicast)) => {
+                eprintln!(
+                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
+                );
+                report
+                    .multicast_vs_unicast
+                    .push(MulticastVsUnicast::new(multicast, unicast));
+            }
+            Err(e) => {
+                eprintln!("  {what}: FAILED: {e}");
+                report.failures.push(Failure {
+                    what,
                     error: e.to_string(),
                 });
             }
@@ -692,14 +719,17 @@ impl CompareReport {
             "conduit over UDP multicast (udp-multicast: group publication to group subscription each way, in a private network namespace) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
         );
         println!(
-            "{:<44} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
             "against", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
         );
         let line = |what: String, m: &LatencyResult, u: &LatencyResult| {
+            // The target is for conduit's multicast against unicast.
+            let judged = m.channel == Channel::UDP_MULTICAST.name()
+                && u.channel != Channel::UdpRawMulticast.name();
             let (m, u) = (&m.pct, &u.pct);
             let r50 = ratio(m.p50, u.p50 as f64);
             println!(
-                "{:<44} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
+                "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
                 what,
                 m.p50,
                 u.p50,
@@ -707,7 +737,7 @@ impl CompareReport {
                 m.p99,
                 u.p99,
                 fmt_ratio(ratio(m.p99, u.p99 as f64)),
-                if r50.is_some_and(|r| r > MULTICAST_P50_TARGET) {
+                if judged && r50.is_some_and(|r| r > MULTICAST_P50_TARGET) {
                     "  (above target)"
                 } else {
                     ""
@@ -715,9 +745,15 @@ impl CompareReport {
             );
         };
         for p in &self.multicast_vs_unicast {
+            let what = if p.multicast.channel == Channel::UDP_MULTICAST.name() {
+                "udp-netns".to_string()
+            } else {
+                // The kernel's floor (bare sockets, one namespace).
+                format!("{} vs {}", p.multicast.channel, p.unicast.channel)
+            };
             line(
                 format!(
-                    "udp-netns, interleaved ({} each)",
+                    "{what}, interleaved ({} each)",
                     short_count(p.multicast.messages)
                 ),
                 &p.multicast,
@@ -734,6 +770,10 @@ impl CompareReport {
                     };
                     line(format!("{name} ({place}), separate runs"), m, u);
                 }
+            }
+            if let Some(u) = row(Channel::UdpRawMulticast.name()) {
+                // What conduit adds to the bare multicast sockets.
+                line(format!("{} (bare), separate runs", u.channel), m, u);
             }
         }
     }

@@ -711,3 +711,60 @@ fn fanout_one_and_two_subscribers() {
         assert!(p50 > 0 && p50 <= p99, "{row}");
     }
 }
+
+/// `udp-raw-multicast` runs in a private network namespace, against the
+/// limit runs and interleaved with `udp-raw` in one namespace (the pair
+/// listed first in `multicast_vs_unicast`); the multicast table prints the
+/// pair, and `udp-multicast` against it. Where no namespace can be made,
+/// it is skipped with a warning and the run still succeeds.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_runs_udp_raw_multicast_against_udp_raw_in_a_namespace() {
+    let json_path = tmp("compare-raw-mcast.json");
+    let p = json_path.to_str().expect("utf-8");
+    let out = ok(&[
+        "compare",
+        "--channels",
+        "udp-multicast,udp-raw-multicast",
+        "--messages",
+        "3000",
+        "--no-throughput",
+        "--json",
+        p,
+    ]);
+    let json = read_json(&json_path);
+    let _ = std::fs::remove_file(&json_path);
+    let names: Vec<&str> = json["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["channel"].as_str().expect("name"))
+        .collect();
+    let pairs = json["multicast_vs_unicast"]
+        .as_array()
+        .expect("multicast_vs_unicast");
+    if !can_make_netns() {
+        println!("SKIP: no network namespace here; checking the skip instead");
+        assert!(names.is_empty() && pairs.is_empty(), "{json}");
+        assert!(
+            out.contains("udp-raw-multicast skipped: cannot make a private network namespace"),
+            "{out}"
+        );
+        return;
+    }
+    assert_eq!(names, ["udp-multicast", "udp-raw-multicast"], "{json}");
+    // udp-netns is not listed: only the bare pair.
+    assert_eq!(pairs.len(), 1, "{json}");
+    check_latency(&pairs[0]["multicast"], "udp-raw-multicast", 32, 3000);
+    check_latency(&pairs[0]["unicast"], "udp-raw", 32, 3000);
+    assert!(
+        json["peers"]["udp-raw-multicast"].as_str().is_some(),
+        "{json}"
+    );
+    for row in [
+        "udp-raw-multicast vs udp-raw, interleaved (3k each)",
+        "udp-raw-multicast (bare), separate runs",
+    ] {
+        assert!(out.contains(row), "no `{row}` in:\n{out}");
+    }
+}

@@ -968,11 +968,9 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         let window = self.config.window as u64;
-        let nak_delay = self.gap_nak_delay();
-        let Some(s) = self.session.as_mut() else {
+        let Some(position) = self.session.as_ref().map(|s| s.position) else {
             return Ok(());
         };
-        let position = s.position;
         // Data beyond the highest held leaves a new hole (a gap detected).
         let hole = p > self.gaps.high(position);
         if end <= position {
@@ -982,6 +980,8 @@ impl Receiver {
             return Err(DropReason::OutOfWindow);
         }
         if p > position {
+            // Out of order only: a group session draws the delay at random.
+            let nak_delay = self.gap_nak_delay();
             match self.gaps.insert(p, end, now, nak_delay) {
                 Insert::Duplicate => return Err(DropReason::Duplicate),
                 Insert::Full => return Err(DropReason::OutOfWindow),
@@ -1044,7 +1044,9 @@ impl Receiver {
         }
         self.counters.messages += messages;
         self.counters.bytes += bytes;
-        s.position = end;
+        if let Some(s) = self.session.as_mut() {
+            s.position = end;
+        }
         if self.gaps.first().is_some_and(|(start, _)| start <= end) {
             self.counters.gaps_repaired += 1;
         }

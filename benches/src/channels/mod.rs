@@ -6,7 +6,6 @@ pub mod conduit_api;
 pub mod crossbeam;
 pub mod iceoryx2;
 pub mod limit;
-#[cfg(feature = "conduit")]
 pub mod netns;
 #[cfg(feature = "conduit")]
 pub mod proto;
@@ -15,6 +14,7 @@ pub mod shm;
 #[cfg(feature = "conduit")]
 pub mod udp;
 pub mod udp_raw;
+pub mod udp_raw_multicast;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -57,6 +57,10 @@ pub enum Channel {
     /// Plain UDP sockets on loopback: the kernel limit for UDP, spinning
     /// (`udp-raw`) or asleep in `recv` (`udp-raw-block`).
     UdpRaw(Wait),
+    /// Plain UDP sockets through one multicast group each way on `lo` of a
+    /// private network namespace, spinning: the kernel limit for UDP
+    /// multicast (`udp-raw-multicast`).
+    UdpRawMulticast,
     /// conduit over UDP.
     Udp(Udp),
     /// conduit's protocol core alone, sender to receiver in memory, with no
@@ -226,6 +230,9 @@ impl Channel {
             ];
             for wait in [Wait::Spin, Wait::Block] {
                 v.push(Channel::UdpRaw(wait));
+                if wait == Wait::Spin {
+                    v.push(Channel::UdpRawMulticast);
+                }
                 for route in Route::ALL {
                     if !route.waits().contains(&wait) {
                         continue;
@@ -267,6 +274,7 @@ impl Channel {
             Channel::Iceoryx2 => "iceoryx2".to_string(),
             Channel::Iceoryx2Mpsc => "iceoryx2-mpsc".to_string(),
             Channel::UdpRaw(w) => format!("udp-raw{}", w.suffix()),
+            Channel::UdpRawMulticast => "udp-raw-multicast".to_string(),
             Channel::Udp(u) => {
                 format!("{}{}{}", u.route.name(), u.driver.suffix(), u.wait.suffix())
             }
@@ -311,7 +319,10 @@ impl Channel {
 
     /// Any UDP channel, conduit or the bare socket.
     pub fn is_udp(self) -> bool {
-        matches!(self, Channel::Udp(_) | Channel::UdpRaw(_))
+        matches!(
+            self,
+            Channel::Udp(_) | Channel::UdpRaw(_) | Channel::UdpRawMulticast
+        )
     }
 
     /// How the receivers wait.
@@ -329,7 +340,7 @@ impl Channel {
 
     /// Whether both processes run in a private network namespace.
     pub fn in_netns(self) -> bool {
-        matches!(self, Channel::Udp(u) if u.route.in_netns())
+        matches!(self, Channel::Udp(u) if u.route.in_netns()) || self == Channel::UdpRawMulticast
     }
 
     /// The bare-socket channel in the same wait mode: what a conduit UDP
@@ -354,9 +365,11 @@ impl Channel {
             Channel::Udp(u) => {
                 matches!(u.route, Route::Unicast | Route::Aead) && u.wait == Wait::Spin
             }
-            Channel::Limit(_) | Channel::Iceoryx2 | Channel::Iceoryx2Mpsc | Channel::UdpRaw(_) => {
-                false
-            }
+            Channel::Limit(_)
+            | Channel::Iceoryx2
+            | Channel::Iceoryx2Mpsc
+            | Channel::UdpRaw(_)
+            | Channel::UdpRawMulticast => false,
         }
     }
 
@@ -381,6 +394,7 @@ impl Channel {
             Channel::Crossbeam => crossbeam::latency(cfg),
             Channel::Iceoryx2 | Channel::Iceoryx2Mpsc => iceoryx2::latency(self, cfg),
             Channel::UdpRaw(_) => udp_raw::latency(self, cfg),
+            Channel::UdpRawMulticast => netns::run(|| udp_raw_multicast::latency(cfg)),
             #[cfg(feature = "conduit")]
             Channel::Udp(u) if u.route.in_netns() => netns::run(|| udp::latency(self, cfg)),
             #[cfg(feature = "conduit")]
@@ -539,6 +553,10 @@ pub const PEERS: &[(&str, &str)] = &[
     (
         "udp-raw",
         "non-blocking std UdpSocket on 127.0.0.1, send/recv one datagram per message, busy-spin (udp-raw-block: blocking recv)",
+    ),
+    (
+        "udp-raw-multicast",
+        "non-blocking std UdpSocket bound to and joined to group 239.255.1.N on 127.0.0.1, sending from a second socket connected to the other group, busy-spin; in a private network namespace set up as for udp-multicast",
     ),
 ];
 
@@ -781,6 +799,8 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         ("__pong", Channel::Limit(lines)) => limit::pong(args, lines, ready)?,
         ("__pong", Channel::Iceoryx2 | Channel::Iceoryx2Mpsc) => iceoryx2::pong(args, ready)?,
         ("__pong", Channel::UdpRaw(_)) => udp_raw::pong(args, ready)?,
+        ("__pong", Channel::UdpRawMulticast) => udp_raw_multicast::pong(args, false, ready)?,
+        ("__pong-pair", Channel::UdpRawMulticast) => udp_raw_multicast::pong(args, true, ready)?,
         #[cfg(feature = "conduit")]
         ("__pong", Channel::Shm | Channel::ShmMpsc | Channel::Udp(_)) => {
             conduit_api::pong(args, ready)?
@@ -850,8 +870,13 @@ mod tests {
         for name in NAMES_BEFORE_THE_PARTS {
             assert_eq!(Channel::parse(name).unwrap().name(), name);
         }
-        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 3);
-        for name in ["iceoryx2-mpsc", "udp-multicast", "udp-netns"] {
+        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 4);
+        for name in [
+            "iceoryx2-mpsc",
+            "udp-multicast",
+            "udp-netns",
+            "udp-raw-multicast",
+        ] {
             assert!(Channel::parse(name).is_ok(), "{name}");
         }
     }
@@ -874,6 +899,10 @@ mod tests {
         assert_eq!(p("udp-aead").raw_baseline(), Some(p("udp-raw")));
         assert_eq!(p("udp-multicast").raw_baseline(), None);
         assert!(p("udp-multicast").in_netns() && p("udp-netns").in_netns());
+        assert!(p("udp-raw-multicast").in_netns() && p("udp-raw-multicast").is_udp());
+        assert!(!p("udp-raw-multicast").is_conduit_udp() && !p("udp-raw").in_netns());
+        assert_eq!(p("udp-raw-multicast").raw_baseline(), None);
+        assert!(p("udp-raw-multicast").peer_config().is_some());
         assert!(!p("udp").in_netns());
         assert!(p("udp-raw-block").blocks() && !p("udp-raw").blocks());
         assert!(p("udp-multicast").is_udp() && p("udp-raw").is_udp());

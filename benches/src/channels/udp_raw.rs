@@ -14,7 +14,7 @@ use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd, BLOCK_SL
 use crate::report::LatencyResult;
 
 /// Largest UDP payload over IPv4.
-const MAX_DATAGRAM: usize = 65_507;
+pub(crate) const MAX_DATAGRAM: usize = 65_507;
 
 /// A socket on 127.0.0.1: non-blocking, or (`block`) blocking in `recv` for
 /// up to [`BLOCK_SLICE`] at a time.
@@ -33,7 +33,7 @@ fn port_of(s: &UdpSocket) -> Result<u16> {
     Ok(s.local_addr()?.port())
 }
 
-fn send_spin(s: &UdpSocket, msg: &[u8]) -> Result<()> {
+pub(crate) fn send_spin(s: &UdpSocket, msg: &[u8]) -> Result<()> {
     loop {
         match s.send(msg) {
             Ok(n) if n == msg.len() => return Ok(()),
@@ -44,7 +44,7 @@ fn send_spin(s: &UdpSocket, msg: &[u8]) -> Result<()> {
     }
 }
 
-fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> Result<Option<usize>> {
+pub(crate) fn try_recv(s: &UdpSocket, buf: &mut [u8]) -> Result<Option<usize>> {
     match s.recv(buf) {
         Ok(n) => Ok(Some(n)),
         // A blocking socket's read timeout is EAGAIN too.
@@ -113,7 +113,7 @@ impl PongEnd for Pong {
     }
 }
 
-fn check_size(size: usize) -> Result<()> {
+pub(crate) fn check_size(size: usize) -> Result<()> {
     if size > MAX_DATAGRAM {
         return Err(BenchError(format!(
             "size {size} exceeds the largest UDP datagram ({MAX_DATAGRAM})"

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use zerocopy::IntoBytes;
 
 use super::driver::{Driver, DriverConfig, DriverKind, Transmit, Wait};
+use super::logging::log_once;
 use super::sys::{
     configure_socket, deliver, gro_segment, parse_sockaddr, recv_msghdr, send_one_to_peer,
     setsockopt_int, socket_beside, CmsgBuf, NameBuf, Socket, TxSlot, CMSG_BUF, NAME_LEN,
@@ -82,6 +83,63 @@ pub(crate) struct SocketDriver {
     followed: Option<Followed>,
     /// Receive calls since the bound socket was last read, while following.
     since_listen: u32,
+    /// A group publication's sending socket (see [`GroupTx`]).
+    group_tx: Option<GroupTx>,
+}
+
+/// A group publication's second socket: bound beside the bound socket (the
+/// same address and port, so receivers answer the bound one) and connected
+/// to the group, so a single datagram goes out with a plain `send` instead
+/// of a `sendmsg` that carries the group's address (the kernel still looks
+/// the multicast route up on every send either way). Never read: a socket
+/// connected to a group hears only datagrams from the group address, which
+/// no sender has.
+struct GroupTx {
+    /// Owns the descriptor.
+    _sock: UdpSocket,
+    fd: RawFd,
+    group: SocketAddr,
+}
+
+impl GroupTx {
+    /// The socket beside `sock`'s bound one, for `m` (not joined).
+    fn open(sock: &Socket, m: &super::sys::Multicast, cfg: &DriverConfig) -> io::Result<GroupTx> {
+        let local = sock.local_addr()?;
+        // An interface named by its IPv4 address, the bound socket on the
+        // wildcard: bound to that address instead of `IP_MULTICAST_IF`, which
+        // picks the same interface and source address, but makes the kernel
+        // look the group up in the routing table on every send, where a
+        // bound source address leads it straight to its interface.
+        let by_addr = match (m.iface, local) {
+            (Some(super::sys::MulticastIface::Addr(a)), SocketAddr::V4(l))
+                if l.ip().is_unspecified() =>
+            {
+                Some(SocketAddr::from((a, l.port())))
+            }
+            _ => None,
+        };
+        // As in `follow`: `SO_REUSEPORT` is on for the one bind beside.
+        setsockopt_int(sock.fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        let beside = socket_beside(by_addr.unwrap_or(local));
+        let cleared = setsockopt_int(sock.fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 0);
+        let beside = beside?;
+        cleared?;
+        let fd = beside.as_raw_fd();
+        if by_addr.is_some() {
+            let ttl = libc::c_int::from(m.ttl);
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl)?;
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 1)?;
+        } else {
+            super::sys::multicast_sender(fd, m)?;
+        }
+        configure_socket(&beside, cfg)?;
+        beside.connect(m.group)?;
+        Ok(GroupTx {
+            _sock: beside,
+            fd,
+            group: m.group,
+        })
+    }
 }
 
 // SAFETY: the raw pointers inside the `iovec`/`mmsghdr` arrays point only
@@ -137,6 +195,16 @@ impl SocketDriver {
             }
             None => None,
         };
+        // A group publication: single datagrams go out connected. Without
+        // the second socket they still go, by `sendmsg`.
+        let group_tx = match cfg.multicast.filter(|m| !m.join) {
+            Some(m) => GroupTx::open(&sock, &m, &cfg)
+                .inspect_err(|e| {
+                    log_once!(debug, "conduit: no connected socket for the group: {e}");
+                })
+                .ok(),
+            None => None,
+        };
         Ok(SocketDriver {
             sock,
             fd,
@@ -155,6 +223,7 @@ impl SocketDriver {
             cfg,
             followed,
             since_listen: 0,
+            group_tx,
         })
     }
 
@@ -201,6 +270,9 @@ impl SocketDriver {
                 return r;
             }
             if t.segments() == 1 {
+                if let Some(g) = self.group_tx.as_ref().filter(|g| g.group == t.dest) {
+                    return send_one_to_peer(g.fd, t);
+                }
                 if let Some(f) = self
                     .followed
                     .as_ref()
@@ -574,6 +646,54 @@ mod tests {
             let (mut a, mut b) = pair(&cfg);
             segmented_roundtrip(&mut a, &mut b, 1000);
         }
+    }
+
+    /// A group publication's driver sends single datagrams through its
+    /// connected socket beside the bound one: the same local address, so the
+    /// receivers' unicast answers still reach the bound socket, read by
+    /// `recv`; a sent datagram that the group does not take is no error.
+    #[test]
+    fn a_group_publication_sends_connected_and_hears_answers_on_its_port() {
+        let group: SocketAddr = "239.255.77.1:9".parse().unwrap();
+        let cfg = DriverConfig {
+            gro: false,
+            multicast: Some(super::super::sys::Multicast {
+                group,
+                iface: Some(super::super::sys::MulticastIface::Addr(
+                    std::net::Ipv4Addr::LOCALHOST,
+                )),
+                ttl: 0,
+                join: false,
+            }),
+            ..DriverConfig::default()
+        };
+        let mut publ = SocketDriver::open("0.0.0.0:0".parse().unwrap(), &cfg).unwrap();
+        let g = publ.group_tx.as_ref().expect("the connected group socket");
+        let local = publ.local_addr().unwrap();
+        // Connected, its address is the one the route picked: the port is
+        // the bound socket's.
+        assert_eq!(g._sock.local_addr().unwrap().port(), local.port());
+        let t = Transmit {
+            dest: group,
+            contents: b"to the group",
+            segment_size: 12,
+        };
+        assert_eq!(publ.send(&[t]).unwrap(), 1);
+        let answer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = SocketAddr::new("127.0.0.1".parse().unwrap(), local.port());
+        let mut got = Vec::new();
+        for i in 0..32u8 {
+            answer.send_to(&[i], to).unwrap();
+            while got.len() <= usize::from(i) {
+                publ.recv(Wait::Timeout(Duration::from_secs(5)), 64, |src, d| {
+                    got.push((src, d.to_vec()))
+                })
+                .unwrap();
+            }
+        }
+        let from = answer.local_addr().unwrap();
+        let want: Vec<_> = (0..32u8).map(|i| (from, vec![i])).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -99,24 +99,7 @@ fn check(expected: u64, type_id: u32, payload: &[u8]) -> Option<String> {
 }
 
 fn print_counters(label: &str, c: &conduit::Counters) {
-    let drops: Vec<String> = c
-        .drops_by_reason
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| format!("{r}={n}"))
-        .collect();
-    println!(
-        "counters {label} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} datagrams_sent={} datagrams_received={} [{}]",
-        c.sent,
-        c.received,
-        c.retransmitted,
-        c.naks_sent,
-        c.naks_received,
-        c.dropped,
-        c.datagrams_sent,
-        c.datagrams_received,
-        drops.join(" ")
-    );
+    println!("{}", conduit_system_tests::counters_line(label, c, ""));
 }
 
 fn exists(p: Option<&str>) -> bool {

@@ -116,24 +116,12 @@ impl RssSampler {
 }
 
 fn print_counters(label: &str, c: &conduit::Counters) {
-    let drops: Vec<String> = c
-        .drops_by_reason
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| format!("{r}={n}"))
-        .collect();
-    println!(
-        "counters {label} driver={} sent={} received={} retransmitted={} naks_sent={} naks_received={} dropped={} peak_rss_kib={} [{}]",
+    let extra = format!(
+        "driver={} peak_rss_kib={} ",
         c.driver.unwrap_or("-"),
-        c.sent,
-        c.received,
-        c.retransmitted,
-        c.naks_sent,
-        c.naks_received,
-        c.dropped,
-        peak_rss_kib(),
-        drops.join(" ")
+        peak_rss_kib()
     );
+    println!("{}", conduit_system_tests::counters_line(label, c, &extra));
 }
 
 fn msg(seq: u64) -> [u8; 32] {

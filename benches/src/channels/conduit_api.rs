@@ -6,7 +6,7 @@
 //! for the `*-block` UDP channels wait in the kernel (`poll_timeout` on a
 //! `wait=block` subscription, [`BLOCK_SLICE`] at a time). The
 //! throughput sender writes in place with `offer_with` over `shm:` and uses
-//! `offer` over UDP (see [`Tx`]). The peer process gets both URIs as its
+//! `offer` over UDP (see `SendPath`). The peer process gets both URIs as its
 //! parameter, `A2B|B2A`.
 
 use std::time::{Duration, Instant};
@@ -321,22 +321,53 @@ pub(crate) fn open_pong(param: &str, size: usize, block: bool) -> Result<Pong> {
     })
 }
 
-/// The sending end: `shm:` writes in place with `offer_with` (zero copy into
-/// ring memory); UDP uses `offer`, its natural path (a UDP claim is staged
-/// and copied into the stream on commit, so a claim costs a copy more).
+/// How the throughput sender hands a message to the publication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendPath {
+    /// `offer`: copies the bytes.
+    Offer,
+    /// `offer_with`: claim, fill in place, commit in one call.
+    OfferWith,
+    /// `try_claim`, `as_mut_slice`, `commit`: the claim API by hand.
+    Claim,
+}
+
+impl SendPath {
+    /// `shm:` writes in place with `offer_with`; UDP uses `offer`, its
+    /// natural path. `CONDUIT_BENCH_SEND=offer|offer_with|claim` chooses
+    /// another, to compare the paths of one channel (`docs/benchmarks.md`).
+    fn for_channel(publication: &Publication) -> Result<SendPath> {
+        match std::env::var("CONDUIT_BENCH_SEND").as_deref() {
+            Err(_) | Ok("") if publication.counters().driver.is_none() => Ok(SendPath::OfferWith),
+            Err(_) | Ok("") => Ok(SendPath::Offer),
+            Ok("offer") => Ok(SendPath::Offer),
+            Ok("offer_with") => Ok(SendPath::OfferWith),
+            Ok("claim") => Ok(SendPath::Claim),
+            Ok(other) => Err(BenchError(format!(
+                "CONDUIT_BENCH_SEND={other}: expected offer, offer_with or claim"
+            ))),
+        }
+    }
+}
+
+/// The sending end (see [`SendPath`]).
 struct Tx {
     publication: Publication,
-    /// Write in place (`shm:`), else copy with `offer` (UDP).
-    in_place: bool,
+    path: SendPath,
 }
 
 impl TxEnd for Tx {
     fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
-        if self.in_place {
-            return try_offer(&mut self.publication, msg);
-        }
-        match self.publication.offer(TYPE_ID, msg) {
-            Ok(_) => Ok(true),
+        let r = match self.path {
+            SendPath::OfferWith => return try_offer(&mut self.publication, msg),
+            SendPath::Offer => self.publication.offer(TYPE_ID, msg).map(|_| ()),
+            SendPath::Claim => self.publication.try_claim(TYPE_ID, msg.len()).map(|mut c| {
+                c.as_mut_slice().copy_from_slice(msg);
+                c.commit();
+            }),
+        };
+        match r {
+            Ok(()) => Ok(true),
             Err(Error::BackPressured | Error::NotConnected) => Ok(false),
             Err(e) => Err(err("offer", e)),
         }
@@ -404,7 +435,7 @@ pub fn send(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     let publication = Publication::open(&args.param)
         .map_err(|e| err(&format!("open publication {}", args.param), e))?;
     let mut tx = Tx {
-        in_place: publication.counters().driver.is_none(),
+        path: SendPath::for_channel(&publication)?,
         publication,
     };
     ready("");

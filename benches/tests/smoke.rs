@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -12,46 +12,15 @@ const WATCHDOG: Duration = Duration::from_secs(180);
 
 /// Runs the binary with `args`; kills it and fails if it outlives the watchdog.
 fn bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conduit-bench"))
+    let child = Command::new(env!("CARGO_BIN_EXE_conduit-bench"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start conduit-bench");
-    // Drain the pipes on threads so a chatty child cannot block on them.
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).ok();
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).ok();
-        v
-    });
-    let deadline = Instant::now() + WATCHDOG;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "watchdog: `conduit-bench {}` still running after {WATCHDOG:?}; killed",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_t.join().expect("stdout thread"),
-        stderr: err_t.join().expect("stderr thread"),
-    }
+    let what = format!("conduit-bench {}", args.join(" "));
+    conduit_test_util::wait_output(child, &what, WATCHDOG)
 }
 
 fn ok(args: &[&str]) -> String {

@@ -56,28 +56,28 @@ fn encode(buf: &mut [u8], id: u32, seq: u64) {
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
 }
 
-/// CLOCK_MONOTONIC in nanoseconds (comparable across the processes of a host).
-fn monotonic_ns() -> u64 {
+/// `clock` in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; the callers pass clocks
+    // that always exist.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (comparable across the processes of a host).
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// CPU time of the calling thread in nanoseconds (user and system): what an
 /// offer costs the publisher, without the time it spends descheduled (a
 /// woken subscriber may preempt it on a busy host).
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The p-quantile of sorted `v` (0 when empty).

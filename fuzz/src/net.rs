@@ -261,3 +261,47 @@ pub fn pick(inp: &mut Input<'_>, n: usize) -> Option<usize> {
     let i = usize::from(inp.u8());
     (n > 0).then(|| i % n)
 }
+
+/// Byte accounting of a datagram harness: the payload bytes a receiving end
+/// delivered never exceed the datagram bytes handed to it (nothing is
+/// delivered twice or invented), and no message exceeds [`MAX_MESSAGE`].
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Datagram bytes handed in.
+    pub fed: u64,
+    /// Payload bytes delivered.
+    pub delivered: u64,
+}
+
+impl Tally {
+    /// Counts one datagram of `len` bytes about to be handed in.
+    pub fn feed(&mut self, len: usize) {
+        self.fed += len as u64;
+    }
+
+    /// Checks one delivered payload; returns its length.
+    pub fn payload(payload: &[u8]) -> u64 {
+        assert!(
+            payload.len() <= MAX_MESSAGE,
+            "delivered a message of {} bytes, over the maximum {MAX_MESSAGE}",
+            payload.len()
+        );
+        payload.len() as u64
+    }
+
+    /// After one datagram: `n` deliveries reported by `handle_datagram`,
+    /// `calls` seen by its handler, `bytes` of payload among them.
+    pub fn settle(&mut self, n: usize, calls: usize, bytes: u64) {
+        assert_eq!(
+            n, calls,
+            "handle_datagram's count differs from the deliveries"
+        );
+        self.delivered += bytes;
+        assert!(
+            self.delivered <= self.fed,
+            "delivered {} payload bytes out of {} bytes of datagrams",
+            self.delivered,
+            self.fed
+        );
+    }
+}

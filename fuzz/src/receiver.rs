@@ -16,7 +16,7 @@ use conduit_proto::frame::{self, FrameKind};
 use conduit_proto::{Event, SUPPORTED_VERSIONS};
 
 use crate::input::{run_ops, Input};
-use crate::net::{self, Frame, Pair, MAX_MESSAGE, MTU};
+use crate::net::{self, Frame, Pair, Tally, MAX_MESSAGE, MTU};
 
 /// Most operations decoded from one input.
 const MAX_OPS: usize = 512;
@@ -34,7 +34,7 @@ pub fn delivered(data: &[u8]) -> u64 {
         h.step(inp);
         h.settle();
     });
-    h.delivered
+    h.tally.delivered
 }
 
 struct Harness {
@@ -44,10 +44,8 @@ struct Harness {
     /// The receiver's output of the current drain.
     replies: VecDeque<(SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
-    /// Bytes of every datagram handed to the receiver.
-    fed: u64,
-    /// Payload bytes it delivered.
-    delivered: u64,
+    /// Datagram bytes handed in and payload bytes delivered.
+    tally: Tally,
     /// Session and position after the last input.
     last: (Option<u32>, u64),
 }
@@ -61,8 +59,7 @@ impl Harness {
             in_flight: VecDeque::new(),
             replies: VecDeque::new(),
             buf: vec![0u8; 2 * MTU],
-            fed: 0,
-            delivered: 0,
+            tally: Tally::default(),
             last,
         }
     }
@@ -187,31 +184,16 @@ impl Harness {
 
     /// Hands one datagram to the receiver and checks what it delivered.
     fn feed(&mut self, from: SocketAddr, d: &[u8]) {
-        self.fed += d.len() as u64;
+        self.tally.feed(d.len());
         let (mut bytes, mut calls) = (0u64, 0usize);
         let n = self
             .pair
             .rx
             .handle_datagram(self.pair.now, from, d, |_, payload| {
-                assert!(
-                    payload.len() <= MAX_MESSAGE,
-                    "delivered a message of {} bytes, over the maximum {MAX_MESSAGE}",
-                    payload.len()
-                );
-                bytes += payload.len() as u64;
+                bytes += Tally::payload(payload);
                 calls += 1;
             });
-        assert_eq!(
-            n, calls,
-            "handle_datagram's count differs from the deliveries"
-        );
-        self.delivered += bytes;
-        assert!(
-            self.delivered <= self.fed,
-            "delivered {} payload bytes out of {} bytes of datagrams",
-            self.delivered,
-            self.fed
-        );
+        self.tally.settle(n, calls, bytes);
         self.check();
     }
 

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use conduit_proto::frame::{self, FrameKind};
 use conduit_proto::{Config, GoneReason, Peer, Sender, SessionEvent, Sessions, SUPPORTED_VERSIONS};
 
-use crate::net::{self, Frame, MAX_MESSAGE, MTU};
+use crate::net::{self, Frame, Tally, MAX_MESSAGE, MTU};
 use crate::Input;
 
 /// Most operations decoded from one input.
@@ -53,7 +53,7 @@ pub fn delivered(data: &[u8]) -> u64 {
         h.step(&mut inp);
         h.settle();
     }
-    h.delivered
+    h.tally.delivered
 }
 
 struct Harness {
@@ -68,8 +68,8 @@ struct Harness {
     /// The output of the current drain.
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     buf: Vec<u8>,
-    fed: u64,
-    delivered: u64,
+    /// Datagram bytes handed in and payload bytes delivered.
+    tally: Tally,
     /// Held sessions' positions after the last input.
     positions: HashMap<Peer, u64>,
     /// Sessions reported joined and not gone since.
@@ -99,8 +99,7 @@ impl Harness {
             in_flight: VecDeque::new(),
             out: VecDeque::new(),
             buf: vec![0u8; 2 * MTU],
-            fed: 0,
-            delivered: 0,
+            tally: Tally::default(),
             positions: HashMap::new(),
             joined: HashSet::new(),
         }
@@ -250,30 +249,15 @@ impl Harness {
 
     /// Hands one datagram to the sessions and checks what they delivered.
     fn feed(&mut self, from: SocketAddr, d: &[u8]) {
-        self.fed += d.len() as u64;
+        self.tally.feed(d.len());
         let (mut bytes, mut calls) = (0u64, 0usize);
         let n = self
             .rx
             .handle_datagram(self.now, from, d, |_, _, _, payload| {
-                assert!(
-                    payload.len() <= MAX_MESSAGE,
-                    "delivered a message of {} bytes, over the maximum {MAX_MESSAGE}",
-                    payload.len()
-                );
-                bytes += payload.len() as u64;
+                bytes += Tally::payload(payload);
                 calls += 1;
             });
-        assert_eq!(
-            n, calls,
-            "handle_datagram's count differs from the deliveries"
-        );
-        self.delivered += bytes;
-        assert!(
-            self.delivered <= self.fed,
-            "delivered {} payload bytes out of {} bytes of datagrams",
-            self.delivered,
-            self.fed
-        );
+        self.tally.settle(n, calls, bytes);
         self.check();
     }
 

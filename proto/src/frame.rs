@@ -265,20 +265,7 @@ impl<'a> Records<'a> {
     /// except that a padding record's `len` skipped bytes follow its header, up to the end of
     /// `records` (padding runs to the end of the log's ring). The sender builds its data
     /// frames with this walk; a frame carries a padding record's header only.
-    ///
-    /// ```
-    /// use conduit_proto::frame::{Records, REC_BEGIN, REC_END, REC_PAD};
-    /// // A message, then padding that skips the last 8 bytes of the ring.
-    /// let mut log = vec![3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0];
-    /// log.extend_from_slice(b"abc\0\0\0\0\0");
-    /// log.extend_from_slice(&[8, 0, REC_PAD, 0, 0, 0, 0, 0]);
-    /// log.extend_from_slice(&[0xee; 8]);
-    /// let spans: Vec<_> = Records::in_log(&log).map(|r| r.unwrap().span()).collect();
-    /// assert_eq!(spans, [16, 16]);
-    /// // A datagram never carries the skipped bytes.
-    /// assert!(Records::new(&log[16..]).next().unwrap().is_err());
-    /// ```
-    pub fn in_log(records: &'a [u8]) -> Records<'a> {
+    pub(crate) fn in_log(records: &'a [u8]) -> Records<'a> {
         Records {
             bytes: records,
             off: 0,
@@ -633,6 +620,19 @@ pub(crate) fn check_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_walk_passes_padding_and_its_skipped_bytes() {
+        // A message, then padding that skips the last 8 bytes of the ring.
+        let mut log = vec![3, 0, REC_BEGIN | REC_END, 0, 7, 0, 0, 0];
+        log.extend_from_slice(b"abc\0\0\0\0\0");
+        log.extend_from_slice(&[8, 0, REC_PAD, 0, 0, 0, 0, 0]);
+        log.extend_from_slice(&[0xee; 8]);
+        let spans: Vec<_> = Records::in_log(&log).map(|r| r.unwrap().span()).collect();
+        assert_eq!(spans, [16, 16]);
+        // A datagram never carries the skipped bytes.
+        assert!(Records::new(&log[16..]).next().unwrap().is_err());
+    }
 
     /// The records check as the receiver wrote it before [`Records`]: the reference that the
     /// walk must agree with.

@@ -245,6 +245,7 @@ mod tests;
 pub use error::{OfferError, PollError, RingError};
 pub use evict::{Retention, SlowPolicy};
 pub use history::Start;
+pub use liveness::lock_byte_held;
 pub use publisher::{Claim, Publisher};
 pub use subscriber::{RecordInfo, Subscriber, DEAD_CLAIM_CHECK};
 

@@ -140,3 +140,34 @@ pub(crate) fn is_any_locked(file: &File, at: i64) -> io::Result<bool> {
     }
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
+
+/// Whether another open file description holds any lock (read or write) on
+/// byte `at` of `file`, asked of the kernel with `F_OFD_GETLK`.
+///
+/// This is the probe for a program watching rings from outside (such as
+/// `conduit-stat`): `file` is a ring's lock file (see [`crate::layout`] for
+/// where it lives), opened for reading, and `at` is the publisher's byte (0)
+/// or a subscriber slot's byte (4096 + slot). The answer is exact at the
+/// moment of the call, unlike a read of `/proc/locks`, which the kernel
+/// prints a page at a time and which skips entries when locks come and go
+/// between pages.
+///
+/// `F_OFD_GETLK` needs no access mode of its own, so a descriptor opened
+/// read-only works; whoever cannot open the lock file at all (it gets the
+/// ring's write bits only) has to fall back to `/proc/locks`.
+///
+/// ```
+/// use std::fs::File;
+/// # let dir = std::env::temp_dir().join(format!("probe-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let path = dir.join("some.lock");
+/// # std::fs::write(&path, b"").unwrap();
+/// let f = File::open(&path).unwrap();
+/// // Nobody holds a lock on this fresh file.
+/// assert!(!conduit_ringbuf::lock_byte_held(&f, 0).unwrap());
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn lock_byte_held(file: &File, at: u64) -> io::Result<bool> {
+    let at = i64::try_from(at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    is_any_locked(file, at)
+}

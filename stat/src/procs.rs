@@ -1,8 +1,8 @@
 //! What the kernel says about other processes: whether a pid is alive (and
 //! is still the process that wrote a file, not a later one with the same pid),
 //! and which byte ranges of which files hold locks (`/proc/locks`), which is
-//! how the rings' OFD liveness locks are probed without a system call of
-//! our own.
+//! how the rings' OFD liveness locks are probed when their lock files cannot
+//! be opened.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -111,10 +111,23 @@ pub struct Locks {
 impl Locks {
     /// Reads `/proc/locks` (an empty table, not available, if it cannot).
     pub fn read() -> Locks {
-        match std::fs::read_to_string("/proc/locks") {
+        // The kernel prints the table a page per read and resumes by
+        // index, so a lock can be skipped when others are released during
+        // the read; the union of two reads makes that much rarer (a lock
+        // seen in either was held during the reads).
+        let mut locks = match std::fs::read_to_string("/proc/locks") {
             Ok(text) => Locks::parse(&text),
-            Err(_) => Locks::default(),
+            Err(_) => return Locks::default(),
+        };
+        if let Ok(text) = std::fs::read_to_string("/proc/locks") {
+            for (id, ranges) in Locks::parse(&text).held {
+                let mine = locks.held.entry(id).or_default();
+                mine.extend(ranges);
+                mine.sort_unstable();
+                mine.dedup();
+            }
         }
+        locks
     }
 
     /// Parses the text of `/proc/locks`; lines it does not understand are

@@ -1,8 +1,9 @@
 //! `conduit-stat rings`: the ring files of the shm directory, read from a
 //! copy of their first bytes (header, publisher block, subscriber slots),
 //! checked with the ring crate's own header validation; everything in them
-//! is untrusted. Liveness comes from the rings' OFD lock files, through
-//! `/proc/locks`.
+//! is untrusted. Liveness comes from the rings' OFD lock files: asked of the
+//! kernel with `F_OFD_GETLK` where the lock file can be opened, read from
+//! `/proc/locks` where it cannot (a user without write access to the ring).
 
 use crate::procs::{FileId, Locks};
 use conduit_ringbuf::layout::{self, HEADER_LEN, PUBLISHER_BLOCK};
@@ -92,7 +93,7 @@ pub struct RingReport {
     /// The publisher closed the ring cleanly.
     pub closed: bool,
     /// Publisher liveness: `Some(true)` alive, `Some(false)` dead, `None`
-    /// unknown (no `/proc/locks`).
+    /// unknown (lock file not readable and no `/proc/locks`).
     pub publisher_alive: Option<bool>,
     /// The file of a dead (or cleanly closed) publisher: `--clean` removes it.
     pub stale: bool,
@@ -236,7 +237,16 @@ fn read_ring(
     };
     let lock_file = path.with_file_name(format!(".{name}.{:016x}.lock", h.incarnation.get()));
     let lock_id = FileId::of(&lock_file);
+    // Asked of the kernel directly where the lock file can be opened (its
+    // mode gives it to the ring's writers only); `/proc/locks` otherwise,
+    // which may miss a lock while others come and go during the read.
+    let lock_fd = crate::procs::open_regular(&lock_file).ok();
     let probe = |at: u64| -> Option<bool> {
+        if let Some(f) = &lock_fd {
+            if let Ok(held) = conduit_ringbuf::lock_byte_held(f, at) {
+                return Some(held);
+            }
+        }
         if !locks.available {
             return None;
         }

@@ -13,7 +13,11 @@
 //!   of four receivers together are at most 1.5 times those of one receiver
 //!   under the same loss and message count.
 //! - The publisher's CPU time per message with four receivers and with one
-//!   (lossless, and under the correlated loss) is printed, not asserted.
+//!   (lossless, and under the correlated loss) is printed, not asserted:
+//!   the publisher pinned to one CPU (`taskset`) and the bridge's receive
+//!   processing steered to another (RPS), so that it measures the
+//!   publisher host's work and not the emulated switch's copies
+//!   (`CONDUIT_MCAST_NO_STEER=1` measures without, for comparison).
 //! - `flow=min` with one receiver stopped (SIGSTOP): the publisher is held
 //!   back until `receiver_timeout`, then goes on (it prints the stretch it
 //!   was held), the others get everything. After SIGCONT the stopped
@@ -200,6 +204,47 @@ impl McastLab {
         ));
     }
 
+    /// Makes one CPU the publisher host's and another the switch's and the
+    /// receiver hosts': the receive processing of every bridge port
+    /// (`p0..pN` in the hub) runs on `c.switch` (RPS, `rps_cpus`), that of
+    /// the publisher's `eth0` (what the receivers send it) on
+    /// `c.publisher`, where [`start`] pins the publisher (`Spec::pin`).
+    /// Returns the CPUs to pin the publisher to, or `None` (printed) where
+    /// RPS cannot be set (a kernel without `CONFIG_RPS`).
+    ///
+    /// Without this, a datagram the publisher sends crosses its veth into
+    /// the bridge on the sending CPU, in `sendmsg`: the bridge's flood, the
+    /// copy into every receiver's namespace and those namespaces' IP and
+    /// UDP receive all run in the publisher's process and count as its
+    /// system time, growing with the receivers. Between hosts the switch
+    /// makes the copies and the receivers' hosts receive them. With RPS on
+    /// `p0` the frame is handed to the other CPU where it leaves the
+    /// publisher host (the wire): the publisher's `sendmsg` still runs the
+    /// whole UDP/IP send and the device's transmit (`veth_xmit`, the
+    /// hand-off and the IPI, as a NIC driver's doorbell).
+    fn steer(&self, receivers: usize, c: Option<Cpus>) -> Option<Cpus> {
+        let c = c?;
+        let rps = |ns: &str, dev: &str, cpu: usize| {
+            let script = format!(
+                "echo {} > /sys/class/net/{dev}/queues/rx-0/rps_cpus",
+                cpu_mask(cpu)
+            );
+            run("ip", &["netns", "exec", ns, "sh", "-c", &script])
+        };
+        let set = (0..=receivers)
+            .try_for_each(|i| rps(self.lab.hub(), &format!("p{i}"), c.switch).map(drop))
+            .and_then(|()| rps(self.lab.ns(0), "eth0", c.publisher).map(drop));
+        match set {
+            Ok(()) => Some(c),
+            Err(e) => {
+                println!(
+                    "note: no RPS ({e}): the publisher's CPU time includes the bridge's fan-out"
+                );
+                None
+            }
+        }
+    }
+
     /// Frames the loss rules dropped (the sum of their counters).
     fn dropped(&self) -> u64 {
         let out = run(
@@ -223,6 +268,59 @@ impl McastLab {
             .filter_map(|w| w[1].parse::<u64>().ok())
             .sum()
     }
+}
+
+/// Two CPUs this process may run on: one for the publisher (its host),
+/// one for the receive processing of the bridge and, behind it, of the
+/// receivers' namespaces (the switch and the receivers' hosts; the
+/// receiver processes are not pinned); see [`McastLab::steer`].
+#[derive(Clone, Copy, Debug)]
+struct Cpus {
+    publisher: usize,
+    switch: usize,
+}
+
+/// The first two CPUs of this process's affinity (`Cpus_allowed_list`),
+/// or `None` (printed) with one CPU or without `taskset`.
+fn two_cpus() -> Option<Cpus> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim();
+    let mut cpus = list.split(',').flat_map(|r| {
+        let (a, b) = r.split_once('-').unwrap_or((r, r));
+        match (a.parse::<usize>(), b.parse::<usize>()) {
+            (Ok(a), Ok(b)) => a..b.saturating_add(1),
+            _ => 0..0,
+        }
+    });
+    let c = match (cpus.next(), cpus.next()) {
+        (Some(publisher), Some(switch)) => Some(Cpus { publisher, switch }),
+        _ => None,
+    };
+    if c.is_none() {
+        println!(
+            "note: one CPU ({list:?}): the publisher's CPU time includes the bridge's fan-out"
+        );
+    } else if run("taskset", &["-V"]).is_err() {
+        println!("note: no `taskset`: the publisher's CPU time includes the bridge's fan-out");
+        return None;
+    }
+    c
+}
+
+/// `rps_cpus` mask of one CPU: hexadecimal, in comma-separated 32-bit
+/// groups (the kernel's bitmap format).
+fn cpu_mask(cpu: usize) -> String {
+    let mut groups = vec![0u32; cpu / 32 + 1];
+    groups[0] = 1 << (cpu % 32);
+    groups
+        .iter()
+        .map(|g| format!("{g:x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A group, the publisher's interface option and each receiver's.
@@ -276,6 +374,9 @@ struct Spec<'a> {
     sub_opts: Vec<String>,
     /// Further publisher arguments (`pace=N`).
     pub_extra: Vec<String>,
+    /// Runs the publisher on `Cpus::publisher` only (`taskset`); see
+    /// [`McastLab::steer`].
+    pin: Option<Cpus>,
 }
 
 /// Starts the receivers (endpoints 1..), waits until each is ready, starts
@@ -308,9 +409,15 @@ fn start(ml: &McastLab, spec: &Spec<'_>) -> Group {
         spec.pub_opts
     );
     let go = format!("go={}", ml.path("go"));
-    let mut args = vec!["pub", &uri, &n, &dl, &go, &done];
+    let cpu = spec.pin.map(|c| c.publisher.to_string());
+    let mut args = match &cpu {
+        Some(c) => vec!["-c", c, node()],
+        None => vec![],
+    };
+    args.extend(["pub", &uri, &n, &dl, &go, &done]);
     args.extend(spec.pub_extra.iter().map(|s| s.as_str()));
-    let mut publ = lab.spawn(Some(0), node(), &args).unwrap();
+    let bin = if cpu.is_some() { "taskset" } else { node() };
+    let mut publ = lab.spawn(Some(0), bin, &args).unwrap();
     for s in &mut subs {
         s.expect_line("joined", SHORT)
             .expect("a receiver did not join the group's session");
@@ -393,6 +500,7 @@ fn independent_loss(family: Family, port: u16, count: u64) {
         pub_opts: "&flow=min&receiver_timeout=5s",
         sub_opts: receivers_opts(4, ""),
         pub_extra: vec![],
+        pin: None,
     };
     let mut g = start(&ml, &spec);
     let t = Instant::now();
@@ -428,12 +536,14 @@ const CORRELATED_PACE: &str = "pace=100";
 /// Runs with one receiver and with four, alternating, summed.
 const CORRELATED_PAIRS: usize = 3;
 
-/// One run under 3 % correlated loss with `receivers` receivers: the NAKs
-/// they sent together, the publisher's CPU time (user + system, µs), the
-/// frames dropped.
-fn correlated_run(receivers: usize) -> (u64, u64, u64) {
+/// One run under 3 % correlated loss with `receivers` receivers, steered
+/// to `pin` ([`McastLab::steer`]): the NAKs they sent together, the
+/// publisher's CPU time (user + system, µs), the frames dropped; and
+/// whether it was steered.
+fn correlated_run(receivers: usize, pin: Option<Cpus>) -> ((u64, u64, u64), bool) {
     let ml = mcast_lab(receivers).expect("lab (the caller checked)");
     ml.correlated_loss(3);
+    let pin = ml.steer(receivers, pin);
     let spec = Spec {
         family: Family::V4,
         port: 41102,
@@ -441,6 +551,7 @@ fn correlated_run(receivers: usize) -> (u64, u64, u64) {
         pub_opts: "&flow=min&receiver_timeout=5s",
         sub_opts: receivers_opts(receivers, ""),
         pub_extra: vec![CORRELATED_PACE.to_string()],
+        pin,
     };
     let mut g = start(&ml, &spec);
     let t = Instant::now();
@@ -454,14 +565,20 @@ fn correlated_run(receivers: usize) -> (u64, u64, u64) {
         out.cpu_ms,
         out.publ
     );
-    (naks.iter().sum(), out.user_us + out.sys_us, dropped)
+    let steered = pin.is_some();
+    (
+        (naks.iter().sum(), out.user_us + out.sys_us, dropped),
+        steered,
+    )
 }
 
 /// NAK suppression between processes: under the same 3 % loss before the
 /// fan-out and the same message count, four receivers send at most 1.5
 /// times the NAKs of one (summed over a few runs of each). Also prints the
 /// publisher's CPU time per message with one and four receivers (a
-/// measurement, not a check).
+/// measurement, not a check; steered as in
+/// `publisher_cpu_per_message_one_and_four_receivers`, which does not
+/// change the NAK ratio).
 ///
 /// The publisher is paced (at most 100 messages per millisecond, some 11
 /// datagrams): at full speed a drop comes about every millisecond, as
@@ -482,9 +599,14 @@ fn correlated_loss_nak_suppression_and_publisher_cpu() {
         a.1 += b.1;
         a.2 += b.2;
     };
+    let pin = steering();
+    let mut steered = true;
     for _ in 0..CORRELATED_PAIRS {
-        add(&mut one, correlated_run(1));
-        add(&mut four, correlated_run(4));
+        for (n, sum) in [(1, &mut one), (4, &mut four)] {
+            let (r, st) = correlated_run(n, pin);
+            add(sum, r);
+            steered &= st;
+        }
     }
     let messages = CORRELATED * CORRELATED_PAIRS as u64;
     let per = |us: u64| us as f64 * 1e3 / messages as f64;
@@ -496,8 +618,15 @@ fn correlated_loss_nak_suppression_and_publisher_cpu() {
         four.2,
         four.0 as f64 / one.0.max(1) as f64
     );
+    let how = match (steered, pin) {
+        (true, Some(c)) => format!(
+            "publisher on CPU {}, the bridge's receive processing on CPU {}",
+            c.publisher, c.switch
+        ),
+        _ => "not steered: includes the bridge's fan-out".into(),
+    };
     println!(
-        "publisher CPU per message: 1 receiver {:.0} ns, 4 receivers {:.0} ns ({:.2}x; getrusage, user + system, {messages} messages each, {CORRELATED_PACE})",
+        "publisher CPU per message: 1 receiver {:.0} ns, 4 receivers {:.0} ns ({:.2}x; getrusage, user + system, {messages} messages each, {CORRELATED_PACE}; {how})",
         per(one.1),
         per(four.1),
         four.1 as f64 / one.1.max(1) as f64
@@ -511,15 +640,29 @@ fn correlated_loss_nak_suppression_and_publisher_cpu() {
     );
 }
 
-/// Messages of each run of the CPU measurement.
+/// Messages of each run of the CPU measurement, and runs with one receiver
+/// and with four (alternating, summed).
 const CPU_MESSAGES: u64 = 300_000;
+const CPU_PAIRS: usize = 2;
+
+/// The CPUs to steer to (see [`McastLab::steer`]), unless
+/// `CONDUIT_MCAST_NO_STEER=1` asks to measure with the bridge's fan-out on
+/// the publisher's CPU (for comparison).
+fn steering() -> Option<Cpus> {
+    if std::env::var("CONDUIT_MCAST_NO_STEER").as_deref() == Ok("1") {
+        println!("note: CONDUIT_MCAST_NO_STEER=1: the publisher's CPU time includes the bridge's fan-out");
+        return None;
+    }
+    two_cpus()
+}
 
 /// The publisher's user and system CPU time (µs) for `CPU_MESSAGES` to
 /// `receivers` receivers, lossless, paced as the correlated runs (so the
-/// time is work per message, not spinning on back-pressure), and the run's
-/// wall time (s).
-fn cpu_run(receivers: usize) -> (u64, u64, f64) {
+/// time is work per message, not spinning on back-pressure), and whether
+/// it was steered ([`McastLab::steer`]).
+fn cpu_run(receivers: usize, pin: Option<Cpus>) -> (u64, u64, bool) {
     let ml = mcast_lab(receivers).expect("lab (the caller checked)");
+    let pin = ml.steer(receivers, pin);
     let spec = Spec {
         family: Family::V4,
         port: 41106,
@@ -527,24 +670,34 @@ fn cpu_run(receivers: usize) -> (u64, u64, f64) {
         pub_opts: "&flow=min&receiver_timeout=5s",
         sub_opts: receivers_opts(receivers, ""),
         pub_extra: vec![CORRELATED_PACE.to_string()],
+        pin,
     };
     let mut g = start(&ml, &spec);
     let t = Instant::now();
     let out = finish(&ml, &mut g, CPU_MESSAGES, t);
     println!(
-        "lossless, {receivers} receiver(s): {CPU_MESSAGES} messages in {:.1} s; publisher user {} us, system {} us; {}",
-        out.secs, out.user_us, out.sys_us, out.publ
+        "lossless, {receivers} receiver(s): {CPU_MESSAGES} messages in {:.1} s; publisher user {} us, system {} us ({:.0} ns per message); {}",
+        out.secs,
+        out.user_us,
+        out.sys_us,
+        (out.user_us + out.sys_us) as f64 * 1e3 / CPU_MESSAGES as f64,
+        out.publ
     );
-    (out.user_us, out.sys_us, out.secs)
+    (out.user_us, out.sys_us, pin.is_some())
 }
 
 /// The publisher's CPU time per message (user and system of the whole
 /// process while sending and flushing, `getrusage`) with one receiver and
-/// with four, lossless and paced: printed with the ratios (`--nocapture`),
-/// not asserted. The system time includes the kernel's copy of each
-/// datagram to every receiver's veth, which on one host runs in the
-/// publisher's `sendmsg` (between hosts the switch does it). Every run
-/// still checks delivery.
+/// with four, lossless and paced, summed over a few runs of each: printed
+/// with the ratios (`--nocapture`), not asserted. Every run still checks
+/// delivery.
+///
+/// The publisher is pinned to one CPU and the receive processing of the
+/// bridge (and so of the receivers' namespaces behind it) steered to
+/// another ([`McastLab::steer`]), so that its time is the
+/// publisher host's work (sending each datagram once; taking in the
+/// receivers' status messages and NAKs, which grow with them), not the
+/// emulated switch's copies to every receiver.
 #[test]
 fn publisher_cpu_per_message_one_and_four_receivers() {
     let _g = serial();
@@ -552,19 +705,38 @@ fn publisher_cpu_per_message_one_and_four_receivers() {
     if mcast_lab(1).is_none() {
         return;
     }
-    let (u1, s1, t1) = cpu_run(1);
-    let (u4, s4, t4) = cpu_run(4);
-    let per = |us: u64| us as f64 * 1e3 / CPU_MESSAGES as f64;
+    let pin = steering();
+    let (mut one, mut four) = ((0, 0), (0, 0));
+    let mut steered = true;
+    for _ in 0..CPU_PAIRS {
+        for (n, sum) in [(1, &mut one), (4, &mut four)] {
+            let (u, s, st) = cpu_run(n, pin);
+            sum.0 += u;
+            sum.1 += s;
+            steered &= st;
+        }
+    }
+    let messages = CPU_MESSAGES * CPU_PAIRS as u64;
+    let per = |us: u64| us as f64 * 1e3 / messages as f64;
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    let how = match (steered, pin) {
+        (true, Some(c)) => format!(
+            "publisher on CPU {}, the bridge's receive processing on CPU {}",
+            c.publisher, c.switch
+        ),
+        _ => "not steered: includes the bridge's fan-out".into(),
+    };
     println!(
-        "publisher CPU per message, lossless, {CORRELATED_PACE}: user 1 receiver {:.0} ns, 4 receivers {:.0} ns ({:.2}x); system {:.0} ns, {:.0} ns ({:.2}x); total {:.2}x ({t1:.1} s, {t4:.1} s, {CPU_MESSAGES} messages)",
-        per(u1),
-        per(u4),
-        ratio(u4, u1),
-        per(s1),
-        per(s4),
-        ratio(s4, s1),
-        ratio(u4 + s4, u1 + s1)
+        "publisher CPU per message, lossless, {CORRELATED_PACE}, {CPU_PAIRS} runs each of {CPU_MESSAGES} messages ({how}): user 1 receiver {:.0} ns, 4 receivers {:.0} ns ({:.2}x); system {:.0} ns, {:.0} ns ({:.2}x); total {:.0} ns, {:.0} ns ({:.2}x)",
+        per(one.0),
+        per(four.0),
+        ratio(four.0, one.0),
+        per(one.1),
+        per(four.1),
+        ratio(four.1, one.1),
+        per(one.0 + one.1),
+        per(four.0 + four.1),
+        ratio(four.0 + four.1, one.0 + one.1)
     );
 }
 
@@ -585,6 +757,7 @@ fn min_flow_stopped_receiver(retransmit: &str, count: u64, pace: u64, catch_up: 
         pub_opts: &format!("&flow=min&receiver_timeout=1s&retransmit={retransmit}"),
         sub_opts: receivers_opts(4, ""),
         pub_extra: vec![format!("pace={pace}")],
+        pin: None,
     };
     let mut g = start(&ml, &spec);
     let t = Instant::now();
@@ -679,6 +852,7 @@ fn tagged_flow_not_held_back_by_a_stopped_untagged_receiver() {
         pub_opts: "&flow=tagged&group_tag=7&min_receivers=3&receiver_timeout=600s",
         sub_opts,
         pub_extra: vec![],
+        pin: None,
     };
     // The untagged one is stopped before the publisher sends (it joined:
     // `start` waited for that).
@@ -699,7 +873,9 @@ fn tagged_flow_not_held_back_by_a_stopped_untagged_receiver() {
 /// (`mcast_node pub ... pattern=c`) to two C subscriptions of the group
 /// (`interop subscribe`), one linked statically and one against the shared
 /// library, each in a namespace of its own. `flow=tagged` with
-/// `min_receivers=2`: the publisher waits until both joined.
+/// `min_receivers=2`: the publisher waits until both joined. `liveness=3s`
+/// as in the other cases: with the default second a loaded machine made a
+/// subscription give its publisher up (`CONDUIT_PEER_GONE`).
 #[test]
 fn c_subscribes_to_a_group() {
     let _g = serial();
@@ -717,7 +893,7 @@ fn c_subscribes_to_a_group() {
         .enumerate()
         .map(|(k, exe)| {
             let uri = format!(
-                "udp://{group}?driver=socket&iface={}&group_tag=7",
+                "udp://{group}?driver=socket&iface={}&group_tag=7&liveness=3s",
                 ml.lab.addr(k + 1)
             );
             let mut s = ml
@@ -733,7 +909,7 @@ fn c_subscribes_to_a_group() {
         })
         .collect();
     let uri = format!(
-        "udp://{group}?driver=socket&iface={}&ttl=1&flow=tagged&group_tag=7&min_receivers=2",
+        "udp://{group}?driver=socket&iface={}&ttl=1&flow=tagged&group_tag=7&min_receivers=2&liveness=3s",
         ml.lab.addr(0)
     );
     let dl = NODE_DEADLINE.to_string();

@@ -216,10 +216,10 @@ pub struct MpscArgs {
     #[arg(long, value_name = "R", default_value = "1")]
     pub rounds: u32,
     /// What an iceoryx2 publisher does when the subscriber's queue is full:
-    /// `spin` (send again, no loss), `retry` (iceoryx2 waits inside send,
+    /// `retry` (iceoryx2 waits inside send, no loss), `spin` (send again,
     /// no loss) or `overflow` (the queue drops its oldest message; the
     /// losses are counted).
-    #[arg(long, value_name = "MODE", default_value = "spin", value_parser = Iox2Mode::parse)]
+    #[arg(long, value_name = "MODE", default_value = "retry", value_parser = Iox2Mode::parse)]
     pub iceoryx2: Iox2Mode,
 }
 

@@ -17,17 +17,23 @@
 //! at this size ([`BUFFER_BYTES`] / the ring's record length), so both
 //! channels have the same buffer in total.
 //!
-//! Modes ([`Iox2Mode`]), `--iceoryx2 MODE`:
-//! * `spin` (default): safe overflow off, `BackpressureStrategy::DiscardData`;
-//!   a send that reached no subscriber (the queue was full) is loaned,
-//!   written and sent again with the same sequence number, spinning as
-//!   conduit's publishers spin on `BackPressured`. No loss: the closest to
-//!   conduit's `slow=block`.
-//! * `retry`: safe overflow off, `BackpressureStrategy::RetryUntilDelivered`:
-//!   iceoryx2 waits inside `send` (its adaptive wait: `sched_yield` 10 000
-//!   times, then sleeps of 100 µs, then 10 ms). No loss either.
+//! Modes ([`Iox2Mode`]), `--iceoryx2 MODE`; none loses a message but
+//! `overflow`:
+//! * `retry` (default): safe overflow off,
+//!   `BackpressureStrategy::RetryUntilDelivered`: iceoryx2's own way not to
+//!   lose messages, the closest to conduit's `slow=block`. A publisher
+//!   whose queue is full waits inside `send` (iceoryx2's adaptive wait:
+//!   `sched_yield` 10 000 times, then sleeps of 100 µs, then of 10 ms).
+//! * `spin`: safe overflow off, `BackpressureStrategy::DiscardData`; a send
+//!   that reached no subscriber (its queue was full) is loaned, written and
+//!   sent again with the same sequence number, spinning as conduit's
+//!   publishers spin on `BackPressured` (they never yield).
 //! * `overflow`: safe overflow on (iceoryx2's default): a full queue drops
-//!   its oldest message; the gaps are counted and reported, not an error.
+//!   its oldest message; the losses are counted and reported, not an error.
+//!
+//! The subscriber's `receive` takes the next message from the first
+//! publisher's queue that has one, in connection order: publishers that
+//! come later are served when the earlier queues are empty.
 //!
 //! `mpsc --channels shm-mpsc,iceoryx2-mpsc --rounds R` runs the channels
 //! one after the other, R times (alternating), prints each run, then per
@@ -86,10 +92,10 @@ impl MpscChannel {
 /// What an iceoryx2 publisher does when the subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Iox2Mode {
-    /// No overflow; a send that reached nobody is sent again (spinning).
-    Spin,
     /// No overflow; iceoryx2 retries inside `send` until delivered.
     Retry,
+    /// No overflow; a send that reached nobody is sent again (spinning).
+    Spin,
     /// Safe overflow: the oldest queued message is dropped.
     Overflow,
 }
@@ -865,12 +871,12 @@ mod tests {
     fn the_command_line_selects_channels_rounds_and_mode() {
         let a = mpsc_args("");
         assert_eq!(a.channels, [MpscChannel::Shm]);
-        assert_eq!((a.rounds, a.iceoryx2), (1, Iox2Mode::Spin));
+        assert_eq!((a.rounds, a.iceoryx2), (1, Iox2Mode::Retry));
         // The default is conduit's `mpsc` alone, run by `topology::mpsc`.
         assert!(!wanted(&a));
-        let a = mpsc_args("--channels shm,iceoryx2 --rounds 3 --iceoryx2 retry");
+        let a = mpsc_args("--channels shm,iceoryx2 --rounds 3 --iceoryx2 spin");
         assert_eq!(a.channels, [MpscChannel::Shm, MpscChannel::Iceoryx2]);
-        assert_eq!((a.rounds, a.iceoryx2), (3, Iox2Mode::Retry));
+        assert_eq!((a.rounds, a.iceoryx2), (3, Iox2Mode::Spin));
         assert!(wanted(&a));
         assert!(wanted(&mpsc_args("--channels iceoryx2-mpsc")));
         assert!(wanted(&mpsc_args("--rounds 2")));

@@ -86,8 +86,29 @@ fn iceoryx2_alone_loses_nothing_without_overflow() {
         "alone.json",
     );
     check_run(&j, "iceoryx2-mpsc", 2);
-    assert_eq!(j["iceoryx2_mode"], "spin");
+    assert_eq!(j["iceoryx2_mode"], "retry");
     // No overflow: every message of every publisher arrives.
+    assert!(j["lost"].as_array().unwrap().iter().all(|l| l == 0), "{j}");
+    assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
+}
+
+#[test]
+fn iceoryx2_spinning_publishers_lose_nothing() {
+    let (ok, stderr, j) = run(
+        &[
+            "--publishers",
+            "2",
+            "--channels",
+            "iceoryx2",
+            "--iceoryx2",
+            "spin",
+            "--messages",
+            "50k",
+        ],
+        "spin.json",
+    );
+    check_run(&j, "iceoryx2-mpsc", 2);
+    assert_eq!(j["iceoryx2_mode"], "spin");
     assert!(j["lost"].as_array().unwrap().iter().all(|l| l == 0), "{j}");
     assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
 }

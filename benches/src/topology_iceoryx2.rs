@@ -532,9 +532,11 @@ fn shm_run(a: &MpscArgs) -> Result<MpscRun> {
 /// Removes this process's `mpsc` ring files and their lock files:
 /// [`crate::topology::mpsc`] kills its publishers, so none of them closes
 /// the ring (which would remove them). Names are `cb-<pid>-<n>-mpsc`
-/// ([`unique_name`]), so only this process's own are matched.
+/// ([`unique_name`]), so only this process's own are matched. `mpsc`
+/// calls it once the publishers are gone; `shm_run` again, for a run
+/// that failed before that.
 #[cfg(feature = "conduit")]
-fn remove_own_mpsc_rings() {
+pub(crate) fn remove_own_mpsc_rings() {
     let dir = std::env::var_os("CONDUIT_SHM_DIR").unwrap_or_else(|| "/dev/shm".into());
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;

@@ -294,6 +294,7 @@ impl MpscRun {
     }
 
     /// The run from [`crate::topology::mpsc`]'s JSON.
+    #[cfg(feature = "conduit")]
     fn from_shm_json(doc: &serde_json::Value, failure: Option<String>) -> Result<MpscRun> {
         let bad = || BenchError(format!("unexpected mpsc JSON: {doc}"));
         let publishers = doc["publishers"].as_u64().ok_or_else(bad)? as u32;

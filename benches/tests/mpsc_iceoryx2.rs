@@ -135,6 +135,7 @@ fn overflow_mode_reports_its_losses() {
 }
 
 #[test]
+#[cfg(feature = "conduit")]
 fn both_channels_alternate_with_a_summary() {
     let (ok, stderr, j) = run(
         &[
@@ -182,6 +183,7 @@ fn both_channels_alternate_with_a_summary() {
 /// The conduit runs' publishers are killed, so none closes the ring: `mpsc`
 /// removes its ring and lock files itself.
 #[test]
+#[cfg(feature = "conduit")]
 fn conduit_runs_leave_no_ring_files() {
     let dir = Path::new("/dev/shm").join(format!("mpsc-iox2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

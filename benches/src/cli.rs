@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::channels::Wait;
 use crate::channels::{Channel, PeerArgs};
 use crate::error::{BenchError, Result};
+use crate::topology_iceoryx2::{Iox2Mode, MpscChannel};
 
 /// The channels, as `help` lists them.
 pub const CHANNELS: &str = "\
@@ -80,6 +81,7 @@ pub enum Command {
     /// `shm-mpsc` throughput with N publisher processes into one
     /// subscriber: the total and each publisher's share; fails when a
     /// publisher gets less than 1/(2N) of the messages (starvation).
+    /// `--channels shm-mpsc,iceoryx2-mpsc` adds iceoryx2 with N publishers.
     Mpsc(MpscArgs),
     /// The publisher's cost per offer with 1, 8, 64 (or the given numbers
     /// of) subscriber processes asleep in `wait=block`.
@@ -198,6 +200,27 @@ pub struct MpscArgs {
     /// Messages in the timed window (it opens once every publisher was heard).
     #[arg(long, value_name = "N", default_value = "5m", value_parser = parse_count)]
     pub messages: u64,
+    /// Channels to run: `shm-mpsc` (conduit), `iceoryx2-mpsc` (iceoryx2
+    /// publish-subscribe with `max_publishers(N)`), or both, one after the
+    /// other.
+    #[arg(
+        long,
+        value_name = "a,b",
+        value_delimiter = ',',
+        default_value = "shm-mpsc",
+        value_parser = MpscChannel::parse
+    )]
+    pub channels: Vec<MpscChannel>,
+    /// Runs of each channel, alternating; with more than one run, a summary
+    /// (median, min, max) follows.
+    #[arg(long, value_name = "R", default_value = "1")]
+    pub rounds: u32,
+    /// What an iceoryx2 publisher does when the subscriber's queue is full:
+    /// `retry` (iceoryx2 waits inside send, no loss), `spin` (send again,
+    /// no loss) or `overflow` (the queue drops its oldest message; the
+    /// losses are counted).
+    #[arg(long, value_name = "MODE", default_value = "retry", value_parser = Iox2Mode::parse)]
+    pub iceoryx2: Iox2Mode,
 }
 
 /// `fanout`'s options.

@@ -19,6 +19,7 @@ mod spawn;
 mod throughput;
 #[cfg(feature = "conduit")]
 mod topology;
+mod topology_iceoryx2;
 
 use std::process::ExitCode;
 
@@ -86,6 +87,10 @@ fn run(command: Command) -> Result<()> {
             let old = report::load(path_text(&a.old)?)?;
             let new = report::load(path_text(&a.new)?)?;
             diff::diff(&old, &new, a.threshold)
+        }
+        Command::Mpsc(a) if topology_iceoryx2::wanted(&a) => topology_iceoryx2::run(&a),
+        Command::MpscSend(a) if a.channel == channels::Channel::Iceoryx2Mpsc => {
+            topology_iceoryx2::peer_main(&a)
         }
         #[cfg(feature = "conduit")]
         Command::Mpsc(a) => topology::mpsc(

@@ -192,6 +192,8 @@ pub fn mpsc(publishers: u32, size: usize, messages: u64, json: Option<&str>) -> 
     }
     let elapsed = timing.map_or(Duration::ZERO, |t| t.elapsed());
     drop(peers);
+    // The killed publishers closed nothing: remove the ring's files.
+    crate::topology_iceoryx2::remove_own_mpsc_rings();
     let total = timed as f64 / elapsed.as_secs_f64().max(1e-9);
     let floor = 1.0 / (2.0 * f64::from(publishers));
     let shares: Vec<f64> = counts.iter().map(|c| *c as f64 / timed as f64).collect();

@@ -1353,19 +1353,20 @@ impl Receiver {
         self.config.nak_delay + group_jitter(&mut self.rng, spread)
     }
 
-    /// On a group session, the bound `T = min(group_nak_backoff, max(16 * rtt, nak_delay))` and
-    /// the group size estimate of the random NAK delays (`group_nak_delay`): before a gap's
-    /// first NAK, before each retry, and past an echo's hold. `None` on a unicast session.
+    /// On a group session, the bound `T` of the random NAK delays (`group_nak_window`:
+    /// `min(group_nak_backoff, max(16 * srtt, 8 * (srtt + 4 * rttvar), nak_delay))`, or
+    /// `group_nak_backoff` before an RTT sample) and the group size estimate they assume
+    /// (`group_nak_delay`): before a gap's first NAK, before each retry, and past an echo's
+    /// hold. `None` on a unicast session.
     fn group_nak_spread(&self) -> Option<(Duration, u32)> {
         if !self.group {
             return None;
         }
         let max = self.config.group_nak_backoff;
         let base = self.config.nak_delay;
-        let t = self
-            .rtt
-            .smoothed()
-            .map_or(max, |r| (r * 16).max(base).min(max));
+        let t = self.rtt.smoothed().map_or(max, |srtt| {
+            super::group::group_nak_window(srtt, self.rtt.variation(), base, max)
+        });
         Some((t, self.config.group_size_estimate))
     }
 

@@ -1294,7 +1294,15 @@ impl Receiver {
             return Some((s.peer, frame::write(buf, &st)?));
         }
         if now >= s.next_rtt {
-            s.next_rtt = now + self.config.rtt_interval;
+            // A group receiver probes again soon until its first sample: its NAK window is
+            // the widest (`group_nak_backoff`) without one, and the first probe can reach the
+            // sender before the acceptance that makes it a member (and be dropped).
+            let interval = if self.group && self.rtt.smoothed().is_none() {
+                self.config.rtt_interval.min(FIRST_GROUP_RTT_RETRY)
+            } else {
+                self.config.rtt_interval
+            };
+            s.next_rtt = now + interval;
             let ts = nanos(now.saturating_duration_since(self.epoch));
             let r = frame::Rtt {
                 header: hdr(FrameKind::RTT, 0),
@@ -1408,6 +1416,9 @@ impl Receiver {
         Ok(())
     }
 }
+
+/// How soon a group receiver probes the RTT again while it has no sample.
+const FIRST_GROUP_RTT_RETRY: Duration = Duration::from_millis(5);
 
 /// A group receiver's random NAK delay over `spread` (see `Receiver::group_nak_spread`); zero
 /// on a unicast session.

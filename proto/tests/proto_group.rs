@@ -413,10 +413,6 @@ fn correlated_run(
         g.members[m].stalls = stalls(i as u64);
     }
     g.run(total, Duration::from_secs(120), |g| g.all_got(total));
-    eprintln!(
-        "DBG rtt {:?}",
-        g.members.iter().map(|m| m.rx.rtt()).collect::<Vec<_>>()
-    );
     let mut lat: Vec<u32> = g
         .members
         .iter()

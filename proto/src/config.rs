@@ -74,7 +74,9 @@ pub struct Config {
     pub group_tag: Option<u32>,
     /// Receiver of a group stream: the longest random delay before the first NAK of a gap
     /// (the NAK suppression interval `T`, see [Groups](super#groups)); with an RTT estimate
-    /// the receiver uses `min(T, max(16 * rtt, nak_delay))`. Default 10 ms.
+    /// the receiver uses `min(T, max(16 * srtt, 8 * (srtt + 4 * rttvar), nak_delay))`, so
+    /// `T` is reached only before the first RTT sample, on slow links (`srtt` over `T / 16`)
+    /// and on loaded hosts (scheduling delays spread the RTT samples). Default 30 ms.
     pub group_nak_backoff: Duration,
     /// Receiver of a group stream: the group size the NAK delay distribution is tuned for
     /// (`N` in [Groups](super#groups)); receivers do not know the real size. Default 10.
@@ -146,7 +148,7 @@ impl Default for Config {
             flow: FlowStrategy::Min,
             receiver_timeout: Duration::from_secs(2),
             group_tag: None,
-            group_nak_backoff: Duration::from_millis(10),
+            group_nak_backoff: Duration::from_millis(30),
             group_size_estimate: 10,
         }
     }

@@ -170,6 +170,32 @@ impl Group {
     }
 }
 
+/// The bound `T` of a group receiver's random NAK delays:
+/// `min(max, max(16 · srtt, 8 · (srtt + 4 · rttvar), nak_delay))`.
+///
+/// Another receiver's NAK suppresses this one's only if its echo (or the repair) arrives
+/// here before this receiver's timer fires: the window must hold many of those delays. On a
+/// steady link a delay is about `srtt`, and 16 of them make 4 receivers send about 1.25
+/// times the NAKs of one. On a loaded host the delay also holds the scheduling delays of
+/// the receiver that NAKs first, of the sender echoing it, and of this receiver, which the
+/// RTT samples show as spread: the window is then at least 8 times `srtt + 4 · rttvar`
+/// (RFC 6298's bound of an RTT sample, the retransmission timeout). While
+/// `rttvar <= srtt / 4` (a steady link) the first term wins and the window, and so the
+/// repair, is no longer than before; `max` ([`Config::group_nak_backoff`](super::Config::group_nak_backoff))
+/// bounds how long a repair can wait, `nak_delay` is the floor.
+pub(crate) fn group_nak_window(
+    srtt: Duration,
+    rttvar: Duration,
+    nak_delay: Duration,
+    max: Duration,
+) -> Duration {
+    let rto = srtt.saturating_add(rttvar.saturating_mul(4));
+    srtt.saturating_mul(16)
+        .max(rto.saturating_mul(8))
+        .max(nak_delay)
+        .min(max)
+}
+
 /// The random delay before a group receiver's first NAK of a gap, beyond
 /// [`Config::nak_delay`](super::Config::nak_delay): a truncated exponential over `[0, t)`
 /// with increasing density (Nonnenmacher and Biersack; Aeron's optimal multicast delay),
@@ -243,6 +269,23 @@ mod tests {
         );
         assert_eq!(out.len(), MAX_RECEIVERS - 1);
         assert_eq!(g.members.len(), 1);
+    }
+
+    #[test]
+    fn nak_window_grows_with_the_rtt_spread_within_bounds() {
+        let us = Duration::from_micros;
+        let (floor, max) = (us(50), Duration::from_millis(10));
+        // A steady link: 16 x srtt, as without the spread.
+        assert_eq!(group_nak_window(us(100), us(0), floor, max), us(1600));
+        assert_eq!(group_nak_window(us(100), us(25), floor, max), us(1600));
+        // Spread beyond srtt / 4: 8 x (srtt + 4 rttvar).
+        assert_eq!(group_nak_window(us(100), us(50), floor, max), us(2400));
+        assert_eq!(group_nak_window(us(200), us(200), floor, max), us(8000));
+        // Bounds: the floor and the maximum.
+        assert_eq!(group_nak_window(us(1), us(0), floor, max), floor);
+        assert_eq!(group_nak_window(us(500), us(1000), floor, max), max);
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(group_nak_window(huge, huge, floor, max), max);
     }
 
     #[test]

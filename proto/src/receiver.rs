@@ -1294,7 +1294,15 @@ impl Receiver {
             return Some((s.peer, frame::write(buf, &st)?));
         }
         if now >= s.next_rtt {
-            s.next_rtt = now + self.config.rtt_interval;
+            // A group receiver probes again soon until its first sample: its NAK window is
+            // the widest (`group_nak_backoff`) without one, and the first probe can reach the
+            // sender before the acceptance that makes it a member (and be dropped).
+            let interval = if self.group && self.rtt.smoothed().is_none() {
+                self.config.rtt_interval.min(FIRST_GROUP_RTT_RETRY)
+            } else {
+                self.config.rtt_interval
+            };
+            s.next_rtt = now + interval;
             let ts = nanos(now.saturating_duration_since(self.epoch));
             let r = frame::Rtt {
                 header: hdr(FrameKind::RTT, 0),
@@ -1353,19 +1361,20 @@ impl Receiver {
         self.config.nak_delay + group_jitter(&mut self.rng, spread)
     }
 
-    /// On a group session, the bound `T = min(group_nak_backoff, max(16 * rtt, nak_delay))` and
-    /// the group size estimate of the random NAK delays (`group_nak_delay`): before a gap's
-    /// first NAK, before each retry, and past an echo's hold. `None` on a unicast session.
+    /// On a group session, the bound `T` of the random NAK delays (`group_nak_window`:
+    /// `min(group_nak_backoff, max(16 * srtt, 8 * (srtt + 4 * rttvar), nak_delay))`, or
+    /// `group_nak_backoff` before an RTT sample) and the group size estimate they assume
+    /// (`group_nak_delay`): before a gap's first NAK, before each retry, and past an echo's
+    /// hold. `None` on a unicast session.
     fn group_nak_spread(&self) -> Option<(Duration, u32)> {
         if !self.group {
             return None;
         }
         let max = self.config.group_nak_backoff;
         let base = self.config.nak_delay;
-        let t = self
-            .rtt
-            .smoothed()
-            .map_or(max, |r| (r * 16).max(base).min(max));
+        let t = self.rtt.smoothed().map_or(max, |srtt| {
+            super::group::group_nak_window(srtt, self.rtt.variation(), base, max)
+        });
         Some((t, self.config.group_size_estimate))
     }
 
@@ -1407,6 +1416,9 @@ impl Receiver {
         Ok(())
     }
 }
+
+/// How soon a group receiver probes the RTT again while it has no sample.
+const FIRST_GROUP_RTT_RETRY: Duration = Duration::from_millis(5);
 
 /// A group receiver's random NAK delay over `spread` (see `Receiver::group_nak_spread`); zero
 /// on a unicast session.

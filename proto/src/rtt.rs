@@ -58,6 +58,11 @@ impl RttEstimator {
         self.srtt
     }
 
+    /// The RTT's mean deviation (`rttvar`), zero before any sample.
+    pub(crate) fn variation(&self) -> Duration {
+        self.rttvar
+    }
+
     /// Smoothed RTT plus four deviations, or `default` before any sample.
     pub(crate) fn timeout(&self, default: Duration) -> Duration {
         match self.srtt {

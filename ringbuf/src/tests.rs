@@ -543,6 +543,51 @@ fn blocking_wait_is_woken() {
     assert_eq!(t.join().unwrap(), 1000);
 }
 
+/// A sleep that times out with nothing published keeps its count: one
+/// `wait` counts itself (and calls membarrier) once, however many 20 ms
+/// sleeps it takes, takes the count away when it returns, and still wakes
+/// for a commit made while it is counted.
+#[test]
+fn timed_out_sleeps_keep_one_count_per_wait() {
+    let _watchdog = conduit_test_util::watchdog("timed_out_sleeps_keep_one_count_per_wait", 60);
+    let d = TempDir::new();
+    let mut p = Publisher::create("recount", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("recount", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let taken = || crate::wait::COUNTS_TAKEN.with(std::cell::Cell::get);
+        // Nothing is published: several sleeps of at most 20 ms each.
+        let before = taken();
+        assert!(!s
+            .wait(WaitStrategy::Block, Some(Duration::from_millis(90)))
+            .unwrap());
+        let idle = taken() - before;
+        tx.send(()).unwrap();
+        go.recv().unwrap();
+        // The publisher commits once this wait is counted.
+        let before = taken();
+        assert!(s.wait(WaitStrategy::Block, None).unwrap());
+        let woken = taken() - before;
+        assert_eq!(s.poll(|_, _| {}, usize::MAX).unwrap(), 1);
+        (idle, woken)
+    });
+    rx.recv().unwrap();
+    // The first wait took its count away when it returned.
+    assert_eq!(p.sleepers(), 0);
+    go_tx.send(()).unwrap();
+    while p.sleepers() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Sleeping, or between two of its sleeps: the commit must reach it.
+    std::thread::sleep(Duration::from_millis(30));
+    p.offer(1, &[7; 8]).unwrap();
+    let (idle, woken) = t.join().unwrap();
+    assert_eq!((idle, woken), (1, 1));
+    assert_eq!(p.sleepers(), 0);
+}
+
 /// The wake-up cascade (`wait.rs`): 16 subscribers asleep in `Block`, whose
 /// sleeps never time out in this test, must each receive every message,
 /// while the publisher wakes one sleeper per commit. Before each offer all

@@ -244,6 +244,10 @@ pub struct FanoutArgs {
     /// asleep again in between).
     #[arg(long, value_name = "US", default_value = "200")]
     pub pace_us: u64,
+    /// Pin the publisher to the first allowed CPU and the subscribers to
+    /// the others, so that no woken subscriber runs on the publisher's CPU.
+    #[arg(long)]
+    pub pin: bool,
 }
 
 /// `report`'s options.

@@ -105,6 +105,7 @@ fn run(command: Command) -> Result<()> {
             a.common.size,
             a.messages,
             std::time::Duration::from_micros(a.pace_us),
+            a.pin,
             a.common.json.as_deref(),
         ),
         #[cfg(feature = "conduit")]

@@ -241,27 +241,45 @@ pub fn mpsc(publishers: u32, size: usize, messages: u64, json: Option<&str>) -> 
     }
 }
 
-/// Runs `fanout` for each subscriber count in `subscribers`.
+/// Runs `fanout` for each subscriber count in `subscribers`; with `pin`,
+/// the publisher runs on the first allowed CPU and the subscribers on the
+/// others.
 ///
 /// # Errors
-/// A peer failed, or the publication could not be opened or offered to.
+/// A peer failed, the publication could not be opened or offered to, or
+/// `pin` with fewer than two CPUs.
 pub fn fanout(
     subscribers: &[u32],
     size: usize,
     messages: u64,
     pace: Duration,
+    pin: bool,
     json: Option<&str>,
 ) -> Result<()> {
     if size < 24 {
         return Err(BenchError::msg("fanout needs --size 24 or more"));
     }
+    let cpus = if pin {
+        let cpus = crate::pin::allowed_cpus();
+        if cpus.len() < 2 {
+            return Err(BenchError::msg("fanout --pin needs two CPUs or more"));
+        }
+        crate::pin::pin_current_thread(cpus[0])?;
+        cpus
+    } else {
+        Vec::new()
+    };
     let mut rows = Vec::new();
     for &s in subscribers {
-        rows.push(fanout_one(s, size, messages, pace)?);
+        rows.push(fanout_one(s, size, messages, pace, &cpus)?);
     }
     let base = rows.first().map_or(1.0, |r| r.offer.0.max(1) as f64);
     println!(
-        "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}):"
+        "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}){}:",
+        match cpus.split_first() {
+            Some((p, rest)) => format!(", publisher on CPU {p}, subscribers on CPUs {rest:?}"),
+            None => String::new(),
+        }
     );
     println!(
         "  subscribers   offer p50   p90        p99        p50 / first row   offer CPU p50 / p99   first sub p50 / p99     last sub p50 / p99"
@@ -292,6 +310,7 @@ pub fn fanout(
             "size": size,
             "messages": messages,
             "pace_ns": pace.as_nanos() as u64,
+            "pinned": pin,
             "rows": rows.iter().map(|r| serde_json::json!({
                 "subscribers": r.subscribers,
                 "offer_p50_ns": r.offer.0, "offer_p90_ns": r.offer.1, "offer_p99_ns": r.offer.2,
@@ -305,8 +324,15 @@ pub fn fanout(
     Ok(())
 }
 
-/// One fan-out run.
-fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> Result<FanoutRow> {
+/// One fan-out run; with `cpus` (pinned), subscriber `i` runs on
+/// `cpus[1 + i % (cpus.len() - 1)]` (the publisher is on `cpus[0]`).
+fn fanout_one(
+    subscribers: u32,
+    size: usize,
+    messages: u64,
+    pace: Duration,
+    cpus: &[usize],
+) -> Result<FanoutRow> {
     let name = unique_name("fanout");
     let mut publ = Publication::open(&format!("shm:{name}?subscribers={}", subscribers.max(1)))
         .map_err(|e| err("open publication", e))?;
@@ -319,7 +345,9 @@ fn fanout_one(subscribers: u32, size: usize, messages: u64, pace: Duration) -> R
             size,
             count: messages,
             param: format!("shm:{name}?wait=block {}", file.display()),
-            cpu: None,
+            cpu: cpus
+                .split_first()
+                .map(|(_, rest)| rest[i as usize % rest.len()]),
             parent: std::process::id(),
         };
         let mut peer = Peer::spawn("__fanout-sub", &args.to_args())?;
@@ -449,6 +477,7 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
                 .param
                 .split_once(' ')
                 .ok_or_else(|| BenchError::msg("__fanout-sub needs `URI FILE`"))?;
+            crate::pin::pin_optional(args.cpu)?;
             let mut s = Subscription::open(uri).map_err(|e| err("open subscription", e))?;
             announce("READY", "");
             let mut next = 0u64;

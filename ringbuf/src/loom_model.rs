@@ -275,6 +275,26 @@ mod cascade {
             true
         }
 
+        /// FUTEX_WAIT_BITSET with a timeout, which expires at whatever point
+        /// loom picks while the waiter is queued: true if woken, false if the
+        /// word had changed or the wait timed out.
+        fn wait_or_time_out(&self, me: usize, expected: u32, bit: u32) -> bool {
+            {
+                let mut q = self.queue.lock().unwrap();
+                if self.word.load(Ordering::SeqCst) != expected {
+                    return false;
+                }
+                q.waiters.push((me, bit));
+            }
+            let mut q = self.queue.lock().unwrap();
+            if q.woken[me] {
+                q.woken[me] = false;
+                return true;
+            }
+            q.waiters.retain(|w| w.0 != me);
+            false
+        }
+
         /// FUTEX_WAKE_BITSET.
         fn wake(&self, n: usize, mask: u32) {
             let mut q = self.queue.lock().unwrap();
@@ -300,29 +320,59 @@ mod cascade {
         futex: Futex,
     }
 
+    /// `reclaim_waiter`.
+    fn reclaim(s: &Shared, me: usize) -> u32 {
+        if s.waiting[me].swap(0, Ordering::AcqRel) == 1 {
+            (s.attention.fetch_sub(1, Ordering::Relaxed) as u32).wrapping_sub(1)
+        } else {
+            s.attention.load(Ordering::Relaxed) as u32
+        }
+    }
+
     /// `Subscriber::wait` in `Block` (without the spin) and the reads, until
-    /// `n` records are seen: steps (1)–(6) of `wait.rs`.
-    fn sleeper(s: &Shared, me: usize, n: u64, fanout: usize) {
+    /// `n` records are seen: steps (1)–(6) of `wait.rs`. The first
+    /// `timeouts` sleeps may time out; one that does with the word unchanged
+    /// keeps its count, and the next sleep skips steps (1)–(3).
+    fn sleeper(s: &Shared, me: usize, n: u64, fanout: usize, mut timeouts: usize) {
         let mut pos = 0;
+        let mut counted: Option<u32> = None;
         while pos < n {
             if s.commit[pos as usize].load(Ordering::Acquire) == pos + 1 {
+                // `wait` returns: a count kept is taken away.
+                if counted.take().is_some() {
+                    reclaim(s, me);
+                }
                 pos += 1;
                 continue;
             }
-            let f = s.futex.word.load(Ordering::Acquire);
-            s.attention.fetch_add(1, Ordering::SeqCst);
-            s.waiting[me].store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            let f = match counted.take() {
+                Some(f) if s.futex.word.load(Ordering::Acquire) == f => f,
+                Some(_) => {
+                    reclaim(s, me);
+                    continue;
+                }
+                None => {
+                    let f = s.futex.word.load(Ordering::Acquire);
+                    s.attention.fetch_add(1, Ordering::SeqCst);
+                    s.waiting[me].store(1, Ordering::SeqCst);
+                    fence(Ordering::SeqCst);
+                    f
+                }
+            };
             let mut woken = false;
             if s.commit[pos as usize].load(Ordering::Acquire) != pos + 1 {
-                woken = s.futex.wait(me, f, bit(f));
+                woken = if timeouts > 0 {
+                    timeouts -= 1;
+                    s.futex.wait_or_time_out(me, f, bit(f))
+                } else {
+                    s.futex.wait(me, f, bit(f))
+                };
             }
-            // `reclaim_waiter`.
-            let others = if s.waiting[me].swap(0, Ordering::AcqRel) == 1 {
-                (s.attention.fetch_sub(1, Ordering::Relaxed) as u32).wrapping_sub(1)
-            } else {
-                s.attention.load(Ordering::Relaxed) as u32
-            };
+            if !woken && s.futex.word.load(Ordering::Acquire) == f {
+                counted = Some(f);
+                continue;
+            }
+            let others = reclaim(s, me);
             if woken && others != 0 {
                 let now = s.futex.word.load(Ordering::Relaxed);
                 s.futex.wake(fanout, !bit(now));
@@ -343,6 +393,10 @@ mod cascade {
     }
 
     fn run(n: u64, fanout: usize) {
+        run_with_timeouts(n, fanout, [0; SLEEPERS]);
+    }
+
+    fn run_with_timeouts(n: u64, fanout: usize, timeouts: [usize; SLEEPERS]) {
         let s = Arc::new(Shared {
             commit: [AtomicU64::new(0), AtomicU64::new(0)],
             attention: AtomicU64::new(0),
@@ -356,7 +410,7 @@ mod cascade {
         let sleepers: Vec<_> = (0..SLEEPERS)
             .map(|me| {
                 let s = s.clone();
-                thread::spawn(move || sleeper(&s, me, n, fanout))
+                thread::spawn(move || sleeper(&s, me, n, fanout, timeouts[me]))
             })
             .collect();
         publisher(&s, n);
@@ -379,6 +433,20 @@ mod cascade {
     #[test]
     fn loom_cascade_across_two_records() {
         model(|| run(2, 2));
+    }
+
+    /// A sleeper times out, keeps its count and sleeps again without a new
+    /// barrier, while the publisher commits and the other sleeper may be
+    /// woken first: nobody is left asleep (the re-sleep of `wait.rs`).
+    #[test]
+    fn loom_a_timed_out_sleep_keeps_its_count() {
+        model(|| run_with_timeouts(1, 1, [1, 0]));
+    }
+
+    /// Both sleepers time out once, across two records.
+    #[test]
+    fn loom_timed_out_sleeps_across_two_records() {
+        model(|| run_with_timeouts(2, 2, [1, 1]));
     }
 }
 

@@ -216,6 +216,85 @@ fn full_ring_back_pressures_until_the_slowest_reads() {
     assert!(p.all_consumed());
 }
 
+/// The publisher's cached bound (`limit`, the slowest position plus the
+/// capacity, taken at the last scan): back-pressure comes exactly when a
+/// record would pass the slowest subscriber's position, clears as soon as
+/// it reads, and below the bound an offer reads no subscriber slot (its
+/// cost does not depend on the number of subscribers). A hostile position
+/// scribbled into a slot after a scan is only seen by the offer that needs
+/// more room than the cached bound gives.
+#[test]
+fn cached_bound_back_pressures_exactly_and_offers_below_it_read_no_slot() {
+    let d = TempDir::new();
+    let cap = 4096;
+    let mut p = Publisher::create("bound", &config(&d, cap)).unwrap();
+    // Slot 0: the slow subscriber; slots 1..=7: fast ones.
+    let mut slow = Subscriber::open("bound", Some(&d.0)).unwrap();
+    connect(&mut p, &mut slow);
+    let mut fast: Vec<Subscriber> = (1..8)
+        .map(|_| Subscriber::open("bound", Some(&d.0)).unwrap())
+        .collect();
+    for s in &mut fast {
+        connect(&mut p, s);
+    }
+    assert_eq!(p.subscriber_count(), 8);
+    let drain_fast = |fast: &mut Vec<Subscriber>| {
+        for s in fast.iter_mut() {
+            drain(s);
+        }
+    };
+    // 32-byte records (16-byte header, 8-byte payload, aligned to 32).
+    let sent = std::cell::Cell::new(0u64);
+    let offer = |p: &mut Publisher| {
+        let n = sent.get();
+        let r = p.offer(n as u32, &n.to_le_bytes());
+        if r.is_ok() {
+            sent.set(n + 1);
+        }
+        r
+    };
+    // Fill: the last record that fits leaves room for the commit word
+    // zeroed ahead of the tail; the next one is back-pressured.
+    while offer(&mut p).is_ok() {
+        drain_fast(&mut fast);
+    }
+    assert_eq!(sent.get() as usize, cap / 32 - 1);
+    assert_eq!(offer(&mut p), Err(OfferError::BackPressured));
+    // The slow subscriber reads 5: exactly 5 more fit.
+    assert_eq!(slow.poll(|_, _| {}, 5).unwrap(), 5);
+    for _ in 0..5 {
+        offer(&mut p).unwrap();
+    }
+    assert_eq!(offer(&mut p), Err(OfferError::BackPressured));
+    drain_fast(&mut fast);
+    // It reads 10 more; the next offer rescans (the bound moves by 10
+    // records), then a fast subscriber's slot gets a hostile position.
+    assert_eq!(slow.poll(|_, _| {}, 10).unwrap(), 10);
+    offer(&mut p).unwrap();
+    drain_fast(&mut fast);
+    let honest = p.position();
+    let w = Scribbler::new(p.path());
+    w.write_u64(layout::slot_offset(7) + 8, 1 << 40);
+    // The 9 records left below the bound are accepted without a look at
+    // the slots; the 10th needs a rescan, which finds the hostile word.
+    for _ in 0..9 {
+        offer(&mut p).unwrap();
+    }
+    match offer(&mut p) {
+        Err(OfferError::Corrupt(m)) => assert!(m.contains("slot 7 holds position"), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Put the honest word back: the slow subscriber's 10 records still bind.
+    w.write_u64(layout::slot_offset(7) + 8, honest);
+    assert_eq!(offer(&mut p), Err(OfferError::BackPressured));
+    // Everyone reads everything: back-pressure is gone.
+    let got: Vec<u32> = drain(&mut slow).iter().map(|(t, _)| *t).collect();
+    assert_eq!(got, (15..sent.get() as u32).collect::<Vec<_>>());
+    drain_fast(&mut fast);
+    assert!(p.all_consumed());
+    offer(&mut p).unwrap();
+}
+
 #[test]
 fn subscribers_join_and_leave() {
     let d = TempDir::new();
@@ -462,6 +541,51 @@ fn blocking_wait_is_woken() {
         }
     }
     assert_eq!(t.join().unwrap(), 1000);
+}
+
+/// A sleep that times out with nothing published keeps its count: one
+/// `wait` counts itself (and calls membarrier) once, however many 20 ms
+/// sleeps it takes, takes the count away when it returns, and still wakes
+/// for a commit made while it is counted.
+#[test]
+fn timed_out_sleeps_keep_one_count_per_wait() {
+    let _watchdog = conduit_test_util::watchdog("timed_out_sleeps_keep_one_count_per_wait", 60);
+    let d = TempDir::new();
+    let mut p = Publisher::create("recount", &config(&d, 4096)).unwrap();
+    let mut s = Subscriber::open("recount", Some(&d.0)).unwrap();
+    connect(&mut p, &mut s);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let taken = || crate::wait::COUNTS_TAKEN.with(std::cell::Cell::get);
+        // Nothing is published: several sleeps of at most 20 ms each.
+        let before = taken();
+        assert!(!s
+            .wait(WaitStrategy::Block, Some(Duration::from_millis(90)))
+            .unwrap());
+        let idle = taken() - before;
+        tx.send(()).unwrap();
+        go.recv().unwrap();
+        // The publisher commits once this wait is counted.
+        let before = taken();
+        assert!(s.wait(WaitStrategy::Block, None).unwrap());
+        let woken = taken() - before;
+        assert_eq!(s.poll(|_, _| {}, usize::MAX).unwrap(), 1);
+        (idle, woken)
+    });
+    rx.recv().unwrap();
+    // The first wait took its count away when it returned.
+    assert_eq!(p.sleepers(), 0);
+    go_tx.send(()).unwrap();
+    while p.sleepers() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Sleeping, or between two of its sleeps: the commit must reach it.
+    std::thread::sleep(Duration::from_millis(30));
+    p.offer(1, &[7; 8]).unwrap();
+    let (idle, woken) = t.join().unwrap();
+    assert_eq!((idle, woken), (1, 1));
+    assert_eq!(p.sleepers(), 0);
 }
 
 /// The wake-up cascade (`wait.rs`): 16 subscribers asleep in `Block`, whose

@@ -40,6 +40,13 @@
 //! the subscribers: the last of N sleepers is woken about log2(N) hops after
 //! the first instead of by the publisher's one call.
 //!
+//! A sleep that times out with the futex word unchanged keeps its count
+//! for the next sleep of the same `wait`, which starts at step (4): the
+//! count has stood since the barrier, so a commit after it bumped the word
+//! (step (5) then returns at once) and a commit before it is seen by (4).
+//! An idle sleeper thus costs the publisher's CPU no membarrier IPI every
+//! `MAX_SLEEP`; `wait` takes the count away whenever it returns.
+//!
 //! The count is also flagged in the sleeper's slot (`waiting`): the sleeper
 //! swaps the flag back to 0 and takes its count away on waking, and so does
 //! whoever reclaims the slot of a dead owner (the publisher's reaper, or a
@@ -76,6 +83,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(20);
 #[cfg(test)]
 thread_local! {
     pub(crate) static NO_SLEEP_TIMEOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Steps (2)-(3) taken on this thread (test builds only).
+    pub(crate) static COUNTS_TAKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 /// Longest sleep when the asymmetric barrier is unavailable.
 const MAX_SLEEP_UNFENCED: Duration = Duration::from_millis(1);
@@ -96,6 +105,26 @@ impl Subscriber {
         &mut self,
         strategy: WaitStrategy,
         timeout: Option<Duration>,
+    ) -> Result<bool, PollError> {
+        let mut counted = None;
+        let r = self.wait_counted(strategy, timeout, &mut counted);
+        // Whatever ended the wait, we are not asleep any more: a count kept
+        // across timed-out sleeps must not make the publisher go on waking.
+        if counted.is_some() {
+            if let Some(c) = self.conn.as_ref() {
+                reclaim_waiter(&c.map, c.slot());
+            }
+        }
+        r
+    }
+
+    /// [`Subscriber::wait`]; `counted` holds the futex value of a sleep whose
+    /// count (steps (2)-(3)) is still in place (see [`Subscriber::sleep`]).
+    fn wait_counted(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        counted: &mut Option<u32>,
     ) -> Result<bool, PollError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let backoff = Backoff::new();
@@ -128,7 +157,7 @@ impl Subscriber {
             } else if !slow {
                 std::hint::spin_loop();
             } else {
-                self.sleep(deadline);
+                self.sleep(deadline, counted);
             }
         }
     }
@@ -161,7 +190,17 @@ impl Subscriber {
     }
 
     /// One sleep on the futex (or a short nap while detached).
-    fn sleep(&mut self, deadline: Option<Instant>) {
+    ///
+    /// A sleep that times out with the futex word unchanged keeps its count
+    /// (`counted` = the value it slept on) and the next sleep of the same
+    /// `wait` goes straight to step (4): the count has been in place since
+    /// the barrier, so every commit after the barrier found it and bumped
+    /// the word (the wait then returns at once), and every commit before it
+    /// is seen by the re-check. This spares the publisher's CPU a membarrier
+    /// IPI (and `attention` two read-modify-writes) per sleeper and
+    /// `MAX_SLEEP` while nothing is published. `counted` is only set while
+    /// attached, and the attachment does not change within one `wait`.
+    fn sleep(&mut self, deadline: Option<Instant>, counted: &mut Option<u32>) {
         let now = Instant::now();
         let left =
             |max: Duration| deadline.map_or(max, |d| d.saturating_duration_since(now).min(max));
@@ -170,22 +209,38 @@ impl Subscriber {
             return;
         };
         let signal = c.map.signal();
-        // (1) Acquire partner: the publisher's Release fetch_add before FUTEX_WAKE.
-        let f = signal.futex.load(Ordering::Acquire);
-        // (2) Counted, then flagged in our slot, so that whoever reclaims
-        // the slot after our death can take the count away.
-        signal
-            .attention
-            .fetch_add(ATTENTION_WAITER, Ordering::SeqCst);
-        // Release partner: the AcqRel swap in `reclaim_waiter` (publisher.rs).
-        c.slot().waiting.store(1, Ordering::SeqCst);
-        // (3) Pairs with the publisher's barrier between its commit store and
-        // its load of `attention`.
-        let fenced = if c.map.publisher().fence_mode.load(Ordering::Relaxed) == FENCE_MEMBARRIER {
-            futex::global_barrier()
-        } else {
-            fence(Ordering::SeqCst);
-            true
+        let (f, fenced) = match counted.take() {
+            // Still counted, and no bump since: steps (1)-(3) hold as they were.
+            // Acquire partner: the publisher's Release fetch_add.
+            Some(f) if signal.futex.load(Ordering::Acquire) == f => (f, true),
+            // A bump since (a commit found us counted): go and read.
+            Some(_) => {
+                reclaim_waiter(&c.map, c.slot());
+                return;
+            }
+            None => {
+                // (1) Acquire partner: the publisher's Release fetch_add before FUTEX_WAKE.
+                let f = signal.futex.load(Ordering::Acquire);
+                #[cfg(test)]
+                COUNTS_TAKEN.with(|n| n.set(n.get() + 1));
+                // (2) Counted, then flagged in our slot, so that whoever reclaims
+                // the slot after our death can take the count away.
+                signal
+                    .attention
+                    .fetch_add(ATTENTION_WAITER, Ordering::SeqCst);
+                // Release partner: the AcqRel swap in `reclaim_waiter` (publisher.rs).
+                c.slot().waiting.store(1, Ordering::SeqCst);
+                // (3) Pairs with the publisher's barrier between its commit store and
+                // its load of `attention`.
+                let fenced =
+                    if c.map.publisher().fence_mode.load(Ordering::Relaxed) == FENCE_MEMBARRIER {
+                        futex::global_barrier()
+                    } else {
+                        fence(Ordering::SeqCst);
+                        true
+                    };
+                (f, fenced)
+            }
         };
         // (4)
         let mut woken = false;
@@ -203,6 +258,14 @@ impl Subscriber {
             };
             // (5)
             woken = futex::wait(&signal.futex, f, futex::generation_bit(f), left(max));
+        }
+        // Timed out (or a signal, or data seen at (4)) with the word
+        // unchanged: keep the count for the next sleep. Only with the
+        // barrier: without it, each sleep must try it again.
+        // Acquire partner: the publisher's Release fetch_add.
+        if !woken && fenced && signal.futex.load(Ordering::Acquire) == f {
+            *counted = Some(f);
+            return;
         }
         let others = reclaim_waiter(&c.map, c.slot());
         // (6) The cascade: a sleeper woken by a FUTEX_WAKE passes it on to

@@ -97,6 +97,11 @@ impl Peer {
         })
     }
 
+    /// The child's pid, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A watch that fires when this peer exits.
     pub fn watch(&self) -> PeerWatch {
         PeerWatch(Some(Arc::clone(&self.gone)))

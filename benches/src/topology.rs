@@ -99,6 +99,9 @@ struct FanoutRow {
     first: (u64, u64),
     /// Offer to the last subscriber's poll: p50, p99 (ns).
     last: (u64, u64),
+    /// Mean time per message spent waiting, after `pace`, until every
+    /// subscriber was asleep (ns).
+    settle: u64,
 }
 
 /// Runs `mpsc` with `publishers` publisher processes.
@@ -282,11 +285,11 @@ pub fn fanout(
         }
     );
     println!(
-        "  subscribers   offer p50   p90        p99        p50 / first row   offer CPU p50 / p99   first sub p50 / p99     last sub p50 / p99"
+        "  subscribers   offer p50   p90        p99        p50 / first row   offer CPU p50 / p99   first sub p50 / p99     last sub p50 / p99     settle"
     );
     for r in &rows {
         println!(
-            "  {:>11}   {:>6} ns   {:>6} ns  {:>6} ns   {:>15.2}   {:>7} / {:>7} ns   {:>8} / {:>8} ns   {:>8} / {:>8} ns",
+            "  {:>11}   {:>6} ns   {:>6} ns  {:>6} ns   {:>15.2}   {:>7} / {:>7} ns   {:>8} / {:>8} ns   {:>8} / {:>8} ns   {:>6} us",
             r.subscribers,
             r.offer.0,
             r.offer.1,
@@ -297,11 +300,13 @@ pub fn fanout(
             r.first.0,
             r.first.1,
             r.last.0,
-            r.last.1
+            r.last.1,
+            r.settle / 1000
         );
     }
     println!("  (offer: wall clock, including any time the publisher is descheduled; offer CPU: the publisher thread's CPU time;");
-    println!("   first/last sub: from just before the offer to the poll that delivers it, in the first and the last subscriber)");
+    println!("   first/last sub: from just before the offer to the poll that delivers it, in the first and the last subscriber;");
+    println!("   settle: mean wait per message, after the pace, until every subscriber process was asleep in /proc)");
     if let Some(path) = json {
         let doc = serde_json::json!({
             "schema": 2,
@@ -317,11 +322,25 @@ pub fn fanout(
                 "offer_cpu_p50_ns": r.cpu.0, "offer_cpu_p99_ns": r.cpu.1,
                 "first_sub_p50_ns": r.first.0, "first_sub_p99_ns": r.first.1,
                 "last_sub_p50_ns": r.last.0, "last_sub_p99_ns": r.last.1,
+                "settle_mean_ns": r.settle,
             })).collect::<Vec<_>>(),
         });
         write_json(path, &doc)?;
     }
     Ok(())
+}
+
+/// Whether process `pid` is asleep (state `S` in `/proc/PID/stat`: a
+/// `wait=block` subscriber sleeps only on the ring's futex). The state
+/// follows the command name, which is in parentheses and may hold spaces.
+fn sleeping(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st == "S")
+        })
+        .unwrap_or(false)
 }
 
 /// One fan-out run; with `cpus` (pinned), subscriber `i` runs on
@@ -357,6 +376,8 @@ fn fanout_one(
     }
     publ.wait_for_subscribers(subscribers as usize, READY_TIMEOUT)
         .map_err(|e| err("wait for subscribers", e))?;
+    let pids: Vec<u32> = peers.iter().filter_map(Peer::pid).collect();
+    let mut waited_ns = 0u64;
     let mut msg = vec![0u8; size];
     let mut took = Vec::with_capacity(messages as usize);
     let mut cpu = Vec::with_capacity(messages as usize);
@@ -368,6 +389,16 @@ fn fanout_one(
         while settled.elapsed() < pace {
             std::hint::spin_loop();
         }
+        // And asleep: on two vCPUs, 64 subscribers spinning out their
+        // budgets one after another can take longer than `pace`.
+        let asleep = Instant::now();
+        while !pids.iter().all(|&p| sleeping(p)) {
+            if asleep.elapsed() > IDLE {
+                return Err(BenchError::msg("fanout: subscribers never all asleep"));
+            }
+            std::thread::yield_now();
+        }
+        waited_ns += asleep.elapsed().as_nanos() as u64;
         encode(&mut msg, 0, seq);
         let since = Instant::now();
         loop {
@@ -425,6 +456,7 @@ fn fanout_one(
         cpu: (quantile(&cpu, 0.5), quantile(&cpu, 0.99)),
         first: (quantile(&first, 0.5), quantile(&first, 0.99)),
         last: (quantile(&last, 0.5), quantile(&last, 0.99)),
+        settle: waited_ns / messages.max(1),
     })
 }
 

@@ -10,8 +10,9 @@
 //!   in `wait=block` (asleep on the ring's futex, not spinning), and times
 //!   each `offer` (the commit, and the wake-up call it includes). Before
 //!   each offer it waits until every subscriber has read the previous
-//!   message (`flush`) and then for `pace`, so that every subscriber is
-//!   asleep again when the offer is made. Reports p50/p90/p99 of the offer
+//!   message (`flush`), then for `pace`, then until every subscriber
+//!   process is asleep (`S` in `/proc/PID/stat`), so that the offer meets
+//!   sleepers only. Reports p50/p90/p99 of the offer
 //!   per S, and each p50 against S = 1, and of the publisher thread's CPU
 //!   time per offer (the wall clock includes any time a woken subscriber
 //!   preempts the publisher); and, on the subscribers' side, the

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::channels::netns;
 use crate::channels::{cpus, Channel};
+use crate::channels::{netns, veth};
 use crate::error::{BenchError, Result};
 use crate::latency::{LatencyConfig, PAIR_BLOCK};
 use crate::plot::{self, Series, PALETTE};
@@ -324,12 +324,17 @@ pub fn run(
         Ok(report.limits.len() - 1)
     };
 
-    // Whether a private network namespace can be made (asked once, when a
-    // channel needs one): the channels that need one are skipped otherwise.
-    let mut netns: Option<std::result::Result<(), String>> = None;
-    let mut netns_ok = |report: &mut CompareReport, c: Channel| -> bool {
-        let probe = || netns::probe().map_err(|e| e.to_string());
-        match netns.get_or_insert_with(probe) {
+    // Whether a private network namespace (false), or two joined by a veth
+    // pair (true), can be made (asked once, when a channel needs it): the
+    // channels that need it are skipped otherwise.
+    let mut probed: BTreeMap<bool, std::result::Result<(), String>> = BTreeMap::new();
+    let mut namespaces_ok = |report: &mut CompareReport, c: Channel| -> bool {
+        if !c.in_netns() && !c.in_veth() {
+            return true;
+        }
+        let veth = c.in_veth();
+        let probe = || if veth { veth::probe() } else { netns::probe() }.map_err(|e| e.to_string());
+        match probed.entry(veth).or_insert_with(probe) {
             Ok(()) => true,
             Err(e) => {
                 let w = format!("{} skipped: {e}", c.name());
@@ -342,7 +347,7 @@ pub fn run(
 
     let mut last_limit = run_limit(&mut report)?;
     for &c in &latency_list {
-        if c.in_netns() && !netns_ok(&mut report, c) {
+        if !namespaces_ok(&mut report, c) {
             continue;
         }
         let cfg = latency_config(c, size, messages, warmup, None);
@@ -363,35 +368,20 @@ pub fn run(
             }
         }
     }
-    let raw_m = Channel::UdpRawMulticast;
-    if latency_list.contains(&raw_m) && matches!(netns, Some(Ok(()))) {
-        // The kernel's floor: bare multicast against bare unicast,
-        // interleaved in one namespace (reported with the conduit pair).
-        let one = latency_config(raw_m, size, messages, warmup, None);
-        let cfg = LatencyConfig {
-            messages: 2 * one.messages,
-            warmup: 2 * one.warmup,
-            ..one
-        };
-        let what = format!("{} / udp-raw interleaved", raw_m.name());
-        match netns::run(|| crate::channels::udp_raw_multicast::multicast_vs_unicast(&cfg)) {
-            Ok((multicast, unicast)) => {
-                eprintln!(
-                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
-                );
-                report
-                    .multicast_vs_unicast
-                    .push(MulticastVsUnicast::new(multicast, unicast));
-            }
-            Err(e) => {
-                eprintln!("  {what}: FAILED: {e}");
-                report.failures.push(Failure {
-                    what,
-                    error: e.to_string(),
-                });
-            }
+    let ready = |c: Channel| probed.get(&c.in_veth()) == Some(&Ok(()));
+    for raw_m in [Channel::UdpRawMulticast, Channel::UdpRawMulticastVeth] {
+        if !latency_list.contains(&raw_m) || !ready(raw_m) {
+            continue;
         }
+        // The kernel's floor: bare multicast against bare unicast,
+        // interleaved in the same namespaces (reported with the conduit
+        // pairs).
+        let cfg = pair_config(raw_m, size, messages, warmup);
+        let what = format!("{} / bare unicast interleaved", raw_m.name());
+        let r = in_namespaces(raw_m, || {
+            crate::channels::udp_raw_multicast::multicast_vs_unicast(raw_m, &cfg)
+        });
+        report.push_multicast_pair(what, r);
     }
     #[cfg(feature = "conduit")]
     {
@@ -426,34 +416,17 @@ pub fn run(
                 }
             }
         }
-        let (m, u) = (Channel::UDP_MULTICAST, Channel::UDP_NETNS);
-        if latency_list.contains(&m) && latency_list.contains(&u) && matches!(netns, Some(Ok(()))) {
-            let one = latency_config(m, size, messages, warmup, None);
-            let cfg = LatencyConfig {
-                messages: 2 * one.messages,
-                warmup: 2 * one.warmup,
-                ..one
-            };
-            let what = format!("{} / {} interleaved", m.name(), u.name());
-            let r = netns::run(|| crate::channels::udp::multicast_vs_unicast(&cfg));
-            match r {
-                Ok((multicast, unicast)) => {
-                    eprintln!(
-                        "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                        multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
-                    );
-                    report
-                        .multicast_vs_unicast
-                        .push(MulticastVsUnicast::new(multicast, unicast));
-                }
-                Err(e) => {
-                    eprintln!("  {what}: FAILED: {e}");
-                    report.failures.push(Failure {
-                        what,
-                        error: e.to_string(),
-                    });
-                }
+        for (m, u) in [
+            (Channel::UDP_MULTICAST, Channel::UDP_NETNS),
+            (Channel::UDP_MULTICAST_VETH, Channel::UDP_VETH),
+        ] {
+            if !latency_list.contains(&m) || !latency_list.contains(&u) || !ready(m) {
+                continue;
             }
+            let cfg = pair_config(m, size, messages, warmup);
+            let what = format!("{} / {} interleaved", m.name(), u.name());
+            let r = in_namespaces(m, || crate::channels::udp::multicast_vs_unicast(m, &cfg));
+            report.push_multicast_pair(what, r);
         }
     }
     for w in report.limits.windows(2) {
@@ -532,12 +505,60 @@ pub fn run(
     }
 }
 
+/// The config of an interleaved pair led by `c`: twice the round trips of
+/// one run, as each channel gets half.
+fn pair_config(
+    c: Channel,
+    size: usize,
+    messages: Option<u64>,
+    warmup: Option<u64>,
+) -> LatencyConfig {
+    let one = latency_config(c, size, messages, warmup, None);
+    LatencyConfig {
+        messages: 2 * one.messages,
+        warmup: 2 * one.warmup,
+        ..one
+    }
+}
+
+/// Runs `f` in the namespaces `c` needs: two joined by a veth pair
+/// ([`veth::run`]) or one private one ([`netns::run`]).
+fn in_namespaces<T: Send>(c: Channel, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if c.in_veth() {
+        veth::run(f)
+    } else {
+        netns::run(f)
+    }
+}
+
 /// A ratio as printed: two decimals, `-` when there is none.
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
 }
 
 impl CompareReport {
+    /// Records an interleaved multicast / unicast pair (`what` names it), or
+    /// its failure.
+    fn push_multicast_pair(&mut self, what: String, r: Result<(LatencyResult, LatencyResult)>) {
+        match r {
+            Ok((multicast, unicast)) => {
+                eprintln!(
+                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
+                );
+                self.multicast_vs_unicast
+                    .push(MulticastVsUnicast::new(multicast, unicast));
+            }
+            Err(e) => {
+                eprintln!("  {what}: FAILED: {e}");
+                self.failures.push(Failure {
+                    what,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
     /// Checks what the tables index: a file read back may be damaged.
     ///
     /// # Errors

@@ -3,7 +3,9 @@
 //! placement); each conduit UDP channel against the bare socket in the same
 //! wait mode (`udp-raw`, `udp-raw-block`), interleaved in the same two
 //! processes; `udp-multicast` interleaved with `udp-netns` in one private
-//! network namespace; plus one-way throughput rows.
+//! network namespace, and `udp-multicast-veth` with `udp-veth` across a veth
+//! pair between two (with the bare sockets' floors, interleaved the same
+//! way); plus one-way throughput rows.
 
 use std::collections::BTreeMap;
 
@@ -377,7 +379,12 @@ pub fn run(
         // interleaved in the same namespaces (reported with the conduit
         // pairs).
         let cfg = pair_config(raw_m, size, messages, warmup);
-        let what = format!("{} / bare unicast interleaved", raw_m.name());
+        let bare_unicast = if raw_m.in_veth() {
+            Channel::UdpRawVeth
+        } else {
+            Channel::UdpRaw(crate::channels::Wait::Spin)
+        };
+        let what = format!("{} / {} interleaved", raw_m.name(), bare_unicast.name());
         let r = in_namespaces(raw_m, || {
             crate::channels::udp_raw_multicast::multicast_vs_unicast(raw_m, &cfg)
         });
@@ -721,9 +728,11 @@ impl CompareReport {
         }
     }
 
-    /// Prints `udp-multicast` against unicast: interleaved with `udp-netns`
-    /// in one namespace, and against the separate `udp` and `udp-netns`
-    /// rows of the first table.
+    /// Prints conduit's multicast channels against unicast: interleaved
+    /// with their unicast control (`udp-netns` in one namespace,
+    /// `udp-veth` across the veth pair), against the separate rows of the
+    /// first table (the control, `udp`, the bare multicast sockets), and
+    /// the bare sockets' floors.
     fn print_multicast(&self) {
         let row = |name: &str| {
             self.channels
@@ -731,26 +740,39 @@ impl CompareReport {
                 .find(|r| r.result.channel == name)
                 .map(|r| &r.result)
         };
-        let multicast = row(Channel::UDP_MULTICAST.name());
-        if multicast.is_none() && self.multicast_vs_unicast.is_empty() {
+        // (conduit multicast, its unicast control, the bare multicast floor)
+        let kinds = [
+            (
+                Channel::UDP_MULTICAST,
+                Channel::UDP_NETNS,
+                Channel::UdpRawMulticast,
+            ),
+            (
+                Channel::UDP_MULTICAST_VETH,
+                Channel::UDP_VETH,
+                Channel::UdpRawMulticastVeth,
+            ),
+        ];
+        let any_row = kinds.iter().any(|k| row(k.0.name()).is_some());
+        if !any_row && self.multicast_vs_unicast.is_empty() {
             return;
         }
         println!();
         println!(
-            "conduit over UDP multicast (udp-multicast: group publication to group subscription each way, in a private network namespace) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
+            "conduit over UDP multicast (group publication to group subscription each way: udp-multicast on lo of one private namespace, udp-multicast-veth across a veth pair between two) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
         );
         println!(
-            "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-            "against", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
+            "{:<62} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            "multicast vs unicast", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
         );
         let line = |what: String, m: &LatencyResult, u: &LatencyResult| {
             // The target is for conduit's multicast against unicast.
-            let judged = m.channel == Channel::UDP_MULTICAST.name()
-                && u.channel != Channel::UdpRawMulticast.name();
+            let conduit = |c: &str| Channel::parse(c).is_ok_and(|c| c.is_conduit_udp());
+            let judged = kinds.iter().any(|k| k.0.name() == m.channel) && conduit(&u.channel);
             let (m, u) = (&m.pct, &u.pct);
             let r50 = ratio(m.p50, u.p50 as f64);
             println!(
-                "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
+                "{:<62} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
                 what,
                 m.p50,
                 u.p50,
@@ -766,35 +788,29 @@ impl CompareReport {
             );
         };
         for p in &self.multicast_vs_unicast {
-            let what = if p.multicast.channel == Channel::UDP_MULTICAST.name() {
-                "udp-netns".to_string()
-            } else {
-                // The kernel's floor (bare sockets, one namespace).
-                format!("{} vs {}", p.multicast.channel, p.unicast.channel)
-            };
             line(
                 format!(
-                    "{what}, interleaved ({} each)",
+                    "{} vs {}, interleaved ({} each)",
+                    p.multicast.channel,
+                    p.unicast.channel,
                     short_count(p.multicast.messages)
                 ),
                 &p.multicast,
                 &p.unicast,
             );
         }
-        if let Some(m) = multicast {
-            for name in [Channel::UDP_NETNS.name(), Channel::UDP.name()] {
-                if let Some(u) = row(name) {
-                    let place = if name == Channel::UDP.name() {
-                        "host namespace"
-                    } else {
-                        "own namespace"
-                    };
-                    line(format!("{name} ({place}), separate runs"), m, u);
+        for (m, control, bare) in kinds {
+            let Some(m) = row(m.name()) else { continue };
+            // Against unicast conduit, then what conduit adds to the bare
+            // multicast sockets.
+            for u in [control, Channel::UDP, bare] {
+                if let Some(u) = row(u.name()) {
+                    line(
+                        format!("{} vs {}, separate runs", m.channel, u.channel),
+                        m,
+                        u,
+                    );
                 }
-            }
-            if let Some(u) = row(Channel::UdpRawMulticast.name()) {
-                // What conduit adds to the bare multicast sockets.
-                line(format!("{} (bare), separate runs", u.channel), m, u);
             }
         }
     }
@@ -889,6 +905,10 @@ mod tests {
             "udp-multicast",
             "udp-netns",
             "udp-raw-block",
+            "udp-multicast-veth",
+            "udp-veth",
+            "udp-raw-veth",
+            "udp-raw-multicast-veth",
         ] {
             assert!(names.contains(&name), "{name}");
         }

@@ -196,6 +196,11 @@ impl Route {
         matches!(self, Route::Multicast | Route::Netns)
     }
 
+    /// Whether the URIs name multicast groups.
+    pub fn is_multicast(self) -> bool {
+        matches!(self, Route::Multicast | Route::MulticastVeth)
+    }
+
     /// Whether the processes run in two namespaces joined by a veth pair.
     pub fn in_veth(self) -> bool {
         matches!(self, Route::MulticastVeth | Route::Veth)
@@ -770,10 +775,23 @@ fn against_peer<E, H>(
     let measured = match run(&mut end, &peer.watch()) {
         Ok(h) => h,
         Err(Stop::PeerGone) => return Err(peer.failure()),
-        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Failed(e)) => return Err(prefer_peer_error(&mut peer, e)),
     };
     let rss_pong = peer.finish(FINISH_TIMEOUT, || drive(&mut end))?;
     Ok((measured, end, rss_pong))
+}
+
+/// How long a failed run waits for the peer's own error ([`prefer_peer_error`]).
+const PEER_ERROR_GRACE: Duration = Duration::from_secs(2);
+
+/// The error of a run that failed here (`ours`), or the peer's if it failed
+/// first: a peer that fails closes its channels on its way out, which our
+/// end reports (`poll: closed`) before the peer's `ERROR` line arrives.
+fn prefer_peer_error(peer: &mut Peer, ours: BenchError) -> BenchError {
+    match peer.expect("ERROR", PEER_ERROR_GRACE) {
+        Ok(theirs) => BenchError(format!("peer process failed: {theirs} (here: {ours})")),
+        Err(_) => ours,
+    }
 }
 
 fn latency_result(
@@ -829,7 +847,7 @@ pub fn rx_with_peer<R: RxEnd>(
     let (elapsed, timed) = match run_rx(&mut rx, size, messages, channel, &peer.watch()) {
         Ok(r) => r,
         Err(Stop::PeerGone) => return Err(peer.failure()),
-        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Failed(e)) => return Err(prefer_peer_error(&mut peer, e)),
     };
     // Keep receiving while the sender flushes: a reliable transport waits
     // for our acknowledgements before the sender's flush returns.

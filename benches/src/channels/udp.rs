@@ -68,6 +68,22 @@ impl Drop for RunKey {
     }
 }
 
+/// Every conduit UDP URI of the bench: a peer is declared gone after 30 s
+/// of silence instead of 1 s. In a round trip each side drives only its
+/// subscription while it waits for the other, so its publication is silent
+/// (no heartbeat) for as long as the other process is: on a loaded machine
+/// a process not scheduled for a second made the other's subscription
+/// report `peer gone`, and the process that failed then closed its
+/// publication, which the first one reported as `poll: closed`. The bench
+/// has its own, longer bound for a stalled run
+/// ([`crate::latency::PING_IDLE_TIMEOUT`], 20 s), which now fires first,
+/// with a clear message.
+pub const STALL_OPTIONS: &str = "liveness=30s";
+
+/// The same for a group publication's receiver set: a receiver silent for
+/// 30 s (not 2 s) leaves it.
+pub const GROUP_STALL_OPTIONS: &str = "receiver_timeout=30s";
+
 /// Which process opens a URI: the two ends of a veth channel name
 /// different interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +103,10 @@ fn uri(channel: Channel, n: u8, port: u16, key: Option<&RunKey>, side: Side) -> 
         )));
     };
     let mut options: Vec<String> = udp.driver.option().map(String::from).into_iter().collect();
+    options.push(STALL_OPTIONS.to_string());
+    if udp.route.is_multicast() {
+        options.push(GROUP_STALL_OPTIONS.to_string());
+    }
     if udp.wait == Wait::Block {
         options.push("wait=block".to_string());
     }

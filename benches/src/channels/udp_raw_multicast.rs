@@ -16,8 +16,8 @@
 //! veth pair ([`super::veth`]), each side joined and sending on its own
 //! veth address, so no sender's namespace has a member of the group it
 //! sends to; [`multicast_vs_unicast`] runs it interleaved with
-//! `udp-raw-veth`. The sending sockets keep `IP_MULTICAST_LOOP` on, as
-//! conduit's do.
+//! `udp-raw-veth`. The sending sockets set `IP_MULTICAST_IF` and keep
+//! `IP_MULTICAST_LOOP` on, as conduit's do.
 
 use std::net::{Ipv4Addr, UdpSocket};
 
@@ -74,6 +74,40 @@ fn join(group: Ipv4Addr, iface: Ipv4Addr) -> Result<(UdpSocket, u16)> {
     Ok((s, port))
 }
 
+/// Sets `IP_MULTICAST_IF` on `s` to the interface of address `iface`, as
+/// conduit's group publications do: bound to an address alone, the kernel
+/// builds and frees a route on every send to a group.
+fn set_multicast_if(s: &UdpSocket, iface: Ipv4Addr) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr {
+            s_addr: u32::from_ne_bytes(iface.octets()),
+        },
+        imr_ifindex: 0,
+    };
+    // SAFETY: `req` is a live, initialised `ip_mreqn` for the duration of
+    // the call, and the length passed is its size; the descriptor is
+    // `s`'s, open while `s` is borrowed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            std::ptr::from_ref(&req).cast(),
+            std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(BenchError(format!(
+            "IP_MULTICAST_IF {iface}: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
 impl End {
     /// `rx` with a sending socket on `iface` connected to `group:port` (the
     /// peer's).
@@ -89,6 +123,7 @@ impl End {
             .parse()
             .map_err(|_| BenchError(format!("the peer sent a bad port `{port}`")))?;
         let tx = UdpSocket::bind((iface, 0))?;
+        set_multicast_if(&tx, iface)?;
         tx.set_multicast_loop_v4(true)?;
         tx.set_nonblocking(true)?;
         tx.connect((group, port))?;

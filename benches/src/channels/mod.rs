@@ -634,7 +634,7 @@ pub const PEERS: &[(&str, &str)] = &[
     ),
     (
         "udp-raw-multicast",
-        "non-blocking std UdpSocket bound to and joined to group 239.255.1.N on 127.0.0.1, sending from a second socket connected to the other group, busy-spin; in a private network namespace set up as for udp-multicast",
+        "non-blocking std UdpSocket bound to and joined to group 239.255.1.N on 127.0.0.1, sending from a second socket (IP_MULTICAST_IF 127.0.0.1) connected to the other group, busy-spin; in a private network namespace set up as for udp-multicast",
     ),
     (
         "udp-raw-veth",

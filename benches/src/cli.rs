@@ -38,6 +38,15 @@ CHANNELS:
               processes in a private network namespace (needs root; skipped
               by compare otherwise)
   udp-netns   udp in such a namespace: the unicast control of udp-multicast
+  udp-multicast-veth
+              udp-multicast across a veth pair between two network namespaces
+              (ping in one, pong in the other; iface= each side's veth
+              address): no sender's namespace has a member of its group, as
+              between two hosts (needs root; skipped by compare otherwise)
+  udp-veth    udp across that veth pair: the unicast control of
+              udp-multicast-veth
+  udp-raw-veth, udp-raw-multicast-veth
+              the bare-socket floors of udp-veth and udp-multicast-veth
   udp-raw-block
               udp-raw with blocking sockets: each side asleep in recv
   udp-block, udp-uring-block, udp-socket-block

@@ -3,14 +3,16 @@
 //! placement); each conduit UDP channel against the bare socket in the same
 //! wait mode (`udp-raw`, `udp-raw-block`), interleaved in the same two
 //! processes; `udp-multicast` interleaved with `udp-netns` in one private
-//! network namespace; plus one-way throughput rows.
+//! network namespace, and `udp-multicast-veth` with `udp-veth` across a veth
+//! pair between two (with the bare sockets' floors, interleaved the same
+//! way); plus one-way throughput rows.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::channels::netns;
 use crate::channels::{cpus, Channel};
+use crate::channels::{netns, veth};
 use crate::error::{BenchError, Result};
 use crate::latency::{LatencyConfig, PAIR_BLOCK};
 use crate::plot::{self, Series, PALETTE};
@@ -324,12 +326,17 @@ pub fn run(
         Ok(report.limits.len() - 1)
     };
 
-    // Whether a private network namespace can be made (asked once, when a
-    // channel needs one): the channels that need one are skipped otherwise.
-    let mut netns: Option<std::result::Result<(), String>> = None;
-    let mut netns_ok = |report: &mut CompareReport, c: Channel| -> bool {
-        let probe = || netns::probe().map_err(|e| e.to_string());
-        match netns.get_or_insert_with(probe) {
+    // Whether a private network namespace (false), or two joined by a veth
+    // pair (true), can be made (asked once, when a channel needs it): the
+    // channels that need it are skipped otherwise.
+    let mut probed: BTreeMap<bool, std::result::Result<(), String>> = BTreeMap::new();
+    let mut namespaces_ok = |report: &mut CompareReport, c: Channel| -> bool {
+        if !c.in_netns() && !c.in_veth() {
+            return true;
+        }
+        let veth = c.in_veth();
+        let probe = || if veth { veth::probe() } else { netns::probe() }.map_err(|e| e.to_string());
+        match probed.entry(veth).or_insert_with(probe) {
             Ok(()) => true,
             Err(e) => {
                 let w = format!("{} skipped: {e}", c.name());
@@ -342,7 +349,7 @@ pub fn run(
 
     let mut last_limit = run_limit(&mut report)?;
     for &c in &latency_list {
-        if c.in_netns() && !netns_ok(&mut report, c) {
+        if !namespaces_ok(&mut report, c) {
             continue;
         }
         let cfg = latency_config(c, size, messages, warmup, None);
@@ -363,35 +370,25 @@ pub fn run(
             }
         }
     }
-    let raw_m = Channel::UdpRawMulticast;
-    if latency_list.contains(&raw_m) && matches!(netns, Some(Ok(()))) {
-        // The kernel's floor: bare multicast against bare unicast,
-        // interleaved in one namespace (reported with the conduit pair).
-        let one = latency_config(raw_m, size, messages, warmup, None);
-        let cfg = LatencyConfig {
-            messages: 2 * one.messages,
-            warmup: 2 * one.warmup,
-            ..one
-        };
-        let what = format!("{} / udp-raw interleaved", raw_m.name());
-        match netns::run(|| crate::channels::udp_raw_multicast::multicast_vs_unicast(&cfg)) {
-            Ok((multicast, unicast)) => {
-                eprintln!(
-                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
-                );
-                report
-                    .multicast_vs_unicast
-                    .push(MulticastVsUnicast::new(multicast, unicast));
-            }
-            Err(e) => {
-                eprintln!("  {what}: FAILED: {e}");
-                report.failures.push(Failure {
-                    what,
-                    error: e.to_string(),
-                });
-            }
+    let ready = |c: Channel| probed.get(&c.in_veth()) == Some(&Ok(()));
+    for raw_m in [Channel::UdpRawMulticast, Channel::UdpRawMulticastVeth] {
+        if !latency_list.contains(&raw_m) || !ready(raw_m) {
+            continue;
         }
+        // The kernel's floor: bare multicast against bare unicast,
+        // interleaved in the same namespaces (reported with the conduit
+        // pairs).
+        let cfg = pair_config(raw_m, size, messages, warmup);
+        let bare_unicast = if raw_m.in_veth() {
+            Channel::UdpRawVeth
+        } else {
+            Channel::UdpRaw(crate::channels::Wait::Spin)
+        };
+        let what = format!("{} / {} interleaved", raw_m.name(), bare_unicast.name());
+        let r = in_namespaces(raw_m, || {
+            crate::channels::udp_raw_multicast::multicast_vs_unicast(raw_m, &cfg)
+        });
+        report.push_multicast_pair(what, r);
     }
     #[cfg(feature = "conduit")]
     {
@@ -426,34 +423,17 @@ pub fn run(
                 }
             }
         }
-        let (m, u) = (Channel::UDP_MULTICAST, Channel::UDP_NETNS);
-        if latency_list.contains(&m) && latency_list.contains(&u) && matches!(netns, Some(Ok(()))) {
-            let one = latency_config(m, size, messages, warmup, None);
-            let cfg = LatencyConfig {
-                messages: 2 * one.messages,
-                warmup: 2 * one.warmup,
-                ..one
-            };
-            let what = format!("{} / {} interleaved", m.name(), u.name());
-            let r = netns::run(|| crate::channels::udp::multicast_vs_unicast(&cfg));
-            match r {
-                Ok((multicast, unicast)) => {
-                    eprintln!(
-                        "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                        multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
-                    );
-                    report
-                        .multicast_vs_unicast
-                        .push(MulticastVsUnicast::new(multicast, unicast));
-                }
-                Err(e) => {
-                    eprintln!("  {what}: FAILED: {e}");
-                    report.failures.push(Failure {
-                        what,
-                        error: e.to_string(),
-                    });
-                }
+        for (m, u) in [
+            (Channel::UDP_MULTICAST, Channel::UDP_NETNS),
+            (Channel::UDP_MULTICAST_VETH, Channel::UDP_VETH),
+        ] {
+            if !latency_list.contains(&m) || !latency_list.contains(&u) || !ready(m) {
+                continue;
             }
+            let cfg = pair_config(m, size, messages, warmup);
+            let what = format!("{} / {} interleaved", m.name(), u.name());
+            let r = in_namespaces(m, || crate::channels::udp::multicast_vs_unicast(m, &cfg));
+            report.push_multicast_pair(what, r);
         }
     }
     for w in report.limits.windows(2) {
@@ -532,12 +512,60 @@ pub fn run(
     }
 }
 
+/// The config of an interleaved pair led by `c`: twice the round trips of
+/// one run, as each channel gets half.
+fn pair_config(
+    c: Channel,
+    size: usize,
+    messages: Option<u64>,
+    warmup: Option<u64>,
+) -> LatencyConfig {
+    let one = latency_config(c, size, messages, warmup, None);
+    LatencyConfig {
+        messages: 2 * one.messages,
+        warmup: 2 * one.warmup,
+        ..one
+    }
+}
+
+/// Runs `f` in the namespaces `c` needs: two joined by a veth pair
+/// ([`veth::run`]) or one private one ([`netns::run`]).
+fn in_namespaces<T: Send>(c: Channel, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if c.in_veth() {
+        veth::run(f)
+    } else {
+        netns::run(f)
+    }
+}
+
 /// A ratio as printed: two decimals, `-` when there is none.
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"))
 }
 
 impl CompareReport {
+    /// Records an interleaved multicast / unicast pair (`what` names it), or
+    /// its failure.
+    fn push_multicast_pair(&mut self, what: String, r: Result<(LatencyResult, LatencyResult)>) {
+        match r {
+            Ok((multicast, unicast)) => {
+                eprintln!(
+                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
+                );
+                self.multicast_vs_unicast
+                    .push(MulticastVsUnicast::new(multicast, unicast));
+            }
+            Err(e) => {
+                eprintln!("  {what}: FAILED: {e}");
+                self.failures.push(Failure {
+                    what,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
     /// Checks what the tables index: a file read back may be damaged.
     ///
     /// # Errors
@@ -700,9 +728,11 @@ impl CompareReport {
         }
     }
 
-    /// Prints `udp-multicast` against unicast: interleaved with `udp-netns`
-    /// in one namespace, and against the separate `udp` and `udp-netns`
-    /// rows of the first table.
+    /// Prints conduit's multicast channels against unicast: interleaved
+    /// with their unicast control (`udp-netns` in one namespace,
+    /// `udp-veth` across the veth pair), against the separate rows of the
+    /// first table (the control, `udp`, the bare multicast sockets), and
+    /// the bare sockets' floors.
     fn print_multicast(&self) {
         let row = |name: &str| {
             self.channels
@@ -710,26 +740,39 @@ impl CompareReport {
                 .find(|r| r.result.channel == name)
                 .map(|r| &r.result)
         };
-        let multicast = row(Channel::UDP_MULTICAST.name());
-        if multicast.is_none() && self.multicast_vs_unicast.is_empty() {
+        // (conduit multicast, its unicast control, the bare multicast floor)
+        let kinds = [
+            (
+                Channel::UDP_MULTICAST,
+                Channel::UDP_NETNS,
+                Channel::UdpRawMulticast,
+            ),
+            (
+                Channel::UDP_MULTICAST_VETH,
+                Channel::UDP_VETH,
+                Channel::UdpRawMulticastVeth,
+            ),
+        ];
+        let any_row = kinds.iter().any(|k| row(k.0.name()).is_some());
+        if !any_row && self.multicast_vs_unicast.is_empty() {
             return;
         }
         println!();
         println!(
-            "conduit over UDP multicast (udp-multicast: group publication to group subscription each way, in a private network namespace) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
+            "conduit over UDP multicast (group publication to group subscription each way: udp-multicast on lo of one private namespace, udp-multicast-veth across a veth pair between two) against unicast; target p50 ratio <= {MULTICAST_P50_TARGET:.2}"
         );
         println!(
-            "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
-            "against", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
+            "{:<62} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            "multicast vs unicast", "p50 ns", "unicast", "ratio", "p99 ns", "unicast", "ratio"
         );
         let line = |what: String, m: &LatencyResult, u: &LatencyResult| {
             // The target is for conduit's multicast against unicast.
-            let judged = m.channel == Channel::UDP_MULTICAST.name()
-                && u.channel != Channel::UdpRawMulticast.name();
+            let conduit = |c: &str| Channel::parse(c).is_ok_and(|c| c.is_conduit_udp());
+            let judged = kinds.iter().any(|k| k.0.name() == m.channel) && conduit(&u.channel);
             let (m, u) = (&m.pct, &u.pct);
             let r50 = ratio(m.p50, u.p50 as f64);
             println!(
-                "{:<52} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
+                "{:<62} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
                 what,
                 m.p50,
                 u.p50,
@@ -745,35 +788,29 @@ impl CompareReport {
             );
         };
         for p in &self.multicast_vs_unicast {
-            let what = if p.multicast.channel == Channel::UDP_MULTICAST.name() {
-                "udp-netns".to_string()
-            } else {
-                // The kernel's floor (bare sockets, one namespace).
-                format!("{} vs {}", p.multicast.channel, p.unicast.channel)
-            };
             line(
                 format!(
-                    "{what}, interleaved ({} each)",
+                    "{} vs {}, interleaved ({} each)",
+                    p.multicast.channel,
+                    p.unicast.channel,
                     short_count(p.multicast.messages)
                 ),
                 &p.multicast,
                 &p.unicast,
             );
         }
-        if let Some(m) = multicast {
-            for name in [Channel::UDP_NETNS.name(), Channel::UDP.name()] {
-                if let Some(u) = row(name) {
-                    let place = if name == Channel::UDP.name() {
-                        "host namespace"
-                    } else {
-                        "own namespace"
-                    };
-                    line(format!("{name} ({place}), separate runs"), m, u);
+        for (m, control, bare) in kinds {
+            let Some(m) = row(m.name()) else { continue };
+            // Against unicast conduit, then what conduit adds to the bare
+            // multicast sockets.
+            for u in [control, Channel::UDP, bare] {
+                if let Some(u) = row(u.name()) {
+                    line(
+                        format!("{} vs {}, separate runs", m.channel, u.channel),
+                        m,
+                        u,
+                    );
                 }
-            }
-            if let Some(u) = row(Channel::UdpRawMulticast.name()) {
-                // What conduit adds to the bare multicast sockets.
-                line(format!("{} (bare), separate runs", u.channel), m, u);
             }
         }
     }
@@ -868,6 +905,10 @@ mod tests {
             "udp-multicast",
             "udp-netns",
             "udp-raw-block",
+            "udp-multicast-veth",
+            "udp-veth",
+            "udp-raw-veth",
+            "udp-raw-multicast-veth",
         ] {
             assert!(names.contains(&name), "{name}");
         }

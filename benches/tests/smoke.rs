@@ -553,9 +553,9 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
     }
     assert!(json["peers"]["udp-multicast"].as_str().is_some(), "{json}");
     for row in [
-        "udp-netns, interleaved (3k each)",
-        "udp-netns (own namespace), separate runs",
-        "udp (host namespace), separate runs",
+        "udp-multicast vs udp-netns, interleaved (3k each)",
+        "udp-multicast vs udp-netns, separate runs",
+        "udp-multicast vs udp, separate runs",
     ] {
         let line = out
             .lines()
@@ -578,6 +578,80 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
     let same = ok(&["diff", p, p]);
     assert!(same.contains("udp-multicast interleaved p50 ns"), "{same}");
     let _ = std::fs::remove_file(&json_path);
+}
+
+/// The veth channels run across a veth pair between two network
+/// namespaces: conduit's multicast interleaved with its unicast control,
+/// the bare sockets' floor interleaved the same way, each row against the
+/// limit runs. Where the namespaces cannot be made, all four are skipped
+/// with a warning and the run still succeeds.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_runs_udp_multicast_veth_against_udp_veth_across_a_veth_pair() {
+    let json_path = tmp("compare-veth.json");
+    let p = json_path.to_str().expect("utf-8");
+    let out = ok(&[
+        "compare",
+        "--channels",
+        "udp-raw-veth,udp-raw-multicast-veth,udp-veth,udp-multicast-veth",
+        "--messages",
+        "3000",
+        "--no-throughput",
+        "--json",
+        p,
+    ]);
+    let json = read_json(&json_path);
+    let _ = std::fs::remove_file(&json_path);
+    let names: Vec<&str> = json["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["channel"].as_str().expect("name"))
+        .collect();
+    let pairs = json["multicast_vs_unicast"]
+        .as_array()
+        .expect("multicast_vs_unicast");
+    let veth = can_make_netns()
+        && Command::new("ip")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !veth {
+        println!("SKIP: no network namespace or no `ip` here; checking the skip instead");
+        assert!(names.is_empty() && pairs.is_empty(), "{json}");
+        assert!(
+            out.contains("udp-veth skipped: cannot make two network namespaces"),
+            "{out}"
+        );
+        return;
+    }
+    assert_eq!(
+        names,
+        [
+            "udp-raw-veth",
+            "udp-raw-multicast-veth",
+            "udp-veth",
+            "udp-multicast-veth"
+        ],
+        "{json}"
+    );
+    assert_eq!(pairs.len(), 2, "{json}");
+    check_latency(&pairs[0]["multicast"], "udp-raw-multicast-veth", 32, 3000);
+    check_latency(&pairs[0]["unicast"], "udp-raw-veth", 32, 3000);
+    check_latency(&pairs[1]["multicast"], "udp-multicast-veth", 32, 3000);
+    check_latency(&pairs[1]["unicast"], "udp-veth", 32, 3000);
+    for name in names {
+        assert!(json["peers"][name].as_str().is_some(), "{name}: {json}");
+    }
+    for row in [
+        "udp-raw-multicast-veth vs udp-raw-veth, interleaved (3k each)",
+        "udp-multicast-veth vs udp-veth, interleaved (3k each)",
+        "udp-multicast-veth vs udp-veth, separate runs",
+        "udp-multicast-veth vs udp-raw-multicast-veth, separate runs",
+    ] {
+        assert!(out.contains(row), "no `{row}` in:\n{out}");
+    }
 }
 
 #[test]
@@ -732,7 +806,7 @@ fn compare_runs_udp_raw_multicast_against_udp_raw_in_a_namespace() {
     );
     for row in [
         "udp-raw-multicast vs udp-raw, interleaved (3k each)",
-        "udp-raw-multicast (bare), separate runs",
+        "udp-multicast vs udp-raw-multicast, separate runs",
     ] {
         assert!(out.contains(row), "no `{row}` in:\n{out}");
     }

@@ -15,6 +15,7 @@ pub mod shm;
 pub mod udp;
 pub mod udp_raw;
 pub mod udp_raw_multicast;
+pub mod veth;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -61,6 +62,13 @@ pub enum Channel {
     /// private network namespace, spinning: the kernel limit for UDP
     /// multicast (`udp-raw-multicast`).
     UdpRawMulticast,
+    /// Plain UDP sockets across a veth pair between two network namespaces
+    /// (`udp-raw-veth`), spinning: the kernel limit for the veth channels.
+    UdpRawVeth,
+    /// Plain UDP sockets through one multicast group each way across that
+    /// veth pair, spinning: the kernel limit for UDP multicast between two
+    /// hosts (`udp-raw-multicast-veth`).
+    UdpRawMulticastVeth,
     /// conduit over UDP.
     Udp(Udp),
     /// conduit's protocol core alone, sender to receiver in memory, with no
@@ -135,11 +143,26 @@ pub enum Route {
     /// As [`Route::Unicast`], both processes in a private network namespace
     /// set up as for [`Route::Multicast`]: its control.
     Netns,
+    /// As [`Route::Multicast`] across a veth pair between two network
+    /// namespaces, ping in one, pong in the other
+    /// (`udp://239.255.0.N:PORT?iface=<own veth address>`): no sender's
+    /// namespace has a member of the group it sends to.
+    MulticastVeth,
+    /// Unicast across that veth pair (`udp://<subscriber's veth
+    /// address>:PORT`): the control of [`Route::MulticastVeth`].
+    Veth,
 }
 
 impl Route {
     /// Every route, in the order the channels list them.
-    const ALL: [Route; 4] = [Route::Unicast, Route::Aead, Route::Multicast, Route::Netns];
+    const ALL: [Route; 6] = [
+        Route::Unicast,
+        Route::Aead,
+        Route::Multicast,
+        Route::Netns,
+        Route::MulticastVeth,
+        Route::Veth,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -147,6 +170,8 @@ impl Route {
             Route::Aead => "udp-aead",
             Route::Multicast => "udp-multicast",
             Route::Netns => "udp-netns",
+            Route::MulticastVeth => "udp-multicast-veth",
+            Route::Veth => "udp-veth",
         }
     }
 
@@ -154,7 +179,7 @@ impl Route {
     fn drivers(self) -> &'static [Driver] {
         match self {
             Route::Unicast => &[Driver::Default, Driver::Uring, Driver::Socket],
-            Route::Aead | Route::Multicast | Route::Netns => &[Driver::Default],
+            _ => &[Driver::Default],
         }
     }
 
@@ -162,13 +187,23 @@ impl Route {
     fn waits(self) -> &'static [Wait] {
         match self {
             Route::Unicast => &[Wait::Spin, Wait::Block],
-            Route::Aead | Route::Multicast | Route::Netns => &[Wait::Spin],
+            _ => &[Wait::Spin],
         }
     }
 
     /// Whether both processes run in a private network namespace.
     pub fn in_netns(self) -> bool {
         matches!(self, Route::Multicast | Route::Netns)
+    }
+
+    /// Whether the URIs name multicast groups.
+    pub fn is_multicast(self) -> bool {
+        matches!(self, Route::Multicast | Route::MulticastVeth)
+    }
+
+    /// Whether the processes run in two namespaces joined by a veth pair.
+    pub fn in_veth(self) -> bool {
+        matches!(self, Route::MulticastVeth | Route::Veth)
     }
 }
 
@@ -210,6 +245,18 @@ impl Channel {
         ..Udp::plain()
     });
 
+    /// `udp-multicast-veth`.
+    pub const UDP_MULTICAST_VETH: Channel = Channel::Udp(Udp {
+        route: Route::MulticastVeth,
+        ..Udp::plain()
+    });
+
+    /// `udp-veth`.
+    pub const UDP_VETH: Channel = Channel::Udp(Udp {
+        route: Route::Veth,
+        ..Udp::plain()
+    });
+
     /// `limit`: the physical limit every round trip is set against.
     pub const LIMIT: Channel = Channel::Limit(limit::Lines::One);
 
@@ -232,6 +279,8 @@ impl Channel {
                 v.push(Channel::UdpRaw(wait));
                 if wait == Wait::Spin {
                     v.push(Channel::UdpRawMulticast);
+                    v.push(Channel::UdpRawVeth);
+                    v.push(Channel::UdpRawMulticastVeth);
                 }
                 for route in Route::ALL {
                     if !route.waits().contains(&wait) {
@@ -275,6 +324,8 @@ impl Channel {
             Channel::Iceoryx2Mpsc => "iceoryx2-mpsc".to_string(),
             Channel::UdpRaw(w) => format!("udp-raw{}", w.suffix()),
             Channel::UdpRawMulticast => "udp-raw-multicast".to_string(),
+            Channel::UdpRawVeth => "udp-raw-veth".to_string(),
+            Channel::UdpRawMulticastVeth => "udp-raw-multicast-veth".to_string(),
             Channel::Udp(u) => {
                 format!("{}{}{}", u.route.name(), u.driver.suffix(), u.wait.suffix())
             }
@@ -321,7 +372,11 @@ impl Channel {
     pub fn is_udp(self) -> bool {
         matches!(
             self,
-            Channel::Udp(_) | Channel::UdpRaw(_) | Channel::UdpRawMulticast
+            Channel::Udp(_)
+                | Channel::UdpRaw(_)
+                | Channel::UdpRawMulticast
+                | Channel::UdpRawVeth
+                | Channel::UdpRawMulticastVeth
         )
     }
 
@@ -343,12 +398,21 @@ impl Channel {
         matches!(self, Channel::Udp(u) if u.route.in_netns()) || self == Channel::UdpRawMulticast
     }
 
+    /// Whether the processes run in two network namespaces joined by a veth
+    /// pair ([`veth`]).
+    pub fn in_veth(self) -> bool {
+        matches!(self, Channel::Udp(u) if u.route.in_veth())
+            || matches!(self, Channel::UdpRawVeth | Channel::UdpRawMulticastVeth)
+    }
+
     /// The bare-socket channel in the same wait mode: what a conduit UDP
     /// channel of the host's namespace is measured against, interleaved.
     #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn raw_baseline(self) -> Option<Channel> {
         match self {
-            Channel::Udp(u) if !u.route.in_netns() => Some(Channel::UdpRaw(u.wait)),
+            Channel::Udp(u) if !u.route.in_netns() && !u.route.in_veth() => {
+                Some(Channel::UdpRaw(u.wait))
+            }
             _ => None,
         }
     }
@@ -369,7 +433,9 @@ impl Channel {
             | Channel::Iceoryx2
             | Channel::Iceoryx2Mpsc
             | Channel::UdpRaw(_)
-            | Channel::UdpRawMulticast => false,
+            | Channel::UdpRawMulticast
+            | Channel::UdpRawVeth
+            | Channel::UdpRawMulticastVeth => false,
         }
     }
 
@@ -394,9 +460,13 @@ impl Channel {
             Channel::Crossbeam => crossbeam::latency(cfg),
             Channel::Iceoryx2 | Channel::Iceoryx2Mpsc => iceoryx2::latency(self, cfg),
             Channel::UdpRaw(_) => udp_raw::latency(self, cfg),
-            Channel::UdpRawMulticast => netns::run(|| udp_raw_multicast::latency(cfg)),
+            Channel::UdpRawMulticast => netns::run(|| udp_raw_multicast::latency(self, cfg)),
+            Channel::UdpRawVeth => veth::run(|| udp_raw::latency(self, cfg)),
+            Channel::UdpRawMulticastVeth => veth::run(|| udp_raw_multicast::latency(self, cfg)),
             #[cfg(feature = "conduit")]
             Channel::Udp(u) if u.route.in_netns() => netns::run(|| udp::latency(self, cfg)),
+            #[cfg(feature = "conduit")]
+            Channel::Udp(u) if u.route.in_veth() => veth::run(|| udp::latency(self, cfg)),
             #[cfg(feature = "conduit")]
             Channel::Udp(_) => udp::latency(self, cfg),
             Channel::Proto { .. } => Err(BenchError(format!(
@@ -551,12 +621,28 @@ pub const PEERS: &[(&str, &str)] = &[
         "conduit `udp://127.0.0.1:PORT` in a private network namespace set up as for udp-multicast: its unicast control",
     ),
     (
+        "udp-multicast-veth",
+        "conduit `udp://239.255.0.N:PORT?iface=10.200.0.X` each way (group publication to group subscription, iface the sender's or joiner's own veth address), ping and pong in two network namespaces joined by a veth pair (default offloads: no GRO), so no sender's namespace has a member of its group",
+    ),
+    (
+        "udp-veth",
+        "conduit `udp://10.200.0.X:PORT` (the subscriber's veth address) across the veth pair of udp-multicast-veth: its unicast control",
+    ),
+    (
         "udp-raw",
         "non-blocking std UdpSocket on 127.0.0.1, send/recv one datagram per message, busy-spin (udp-raw-block: blocking recv)",
     ),
     (
         "udp-raw-multicast",
-        "non-blocking std UdpSocket bound to and joined to group 239.255.1.N on 127.0.0.1, sending from a second socket connected to the other group, busy-spin; in a private network namespace set up as for udp-multicast",
+        "non-blocking std UdpSocket bound to and joined to group 239.255.1.N on 127.0.0.1, sending from a second socket (IP_MULTICAST_IF 127.0.0.1) connected to the other group, busy-spin; in a private network namespace set up as for udp-multicast",
+    ),
+    (
+        "udp-raw-veth",
+        "udp-raw across the veth pair of udp-multicast-veth (sockets on 10.200.0.1 and 10.200.0.2)",
+    ),
+    (
+        "udp-raw-multicast-veth",
+        "udp-raw-multicast across the veth pair of udp-multicast-veth, each side joined and sending on its own veth address (IP_MULTICAST_LOOP on, as conduit's sockets)",
     ),
 ];
 
@@ -681,17 +767,31 @@ fn against_peer<E, H>(
         parent: std::process::id(),
     };
     reset_peak();
-    let mut peer = Peer::spawn(role, &args.to_args())?;
+    // Across a veth pair, pong runs in the other namespace.
+    let mut peer = veth::spawn_peer(|| Peer::spawn(role, &args.to_args()))?;
     let ready = peer.expect("READY", READY_TIMEOUT)?;
     let mut end = connect(&ready)?;
     pin::pin_optional(cpus.map(|c| c.0))?;
     let measured = match run(&mut end, &peer.watch()) {
         Ok(h) => h,
         Err(Stop::PeerGone) => return Err(peer.failure()),
-        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Failed(e)) => return Err(prefer_peer_error(&mut peer, e)),
     };
     let rss_pong = peer.finish(FINISH_TIMEOUT, || drive(&mut end))?;
     Ok((measured, end, rss_pong))
+}
+
+/// How long a failed run waits for the peer's own error ([`prefer_peer_error`]).
+const PEER_ERROR_GRACE: Duration = Duration::from_secs(2);
+
+/// The error of a run that failed here (`ours`), or the peer's if it failed
+/// first: a peer that fails closes its channels on its way out, which our
+/// end reports (`poll: closed`) before the peer's `ERROR` line arrives.
+fn prefer_peer_error(peer: &mut Peer, ours: BenchError) -> BenchError {
+    match peer.expect("ERROR", PEER_ERROR_GRACE) {
+        Ok(theirs) => BenchError(format!("peer process failed: {theirs} (here: {ours})")),
+        Err(_) => ours,
+    }
 }
 
 fn latency_result(
@@ -747,7 +847,7 @@ pub fn rx_with_peer<R: RxEnd>(
     let (elapsed, timed) = match run_rx(&mut rx, size, messages, channel, &peer.watch()) {
         Ok(r) => r,
         Err(Stop::PeerGone) => return Err(peer.failure()),
-        Err(Stop::Failed(e)) => return Err(e),
+        Err(Stop::Failed(e)) => return Err(prefer_peer_error(&mut peer, e)),
     };
     // Keep receiving while the sender flushes: a reliable transport waits
     // for our acknowledgements before the sender's flush returns.
@@ -798,9 +898,13 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
     match (role, args.channel) {
         ("__pong", Channel::Limit(lines)) => limit::pong(args, lines, ready)?,
         ("__pong", Channel::Iceoryx2 | Channel::Iceoryx2Mpsc) => iceoryx2::pong(args, ready)?,
-        ("__pong", Channel::UdpRaw(_)) => udp_raw::pong(args, ready)?,
-        ("__pong", Channel::UdpRawMulticast) => udp_raw_multicast::pong(args, false, ready)?,
-        ("__pong-pair", Channel::UdpRawMulticast) => udp_raw_multicast::pong(args, true, ready)?,
+        ("__pong", Channel::UdpRaw(_) | Channel::UdpRawVeth) => udp_raw::pong(args, ready)?,
+        ("__pong", Channel::UdpRawMulticast | Channel::UdpRawMulticastVeth) => {
+            udp_raw_multicast::pong(args, false, ready)?
+        }
+        ("__pong-pair", Channel::UdpRawMulticast | Channel::UdpRawMulticastVeth) => {
+            udp_raw_multicast::pong(args, true, ready)?
+        }
         #[cfg(feature = "conduit")]
         ("__pong", Channel::Shm | Channel::ShmMpsc | Channel::Udp(_)) => {
             conduit_api::pong(args, ready)?
@@ -870,12 +974,16 @@ mod tests {
         for name in NAMES_BEFORE_THE_PARTS {
             assert_eq!(Channel::parse(name).unwrap().name(), name);
         }
-        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 4);
+        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 8);
         for name in [
             "iceoryx2-mpsc",
             "udp-multicast",
             "udp-netns",
             "udp-raw-multicast",
+            "udp-multicast-veth",
+            "udp-veth",
+            "udp-raw-veth",
+            "udp-raw-multicast-veth",
         ] {
             assert!(Channel::parse(name).is_ok(), "{name}");
         }
@@ -904,6 +1012,18 @@ mod tests {
         assert_eq!(p("udp-raw-multicast").raw_baseline(), None);
         assert!(p("udp-raw-multicast").peer_config().is_some());
         assert!(!p("udp").in_netns());
+        for name in [
+            "udp-multicast-veth",
+            "udp-veth",
+            "udp-raw-veth",
+            "udp-raw-multicast-veth",
+        ] {
+            let c = p(name);
+            assert!(c.in_veth() && !c.in_netns() && c.is_udp(), "{name}");
+            assert!(!c.has_throughput() && c.raw_baseline().is_none(), "{name}");
+            assert!(c.peer_config().is_some(), "{name}");
+        }
+        assert!(!p("udp-multicast").in_veth() && !p("udp").in_veth());
         assert!(p("udp-raw-block").blocks() && !p("udp-raw").blocks());
         assert!(p("udp-multicast").is_udp() && p("udp-raw").is_udp());
         assert!(!p("udp-raw").is_conduit_udp());

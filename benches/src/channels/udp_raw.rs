@@ -3,12 +3,14 @@
 //! on this machine, the baseline for conduit's UDP channels. `udp-raw-block`:
 //! the same with blocking sockets, each side asleep in `recv` until a
 //! datagram arrives — the baseline for conduit's blocking (`wait=block`)
-//! channels.
+//! channels. `udp-raw-veth`: `udp-raw` between two network namespaces
+//! joined by a veth pair ([`super::veth`]), ping on [`super::veth::PING_ADDR`],
+//! pong on [`super::veth::PONG_ADDR`].
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, UdpSocket};
 
-use super::{ping_with_peer, Channel, PeerArgs};
+use super::{ping_with_peer, veth, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::latency::{run_pong, seq_of, LatencyConfig, PingEnd, PongEnd, BLOCK_SLICE};
 use crate::report::LatencyResult;
@@ -16,11 +18,21 @@ use crate::report::LatencyResult;
 /// Largest UDP payload over IPv4.
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
 
-/// A socket on 127.0.0.1: non-blocking, or (`block`) blocking in `recv` for
+/// The addresses of ping's and pong's sockets on `channel`: 127.0.0.1 for
+/// both, or the two ends of the veth pair for `udp-raw-veth`.
+pub(crate) fn addrs(channel: Channel) -> (Ipv4Addr, Ipv4Addr) {
+    if channel == Channel::UdpRawVeth {
+        (veth::PING_ADDR, veth::PONG_ADDR)
+    } else {
+        (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// A socket on `addr`: non-blocking, or (`block`) blocking in `recv` for
 /// up to [`BLOCK_SLICE`] at a time.
-fn bind(block: bool) -> Result<UdpSocket> {
-    let s = UdpSocket::bind("127.0.0.1:0")
-        .map_err(|e| BenchError(format!("cannot bind a UDP socket on 127.0.0.1: {e}")))?;
+fn bind(addr: Ipv4Addr, block: bool) -> Result<UdpSocket> {
+    let s = UdpSocket::bind((addr, 0))
+        .map_err(|e| BenchError(format!("cannot bind a UDP socket on {addr}: {e}")))?;
     if block {
         s.set_read_timeout(Some(BLOCK_SLICE))?;
     } else {
@@ -122,50 +134,79 @@ pub(crate) fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the `udp-raw` or `udp-raw-block` latency test.
+/// Runs the `udp-raw`, `udp-raw-block` or `udp-raw-veth` latency test
+/// (`udp-raw-veth` inside [`veth::run`]).
 ///
 /// # Errors
 /// Sockets cannot be set up, or the run failed (a lost datagram shows up as
 /// the ping side's idle timeout).
 pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
-    let (sock, port) = ping_socket(cfg.size, channel.blocks())?;
+    let (ping_addr, pong_addr) = addrs(channel);
+    let (sock, port) = ping_socket_on(ping_addr, cfg.size, channel.blocks())?;
     ping_with_peer(channel.name(), cfg, &port.to_string(), move |ready| {
-        connect_ping(sock, ready, cfg.size)
+        connect_ping_to(sock, pong_addr, ready, cfg.size)
     })
 }
 
-/// Ping's socket, bound (blocking in `recv` if `block`), and its port (for
-/// pong).
+/// Ping's socket, bound on 127.0.0.1 (blocking in `recv` if `block`), and
+/// its port (for pong).
 ///
 /// # Errors
 /// `size` does not fit a datagram, or the socket cannot be bound.
 pub(crate) fn ping_socket(size: usize, block: bool) -> Result<(UdpSocket, u16)> {
+    ping_socket_on(Ipv4Addr::LOCALHOST, size, block)
+}
+
+/// [`ping_socket`] on `addr`.
+///
+/// # Errors
+/// As [`ping_socket`].
+pub(crate) fn ping_socket_on(addr: Ipv4Addr, size: usize, block: bool) -> Result<(UdpSocket, u16)> {
     check_size(size)?;
-    let sock = bind(block)?;
+    let sock = bind(addr, block)?;
     let port = port_of(&sock)?;
     Ok((sock, port))
 }
 
-/// Connects ping's socket to pong's port (the text pong sent).
+/// Connects ping's socket to pong's port (the text pong sent) on 127.0.0.1.
 ///
 /// # Errors
 /// Bad port text, or the connect failed.
 pub(crate) fn connect_ping(sock: UdpSocket, pong_port: &str, size: usize) -> Result<Ping> {
+    connect_ping_to(sock, Ipv4Addr::LOCALHOST, pong_port, size)
+}
+
+/// [`connect_ping`] to pong's port on `pong_addr`.
+///
+/// # Errors
+/// As [`connect_ping`].
+pub(crate) fn connect_ping_to(
+    sock: UdpSocket,
+    pong_addr: Ipv4Addr,
+    pong_port: &str,
+    size: usize,
+) -> Result<Ping> {
     let peer_port: u16 = pong_port
         .trim()
         .parse()
         .map_err(|_| BenchError(format!("pong sent a bad port `{pong_port}`")))?;
-    sock.connect(("127.0.0.1", peer_port))?;
+    sock.connect((pong_addr, peer_port))?;
     Ok(Ping::new(sock, size))
 }
 
-/// The pong side of `udp-raw` and `udp-raw-block`: `param` is the ping
-/// socket's port.
+/// The pong side of `udp-raw`, `udp-raw-block` and `udp-raw-veth`:
+/// `param` is the ping socket's port.
 ///
 /// # Errors
 /// Bad port, socket setup failed, or the run failed.
 pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let (mut pong, port) = open_pong(&args.param, args.size, args.channel.blocks())?;
+    let (ping_addr, pong_addr) = addrs(args.channel);
+    let (mut pong, port) = open_pong_on(
+        (pong_addr, ping_addr),
+        &args.param,
+        args.size,
+        args.channel.blocks(),
+    )?;
     ready(&port.to_string());
     run_pong(&mut pong, args.count)
 }
@@ -176,12 +217,27 @@ pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
 /// # Errors
 /// Bad port, or the socket cannot be set up.
 pub(crate) fn open_pong(ping_port: &str, size: usize, block: bool) -> Result<(Pong, u16)> {
+    let lo = Ipv4Addr::LOCALHOST;
+    open_pong_on((lo, lo), ping_port, size, block)
+}
+
+/// [`open_pong`] with pong's socket on `addrs.0`, connected to ping's port
+/// on `addrs.1`.
+///
+/// # Errors
+/// As [`open_pong`].
+pub(crate) fn open_pong_on(
+    addrs: (Ipv4Addr, Ipv4Addr),
+    ping_port: &str,
+    size: usize,
+    block: bool,
+) -> Result<(Pong, u16)> {
     check_size(size)?;
     let ping_port: u16 = ping_port
         .parse()
         .map_err(|_| BenchError(format!("bad port `{ping_port}`")))?;
-    let sock = bind(block)?;
-    sock.connect(("127.0.0.1", ping_port))?;
+    let sock = bind(addrs.0, block)?;
+    sock.connect((addrs.1, ping_port))?;
     let port = port_of(&sock)?;
     Ok((Pong::new(sock, size), port))
 }

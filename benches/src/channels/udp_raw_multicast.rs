@@ -11,11 +11,18 @@
 //! runs it interleaved with `udp-raw` in the same two processes of one
 //! namespace, so their ratio is what the kernel's multicast loopback costs
 //! against its unicast loopback.
+//!
+//! `udp-raw-multicast-veth`: the same between two namespaces joined by a
+//! veth pair ([`super::veth`]), each side joined and sending on its own
+//! veth address, so no sender's namespace has a member of the group it
+//! sends to; [`multicast_vs_unicast`] runs it interleaved with
+//! `udp-raw-veth`. The sending sockets set `IP_MULTICAST_IF` and keep
+//! `IP_MULTICAST_LOOP` on, as conduit's do.
 
 use std::net::{Ipv4Addr, UdpSocket};
 
 use super::udp_raw::{self, MAX_DATAGRAM};
-use super::{ping_pair_with_peer, ping_with_peer, Channel, PeerArgs};
+use super::{ping_pair_with_peer, ping_with_peer, veth, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::latency::{run_pong, run_pong_pair, seq_of, LatencyConfig, PingEnd, PongEnd};
 use crate::report::LatencyResult;
@@ -34,26 +41,89 @@ pub(crate) struct End {
     size: usize,
 }
 
+/// The interface addresses of ping's and pong's sides on `channel`:
+/// 127.0.0.1 for both, or the two ends of the veth pair for
+/// `udp-raw-multicast-veth`.
+fn ifaces(channel: Channel) -> (Ipv4Addr, Ipv4Addr) {
+    if channel == Channel::UdpRawMulticastVeth {
+        (veth::PING_ADDR, veth::PONG_ADDR)
+    } else {
+        (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// The bare unicast channel interleaved with `channel`.
+fn unicast_of(channel: Channel) -> Channel {
+    if channel == Channel::UdpRawMulticastVeth {
+        Channel::UdpRawVeth
+    } else {
+        Channel::UdpRaw(super::Wait::Spin)
+    }
+}
+
 /// A non-blocking socket bound to `group` (a port the kernel picks) and
-/// joined to it on 127.0.0.1; returns it and its port.
-fn join(group: Ipv4Addr) -> Result<(UdpSocket, u16)> {
+/// joined to it on the interface of address `iface`; returns it and its
+/// port.
+fn join(group: Ipv4Addr, iface: Ipv4Addr) -> Result<(UdpSocket, u16)> {
     let s = UdpSocket::bind((group, 0))
         .map_err(|e| BenchError(format!("cannot bind a UDP socket on {group}: {e}")))?;
-    s.join_multicast_v4(&group, &Ipv4Addr::LOCALHOST)
-        .map_err(|e| BenchError(format!("cannot join {group} on 127.0.0.1: {e}")))?;
+    s.join_multicast_v4(&group, &iface)
+        .map_err(|e| BenchError(format!("cannot join {group} on {iface}: {e}")))?;
     s.set_nonblocking(true)?;
     let port = s.local_addr()?.port();
     Ok((s, port))
 }
 
+/// Sets `IP_MULTICAST_IF` on `s` to the interface of address `iface`, as
+/// conduit's group publications do: bound to an address alone, the kernel
+/// builds and frees a route on every send to a group.
+fn set_multicast_if(s: &UdpSocket, iface: Ipv4Addr) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let req = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr {
+            s_addr: u32::from_ne_bytes(iface.octets()),
+        },
+        imr_ifindex: 0,
+    };
+    // SAFETY: `req` is a live, initialised `ip_mreqn` for the duration of
+    // the call, and the length passed is its size; the descriptor is
+    // `s`'s, open while `s` is borrowed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            std::ptr::from_ref(&req).cast(),
+            std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(BenchError(format!(
+            "IP_MULTICAST_IF {iface}: {}",
+            std::io::Error::last_os_error()
+        )))
+    }
+}
+
 impl End {
-    /// `rx` with a sending socket connected to `group:port` (the peer's).
-    fn connect(rx: UdpSocket, group: Ipv4Addr, port: &str, size: usize) -> Result<End> {
+    /// `rx` with a sending socket on `iface` connected to `group:port` (the
+    /// peer's).
+    fn connect(
+        rx: UdpSocket,
+        iface: Ipv4Addr,
+        group: Ipv4Addr,
+        port: &str,
+        size: usize,
+    ) -> Result<End> {
         let port: u16 = port
             .trim()
             .parse()
             .map_err(|_| BenchError(format!("the peer sent a bad port `{port}`")))?;
-        let tx = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let tx = UdpSocket::bind((iface, 0))?;
+        set_multicast_if(&tx, iface)?;
         tx.set_multicast_loop_v4(true)?;
         tx.set_nonblocking(true)?;
         tx.connect((group, port))?;
@@ -94,47 +164,53 @@ impl PongEnd for End {
     }
 }
 
-/// Runs the `udp-raw-multicast` latency test. Call it inside the namespace
-/// ([`super::netns::run`]).
+/// Runs the `udp-raw-multicast` or `udp-raw-multicast-veth` latency test.
+/// Call it inside the namespace ([`super::netns::run`], or
+/// [`veth::run`] for the veth channel).
 ///
 /// # Errors
 /// Sockets cannot be set up, or the run failed.
-pub fn latency(cfg: &LatencyConfig) -> Result<LatencyResult> {
+pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
     udp_raw::check_size(cfg.size)?;
-    let (rx, port) = join(PING_GROUP)?;
-    ping_with_peer(
-        Channel::UdpRawMulticast.name(),
-        cfg,
-        &port.to_string(),
-        move |ready| End::connect(rx, PONG_GROUP, ready, cfg.size),
-    )
+    let (iface, _) = ifaces(channel);
+    let (rx, port) = join(PING_GROUP, iface)?;
+    ping_with_peer(channel.name(), cfg, &port.to_string(), move |ready| {
+        End::connect(rx, iface, PONG_GROUP, ready, cfg.size)
+    })
 }
 
-/// Runs `udp-raw-multicast` and `udp-raw` in the same two processes of one
-/// namespace, alternating blocks of round trips between them. Call it
-/// inside the namespace ([`super::netns::run`]). Returns (multicast,
-/// unicast); each counts about half of `cfg.messages`.
+/// Runs `udp-raw-multicast` and `udp-raw` (or `udp-raw-multicast-veth` and
+/// `udp-raw-veth`) in the same two processes, alternating blocks of round
+/// trips between them. Call it inside the namespace ([`super::netns::run`],
+/// or [`veth::run`]). Returns (multicast, unicast); each counts about half
+/// of `cfg.messages`.
 ///
 /// # Errors
 /// Sockets cannot be set up, the peer failed, or the run failed.
-pub fn multicast_vs_unicast(cfg: &LatencyConfig) -> Result<(LatencyResult, LatencyResult)> {
+pub fn multicast_vs_unicast(
+    channel: Channel,
+    cfg: &LatencyConfig,
+) -> Result<(LatencyResult, LatencyResult)> {
     udp_raw::check_size(cfg.size)?;
-    let (rx, port) = join(PING_GROUP)?;
-    let (sock, raw_port) = udp_raw::ping_socket(cfg.size, false)?;
+    let unicast = unicast_of(channel);
+    let (iface, _) = ifaces(channel);
+    let (ping_addr, pong_addr) = udp_raw::addrs(unicast);
+    let (rx, port) = join(PING_GROUP, iface)?;
+    let (sock, raw_port) = udp_raw::ping_socket_on(ping_addr, cfg.size, false)?;
     let param = format!("{port}|{raw_port}");
     ping_pair_with_peer(
-        (
-            Channel::UdpRawMulticast.name(),
-            Channel::UdpRaw(super::Wait::Spin).name(),
-        ),
+        (channel.name(), unicast.name()),
         cfg,
         &param,
         move |ready| {
             let (m, u) = ready
                 .split_once('|')
                 .ok_or_else(|| BenchError(format!("pong sent bad ports `{ready}`")))?;
-            let multicast = End::connect(rx, PONG_GROUP, m, cfg.size)?;
-            Ok((multicast, udp_raw::connect_ping(sock, u, cfg.size)?))
+            let multicast = End::connect(rx, iface, PONG_GROUP, m, cfg.size)?;
+            Ok((
+                multicast,
+                udp_raw::connect_ping_to(sock, pong_addr, u, cfg.size)?,
+            ))
         },
     )
 }
@@ -147,9 +223,10 @@ pub fn multicast_vs_unicast(cfg: &LatencyConfig) -> Result<(LatencyResult, Laten
 /// Bad parameter, socket setup failed, or the run failed.
 pub fn pong(args: &PeerArgs, pair: bool, ready: impl FnOnce(&str)) -> Result<()> {
     udp_raw::check_size(args.size)?;
-    let (rx, port) = join(PONG_GROUP)?;
+    let (_, iface) = ifaces(args.channel);
+    let (rx, port) = join(PONG_GROUP, iface)?;
     if !pair {
-        let mut end = End::connect(rx, PING_GROUP, &args.param, args.size)?;
+        let mut end = End::connect(rx, iface, PING_GROUP, &args.param, args.size)?;
         ready(&port.to_string());
         return run_pong(&mut end, args.count);
     }
@@ -157,8 +234,10 @@ pub fn pong(args: &PeerArgs, pair: bool, ready: impl FnOnce(&str)) -> Result<()>
         .param
         .split_once('|')
         .ok_or_else(|| BenchError(format!("bad parameter `{}`", args.param)))?;
-    let mut multicast = End::connect(rx, PING_GROUP, m, args.size)?;
-    let (mut unicast, raw_port) = udp_raw::open_pong(u, args.size, false)?;
+    let mut multicast = End::connect(rx, iface, PING_GROUP, m, args.size)?;
+    let (ping_addr, pong_addr) = udp_raw::addrs(unicast_of(args.channel));
+    let (mut unicast, raw_port) =
+        udp_raw::open_pong_on((pong_addr, ping_addr), u, args.size, false)?;
     ready(&format!("{port}|{raw_port}"));
     run_pong_pair(&mut multicast, &mut unicast, args.count)
 }

@@ -106,10 +106,12 @@ impl GroupTx {
     fn open(sock: &Socket, m: &super::sys::Multicast, cfg: &DriverConfig) -> io::Result<GroupTx> {
         let local = sock.local_addr()?;
         // An interface named by its IPv4 address, the bound socket on the
-        // wildcard: bound to that address instead of `IP_MULTICAST_IF`, which
-        // picks the same interface and source address, but makes the kernel
-        // look the group up in the routing table on every send, where a
-        // bound source address leads it straight to its interface.
+        // wildcard: bound to that address (the source of every datagram),
+        // and `IP_MULTICAST_IF` set as well. Bound alone (no outgoing
+        // interface), the kernel takes its "source address picks the
+        // interface" path, which builds and frees an uncached route on
+        // every send; with the interface set, the send finds the group's
+        // route and its cached destination.
         let by_addr = match (m.iface, local) {
             (Some(super::sys::MulticastIface::Addr(a)), SocketAddr::V4(l))
                 if l.ip().is_unspecified() =>
@@ -125,13 +127,7 @@ impl GroupTx {
         let beside = beside?;
         cleared?;
         let fd = beside.as_raw_fd();
-        if by_addr.is_some() {
-            let ttl = libc::c_int::from(m.ttl);
-            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, ttl)?;
-            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 1)?;
-        } else {
-            super::sys::multicast_sender(fd, m)?;
-        }
+        super::sys::multicast_sender(fd, m)?;
         configure_socket(&beside, cfg)?;
         beside.connect(m.group)?;
         Ok(GroupTx {

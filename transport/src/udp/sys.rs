@@ -549,11 +549,13 @@ pub(crate) fn multicast_sender(fd: RawFd, m: &Multicast) -> io::Result<()> {
 
 /// A socket bound to `m`'s group address and port, member of the group on
 /// its interface, configured from `cfg`. Several subscriptions of one host
-/// share the port: `SO_REUSEADDR` and `SO_REUSEPORT` are on (every socket
-/// bound to a group gets a copy of each of its datagrams; a group is open to
-/// every host that joins it anyway).
+/// share the port: `SO_REUSEADDR` is on (every socket bound to a group gets
+/// a copy of each of its datagrams; a group is open to every host that joins
+/// it anyway). Not `SO_REUSEPORT`: it adds nothing to sharing a group among
+/// sockets that all set `SO_REUSEADDR`, and it puts the socket in a
+/// reuseport group, which costs on every datagram received.
 pub(crate) fn group_socket(m: &Multicast, cfg: &DriverConfig) -> io::Result<UdpSocket> {
-    let sock = reusing_socket(m.group, &[libc::SO_REUSEADDR, libc::SO_REUSEPORT])?;
+    let sock = reusing_socket(m.group, &[libc::SO_REUSEADDR])?;
     let fd = sock.as_raw_fd();
     match m.group {
         SocketAddr::V4(g) => setsockopt_val(

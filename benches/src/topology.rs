@@ -25,6 +25,7 @@
 //! `stamp` (fan-out only) is CLOCK_MONOTONIC in nanoseconds, the same
 //! clock in every process of the host.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conduit::{Error, Publication, Subscription};
@@ -378,45 +379,92 @@ fn fanout_one(
     publ.wait_for_subscribers(subscribers as usize, READY_TIMEOUT)
         .map_err(|e| err("wait for subscribers", e))?;
     let pids: Vec<u32> = peers.iter().filter_map(Peer::pid).collect();
-    let mut waited_ns = 0u64;
     let mut msg = vec![0u8; size];
     let mut took = Vec::with_capacity(messages as usize);
     let mut cpu = Vec::with_capacity(messages as usize);
-    for seq in 0..messages {
-        // Every subscriber has read the previous message; `pace` later it
-        // has spun out its budget and sleeps on the futex.
-        publ.flush(IDLE).map_err(|e| err("flush", e))?;
-        let settled = Instant::now();
-        while settled.elapsed() < pace {
-            std::hint::spin_loop();
-        }
-        // And asleep: on two vCPUs, 64 subscribers spinning out their
-        // budgets one after another can take longer than `pace`.
-        let asleep = Instant::now();
-        while !pids.iter().all(|&p| sleeping(p)) {
-            if asleep.elapsed() > IDLE {
-                return Err(BenchError::msg("fanout: subscribers never all asleep"));
+    // The pace and the wait for sleepers run on a watcher thread (on the
+    // subscribers' CPUs when pinned), so that the publisher's thread does
+    // the same before every offer whatever the number of subscribers: it
+    // spins on `turn` alone. Reading S `/proc` files on the publisher's own
+    // thread right before the offer would evict its caches in proportion
+    // to S and be charged to the offer.
+    let turn = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    // The watcher sleeps in `recv` between messages (spinning there would
+    // take the subscribers' CPU from them when pinned).
+    let (go, flushed) = std::sync::mpsc::channel::<u64>();
+    let (turn, failed, pids) = (&turn, &failed, &pids);
+    let waited_ns = std::thread::scope(|scope| -> Result<u64> {
+        let watcher = scope.spawn(move || -> Result<u64> {
+            if let Some(&c) = cpus.get(1) {
+                crate::pin::pin_current_thread(c)?;
             }
-            std::thread::yield_now();
-        }
-        waited_ns += asleep.elapsed().as_nanos() as u64;
-        encode(&mut msg, 0, seq);
-        let since = Instant::now();
-        loop {
-            msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
-            let c0 = thread_cpu_ns();
-            let t0 = Instant::now();
-            match publ.offer(TYPE_ID, &msg) {
-                Ok(_) => {
-                    took.push(t0.elapsed().as_nanos() as u64);
-                    cpu.push(thread_cpu_ns().saturating_sub(c0));
+            let mut waited = 0u64;
+            // `seq`: the publisher has flushed message `seq - 1` and waits
+            // for its turn; a closed channel means it gave up.
+            while let Ok(seq) = flushed.recv() {
+                // Every subscriber has read the previous message; `pace`
+                // later it has spun out its budget and sleeps on the futex.
+                std::thread::sleep(pace);
+                // And asleep: on two vCPUs, 64 subscribers spinning out
+                // their budgets one after another can take longer than `pace`.
+                let asleep = Instant::now();
+                while !pids.iter().all(|&p| sleeping(p)) {
+                    if asleep.elapsed() > IDLE {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(BenchError::msg("fanout: subscribers never all asleep"));
+                    }
+                    std::thread::yield_now();
+                }
+                waited += asleep.elapsed().as_nanos() as u64;
+                // Release partner: the publisher's Acquire load of `turn`.
+                turn.store(seq + 1, Ordering::Release);
+            }
+            Ok(waited)
+        });
+        let offers = (|| -> Result<()> {
+            for seq in 0..messages {
+                publ.flush(IDLE).map_err(|e| err("flush", e))?;
+                if go.send(seq).is_err() {
                     break;
                 }
-                Err(Error::BackPressured) if since.elapsed() < IDLE => std::hint::spin_loop(),
-                Err(e) => return Err(err("offer", e)),
+                while turn.load(Ordering::Acquire) != seq + 1 {
+                    if failed.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    std::hint::spin_loop();
+                }
+                encode(&mut msg, 0, seq);
+                let since = Instant::now();
+                loop {
+                    msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
+                    let c0 = thread_cpu_ns();
+                    let t0 = Instant::now();
+                    match publ.offer(TYPE_ID, &msg) {
+                        Ok(_) => {
+                            took.push(t0.elapsed().as_nanos() as u64);
+                            cpu.push(thread_cpu_ns().saturating_sub(c0));
+                            break;
+                        }
+                        Err(Error::BackPressured) if since.elapsed() < IDLE => {
+                            std::hint::spin_loop()
+                        }
+                        Err(e) => return Err(err("offer", e)),
+                    }
+                }
             }
+            Ok(())
+        })();
+        drop(go);
+        if offers.is_err() {
+            failed.store(true, Ordering::Relaxed);
         }
-    }
+        let waited = watcher
+            .join()
+            .map_err(|_| BenchError::msg("fanout: the watcher thread panicked"))?;
+        offers?;
+        waited
+    })?;
     for peer in peers {
         peer.finish(Duration::from_secs(60), || Ok(()))?;
     }

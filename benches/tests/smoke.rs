@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::Path;
+#[cfg(feature = "conduit")]
 use std::process::{Command, Stdio};
 
 use common::{bench, fails, ok, read_json, refused};
@@ -226,6 +227,7 @@ fn compare_to(json_path: &Path, channels: &str, messages: &str, extra: &[&str]) 
 }
 
 /// [`compare_to`] a temporary file `name`, removed once read.
+#[cfg(feature = "conduit")]
 fn compare(name: &str, channels: &str, messages: &str, extra: &[&str]) -> (String, Value) {
     let json_path = tmp(name);
     let r = compare_to(&json_path, channels, messages, extra);
@@ -234,6 +236,7 @@ fn compare(name: &str, channels: &str, messages: &str, extra: &[&str]) -> (Strin
 }
 
 /// A compare document's channel names, and its multicast pairs.
+#[cfg(feature = "conduit")]
 fn names_and_pairs(json: &Value) -> (Vec<&str>, &Vec<Value>) {
     let names = json["channels"]
         .as_array()
@@ -248,12 +251,14 @@ fn names_and_pairs(json: &Value) -> (Vec<&str>, &Vec<Value>) {
 }
 
 /// Checks a multicast pair of 3000 round trips each of 32 bytes.
+#[cfg(feature = "conduit")]
 fn check_pair(pair: &Value, multicast: &str, unicast: &str) {
     check_latency(&pair["multicast"], multicast, 32, 3000);
     check_latency(&pair["unicast"], unicast, 32, 3000);
 }
 
 /// Each of `rows` is in `out`.
+#[cfg(feature = "conduit")]
 fn check_rows(out: &str, rows: &[&str]) {
     for row in rows {
         assert!(out.contains(row), "no `{row}` in:\n{out}");

@@ -35,7 +35,9 @@ use conduit::{Error, Publication, Subscription};
 use crate::channels::{unique_name, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
-use crate::topology_iceoryx2::{decode, encode, write_json, MpscChannel, MpscRun, Tally};
+use crate::topology_iceoryx2::{
+    decode, encode, spawn_publishers, write_json, MpscChannel, MpscRun, Tally,
+};
 
 /// How long the subscriber may see nothing before the run is declared dead.
 const IDLE: Duration = Duration::from_secs(30);
@@ -108,20 +110,9 @@ pub fn mpsc(publishers: u32, size: usize, messages: u64, json: Option<&str>) -> 
     let name = unique_name("mpsc");
     let uri = format!("shm:{name}?wait=spin&publishers={publishers}");
     let mut sub = Subscription::open(&uri).map_err(|e| err("open subscription", e))?;
-    let mut peers = Vec::new();
-    for id in 0..publishers {
-        let args = PeerArgs {
-            channel: Channel::ShmMpsc,
-            size,
-            count: 0,
-            param: format!("{uri} {id}"),
-            cpu: None,
-            parent: std::process::id(),
-        };
-        let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
-        peer.expect("READY", READY_TIMEOUT)?;
-        peers.push(peer);
-    }
+    let peers = spawn_publishers(Channel::ShmMpsc, size, publishers, |id| {
+        format!("{uri} {id}")
+    })?;
     let mut t = Tally::new(publishers as usize, false);
     while t.timed < messages {
         let got = sub

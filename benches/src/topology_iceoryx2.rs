@@ -719,6 +719,35 @@ impl Tally {
     }
 }
 
+/// Starts `publishers` `__mpsc-send` peer processes of `channel` sending
+/// `size`-byte messages, publisher `id` with the parameter `param(id)`, and
+/// waits until each is ready.
+///
+/// # Errors
+/// A peer could not start or failed before it was ready.
+pub(crate) fn spawn_publishers(
+    channel: Channel,
+    size: usize,
+    publishers: u32,
+    param: impl Fn(u32) -> String,
+) -> Result<Vec<Peer>> {
+    let mut peers = Vec::new();
+    for id in 0..publishers {
+        let args = PeerArgs {
+            channel,
+            size,
+            count: 0,
+            param: param(id),
+            cpu: None,
+            parent: std::process::id(),
+        };
+        let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
+        peer.expect("READY", READY_TIMEOUT)?;
+        peers.push(peer);
+    }
+    Ok(peers)
+}
+
 /// One `iceoryx2-mpsc` run.
 fn iceoryx2_run(publishers: u32, size: usize, messages: u64, mode: Iox2Mode) -> Result<MpscRun> {
     let setup = Iox2Setup {
@@ -734,20 +763,9 @@ fn iceoryx2_run(publishers: u32, size: usize, messages: u64, mode: Iox2Mode) -> 
             .subscriber_builder()
             .create()
             .map_err(|e| err("subscriber", e))?;
-        let mut peers = Vec::new();
-        for id in 0..publishers {
-            let args = PeerArgs {
-                channel: Channel::Iceoryx2Mpsc,
-                size,
-                count: 0,
-                param: setup.param(id),
-                cpu: None,
-                parent: std::process::id(),
-            };
-            let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
-            peer.expect("READY", READY_TIMEOUT)?;
-            peers.push(peer);
-        }
+        let peers = spawn_publishers(Channel::Iceoryx2Mpsc, size, publishers, |id| {
+            setup.param(id)
+        })?;
         (receive(&sub, publishers as usize, messages), peers)
     };
     // The publishers die (SIGKILL) here; their nodes' files are removed
@@ -889,13 +907,15 @@ mod tests {
         }
     }
 
+    /// A 16-byte message of publisher `id`, number `seq`.
+    fn msg(id: u32, seq: u64) -> Vec<u8> {
+        let mut m = vec![0u8; 16];
+        encode(&mut m, id, seq);
+        m
+    }
+
     #[test]
     fn the_tally_counts_losses_and_rejects_disorder() {
-        let msg = |id: u32, seq: u64| {
-            let mut m = vec![0u8; 16];
-            encode(&mut m, id, seq);
-            m
-        };
         let mut t = Tally::new(2, true);
         t.take(&msg(0, 5));
         t.take(&msg(1, 0));
@@ -922,11 +942,6 @@ mod tests {
 
     #[test]
     fn without_losses_a_gap_is_an_error() {
-        let msg = |id: u32, seq: u64| {
-            let mut m = vec![0u8; 16];
-            encode(&mut m, id, seq);
-            m
-        };
         let mut t = Tally::new(1, false);
         t.take(&msg(0, 3));
         t.take(&msg(0, 4));

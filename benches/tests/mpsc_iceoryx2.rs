@@ -47,14 +47,7 @@ fn check_run(j: &Value, channel: &str, publishers: u64) {
     assert_eq!(j["topology"], "mpsc", "{j}");
     assert_eq!(j["channel"], channel, "{j}");
     assert_eq!(j["publishers"], publishers, "{j}");
-    let shares: Vec<f64> = j["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_eq!(shares.len() as u64, publishers, "{j}");
-    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{j}");
+    common::check_shares(j, publishers);
     assert!(j["msgs_per_sec"].as_f64().unwrap() > 0.0, "{j}");
     if channel == "iceoryx2-mpsc" {
         assert_eq!(j["lost"].as_array().unwrap().len() as u64, publishers);

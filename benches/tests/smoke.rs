@@ -235,6 +235,13 @@ fn compare(name: &str, channels: &str, messages: &str, extra: &[&str]) -> (Strin
     r
 }
 
+/// [`compare`] of `channels` without throughput, 3000 round trips each:
+/// the multicast tests' run.
+#[cfg(feature = "conduit")]
+fn compare_multicast(name: &str, channels: &str) -> (String, Value) {
+    compare(name, channels, "3000", &["--no-throughput"])
+}
+
 /// A compare document's channel names, and its multicast pairs.
 #[cfg(feature = "conduit")]
 fn names_and_pairs(json: &Value) -> (Vec<&str>, &Vec<Value>) {
@@ -248,6 +255,21 @@ fn names_and_pairs(json: &Value) -> (Vec<&str>, &Vec<Value>) {
         .as_array()
         .expect("multicast_vs_unicast");
     (names, pairs)
+}
+
+/// Where the namespaces a multicast run needs cannot be made (`!possible`,
+/// `why`), checks the run skipped all its channels, saying `skipped` in
+/// its output, and returns true.
+#[cfg(feature = "conduit")]
+fn all_skipped(possible: bool, why: &str, out: &str, json: &Value, skipped: &str) -> bool {
+    if possible {
+        return false;
+    }
+    println!("SKIP: {why}; checking the skip instead");
+    let (names, pairs) = names_and_pairs(json);
+    assert!(names.is_empty() && pairs.is_empty(), "{json}");
+    assert!(out.contains(skipped), "{out}");
+    true
 }
 
 /// Checks a multicast pair of 3000 round trips each of 32 bytes.
@@ -561,11 +583,9 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_runs_udp_multicast_veth_against_udp_veth_across_a_veth_pair() {
-    let (out, json) = compare(
+    let (out, json) = compare_multicast(
         "compare-veth.json",
         "udp-raw-veth,udp-raw-multicast-veth,udp-veth,udp-multicast-veth",
-        "3000",
-        &["--no-throughput"],
     );
     let (names, pairs) = names_and_pairs(&json);
     let veth = can_make_netns()
@@ -574,13 +594,13 @@ fn compare_runs_udp_multicast_veth_against_udp_veth_across_a_veth_pair() {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    if !veth {
-        println!("SKIP: no network namespace or no `ip` here; checking the skip instead");
-        assert!(names.is_empty() && pairs.is_empty(), "{json}");
-        assert!(
-            out.contains("udp-veth skipped: cannot make two network namespaces"),
-            "{out}"
-        );
+    if all_skipped(
+        veth,
+        "no network namespace or no `ip` here",
+        &out,
+        &json,
+        "udp-veth skipped: cannot make two network namespaces",
+    ) {
         return;
     }
     assert_eq!(
@@ -649,21 +669,11 @@ fn mpsc_two_publishers() {
         "mpsc failed ({}): {stderr}",
         o.status
     );
-    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let j = read_json(&json);
     let _ = std::fs::remove_file(&json);
     assert_eq!(j["topology"], "mpsc");
     assert_eq!(j["publishers"], 2);
-    let shares: Vec<f64> = j["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_eq!(shares.len(), 2);
-    assert!(
-        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
-        "{shares:?}"
-    );
+    common::check_shares(&j, 2);
     assert_eq!(
         o.status.success(),
         j["starved"].as_array().unwrap().is_empty(),
@@ -685,7 +695,7 @@ fn fanout_one_and_two_subscribers() {
         "--json",
         path,
     ]);
-    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let j = read_json(&json);
     let _ = std::fs::remove_file(&json);
     assert_eq!(j["topology"], "fanout");
     let rows = j["rows"].as_array().unwrap();
@@ -708,20 +718,16 @@ fn fanout_one_and_two_subscribers() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_runs_udp_raw_multicast_against_udp_raw_in_a_namespace() {
-    let (out, json) = compare(
-        "compare-raw-mcast.json",
-        "udp-multicast,udp-raw-multicast",
-        "3000",
-        &["--no-throughput"],
-    );
+    let (out, json) =
+        compare_multicast("compare-raw-mcast.json", "udp-multicast,udp-raw-multicast");
     let (names, pairs) = names_and_pairs(&json);
-    if !can_make_netns() {
-        println!("SKIP: no network namespace here; checking the skip instead");
-        assert!(names.is_empty() && pairs.is_empty(), "{json}");
-        assert!(
-            out.contains("udp-raw-multicast skipped: cannot make a private network namespace"),
-            "{out}"
-        );
+    if all_skipped(
+        can_make_netns(),
+        "no network namespace here",
+        &out,
+        &json,
+        "udp-raw-multicast skipped: cannot make a private network namespace",
+    ) {
         return;
     }
     assert_eq!(names, ["udp-multicast", "udp-raw-multicast"], "{json}");

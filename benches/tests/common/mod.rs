@@ -84,6 +84,20 @@ pub fn tmp(prefix: &str, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()))
 }
 
+/// An `mpsc` document's shares of the messages: one per publisher, adding
+/// up to 1.
+pub fn check_shares(j: &Value, publishers: u64) -> Vec<f64> {
+    let shares: Vec<f64> = j["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(shares.len() as u64, publishers, "{j}");
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{j}");
+    shares
+}
+
 /// The JSON document at `path`.
 pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("json written");

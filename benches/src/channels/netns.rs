@@ -56,13 +56,7 @@ pub(super) fn unshare(what: &str) -> Result<()> {
     // only the calling thread, which is a thread of our own (the callers'
     // `run`) that ends when `run` returns.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(unavailable(
-            what,
-            format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()),
-        ));
-    }
-    Ok(())
+    super::os_result(rc).map_err(|e| unavailable(what, format!("unshare(CLONE_NEWNET): {e}")))
 }
 
 /// Moves the calling thread into a new network namespace and sets up its

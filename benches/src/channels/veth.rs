@@ -66,14 +66,7 @@ fn setns(ns: RawFd) -> Result<()> {
     // SAFETY: setns takes a descriptor (of a namespace we opened and still
     // hold) and a flag word, no pointers; it moves only the calling thread.
     let rc = unsafe { libc::setns(ns, libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(unavailable(format!(
-            "setns(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        )))
-    }
+    super::os_result(rc).map_err(|e| unavailable(format!("setns(CLONE_NEWNET): {e}")))
 }
 
 /// The two namespaces, held open by the thread of [`run`].

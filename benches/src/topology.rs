@@ -23,7 +23,9 @@
 //!
 //! A message is `[publisher u32][0 u32][seq u64][stamp u64][filler]`;
 //! `stamp` (fan-out only) is CLOCK_MONOTONIC in nanoseconds, the same
-//! clock in every process of the host.
+//! clock in every process of the host. The codec, the subscriber's
+//! bookkeeping and the `mpsc` report are shared with iceoryx2's `mpsc`
+//! ([`crate::topology_iceoryx2`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +35,9 @@ use conduit::{Error, Publication, Subscription};
 use crate::channels::{unique_name, Channel, PeerArgs};
 use crate::error::{BenchError, Result};
 use crate::spawn::{announce, child_init, Peer, READY_TIMEOUT};
+use crate::topology_iceoryx2::{
+    decode, encode, spawn_publishers, write_json, MpscChannel, MpscRun, Tally,
+};
 
 /// How long the subscriber may see nothing before the run is declared dead.
 const IDLE: Duration = Duration::from_secs(30);
@@ -41,21 +46,6 @@ const TYPE_ID: u32 = 0x5450_4f4c;
 
 fn err(what: &str, e: Error) -> BenchError {
     BenchError(format!("{what}: {e}"))
-}
-
-fn decode(p: &[u8]) -> Result<(u32, u64)> {
-    if p.len() < 16 {
-        return Err(BenchError(format!("message of {} bytes", p.len())));
-    }
-    let id = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&p[8..16]);
-    Ok((id, u64::from_le_bytes(seq)))
-}
-
-fn encode(buf: &mut [u8], id: u32, seq: u64) {
-    buf[..4].copy_from_slice(&id.to_le_bytes());
-    buf[8..16].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// `clock` in nanoseconds.
@@ -120,125 +110,26 @@ pub fn mpsc(publishers: u32, size: usize, messages: u64, json: Option<&str>) -> 
     let name = unique_name("mpsc");
     let uri = format!("shm:{name}?wait=spin&publishers={publishers}");
     let mut sub = Subscription::open(&uri).map_err(|e| err("open subscription", e))?;
-    let mut peers = Vec::new();
-    for id in 0..publishers {
-        let args = PeerArgs {
-            channel: Channel::ShmMpsc,
-            size,
-            count: 0,
-            param: format!("{uri} {id}"),
-            cpu: None,
-            parent: std::process::id(),
-        };
-        let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
-        peer.expect("READY", READY_TIMEOUT)?;
-        peers.push(peer);
-    }
-    let n = publishers as usize;
-    let mut next = vec![None::<u64>; n];
-    let mut counts = vec![0u64; n];
-    let mut timing: Option<Instant> = None;
-    let mut timed = 0u64;
-    let mut idle_since: Option<Instant> = None;
-    let mut failure = None;
-    let mut seen = vec![0u64; n];
-    let started = Instant::now();
-    while timed < messages {
+    let peers = spawn_publishers(Channel::ShmMpsc, size, publishers, |id| {
+        format!("{uri} {id}")
+    })?;
+    let mut t = Tally::new(publishers as usize, false);
+    while t.timed < messages {
         let got = sub
-            .poll(
-                |m| {
-                    let (id, seq) = match decode(m.payload()) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                            return;
-                        }
-                    };
-                    let Some(want) = next.get_mut(id as usize) else {
-                        failure.get_or_insert(BenchError(format!("unknown publisher {id}")));
-                        return;
-                    };
-                    if want.is_some_and(|w| w != seq) {
-                        failure.get_or_insert(BenchError(format!(
-                            "publisher {id}: message {seq} where {want:?} was expected"
-                        )));
-                    }
-                    *want = Some(seq + 1);
-                    seen[id as usize] += 1;
-                    if timing.is_some() {
-                        counts[id as usize] += 1;
-                        timed += 1;
-                    }
-                },
-                1024,
-            )
+            .poll(|m| t.take(m.payload()), 1024)
             .map_err(|e| err("poll", e))?;
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
-        // The window opens once every publisher has been heard from.
-        if timing.is_none() && next.iter().all(Option::is_some) {
-            timing = Some(Instant::now());
-        }
-        if timing.is_none() && started.elapsed() > IDLE {
-            let silent: Vec<usize> = (0..n).filter(|i| next[*i].is_none()).collect();
-            return Err(BenchError(format!(
-                "publishers {silent:?} sent nothing in {IDLE:?} while the others sent {seen:?} (starvation)"
-            )));
-        }
-        if got == 0 {
-            if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE {
-                return Err(BenchError(format!("mpsc: nothing arrived for {IDLE:?}")));
-            }
-            std::hint::spin_loop();
-        } else {
-            idle_since = None;
-        }
+        t.after_batch(got, "mpsc")?;
     }
-    let elapsed = timing.map_or(Duration::ZERO, |t| t.elapsed());
+    let elapsed = t.window();
     drop(peers);
     // The killed publishers closed nothing: remove the ring's files.
     crate::topology_iceoryx2::remove_own_mpsc_rings();
-    let total = timed as f64 / elapsed.as_secs_f64().max(1e-9);
-    let floor = 1.0 / (2.0 * f64::from(publishers));
-    let shares: Vec<f64> = counts.iter().map(|c| *c as f64 / timed as f64).collect();
-    let starved: Vec<usize> = (0..n).filter(|i| shares[*i] < floor).collect();
-    println!(
-        "shm-mpsc, {publishers} publisher processes, {size} B: {:.2} M msgs/s in total over {timed} messages ({elapsed:.2?})",
-        total / 1e6
-    );
-    for (i, s) in shares.iter().enumerate() {
-        println!(
-            "  publisher {i}: {:>6.2} % of the messages ({:.2} M msgs/s){}",
-            s * 100.0,
-            s * total / 1e6,
-            if *s < floor { "  STARVED" } else { "" }
-        );
-    }
-    println!(
-        "  requirement: every publisher >= 1/(2N) = {:.2} %: {}",
-        floor * 100.0,
-        if starved.is_empty() {
-            "met"
-        } else {
-            "NOT MET (starvation)"
-        }
-    );
+    let run = MpscRun::new(MpscChannel::Shm, publishers, size, t, elapsed, None);
+    run.print();
     if let Some(path) = json {
-        let doc = serde_json::json!({
-            "schema": 2,
-            "topology": "mpsc",
-            "channel": "shm-mpsc",
-            "publishers": publishers,
-            "size": size,
-            "timed_messages": timed,
-            "elapsed_s": elapsed.as_secs_f64(),
-            "msgs_per_sec": total,
-            "shares": shares,
-            "starved": starved,
-        });
-        write_json(path, &doc)?;
+        write_json(path, &run.json())?;
     }
+    let starved = run.starved();
     if starved.is_empty() {
         Ok(())
     } else {
@@ -507,13 +398,6 @@ fn fanout_one(
         last: (quantile(&last, 0.5), quantile(&last, 0.99)),
         settle: waited_ns / messages.max(1),
     })
-}
-
-fn write_json(path: &str, doc: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(doc).map_err(|e| BenchError(format!("json: {e}")))?;
-    std::fs::write(path, text).map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
-    eprintln!("wrote {path}");
-    Ok(())
 }
 
 /// Peer process `__mpsc-send` (publishes until killed) or `__fanout-sub`

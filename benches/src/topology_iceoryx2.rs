@@ -40,6 +40,11 @@
 //! channel the median, min and max of the total rate, and the load
 //! average before and after. The `shm-mpsc` runs are [`crate::topology::mpsc`]
 //! itself (its JSON, read back).
+//!
+//! [`crate::topology::mpsc`] (built with the `conduit` feature only) uses
+//! this module's message codec ([`encode`], [`decode`]), subscriber
+//! bookkeeping ([`Tally`]) and report ([`MpscRun`]), so both channels are
+//! counted, printed and written alike.
 
 use std::time::{Duration, Instant};
 
@@ -161,7 +166,8 @@ fn err(what: &str, e: impl std::fmt::Debug) -> BenchError {
     BenchError(format!("iceoryx2 {what}: {e:?}"))
 }
 
-fn decode(p: &[u8]) -> Result<(u32, u64)> {
+/// Reads a message's publisher and sequence number (see [`encode`]).
+pub(crate) fn decode(p: &[u8]) -> Result<(u32, u64)> {
     if p.len() < 16 {
         return Err(BenchError(format!("message of {} bytes", p.len())));
     }
@@ -171,9 +177,19 @@ fn decode(p: &[u8]) -> Result<(u32, u64)> {
     Ok((id, u64::from_le_bytes(seq)))
 }
 
-fn encode(buf: &mut [u8], id: u32, seq: u64) {
+/// Writes the publisher `id` and the sequence number `seq` into a message
+/// `[publisher u32][0 u32][seq u64]…` of 16 bytes or more.
+pub(crate) fn encode(buf: &mut [u8], id: u32, seq: u64) {
     buf[..4].copy_from_slice(&id.to_le_bytes());
     buf[8..16].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Writes `doc` to `path`, pretty-printed, and says so on stderr.
+pub(crate) fn write_json(path: &str, doc: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| BenchError(format!("json: {e}")))?;
+    std::fs::write(path, text).map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
+    eprintln!("wrote {path}");
+    Ok(())
 }
 
 /// `/proc/loadavg`'s first three fields (empty when unreadable).
@@ -253,7 +269,7 @@ fn node() -> Result<Node<ipc::Service>> {
 
 /// One run of the topology, on either channel.
 #[derive(Debug, Clone)]
-struct MpscRun {
+pub(crate) struct MpscRun {
     channel: MpscChannel,
     publishers: u32,
     size: usize,
@@ -271,6 +287,29 @@ struct MpscRun {
 }
 
 impl MpscRun {
+    /// The run of `publishers` publishers of `size`-byte messages counted
+    /// by `t` in a window of `elapsed`; `iox2`: iceoryx2's mode and queue.
+    pub(crate) fn new(
+        channel: MpscChannel,
+        publishers: u32,
+        size: usize,
+        t: Tally,
+        elapsed: Duration,
+        iox2: Option<(Iox2Mode, usize)>,
+    ) -> MpscRun {
+        MpscRun {
+            channel,
+            publishers,
+            size,
+            timed: t.timed,
+            elapsed,
+            counts: t.counts,
+            gaps: t.gaps,
+            iox2,
+            failure: None,
+        }
+    }
+
     fn total(&self) -> f64 {
         self.timed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -286,7 +325,8 @@ impl MpscRun {
             .collect()
     }
 
-    fn starved(&self) -> Vec<usize> {
+    /// The publishers below 1/(2N) of the messages.
+    pub(crate) fn starved(&self) -> Vec<usize> {
         let floor = self.floor();
         (0..self.counts.len())
             .filter(|i| self.shares()[*i] < floor)
@@ -318,8 +358,9 @@ impl MpscRun {
         })
     }
 
-    /// Prints the run as [`crate::topology::mpsc`] does, with the losses.
-    fn print(&self) {
+    /// Prints the run: the total rate, each publisher's share (and, for
+    /// iceoryx2, its losses), the starvation requirement.
+    pub(crate) fn print(&self) {
         let total = self.total();
         let floor = self.floor();
         let mode = match self.iox2 {
@@ -358,7 +399,8 @@ impl MpscRun {
         );
     }
 
-    fn json(&self) -> serde_json::Value {
+    /// The run's JSON document.
+    pub(crate) fn json(&self) -> serde_json::Value {
         let mut doc = serde_json::json!({
             "schema": 2,
             "topology": "mpsc",
@@ -476,10 +518,7 @@ pub fn run(a: &MpscArgs) -> Result<()> {
                 "summary": summary,
             })
         };
-        let text =
-            serde_json::to_string_pretty(&doc).map_err(|e| BenchError(format!("json: {e}")))?;
-        std::fs::write(path, text).map_err(|e| BenchError(format!("cannot write {path}: {e}")))?;
-        eprintln!("wrote {path}");
+        write_json(path, &doc)?;
     }
     let failures: Vec<String> = runs
         .iter()
@@ -565,21 +604,31 @@ fn shm_run(_: &MpscArgs) -> Result<MpscRun> {
     Err(crate::channels::without_conduit())
 }
 
-/// The subscriber's bookkeeping, the same as [`crate::topology::mpsc`]'s
-/// plus the losses.
-struct Tally {
+/// The subscriber's bookkeeping, for both channels: per publisher the
+/// next sequence number, the messages delivered and lost in the timed
+/// window; the window itself, and the checks made after each batch.
+pub(crate) struct Tally {
+    /// Whether a message after a gap is counted as lost (iceoryx2) rather
+    /// than an error (conduit, which loses nothing).
+    losses: bool,
     next: Vec<Option<u64>>,
     counts: Vec<u64>,
     gaps: Vec<u64>,
     seen: Vec<u64>,
     timing: Option<Instant>,
-    timed: u64,
+    /// Messages delivered in the timed window.
+    pub(crate) timed: u64,
     failure: Option<BenchError>,
+    started: Instant,
+    idle_since: Option<Instant>,
 }
 
 impl Tally {
-    fn new(n: usize) -> Tally {
+    /// The bookkeeping of `n` publishers, from now; with `losses`, a gap in
+    /// a publisher's sequence is counted as lost messages, else an error.
+    pub(crate) fn new(n: usize, losses: bool) -> Tally {
         Tally {
+            losses,
             next: vec![None; n],
             counts: vec![0; n],
             gaps: vec![0; n],
@@ -587,13 +636,15 @@ impl Tally {
             timing: None,
             timed: 0,
             failure: None,
+            started: Instant::now(),
+            idle_since: None,
         }
     }
 
     /// Accounts one delivered message. A sequence number below the
     /// expected one is an error (disorder, duplicate); above it, the
-    /// messages in between were lost.
-    fn take(&mut self, payload: &[u8]) {
+    /// messages in between were lost (an error without `losses`).
+    pub(crate) fn take(&mut self, payload: &[u8]) {
         let (id, seq) = match decode(payload) {
             Ok(v) => v,
             Err(e) => {
@@ -608,7 +659,7 @@ impl Tally {
             return;
         };
         if let Some(w) = want {
-            if seq < w {
+            if seq < w || (seq > w && !self.losses) {
                 self.failure.get_or_insert(BenchError(format!(
                     "publisher {id}: message {seq} where {w} was expected"
                 )));
@@ -625,6 +676,76 @@ impl Tally {
             self.timed += 1;
         }
     }
+
+    /// After a batch of `got` messages: fails on a bad message, opens the
+    /// timed window once every publisher has been heard from, fails when a
+    /// publisher stays silent for [`IDLE`] before that (starvation) or
+    /// nothing arrives for [`IDLE`] (the error names `what`); spins a
+    /// moment after an empty batch.
+    ///
+    /// # Errors
+    /// As above.
+    pub(crate) fn after_batch(&mut self, got: usize, what: &str) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        // The window opens once every publisher has been heard from.
+        if self.timing.is_none() && self.next.iter().all(Option::is_some) {
+            self.timing = Some(Instant::now());
+        }
+        if self.timing.is_none() && self.started.elapsed() > IDLE {
+            let silent: Vec<usize> = (0..self.next.len())
+                .filter(|i| self.next[*i].is_none())
+                .collect();
+            return Err(BenchError(format!(
+                "publishers {silent:?} sent nothing in {IDLE:?} while the others sent {:?} (starvation)",
+                self.seen
+            )));
+        }
+        if got == 0 {
+            if self.idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE {
+                return Err(BenchError(format!("{what}: nothing arrived for {IDLE:?}")));
+            }
+            std::hint::spin_loop();
+        } else {
+            self.idle_since = None;
+        }
+        Ok(())
+    }
+
+    /// How long the timed window has been open (zero before it opens).
+    pub(crate) fn window(&self) -> Duration {
+        self.timing.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+/// Starts `publishers` `__mpsc-send` peer processes of `channel` sending
+/// `size`-byte messages, publisher `id` with the parameter `param(id)`, and
+/// waits until each is ready.
+///
+/// # Errors
+/// A peer could not start or failed before it was ready.
+pub(crate) fn spawn_publishers(
+    channel: Channel,
+    size: usize,
+    publishers: u32,
+    param: impl Fn(u32) -> String,
+) -> Result<Vec<Peer>> {
+    let mut peers = Vec::new();
+    for id in 0..publishers {
+        let args = PeerArgs {
+            channel,
+            size,
+            count: 0,
+            param: param(id),
+            cpu: None,
+            parent: std::process::id(),
+        };
+        let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
+        peer.expect("READY", READY_TIMEOUT)?;
+        peers.push(peer);
+    }
+    Ok(peers)
 }
 
 /// One `iceoryx2-mpsc` run.
@@ -642,20 +763,9 @@ fn iceoryx2_run(publishers: u32, size: usize, messages: u64, mode: Iox2Mode) -> 
             .subscriber_builder()
             .create()
             .map_err(|e| err("subscriber", e))?;
-        let mut peers = Vec::new();
-        for id in 0..publishers {
-            let args = PeerArgs {
-                channel: Channel::Iceoryx2Mpsc,
-                size,
-                count: 0,
-                param: setup.param(id),
-                cpu: None,
-                parent: std::process::id(),
-            };
-            let mut peer = Peer::spawn("__mpsc-send", &args.to_args())?;
-            peer.expect("READY", READY_TIMEOUT)?;
-            peers.push(peer);
-        }
+        let peers = spawn_publishers(Channel::Iceoryx2Mpsc, size, publishers, |id| {
+            setup.param(id)
+        })?;
         (receive(&sub, publishers as usize, messages), peers)
     };
     // The publishers die (SIGKILL) here; their nodes' files are removed
@@ -663,17 +773,14 @@ fn iceoryx2_run(publishers: u32, size: usize, messages: u64, mode: Iox2Mode) -> 
     drop(peers);
     let _ = node.try_cleanup_dead_nodes();
     let (t, elapsed) = r?;
-    let mut run = MpscRun {
-        channel: MpscChannel::Iceoryx2,
+    let mut run = MpscRun::new(
+        MpscChannel::Iceoryx2,
         publishers,
         size,
-        timed: t.timed,
+        t,
         elapsed,
-        counts: t.counts,
-        gaps: t.gaps,
-        iox2: Some((mode, setup.buffer)),
-        failure: None,
-    };
+        Some((mode, setup.buffer)),
+    );
     let lost: u64 = run.gaps.iter().sum();
     let starved = run.starved();
     let mut why = Vec::new();
@@ -696,9 +803,7 @@ fn receive(
     n: usize,
     messages: u64,
 ) -> Result<(Tally, Duration)> {
-    let mut t = Tally::new(n);
-    let mut idle_since: Option<Instant> = None;
-    let started = Instant::now();
+    let mut t = Tally::new(n, true);
     while t.timed < messages {
         let mut got = 0;
         while got < 1024 {
@@ -710,32 +815,9 @@ fn receive(
                 None => break,
             }
         }
-        if let Some(e) = t.failure.take() {
-            return Err(e);
-        }
-        // The window opens once every publisher has been heard from.
-        if t.timing.is_none() && t.next.iter().all(Option::is_some) {
-            t.timing = Some(Instant::now());
-        }
-        if t.timing.is_none() && started.elapsed() > IDLE {
-            let silent: Vec<usize> = (0..n).filter(|i| t.next[*i].is_none()).collect();
-            return Err(BenchError(format!(
-                "publishers {silent:?} sent nothing in {IDLE:?} while the others sent {:?} (starvation)",
-                t.seen
-            )));
-        }
-        if got == 0 {
-            if idle_since.get_or_insert_with(Instant::now).elapsed() > IDLE {
-                return Err(BenchError(format!(
-                    "iceoryx2 mpsc: nothing arrived for {IDLE:?}"
-                )));
-            }
-            std::hint::spin_loop();
-        } else {
-            idle_since = None;
-        }
+        t.after_batch(got, "iceoryx2 mpsc")?;
     }
-    let elapsed = t.timing.map_or(Duration::ZERO, |s| s.elapsed());
+    let elapsed = t.window();
     Ok((t, elapsed))
 }
 
@@ -825,14 +907,16 @@ mod tests {
         }
     }
 
+    /// A 16-byte message of publisher `id`, number `seq`.
+    fn msg(id: u32, seq: u64) -> Vec<u8> {
+        let mut m = vec![0u8; 16];
+        encode(&mut m, id, seq);
+        m
+    }
+
     #[test]
     fn the_tally_counts_losses_and_rejects_disorder() {
-        let msg = |id: u32, seq: u64| {
-            let mut m = vec![0u8; 16];
-            encode(&mut m, id, seq);
-            m
-        };
-        let mut t = Tally::new(2);
+        let mut t = Tally::new(2, true);
         t.take(&msg(0, 5));
         t.take(&msg(1, 0));
         // Before the window: counted as seen only.
@@ -854,6 +938,24 @@ mod tests {
         );
         t.take(&[0u8; 8]);
         assert!(t.failure.take().is_some(), "a short message is an error");
+    }
+
+    #[test]
+    fn without_losses_a_gap_is_an_error() {
+        let mut t = Tally::new(1, false);
+        t.take(&msg(0, 3));
+        t.take(&msg(0, 4));
+        assert!(t.failure.is_none());
+        t.take(&msg(0, 6));
+        let e = t.failure.take().expect("a gap is an error");
+        assert!(
+            e.to_string().contains("message 6 where 5 was expected"),
+            "{e}"
+        );
+        assert_eq!(t.gaps, vec![0]);
+        // The batch check reports it.
+        t.take(&msg(0, 9));
+        assert!(t.after_batch(1, "mpsc").is_err());
     }
 
     fn mpsc_args(line: &str) -> MpscArgs {

@@ -2,26 +2,16 @@
 //! alternating with conduit's. Behaviour only: no timing is asserted. Every
 //! run has a watchdog.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::Value;
 
-const WATCHDOG: Duration = Duration::from_secs(180);
-
 /// Runs the binary with `args`, its rings in `shm_dir`.
 fn bench_in(args: &[&str], shm_dir: &Path) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_conduit-bench"))
-        .args(args)
-        .env("CONDUIT_SHM_DIR", shm_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start conduit-bench");
-    let what = format!("conduit-bench {}", args.join(" "));
-    conduit_test_util::wait_output(child, &what, WATCHDOG)
+    common::bench_env(args, &[("CONDUIT_SHM_DIR", shm_dir.as_os_str())])
 }
 
 fn bench(args: &[&str]) -> Output {
@@ -29,7 +19,7 @@ fn bench(args: &[&str]) -> Output {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("mpsc-iox2-{}-{name}", std::process::id()))
+    common::tmp("mpsc-iox2", name)
 }
 
 /// Runs `mpsc` with `args` and `--json`; returns the status, the stderr and
@@ -57,14 +47,7 @@ fn check_run(j: &Value, channel: &str, publishers: u64) {
     assert_eq!(j["topology"], "mpsc", "{j}");
     assert_eq!(j["channel"], channel, "{j}");
     assert_eq!(j["publishers"], publishers, "{j}");
-    let shares: Vec<f64> = j["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_eq!(shares.len() as u64, publishers, "{j}");
-    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{j}");
+    common::check_shares(j, publishers);
     assert!(j["msgs_per_sec"].as_f64().unwrap() > 0.0, "{j}");
     if channel == "iceoryx2-mpsc" {
         assert_eq!(j["lost"].as_array().unwrap().len() as u64, publishers);
@@ -72,66 +55,45 @@ fn check_run(j: &Value, channel: &str, publishers: u64) {
     }
 }
 
+/// Runs `mpsc` with two iceoryx2 publishers, `args` and 50k messages;
+/// checks the run and its mode and that it failed only for a starved
+/// publisher; returns the document.
+fn two_iceoryx2_publishers(args: &[&str], mode: &str, file: &str) -> Value {
+    let mut all = vec!["--publishers", "2"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--messages", "50k"]);
+    let (ok, stderr, j) = run(&all, file);
+    check_run(&j, "iceoryx2-mpsc", 2);
+    assert_eq!(j["iceoryx2_mode"], mode);
+    assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
+    j
+}
+
 #[test]
 fn iceoryx2_alone_loses_nothing_without_overflow() {
-    let (ok, stderr, j) = run(
-        &[
-            "--publishers",
-            "2",
-            "--channels",
-            "iceoryx2-mpsc",
-            "--messages",
-            "50k",
-        ],
-        "alone.json",
-    );
-    check_run(&j, "iceoryx2-mpsc", 2);
-    assert_eq!(j["iceoryx2_mode"], "retry");
+    let j = two_iceoryx2_publishers(&["--channels", "iceoryx2-mpsc"], "retry", "alone.json");
     // No overflow: every message of every publisher arrives.
     assert!(j["lost"].as_array().unwrap().iter().all(|l| l == 0), "{j}");
-    assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
 }
 
 #[test]
 fn iceoryx2_spinning_publishers_lose_nothing() {
-    let (ok, stderr, j) = run(
-        &[
-            "--publishers",
-            "2",
-            "--channels",
-            "iceoryx2",
-            "--iceoryx2",
-            "spin",
-            "--messages",
-            "50k",
-        ],
+    let j = two_iceoryx2_publishers(
+        &["--channels", "iceoryx2", "--iceoryx2", "spin"],
+        "spin",
         "spin.json",
     );
-    check_run(&j, "iceoryx2-mpsc", 2);
-    assert_eq!(j["iceoryx2_mode"], "spin");
     assert!(j["lost"].as_array().unwrap().iter().all(|l| l == 0), "{j}");
-    assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
 }
 
 #[test]
 fn overflow_mode_reports_its_losses() {
-    let (ok, stderr, j) = run(
-        &[
-            "--publishers",
-            "2",
-            "--channels",
-            "iceoryx2",
-            "--iceoryx2",
-            "overflow",
-            "--messages",
-            "50k",
-        ],
+    // Losses are figures in this mode, not a failure.
+    two_iceoryx2_publishers(
+        &["--channels", "iceoryx2", "--iceoryx2", "overflow"],
+        "overflow",
         "overflow.json",
     );
-    check_run(&j, "iceoryx2-mpsc", 2);
-    assert_eq!(j["iceoryx2_mode"], "overflow");
-    // Losses are figures in this mode, not a failure.
-    assert_eq!(ok, j["starved"].as_array().unwrap().is_empty(), "{stderr}");
 }
 
 #[test]
@@ -219,23 +181,13 @@ fn conduit_runs_leave_no_ring_files() {
 
 #[test]
 fn bad_options_are_refused() {
-    for (args, needle) in [
-        (&["--channels", "udp"][..], "not an mpsc channel"),
-        (&["--iceoryx2", "block"][..], "not an iceoryx2 mode"),
-        (&["--rounds", "0"][..], "1 or more rounds"),
+    common::refused(&[
+        (&["mpsc", "--channels", "udp"], "not an mpsc channel"),
+        (&["mpsc", "--iceoryx2", "block"], "not an iceoryx2 mode"),
+        (&["mpsc", "--rounds", "0"], "1 or more rounds"),
         (
-            &["--channels", "iceoryx2", "--size", "8"][..],
+            &["mpsc", "--channels", "iceoryx2", "--size", "8"],
             "--size 16 or more",
         ),
-    ] {
-        let mut all = vec!["mpsc"];
-        all.extend_from_slice(args);
-        let o = bench(&all);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(needle),
-            "{args:?}: expected `{needle}` in: {err}"
-        );
-    }
+    ]);
 }

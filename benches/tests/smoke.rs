@@ -2,49 +2,19 @@
 //! counts, checking the exit status, the printed figures and the JSON fields.
 //! Behaviour only: no timing is asserted. Every run has a watchdog.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+#[cfg(feature = "conduit")]
+use std::process::{Command, Stdio};
+
+use common::{bench, fails, ok, read_json, refused};
 use serde_json::Value;
-
-const WATCHDOG: Duration = Duration::from_secs(180);
-
-/// Runs the binary with `args`; kills it and fails if it outlives the watchdog.
-fn bench(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_conduit-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start conduit-bench");
-    let what = format!("conduit-bench {}", args.join(" "));
-    conduit_test_util::wait_output(child, &what, WATCHDOG)
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = bench(args);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "`conduit-bench {}` failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout
-}
 
 /// A file name unique to this call: tests run in parallel and several use the
 /// same channel.
-fn tmp(name: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!(
-        "conduit-bench-smoke-{}-{n}-{name}",
-        std::process::id()
-    ))
+fn tmp(name: &str) -> std::path::PathBuf {
+    common::tmp("conduit-bench-smoke", name)
 }
 
 /// Checks one latency result's fields.
@@ -233,44 +203,100 @@ fn throughput_proto() {
     throughput_run("proto-loss", 32);
 }
 
-/// The result of a failing run, with its output for the message.
-fn fails(args: &[&str]) -> String {
-    let o = bench(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(
-        !o.status.success(),
-        "`conduit-bench {}` succeeded:\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    err
-}
-
-fn read_json(path: &std::path::Path) -> Value {
-    let text = std::fs::read_to_string(path).expect("json written");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 /// The tables of a compare run's stdout (after the progress lines).
 fn tables(out: &str) -> &str {
     &out[out.find("Round trip").expect("tables")..]
+}
+
+/// Runs `compare` on `channels`, `messages` round trips each, its JSON
+/// written to `json_path`, then the options `extra`; returns the stdout and
+/// the JSON, and leaves the file.
+fn compare_to(json_path: &Path, channels: &str, messages: &str, extra: &[&str]) -> (String, Value) {
+    let mut args = vec![
+        "compare",
+        "--channels",
+        channels,
+        "--messages",
+        messages,
+        "--json",
+        json_path.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(&args);
+    (out, read_json(json_path))
+}
+
+/// [`compare_to`] a temporary file `name`, removed once read.
+#[cfg(feature = "conduit")]
+fn compare(name: &str, channels: &str, messages: &str, extra: &[&str]) -> (String, Value) {
+    let json_path = tmp(name);
+    let r = compare_to(&json_path, channels, messages, extra);
+    let _ = std::fs::remove_file(&json_path);
+    r
+}
+
+/// [`compare`] of `channels` without throughput, 3000 round trips each:
+/// the multicast tests' run.
+#[cfg(feature = "conduit")]
+fn compare_multicast(name: &str, channels: &str) -> (String, Value) {
+    compare(name, channels, "3000", &["--no-throughput"])
+}
+
+/// A compare document's channel names, and its multicast pairs.
+#[cfg(feature = "conduit")]
+fn names_and_pairs(json: &Value) -> (Vec<&str>, &Vec<Value>) {
+    let names = json["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["channel"].as_str().expect("name"))
+        .collect();
+    let pairs = json["multicast_vs_unicast"]
+        .as_array()
+        .expect("multicast_vs_unicast");
+    (names, pairs)
+}
+
+/// Where the namespaces a multicast run needs cannot be made (`!possible`,
+/// `why`), checks the run skipped all its channels, saying `skipped` in
+/// its output, and returns true.
+#[cfg(feature = "conduit")]
+fn all_skipped(possible: bool, why: &str, out: &str, json: &Value, skipped: &str) -> bool {
+    if possible {
+        return false;
+    }
+    println!("SKIP: {why}; checking the skip instead");
+    let (names, pairs) = names_and_pairs(json);
+    assert!(names.is_empty() && pairs.is_empty(), "{json}");
+    assert!(out.contains(skipped), "{out}");
+    true
+}
+
+/// Checks a multicast pair of 3000 round trips each of 32 bytes.
+#[cfg(feature = "conduit")]
+fn check_pair(pair: &Value, multicast: &str, unicast: &str) {
+    check_latency(&pair["multicast"], multicast, 32, 3000);
+    check_latency(&pair["unicast"], unicast, 32, 3000);
+}
+
+/// Each of `rows` is in `out`.
+#[cfg(feature = "conduit")]
+fn check_rows(out: &str, rows: &[&str]) {
+    for row in rows {
+        assert!(out.contains(row), "no `{row}` in:\n{out}");
+    }
 }
 
 #[test]
 fn compare_writes_table_json_and_plot_and_reads_them_back() {
     let json_path = tmp("compare.json");
     let plot_path = tmp("compare.svg");
-    let out = ok(&[
-        "compare",
-        "--channels",
+    let (out, json) = compare_to(
+        &json_path,
         "crossbeam,udp-raw",
-        "--messages",
         "1000",
-        "--json",
-        json_path.to_str().expect("utf-8"),
-        "--plot",
-        plot_path.to_str().expect("utf-8"),
-    ]);
+        &["--plot", plot_path.to_str().expect("utf-8")],
+    );
     for row in [
         "limit #1",
         "crossbeam",
@@ -281,7 +307,6 @@ fn compare_writes_table_json_and_plot_and_reads_them_back() {
     ] {
         assert!(out.contains(row), "no `{row}` in table:\n{out}");
     }
-    let json = read_json(&json_path);
     let svg = std::fs::read_to_string(&plot_path).expect("plot written");
     assert_eq!(json["schema"], 2, "{json}");
     assert_eq!(json["command"], "compare", "{json}");
@@ -383,19 +408,12 @@ fn report_refuses_other_files() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_interleaves_udp_with_udp_raw() {
-    let json_path = tmp("compare-udp.json");
-    let out = ok(&[
-        "compare",
-        "--channels",
+    let (out, json) = compare(
+        "compare-udp.json",
         "udp-raw,udp,udp-raw-block,udp-block",
-        "--messages",
         "4000",
-        "--no-throughput",
-        "--json",
-        json_path.to_str().expect("utf-8"),
-    ]);
-    let json = read_json(&json_path);
-    let _ = std::fs::remove_file(&json_path);
+        &["--no-throughput"],
+    );
     assert!(out.contains("interleaved"), "no interleaved table:\n{out}");
     for row in ["udp [", "udp-block ["] {
         let line = out
@@ -447,18 +465,7 @@ fn compare_interleaves_udp_with_udp_raw() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_runs_udp_aead_against_udp_raw_and_udp() {
-    let json_path = tmp("compare-aead.json");
-    let out = ok(&[
-        "compare",
-        "--channels",
-        "udp-raw,udp,udp-aead",
-        "--messages",
-        "3000",
-        "--json",
-        json_path.to_str().expect("utf-8"),
-    ]);
-    let json = read_json(&json_path);
-    let _ = std::fs::remove_file(&json_path);
+    let (out, json) = compare("compare-aead.json", "udp-raw,udp,udp-aead", "3000", &[]);
     let pair = json["udp_vs_raw"]
         .as_array()
         .expect("udp_vs_raw")
@@ -503,30 +510,19 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
     let json_path = tmp("compare-mcast.json");
     let plot_path = tmp("compare-mcast.svg");
     let p = json_path.to_str().expect("utf-8");
-    let out = ok(&[
-        "compare",
-        "--channels",
+    let (out, json) = compare_to(
+        &json_path,
         "udp,udp-multicast,udp-netns",
-        "--messages",
         "3000",
-        "--no-throughput",
-        "--json",
-        p,
-        "--plot",
-        plot_path.to_str().expect("utf-8"),
-    ]);
+        &[
+            "--no-throughput",
+            "--plot",
+            plot_path.to_str().expect("utf-8"),
+        ],
+    );
     let svg = std::fs::read_to_string(&plot_path).expect("plot written");
     let _ = std::fs::remove_file(&plot_path);
-    let json = read_json(&json_path);
-    let names: Vec<&str> = json["channels"]
-        .as_array()
-        .expect("channels")
-        .iter()
-        .map(|c| c["channel"].as_str().expect("name"))
-        .collect();
-    let pairs = json["multicast_vs_unicast"]
-        .as_array()
-        .expect("multicast_vs_unicast");
+    let (names, pairs) = names_and_pairs(&json);
     if !can_make_netns() {
         println!("SKIP: no network namespace here; checking the skip instead");
         assert_eq!(names, ["udp"], "{json}");
@@ -545,8 +541,7 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
     );
     assert_eq!(pairs.len(), 1, "{json}");
     let pair = &pairs[0];
-    check_latency(&pair["multicast"], "udp-multicast", 32, 3000);
-    check_latency(&pair["unicast"], "udp-netns", 32, 3000);
+    check_pair(pair, "udp-multicast", "udp-netns");
     for key in ["p50_ratio", "p99_ratio"] {
         let v = pair[key].as_f64().expect(key);
         assert!(v.is_finite() && v > 0.0, "{key}: {json}");
@@ -588,42 +583,24 @@ fn compare_runs_udp_multicast_against_unicast_in_a_namespace() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_runs_udp_multicast_veth_against_udp_veth_across_a_veth_pair() {
-    let json_path = tmp("compare-veth.json");
-    let p = json_path.to_str().expect("utf-8");
-    let out = ok(&[
-        "compare",
-        "--channels",
+    let (out, json) = compare_multicast(
+        "compare-veth.json",
         "udp-raw-veth,udp-raw-multicast-veth,udp-veth,udp-multicast-veth",
-        "--messages",
-        "3000",
-        "--no-throughput",
-        "--json",
-        p,
-    ]);
-    let json = read_json(&json_path);
-    let _ = std::fs::remove_file(&json_path);
-    let names: Vec<&str> = json["channels"]
-        .as_array()
-        .expect("channels")
-        .iter()
-        .map(|c| c["channel"].as_str().expect("name"))
-        .collect();
-    let pairs = json["multicast_vs_unicast"]
-        .as_array()
-        .expect("multicast_vs_unicast");
+    );
+    let (names, pairs) = names_and_pairs(&json);
     let veth = can_make_netns()
         && Command::new("ip")
             .arg("-V")
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-    if !veth {
-        println!("SKIP: no network namespace or no `ip` here; checking the skip instead");
-        assert!(names.is_empty() && pairs.is_empty(), "{json}");
-        assert!(
-            out.contains("udp-veth skipped: cannot make two network namespaces"),
-            "{out}"
-        );
+    if all_skipped(
+        veth,
+        "no network namespace or no `ip` here",
+        &out,
+        &json,
+        "udp-veth skipped: cannot make two network namespaces",
+    ) {
         return;
     }
     assert_eq!(
@@ -637,49 +614,37 @@ fn compare_runs_udp_multicast_veth_against_udp_veth_across_a_veth_pair() {
         "{json}"
     );
     assert_eq!(pairs.len(), 2, "{json}");
-    check_latency(&pairs[0]["multicast"], "udp-raw-multicast-veth", 32, 3000);
-    check_latency(&pairs[0]["unicast"], "udp-raw-veth", 32, 3000);
-    check_latency(&pairs[1]["multicast"], "udp-multicast-veth", 32, 3000);
-    check_latency(&pairs[1]["unicast"], "udp-veth", 32, 3000);
+    check_pair(&pairs[0], "udp-raw-multicast-veth", "udp-raw-veth");
+    check_pair(&pairs[1], "udp-multicast-veth", "udp-veth");
     for name in names {
         assert!(json["peers"][name].as_str().is_some(), "{name}: {json}");
     }
-    for row in [
-        "udp-raw-multicast-veth vs udp-raw-veth, interleaved (3k each)",
-        "udp-multicast-veth vs udp-veth, interleaved (3k each)",
-        "udp-multicast-veth vs udp-veth, separate runs",
-        "udp-multicast-veth vs udp-raw-multicast-veth, separate runs",
-    ] {
-        assert!(out.contains(row), "no `{row}` in:\n{out}");
-    }
+    check_rows(
+        &out,
+        &[
+            "udp-raw-multicast-veth vs udp-raw-veth, interleaved (3k each)",
+            "udp-multicast-veth vs udp-veth, interleaved (3k each)",
+            "udp-multicast-veth vs udp-veth, separate runs",
+            "udp-multicast-veth vs udp-raw-multicast-veth, separate runs",
+        ],
+    );
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    for (args, needle) in [
-        (&["latency", "--channel", "nope"][..], "unknown channel"),
+    refused(&[
+        (&["latency", "--channel", "nope"], "unknown channel"),
         (
-            &["latency", "--channel", "limit", "--size", "4"][..],
+            &["latency", "--channel", "limit", "--size", "4"],
             "too small",
         ),
+        (&["throughput", "--channel", "limit"], "no throughput test"),
+        (&["latency"], "--channel"),
         (
-            &["throughput", "--channel", "limit"][..],
-            "no throughput test",
-        ),
-        (&["latency"][..], "--channel"),
-        (
-            &["latency", "--channel", "crossbeam", "--size", "33"][..],
+            &["latency", "--channel", "crossbeam", "--size", "33"],
             "not supported",
         ),
-    ] {
-        let o = bench(args);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(needle),
-            "{args:?}: expected `{needle}` in: {err}"
-        );
-    }
+    ]);
 }
 
 /// `mpsc`: every publisher heard from, shares that add up, a starvation
@@ -704,21 +669,11 @@ fn mpsc_two_publishers() {
         "mpsc failed ({}): {stderr}",
         o.status
     );
-    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let j = read_json(&json);
     let _ = std::fs::remove_file(&json);
     assert_eq!(j["topology"], "mpsc");
     assert_eq!(j["publishers"], 2);
-    let shares: Vec<f64> = j["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_eq!(shares.len(), 2);
-    assert!(
-        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
-        "{shares:?}"
-    );
+    common::check_shares(&j, 2);
     assert_eq!(
         o.status.success(),
         j["starved"].as_array().unwrap().is_empty(),
@@ -740,7 +695,7 @@ fn fanout_one_and_two_subscribers() {
         "--json",
         path,
     ]);
-    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let j = read_json(&json);
     let _ = std::fs::remove_file(&json);
     assert_eq!(j["topology"], "fanout");
     let rows = j["rows"].as_array().unwrap();
@@ -763,51 +718,31 @@ fn fanout_one_and_two_subscribers() {
 #[cfg(feature = "conduit")]
 #[test]
 fn compare_runs_udp_raw_multicast_against_udp_raw_in_a_namespace() {
-    let json_path = tmp("compare-raw-mcast.json");
-    let p = json_path.to_str().expect("utf-8");
-    let out = ok(&[
-        "compare",
-        "--channels",
-        "udp-multicast,udp-raw-multicast",
-        "--messages",
-        "3000",
-        "--no-throughput",
-        "--json",
-        p,
-    ]);
-    let json = read_json(&json_path);
-    let _ = std::fs::remove_file(&json_path);
-    let names: Vec<&str> = json["channels"]
-        .as_array()
-        .expect("channels")
-        .iter()
-        .map(|c| c["channel"].as_str().expect("name"))
-        .collect();
-    let pairs = json["multicast_vs_unicast"]
-        .as_array()
-        .expect("multicast_vs_unicast");
-    if !can_make_netns() {
-        println!("SKIP: no network namespace here; checking the skip instead");
-        assert!(names.is_empty() && pairs.is_empty(), "{json}");
-        assert!(
-            out.contains("udp-raw-multicast skipped: cannot make a private network namespace"),
-            "{out}"
-        );
+    let (out, json) =
+        compare_multicast("compare-raw-mcast.json", "udp-multicast,udp-raw-multicast");
+    let (names, pairs) = names_and_pairs(&json);
+    if all_skipped(
+        can_make_netns(),
+        "no network namespace here",
+        &out,
+        &json,
+        "udp-raw-multicast skipped: cannot make a private network namespace",
+    ) {
         return;
     }
     assert_eq!(names, ["udp-multicast", "udp-raw-multicast"], "{json}");
     // udp-netns is not listed: only the bare pair.
     assert_eq!(pairs.len(), 1, "{json}");
-    check_latency(&pairs[0]["multicast"], "udp-raw-multicast", 32, 3000);
-    check_latency(&pairs[0]["unicast"], "udp-raw", 32, 3000);
+    check_pair(&pairs[0], "udp-raw-multicast", "udp-raw");
     assert!(
         json["peers"]["udp-raw-multicast"].as_str().is_some(),
         "{json}"
     );
-    for row in [
-        "udp-raw-multicast vs udp-raw, interleaved (3k each)",
-        "udp-multicast vs udp-raw-multicast, separate runs",
-    ] {
-        assert!(out.contains(row), "no `{row}` in:\n{out}");
-    }
+    check_rows(
+        &out,
+        &[
+            "udp-raw-multicast vs udp-raw, interleaved (3k each)",
+            "udp-multicast vs udp-raw-multicast, separate runs",
+        ],
+    );
 }

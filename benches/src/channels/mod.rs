@@ -662,6 +662,16 @@ pub fn without_conduit() -> BenchError {
     BenchError::msg("not available: conduit-bench was built without the `conduit` feature")
 }
 
+/// The result of a libc call that returns 0 or -1 and sets `errno`:
+/// call it right after, before anything else can set `errno`.
+pub(crate) fn os_result(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A name no other run (or other channel in this run) uses:
 /// `cb-<pid>-<n>-<tag>`.
 pub fn unique_name(tag: &str) -> String {

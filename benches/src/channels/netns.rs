@@ -16,46 +16,55 @@ use std::process::Command;
 
 use crate::error::{BenchError, Result};
 
-/// Why the namespace could not be made (not root, no `unshare`, no `ip`):
-/// the message a skipped channel prints.
-fn unavailable(why: String) -> BenchError {
+/// What [`run`] makes, for its error messages.
+const WHAT: &str = "a private network namespace";
+
+/// Why `what` (the namespaces a module makes) could not be made (not root,
+/// no `unshare`, no `ip`): the message a skipped channel prints.
+pub(super) fn unavailable(what: &str, why: String) -> BenchError {
     BenchError(format!(
-        "cannot make a private network namespace: {why} (needs root and iproute2's `ip`)"
+        "cannot make {what}: {why} (needs root and iproute2's `ip`)"
     ))
 }
 
-/// Runs `ip ARGS` in the calling thread's namespace.
-fn ip(args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS` in the calling thread's namespace; a failure is
+/// [`unavailable`] for `what`.
+pub(super) fn ip(what: &str, args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| unavailable(format!("ip: {e}")))?;
+        .map_err(|e| unavailable(what, format!("ip: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(unavailable(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(unavailable(
+            what,
+            format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
     }
+}
+
+/// Moves the calling thread into a new network namespace; a failure is
+/// [`unavailable`] for `what`. Called only on the thread of a `run` (this
+/// module's or [`super::veth`]'s), which ends when `run` returns.
+pub(super) fn unshare(what: &str) -> Result<()> {
+    // SAFETY: unshare takes a flag word and no pointers; CLONE_NEWNET moves
+    // only the calling thread, which is a thread of our own (the callers'
+    // `run`) that ends when `run` returns.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    super::os_result(rc).map_err(|e| unavailable(what, format!("unshare(CLONE_NEWNET): {e}")))
 }
 
 /// Moves the calling thread into a new network namespace and sets up its
 /// `lo` for multicast.
 fn enter() -> Result<()> {
-    // SAFETY: unshare takes a flag word and no pointers; CLONE_NEWNET moves
-    // only the calling thread, which is a thread of our own that ends when
-    // `run` returns.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(unavailable(format!(
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    ip(&["link", "set", "lo", "up", "multicast", "on"])?;
-    ip(&["route", "add", "224.0.0.0/4", "dev", "lo"])
+    unshare(WHAT)?;
+    ip(WHAT, &["link", "set", "lo", "up", "multicast", "on"])?;
+    ip(WHAT, &["route", "add", "224.0.0.0/4", "dev", "lo"])
 }
 
 /// Runs `f` on a thread of its own in a new network namespace whose `lo`

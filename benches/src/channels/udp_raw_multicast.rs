@@ -98,14 +98,7 @@ fn set_multicast_if(s: &UdpSocket, iface: Ipv4Addr) -> Result<()> {
             std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(BenchError(format!(
-            "IP_MULTICAST_IF {iface}: {}",
-            std::io::Error::last_os_error()
-        )))
-    }
+    super::os_result(rc).map_err(|e| BenchError(format!("IP_MULTICAST_IF {iface}: {e}")))
 }
 
 impl End {

@@ -30,8 +30,8 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::Command;
 
+use super::netns;
 use crate::error::{BenchError, Result};
 
 /// The address of `veth-a`, ping's side (namespace A).
@@ -39,44 +39,24 @@ pub const PING_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 /// The address of `veth-b`, pong's side (namespace B).
 pub const PONG_ADDR: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
 
+/// What [`run`] makes, for its error messages.
+const WHAT: &str = "two network namespaces joined by a veth pair";
+
 /// Why the namespaces could not be made: the message a skipped channel
 /// prints.
 fn unavailable(why: String) -> BenchError {
-    BenchError(format!(
-        "cannot make two network namespaces joined by a veth pair: {why} (needs root and iproute2's `ip`)"
-    ))
+    netns::unavailable(WHAT, why)
 }
 
 /// Runs `ip ARGS` in the calling thread's namespace.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| unavailable(format!("ip: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(unavailable(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    netns::ip(WHAT, args)
 }
 
 /// Moves the calling thread into a new network namespace and returns a
 /// descriptor of it.
 fn unshare() -> Result<File> {
-    // SAFETY: unshare takes a flag word and no pointers; CLONE_NEWNET moves
-    // only the calling thread, a thread of our own that ends when `run`
-    // returns.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(unavailable(format!(
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    netns::unshare(WHAT)?;
     File::open("/proc/thread-self/ns/net")
         .map_err(|e| unavailable(format!("/proc/thread-self/ns/net: {e}")))
 }
@@ -86,14 +66,7 @@ fn setns(ns: RawFd) -> Result<()> {
     // SAFETY: setns takes a descriptor (of a namespace we opened and still
     // hold) and a flag word, no pointers; it moves only the calling thread.
     let rc = unsafe { libc::setns(ns, libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(unavailable(format!(
-            "setns(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        )))
-    }
+    super::os_result(rc).map_err(|e| unavailable(format!("setns(CLONE_NEWNET): {e}")))
 }
 
 /// The two namespaces, held open by the thread of [`run`].
@@ -189,6 +162,8 @@ pub fn probe() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
     /// Needs root and `ip`; where they are missing, checks that the error

@@ -98,6 +98,7 @@ impl Peer {
     }
 
     /// The child's pid, while it has not been reaped.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -197,6 +197,7 @@ impl Route {
     }
 
     /// Whether the URIs name multicast groups.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn is_multicast(self) -> bool {
         matches!(self, Route::Multicast | Route::MulticastVeth)
     }

@@ -153,6 +153,7 @@ pub fn latency(channel: Channel, cfg: &LatencyConfig) -> Result<LatencyResult> {
 ///
 /// # Errors
 /// `size` does not fit a datagram, or the socket cannot be bound.
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub(crate) fn ping_socket(size: usize, block: bool) -> Result<(UdpSocket, u16)> {
     ping_socket_on(Ipv4Addr::LOCALHOST, size, block)
 }
@@ -172,6 +173,7 @@ pub(crate) fn ping_socket_on(addr: Ipv4Addr, size: usize, block: bool) -> Result
 ///
 /// # Errors
 /// Bad port text, or the connect failed.
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub(crate) fn connect_ping(sock: UdpSocket, pong_port: &str, size: usize) -> Result<Ping> {
     connect_ping_to(sock, Ipv4Addr::LOCALHOST, pong_port, size)
 }
@@ -216,6 +218,7 @@ pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
 ///
 /// # Errors
 /// Bad port, or the socket cannot be set up.
+#[cfg_attr(not(feature = "conduit"), allow(dead_code))]
 pub(crate) fn open_pong(ping_port: &str, size: usize, block: bool) -> Result<(Pong, u16)> {
     let lo = Ipv4Addr::LOCALHOST;
     open_pong_on((lo, lo), ping_port, size, block)

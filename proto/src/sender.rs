@@ -648,7 +648,7 @@ impl Sender {
     ///
     /// # Errors
     /// As [`Sender::try_claim`].
-    #[inline]
+    #[inline(always)]
     pub fn claim_in<S: BorrowMut<Sender>>(
         mut holder: S,
         type_id: u32,

@@ -13,9 +13,11 @@
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::proto;
 use crate::stats::{self, StatsSlot};
@@ -264,25 +266,31 @@ pub(crate) struct Endpoint<E: End> {
 enum Progress<C> {
     /// Driven only by the application's calls.
     Local(Box<C>),
-    /// Also driven by a background thread. The core is out of the mutex (`None`) while a
-    /// [`Hold`] has it: the thread skips its steps then.
+    /// Also driven by a background thread, which steps only when it finds the core unlocked
+    /// (`try_lock`): it skips its steps while the application has the core, in a call or
+    /// for as long as a [`Hold`] keeps it locked. The lock does not poison: a panic while
+    /// holding it leaves the core usable, its state being only protocol bookkeeping,
+    /// validated on every use.
     Shared {
-        core: Arc<Mutex<Option<Box<C>>>>,
+        core: Arc<Mutex<C>>,
+        /// Set while a [`Hold`] lives (it borrows the endpoint, so nothing else runs then):
+        /// found set by any other call, the hold was leaked, with the core still locked.
+        held: bool,
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     },
 }
 
-fn lock<C>(m: &Mutex<C>) -> MutexGuard<'_, C> {
-    // A panic while holding the lock leaves the core usable: its state is only protocol
-    // bookkeeping, validated on every use.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The core is missing from its mutex only while a [`Hold`] has it, which borrows the
-/// endpoint: a core missing at any other time was taken by a hold that was leaked.
+/// A hold leaked with `mem::forget` leaves the core locked for good: the endpoint's next
+/// use panics with this message rather than wait forever.
 const LEAKED: &str =
     "conduit: a UDP claim was leaked (mem::forget); its publication cannot be used";
+
+#[cold]
+#[inline(never)]
+fn leaked() -> ! {
+    panic!("{LEAKED}")
+}
 
 impl<E: End> Endpoint<E> {
     /// Opens the driver bound to `bind` (connected to `connect`, if given), builds the end
@@ -318,7 +326,7 @@ impl<E: End> Endpoint<E> {
         let progress = match E::thread_period(&core.opts) {
             None => Progress::Local(core),
             Some(period) => {
-                let core = Arc::new(Mutex::new(Some(core)));
+                let core = Arc::new(Mutex::new(*core));
                 let stop = Arc::new(AtomicBool::new(false));
                 let (c, s) = (core.clone(), stop.clone());
                 let thread = std::thread::Builder::new()
@@ -326,8 +334,10 @@ impl<E: End> Endpoint<E> {
                     .spawn(move || {
                         // Relaxed: a stop request carries no data.
                         while !s.load(Ordering::Relaxed) {
-                            if let Some(core) = lock(&c).as_deref_mut() {
-                                E::step(core, Instant::now());
+                            // Locked, the core is the application's: it makes progress
+                            // itself, or a claim must find its room as it left it.
+                            if let Some(mut core) = c.try_lock() {
+                                E::step(&mut core, Instant::now());
                             }
                             std::thread::sleep(period);
                         }
@@ -335,6 +345,7 @@ impl<E: End> Endpoint<E> {
                     .map_err(Error::Io)?;
                 Progress::Shared {
                     core,
+                    held: false,
                     stop,
                     thread: Some(thread),
                 }
@@ -351,10 +362,8 @@ impl<E: End> Endpoint<E> {
     pub(crate) fn with<R>(&mut self, f: impl FnOnce(&mut Core<E>) -> R) -> R {
         match &mut self.progress {
             Progress::Local(c) => f(c),
-            Progress::Shared { core, .. } => match lock(core).as_deref_mut() {
-                Some(c) => f(c),
-                None => panic!("{LEAKED}"),
-            },
+            Progress::Shared { held: true, .. } => leaked(),
+            Progress::Shared { core, .. } => f(&mut core.lock()),
         }
     }
 
@@ -362,28 +371,26 @@ impl<E: End> Endpoint<E> {
     pub(crate) fn with_ref<R>(&self, f: impl FnOnce(&Core<E>) -> R) -> R {
         match &self.progress {
             Progress::Local(c) => f(c),
-            Progress::Shared { core, .. } => match lock(core).as_deref() {
-                Some(c) => f(c),
-                None => panic!("{LEAKED}"),
-            },
+            Progress::Shared { held: true, .. } => leaked(),
+            Progress::Shared { core, .. } => f(&core.lock()),
         }
     }
 
     /// The core, held exclusively until the [`Hold`] is dropped: with a background thread,
-    /// the core is taken out of its mutex (the thread skips its steps meanwhile) and put back
-    /// when the hold is dropped. Leaking the hold (`mem::forget`) leaves the endpoint without
-    /// its core: its next use panics.
+    /// the core stays locked while the hold lives (one lock and one unlock, as a call of
+    /// [`with`](Self::with); the thread skips its steps meanwhile). Leaking the hold
+    /// (`mem::forget`) leaves the core locked: the endpoint's next use panics, and its drop
+    /// frees the core without closing it.
     #[inline(always)]
     pub(crate) fn hold(&mut self) -> Hold<'_, Core<E>> {
         match &mut self.progress {
             Progress::Local(c) => Hold::Local(c),
-            Progress::Shared { core, .. } => match lock(core).take() {
-                Some(c) => Hold::Taken {
-                    core: Some(c),
-                    home: core,
-                },
-                None => panic!("{LEAKED}"),
-            },
+            Progress::Shared { held: true, .. } => leaked(),
+            Progress::Shared { core, held, .. } => {
+                let core = core.lock();
+                *held = true;
+                Hold::Locked { core, held }
+            }
         }
     }
 
@@ -433,13 +440,12 @@ impl<E: End> Drop for Endpoint<E> {
         self.stop_thread();
         let core = match &mut self.progress {
             Progress::Local(c) => Some(&mut **c),
-            Progress::Shared { core, .. } => Arc::get_mut(core).and_then(|m| {
-                m.get_mut()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_deref_mut()
-            }),
+            // A core whose hold was leaked is left as the claim left it: it is freed (its
+            // socket closed) unclosed.
+            Progress::Shared { held: true, .. } => None,
+            // The thread is joined: the endpoint has the only reference.
+            Progress::Shared { core, .. } => Arc::get_mut(core).map(Mutex::get_mut),
         };
-        // A core taken by a leaked hold is gone; there is nothing to close.
         if let Some(c) = core {
             E::close(c, Instant::now());
             c.publish_stats(Instant::now());
@@ -451,11 +457,12 @@ impl<E: End> Drop for Endpoint<E> {
 pub(crate) enum Hold<'a, C> {
     /// The core of an endpoint without a thread.
     Local(&'a mut C),
-    /// A core taken out of its mutex; dropping the hold puts it back.
-    Taken {
-        /// `Some` until the drop.
-        core: Option<Box<C>>,
-        home: &'a Mutex<Option<Box<C>>>,
+    /// A core shared with a thread, locked until the hold is dropped (the guard is `Send`,
+    /// so a claim is).
+    Locked {
+        core: MutexGuard<'a, C>,
+        /// The endpoint's `held`, cleared on drop.
+        held: &'a mut bool,
     },
 }
 
@@ -465,8 +472,7 @@ impl<C> Deref for Hold<'_, C> {
     fn deref(&self) -> &C {
         match self {
             Hold::Local(c) => c,
-            Hold::Taken { core: Some(c), .. } => c,
-            Hold::Taken { core: None, .. } => unreachable!("a hold's core is gone only in drop"),
+            Hold::Locked { core, .. } => core,
         }
     }
 }
@@ -476,16 +482,17 @@ impl<C> DerefMut for Hold<'_, C> {
     fn deref_mut(&mut self) -> &mut C {
         match self {
             Hold::Local(c) => c,
-            Hold::Taken { core: Some(c), .. } => c,
-            Hold::Taken { core: None, .. } => unreachable!("a hold's core is gone only in drop"),
+            Hold::Locked { core, .. } => core,
         }
     }
 }
 
 impl<C> Drop for Hold<'_, C> {
+    #[inline(always)]
     fn drop(&mut self) {
-        if let Hold::Taken { core, home } = self {
-            *lock(home) = core.take();
+        // The guard unlocks the core right after.
+        if let Hold::Locked { held, .. } = self {
+            **held = false;
         }
     }
 }

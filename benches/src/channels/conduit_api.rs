@@ -361,10 +361,16 @@ impl TxEnd for Tx {
         let r = match self.path {
             SendPath::OfferWith => return try_offer(&mut self.publication, msg),
             SendPath::Offer => self.publication.offer(TYPE_ID, msg).map(|_| ()),
-            SendPath::Claim => self.publication.try_claim(TYPE_ID, msg.len()).map(|mut c| {
-                c.as_mut_slice().copy_from_slice(msg);
-                c.commit();
-            }),
+            // A plain match, as a user writes it: inside `Result::map`'s
+            // closure the compiler kept the inlined commit out of line.
+            SendPath::Claim => match self.publication.try_claim(TYPE_ID, msg.len()) {
+                Ok(mut c) => {
+                    c.as_mut_slice().copy_from_slice(msg);
+                    c.commit();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
         match r {
             Ok(()) => Ok(true),

@@ -53,12 +53,11 @@
 //! driver (multishot receive into a provided-buffer ring, batched sends;
 //! cargo feature `uring`, on by default, see [`uring_available`]). The socket driver is
 //! the default in both the busy-poll and the blocking mode (`conduit-bench
-//! compare` measures both; see the README's figures): busy-polling, a 32-byte
-//! round trip over loopback took 5.9 µs with the socket driver and 8.0 µs
-//! with io_uring, whose every poll enters the kernel to run the ring's
-//! deferred work (which copies the datagram into a provided buffer and posts
-//! a completion); blocking (`wait=block`), 49.9–52.4 µs and 52.0–53.2 µs
-//! (p50, 2-vCPU VM, 2026-11-26). A blocking wait is one
+//! compare` measures both; the README has the figures): busy-polling, the
+//! socket driver's poll is one `recv`, while every io_uring poll enters the
+//! kernel to run the ring's deferred work (which copies the datagram into a
+//! provided buffer and posts a completion), so its round trip is the longer
+//! one; blocking, the two are about even. A blocking wait is one
 //! `poll` on both of the socket driver's sockets; after it, only the sockets
 //! it found ready are read.
 //!
@@ -71,8 +70,9 @@
 //! `mtu`; [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) beyond);
 //! `offer_with` copies longer messages through a scratch buffer. The claim
 //! holds the publication's core while it lives: with `progress=thread`,
-//! the core is taken from the thread, which skips its steps until the
-//! claim is committed or dropped, so commit and abort keep it brief. The
+//! it keeps the core's lock, and the thread, which only ever tries the
+//! lock, skips its steps until the claim is committed or dropped, so commit
+//! and abort keep it brief. The
 //! room is reserved when the claim is made, and nothing else runs on the
 //! sender meanwhile, so a commit cannot fail and returns the stream
 //! position after the message.

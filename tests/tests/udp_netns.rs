@@ -95,13 +95,14 @@ fn counter(line: &str, key: &str) -> u64 {
 }
 
 /// Starts a subscriber for `MESSAGES` on endpoint 1 (waiting until it is
-/// ready) and then a publisher on endpoint 0; returns (subscriber,
-/// publisher).
+/// ready; it stays until the publisher is gone, so that the publisher's
+/// flush can complete on a lossy path) and then a publisher on endpoint 0;
+/// returns (subscriber, publisher).
 fn start_pair(lab: &Lab, sub_uri: &str, pub_uri: &str) -> (udp_support::Node, udp_support::Node) {
     let n = MESSAGES.to_string();
     let dl = NODE_DEADLINE.to_string();
     let mut sub = lab
-        .spawn(Some(1), node(), &["sub", sub_uri, &n, &dl])
+        .spawn(Some(1), node(), &["sub", sub_uri, &n, &dl, "stay"])
         .unwrap();
     sub.expect_line("ready", Duration::from_secs(30)).unwrap();
     let publ = lab

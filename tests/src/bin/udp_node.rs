@@ -9,10 +9,17 @@
 //! - `udp_node pub-forever URI DEADLINE_SECS`: sends sequence-numbered
 //!   messages as long as a subscriber is connected; prints `connected` and
 //!   `disconnected after MS ms of silence` at every change.
-//! - `udp_node sub URI COUNT DEADLINE_SECS [any-start] [rss-every=N]`:
+//! - `udp_node sub URI COUNT DEADLINE_SECS [any-start] [rss-every=N] [stay]`:
 //!   receives until COUNT messages arrived, checking each is the successor
 //!   of the previous one (the first is 0 unless `any-start`); prints
 //!   `ready`, then `received COUNT` and its counters; exits 1 on a violation.
+//!   With `stay`, it then keeps polling until the publisher is gone (closed,
+//!   or silent past the liveness timeout; at most [`STAY`]), as an
+//!   application that waits for the end of the stream does: leaving at once
+//!   leaves the publisher's `flush` to the last status or the close, one
+//!   datagram each, which a lossy path may drop (the publisher then cannot
+//!   know the stream was delivered, and its flush says `NotConnected`). A
+//!   message beyond COUNT then is a violation.
 //! - `udp_node multisub URI STREAMS COUNT DEADLINE_SECS`: one subscription
 //!   for several publishers: checks every publisher session's stream on its
 //!   own (whole messages, sequence numbers 0, 1, ... per session, told apart
@@ -227,7 +234,11 @@ fn publisher_forever(uri: &str) {
 /// A pause in delivery longer than this counts as a stall in the report.
 const STALL: Duration = Duration::from_millis(2);
 
-fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
+/// Longest wait of `sub ... stay` for the publisher to go, after the last
+/// message.
+const STAY: Duration = Duration::from_secs(8);
+
+fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>, stay: bool) {
     let mut rss = RssSampler::new(rss_every);
     let mut s = Subscription::open(uri).unwrap_or_else(|e| {
         eprintln!("open {uri}: {e}");
@@ -311,6 +322,21 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>) {
     );
     rss.finish(got);
     print_counters("sub", &s.counters());
+    if stay {
+        let until = Instant::now() + STAY;
+        let mut extra = 0u64;
+        while Instant::now() < until {
+            match s.poll_timeout(|_| extra += 1, 16, Duration::from_millis(10)) {
+                Ok(_) | Err(Error::KeyMismatch) => {}
+                // Closed, or gone past the liveness timeout: the stream ended.
+                Err(_) => break,
+            }
+            if extra > 0 {
+                eprintln!("subscriber: {extra} message(s) beyond the {count} sent");
+                exit(1);
+            }
+        }
+    }
 }
 
 /// Prints the subscription's session events as lines (see the module docs).
@@ -456,7 +482,13 @@ fn main() {
         }
         "sub" => {
             deadline_watch(num(3), "sub");
-            subscriber(arg(1), num(2), flag(4, "any-start"), rss_every(4));
+            subscriber(
+                arg(1),
+                num(2),
+                flag(4, "any-start"),
+                rss_every(4),
+                flag(4, "stay"),
+            );
         }
         "multisub" => {
             deadline_watch(num(4), "multisub");

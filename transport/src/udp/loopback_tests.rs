@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_test_util::TempDir;
+use conduit_test_util::{watchdog, TempDir};
 
 use crate::uri::ChannelUri;
 use crate::Error;
@@ -805,4 +805,98 @@ fn claims_hold_the_core_and_are_one_record() {
     }
     assert_eq!(got[20], (3, big));
     flush(&mut publ, &mut sub);
+}
+
+/// A connected pair whose publication has a progress thread stepping every 20 µs.
+fn threaded_pair() -> (UdpPublication, UdpSubscription) {
+    let (mut publ, mut sub) = pair(
+        "socket",
+        "&progress=thread&linger=20us&heartbeat=1ms&status=1ms",
+    );
+    connect(&mut publ, &mut sub);
+    (publ, sub)
+}
+
+/// A claim keeps the core locked and is `Send`: claims made on one thread and filled and
+/// committed on another, across many periods of the progress thread, interleaved with
+/// offers, arrive whole and in order.
+#[test]
+fn claims_committed_on_another_thread_keep_their_room() {
+    let _w = watchdog("claims_committed_on_another_thread_keep_their_room", 120);
+    let (mut publ, mut sub) = threaded_pair();
+    let n = 200u64;
+    let mut got = Vec::new();
+    let take = |sub: &mut UdpSubscription, got: &mut Vec<(u32, Vec<u8>)>| {
+        sub.poll(|m| got.push((m.type_id(), m.payload().to_vec())), 64)
+            .unwrap();
+    };
+    for seq in 0..n {
+        let claim = loop {
+            match publ.try_claim(1, 16) {
+                Ok(c) => break c,
+                Err(Error::BackPressured) => {
+                    take(&mut sub, &mut got);
+                }
+                Err(e) => panic!("claim {seq}: {e}"),
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut claim = claim;
+                claim.as_mut_slice()[..8].copy_from_slice(&seq.to_le_bytes());
+                if seq % 50 == 0 {
+                    // Many periods of the thread: it must skip them.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                claim.as_mut_slice()[8..].copy_from_slice(&(!seq).to_le_bytes());
+                claim.commit();
+            });
+        });
+        while let Err(e) = publ.offer(2, &seq.to_le_bytes()) {
+            assert!(matches!(e, Error::BackPressured), "offer {seq}: {e}");
+            take(&mut sub, &mut got);
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 * n as usize {
+        assert!(Instant::now() < end, "got {} of {}", got.len(), 2 * n);
+        take(&mut sub, &mut got);
+    }
+    for (i, (ty, p)) in got.iter().enumerate() {
+        let seq = i as u64 / 2;
+        if i % 2 == 0 {
+            assert_eq!(*ty, 1);
+            assert_eq!(p[..8], seq.to_le_bytes());
+            assert_eq!(p[8..], (!seq).to_le_bytes());
+        } else {
+            assert_eq!((*ty, &p[..]), (2, &seq.to_le_bytes()[..]));
+        }
+    }
+}
+
+/// A leaked claim leaves the core locked: the next call panics with a clear message
+/// (rather than waiting for the lock forever) and the publication's drop returns (its
+/// progress thread never waits for the lock either).
+#[test]
+fn a_leaked_claim_panics_the_next_call_and_drop_returns() {
+    let _w = watchdog("a_leaked_claim_panics_the_next_call_and_drop_returns", 120);
+    let (mut publ, _sub) = threaded_pair();
+    std::mem::forget(publ.try_claim(1, 16).unwrap());
+    // Periods of the thread pass with the core locked.
+    std::thread::sleep(Duration::from_millis(5));
+    for call in 0..3 {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match call {
+            0 => drop(publ.offer(1, &[0; 16])),
+            1 => drop(publ.try_claim(1, 16)),
+            _ => drop(publ.counters()),
+        }));
+        let panic = r.expect_err("a call after a leaked claim must panic");
+        let msg = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(msg.contains("claim was leaked"), "call {call}: {msg:?}");
+    }
+    drop(publ);
 }

@@ -26,8 +26,9 @@
 //!   by `Received::source`); prints `ready`, each session event
 //!   (`joined ADDR SESSION`, `gone ADDR SESSION REASON`,
 //!   `replaced ADDR OLD NEW`), `complete ADDR SESSION` when a session
-//!   delivered COUNT messages, and after STREAMS complete sessions its
-//!   counters; exits 1 on a violation.
+//!   delivered COUNT messages, and after STREAMS complete sessions (and, at
+//!   most [`STAY`], until each of them is gone, as with `sub ... stay`) its
+//!   counters; exits 1 on a violation (also a message beyond COUNT).
 //! - `udp_node spray ADDR[,ADDR...] DEADLINE_SECS`: sends random datagrams
 //!   (random lengths, some with a plausible frame header) to the addresses
 //!   until killed or the deadline; prints `spraying`.
@@ -339,8 +340,9 @@ fn subscriber(uri: &str, count: u64, any_start: bool, rss_every: Option<u64>, st
     }
 }
 
-/// Prints the subscription's session events as lines (see the module docs).
-fn print_session_events(s: &mut Subscription) {
+/// Prints the subscription's session events as lines (see the module docs);
+/// the sessions that ended go into `gone`.
+fn print_session_events(s: &mut Subscription, gone: &mut Vec<(SocketAddr, u32)>) {
     while let Some(e) = s.poll_session_event() {
         match e {
             conduit::SessionEvent::Joined {
@@ -349,7 +351,10 @@ fn print_session_events(s: &mut Subscription) {
             conduit::SessionEvent::Gone {
                 source: conduit::Source::Udp { addr, session },
                 reason,
-            } => println!("gone {addr} {session} {reason:?}"),
+            } => {
+                println!("gone {addr} {session} {reason:?}");
+                gone.push((addr, session));
+            }
             conduit::SessionEvent::Replaced { addr, old, new } => {
                 println!("replaced {addr} {old} {new}")
             }
@@ -367,9 +372,20 @@ fn multi_subscriber(uri: &str, streams: usize, count: u64) {
     println!("ready");
     // Per (address, session): the next sequence number.
     let mut next: HashMap<(SocketAddr, u32), u64> = HashMap::new();
-    let mut complete = 0usize;
+    let mut complete = Vec::new();
+    let mut gone = Vec::new();
     let mut bad: Option<String> = None;
-    while complete < streams {
+    // After STREAMS complete sessions, it stays until each of them is gone (at
+    // most STAY), as `sub ... stay` does: leaving at once leaves a publisher's
+    // flush to the last status or the close, which the lossy bridge may drop.
+    let mut stay_until: Option<Instant> = None;
+    loop {
+        if complete.len() >= streams {
+            let until = *stay_until.get_or_insert_with(|| Instant::now() + STAY);
+            if Instant::now() >= until || complete.iter().all(|c| gone.contains(c)) {
+                break;
+            }
+        }
         let r = s.poll_timeout(
             |m| {
                 let Some(conduit::Source::Udp { addr, session }) = m.source() else {
@@ -388,13 +404,15 @@ fn multi_subscriber(uri: &str, streams: usize, count: u64) {
                 *n += 1;
                 if *n == count {
                     println!("complete {addr} {session}");
-                    complete += 1;
+                    complete.push((addr, session));
+                } else if *n > count {
+                    bad.get_or_insert(format!("{addr} {session}: message beyond {count}"));
                 }
             },
             4096,
             Duration::from_millis(10),
         );
-        print_session_events(&mut s);
+        print_session_events(&mut s, &mut gone);
         if let Some(b) = &bad {
             eprintln!("multisub: {b}");
             print_counters("sub", &s.counters());

@@ -426,6 +426,7 @@ pub fn run(
         for (m, u) in [
             (Channel::UDP_MULTICAST, Channel::UDP_NETNS),
             (Channel::UDP_MULTICAST_VETH, Channel::UDP_VETH),
+            (Channel::UDP_MULTICAST_PACKET_VETH, Channel::UDP_VETH),
         ] {
             if !latency_list.contains(&m) || !latency_list.contains(&u) || !ready(m) {
                 continue;

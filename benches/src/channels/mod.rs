@@ -151,17 +151,21 @@ pub enum Route {
     /// Unicast across that veth pair (`udp://<subscriber's veth
     /// address>:PORT`): the control of [`Route::MulticastVeth`].
     Veth,
+    /// As [`Route::MulticastVeth`], the publications with `tx=packet` (their
+    /// datagrams written to the veth by a packet socket).
+    MulticastPacketVeth,
 }
 
 impl Route {
     /// Every route, in the order the channels list them.
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 7] = [
         Route::Unicast,
         Route::Aead,
         Route::Multicast,
         Route::Netns,
         Route::MulticastVeth,
         Route::Veth,
+        Route::MulticastPacketVeth,
     ];
 
     fn name(self) -> &'static str {
@@ -172,6 +176,7 @@ impl Route {
             Route::Netns => "udp-netns",
             Route::MulticastVeth => "udp-multicast-veth",
             Route::Veth => "udp-veth",
+            Route::MulticastPacketVeth => "udp-multicast-packet-veth",
         }
     }
 
@@ -199,12 +204,18 @@ impl Route {
     /// Whether the URIs name multicast groups.
     #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub fn is_multicast(self) -> bool {
-        matches!(self, Route::Multicast | Route::MulticastVeth)
+        matches!(
+            self,
+            Route::Multicast | Route::MulticastVeth | Route::MulticastPacketVeth
+        )
     }
 
     /// Whether the processes run in two namespaces joined by a veth pair.
     pub fn in_veth(self) -> bool {
-        matches!(self, Route::MulticastVeth | Route::Veth)
+        matches!(
+            self,
+            Route::MulticastVeth | Route::Veth | Route::MulticastPacketVeth
+        )
     }
 }
 
@@ -255,6 +266,12 @@ impl Channel {
     /// `udp-veth`.
     pub const UDP_VETH: Channel = Channel::Udp(Udp {
         route: Route::Veth,
+        ..Udp::plain()
+    });
+
+    /// `udp-multicast-packet-veth`.
+    pub const UDP_MULTICAST_PACKET_VETH: Channel = Channel::Udp(Udp {
+        route: Route::MulticastPacketVeth,
         ..Udp::plain()
     });
 
@@ -630,6 +647,10 @@ pub const PEERS: &[(&str, &str)] = &[
         "conduit `udp://10.200.0.X:PORT` (the subscriber's veth address) across the veth pair of udp-multicast-veth: its unicast control",
     ),
     (
+        "udp-multicast-packet-veth",
+        "udp-multicast-veth with `tx=packet` on both publications: each writes its group datagrams to its veth through a packet socket (no route lookup, no multicast loopback copy)",
+    ),
+    (
         "udp-raw",
         "non-blocking std UdpSocket on 127.0.0.1, send/recv one datagram per message, busy-spin (udp-raw-block: blocking recv)",
     ),
@@ -985,7 +1006,7 @@ mod tests {
         for name in NAMES_BEFORE_THE_PARTS {
             assert_eq!(Channel::parse(name).unwrap().name(), name);
         }
-        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 8);
+        assert_eq!(Channel::all().len(), NAMES_BEFORE_THE_PARTS.len() + 9);
         for name in [
             "iceoryx2-mpsc",
             "udp-multicast",
@@ -1025,6 +1046,7 @@ mod tests {
         assert!(!p("udp").in_netns());
         for name in [
             "udp-multicast-veth",
+            "udp-multicast-packet-veth",
             "udp-veth",
             "udp-raw-veth",
             "udp-raw-multicast-veth",

@@ -118,12 +118,15 @@ fn uri(channel: Channel, n: u8, port: u16, key: Option<&RunKey>, side: Side) -> 
             options.push("iface=127.0.0.1".to_string());
             format!("239.255.0.{n}")
         }
-        Route::MulticastVeth => {
-            let iface = match side {
-                Side::Ping => veth::PING_ADDR,
-                Side::Pong => veth::PONG_ADDR,
+        Route::MulticastVeth | Route::MulticastPacketVeth => {
+            let (iface, publishes) = match side {
+                Side::Ping => (veth::PING_ADDR, n == 1),
+                Side::Pong => (veth::PONG_ADDR, n == 2),
             };
             options.push(format!("iface={iface}"));
+            if udp.route == Route::MulticastPacketVeth && publishes {
+                options.push("tx=packet".to_string());
+            }
             format!("239.255.0.{n}")
         }
         Route::Veth if n == 1 => veth::PONG_ADDR.to_string(),
@@ -243,7 +246,7 @@ pub fn multicast_vs_unicast(
 fn unicast_control(multicast: Channel) -> Result<Channel> {
     match multicast {
         Channel::UDP_MULTICAST => Ok(Channel::UDP_NETNS),
-        Channel::UDP_MULTICAST_VETH => Ok(Channel::UDP_VETH),
+        Channel::UDP_MULTICAST_VETH | Channel::UDP_MULTICAST_PACKET_VETH => Ok(Channel::UDP_VETH),
         c => Err(BenchError(format!(
             "`{}` is not a multicast channel with a unicast control",
             c.name()

@@ -433,12 +433,13 @@ pub(crate) fn open_driver(bind: SocketAddr, cfg: &DriverConfig) -> io::Result<An
         (DriverChoice::Auto, DriverKind::Uring) => DriverChoice::PreferUring,
         (c, _) => c,
     };
-    if cfg.multicast.is_some_and(|m| m.join) {
-        // Joining a group needs the socket driver's second socket.
+    if cfg.multicast.is_some_and(|m| m.join || m.packet) {
+        // Joining a group needs the socket driver's second socket, and
+        // `tx=packet` its packet socket.
         if choice == DriverChoice::Uring {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "the io_uring driver does not join multicast groups yet (driver=socket does)",
+                "the io_uring driver does not join multicast groups or send with tx=packet yet (driver=socket does)",
             ));
         }
         return Ok(AnyDriver::Socket(SocketDriver::open(bind, cfg)?));

@@ -12,6 +12,7 @@ use zerocopy::IntoBytes;
 
 use super::driver::{Driver, DriverConfig, DriverKind, Transmit, Wait};
 use super::logging::log_once;
+use super::packet_tx::PacketTx;
 use super::sys::{
     configure_socket, deliver, gro_segment, parse_sockaddr, recv_msghdr, send_one_to_peer,
     setsockopt_int, socket_beside, CmsgBuf, NameBuf, Socket, TxSlot, CMSG_BUF, NAME_LEN,
@@ -85,6 +86,8 @@ pub(crate) struct SocketDriver {
     since_listen: u32,
     /// A group publication's sending socket (see [`GroupTx`]).
     group_tx: Option<GroupTx>,
+    /// A group publication's packet socket (`tx=packet`).
+    packet_tx: Option<PacketTx>,
 }
 
 /// A group publication's second socket: bound beside the bound socket (the
@@ -193,7 +196,13 @@ impl SocketDriver {
         };
         // A group publication: single datagrams go out connected. Without
         // the second socket they still go, by `sendmsg`.
-        let group_tx = match cfg.multicast.filter(|m| !m.join) {
+        // `tx=packet`: the group's datagrams go by the packet socket instead
+        // (an error here is the user's to see: the option was asked for).
+        let packet_tx = match cfg.multicast.filter(|m| !m.join && m.packet) {
+            Some(m) => Some(PacketTx::open(&m, sock.local_addr()?.port(), cfg.sndbuf)?),
+            None => None,
+        };
+        let group_tx = match cfg.multicast.filter(|m| !m.join && !m.packet) {
             Some(m) => GroupTx::open(&sock, &m, &cfg)
                 .inspect_err(|e| {
                     log_once!(debug, "conduit: no connected socket for the group: {e}");
@@ -220,6 +229,7 @@ impl SocketDriver {
             followed,
             since_listen: 0,
             group_tx,
+            packet_tx,
         })
     }
 
@@ -266,6 +276,9 @@ impl SocketDriver {
                 return r;
             }
             if t.segments() == 1 {
+                if let Some(p) = self.packet_tx.as_mut().filter(|p| p.group == t.dest) {
+                    return p.send(batch);
+                }
                 if let Some(g) = self.group_tx.as_ref().filter(|g| g.group == t.dest) {
                     return send_one_to_peer(g.fd, t);
                 }
@@ -277,6 +290,13 @@ impl SocketDriver {
                     return send_one_to_peer(f.fd, t);
                 }
             }
+        }
+        if let Some(p) = self
+            .packet_tx
+            .as_mut()
+            .filter(|p| batch.first().is_some_and(|t| t.dest == p.group))
+        {
+            return p.send(batch);
         }
         let n = batch.len().min(TX_BATCH);
         let peer = self.sock.peer();
@@ -326,7 +346,9 @@ impl Driver for SocketDriver {
     }
 
     fn max_segments(&self) -> usize {
-        self.sock.max_segments()
+        // With `tx=packet` too: a batch may also go to one receiver by the
+        // bound socket, which takes several segments only with GSO.
+        self.sock.max_segments().min(super::packet_tx::BATCH)
     }
 
     fn connect(&mut self, peer: SocketAddr) -> io::Result<()> {
@@ -660,6 +682,7 @@ mod tests {
                 )),
                 ttl: 0,
                 join: false,
+                packet: false,
             }),
             ..DriverConfig::default()
         };

@@ -900,3 +900,20 @@ fn a_leaked_claim_panics_the_next_call_and_drop_returns() {
     }
     drop(publ);
 }
+
+#[test]
+fn tx_packet_is_refused_where_it_cannot_apply() {
+    let _w = watchdog("tx_packet_is_refused_where_it_cannot_apply", 30);
+    let open_sub = |s: &str| UdpSubscription::open(ChannelUri::parse(s).unwrap());
+    match open_sub("udp://239.1.2.3:4000?iface=127.0.0.1&tx=packet") {
+        Err(Error::InvalidUri { reason, .. }) => assert!(reason.contains("tx=packet"), "{reason}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a subscription took tx=packet"),
+    }
+    let open_pub = |s: &str| UdpPublication::open(ChannelUri::parse(s).unwrap());
+    match open_pub("udp://239.1.2.3:4000?iface=127.0.0.1&tx=packet&driver=uring") {
+        Err(Error::Io(e)) => assert!(e.to_string().contains("tx=packet"), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("io_uring took tx=packet"),
+    }
+}

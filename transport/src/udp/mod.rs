@@ -144,6 +144,7 @@ mod endpoint;
 pub mod key_file;
 mod logging;
 pub mod options;
+mod packet_tx;
 mod publication;
 mod subscription;
 mod sys;

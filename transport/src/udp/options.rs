@@ -31,6 +31,7 @@
 //! | `group_tag` | `flow=tagged`: the tag that counts; subscription: the tag it declares | none |
 //! | `min_receivers` | `flow=tagged`: tagged receivers needed to send | 1 |
 //! | `receiver_timeout` | multicast publication: a silent receiver leaves the set after this | 2s |
+//! | `tx` | multicast publication: `socket`, or `packet` to write the group's datagrams straight to the interface (IPv4, `iface=ADDR`, `CAP_NET_RAW`; no copy for the sending host: see `docs/multicast.md`) | `socket` |
 //!
 //! # Keys
 //! `key=PATH` (or `CONDUIT_UDP_KEY_FILE=PATH` for every UDP channel of the
@@ -301,8 +302,10 @@ fn multicast_options(
     let flow = uri.take_choice("flow", &["min", "max", "tagged"])?;
     let min_receivers = uri.take_u64("min_receivers")?;
     let timeout = uri.take_duration("receiver_timeout")?;
+    let tx = uri.take_choice("tx", &["socket", "packet"])?;
     if !addr.ip().is_multicast() {
         for (key, given) in [
+            ("tx", tx.is_some()),
             ("iface", iface.is_some()),
             ("ttl", ttl.is_some()),
             ("flow", flow.is_some()),
@@ -331,6 +334,17 @@ fn multicast_options(
             })?),
         }),
     };
+    let packet = tx.as_deref() == Some("packet");
+    if packet
+        && !matches!(
+            (addr, iface),
+            (SocketAddr::V4(_), Some(MulticastIface::Addr(_)))
+        )
+    {
+        return Err(uri.invalid(
+            "tx=packet needs an IPv4 group and iface=ADDR (the interface's IPv4 address, the source of every datagram)",
+        ));
+    }
     let ttl = match ttl {
         None => 1,
         Some(v) => {
@@ -370,6 +384,7 @@ fn multicast_options(
         iface,
         ttl,
         join: false,
+        packet,
     }))
 }
 
@@ -448,6 +463,11 @@ mod tests {
         let o = opts("udp://127.0.0.1:4000?group_tag=5").unwrap();
         assert_eq!(o.proto.group_tag, Some(5));
         assert!(o.driver.multicast.is_none());
+        // tx=packet: an IPv4 group on an interface given by its address.
+        let o = opts("udp://239.1.2.3:4000?iface=127.0.0.1&tx=packet").unwrap();
+        assert!(o.driver.multicast.unwrap().packet);
+        let o = opts("udp://239.1.2.3:4000?iface=127.0.0.1&tx=socket").unwrap();
+        assert!(!o.driver.multicast.unwrap().packet);
     }
 
     #[test]
@@ -476,6 +496,11 @@ mod tests {
             ),
             ("udp://239.1.1.1:1?min_receivers=2", "min_receivers"),
             ("udp://239.1.1.1:1?iface=no-such-if0", "iface"),
+            ("udp://127.0.0.1:1?tx=packet", "tx"),
+            ("udp://239.1.1.1:1?tx=raw", "tx"),
+            ("udp://239.1.1.1:1?tx=packet", "iface=ADDR"),
+            ("udp://239.1.1.1:1?tx=packet&iface=lo", "iface=ADDR"),
+            ("udp://[ff02::1:2]:1?tx=packet&iface=lo", "IPv4"),
         ] {
             let e = opts(uri).unwrap_err().to_string();
             assert!(e.contains(word), "{uri}: {e}");

@@ -362,7 +362,14 @@ impl UdpSubscription {
     /// [`Error::InvalidUri`] for bad options, [`Error::Io`] when the address
     /// cannot be bound or the driver cannot be set up.
     pub(crate) fn open(uri: ChannelUri) -> Result<UdpSubscription, Error> {
+        let text = uri.as_str().to_owned();
         let mut opts = UdpOptions::from_uri(uri)?;
+        if opts.driver.multicast.is_some_and(|m| m.packet) {
+            return Err(Error::invalid_uri(
+                &text,
+                "tx=packet is for a group publication (a subscription only receives)",
+            ));
+        }
         let (mut bind, wait, mtu) = (opts.addr, opts.wait, opts.proto.mtu);
         if let Some(m) = opts.driver.multicast.as_mut() {
             // A group: join it, and talk to the sender from a unicast port.

@@ -450,6 +450,9 @@ pub struct Multicast {
     pub ttl: u8,
     /// Join the group (subscription) rather than send to it (publication).
     pub join: bool,
+    /// A publication writes its group datagrams through a packet socket
+    /// (`tx=packet`, see `packet_tx`).
+    pub packet: bool,
 }
 
 /// The interface of a [`Multicast`] group.

@@ -501,6 +501,26 @@ fn independent_loss(family: Family, port: u16, count: u64, tx: &str) {
     }
     let Some(ml) = mcast_lab(4) else { return };
     ml.independent_loss(4, 3);
+    if tx.contains("tx=packet") {
+        // No checksum offload on the publisher's interface: the kernel
+        // completes the UDP checksum from the offsets conduit gives it, in
+        // software, and every receiver's kernel checks it (wrong offsets drop
+        // every frame), as a NIC without the offload would have it.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ml.lab.ns(0),
+                "ethtool",
+                "-K",
+                "eth0",
+                "tx",
+                "off",
+            ],
+        )
+        .expect("ethtool -K eth0 tx off (package ethtool)");
+    }
     let spec = Spec {
         family,
         port,

@@ -1,16 +1,21 @@
 //! A group publication's datagrams written straight to the interface
-//! (`tx=packet`): an `AF_PACKET` socket, the IPv4 and UDP headers built
-//! here.
+//! (`tx=packet`): an `AF_PACKET` socket, the Ethernet, IPv4 and UDP headers
+//! built here.
 //!
 //! Why: the kernel looks a route up for every datagram sent to a
 //! multicast group (`udp_sendmsg` never treats a group destination as
 //! connected) and, with multicast loopback on, clones each one for the
-//! sending host. A connected unicast socket does neither: on this project's
-//! benchmark host a bare multicast round trip across a veth pair costs
-//! about 1.15 × a bare unicast one for those reasons alone. A packet socket
+//! sending host. A connected unicast socket does neither. A packet socket
 //! takes none of that path: the frame leaves by the interface's queue as
 //! built (measurements: `docs/benchmarks.md`, "Multicast without the
 //! kernel's route lookup").
+//!
+//! The UDP checksum is left to the device as for the kernel's own
+//! datagrams: each frame starts with a `virtio_net_hdr` (`PACKET_VNET_HDR`)
+//! saying where the checksum starts and goes (`CHECKSUM_PARTIAL`; the NIC
+//! fills it in, or the kernel in `dev_queue_xmit` for a device without the
+//! offload). A kernel that refuses the option gets the checksum computed
+//! here.
 //!
 //! What it costs the user, and why it is an option rather than the default:
 //! - `CAP_NET_RAW` (a packet socket); without it the open fails with a
@@ -22,8 +27,6 @@
 //!   what gives them one). `lo` refuses such frames too (a loopback source
 //!   on a multicast route is a martian), so the option is for real (or
 //!   virtual) interfaces to other hosts or namespaces.
-//! - The UDP checksum is computed here, in software (the frame bypasses the
-//!   stack's offload).
 //! - No IP fragmentation: a datagram is at most the interface's MTU, which
 //!   the protocol's `mtu` (default 1408) already keeps below 1500.
 //!
@@ -35,6 +38,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use zerocopy::byteorder::little_endian::U16 as Le16;
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
@@ -65,6 +69,56 @@ struct Headers {
 }
 
 const _: () = assert!(std::mem::size_of::<Headers>() == HEADERS);
+
+/// The `virtio_net_hdr` a packet socket with `PACKET_VNET_HDR` takes before
+/// each frame (little-endian on every host conduit builds for): here only
+/// "the UDP checksum is left to the device" (`NEEDS_CSUM`, where it starts
+/// and where it goes), so the frame leaves as the kernel's own UDP sends do
+/// (`CHECKSUM_PARTIAL`: the NIC, or the kernel in `dev_queue_xmit` for a
+/// device without the offload, fills it in; a veth hands it over unverified,
+/// as for the kernel's own datagrams). It also spares the kernel probing the
+/// frame's headers, which it would otherwise do for every send.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, IntoBytes, Immutable, KnownLayout)]
+struct VnetHdr {
+    flags: u8,
+    gso_type: u8,
+    hdr_len: Le16,
+    gso_size: Le16,
+    csum_start: Le16,
+    csum_offset: Le16,
+}
+
+const _: () = assert!(std::mem::size_of::<VnetHdr>() == 10);
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const NEEDS_CSUM: u8 = 1;
+
+/// An Ethernet header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, IntoBytes, Immutable, KnownLayout)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ethertype: U16,
+}
+
+const _: () = assert!(std::mem::size_of::<EthHdr>() == ETH_HLEN as usize);
+
+/// Bytes of [`EthHdr`]; the vnet header's offsets count from its start.
+const ETH_HLEN: u16 = 14;
+
+/// What goes before each datagram's payload (the vnet header only when
+/// the socket took `PACKET_VNET_HDR`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, IntoBytes, Immutable, KnownLayout)]
+struct Prefix {
+    vnet: VnetHdr,
+    eth: EthHdr,
+    headers: Headers,
+}
+
+const _: () = assert!(std::mem::size_of::<Prefix>() == 10 + 14 + HEADERS);
 
 /// Bytes of [`Headers`].
 const HEADERS: usize = 28;
@@ -108,8 +162,17 @@ fn fold(mut sum: u64) -> u16 {
 }
 
 /// The headers of a datagram of `payload` from `src` to `dst`, with the IP
-/// identification `id`, `ttl`, and both checksums.
-fn headers(src: SocketAddrV4, dst: SocketAddrV4, ttl: u8, id: u16, payload: &[u8]) -> Headers {
+/// identification `id`, `ttl`, the IP checksum and the UDP checksum: whole
+/// (`partial` false), or only its pseudo-header part, for the device to
+/// finish over the UDP header and payload (`partial`, see [`VnetHdr`]).
+fn headers(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    ttl: u8,
+    id: u16,
+    payload: &[u8],
+    partial: bool,
+) -> Headers {
     let udp_len = (8 + payload.len()) as u16;
     let mut h = Headers {
         version_ihl: 0x45,
@@ -134,6 +197,11 @@ fn headers(src: SocketAddrV4, dst: SocketAddrV4, ttl: u8, id: u16, payload: &[u8
     let mut sum = ones_sum(0, &h.as_bytes()[12..20]);
     sum = ones_sum(sum, &[0, h.protocol]);
     sum = ones_sum(sum, &udp_len.to_be_bytes());
+    if partial {
+        // The device adds the rest and stores the complement.
+        h.udp_checksum = U16::new(fold(sum));
+        return h;
+    }
     sum = ones_sum(sum, &h.as_bytes()[20..]);
     sum = ones_sum(sum, payload);
     let c = !fold(sum);
@@ -148,39 +216,56 @@ fn group_mac(g: Ipv4Addr) -> [u8; 6] {
     [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
 }
 
-/// The index of the interface that has IPv4 address `a`.
-fn interface_with(a: Ipv4Addr) -> io::Result<u32> {
+/// The index and the Ethernet address of the interface that has IPv4
+/// address `a`.
+fn interface_with(a: Ipv4Addr) -> io::Result<(u32, [u8; 6])> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `list` is a valid out-pointer; on success the kernel's list is
     // freed below, once, and not used after.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut found = None;
+    let mut index = None;
+    let mut macs = Vec::new();
     let mut p = list;
     while !p.is_null() {
         // SAFETY: `p` is a node of the list `getifaddrs` returned, not yet
         // freed; its fields are read only.
         let ifa = unsafe { &*p };
         // SAFETY: `ifa_addr` is null or points at a sockaddr of the family it
-        // names, which is checked before reading it as a `sockaddr_in`.
-        let addr = unsafe { ifa.ifa_addr.as_ref() };
-        if addr.is_some_and(|s| s.sa_family == libc::AF_INET as libc::sa_family_t) {
+        // names, which is checked before reading it as that family's type.
+        let family = unsafe { ifa.ifa_addr.as_ref() }.map(|s| i32::from(s.sa_family));
+        if family == Some(libc::AF_INET) {
             // SAFETY: an AF_INET address is a `sockaddr_in` (checked above).
             let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-            if Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == a {
+            if index.is_none() && Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == a {
                 // SAFETY: `ifa_name` is the NUL-terminated name of the node's
                 // interface, live until the list is freed.
-                found = Some(unsafe { libc::if_nametoindex(ifa.ifa_name) });
-                break;
+                index = Some(unsafe { libc::if_nametoindex(ifa.ifa_name) });
             }
+        } else if family == Some(libc::AF_PACKET) {
+            // SAFETY: an AF_PACKET address is a `sockaddr_ll` (checked above).
+            let ll = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_ll>() };
+            let mut mac = [0u8; 6];
+            if usize::from(ll.sll_halen) == mac.len() {
+                mac.copy_from_slice(&ll.sll_addr[..6]);
+            }
+            macs.push((ll.sll_ifindex, mac));
         }
         p = ifa.ifa_next;
     }
     // SAFETY: `list` came from `getifaddrs` and is freed exactly once.
     unsafe { libc::freeifaddrs(list) };
-    match found {
-        Some(i) if i > 0 => Ok(i),
+    match index {
+        Some(i) if i > 0 => {
+            // An interface without an Ethernet address of six bytes (none
+            // listed): zeroes, as `lo` has.
+            let mac = macs
+                .iter()
+                .find(|(k, _)| *k as u32 == i)
+                .map_or([0; 6], |(_, m)| *m);
+            Ok((i, mac))
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("tx=packet: no interface has the address {a} (iface=)"),
@@ -199,14 +284,22 @@ pub(crate) struct PacketTx {
     pub(crate) group: SocketAddr,
     dst: SocketAddrV4,
     ttl: u8,
+    /// The device finishes the UDP checksum (`PACKET_VNET_HDR` was taken).
+    vnet: bool,
     /// IP identification of the next datagram.
     id: u16,
-    /// One set of headers per frame of a batch.
-    hdrs: Box<[Headers; BATCH]>,
+    /// What goes before each frame's payload, one per frame of a batch.
+    prefixes: Box<[Prefix; BATCH]>,
+    /// Two per frame: its prefix (from the vnet header on, or from the IP
+    /// header without one) and its payload.
+    iov: Box<[libc::iovec; 2 * BATCH]>,
+    msgs: Box<[libc::mmsghdr; BATCH]>,
 }
 
-// SAFETY: the socket descriptor and plain data; nothing points into another
-// thread's memory.
+// SAFETY: `iov` and `msgs` hold pointers into `prefixes` and `to` (heap and
+// struct fields that move with the struct: they are set again before every
+// call) and into the caller's payloads (valid only during `send`, rewritten
+// before each use); nothing in them is read outside `send`.
 unsafe impl Send for PacketTx {}
 
 impl PacketTx {
@@ -229,14 +322,15 @@ impl PacketTx {
                 "tx=packet needs an IPv4 group and iface=ADDR (the interface's IPv4 address)",
             ));
         };
-        let index = interface_with(iface)?;
+        let (index, mac) = interface_with(iface)?;
         // Protocol 0: a socket that only sends (with ETH_P_IP it would also
-        // get a copy of every IP packet the host receives).
+        // get a copy of every IP packet the host receives). SOCK_RAW: the
+        // frames carry their Ethernet header (the vnet header needs it).
         // SAFETY: plain socket creation; the descriptor is owned below.
         let raw = unsafe {
             libc::socket(
                 libc::AF_PACKET,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
                 0,
             )
         };
@@ -258,6 +352,8 @@ impl PacketTx {
                 let _ = super::sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, v);
             }
         }
+        // A kernel that refuses it: the checksum is computed here instead.
+        let vnet = super::sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_VNET_HDR, 1).is_ok();
         // SAFETY: `sockaddr_ll` is plain data; all zeroes is a valid value.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
@@ -265,16 +361,42 @@ impl PacketTx {
         to.sll_ifindex = index as i32;
         to.sll_halen = 6;
         to.sll_addr[..6].copy_from_slice(&group_mac(*dst.ip()));
-        let zero = headers(SocketAddrV4::new(iface, port), dst, m.ttl, 0, &[]);
+        let src = SocketAddrV4::new(iface, port);
+        let prefix = Prefix {
+            vnet: VnetHdr {
+                flags: NEEDS_CSUM,
+                gso_type: 0,
+                hdr_len: Le16::new(0),
+                gso_size: Le16::new(0),
+                csum_start: Le16::new(ETH_HLEN + 20),
+                csum_offset: Le16::new(6),
+            },
+            eth: EthHdr {
+                dst: group_mac(*dst.ip()),
+                src: mac,
+                ethertype: U16::new(libc::ETH_P_IP as u16),
+            },
+            headers: headers(src, dst, m.ttl, 0, &[], vnet),
+        };
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: `mmsghdr` is plain data; all zeroes is a valid value (null
+        // pointers, zero lengths), filled in before each use.
+        let msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
         Ok(PacketTx {
             fd,
             to,
-            src: SocketAddrV4::new(iface, port),
+            src,
             group: m.group,
             dst,
             ttl: m.ttl,
+            vnet,
             id: 0,
-            hdrs: Box::new([zero; BATCH]),
+            prefixes: Box::new([prefix; BATCH]),
+            iov: Box::new([iov; 2 * BATCH]),
+            msgs: Box::new([msg; BATCH]),
         })
     }
 
@@ -286,16 +408,10 @@ impl PacketTx {
     /// # Errors
     /// Send errors other than a full queue.
     pub(crate) fn send(&mut self, batch: &[Transmit<'_>]) -> io::Result<usize> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 2 * BATCH];
-        // SAFETY: `mmsghdr` is plain data; all zeroes is a valid value (null
-        // pointers, zero lengths), filled in below before use.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         // Frames per transmit, to count whole transmits sent.
         let mut ends = [0usize; BATCH];
         let (mut frames, mut transmits) = (0usize, 0usize);
+        let skip = if self.vnet { 0 } else { 10 };
         for t in batch.iter().take_while(|t| t.dest == self.group) {
             let seg = if t.segment_size == 0 {
                 t.contents.len()
@@ -320,13 +436,14 @@ impl PacketTx {
                         "tx=packet: datagram longer than an IPv4 datagram holds",
                     ));
                 }
-                self.hdrs[frames] = headers(self.src, self.dst, self.ttl, self.id, d);
+                let p = &mut self.prefixes[frames];
+                p.headers = headers(self.src, self.dst, self.ttl, self.id, d, self.vnet);
                 self.id = self.id.wrapping_add(1);
-                iov[2 * frames] = libc::iovec {
-                    iov_base: std::ptr::from_mut(&mut self.hdrs[frames]).cast(),
-                    iov_len: HEADERS,
+                self.iov[2 * frames] = libc::iovec {
+                    iov_base: p.as_bytes()[skip..].as_ptr().cast_mut().cast(),
+                    iov_len: std::mem::size_of::<Prefix>() - skip,
                 };
-                iov[2 * frames + 1] = libc::iovec {
+                self.iov[2 * frames + 1] = libc::iovec {
                     iov_base: d.as_ptr().cast_mut().cast(),
                     iov_len: d.len(),
                 };
@@ -342,17 +459,17 @@ impl PacketTx {
             return Ok(0);
         }
         let name = std::ptr::from_ref(&self.to).cast_mut().cast();
-        for (i, m) in msgs.iter_mut().enumerate().take(frames) {
+        for (i, m) in self.msgs.iter_mut().enumerate().take(frames) {
             m.msg_hdr.msg_name = name;
             m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = iov[2 * i..].as_mut_ptr();
+            m.msg_hdr.msg_iov = self.iov[2 * i..].as_mut_ptr();
             m.msg_hdr.msg_iovlen = 2;
         }
         let rc = if frames == 1 {
             // SAFETY: the header points at `self.to`, two iovecs over
-            // `self.hdrs[0]` and the caller's payload, all live for the call;
-            // the kernel only reads them.
-            let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msgs[0].msg_hdr, 0) };
+            // `self.prefixes[0]` and the caller's payload, all live for the
+            // call; the kernel only reads them.
+            let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &self.msgs[0].msg_hdr, 0) };
             if r < 0 {
                 -1
             } else {
@@ -360,8 +477,15 @@ impl PacketTx {
             }
         } else {
             // SAFETY: `frames` headers, each as above; the kernel only reads
-            // what they point at, during the call.
-            unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), frames as u32, 0) }
+            // what they point at, during the call (it writes `msg_len`).
+            unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    self.msgs.as_mut_ptr(),
+                    frames as u32,
+                    0,
+                )
+            }
         };
         if rc < 0 {
             return match classify_send_error(io::Error::last_os_error(), 1) {
@@ -376,6 +500,9 @@ impl PacketTx {
         Ok(ends[..transmits].iter().take_while(|&&e| e <= sent).count())
     }
 }
+
+/// `PACKET_VNET_HDR` (`linux/if_packet.h`).
+const PACKET_VNET_HDR: libc::c_int = 15;
 
 #[cfg(test)]
 mod tests {
@@ -424,7 +551,7 @@ mod tests {
                     x as u8
                 })
                 .collect();
-            let h = headers(src, dst, 1, len as u16, &payload);
+            let h = headers(src, dst, 1, len as u16, &payload, false);
             assert_eq!(
                 h.udp_checksum.get(),
                 reference_udp_checksum(&h, &payload),
@@ -436,7 +563,7 @@ mod tests {
         }
         // All-ones payload words: carries through every fold.
         let payload = vec![0xff; 1400];
-        let h = headers(src, dst, 1, 0, &payload);
+        let h = headers(src, dst, 1, 0, &payload, false);
         assert_eq!(h.udp_checksum.get(), reference_udp_checksum(&h, &payload));
     }
 
@@ -454,8 +581,9 @@ mod tests {
 
     #[test]
     fn the_loopback_address_names_lo() {
-        let lo = interface_with(Ipv4Addr::LOCALHOST).unwrap();
+        let (lo, mac) = interface_with(Ipv4Addr::LOCALHOST).unwrap();
         assert_eq!(Some(lo), super::super::sys::interface_index("lo"));
+        assert_eq!(mac, [0; 6]);
         assert!(interface_with([192, 0, 2, 77].into()).is_err());
     }
 }

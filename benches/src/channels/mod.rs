@@ -270,6 +270,7 @@ impl Channel {
     });
 
     /// `udp-multicast-packet-veth`.
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
     pub const UDP_MULTICAST_PACKET_VETH: Channel = Channel::Udp(Udp {
         route: Route::MulticastPacketVeth,
         ..Udp::plain()

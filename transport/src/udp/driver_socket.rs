@@ -199,7 +199,7 @@ impl SocketDriver {
         // `tx=packet`: the group's datagrams go by the packet socket instead
         // (an error here is the user's to see: the option was asked for).
         let packet_tx = match cfg.multicast.filter(|m| !m.join && m.packet) {
-            Some(m) => Some(PacketTx::open(&m, sock.local_addr()?.port(), cfg.sndbuf)?),
+            Some(m) => Some(PacketTx::open(&m, sock.local_addr()?, cfg.sndbuf)?),
             None => None,
         };
         let group_tx = match cfg.multicast.filter(|m| !m.join && !m.packet) {

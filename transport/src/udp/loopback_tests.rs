@@ -916,4 +916,11 @@ fn tx_packet_is_refused_where_it_cannot_apply() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("io_uring took tx=packet"),
     }
+    // Bound elsewhere than the interface the datagrams say they come from:
+    // the receivers' answers would not reach the publication.
+    match open_pub("udp://239.1.2.3:4000?iface=127.0.0.1&tx=packet&bind=127.0.0.2:0") {
+        Err(Error::Io(e)) => assert!(e.to_string().contains("bind="), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("tx=packet took a bind address the receivers do not answer"),
+    }
 }

@@ -311,7 +311,7 @@ impl PacketTx {
     /// (`PermissionDenied`, said so), other socket errors.
     pub(crate) fn open(
         m: &super::sys::Multicast,
-        port: u16,
+        bound: SocketAddr,
         sndbuf: usize,
     ) -> io::Result<PacketTx> {
         let (SocketAddr::V4(dst), Some(super::sys::MulticastIface::Addr(iface))) =
@@ -322,6 +322,17 @@ impl PacketTx {
                 "tx=packet needs an IPv4 group and iface=ADDR (the interface's IPv4 address)",
             ));
         };
+        // The receivers answer the datagrams' source, `iface:PORT`: the bound
+        // socket must hear it (bound to the wildcard or to that address).
+        if !bound.ip().is_unspecified() && bound.ip() != std::net::IpAddr::V4(iface) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "tx=packet: bind={bound} would not hear the receivers, who answer iface={iface}; bind to {iface} or the wildcard"
+                ),
+            ));
+        }
+        let port = bound.port();
         let (index, mac) = interface_with(iface)?;
         // Protocol 0: a socket that only sends (with ETH_P_IP it would also
         // get a copy of every IP packet the host receives). SOCK_RAW: the

@@ -276,9 +276,6 @@ impl SocketDriver {
                 return r;
             }
             if t.segments() == 1 {
-                if let Some(p) = self.packet_tx.as_mut().filter(|p| p.group == t.dest) {
-                    return p.send(batch);
-                }
                 if let Some(g) = self.group_tx.as_ref().filter(|g| g.group == t.dest) {
                     return send_one_to_peer(g.fd, t);
                 }
@@ -291,6 +288,8 @@ impl SocketDriver {
                 }
             }
         }
+        // `tx=packet`: a batch that starts with the group's datagrams (one or
+        // many) goes by the packet socket.
         if let Some(p) = self
             .packet_tx
             .as_mut()

@@ -422,7 +422,12 @@ impl PacketTx {
         // Frames per transmit, to count whole transmits sent.
         let mut ends = [0usize; BATCH];
         let (mut frames, mut transmits) = (0usize, 0usize);
-        let skip = if self.vnet { 0 } else { 10 };
+        // Without `PACKET_VNET_HDR` the frames start at the Ethernet header.
+        let skip = if self.vnet {
+            0
+        } else {
+            std::mem::size_of::<VnetHdr>()
+        };
         for t in batch.iter().take_while(|t| t.dest == self.group) {
             let seg = if t.segment_size == 0 {
                 t.contents.len()

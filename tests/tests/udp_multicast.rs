@@ -380,11 +380,22 @@ fn group_publication_sees_its_receivers_join_and_leave() {
     assert_eq!(publ.subscriber_count(), 0);
     let end = Instant::now() + Duration::from_secs(20);
     let mut joined = Vec::new();
+    // When the call that brought the tagged receiver's join began: the
+    // publisher heard it no earlier, so its timeout cannot fire before a
+    // second after this (a later instant, such as after the wait below, is
+    // no bound: the receiver may have been heard last before it).
+    let mut tagged_heard_from = None;
     while joined.len() < 2 {
         assert!(Instant::now() < end, "joined: {joined:?}");
+        let t = Instant::now();
         for e in receiver_events(&mut publ, &mut [&mut live, &mut stopped]) {
             match e {
-                ReceiverEvent::Joined { addr, tag, .. } => joined.push((addr, tag)),
+                ReceiverEvent::Joined { addr, tag, .. } => {
+                    if tag == Some(9) {
+                        tagged_heard_from = Some(t);
+                    }
+                    joined.push((addr, tag))
+                }
                 e => panic!("{e:?} before both joined"),
             }
         }
@@ -401,7 +412,7 @@ fn group_publication_sees_its_receivers_join_and_leave() {
 
     // One is never polled again (as if stopped): gone once the receiver
     // timeout passes, while the other one keeps its place.
-    let silent_since = Instant::now();
+    let silent_since = tagged_heard_from.expect("the tagged receiver joined");
     let gone = loop {
         assert!(Instant::now() < end, "no receiver timed out");
         let events = receiver_events(&mut publ, &mut [&mut live]);

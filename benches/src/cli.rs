@@ -257,6 +257,11 @@ pub struct FanoutArgs {
     /// the others, so that no woken subscriber runs on the publisher's CPU.
     #[arg(long)]
     pub pin: bool,
+    /// Run the subscriber counts one after another instead of interleaving
+    /// their offers (each count then meets the host's state of its own
+    /// stretch of time).
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 /// `report`'s options.

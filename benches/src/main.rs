@@ -106,6 +106,7 @@ fn run(command: Command) -> Result<()> {
             a.messages,
             std::time::Duration::from_micros(a.pace_us),
             a.pin,
+            a.sequential,
             a.common.json.as_deref(),
         ),
         #[cfg(feature = "conduit")]

@@ -6,13 +6,20 @@
 //!   share of the messages in the timed window, checks each publisher's
 //!   order, and flags a starvation: a publisher with less than 1/(2N) of
 //!   the messages.
-//! * `fanout`: this process publishes to S subscriber processes that wait
+//! * `fanout`: this process publishes to one ring per subscriber count S
+//!   (1, 8, 64 by default), each read by S subscriber processes that wait
 //!   in `wait=block` (asleep on the ring's futex, not spinning), and times
-//!   each `offer` (the commit, and the wake-up call it includes). Before
-//!   each offer it waits until every subscriber has read the previous
-//!   message (`flush`), then for `pace`, then until every subscriber
-//!   process is asleep (`S` in `/proc/PID/stat`), so that the offer meets
-//!   sleepers only. Reports p50/p90/p99 of the offer
+//!   each `offer` (the commit, and the wake-up call it includes). Each
+//!   round offers once to every ring, in an order shuffled per round (with
+//!   `--sequential`: all of one ring's offers, then the next ring's). Before
+//!   each offer it waits until every subscriber has read its ring's
+//!   previous message (`flush`), then for `pace`, then until every
+//!   subscriber process is asleep (`S` in `/proc/PID/stat`), so that the
+//!   offer meets sleepers only. Interleaving gives every ring's offers the
+//!   same state of the host (caches, timers, the other rings' wake-ups) on
+//!   average; run one after another, each ring meets the state of its own
+//!   stretch of time, and the rows differ by the host's drift as much as by
+//!   S. Reports p50/p90/p99 of the offer
 //!   per S, and each p50 against S = 1, and of the publisher thread's CPU
 //!   time per offer (the wall clock includes any time a woken subscriber
 //!   preempts the publisher); and, on the subscribers' side, the
@@ -150,6 +157,7 @@ pub fn fanout(
     messages: u64,
     pace: Duration,
     pin: bool,
+    sequential: bool,
     json: Option<&str>,
 ) -> Result<()> {
     if size < 24 {
@@ -166,12 +174,31 @@ pub fn fanout(
         Vec::new()
     };
     let mut rows = Vec::new();
-    for &s in subscribers {
-        rows.push(fanout_one(s, size, messages, pace, &cpus)?);
+    if sequential {
+        for &s in subscribers {
+            let mut g = [open_group(s, size, messages, &cpus)?];
+            run_groups(&mut g, size, messages, pace, &cpus)?;
+            let [g] = g;
+            rows.push(finish_group(g, messages)?);
+        }
+    } else {
+        let mut groups = Vec::new();
+        for &s in subscribers {
+            groups.push(open_group(s, size, messages, &cpus)?);
+        }
+        run_groups(&mut groups, size, messages, pace, &cpus)?;
+        for g in groups {
+            rows.push(finish_group(g, messages)?);
+        }
     }
     let base = rows.first().map_or(1.0, |r| r.offer.0.max(1) as f64);
     println!(
-        "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}){}:",
+        "fan-out, {size} B, every subscriber asleep in wait=block before each offer (read the previous one, then {pace:?}), {}{}:",
+        if sequential {
+            "one ring after another"
+        } else {
+            "the rings' offers interleaved in a shuffled order"
+        },
         match cpus.split_first() {
             Some((p, rest)) => format!(", publisher on CPU {p}, subscribers on CPUs {rest:?}"),
             None => String::new(),
@@ -209,6 +236,7 @@ pub fn fanout(
             "messages": messages,
             "pace_ns": pace.as_nanos() as u64,
             "pinned": pin,
+            "interleaved": !sequential,
             "rows": rows.iter().map(|r| serde_json::json!({
                 "subscribers": r.subscribers,
                 "offer_p50_ns": r.offer.0, "offer_p90_ns": r.offer.1, "offer_p99_ns": r.offer.2,
@@ -224,27 +252,38 @@ pub fn fanout(
 }
 
 /// Whether process `pid` is asleep (state `S` in `/proc/PID/stat`: a
-/// `wait=block` subscriber sleeps only on the ring's futex). The state
-/// follows the command name, which is in parentheses and may hold spaces.
-fn sleeping(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|st| st == "S")
-        })
-        .unwrap_or(false)
+/// `wait=block` subscriber sleeps only on the ring's futex) or gone (a
+/// subscriber exits, a zombie until reaped, once it has all its messages;
+/// a ring's last round ends before the others'). The state follows the
+/// command name, which is in parentheses and may hold spaces.
+fn settled(pid: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    s.rfind(')')
+        .and_then(|i| s[i + 1..].split_whitespace().next())
+        .is_some_and(|st| matches!(st, "S" | "Z" | "X"))
 }
 
-/// One fan-out run; with `cpus` (pinned), subscriber `i` runs on
-/// `cpus[1 + i % (cpus.len() - 1)]` (the publisher is on `cpus[0]`).
-fn fanout_one(
+/// The ring of one subscriber count, with its subscriber processes and
+/// what its offers took.
+struct Group {
     subscribers: u32,
-    size: usize,
-    messages: u64,
-    pace: Duration,
-    cpus: &[usize],
-) -> Result<FanoutRow> {
+    publ: Publication,
+    peers: Vec<Peer>,
+    files: Vec<std::path::PathBuf>,
+    /// Wall clock per offer (ns).
+    took: Vec<u64>,
+    /// The publisher thread's CPU time per offer (ns).
+    cpu: Vec<u64>,
+    /// Total wait, after the pace, until every subscriber was asleep (ns).
+    settle: u64,
+}
+
+/// Opens a ring for `subscribers` and starts its subscriber processes;
+/// with `cpus` (pinned), subscriber `i` runs on `cpus[1 + i % (cpus.len() - 1)]`
+/// (the publisher is on `cpus[0]`).
+fn open_group(subscribers: u32, size: usize, messages: u64, cpus: &[usize]) -> Result<Group> {
     let name = unique_name("fanout");
     let mut publ = Publication::open(&format!("shm:{name}?subscribers={}", subscribers.max(1)))
         .map_err(|e| err("open publication", e))?;
@@ -269,79 +308,106 @@ fn fanout_one(
     }
     publ.wait_for_subscribers(subscribers as usize, READY_TIMEOUT)
         .map_err(|e| err("wait for subscribers", e))?;
-    let pids: Vec<u32> = peers.iter().filter_map(Peer::pid).collect();
-    let mut msg = vec![0u8; size];
-    let mut took = Vec::with_capacity(messages as usize);
-    let mut cpu = Vec::with_capacity(messages as usize);
+    Ok(Group {
+        subscribers,
+        publ,
+        peers,
+        files,
+        took: Vec::with_capacity(messages as usize),
+        cpu: Vec::with_capacity(messages as usize),
+        settle: 0,
+    })
+}
+
+/// Offers `messages` messages to each group's ring. Each round offers once
+/// to every group, in an order shuffled per round (so that no ring's offer
+/// always follows the wake-ups of the same other ring). Before each offer
+/// every ring's previous message has been read by all of its subscribers,
+/// `pace` has passed, and every subscriber process of every group is
+/// asleep: each offer meets sleepers only, and the same history of
+/// wake-ups before it whatever its ring.
+fn run_groups(
+    groups: &mut [Group],
+    size: usize,
+    messages: u64,
+    pace: Duration,
+    cpus: &[usize],
+) -> Result<()> {
+    let pids: Vec<u32> = groups
+        .iter()
+        .flat_map(|g| g.peers.iter().filter_map(Peer::pid))
+        .collect();
     // The pace and the wait for sleepers run on a watcher thread (on the
     // subscribers' CPUs when pinned), so that the publisher's thread does
     // the same before every offer whatever the number of subscribers: it
-    // spins on `turn` alone. Reading S `/proc` files on the publisher's own
-    // thread right before the offer would evict its caches in proportion
-    // to S and be charged to the offer.
+    // spins on `turn` alone. Reading the `/proc` files on the publisher's
+    // own thread right before the offer would evict its caches in
+    // proportion to their number and be charged to the offer.
     let turn = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
-    // The watcher sleeps in `recv` between messages (spinning there would
+    // The watcher sleeps in `recv` between offers (spinning there would
     // take the subscribers' CPU from them when pinned).
-    let (go, flushed) = std::sync::mpsc::channel::<u64>();
+    let (go, flushed) = std::sync::mpsc::channel::<(u64, usize)>();
     let (turn, failed, pids) = (&turn, &failed, &pids);
-    let waited_ns = std::thread::scope(|scope| -> Result<u64> {
-        let watcher = scope.spawn(move || -> Result<u64> {
+    let n = groups.len();
+    let settle = std::thread::scope(|scope| -> Result<Vec<u64>> {
+        let watcher = scope.spawn(move || -> Result<Vec<u64>> {
             if let Some(&c) = cpus.get(1) {
                 crate::pin::pin_current_thread(c)?;
             }
-            let mut waited = 0u64;
-            // `seq`: the publisher has flushed message `seq - 1` and waits
-            // for its turn; a closed channel means it gave up.
-            while let Ok(seq) = flushed.recv() {
-                // Every subscriber has read the previous message; `pace`
-                // later it has spun out its budget and sleeps on the futex.
+            let mut waited = vec![0u64; n];
+            // `(t, k)`: the publisher has flushed every ring and waits to
+            // make offer `t`, to group `k`; a closed channel means it is
+            // done or gave up.
+            while let Ok((t, k)) = flushed.recv() {
+                // Every subscriber has read its ring's previous message;
+                // `pace` later it has spun out its budget and sleeps on
+                // the futex.
                 std::thread::sleep(pace);
                 // And asleep: on two vCPUs, 64 subscribers spinning out
                 // their budgets one after another can take longer than `pace`.
                 let asleep = Instant::now();
-                while !pids.iter().all(|&p| sleeping(p)) {
+                while !pids.iter().all(|&p| settled(p)) {
                     if asleep.elapsed() > IDLE {
                         failed.store(true, Ordering::Relaxed);
                         return Err(BenchError::msg("fanout: subscribers never all asleep"));
                     }
                     std::thread::yield_now();
                 }
-                waited += asleep.elapsed().as_nanos() as u64;
+                waited[k] += asleep.elapsed().as_nanos() as u64;
                 // Release partner: the publisher's Acquire load of `turn`.
-                turn.store(seq + 1, Ordering::Release);
+                turn.store(t + 1, Ordering::Release);
             }
             Ok(waited)
         });
         let offers = (|| -> Result<()> {
+            let mut order: Vec<usize> = (0..n).collect();
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut msg = vec![0u8; size];
+            let mut t = 0u64;
             for seq in 0..messages {
-                publ.flush(IDLE).map_err(|e| err("flush", e))?;
-                if go.send(seq).is_err() {
-                    break;
+                // Fisher-Yates with xorshift64.
+                for i in (1..n).rev() {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    order.swap(i, (rng % (i as u64 + 1)) as usize);
                 }
-                while turn.load(Ordering::Acquire) != seq + 1 {
-                    if failed.load(Ordering::Relaxed) {
+                for &k in &order {
+                    for g in groups.iter_mut() {
+                        g.publ.flush(IDLE).map_err(|e| err("flush", e))?;
+                    }
+                    if go.send((t, k)).is_err() {
                         return Ok(());
                     }
-                    std::hint::spin_loop();
-                }
-                encode(&mut msg, 0, seq);
-                let since = Instant::now();
-                loop {
-                    msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
-                    let c0 = thread_cpu_ns();
-                    let t0 = Instant::now();
-                    match publ.offer(TYPE_ID, &msg) {
-                        Ok(_) => {
-                            took.push(t0.elapsed().as_nanos() as u64);
-                            cpu.push(thread_cpu_ns().saturating_sub(c0));
-                            break;
+                    while turn.load(Ordering::Acquire) != t + 1 {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(());
                         }
-                        Err(Error::BackPressured) if since.elapsed() < IDLE => {
-                            std::hint::spin_loop()
-                        }
-                        Err(e) => return Err(err("offer", e)),
+                        std::hint::spin_loop();
                     }
+                    t += 1;
+                    offer_timed(&mut groups[k], &mut msg, seq)?;
                 }
             }
             Ok(())
@@ -356,9 +422,48 @@ fn fanout_one(
         offers?;
         waited
     })?;
+    for (g, w) in groups.iter_mut().zip(settle) {
+        g.settle = w;
+    }
+    Ok(())
+}
+/// One timed offer of message `seq` to `g`'s ring (retried while
+/// back-pressured, for at most [`IDLE`]).
+fn offer_timed(g: &mut Group, msg: &mut [u8], seq: u64) -> Result<()> {
+    encode(msg, 0, seq);
+    let since = Instant::now();
+    loop {
+        msg[16..24].copy_from_slice(&monotonic_ns().to_le_bytes());
+        let c0 = thread_cpu_ns();
+        let t0 = Instant::now();
+        match g.publ.offer(TYPE_ID, msg) {
+            Ok(_) => {
+                g.took.push(t0.elapsed().as_nanos() as u64);
+                g.cpu.push(thread_cpu_ns().saturating_sub(c0));
+                return Ok(());
+            }
+            Err(Error::BackPressured) if since.elapsed() < IDLE => std::hint::spin_loop(),
+            Err(e) => return Err(err("offer", e)),
+        }
+    }
+}
+
+/// Waits for `g`'s subscribers to finish and makes its row from their
+/// delivery times and the offers' times.
+fn finish_group(g: Group, messages: u64) -> Result<FanoutRow> {
+    let Group {
+        subscribers,
+        publ,
+        peers,
+        files,
+        mut took,
+        mut cpu,
+        settle,
+    } = g;
     for peer in peers {
         peer.finish(Duration::from_secs(60), || Ok(()))?;
     }
+    drop(publ);
     // Per message: the earliest and the latest subscriber.
     let mut first = vec![u64::MAX; messages as usize];
     let mut last = vec![0u64; messages as usize];
@@ -396,7 +501,7 @@ fn fanout_one(
         cpu: (quantile(&cpu, 0.5), quantile(&cpu, 0.99)),
         first: (quantile(&first, 0.5), quantile(&first, 0.99)),
         last: (quantile(&last, 0.5), quantile(&last, 0.99)),
-        settle: waited_ns / messages.max(1),
+        settle: settle / messages.max(1),
     })
 }
 

@@ -681,32 +681,40 @@ fn mpsc_two_publishers() {
     );
 }
 
-/// `fanout`: one row per subscriber count, with ordered percentiles.
+/// `fanout`: one row per subscriber count, with ordered percentiles, with
+/// the rings' offers interleaved (the default) and one ring after another.
 #[test]
 fn fanout_one_and_two_subscribers() {
-    let json = tmp("fanout.json");
-    let path = json.to_str().unwrap();
-    ok(&[
-        "fanout",
-        "--subscribers",
-        "1,2",
-        "--messages",
-        "300",
-        "--json",
-        path,
-    ]);
-    let j = read_json(&json);
-    let _ = std::fs::remove_file(&json);
-    assert_eq!(j["topology"], "fanout");
-    let rows = j["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
-    for (row, s) in rows.iter().zip([1, 2]) {
-        assert_eq!(row["subscribers"], s);
-        let (p50, p99) = (
-            row["offer_p50_ns"].as_u64().unwrap(),
-            row["offer_p99_ns"].as_u64().unwrap(),
-        );
-        assert!(p50 > 0 && p50 <= p99, "{row}");
+    for sequential in [false, true] {
+        let json = tmp(&format!("fanout-{sequential}.json"));
+        let path = json.to_str().unwrap();
+        let mut args = vec![
+            "fanout",
+            "--subscribers",
+            "1,2",
+            "--messages",
+            "300",
+            "--json",
+            path,
+        ];
+        if sequential {
+            args.push("--sequential");
+        }
+        ok(&args);
+        let j = read_json(&json);
+        let _ = std::fs::remove_file(&json);
+        assert_eq!(j["topology"], "fanout");
+        assert_eq!(j["interleaved"], !sequential);
+        let rows = j["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        for (row, s) in rows.iter().zip([1, 2]) {
+            assert_eq!(row["subscribers"], s);
+            let (p50, p99) = (
+                row["offer_p50_ns"].as_u64().unwrap(),
+                row["offer_p99_ns"].as_u64().unwrap(),
+            );
+            assert!(p50 > 0 && p50 <= p99, "{row}");
+        }
     }
 }
 

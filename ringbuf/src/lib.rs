@@ -247,7 +247,7 @@ pub use evict::{Retention, SlowPolicy};
 pub use history::Start;
 pub use liveness::lock_byte_held;
 pub use publisher::{Claim, Publisher};
-pub use subscriber::{RecordInfo, Subscriber, DEAD_CLAIM_CHECK};
+pub use subscriber::{PublisherRef, RecordInfo, Subscriber, DEAD_CLAIM_CHECK};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

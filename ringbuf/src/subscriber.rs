@@ -8,7 +8,7 @@ use crate::layout::{
     SOURCE_SHIFT,
 };
 use crate::liveness::{self, PUBLISHER_LOCK, PUB_LOCK_BASE, SLOT_LOCK_BASE};
-use crate::mapping::{DataArea, Mapping, Slot};
+use crate::mapping::{DataArea, Mapping, PubSlot, Slot};
 use crate::publisher::{read_prefix, reclaim_waiter};
 use crate::{file, ring_dir, validate_name, PUBLISHER_CHECK_INTERVAL};
 use std::fs::File;
@@ -124,16 +124,69 @@ impl<'a> RecordInfo<'a> {
     /// died). A single-writer ring's publisher is index 0 with the pid in
     /// the header. `None` when the record carries no valid index.
     pub fn publisher(&self) -> Option<(u16, u32)> {
+        self.publisher_ref().map(|p| p.get())
+    }
+
+    /// Where [`RecordInfo::publisher`] reads the record's publisher from,
+    /// without reading it yet: for a caller that hands records on and reads
+    /// the pid only when asked (a load from the publisher's slot per record
+    /// is not free on a multi-writer ring). Unlike a `RecordInfo`, it may
+    /// cross threads.
+    #[inline]
+    pub fn publisher_ref(&self) -> Option<PublisherRef<'a>> {
         let c = self.conn;
         if c.pubs <= 1 {
-            return Some((0, c.creator_pid));
+            return Some(PublisherRef {
+                index: 0,
+                pid: Pid::Known(c.creator_pid),
+            });
         }
         let tag = self.raw_len >> SOURCE_SHIFT;
         if tag == 0 || tag > c.pubs {
             return None;
         }
-        let pid = c.map.pub_slot(c.subs, tag - 1).pid.load(Ordering::Relaxed);
-        Some(((tag - 1) as u16, pid))
+        Some(PublisherRef {
+            index: (tag - 1) as u16,
+            pid: Pid::Slot(c.map.pub_slot(c.subs, tag - 1)),
+        })
+    }
+}
+
+/// A record's publisher, read on demand ([`RecordInfo::publisher_ref`]).
+#[derive(Clone, Copy)]
+pub struct PublisherRef<'a> {
+    index: u16,
+    pid: Pid<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Pid<'a> {
+    /// A single-writer ring's creator.
+    Known(u32),
+    /// The owner of a multi-writer ring's publisher slot (read when asked).
+    Slot(&'a PubSlot),
+}
+
+impl PublisherRef<'_> {
+    /// The publisher's slot index and the pid of the slot's owner (read
+    /// now; a slot is reused only after its owner died).
+    #[inline]
+    pub fn get(&self) -> (u16, u32) {
+        let pid = match self.pid {
+            Pid::Known(pid) => pid,
+            Pid::Slot(slot) => slot.pid.load(Ordering::Relaxed),
+        };
+        (self.index, pid)
+    }
+}
+
+impl std::fmt::Debug for PublisherRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (index, pid) = self.get();
+        f.debug_struct("PublisherRef")
+            .field("index", &index)
+            .field("pid", &pid)
+            .finish()
     }
 }
 

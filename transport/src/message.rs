@@ -223,7 +223,20 @@ pub struct Received<'a> {
     type_id: u32,
     payload: &'a [u8],
     position: u64,
-    source: Option<Source>,
+    origin: Origin<'a>,
+}
+
+/// Where [`Received::source`] comes from.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// Known when the message was handed out (UDP: the session's address).
+    Known(Option<Source>),
+    /// A ring record's publisher, whose pid is read only when asked for.
+    /// On a ring with several publishers that is a load from the
+    /// publisher's slot; made for every message, it cost the round trip of
+    /// `shm-mpsc` several per cent (`conduit-bench compare`, the
+    /// interleaved pair).
+    Ring(Option<conduit_ringbuf::PublisherRef<'a>>),
 }
 
 impl fmt::Debug for Received<'_> {
@@ -232,7 +245,7 @@ impl fmt::Debug for Received<'_> {
             .field("type_id", &self.type_id)
             .field("len", &self.payload.len())
             .field("position", &self.position)
-            .field("source", &self.source)
+            .field("source", &self.source())
             .finish()
     }
 }
@@ -244,7 +257,7 @@ impl<'a> Received<'a> {
             type_id,
             payload,
             position: 0,
-            source: None,
+            origin: Origin::Known(None),
         }
     }
 
@@ -252,7 +265,15 @@ impl<'a> Received<'a> {
     #[inline]
     pub(crate) fn with_origin(mut self, position: u64, source: Option<Source>) -> Self {
         self.position = position;
-        self.source = source;
+        self.origin = Origin::Known(source);
+        self
+    }
+
+    /// Sets the stream position and the sender from a ring record.
+    #[inline]
+    pub(crate) fn with_record(mut self, record: conduit_ringbuf::RecordInfo<'a>) -> Self {
+        self.position = record.position();
+        self.origin = Origin::Ring(record.publisher_ref());
         self
     }
 
@@ -312,7 +333,13 @@ impl<'a> Received<'a> {
     /// ```
     #[inline]
     pub fn source(&self) -> Option<Source> {
-        self.source
+        match self.origin {
+            Origin::Known(source) => source,
+            Origin::Ring(publisher) => publisher.map(|p| {
+                let (index, pid) = p.get();
+                Source::Shm { index, pid }
+            }),
+        }
     }
 
     /// The message's type id.

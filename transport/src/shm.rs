@@ -4,7 +4,7 @@
 
 use crate::stats::{self, StatsSlot};
 use crate::uri::ChannelUri;
-use crate::{Error, Received, Source};
+use crate::{Error, Received};
 use conduit_ringbuf as ring;
 use crossbeam_utils::Backoff;
 use std::path::PathBuf;
@@ -376,8 +376,7 @@ impl ShmSubscription {
         let r = self.ring.poll_records(
             |r, payload| {
                 bytes += payload.len() as u64;
-                let source = r.publisher().map(|(index, pid)| Source::Shm { index, pid });
-                handler(Received::new(r.type_id(), payload).with_origin(r.position(), source))
+                handler(Received::new(r.type_id(), payload).with_record(r))
             },
             limit,
         );

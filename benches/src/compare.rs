@@ -208,6 +208,38 @@ impl MulticastVsUnicast {
     }
 }
 
+/// `shm-mpsc` against `shm` interleaved in the same two processes
+/// ([`crate::channels::shm::mpsc_vs_shm`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MpscVsShm {
+    /// The `shm-mpsc` half.
+    pub mpsc: LatencyResult,
+    /// The `shm` half.
+    pub shm: LatencyResult,
+    /// Round trips per block.
+    pub block: u64,
+    /// `shm-mpsc`'s p50 over `shm`'s.
+    pub p50_ratio: Option<f64>,
+    /// `shm-mpsc`'s p99 over `shm`'s.
+    pub p99_ratio: Option<f64>,
+}
+
+impl MpscVsShm {
+    #[cfg_attr(not(feature = "conduit"), allow(dead_code))]
+    fn new(mpsc: LatencyResult, shm: LatencyResult) -> Self {
+        MpscVsShm {
+            block: PAIR_BLOCK,
+            p50_ratio: ratio(mpsc.pct.p50, shm.pct.p50 as f64),
+            p99_ratio: ratio(mpsc.pct.p99, shm.pct.p99 as f64),
+            mpsc,
+            shm,
+        }
+    }
+}
+
+/// Targets of `shm-mpsc` against `shm` (issue #13): p50 and p99 ratios.
+pub const MPSC_TARGETS: (f64, f64) = (1.10, 1.25);
+
 /// The p50 of `udp-multicast` may be at most this factor of unicast's
 /// (issue #14's target); the table marks a ratio above it.
 pub const MULTICAST_P50_TARGET: f64 = 1.10;
@@ -252,6 +284,10 @@ pub struct CompareReport {
     /// before the channel existed).
     #[serde(default)]
     pub multicast_vs_unicast: Vec<MulticastVsUnicast>,
+    /// `shm-mpsc` interleaved with `shm` (absent from runs made before
+    /// 2026-12-03 09:45 UTC).
+    #[serde(default)]
+    pub mpsc_vs_shm: Vec<MpscVsShm>,
     /// One-way throughput.
     pub throughput: Vec<ThroughputRow>,
     /// Warnings about the run's conditions.
@@ -309,6 +345,7 @@ pub fn run(
         channels: Vec::new(),
         udp_vs_raw: Vec::new(),
         multicast_vs_unicast: Vec::new(),
+        mpsc_vs_shm: Vec::new(),
         throughput: Vec::new(),
         failures: Vec::new(),
         warnings: Vec::new(),
@@ -365,6 +402,27 @@ pub fn run(
                 eprintln!("  {}: FAILED: {e}", c.name());
                 report.failures.push(Failure {
                     what: c.name().to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    #[cfg(feature = "conduit")]
+    if latency_list.contains(&Channel::Shm) && latency_list.contains(&Channel::ShmMpsc) {
+        let cfg = pair_config(Channel::ShmMpsc, size, messages, warmup);
+        let what = "shm-mpsc / shm interleaved".to_string();
+        match crate::channels::shm::mpsc_vs_shm(&cfg) {
+            Ok((mpsc, shm)) => {
+                eprintln!(
+                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
+                    mpsc.pct.p50, shm.pct.p50, mpsc.pct.p99, shm.pct.p99
+                );
+                report.mpsc_vs_shm.push(MpscVsShm::new(mpsc, shm));
+            }
+            Err(e) => {
+                eprintln!("  {what}: FAILED: {e}");
+                report.failures.push(Failure {
+                    what,
                     error: e.to_string(),
                 });
             }
@@ -602,6 +660,10 @@ impl CompareReport {
             f(&mut m.multicast);
             f(&mut m.unicast);
         }
+        for m in &mut self.mpsc_vs_shm {
+            f(&mut m.mpsc);
+            f(&mut m.shm);
+        }
     }
 
     /// Prints the tables.
@@ -690,6 +752,7 @@ impl CompareReport {
                 );
             }
         }
+        self.print_mpsc();
         self.print_multicast();
         if !self.throughput.is_empty() {
             println!();
@@ -726,6 +789,56 @@ impl CompareReport {
         }
         for f in &self.failures {
             println!("FAILED: {}: {}", f.what, f.error);
+        }
+    }
+
+    /// Prints `shm-mpsc` against `shm`: interleaved in the same two
+    /// processes, and from their separate rows of the first table.
+    fn print_mpsc(&self) {
+        let row = |name: &str| {
+            self.channels
+                .iter()
+                .find(|r| r.result.channel == name)
+                .map(|r| &r.result)
+        };
+        let separate = row(Channel::ShmMpsc.name()).zip(row(Channel::Shm.name()));
+        if self.mpsc_vs_shm.is_empty() && separate.is_none() {
+            return;
+        }
+        let (t50, t99) = MPSC_TARGETS;
+        println!();
+        println!(
+            "shm-mpsc (a ring for 4 publishers, one active) against shm; targets: p50 ratio <= {t50:.2}, p99 ratio <= {t99:.2}"
+        );
+        println!(
+            "{:<50} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}",
+            "", "p50 ns", "shm", "ratio", "p99 ns", "shm", "ratio"
+        );
+        let line = |what: String, m: &LatencyResult, s: &LatencyResult| {
+            let (m, s) = (&m.pct, &s.pct);
+            let (r50, r99) = (ratio(m.p50, s.p50 as f64), ratio(m.p99, s.p99 as f64));
+            let above = r50.is_some_and(|r| r > t50) || r99.is_some_and(|r| r > t99);
+            println!(
+                "{:<50} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}{}",
+                what,
+                m.p50,
+                s.p50,
+                fmt_ratio(r50),
+                m.p99,
+                s.p99,
+                fmt_ratio(r99),
+                if above { "  (above target)" } else { "" }
+            );
+        };
+        for p in &self.mpsc_vs_shm {
+            line(
+                format!("interleaved ({} each)", short_count(p.mpsc.messages)),
+                &p.mpsc,
+                &p.shm,
+            );
+        }
+        if let Some((m, s)) = separate {
+            line("separate runs (first table)".to_string(), m, s);
         }
     }
 

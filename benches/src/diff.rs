@@ -54,6 +54,13 @@ pub fn figures(run: &Run) -> Vec<Figure> {
                     &m.unicast,
                 );
             }
+            for m in &c.mpsc_vs_shm {
+                latency(format!("{} interleaved", m.mpsc.channel), &m.mpsc);
+                latency(
+                    format!("{} interleaved with {}", m.shm.channel, m.mpsc.channel),
+                    &m.shm,
+                );
+            }
             for t in &c.throughput {
                 out.push(rate(&t.result));
             }

@@ -460,6 +460,48 @@ fn compare_interleaves_udp_with_udp_raw() {
     }
 }
 
+/// `shm-mpsc` is also measured interleaved with `shm` in the same two
+/// processes; the pair is printed next to the separate runs and saved.
+#[cfg(feature = "conduit")]
+#[test]
+fn compare_interleaves_shm_mpsc_with_shm() {
+    let (out, json) = compare(
+        "compare-mpsc.json",
+        "shm,shm-mpsc",
+        "4000",
+        &["--no-throughput"],
+    );
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("shm-mpsc (a ring for 4 publishers"))
+        .collect();
+    for row in ["interleaved (", "separate runs"] {
+        let line = table
+            .iter()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no `{row}` row in the shm-mpsc table:\n{out}"));
+        // p50, shm p50, ratio, p99, shm p99, ratio (after the label)
+        let cols: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        assert!(cols.len() >= 6, "{line}");
+        let cols = &cols[cols.len() - 6..];
+        for (t, shm, ratio) in [(cols[0], cols[1], cols[2]), (cols[3], cols[4], cols[5])] {
+            assert!(t > 0.0 && shm > 0.0, "{line}");
+            assert!((ratio - t / shm).abs() <= 0.0051, "{line}");
+        }
+    }
+    let pairs = json["mpsc_vs_shm"].as_array().expect("mpsc_vs_shm");
+    assert_eq!(pairs.len(), 1, "{json}");
+    assert_eq!(pairs[0]["mpsc"]["channel"], "shm-mpsc", "{json}");
+    assert_eq!(pairs[0]["shm"]["channel"], "shm", "{json}");
+    // Half the pair's round trips each.
+    assert_eq!(pairs[0]["mpsc"]["messages"], 4000, "{json}");
+    let r = pairs[0]["p50_ratio"].as_f64().expect("p50_ratio");
+    assert!(r.is_finite() && r > 0.0, "{json}");
+}
+
 /// `udp-aead` is interleaved with `udp-raw` like the other spinning UDP
 /// channels, and its throughput row is judged against plain `udp`.
 #[cfg(feature = "conduit")]

@@ -950,6 +950,8 @@ fn peer_run(role: &str, args: &PeerArgs) -> Result<()> {
         }
         #[cfg(feature = "conduit")]
         ("__pong-pair", Channel::Udp(_)) => udp::pong_pair(args, ready)?,
+        #[cfg(feature = "conduit")]
+        ("__pong-pair", Channel::ShmMpsc) => shm::pong_pair(args, ready)?,
         (role, c) => {
             return Err(BenchError(format!(
                 "no {role} peer for channel `{}`",

@@ -300,6 +300,28 @@ pub fn pong(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     run_pong(&mut pong, args.count)
 }
 
+/// The pong side of an interleaved pair of two conduit channels (`param`
+/// is `A2B|B2A|A2B|B2A`, the pair's first channel first): opens both,
+/// says `READY`, and echoes `args.count` round trips on the schedule of
+/// [`crate::latency::run_ping_pair`].
+///
+/// # Errors
+/// Bad parameter, a channel cannot be opened, or the run failed.
+pub(crate) fn pong_two(args: &PeerArgs, block: bool, ready: impl FnOnce(&str)) -> Result<()> {
+    let parts: Vec<&str> = args.param.split('|').collect();
+    let [a_a2b, a_b2a, b_a2b, b_b2a] = parts[..] else {
+        return Err(BenchError(format!("bad parameter `{}`", args.param)));
+    };
+    let mut first = open_pong(&format!("{a_a2b}|{a_b2a}"), args.size, block)?;
+    let mut second = open_pong(&format!("{b_a2b}|{b_b2a}"), args.size, block)?;
+    ready("");
+    if args.count == 0 {
+        return Ok(());
+    }
+    first.echo_first_polling(&mut second)?;
+    crate::latency::run_pong_pair_from(&mut first, &mut second, 1, args.count)
+}
+
 /// Opens pong's subscription and publication from `A2B|B2A`; `block` as for
 /// [`open_ping`].
 ///

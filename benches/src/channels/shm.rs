@@ -3,8 +3,8 @@
 //! names the rings.
 
 use super::{conduit_api, ping_pair_with_peer, unique_name, Channel, PeerArgs};
-use crate::error::{BenchError, Result};
-use crate::latency::{run_pong_pair_from, LatencyConfig};
+use crate::error::Result;
+use crate::latency::LatencyConfig;
 use crate::report::{LatencyResult, ThroughputResult};
 
 /// The URI of ring `name` able to carry `size`-byte messages; `shm-mpsc`
@@ -71,18 +71,7 @@ pub fn mpsc_vs_shm(cfg: &LatencyConfig) -> Result<(LatencyResult, LatencyResult)
 /// # Errors
 /// Bad parameter, a ring cannot be opened, or the run failed.
 pub fn pong_pair(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
-    let parts: Vec<&str> = args.param.split('|').collect();
-    let [m_a2b, m_b2a, s_a2b, s_b2a] = parts[..] else {
-        return Err(BenchError(format!("bad parameter `{}`", args.param)));
-    };
-    let mut mpsc = conduit_api::open_pong(&format!("{m_a2b}|{m_b2a}"), args.size, false)?;
-    let mut shm = conduit_api::open_pong(&format!("{s_a2b}|{s_b2a}"), args.size, false)?;
-    ready("");
-    if args.count == 0 {
-        return Ok(());
-    }
-    mpsc.echo_first_polling(&mut shm)?;
-    run_pong_pair_from(&mut mpsc, &mut shm, 1, args.count)
+    conduit_api::pong_two(args, false, ready)
 }
 
 /// Runs the `shm` one-way throughput test (sender in another process).

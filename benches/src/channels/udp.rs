@@ -27,7 +27,7 @@ use super::{
     ping_pair_with_peer, ping_with_peer, udp_raw, unique_name, veth, Channel, PeerArgs, Route, Wait,
 };
 use crate::error::{BenchError, Result};
-use crate::latency::{run_pong_pair, run_pong_pair_from, LatencyConfig};
+use crate::latency::{run_pong_pair, LatencyConfig};
 use crate::report::{LatencyResult, ThroughputResult};
 
 /// A loopback port that was free a moment ago (the kernel picks it).
@@ -264,18 +264,7 @@ pub fn pong_pair(args: &PeerArgs, ready: impl FnOnce(&str)) -> Result<()> {
     let bad = || BenchError(format!("bad parameter `{}`", args.param));
     let block = args.channel.blocks();
     if unicast_control(args.channel).is_ok() {
-        let parts: Vec<&str> = args.param.split('|').collect();
-        let [m_a2b, m_b2a, u_a2b, u_b2a] = parts[..] else {
-            return Err(bad());
-        };
-        let mut multicast = conduit_api::open_pong(&format!("{m_a2b}|{m_b2a}"), args.size, block)?;
-        let mut unicast = conduit_api::open_pong(&format!("{u_a2b}|{u_b2a}"), args.size, block)?;
-        ready("");
-        if args.count == 0 {
-            return Ok(());
-        }
-        multicast.echo_first_polling(&mut unicast)?;
-        return run_pong_pair_from(&mut multicast, &mut unicast, 1, args.count);
+        return conduit_api::pong_two(args, block, ready);
     }
     let (raw_port, uris) = args.param.split_once('|').ok_or_else(bad)?;
     let mut conduit = conduit_api::open_pong(uris, args.size, block)?;

@@ -132,6 +132,23 @@ impl<'a> RecordInfo<'a> {
     /// the pid only when asked (a load from the publisher's slot per record
     /// is not free on a multi-writer ring). Unlike a `RecordInfo`, it may
     /// cross threads.
+    ///
+    /// ```no_run
+    /// use conduit_ringbuf::Subscriber;
+    /// let mut s = Subscriber::open("orders", None)?;
+    /// s.poll_records(
+    ///     |r, _payload| {
+    ///         // Cheap: no shared memory is read here ...
+    ///         let from = r.publisher_ref();
+    ///         // ... only when the pid is wanted.
+    ///         if let Some((index, pid)) = from.map(|p| p.get()) {
+    ///             println!("from publisher {index} (pid {pid})");
+    ///         }
+    ///     },
+    ///     64,
+    /// )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn publisher_ref(&self) -> Option<PublisherRef<'a>> {
         let c = self.conn;

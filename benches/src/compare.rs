@@ -411,21 +411,9 @@ pub fn run(
     if latency_list.contains(&Channel::Shm) && latency_list.contains(&Channel::ShmMpsc) {
         let cfg = pair_config(Channel::ShmMpsc, size, messages, warmup);
         let what = "shm-mpsc / shm interleaved".to_string();
-        match crate::channels::shm::mpsc_vs_shm(&cfg) {
-            Ok((mpsc, shm)) => {
-                eprintln!(
-                    "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                    mpsc.pct.p50, shm.pct.p50, mpsc.pct.p99, shm.pct.p99
-                );
-                report.mpsc_vs_shm.push(MpscVsShm::new(mpsc, shm));
-            }
-            Err(e) => {
-                eprintln!("  {what}: FAILED: {e}");
-                report.failures.push(Failure {
-                    what,
-                    error: e.to_string(),
-                });
-            }
+        let r = crate::channels::shm::mpsc_vs_shm(&cfg);
+        if let Some((mpsc, shm)) = report.take_pair(what, r) {
+            report.mpsc_vs_shm.push(MpscVsShm::new(mpsc, shm));
         }
     }
     let ready = |c: Channel| probed.get(&c.in_veth()) == Some(&Ok(()));
@@ -464,21 +452,9 @@ pub fn run(
                 ..one
             };
             let what = format!("{} / {} interleaved", c.name(), raw.name());
-            match crate::channels::udp::latency_vs_raw(c, &cfg) {
-                Ok((conduit, raw)) => {
-                    eprintln!(
-                        "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                        conduit.pct.p50, raw.pct.p50, conduit.pct.p99, raw.pct.p99
-                    );
-                    report.udp_vs_raw.push(UdpVsRaw::new(conduit, raw));
-                }
-                Err(e) => {
-                    eprintln!("  {what}: FAILED: {e}");
-                    report.failures.push(Failure {
-                        what,
-                        error: e.to_string(),
-                    });
-                }
+            let r = crate::channels::udp::latency_vs_raw(c, &cfg);
+            if let Some((conduit, raw)) = report.take_pair(what, r) {
+                report.udp_vs_raw.push(UdpVsRaw::new(conduit, raw));
             }
         }
         for (m, u) in [
@@ -603,17 +579,20 @@ fn fmt_ratio(r: Option<f64>) -> String {
 }
 
 impl CompareReport {
-    /// Records an interleaved multicast / unicast pair (`what` names it), or
-    /// its failure.
-    fn push_multicast_pair(&mut self, what: String, r: Result<(LatencyResult, LatencyResult)>) {
+    /// An interleaved pair's outcome (`what` names it): printed, and its
+    /// two halves returned; or its failure recorded.
+    fn take_pair(
+        &mut self,
+        what: String,
+        r: Result<(LatencyResult, LatencyResult)>,
+    ) -> Option<(LatencyResult, LatencyResult)> {
         match r {
-            Ok((multicast, unicast)) => {
+            Ok((a, b)) => {
                 eprintln!(
                     "  {what}: p50 {} / {} ns, p99 {} / {} ns",
-                    multicast.pct.p50, unicast.pct.p50, multicast.pct.p99, unicast.pct.p99
+                    a.pct.p50, b.pct.p50, a.pct.p99, b.pct.p99
                 );
-                self.multicast_vs_unicast
-                    .push(MulticastVsUnicast::new(multicast, unicast));
+                Some((a, b))
             }
             Err(e) => {
                 eprintln!("  {what}: FAILED: {e}");
@@ -621,7 +600,16 @@ impl CompareReport {
                     what,
                     error: e.to_string(),
                 });
+                None
             }
+        }
+    }
+
+    /// Records an interleaved multicast / unicast pair, or its failure.
+    fn push_multicast_pair(&mut self, what: String, r: Result<(LatencyResult, LatencyResult)>) {
+        if let Some((multicast, unicast)) = self.take_pair(what, r) {
+            self.multicast_vs_unicast
+                .push(MulticastVsUnicast::new(multicast, unicast));
         }
     }
 

@@ -15,13 +15,19 @@
 //!                                     generation u64, waiting u32, start u32
 //!                                     (S = max_subscribers)
 //! 384 + 128 × S     128 × P           publisher slots (only when P = max_publishers > 1):
-//!                                     state u32, pid u32, at 64: pending_start u64, pending_end u64
+//!                                     state u32, pid u32, at 64: pending_start u64, pending_end u64,
+//!                                     busy u32
 //! 384 + 128 × (S+P) 512               history marks (only when P > 1): 64 × u64, the
 //!                                     position + 1 of a record start in each 1/64 of the
 //!                                     lap (see `history.rs`), written by the claim-lock holder
 //! data_offset       capacity          records (data_offset = 384 + 128 × (S + P') rounded up
 //!                                     to 4096, P' = P + 4 if P > 1, else 0)
 //! ```
+//!
+//! Layout version 4 added the publisher slot's `busy` word and the claim
+//! lock's solo bit (a publisher alone on a multi-writer ring keeps the lock
+//! between claims; see `publisher/multi.rs`): a version-3 writer would not
+//! know to take the lock over from a solo keeper.
 //!
 //! Layout version 3 took the first 8 reserved header bytes for
 //! `max_publishers` (0 or 1: one publisher, the single-writer protocol; more:
@@ -89,7 +95,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Magic bytes at offset 0 of every ring file.
 pub const MAGIC: [u8; 8] = *b"CNDTRING";
 /// Version of this layout; a file with another version is refused.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Size of [`Header`].
 pub const HEADER_LEN: usize = 128;
 /// Size of every shared block (publisher, signal, each subscriber slot).

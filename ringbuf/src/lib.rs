@@ -139,6 +139,24 @@
 //! the tail), and each publisher's own order is kept. A held lock makes an
 //! offer spin briefly, then return `BackPressured` (retry, nothing lost).
 //!
+//! *Solo.* A publisher that has held the claim lock 1024 times in a row,
+//! nobody else taking it in between, keeps it between claims (the lock
+//! word's solo bit): its claim is then a store of its slot's `busy` flag, a
+//! check that the word is unchanged, the claim from its own copies of the
+//! shared tail and zeroed mark, and `busy` back to 0; no CAS, no reload.
+//! Another publisher (attaching, or wanting to claim) takes the lock from
+//! it by a CAS on the kept word, then `membarrier(GLOBAL_EXPEDITED)`, then
+//! waits for the keeper's `busy` to read 0 (BackPressured meanwhile; at
+//! once if the keeper is dead, whose claim is resolved as below). The
+//! barrier makes the keeper's unfenced `busy` store and word load behave
+//! as if fenced: either the taker sees `busy` set and waits, or the keeper
+//! sees the new word and backs off. A process that cannot issue the
+//! barrier asks through `claim_wanted` instead, and the keeper lets go at
+//! its next claim; rings whose creator could not register for the barrier
+//! never go solo. It makes one active writer on a ring opened for several
+//! nearly as cheap as the single writer; writers that take turns never
+//! reach 1024 and pay one CAS per claim, as before.
+//!
 //! *Records* of a multi-writer ring carry the writer's slot index + 1 in the
 //! high 8 bits of `len` (so payloads are at most
 //! [`layout::MAX_MULTI_MESSAGE_LEN`]); [`RecordInfo::publisher`] reads it and

@@ -100,7 +100,11 @@ pub(crate) struct PubSlot {
     pub(crate) pending_start: AtomicU64,
     /// End of that claim; 0 when the owner holds none.
     pub(crate) pending_end: AtomicU64,
-    _pad: [u8; BLOCK_LEN - 80],
+    /// 1 while the owner, keeping the claim lock between claims (solo, see
+    /// `publisher/multi.rs`), changes what the lock guards; 0 otherwise.
+    /// Read by a publisher that takes the lock from it.
+    pub(crate) busy: AtomicU32,
+    _pad: [u8; BLOCK_LEN - 84],
 }
 const _: () = assert!(core::mem::size_of::<PubSlot>() == BLOCK_LEN);
 

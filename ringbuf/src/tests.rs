@@ -1473,3 +1473,117 @@ fn a_subscriber_activated_by_one_publisher_connects_the_others() {
     assert_eq!(got[0].1, b"from b");
     assert_eq!(got[1].1, b"from a");
 }
+
+/// Offers `n` sequence-numbered messages from `p` (tag `tag`), draining `s`
+/// as it goes; returns what `s` got.
+fn offer_and_drain(p: &mut Publisher, s: &mut Subscriber, tag: u8, from: u32, n: u32) -> Vec<Rec> {
+    let mut got = Vec::new();
+    for i in from..from + n {
+        let mut msg = [tag; 8];
+        msg[4..].copy_from_slice(&i.to_le_bytes());
+        loop {
+            match p.offer(1, &msg) {
+                Ok(_) => break,
+                Err(OfferError::BackPressured) => got.extend(drain_records(s)),
+                Err(e) => panic!("offer: {e}"),
+            }
+        }
+        got.extend(drain_records(s));
+    }
+    got
+}
+
+/// Checks that each tag's sequence numbers in `got` run from 0 without a gap.
+fn assert_in_order(got: &[Rec], tags: &[(u8, u32)]) {
+    for &(tag, n) in tags {
+        let seqs: Vec<u32> = got
+            .iter()
+            .filter(|r| r.1[0] == tag)
+            .map(|r| u32::from_le_bytes(r.1[4..8].try_into().unwrap()))
+            .collect();
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "publisher {tag}");
+    }
+}
+
+#[test]
+fn a_lone_publisher_keeps_the_lock_and_a_second_one_takes_it_over() {
+    within("solo and take-over", || {
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 14, 3);
+        let mut a = Publisher::create("mp-solo", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-solo", Some(&d.0)).unwrap();
+        connect(&mut a, &mut s);
+        let solo_works = crate::futex::register_global_expedited();
+        let mut got = offer_and_drain(&mut a, &mut s, b'a', 0, 3000);
+        assert_eq!(a.is_solo(), solo_works);
+        // Attaching takes the claim lock from the keeper.
+        let mut b = Publisher::create("mp-solo", &cfg).unwrap();
+        got.extend(offer_and_drain(&mut b, &mut s, b'b', 0, 10));
+        got.extend(offer_and_drain(&mut a, &mut s, b'a', 3000, 10));
+        assert!(!a.is_solo(), "the keeper noticed the take-over");
+        // Alternating writers never go solo; each keeps its order.
+        for i in 0..1500 {
+            got.extend(offer_and_drain(&mut b, &mut s, b'b', 10 + i, 1));
+            got.extend(offer_and_drain(&mut a, &mut s, b'a', 3010 + i, 1));
+        }
+        assert!(!a.is_solo() && !b.is_solo());
+        // Alone again (b gone), a goes solo again.
+        drop(b);
+        got.extend(offer_and_drain(&mut a, &mut s, b'a', 4510, 3000));
+        assert_eq!(a.is_solo(), solo_works);
+        got.extend(collect(&mut s, 7510 + 1510 - got.len()));
+        assert_in_order(&got, &[(b'a', 7510), (b'b', 1510)]);
+    });
+}
+
+#[test]
+fn a_solo_keeper_inside_a_change_is_waited_for_and_a_dead_one_taken_over() {
+    within("solo keeper busy or dead", || {
+        if !crate::futex::register_global_expedited() {
+            return;
+        }
+        let d = TempDir::new();
+        let cfg = multi_config(&d, 1 << 14, 3);
+        let mut a = Publisher::create("mp-keeper", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-keeper", Some(&d.0)).unwrap();
+        connect(&mut a, &mut s);
+        let mut k = Publisher::create("mp-keeper", &cfg).unwrap();
+        let mut got = offer_and_drain(&mut k, &mut s, b'k', 0, 3000);
+        assert!(k.is_solo());
+        // The keeper (slot 1) seems inside a change: a waits, BackPressured.
+        let w = Scribbler::new(a.path());
+        let busy_at = layout::pub_slot_offset(8, 1) + 80;
+        w.write_u32(busy_at, 1);
+        for _ in 0..3 {
+            assert_eq!(a.offer(1, b"a-wait"), Err(OfferError::BackPressured));
+        }
+        // The change ends: a has the lock; the keeper goes on without it.
+        w.write_u32(busy_at, 0);
+        got.extend(offer_and_drain(&mut a, &mut s, b'a', 0, 1));
+        got.extend(offer_and_drain(&mut k, &mut s, b'k', 3000, 3000));
+        assert!(k.is_solo());
+        // The keeper dies inside a change, with a claim half written.
+        w.write_u32(busy_at, 1);
+        let mut c = k.try_claim(1, 8).unwrap();
+        c.as_mut_slice().fill(0xEE);
+        std::mem::forget(c);
+        k.die();
+        got.extend(offer_and_drain(&mut a, &mut s, b'a', 1, 5));
+        got.extend(collect(&mut s, 6006 - got.len()));
+        assert!(got.iter().all(|r| r.1[0] != 0xEE), "nothing torn");
+        assert_in_order(&got, &[(b'a', 6), (b'k', 6000)]);
+        // The keeper's slot is reclaimed and usable.
+        let mut k2 = Publisher::create("mp-keeper", &cfg).unwrap();
+        offer_retry(&mut k2, 1, b"k2-after");
+        assert_eq!(collect(&mut s, 1)[0].1, b"k2-after");
+        // A kept lock naming a slot that does not exist is corrupt.
+        w.write_u64(
+            layout::PUBLISHER_BLOCK + layout::CLAIM_WORDS_OFFSET,
+            (3 << 32) | (1 << 31) | 99,
+        );
+        match a.offer(1, b"x") {
+            Err(OfferError::Corrupt(m)) => assert!(m.contains("claim lock kept"), "{m}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    });
+}

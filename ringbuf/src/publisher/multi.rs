@@ -22,6 +22,11 @@ const LOCK_SPINS: u32 = 128;
 /// Spins a publisher that finds the claim lock free waits for another
 /// publisher that asked for it (`claim_wanted`) to take it first.
 const DEFER_SPINS: u32 = 4096;
+/// Uninterrupted holds of the claim lock (nobody else took it between two
+/// of ours) after which a publisher keeps it between claims: solo.
+const SOLO_AFTER: u32 = 1024;
+/// The lock word's solo bit: its holder keeps the lock between claims.
+const SOLO: u64 = 1 << 31;
 /// Attempts of `create_or_attach` before giving up.
 const ATTACH_ATTEMPTS: u32 = 64;
 /// Pause between attempts while another process closes or replaces the ring.
@@ -43,6 +48,44 @@ pub(super) struct Multi {
     /// The zeroed mark ran low at our last claim: zero ahead after the
     /// commit (`zero_after_commit`) rather than before it.
     zero_later: bool,
+    /// The lock word we keep between claims (solo), 0 if we do not.
+    solo: u64,
+    /// Our uninterrupted holds of the lock so far (see [`SOLO_AFTER`]).
+    streak: u32,
+    /// The generation of our last hold of the lock.
+    held_gen: u32,
+    /// Taking the lock from a solo keeper: its slot index and the solo word
+    /// it kept, until its busy flag shows it out of its last change.
+    revoking: Option<(u32, u64)>,
+}
+
+impl Multi {
+    fn new(index: u32, must_scan: bool) -> Multi {
+        Multi {
+            index,
+            tag: (index + 1) << SOURCE_SHIFT,
+            blocked: None,
+            must_scan,
+            seen_joins: 0,
+            zero_later: false,
+            solo: 0,
+            streak: 0,
+            held_gen: 0,
+            revoking: None,
+        }
+    }
+
+    /// Notes a hold of the lock taken from word `w` (by CAS).
+    #[inline(always)]
+    fn took(&mut self, w: u64) {
+        let gen = (w >> 32) as u32;
+        self.streak = if gen == self.held_gen {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.held_gen = gen.wrapping_add(1);
+    }
 }
 
 /// Lock word held by publisher `index` after `w`: next generation in the
@@ -112,6 +155,7 @@ fn become_first(p: &mut Publisher) -> Result<(), RingError> {
     let slot = p.map.pub_slot(p.geometry.max_subscribers, 0);
     slot.pid.store(std::process::id(), Ordering::Relaxed);
     slot.pending_end.store(0, Ordering::Relaxed);
+    slot.busy.store(0, Ordering::Relaxed);
     slot.state.store(PUB_ATTACHED, Ordering::Relaxed);
     let pb = p.map.publisher();
     pb.claim_tail.store(0, Ordering::Relaxed);
@@ -121,14 +165,7 @@ fn become_first(p: &mut Publisher) -> Result<(), RingError> {
         p.map
             .marks(p.geometry.max_subscribers, p.geometry.max_publishers),
     );
-    p.multi = Some(Multi {
-        index: 0,
-        tag: 1 << SOURCE_SHIFT,
-        blocked: None,
-        must_scan: false,
-        seen_joins: 0,
-        zero_later: false,
-    });
+    p.multi = Some(Multi::new(0, false));
     // Convert our write lock on the publisher byte to a shared one:
     // attachers take it shared too (they wait while it is exclusive). The
     // stores above happen before any attacher can map... they read them
@@ -237,14 +274,7 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         evictor: (h.slow_policy.get() == layout::SLOW_EVICT)
             .then(|| Evictor::new(Duration::from_nanos(h.evict_after_ns.get()))),
         marks: Marks::new(g.capacity, h.history.get()),
-        multi: Some(Multi {
-            index,
-            tag: (index + 1) << SOURCE_SHIFT,
-            blocked: None,
-            must_scan: true,
-            seen_joins: 0,
-            zero_later: false,
-        }),
+        multi: Some(Multi::new(index, true)),
     };
     // The slot's previous owner is dead (we hold its lock byte); a claim it
     // left is resolved before the slot's pending claim is reused.
@@ -268,6 +298,9 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
         }
     }
     p.resolve_dead(index);
+    // A busy flag the slot's dead owner left (it is read only while the
+    // slot's owner keeps the lock, and we do not yet).
+    p.pub_slot(index).busy.store(0, Ordering::Relaxed);
     // Before any claim of ours: a subscriber that sees our claims sees
     // ATTACHED (the claim tail's Release store orders it).
     p.pub_slot(index)
@@ -278,6 +311,13 @@ fn attach(name: &str, config: &RingConfig) -> Result<Attach, RingError> {
 }
 
 impl Publisher {
+    /// True while this publisher keeps the claim lock between claims (test
+    /// builds only).
+    #[cfg(test)]
+    pub(crate) fn is_solo(&self) -> bool {
+        self.multi.as_ref().is_some_and(|m| m.solo != 0)
+    }
+
     #[inline(always)]
     fn pub_slot(&self, j: u32) -> &PubSlot {
         self.map.pub_slot(self.geometry.max_subscribers, j)
@@ -293,11 +333,32 @@ impl Publisher {
     /// lock so much of the time that another one may never get it. A bit
     /// left by a dead or descheduled waiter costs the others one such wait,
     /// after which they clear the word.
+    ///
+    /// Solo: a publisher that has held the lock [`SOLO_AFTER`] times in a
+    /// row, with nobody else taking it in between, keeps it between claims
+    /// (the lock word gets the [`SOLO`] bit) and skips the CAS: it sets its
+    /// slot's `busy` flag, and goes on if the word is still the one it
+    /// kept. Another publisher takes the lock from it with a CAS on that
+    /// word, then `membarrier(GLOBAL_EXPEDITED)`, then waits for `busy` to
+    /// read 0 (see [`Publisher::revoke`]). The barrier stands in for the
+    /// fence the keeper does not run between its `busy` store and its load
+    /// of the word: either the keeper's store is visible to the taker (who
+    /// waits for the change in progress), or the keeper's load sees the
+    /// taker's CAS (and the keeper backs off).
     #[inline(always)]
     pub(super) fn lock_claims(&mut self) -> Result<(), OfferError> {
         let Some(m) = self.multi.as_ref() else {
             return Ok(());
         };
+        if m.solo != 0 && self.solo_enter() {
+            return Ok(());
+        }
+        let Some(m) = self.multi.as_ref() else {
+            return Ok(());
+        };
+        if m.revoking.is_some() {
+            return self.finish_revoke();
+        }
         let index = m.index;
         let me = 1u64 << index;
         let pb = self.map.publisher();
@@ -329,14 +390,180 @@ impl Publisher {
                     if wanted != 0 {
                         Self::clear_wanted(pb, me, deferred >= DEFER_SPINS);
                     }
+                    if let Some(m) = self.multi.as_mut() {
+                        m.took(w);
+                    }
                     return Ok(());
                 }
+            } else if w & SOLO != 0 {
+                return self.revoke(w);
             }
             std::hint::spin_loop();
             spins += 1;
         }
         pb.claim_wanted.fetch_or(me, Ordering::Relaxed);
         self.lock_contended()
+    }
+
+    /// Solo: enters a change of what the lock guards. True if the lock is
+    /// still ours (our `busy` flag is then set: [`Publisher::unlock_claims`]
+    /// clears it); false if it was taken from us (we are no longer solo).
+    /// Another publisher's bit in `claim_wanted` ends solo too: one that
+    /// cannot issue the barrier asks that way.
+    #[inline(always)]
+    fn solo_enter(&mut self) -> bool {
+        let Some(m) = self.multi.as_ref() else {
+            return false;
+        };
+        let kept = m.solo;
+        let pb = self.map.publisher();
+        let busy = &self
+            .map
+            .pub_slot(self.geometry.max_subscribers, m.index)
+            .busy;
+        busy.store(1, Ordering::Relaxed);
+        // The asymmetric half of the barrier: the taker's membarrier orders
+        // this store before the load below, as seen from the taker.
+        compiler_fence(Ordering::SeqCst);
+        let w = pb.claim_lock.load(Ordering::Relaxed);
+        // Relaxed: a hint, as in `lock_claims`.
+        if w == kept && pb.claim_wanted.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        self.solo_leave(w, kept)
+    }
+
+    /// Solo ends (the lock word changed, or somebody asks for the lock):
+    /// true if we still hold the lock, now as an ordinary hold.
+    #[cold]
+    #[inline(never)]
+    fn solo_leave(&mut self, w: u64, kept: u64) -> bool {
+        let Some(m) = self.multi.as_mut() else {
+            return false;
+        };
+        m.solo = 0;
+        m.streak = 0;
+        let pb = self.map.publisher();
+        // Still ours: keep it for this hold without the solo bit (a CAS: a
+        // taker may be swapping the word right now).
+        let ours = w == kept
+            && pb
+                .claim_lock
+                .compare_exchange(kept, kept & !SOLO, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        // Release partner: the taker's Acquire load of our busy flag in
+        // `finish_revoke` (everything we changed before is visible to it).
+        self.map
+            .pub_slot(self.geometry.max_subscribers, m.index)
+            .busy
+            .store(0, Ordering::Release);
+        ours
+    }
+
+    /// Takes the lock from the solo keeper whose word is `w` (see
+    /// [`Publisher::lock_claims`]): CAS, barrier, then wait for its busy
+    /// flag. BackPressured while the keeper is inside a change (the next
+    /// call goes on waiting, holding the lock), or when we cannot issue the
+    /// barrier (then we ask through `claim_wanted`, and the keeper lets the
+    /// lock go at its next claim).
+    #[cold]
+    #[inline(never)]
+    fn revoke(&mut self, w: u64) -> Result<(), OfferError> {
+        let pubs = self.geometry.max_publishers;
+        let Some(m) = self.multi.as_ref() else {
+            return Ok(());
+        };
+        let index = m.index;
+        let holder = (w as u32) & !(SOLO as u32);
+        if holder == 0 || holder > pubs {
+            return Err(OfferError::Corrupt(format!(
+                "claim lock kept by publisher {holder}, beyond the {pubs} slots"
+            )));
+        }
+        let pb = self.map.publisher();
+        if holder == index + 1 || self.fence {
+            // Our slot's previous owner kept it and died (taken over in
+            // `lock_contended`), or we cannot issue the barrier: ask.
+            pb.claim_wanted.fetch_or(1 << index, Ordering::Relaxed);
+            return self.lock_contended();
+        }
+        // Acquire partner: the keeper's Release store of the solo word in
+        // `unlock_claims`; what it changed later is ordered by its busy flag.
+        if pb
+            .claim_lock
+            .compare_exchange(w, lock_word(w, index), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(OfferError::BackPressured);
+        }
+        if !futex::global_barrier() {
+            // Give the lock back as it was: the keeper never noticed.
+            let _ = pb.claim_lock.compare_exchange(
+                lock_word(w, index),
+                w,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            pb.claim_wanted.fetch_or(1 << index, Ordering::Relaxed);
+            return Err(OfferError::BackPressured);
+        }
+        if let Some(m) = self.multi.as_mut() {
+            m.revoking = Some((holder - 1, w));
+            m.took(w);
+        }
+        self.finish_revoke()
+    }
+
+    /// Waits (boundedly) for the keeper we took the lock from to leave its
+    /// change in progress; resolves its claim if it died.
+    #[cold]
+    #[inline(never)]
+    fn finish_revoke(&mut self) -> Result<(), OfferError> {
+        let Some(m) = self.multi.as_ref() else {
+            return Ok(());
+        };
+        let Some((keeper, kept)) = m.revoking else {
+            return Ok(());
+        };
+        let ours = lock_word(kept, m.index);
+        let pb = self.map.publisher();
+        if pb.claim_lock.load(Ordering::Relaxed) != ours {
+            // Not ours any more (only a peer that broke the protocol, or
+            // took us for dead, does that): start over.
+            if let Some(m) = self.multi.as_mut() {
+                m.revoking = None;
+            }
+            return Err(OfferError::BackPressured);
+        }
+        let busy = &self
+            .map
+            .pub_slot(self.geometry.max_subscribers, keeper)
+            .busy;
+        let mut out = false;
+        for _ in 0..LOCK_SPINS {
+            // Acquire partner: the keeper's Release store of 0 in
+            // `unlock_claims` or `solo_leave`.
+            if busy.load(Ordering::Acquire) == 0 {
+                out = true;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let alive =
+            liveness::is_locked(&self.lock, PUB_LOCK_BASE + i64::from(keeper)).map_err(|e| {
+                OfferError::Corrupt(format!("cannot check publisher {keeper}'s lock: {e}"))
+            })?;
+        if !out && alive {
+            return Err(OfferError::BackPressured);
+        }
+        if let Some(m) = self.multi.as_mut() {
+            m.revoking = None;
+            m.must_scan = true;
+        }
+        if !alive {
+            self.resolve_dead(keeper);
+        }
+        Ok(())
     }
 
     /// With the lock just taken: our bit is served; after waiting in vain
@@ -363,7 +590,7 @@ impl Publisher {
         let index = m.index;
         // Acquire partner: as in `lock_claims`.
         let w = self.map.publisher().claim_lock.load(Ordering::Acquire);
-        let holder = w as u32;
+        let holder = (w as u32) & !(SOLO as u32);
         if holder == 0 {
             return Err(OfferError::BackPressured);
         }
@@ -415,6 +642,7 @@ impl Publisher {
         if let Some(m) = self.multi.as_mut() {
             m.blocked = None;
             m.must_scan = true;
+            m.took(w);
         }
         self.resolve_dead(holder - 1);
         Ok(())
@@ -423,8 +651,31 @@ impl Publisher {
     /// Releases the claim lock.
     #[inline(always)]
     pub(super) fn unlock_claims(&mut self) {
-        let lock = &self.map.publisher().claim_lock;
+        let Some(m) = self.multi.as_mut() else {
+            return;
+        };
+        let busy = &self
+            .map
+            .pub_slot(self.geometry.max_subscribers, m.index)
+            .busy;
+        if m.solo != 0 {
+            // Release partner: the taker's Acquire load in `finish_revoke`.
+            busy.store(0, Ordering::Release);
+            return;
+        }
+        let pb = self.map.publisher();
+        let lock = &pb.claim_lock;
         let w = lock.load(Ordering::Relaxed);
+        // Solo needs the barrier of whoever takes the lock from us, and
+        // that barrier reaches only processes registered for it (as we are
+        // when `fence` is false). Relaxed: a hint, as in `lock_claims`.
+        if m.streak >= SOLO_AFTER && !self.fence && pb.claim_wanted.load(Ordering::Relaxed) == 0 {
+            m.solo = w | SOLO;
+            // Release partner: a taker's Acquire CAS in `revoke`. Nobody
+            // else writes a live holder's word, so a store is enough.
+            lock.store(m.solo, Ordering::Release);
+            return;
+        }
         // Release partner: the next holder's Acquire CAS in `lock_claims`.
         lock.store(w & !u64::from(u32::MAX), Ordering::Release);
     }
@@ -483,7 +734,10 @@ impl Publisher {
         len: usize,
     ) -> Result<Claim<'_>, OfferError> {
         self.lock_claims()?;
-        let r = self.reserve(len);
+        let r = match self.reserve_solo(len) {
+            Some(r) => Ok(r),
+            None => self.reserve(len),
+        };
         self.unlock_claims();
         let (pad_at, start) = r?;
         Ok(Claim {
@@ -494,6 +748,54 @@ impl Publisher {
             type_id,
             multi: true,
         })
+    }
+
+    /// [`Publisher::reserve`] for a solo keeper inside its change, when
+    /// nothing needs more than the claim itself: the shared tail and zeroed
+    /// mark are then ours (nobody else held the lock since we read them), so
+    /// they come from our copies; anything else (a membership request, a
+    /// wrap, `limit`, zeroing, the periodic reap, history, eviction) is
+    /// `None`, and `reserve` does it.
+    #[inline(always)]
+    fn reserve_solo(&mut self, len: usize) -> Option<(Option<u64>, u64)> {
+        let m = self.multi.as_ref()?;
+        if m.solo == 0 {
+            return None;
+        }
+        let index = m.index;
+        let att = self.map.signal().attention.load(Ordering::Relaxed);
+        let rec = layout::record_len(len as u64);
+        let t = self.tail;
+        let end = t + rec;
+        if att >= ATTENTION_MEMBERSHIP
+            || self.map.truncated()
+            || self.active == 0
+            || (self.offers.wrapping_add(1)) % 1024 == 0
+            || self.data.offset(t) + rec > self.capacity
+            || end + 8 > self.limit
+            || self.zeroed < end + 8
+            || self.marks.is_some()
+            || self.evictor.is_some()
+        {
+            return None;
+        }
+        self.offers = self.offers.wrapping_add(1);
+        if self.zeroed < end + 8 + ZERO_LOW_WATER {
+            if let Some(m) = self.multi.as_mut() {
+                // As in `reserve`: zeroed after the commit.
+                m.zero_later = true;
+            }
+        }
+        let slot = self.map.pub_slot(self.geometry.max_subscribers, index);
+        slot.pending_start.store(t, Ordering::Relaxed);
+        slot.pending_end.store(end, Ordering::Relaxed);
+        // Release partner: as in `reserve`.
+        self.map
+            .publisher()
+            .claim_tail
+            .store(end, Ordering::Release);
+        self.tail = end;
+        Some((None, t))
     }
 
     /// With the claim lock held: moves the shared tail past a record of
@@ -651,6 +953,25 @@ impl Publisher {
             return true;
         };
         let index = m.index;
+        let pb = self.map.publisher();
+        if m.solo != 0 {
+            // Let the kept lock go (unless it was just taken from us).
+            let _ = pb.claim_lock.compare_exchange(
+                m.solo,
+                m.solo & !u64::from(u32::MAX),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        } else if let Some((_, kept)) = m.revoking {
+            // Give a lock we were taking back to its keeper, as it was: the
+            // keeper may still be inside a change.
+            let _ = pb.claim_lock.compare_exchange(
+                lock_word(kept, index),
+                kept,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
         let slot = self.pub_slot(index);
         slot.pending_end.store(0, Ordering::Relaxed);
         slot.state.store(PUB_FREE, Ordering::Relaxed);
@@ -743,22 +1064,32 @@ impl Publisher {
             return;
         };
         m.zero_later = false;
-        let index = m.index;
+        if m.solo != 0 {
+            if !self.solo_enter() {
+                return;
+            }
+        } else {
+            let index = m.index;
+            let pb = self.map.publisher();
+            let w = pb.claim_lock.load(Ordering::Relaxed);
+            // Relaxed: a hint, as in `lock_claims`.
+            if w as u32 != 0 || pb.claim_wanted.load(Ordering::Relaxed) != 0 {
+                return;
+            }
+            // Acquire partner: the previous holder's Release store in
+            // `unlock_claims`, as in `lock_claims`.
+            if pb
+                .claim_lock
+                .compare_exchange(w, lock_word(w, index), Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            if let Some(m) = self.multi.as_mut() {
+                m.took(w);
+            }
+        }
         let pb = self.map.publisher();
-        let w = pb.claim_lock.load(Ordering::Relaxed);
-        // Relaxed: a hint, as in `lock_claims`.
-        if w as u32 != 0 || pb.claim_wanted.load(Ordering::Relaxed) != 0 {
-            return;
-        }
-        // Acquire partner: the previous holder's Release store in
-        // `unlock_claims`, as in `lock_claims`.
-        if pb
-            .claim_lock
-            .compare_exchange(w, lock_word(w, index), Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
         let t = pb.claim_tail.load(Ordering::Relaxed);
         let z = pb.zeroed.load(Ordering::Relaxed);
         let joins = pb.history_joins.load(Ordering::Relaxed);

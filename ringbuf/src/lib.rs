@@ -139,8 +139,9 @@
 //! the tail), and each publisher's own order is kept. A held lock makes an
 //! offer spin briefly, then return `BackPressured` (retry, nothing lost).
 //!
-//! *Solo.* A publisher that has held the claim lock 1024 times in a row,
-//! nobody else taking it in between, keeps it between claims (the lock
+//! *Solo.* A publisher alone on the ring (every other publisher slot free)
+//! that has held the claim lock 1024 times in a row, nobody else taking it
+//! in between, keeps it between claims (the lock
 //! word's solo bit): its claim is then a store of its slot's `busy` flag, a
 //! check that the word is unchanged, the claim from its own copies of the
 //! shared tail and zeroed mark, and `busy` back to 0; no CAS, no reload.
@@ -154,8 +155,9 @@
 //! barrier asks through `claim_wanted` instead, and the keeper lets go at
 //! its next claim; rings whose creator could not register for the barrier
 //! never go solo. It makes one active writer on a ring opened for several
-//! nearly as cheap as the single writer; writers that take turns never
-//! reach 1024 and pay one CAS per claim, as before.
+//! nearly as cheap as the single writer; while several are attached none
+//! keeps the lock (each would pay a barrier whenever the other had been
+//! descheduled for 1024 claims), and each claim takes it with a CAS.
 //!
 //! *Records* of a multi-writer ring carry the writer's slot index + 1 in the
 //! high 8 bits of `len` (so payloads are at most

@@ -1544,24 +1544,33 @@ fn a_solo_keeper_inside_a_change_is_waited_for_and_a_dead_one_taken_over() {
         }
         let d = TempDir::new();
         let cfg = multi_config(&d, 1 << 14, 3);
-        let mut a = Publisher::create("mp-keeper", &cfg).unwrap();
-        let mut s = Subscriber::open("mp-keeper", Some(&d.0)).unwrap();
-        connect(&mut a, &mut s);
         let mut k = Publisher::create("mp-keeper", &cfg).unwrap();
+        let mut s = Subscriber::open("mp-keeper", Some(&d.0)).unwrap();
+        connect(&mut k, &mut s);
         let mut got = offer_and_drain(&mut k, &mut s, b'k', 0, 3000);
         assert!(k.is_solo());
-        // The keeper (slot 1) seems inside a change: a waits, BackPressured.
-        let w = Scribbler::new(a.path());
-        let busy_at = layout::pub_slot_offset(8, 1) + 80;
+        // The keeper (slot 0) seems inside a change: an attacher waits.
+        let w = Scribbler::new(k.path());
+        let busy_at = layout::pub_slot_offset(8, 0) + 80;
         w.write_u32(busy_at, 1);
-        for _ in 0..3 {
-            assert_eq!(a.offer(1, b"a-wait"), Err(OfferError::BackPressured));
-        }
-        // The change ends: a has the lock; the keeper goes on without it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cfg2 = cfg.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Publisher::create("mp-keeper", &cfg2));
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        // The change ends: the attacher has the lock; the keeper goes on.
         w.write_u32(busy_at, 0);
+        let mut a = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
         got.extend(offer_and_drain(&mut a, &mut s, b'a', 0, 1));
-        got.extend(offer_and_drain(&mut k, &mut s, b'k', 3000, 3000));
+        got.extend(offer_and_drain(&mut k, &mut s, b'k', 3000, 10));
+        assert!(!k.is_solo());
+        // With a's slot made to look free, k is alone and keeps the lock.
+        let a_state = layout::pub_slot_offset(8, 1);
+        w.write_u32(a_state, layout::PUB_FREE);
+        got.extend(offer_and_drain(&mut k, &mut s, b'k', 3010, 2990));
         assert!(k.is_solo());
+        w.write_u32(a_state, layout::PUB_ATTACHED);
         // The keeper dies inside a change, with a claim half written.
         w.write_u32(busy_at, 1);
         let mut c = k.try_claim(1, 8).unwrap();

@@ -651,33 +651,54 @@ impl Publisher {
     /// Releases the claim lock.
     #[inline(always)]
     pub(super) fn unlock_claims(&mut self) {
-        let Some(m) = self.multi.as_mut() else {
+        let Some(m) = self.multi.as_ref() else {
             return;
         };
-        let busy = &self
-            .map
-            .pub_slot(self.geometry.max_subscribers, m.index)
-            .busy;
-        if m.solo != 0 {
+        let (index, solo, streak) = (m.index, m.solo, m.streak);
+        if solo != 0 {
             // Release partner: the taker's Acquire load in `finish_revoke`.
-            busy.store(0, Ordering::Release);
+            self.pub_slot(index).busy.store(0, Ordering::Release);
             return;
         }
         let pb = self.map.publisher();
-        let lock = &pb.claim_lock;
-        let w = lock.load(Ordering::Relaxed);
-        // Solo needs the barrier of whoever takes the lock from us, and
-        // that barrier reaches only processes registered for it (as we are
-        // when `fence` is false). Relaxed: a hint, as in `lock_claims`.
-        if m.streak >= SOLO_AFTER && !self.fence && pb.claim_wanted.load(Ordering::Relaxed) == 0 {
-            m.solo = w | SOLO;
-            // Release partner: a taker's Acquire CAS in `revoke`. Nobody
-            // else writes a live holder's word, so a store is enough.
-            lock.store(m.solo, Ordering::Release);
-            return;
+        let w = pb.claim_lock.load(Ordering::Relaxed);
+        if streak >= SOLO_AFTER {
+            // Solo needs the barrier of whoever takes the lock from us, and
+            // that barrier reaches only processes registered for it (as we
+            // are when `fence` is false). Relaxed: a hint, as in
+            // `lock_claims`.
+            let keep = !self.fence && pb.claim_wanted.load(Ordering::Relaxed) == 0 && self.alone();
+            if let Some(m) = self.multi.as_mut() {
+                if keep {
+                    m.solo = w | SOLO;
+                    // Release partner: a taker's Acquire CAS in `revoke`.
+                    // Nobody else writes a live holder's word: a store does.
+                    self.map
+                        .publisher()
+                        .claim_lock
+                        .store(w | SOLO, Ordering::Release);
+                    return;
+                }
+                // Not alone: look again after as many holds.
+                m.streak = 0;
+            }
         }
         // Release partner: the next holder's Acquire CAS in `lock_claims`.
-        lock.store(w & !u64::from(u32::MAX), Ordering::Release);
+        self.map
+            .publisher()
+            .claim_lock
+            .store(w & !u64::from(u32::MAX), Ordering::Release);
+    }
+
+    /// True if every other publisher slot is free: only then do we keep the
+    /// lock (writers that share the ring would take it from each other with
+    /// a barrier each time one of them was descheduled for 1024 claims).
+    #[cold]
+    fn alone(&self) -> bool {
+        let index = self.multi.as_ref().map_or(0, |m| m.index);
+        (0..self.geometry.max_publishers)
+            .filter(|&j| j != index)
+            .all(|j| self.pub_slot(j).state.load(Ordering::Relaxed) == PUB_FREE)
     }
 
     /// With the claim lock held: turns the claim that dead publisher `j`

@@ -719,4 +719,99 @@ mod multi {
             reader.join().unwrap();
         });
     }
+
+    /// Solo (`publisher/multi.rs`): keeper K kept the lock (word `KEPT`,
+    /// solo bit set) and claims without a CAS: `busy` = 1, then the word
+    /// must be unchanged, then the guarded change (the shared tail, here a
+    /// plain cell: loom reports two writers at once), then `busy` = 0
+    /// (Release). Taker T CASes the kept word (Acquire), issues the barrier
+    /// and waits for `busy` = 0 (Acquire). `membarrier` is modelled as a
+    /// SeqCst fence on both sides: what it gives is that K's `busy` store
+    /// and its load of the word are ordered as seen by T. K backs off to an
+    /// ordinary CAS hold when the word changed.
+    #[test]
+    fn loom_a_kept_lock_is_taken_over_without_two_holders() {
+        const SOLO: u64 = 1 << 31;
+        const KEPT: u64 = (5 << 32) | SOLO | 1;
+        struct Solo {
+            lock: AtomicU64,
+            busy: AtomicU32,
+            tail: UnsafeCell<u64>,
+        }
+        /// The guarded change: read and bump the tail.
+        fn change(s: &Solo) -> u64 {
+            // SAFETY (model): only a lock holder gets here; loom checks it.
+            s.tail.with_mut(|t| unsafe {
+                *t += 1;
+                *t - 1
+            })
+        }
+        /// An ordinary hold: CAS a free word, change, release.
+        fn hold(s: &Solo, index: u64) -> u64 {
+            loop {
+                let w = s.lock.load(Ordering::Relaxed);
+                if w as u32 == 0
+                    && s.lock
+                        .compare_exchange(
+                            w,
+                            (((w >> 32) + 1) << 32) | (index + 1),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    break;
+                }
+                thread::yield_now();
+            }
+            let t = change(s);
+            let w = s.lock.load(Ordering::Relaxed);
+            s.lock.store(w & !u64::from(u32::MAX), Ordering::Release);
+            t
+        }
+        loom::model(|| {
+            let s = Arc::new(Solo {
+                lock: AtomicU64::new(KEPT),
+                busy: AtomicU32::new(0),
+                tail: UnsafeCell::new(0),
+            });
+            let keeper = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let mut solo = true;
+                    let mut got = Vec::new();
+                    for _ in 0..2 {
+                        if solo {
+                            s.busy.store(1, Ordering::Relaxed);
+                            fence(Ordering::SeqCst);
+                            if s.lock.load(Ordering::Relaxed) == KEPT {
+                                got.push(change(&s));
+                                s.busy.store(0, Ordering::Release);
+                                continue;
+                            }
+                            s.busy.store(0, Ordering::Release);
+                            solo = false;
+                        }
+                        got.push(hold(&s, 0));
+                    }
+                    got
+                })
+            };
+            // The taker.
+            assert!(s
+                .lock
+                .compare_exchange(KEPT, (6 << 32) | 2, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok());
+            fence(Ordering::SeqCst);
+            while s.busy.load(Ordering::Acquire) != 0 {
+                thread::yield_now();
+            }
+            let mine = change(&s);
+            s.lock.store(6 << 32, Ordering::Release);
+            let mut all = keeper.join().unwrap();
+            all.push(mine);
+            all.sort_unstable();
+            assert_eq!(all, [0, 1, 2], "every claim got its own position");
+        });
+    }
 }

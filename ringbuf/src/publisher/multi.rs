@@ -780,7 +780,7 @@ impl Publisher {
     #[inline(always)]
     fn reserve_solo(&mut self, len: usize) -> Option<(Option<u64>, u64)> {
         let m = self.multi.as_ref()?;
-        if m.solo == 0 {
+        if m.solo == 0 || m.must_scan {
             return None;
         }
         let index = m.index;

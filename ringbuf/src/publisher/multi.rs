@@ -807,16 +807,25 @@ impl Publisher {
                 m.zero_later = true;
             }
         }
-        let slot = self.map.pub_slot(self.geometry.max_subscribers, index);
-        slot.pending_start.store(t, Ordering::Relaxed);
+        self.publish_claim(index, t, end);
+        Some((None, t))
+    }
+
+    /// With the claim lock held: records our claim `[from, end)` (padding
+    /// included) in our slot, then moves the shared tail to `end`.
+    #[inline(always)]
+    fn publish_claim(&mut self, index: u32, from: u64, end: u64) {
+        let slot = self.pub_slot(index);
+        slot.pending_start.store(from, Ordering::Relaxed);
         slot.pending_end.store(end, Ordering::Relaxed);
-        // Release partner: as in `reserve`.
+        // Release partner: a subscriber's Acquire load of `claim_tail` when
+        // it finds no record at its position (then it reads the pending
+        // claims), and the next lock holder's load (ordered by the lock).
         self.map
             .publisher()
             .claim_tail
             .store(end, Ordering::Release);
         self.tail = end;
-        Some((None, t))
     }
 
     /// With the claim lock held: moves the shared tail past a record of
@@ -924,18 +933,8 @@ impl Publisher {
         let Some(m) = self.multi.as_ref() else {
             return Err(OfferError::Corrupt("not a multi-writer publisher".into()));
         };
-        let slot = self.pub_slot(m.index);
-        slot.pending_start
-            .store(pad_at.unwrap_or(start), Ordering::Relaxed);
-        slot.pending_end.store(end, Ordering::Relaxed);
-        // Release partner: a subscriber's Acquire load of `claim_tail` when
-        // it finds no record at its position (then it reads the pending
-        // claims), and the next lock holder's load (ordered by the lock).
-        self.map
-            .publisher()
-            .claim_tail
-            .store(end, Ordering::Release);
-        self.tail = end;
+        let index = m.index;
+        self.publish_claim(index, pad_at.unwrap_or(start), end);
         Ok((pad_at, start))
     }
 

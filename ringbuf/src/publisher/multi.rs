@@ -497,11 +497,13 @@ impl Publisher {
             return Err(OfferError::BackPressured);
         }
         if !futex::global_barrier() {
-            // Give the lock back as it was: the keeper never noticed.
+            // Give the lock back as it was: the keeper never noticed. We
+            // changed nothing, so Relaxed: a read-modify-write, it continues
+            // the release sequence of the keeper's store of the word.
             let _ = pb.claim_lock.compare_exchange(
                 lock_word(w, index),
                 w,
-                Ordering::Release,
+                Ordering::Relaxed,
                 Ordering::Relaxed,
             );
             pb.claim_wanted.fetch_or(1 << index, Ordering::Relaxed);
@@ -976,6 +978,7 @@ impl Publisher {
         let pb = self.map.publisher();
         if m.solo != 0 {
             // Let the kept lock go (unless it was just taken from us).
+            // Release partner: the next holder's Acquire CAS in `lock_claims`.
             let _ = pb.claim_lock.compare_exchange(
                 m.solo,
                 m.solo & !u64::from(u32::MAX),
@@ -984,11 +987,11 @@ impl Publisher {
             );
         } else if let Some((_, kept)) = m.revoking {
             // Give a lock we were taking back to its keeper, as it was: the
-            // keeper may still be inside a change.
+            // keeper may still be inside a change. Relaxed, as in `revoke`.
             let _ = pb.claim_lock.compare_exchange(
                 lock_word(kept, index),
                 kept,
-                Ordering::Release,
+                Ordering::Relaxed,
                 Ordering::Relaxed,
             );
         }

@@ -334,8 +334,9 @@ impl Publisher {
     /// left by a dead or descheduled waiter costs the others one such wait,
     /// after which they clear the word.
     ///
-    /// Solo: a publisher that has held the lock [`SOLO_AFTER`] times in a
-    /// row, with nobody else taking it in between, keeps it between claims
+    /// Solo: a publisher alone on the ring (every other publisher slot
+    /// free) that has held the lock [`SOLO_AFTER`] times in a row, with
+    /// nobody else taking it in between, keeps it between claims
     /// (the lock word gets the [`SOLO`] bit) and skips the CAS: it sets its
     /// slot's `busy` flag, and goes on if the word is still the one it
     /// kept. Another publisher takes the lock from it with a CAS on that
